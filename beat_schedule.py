@@ -1,0 +1,40 @@
+"""The beat schedule: what cron used to run. Imported by the Celery app (t0dqm.celery)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from celery.schedules import crontab
+
+
+def build(settings: Any) -> dict[str, dict[str, Any]]:
+    """Schedule entries for the settings' flavour; optional families only when enabled."""
+    reconcile_every = settings["reconcile"]["interval"]
+    schedule: dict[str, dict[str, Any]] = {
+        "reconcile": {"task": "t0dqm.tasks.ops.reconcile", "schedule": float(reconcile_every)},
+        "beat-heartbeat": {"task": "t0dqm.tasks.ops.beat_heartbeat", "schedule": 30.0},
+    }
+    optional: dict[str, dict[str, Any]] = {
+        "receive-scan": {"task": "t0dqm.tasks.receive.scan", "schedule": float(settings["receive"]["scan_interval"])},
+        "create-info": {"task": "t0dqm.tasks.receive.create_info", "schedule": 4 * 3600.0},
+        "index-merge": {"task": "t0dqm.tasks.index.merge", "schedule": 10.0},
+        "index-delete-runs": {"task": "t0dqm.tasks.index.delete_runs", "schedule": 900.0},
+        "version-control": {"task": "t0dqm.tasks.cleanup.version_control", "schedule": 30.0},
+        "quota-control": {"task": "t0dqm.tasks.cleanup.quota_control", "schedule": 240.0},
+        "zip-freeze": {"task": "t0dqm.tasks.archive.freeze", "schedule": 900.0},
+        "tape-verify": {"task": "t0dqm.tasks.tape.verify_due", "schedule": 900.0},
+        "daily-clean": {"task": "t0dqm.tasks.cleanup.clean_zips", "schedule": crontab(hour=2, minute=17)},
+        "index-backup": {"task": "t0dqm.tasks.tape.backup_index", "schedule": crontab(hour=7, minute=0)},
+        "health": {"task": "t0dqm.tasks.health.check", "schedule": 300.0},
+        "streamer-cleanup": {"task": "t0dqm.tasks.streamer.streamer_cleanup",
+                             "schedule": crontab(hour=5, minute=0)},
+    }
+    enabled = set(settings.data.get("beat", {}).get("enabled", list(optional)))
+    if not settings["streamer"]["enabled"]:
+        enabled.discard("streamer-cleanup")
+    if not settings["run_deletion"]["enabled"]:
+        enabled.discard("index-delete-runs")
+    for name, entry in optional.items():
+        if name in enabled:
+            schedule[name] = entry
+    return schedule

@@ -1,0 +1,388 @@
+"""The catalog: the single source of truth for files, archives, streamer units, audit, leases, alarms.
+
+SQLAlchemy Core on SQLite (WAL, busy timeout) by default, PostgreSQL by URL. Every state change is a
+conditional UPDATE (``... WHERE state IN (expected)``) in the same transaction as its audit row, so two
+workers racing on one item cannot both win and no change goes unrecorded.
+Timestamps are float seconds since the epoch (UTC).
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import threading
+import time
+from collections.abc import Iterable, Iterator, Mapping
+from contextlib import contextmanager
+from typing import Any
+
+from sqlalchemy import (
+    Boolean,
+    Column,
+    Engine,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+    create_engine,
+    event,
+    func,
+    insert,
+    select,
+    update,
+)
+from sqlalchemy.engine import Connection
+
+SCHEMA_VERSION = 1
+
+metadata = MetaData()
+
+meta = Table(
+    "meta", metadata,
+    Column("key", String(64), primary_key=True),
+    Column("value", Text, nullable=False),
+)
+
+# A DQM file filed in the repository. state: received -> zipped -> removed; index_state separately.
+files = Table(
+    "files", metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("path", String(1024), nullable=False, unique=True),  # relative to the repository root
+    Column("name", String(512), nullable=False),
+    Column("cls", String(32), nullable=False),
+    Column("run", Integer, nullable=False),
+    Column("version", Integer, nullable=False),
+    Column("dataset", String(512), nullable=False),
+    Column("subsystem", String(128)),
+    Column("size", Integer, nullable=False),
+    Column("md5", String(32)),
+    Column("adler32", String(8), nullable=False),
+    Column("mtime", Float, nullable=False),
+    Column("zippat", String(1024)),
+    Column("state", String(16), nullable=False, default="received"),
+    Column("index_state", String(16), nullable=False, default="pending"),
+    Column("archive_id", Integer, ForeignKey("archives.id")),
+    Column("reason", Text),
+    Column("created_at", Float, nullable=False),
+    Column("updated_at", Float, nullable=False),
+    Column("claimed_by", String(128)),
+    Column("claimed_until", Float),
+    Column("attempts", Integer, nullable=False, default=0),
+    Index("ix_files_state", "state", "updated_at"),
+    Index("ix_files_index_state", "index_state", "updated_at"),
+    Index("ix_files_run", "run", "dataset"),
+)
+
+# Uploads that failed validation: never deleted, never retried forever.
+quarantine = Table(
+    "quarantine", metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("path", String(1024), nullable=False),
+    Column("name", String(512), nullable=False),
+    Column("step", String(32), nullable=False),
+    Column("reason", Text, nullable=False),
+    Column("created_at", Float, nullable=False),
+    Column("resolved_at", Float),
+    Index("ix_quarantine_path", "path"),
+)
+
+# A zip archive. state: open -> frozen -> copied -> verified -> on_tape -> cleaned; failed, conflict.
+archives = Table(
+    "archives", metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("path", String(1024), nullable=False, unique=True),  # relative to the zip root
+    Column("pattern", String(1024), nullable=False),
+    Column("serial", Integer, nullable=False),
+    Column("state", String(16), nullable=False, default="open"),
+    Column("nfiles", Integer, nullable=False, default=0),
+    Column("size", Integer, nullable=False, default=0),
+    Column("adler32", String(8)),
+    Column("first_write", Float),
+    Column("last_write", Float),
+    Column("frozen_at", Float),
+    Column("copied_at", Float),
+    Column("verified_at", Float),
+    Column("cleaned_at", Float),
+    Column("tries", Integer, nullable=False, default=0),
+    Column("next_try_at", Float),
+    Column("reason", Text),
+    Column("created_at", Float, nullable=False),
+    Column("updated_at", Float, nullable=False),
+    Column("claimed_by", String(128)),
+    Column("claimed_until", Float),
+    UniqueConstraint("pattern", "serial", name="uq_archives_pattern_serial"),
+    Index("ix_archives_state", "state", "updated_at"),
+)
+
+# Membership: a file is in exactly one archive (unique file_id).
+members = Table(
+    "members", metadata,
+    Column("archive_id", Integer, ForeignKey("archives.id"), nullable=False),
+    Column("file_id", Integer, ForeignKey("files.id"), nullable=False, unique=True),
+    Column("name", String(512), nullable=False),
+    Column("size", Integer, nullable=False),
+    Column("adler32", String(8), nullable=False),
+    Column("added_at", Float, nullable=False),
+    UniqueConstraint("archive_id", "name", name="uq_members_archive_name"),
+)
+
+# Tier-0 streamer run/stream units seen in the dump and what was done with them.
+streamer_units = Table(
+    "streamer_units", metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("label", String(64), nullable=False),
+    Column("stream", String(128), nullable=False),
+    Column("run", Integer, nullable=False),
+    Column("files", Integer, nullable=False, default=0),
+    Column("bytes", Integer, nullable=False, default=0),
+    Column("newest_mtime", Integer),
+    Column("state", String(16), nullable=False, default="present"),
+    Column("rule", String(32)),
+    Column("updated_at", Float, nullable=False),
+    UniqueConstraint("label", "stream", "run", name="uq_streamer_unit"),
+)
+
+# Every state change and every deletion.
+audit = Table(
+    "audit", metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("at", Float, nullable=False),
+    Column("host", String(128), nullable=False),
+    Column("entity", String(16), nullable=False),  # file, archive, path, streamer, index
+    Column("entity_id", Integer),
+    Column("action", String(32), nullable=False),  # transition, delete, dry-run-delete, quarantine, ...
+    Column("from_state", String(16)),
+    Column("to_state", String(16)),
+    Column("path", String(2048)),
+    Column("size", Integer),
+    Column("checksum", String(64)),
+    Column("rule", String(64)),
+    Column("detail", Text),
+    Index("ix_audit_entity", "entity", "entity_id"),
+    Index("ix_audit_action", "action", "at"),
+)
+
+# Named leases: singleton jobs, single-writer sections, heartbeats.
+leases = Table(
+    "leases", metadata,
+    Column("name", String(256), primary_key=True),
+    Column("owner", String(256), nullable=False),
+    Column("expires_at", Float, nullable=False),
+    Column("heartbeat_at", Float, nullable=False),
+)
+
+alarms = Table(
+    "alarms", metadata,
+    Column("key", String(256), primary_key=True),
+    Column("severity", String(16), nullable=False),
+    Column("message", Text, nullable=False),
+    Column("first_at", Float, nullable=False),
+    Column("last_at", Float, nullable=False),
+    Column("count", Integer, nullable=False, default=1),
+    Column("notified_at", Float),
+    Column("active", Boolean, nullable=False, default=True),
+)
+
+TABLES = {"file": files, "archive": archives, "streamer": streamer_units}
+
+# Migrations: version -> callable(conn) upgrading from version-1. Version 1 is create_all.
+MIGRATIONS: dict[int, Any] = {}
+
+
+def worker_identity() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}:{threading.get_ident()}"
+
+
+def _sqlite_connect(dbapi_conn: Any, _record: Any) -> None:
+    # pysqlite's own transaction handling off: we emit BEGIN ourselves (see make_engine).
+    dbapi_conn.isolation_level = None
+    cur = dbapi_conn.cursor()
+    cur.execute("PRAGMA journal_mode=WAL")
+    cur.execute("PRAGMA synchronous=NORMAL")
+    cur.execute("PRAGMA busy_timeout=30000")
+    cur.execute("PRAGMA foreign_keys=ON")
+    cur.close()
+
+
+def make_engine(url: str, *, readonly: bool = False) -> Engine:
+    """Engine for the catalog URL. SQLite writers BEGIN IMMEDIATE: a read-then-write transaction
+    then waits for the lock up front instead of failing on upgrade; readers use plain BEGIN."""
+    if url.startswith("sqlite"):
+        path = url.split("///", 1)[-1]
+        if path and path != ":memory:":
+            os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+        engine = create_engine(url, connect_args={"timeout": 30, "check_same_thread": False})
+        event.listen(engine, "connect", _sqlite_connect)
+        begin_sql = "BEGIN" if readonly else "BEGIN IMMEDIATE"
+        event.listen(engine, "begin", lambda conn: conn.exec_driver_sql(begin_sql))
+        return engine
+    connect_args: dict[str, Any] = {}
+    if url.startswith("postgresql"):
+        connect_args = {"connect_timeout": 10, "options": "-c statement_timeout=60000"}
+    return create_engine(url, pool_pre_ping=True, pool_size=5, max_overflow=5, connect_args=connect_args)
+
+
+class Catalog:
+    """Connection to the catalog with the conditional-update and audit helpers tasks need."""
+
+    def __init__(self, url: str, host: str | None = None) -> None:
+        self.url = url
+        self.engine = make_engine(url)
+        self.read_engine = make_engine(url, readonly=True) if url.startswith("sqlite") else self.engine
+        self.host = host or socket.gethostname()
+
+    # -- schema -----------------------------------------------------------------------------------
+    def schema_version(self) -> int | None:
+        with self.read() as conn:
+            if not self.engine.dialect.has_table(conn, "meta"):
+                return None
+            value = conn.execute(select(meta.c.value).where(meta.c.key == "schema_version")).scalar()
+            return int(value) if value is not None else None
+
+    def upgrade(self) -> int:
+        """Create or migrate the schema to SCHEMA_VERSION; safe to run concurrently and repeatedly."""
+        current = self.schema_version()
+        if current is None:
+            metadata.create_all(self.engine, checkfirst=True)
+            with self.begin() as conn:
+                if conn.execute(select(meta.c.value).where(meta.c.key == "schema_version")).scalar() is None:
+                    conn.execute(insert(meta).values(key="schema_version", value=str(SCHEMA_VERSION)))
+            return SCHEMA_VERSION
+        if current > SCHEMA_VERSION:
+            raise RuntimeError(f"catalog schema {current} is newer than this t0dqm ({SCHEMA_VERSION})")
+        for version in range(current + 1, SCHEMA_VERSION + 1):
+            with self.begin() as conn:
+                MIGRATIONS[version](conn)
+                conn.execute(update(meta).where(meta.c.key == "schema_version").values(value=str(version)))
+        return SCHEMA_VERSION
+
+    @contextmanager
+    def begin(self) -> Iterator[Connection]:
+        with self.engine.begin() as conn:
+            yield conn
+
+    @contextmanager
+    def read(self) -> Iterator[Connection]:
+        """A connection for queries only (never blocks on SQLite's write lock)."""
+        with self.read_engine.connect() as conn:
+            yield conn
+
+    def dispose(self) -> None:
+        self.engine.dispose()
+        self.read_engine.dispose()
+
+    # -- audit and transitions -------------------------------------------------------------------
+    def audit(self, conn: Connection, *, entity: str, action: str, entity_id: int | None = None,
+              from_state: str | None = None, to_state: str | None = None, path: str | None = None,
+              size: int | None = None, checksum: str | None = None, rule: str | None = None,
+              detail: str | None = None) -> None:
+        conn.execute(insert(audit).values(
+            at=time.time(), host=self.host, entity=entity, entity_id=entity_id, action=action,
+            from_state=from_state, to_state=to_state, path=path, size=size, checksum=checksum,
+            rule=rule, detail=detail))
+
+    def transition(self, conn: Connection, entity: str, row_id: int, expected: str | Iterable[str],
+                   new_state: str, *, release: bool = True, detail: str | None = None,
+                   **values: Any) -> bool:
+        """Move one row from an expected state to new_state; False if someone else got there first."""
+        table = TABLES[entity]
+        expected_states = [expected] if isinstance(expected, str) else list(expected)
+        previous = conn.execute(select(table.c.state).where(table.c.id == row_id)).scalar()
+        if previous not in expected_states:
+            return False
+        now = time.time()
+        changes = dict(values, state=new_state, updated_at=now)
+        if release and "claimed_by" in table.c:
+            changes.update(claimed_by=None, claimed_until=None)
+        result = conn.execute(
+            update(table).where(table.c.id == row_id, table.c.state == previous).values(**changes))
+        if result.rowcount != 1:
+            return False
+        self.audit(conn, entity=entity, entity_id=row_id, action="transition", from_state=previous,
+                   to_state=new_state, detail=detail)
+        return True
+
+    def claim(self, entity: str, row_id: int, states: str | Iterable[str], lease_seconds: float,
+              owner: str | None = None) -> bool:
+        """Take a lease on a row in one of ``states``; only one claimant can hold it at a time."""
+        table = TABLES[entity]
+        state_list = [states] if isinstance(states, str) else list(states)
+        now = time.time()
+        with self.begin() as conn:
+            result = conn.execute(
+                update(table)
+                .where(table.c.id == row_id, table.c.state.in_(state_list),
+                       (table.c.claimed_until.is_(None)) | (table.c.claimed_until < now))
+                .values(claimed_by=owner or worker_identity(), claimed_until=now + lease_seconds))
+            return result.rowcount == 1
+
+    def release(self, entity: str, row_id: int) -> None:
+        table = TABLES[entity]
+        with self.begin() as conn:
+            conn.execute(update(table).where(table.c.id == row_id).values(claimed_by=None, claimed_until=None))
+
+    # -- named leases -----------------------------------------------------------------------------
+    def acquire_lease(self, name: str, owner: str, seconds: float) -> bool:
+        """Take or renew the named lease; True when ``owner`` holds it afterwards."""
+        now = time.time()
+        with self.begin() as conn:
+            row = conn.execute(select(leases).where(leases.c.name == name)).mappings().first()
+            if row is None:
+                try:
+                    with conn.begin_nested():
+                        conn.execute(insert(leases).values(name=name, owner=owner, expires_at=now + seconds,
+                                                           heartbeat_at=now))
+                    return True
+                except Exception:  # lost an insert race: someone else holds it now
+                    return False
+            result = conn.execute(
+                update(leases)
+                .where(leases.c.name == name, (leases.c.owner == owner) | (leases.c.expires_at < now))
+                .values(owner=owner, expires_at=now + seconds, heartbeat_at=now))
+            return result.rowcount == 1
+
+    def release_lease(self, name: str, owner: str) -> None:
+        with self.begin() as conn:
+            conn.execute(leases.delete().where(leases.c.name == name, leases.c.owner == owner))
+
+    # -- queries ----------------------------------------------------------------------------------
+    def get(self, entity: str, row_id: int) -> Mapping[str, Any] | None:
+        table = TABLES[entity]
+        with self.read() as conn:
+            return conn.execute(select(table).where(table.c.id == row_id)).mappings().first()
+
+    def counts(self, entity: str, column: str = "state") -> dict[str, int]:
+        table = TABLES[entity] if entity in TABLES else metadata.tables[entity]
+        col = table.c[column]
+        with self.read() as conn:
+            return {k: v for k, v in conn.execute(select(col, func.count()).group_by(col)).all()}
+
+
+_catalogs: dict[str, Catalog] = {}
+_lock = threading.Lock()
+
+
+def get_catalog(url: str | None = None) -> Catalog:
+    """Process-wide Catalog per URL (schema created on first use). Call reset_catalogs() after fork."""
+    from t0dqm import config
+
+    url = url or config.get().catalog_url
+    with _lock:
+        cat = _catalogs.get(url)
+        if cat is None:
+            cat = Catalog(url)
+            cat.upgrade()
+            _catalogs[url] = cat
+        return cat
+
+
+def reset_catalogs() -> None:
+    with _lock:
+        for cat in _catalogs.values():
+            cat.dispose()
+        _catalogs.clear()

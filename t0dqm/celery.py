@@ -1,0 +1,149 @@
+"""The Celery application: ``celery -A t0dqm worker|beat|flower|inspect|call``.
+
+Queues are prefixed per flavour (see config.Settings.queue_prefix), so several flavours share a
+broker without interfering. Recovery does not rely on the broker's visibility timeout: tasks keep
+leases in the catalog and the ``reconcile`` beat task re-enqueues stale work.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from celery import Celery
+from celery.signals import worker_process_init
+from kombu import Queue
+
+from t0dqm import config
+
+# Every task module; routes are by module (see route_for_task).
+TASK_MODULES = (
+    "t0dqm.tasks.ops",
+    "t0dqm.tasks.receive",
+    "t0dqm.tasks.index",
+    "t0dqm.tasks.archive",
+    "t0dqm.tasks.tape",
+    "t0dqm.tasks.cleanup",
+    "t0dqm.tasks.collect",
+    "t0dqm.tasks.sync",
+    "t0dqm.tasks.health",
+    "t0dqm.tasks.streamer",
+)
+
+BASE_QUEUES = ("receive", "index", "index-merge", "archive", "tape", "cleanup", "sync", "ops")
+# Queues whose tasks run long: one message at a time per process.
+LONG_QUEUES = ("archive", "tape", "cleanup", "sync", "index-merge")
+
+# Tasks that do not go to their module's queue.
+SPECIAL_ROUTES = {
+    "t0dqm.tasks.index.merge": "index-merge",
+    "t0dqm.tasks.index.delete_runs": "index-merge",
+    "t0dqm.tasks.streamer.streamer_cleanup": "cleanup",
+}
+MODULE_QUEUES = {
+    "ops": "ops", "receive": "receive", "index": "index", "archive": "archive", "tape": "tape",
+    "cleanup": "cleanup", "sync": "sync", "health": "ops", "streamer": "cleanup",
+}
+
+VISIBILITY_TIMEOUT = 4 * 3600  # longer than any task's hard limit; recovery is reconcile's job
+
+
+def stack_file(settings: config.Settings) -> Path:
+    """Where `t0dqm up` records the embedded broker URL for other commands on this host."""
+    return settings.flavour_root / "stack.json"
+
+
+def resolve_broker_url(settings: config.Settings) -> str:
+    if settings.broker_url:
+        return settings.broker_url
+    try:
+        return json.loads(stack_file(settings).read_text())["broker_url"]
+    except (FileNotFoundError, KeyError, ValueError):
+        return "redis://127.0.0.1:6379/0"
+
+
+def queue_name(base: str, settings: config.Settings | None = None) -> str:
+    settings = settings or config.get()
+    return f"{settings.queue_prefix}{base}"
+
+
+def collect_queue(host: str, settings: config.Settings | None = None) -> str:
+    return queue_name(f"collect.{host}", settings)
+
+
+def route_for_task(name: str, settings: config.Settings) -> str:
+    if name in SPECIAL_ROUTES:
+        return queue_name(SPECIAL_ROUTES[name], settings)
+    parts = name.split(".")
+    module = parts[2] if len(parts) > 2 and parts[:2] == ["t0dqm", "tasks"] else "ops"
+    return queue_name(MODULE_QUEUES.get(module, "ops"), settings)
+
+
+def all_queues(settings: config.Settings) -> list[str]:
+    return [queue_name(q, settings) for q in BASE_QUEUES]
+
+
+def configure(app: Celery, settings: config.Settings) -> None:
+    broker = resolve_broker_url(settings)
+    backend = settings["result_backend"] or broker
+    tasks = settings["tasks"]
+    transport = {"visibility_timeout": VISIBILITY_TIMEOUT, "socket_timeout": 30, "socket_connect_timeout": 10,
+                 "health_check_interval": 25, "retry_on_timeout": True}
+    prefix = settings.queue_prefix
+    app.conf.update(
+        broker_url=broker,
+        result_backend=backend,
+        task_serializer="json",
+        result_serializer="json",
+        accept_content=["json"],
+        result_accept_content=["json"],
+        event_serializer="json",
+        task_acks_late=True,
+        task_reject_on_worker_lost=True,
+        task_acks_on_failure_or_timeout=True,
+        worker_prefetch_multiplier=1,
+        task_soft_time_limit=tasks["soft_time_limit"],
+        task_time_limit=tasks["time_limit"],
+        broker_transport_options=transport,
+        result_backend_transport_options=transport,
+        broker_connection_retry=True,
+        broker_connection_retry_on_startup=True,
+        broker_connection_max_retries=None,
+        worker_cancel_long_running_tasks_on_connection_loss=True,
+        worker_send_task_events=True,
+        task_send_sent_event=True,
+        task_track_started=True,
+        result_expires=86400,
+        task_default_queue=queue_name("ops", settings),
+        task_queues=[Queue(q) for q in all_queues(settings)],
+        task_routes=(lambda name, args, kwargs, options, task=None, **kw:
+                     {"queue": route_for_task(name, settings)},),
+        task_create_missing_queues=True,
+        worker_hijack_root_logger=False,
+        enable_utc=True,
+        timezone="UTC",
+        beat_schedule_filename=str(settings.work_dir / f"{prefix}celerybeat-schedule"),
+        # the flavour keys of the Redis keyspace (locks, metrics, heartbeats)
+        t0dqm_prefix=f"t0dqm:{settings.flavour}:",
+    )
+    import beat_schedule
+
+    app.conf.beat_schedule = beat_schedule.build(settings)
+
+
+app = Celery("t0dqm", include=list(TASK_MODULES))
+configure(app, config.get())
+
+
+@worker_process_init.connect
+def _after_fork(**_kwargs: object) -> None:
+    """Database connections must not be shared across fork."""
+    from t0dqm.catalog import reset_catalogs
+
+    reset_catalogs()
+
+
+def reload(settings: config.Settings) -> None:
+    """Re-point the app at new settings (tests, `t0dqm up`)."""
+    config.reset(settings)
+    configure(app, settings)

@@ -1,0 +1,1 @@
+"""Celery tasks, one module per family of steps (see ARCHITECTURE.md's task map)."""

@@ -1,0 +1,5 @@
+"""Tasks: tape."""
+
+from __future__ import annotations
+
+from t0dqm.celery import app  # noqa: F401
