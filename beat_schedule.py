@@ -23,7 +23,7 @@ def build(settings: Any) -> dict[str, dict[str, Any]]:
         "quota-control": {"task": "t0dqm.tasks.cleanup.quota_control", "schedule": 240.0},
         "zip-freeze": {"task": "t0dqm.tasks.archive.freeze", "schedule": 900.0},
         "tape-verify": {"task": "t0dqm.tasks.tape.verify_due", "schedule": 900.0},
-        "daily-clean": {"task": "t0dqm.tasks.cleanup.clean_zips", "schedule": crontab(hour=2, minute=17)},
+        "daily-clean": {"task": "t0dqm.tasks.tape.clean_zips", "schedule": crontab(hour=2, minute=17)},
         "index-backup": {"task": "t0dqm.tasks.tape.backup_index", "schedule": crontab(hour=7, minute=0)},
         "health": {"task": "t0dqm.tasks.health.check", "schedule": 300.0},
         "streamer-cleanup": {"task": "t0dqm.tasks.streamer.streamer_cleanup",
