@@ -1,0 +1,1 @@
+"""Tier-0 adapters: EOS dump reader, streamer names, run_stream_done client, dataset names."""
