@@ -260,3 +260,19 @@ def test_simulate_cli(tmp_path):
     lines = [json.loads(x) for x in result.output.splitlines()]
     assert len(lines) == 5
     assert [x["broken"] for x in lines] == [None, None, None, "truncated", "bad_magic"]
+
+
+def test_simulate_into_dropbox(tmp_path):
+    from t0dqm import dropbox
+
+    manifest = simulate.simulate(tmp_path / "out", 3, seed=9, broken=5, n_hists=10, dropbox=tmp_path / "box")
+    assert len(manifest) == 8
+    for entry in manifest:
+        uploaded = Path(entry["uploaded"])
+        assert uploaded.is_file() and uploaded.parent.parent == tmp_path / "box"
+        origin = dropbox.read_origin(str(uploaded) + ".origin")
+        assert origin.md5 == entry["md5"]
+        expected = entry.get("declared_size", entry["size"])
+        assert origin.size == expected and uploaded.stat().st_size == entry["size"]
+    mismatched = [e for e in manifest if e["broken"] == "size_mismatch"]
+    assert len(mismatched) == 1 and mismatched[0]["declared_size"] == mismatched[0]["size"] + 17
