@@ -1,0 +1,43 @@
+from __future__ import annotations
+
+import pytest
+
+from t0dqm.policies import retention, size_limits
+from t0dqm.policies.size_limits import GiB
+
+
+@pytest.mark.parametrize("size,verdict", [
+    (0, "ok"), (16 * GiB, "ok"), (16 * GiB + 1, "soft"), (24 * GiB, "soft"), (24 * GiB + 1, "hard")])
+def test_raw(size, verdict):
+    assert size_limits.check("raw", size).verdict == verdict
+
+
+@pytest.mark.parametrize("size,verdict", [
+    (30 * GiB, "ok"), (30 * GiB + 1, "notify"), (80 * GiB, "notify"), (80 * GiB + 1, "refuse")])
+def test_streamer(size, verdict):
+    assert size_limits.check("streamer", size).verdict == verdict
+
+
+def test_configurable_limits_and_errors():
+    lim = size_limits.SizeLimits(raw_soft_gib=1, raw_hard_gib=2)
+    assert size_limits.check("raw", GiB + 1, lim).as_dict() == {"kind": "raw", "bytes": GiB + 1, "verdict": "soft"}
+    with pytest.raises(ValueError):
+        size_limits.SizeLimits(raw_soft_gib=3, raw_hard_gib=2)
+    with pytest.raises(ValueError):
+        size_limits.check("aod", 1)
+    with pytest.raises(ValueError):
+        size_limits.check("raw", -1)
+
+
+def O(age_days, endpoints=("T1_A",), done=("T1_A",), needed=False):  # noqa: N802
+    return retention.T0Output("x", 1000 * 86400 - age_days * 86400, frozenset(endpoints), frozenset(done), needed)
+
+
+def test_retention():
+    now = 1000 * 86400
+    assert retention.decide(O(6.99), now).reason == "minimum-age"
+    assert retention.decide(O(7), now).delete
+    assert retention.decide(O(8, done=()), now).reason == "not-at-endpoints:T1_A"
+    assert retention.decide(O(8, needed=True), now).reason == "needed-by-processing"
+    assert retention.decide(O(8, endpoints=(), done=()), now).reason == "no-endpoints"
+    assert [d.name for d in retention.plan_retention([O(8), O(1)], now)] == ["x"]
