@@ -37,4 +37,9 @@ def build(settings: Any) -> dict[str, dict[str, Any]]:
     for name, entry in optional.items():
         if name in enabled:
             schedule[name] = entry
+    # [beat.every] zip_freeze = 5  -> run that entry every 5 s (demo, chaos, tests)
+    for key, seconds in settings.data.get("beat", {}).get("every", {}).items():
+        name = key.replace("_", "-")
+        if name in schedule:
+            schedule[name] = dict(schedule[name], schedule=float(seconds))
     return schedule

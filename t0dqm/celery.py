@@ -12,7 +12,7 @@ from pathlib import Path
 
 from celery import Celery
 from celery.signals import worker_process_init
-from kombu import Queue
+from kombu import Exchange, Queue
 
 from t0dqm import config
 
@@ -115,10 +115,12 @@ def configure(app: Celery, settings: config.Settings) -> None:
         task_track_started=True,
         result_expires=86400,
         task_default_queue=queue_name("ops", settings),
-        task_queues=[Queue(q) for q in all_queues(settings)],
+        task_queues=[Queue(q, Exchange(q, type="direct"), routing_key=q) for q in all_queues(settings)],
         task_routes=(lambda name, args, kwargs, options, task=None, **kw:
                      {"queue": route_for_task(name, settings)},),
         task_create_missing_queues=True,
+        task_default_exchange=queue_name("ops", settings),
+        task_default_routing_key=queue_name("ops", settings),
         worker_hijack_root_logger=False,
         enable_utc=True,
         timezone="UTC",

@@ -92,11 +92,11 @@ def redis_executable() -> str:
 
 
 def start_redis(data_dir: Path, port: int | None = None, *, password: str | None = None,
-                persistent: bool = True) -> Service:
+                persistent: bool = True, executable: str | None = None) -> Service:
     """A private redis-server on 127.0.0.1 (AOF on and noeviction when persistent)."""
     data_dir.mkdir(parents=True, exist_ok=True)
     port = port or free_port()
-    args = [redis_executable(), "--port", str(port), "--bind", "127.0.0.1", "--dir", str(data_dir),
+    args = [executable or redis_executable(), "--port", str(port), "--bind", "127.0.0.1", "--dir", str(data_dir),
             "--save", "", "--maxmemory-policy", "noeviction", "--protected-mode", "no",
             "--appendonly", "yes" if persistent else "no", "--logfile", str(data_dir / "redis.log")]
     if password:

@@ -1,0 +1,3 @@
+from t0dqm.cli import main
+
+main()

@@ -1,0 +1,83 @@
+"""The operator's picture: workers, queue depths, items per state, alarms. Used by `t0dqm status`,
+the health checks and the Prometheus exporter."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import redis
+from sqlalchemy import func, select
+
+from t0dqm import config
+from t0dqm.catalog import Catalog, alarms, archives, files, quarantine
+
+
+@dataclass
+class Snapshot:
+    broker_url: str
+    workers: dict[str, list[str]] = field(default_factory=dict)  # worker -> queues consumed
+    broker_error: str | None = None
+    queues: dict[str, int] = field(default_factory=dict)
+    files: dict[str, int] = field(default_factory=dict)
+    index: dict[str, int] = field(default_factory=dict)
+    archives: dict[str, int] = field(default_factory=dict)
+    quarantined: int = 0
+    active_alarms: list[dict[str, Any]] = field(default_factory=list)
+
+
+def queue_depths(broker_url: str, queues: list[str], timeout: float = 2.0) -> dict[str, int]:
+    """Messages waiting per queue (kombu's Redis transport keeps each queue in a list of its name)."""
+    client = redis.Redis.from_url(broker_url, socket_timeout=timeout, socket_connect_timeout=timeout)
+    try:
+        pipe = client.pipeline(transaction=False)
+        for q in queues:
+            pipe.llen(q)
+        return dict(zip(queues, pipe.execute(), strict=True))
+    finally:
+        client.close()
+
+
+def catalog_counts(catalog: Catalog) -> dict[str, Any]:
+    with catalog.read() as conn:
+        return {
+            "files": dict(conn.execute(select(files.c.state, func.count()).group_by(files.c.state)).all()),
+            "index": dict(conn.execute(select(files.c.index_state, func.count()).group_by(files.c.index_state)).all()),
+            "archives": dict(conn.execute(select(archives.c.state, func.count()).group_by(archives.c.state)).all()),
+            "quarantined": conn.execute(select(func.count()).select_from(quarantine)
+                                        .where(quarantine.c.resolved_at.is_(None))).scalar_one(),
+            "active_alarms": [dict(r) for r in conn.execute(
+                select(alarms).where(alarms.c.active.is_(True)).order_by(alarms.c.last_at.desc())).mappings()],
+        }
+
+
+def snapshot(settings: config.Settings, catalog: Catalog, *, with_workers: bool = True) -> Snapshot:
+    from t0dqm.celery import all_queues, app
+
+    snap = Snapshot(broker_url=app.conf.broker_url)
+    try:
+        snap.queues = queue_depths(snap.broker_url, all_queues(settings))
+        if with_workers:
+            replies = app.control.inspect(timeout=1.0).active_queues() or {}
+            snap.workers = {name: sorted(q["name"] for q in qs) for name, qs in replies.items()}
+    except (redis.RedisError, OSError) as exc:
+        snap.broker_error = str(exc)
+    counts = catalog_counts(catalog)
+    snap.files, snap.index, snap.archives = counts["files"], counts["index"], counts["archives"]
+    snap.quarantined, snap.active_alarms = counts["quarantined"], counts["active_alarms"]
+    return snap
+
+
+def render(snap: Snapshot) -> str:
+    lines = [f"broker   {snap.broker_url}" + (f"  (unreachable: {snap.broker_error})" if snap.broker_error else "")]
+    lines.append(f"workers  {len(snap.workers)}")
+    for name, queues in sorted(snap.workers.items()):
+        lines.append(f"  {name}: {', '.join(queues)}")
+    lines.append("queues   " + "  ".join(f"{q}={n}" for q, n in snap.queues.items()))
+    for title, counts in (("files", snap.files), ("index", snap.index), ("archives", snap.archives)):
+        lines.append(f"{title:<8} " + ("  ".join(f"{k}={v}" for k, v in sorted(counts.items())) or "-"))
+    lines.append(f"quarantined {snap.quarantined}")
+    lines.append(f"alarms   {len(snap.active_alarms)} active")
+    for alarm in snap.active_alarms[:10]:
+        lines.append(f"  [{alarm['severity']}] {alarm['key']}: {alarm['message']} (x{alarm['count']})")
+    return "\n".join(lines)
