@@ -103,3 +103,27 @@ def plan_mirror(source: Iterable[FileInfo], dest: Iterable[FileInfo], folders: M
     delete = sorted(p for p in dest_map if p not in selected)
     return MirrorPlan(selected=tuple(sorted(selected)), copy=tuple(copy), delete=tuple(delete), quotas=quotas,
                       used=used)
+
+
+# -- online sync ----------------------------------------------------------------------------------
+
+SKIP_ARCHIVED = "skip-archived"
+DOWNLOAD = "download"
+UP_TO_DATE = "up-to-date"
+
+
+def online_sync_action(local: FileInfo | None, remote_size: int | None, remote_mtime: float | None,
+                       info_exists: bool) -> str:
+    """What the online sync does with one remote file.
+
+    Missing locally: ``download``, unless its ``.dqminfo`` exists (the file was archived and removed:
+    ``skip-archived``). Present: ``download`` when the size or the whole-second mtime differs (an unknown
+    remote value counts as equal), else ``up-to-date``.
+    """
+    if local is None:
+        return SKIP_ARCHIVED if info_exists else DOWNLOAD
+    if remote_size is not None and local.size != remote_size:
+        return DOWNLOAD
+    if remote_mtime is not None and int(local.mtime) != int(remote_mtime):
+        return DOWNLOAD
+    return UP_TO_DATE

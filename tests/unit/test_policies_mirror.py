@@ -75,3 +75,13 @@ def test_plan_only_highest_version_is_mirrored_and_old_version_removed() -> None
     plan = pm.plan_mirror(source, dest, {"OnlineData": None}, total=1000)
     assert plan.selected == (_online(20001, v=2),)
     assert plan.copy == (_online(20001, v=2),) and plan.delete == (_online(20001, v=1),)
+
+
+def test_online_sync_action() -> None:
+    local = FileInfo("a.root", 100, 1000.4)
+    assert pm.online_sync_action(None, 100, 1000, info_exists=False) == pm.DOWNLOAD
+    assert pm.online_sync_action(None, 100, 1000, info_exists=True) == pm.SKIP_ARCHIVED
+    assert pm.online_sync_action(local, 100, 1000.0, info_exists=True) == pm.UP_TO_DATE
+    assert pm.online_sync_action(local, 101, 1000.0, info_exists=True) == pm.DOWNLOAD
+    assert pm.online_sync_action(local, 100, 1001.0, info_exists=False) == pm.DOWNLOAD
+    assert pm.online_sync_action(local, None, None, info_exists=False) == pm.UP_TO_DATE
