@@ -1,0 +1,134 @@
+from __future__ import annotations
+
+import json
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from urllib.parse import parse_qs, urlparse
+
+import pytest
+
+from t0dqm.tier0.rundone import Prefetching, RunStreamDone, is_done_reply
+
+REPLIES = {
+    "done": (200, b'{"result": [true]}'),
+    "notdone": (200, b'{"result": [false]}'),
+    "one": (200, b'{"result": [1]}'),
+    "two": (200, b'{"result": [true, true]}'),
+    "extra": (200, b'{"result": [true], "x": 1}'),
+    "badjson": (200, b'{"result": [true'),
+    "err500": (500, b'{"result": [true]}'),
+    "slow": (200, b'{"result": [true]}'),
+}
+
+
+class Handler(BaseHTTPRequestHandler):
+    calls: list[tuple[int, str]] = []
+    active = 0
+    peak = 0
+    lock = threading.Lock()
+
+    def do_GET(self):  # noqa: N802
+        q = parse_qs(urlparse(self.path).query)
+        run, stream = int(q["run"][0]), q["stream"][0]
+        with Handler.lock:
+            Handler.calls.append((run, stream))
+            Handler.active += 1
+            Handler.peak = max(Handler.peak, Handler.active)
+        try:
+            key = stream if stream in REPLIES else ("done" if run % 2 == 0 else "notdone")
+            if key == "slow":
+                time.sleep(1.0)
+            elif stream not in REPLIES:
+                time.sleep(0.05)
+            status, body = REPLIES[key]
+            self.send_response(status)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+        finally:
+            with Handler.lock:
+                Handler.active -= 1
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture
+def server():
+    srv = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    Handler.calls = []
+    Handler.peak = 0
+    t = threading.Thread(target=srv.serve_forever, daemon=True)
+    t.start()
+    yield f"http://127.0.0.1:{srv.server_address[1]}/t0wmadatasvc/prod/run_stream_done"
+    srv.shutdown()
+    srv.server_close()
+
+
+def test_is_done_reply_exact():
+    assert is_done_reply(b'{"result":[true]}')
+    for body in (b'{"result":[false]}', b'{"result":[1]}', b'{"result":true}', b'[true]', b'', b'{"result":[]}'):
+        assert not is_done_reply(body)
+
+
+@pytest.mark.parametrize("stream,expected", [
+    ("done", True), ("notdone", False), ("one", False), ("two", False), ("extra", False),
+    ("badjson", False), ("err500", False)])
+def test_replies(server, stream, expected):
+    assert RunStreamDone(server, timeout=5).is_done(123456, stream) is expected
+
+
+def test_timeout_means_not_done(server):
+    client = RunStreamDone(server, timeout=0.2)
+    assert client.is_done(123456, "slow") is False
+    assert client.errors == 1
+
+
+def test_connection_refused_means_not_done():
+    assert RunStreamDone("http://127.0.0.1:9/x", timeout=1).is_done(123456, "done") is False
+
+
+def test_cache_300s(server):
+    now = [1000.0]
+    client = RunStreamDone(server, clock=lambda: now[0])
+    assert client.is_done(123456, "done")
+    now[0] += 299
+    assert client.is_done(123456, "done")
+    assert len(Handler.calls) == 1
+    now[0] += 2
+    assert client.is_done(123456, "done")
+    assert len(Handler.calls) == 2
+
+
+def test_invalid_names_no_request(server):
+    client = RunStreamDone(server)
+    assert not client.is_done(0, "done")
+    assert not client.is_done(12345678, "done")
+    assert not client.is_done(123456, "bad-stream")
+    assert Handler.calls == []
+
+
+def test_bounded_concurrency(server):
+    client = RunStreamDone(server, max_workers=3)
+    pairs = [(100000 + i, "S") for i in range(12)]
+    res = client.many(pairs)
+    assert res == {p: p[0] % 2 == 0 for p in pairs}
+    assert 1 < Handler.peak <= 3
+
+
+def test_prefetching_order(server):
+    client = RunStreamDone(server, max_workers=2)
+    order = [(100000 + i, "S") for i in range(10)]
+    pred = Prefetching(client, order, batch=4)
+    assert pred(100000, "S") is True
+    assert len(Handler.calls) == 4
+    assert pred(100001, "S") is False
+    assert len(Handler.calls) == 4
+
+
+def test_query_params(server):
+    RunStreamDone(server).is_done(357902, "PhysicsMuons")
+    assert Handler.calls == [(357902, "PhysicsMuons")]
+    assert json.dumps(Handler.calls)
