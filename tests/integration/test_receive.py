@@ -1,0 +1,267 @@
+"""Receive: real simulated ROOT files through the dropbox into the repository and the catalog."""
+
+from __future__ import annotations
+
+import json
+import multiprocessing as mp
+import os
+import random
+import time
+from pathlib import Path
+
+import pytest
+from sqlalchemy import select
+
+from t0dqm import config, dropbox, rootcheck, simulate
+from t0dqm.catalog import files, get_catalog, quarantine
+from t0dqm.tasks import receive
+from t0dqm.tasks.receive import Receiver, receive_one
+
+ONLINE = "DQM_V0001_Ecal_R000300001.root"
+MERGED = "DQM_V0001_R000300001.root"
+OFFLINE = "DQM_V0001_R000300002__ZeroBias__Run2024A-PromptReco-v1__DQMIO.root"
+
+
+def make(settings: config.Settings, name: str, **kw: object) -> Path:
+    src = settings.root / "src"
+    src.mkdir(parents=True, exist_ok=True)
+    run, subsystems, strict = simulate.content_for(name)
+    kw.setdefault("strict", strict)
+    simulate.write_dqm_file(src / name, run, subsystems, n_hists=20, **kw)
+    return src / name
+
+
+def up(settings: config.Settings, name: str, **kw: object) -> Path:
+    return dropbox.upload(make(settings, name, **kw), settings.dropbox)
+
+
+def rows(table=files) -> list[dict]:  # noqa: ANN001
+    with get_catalog().read() as conn:
+        return [dict(r) for r in conn.execute(select(table)).mappings()]
+
+
+def test_good_file_is_filed(settings: config.Settings) -> None:
+    uploaded = up(settings, OFFLINE)
+    out = receive_one(uploaded)
+    assert out.status == "filed" and out.version == 1
+    target = settings.repository / out.target
+    assert target.exists() and not uploaded.exists()
+    assert not list(uploaded.parent.iterdir())  # .origin / claim removed
+    info = json.loads(Path(str(target) + ".dqminfo").read_text())
+    for key in ("class", "version", "runnr", "dataset", "origin", "size", "md5sum", "adler32", "xpath", "time",
+                "check", "era", "primds", "procds", "tier", "filepat", "zippat", "path"):
+        assert key in info, key
+    assert info["class"] == "offline_data" and info["path"] == out.target
+    assert info["adler32"] == __import__("t0dqm.storage", fromlist=["x"]).adler32_file(target)
+    (row,) = rows()
+    assert (row["state"], row["index_state"], row["path"], row["version"]) == ("received", "pending", out.target, 1)
+    assert row["zippat"] == info["zippat"] and "%04d" in row["zippat"]
+    assert row["md5"] == info["md5sum"] and row["size"] == target.stat().st_size
+    assert receive_one(uploaded).status == "gone"  # idempotent
+
+
+def test_strict_check_for_merged_online_files(settings: config.Settings) -> None:
+    good = receive_one(up(settings, MERGED, strict=True))
+    assert good.status == "filed"
+    info = json.loads((settings.repository / (good.target + ".dqminfo")).read_text())
+    assert info["check"].startswith("VERIFY: Good to go; R=300001")
+    assert info["subsystem"] is None
+    bad = receive_one(up(settings, MERGED, strict=False))
+    assert bad.status == "quarantined" and "strict" in bad.reason and "reportSummaryMap" in bad.reason
+    # a subsystem file needs only the loose check
+    assert receive_one(up(settings, ONLINE, strict=False)).status == "filed"
+
+
+def _quarantined(settings: config.Settings, uploaded: Path, expect: str) -> None:
+    out = receive_one(uploaded)
+    assert out.status == "quarantined", out
+    assert expect in out.reason
+    assert uploaded.exists() or "missing" in expect  # never deleted
+    assert uploaded.with_name(uploaded.name + ".origin.bad").exists()
+    assert expect in uploaded.with_name(uploaded.name + ".bad").read_text()
+    assert not uploaded.with_name(uploaded.name + ".origin").exists()
+    q = [r for r in rows(quarantine) if r["path"] == str(uploaded.relative_to(settings.dropbox))]
+    assert len(q) == 1 and expect in q[0]["reason"] and q[0]["step"] == "receive"
+    assert receive_one(uploaded).status == "gone"  # never retried
+    assert all(c.path != uploaded for c in dropbox.scan(settings.dropbox))
+
+
+@pytest.mark.parametrize("kind", simulate.BROKEN_KINDS)
+def test_simulated_broken_files_are_quarantined(settings: config.Settings, kind: str) -> None:
+    entry = simulate.write_broken(settings.root / "src", kind, random.Random(7))
+    uploaded = dropbox.upload(entry["file"], settings.dropbox, declared_size=entry.get("declared_size"))
+    expect = entry["reason"] or "bad name"
+    _quarantined(settings, uploaded, expect)
+    assert rows() == []
+
+
+def test_md5_mismatch(settings: config.Settings) -> None:
+    uploaded = up(settings, ONLINE)
+    origin = uploaded.with_name(ONLINE + ".origin")
+    o = dropbox.read_origin(origin)
+    origin.write_text(dropbox.format_origin("0" * 32, o.size, o.source))
+    _quarantined(settings, uploaded, "md5 mismatch")
+
+
+def test_malformed_origin(settings: config.Settings) -> None:
+    uploaded = up(settings, ONLINE)
+    uploaded.with_name(ONLINE + ".origin").write_text("crc32:1234 12 somewhere\n")
+    _quarantined(settings, uploaded, "malformed .origin")
+
+
+def test_not_a_regular_file(settings: config.Settings) -> None:
+    folder = settings.dropbox / "0000"
+    folder.mkdir(parents=True)
+    (folder / ONLINE).mkdir()
+    dropbox.write_atomic(folder / (ONLINE + ".origin"), b"md5:" + b"0" * 32 + b" 10 x\n")
+    _quarantined(settings, folder / ONLINE, "not a regular file")
+
+
+def test_missing_file(settings: config.Settings) -> None:
+    uploaded = up(settings, ONLINE)
+    uploaded.unlink()
+    _quarantined(settings, uploaded, "file missing")
+
+
+def test_unsafe_path(settings: config.Settings) -> None:
+    src = make(settings, ONLINE)
+    folder = settings.dropbox / "odd dir"
+    folder.mkdir(parents=True)
+    (folder / ONLINE).write_bytes(src.read_bytes())
+    simulate.write_origin(folder / ONLINE)
+    _quarantined(settings, folder / ONLINE, "unsafe characters")
+
+
+def test_root_check_timeout(settings: config.Settings, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    from tests.conftest import make_settings
+
+    current = make_settings(settings.root, timeouts__root_check="1")
+    config.reset(current)
+    monkeypatch.setattr(rootcheck, "check_root_file", lambda *a, **k: time.sleep(3))
+    _quarantined(current, up(current, ONLINE), "timed out after 1 s")
+
+
+def test_bad_file_does_not_stop_the_next(settings: config.Settings) -> None:
+    bad = simulate.write_broken(settings.root / "src", "bad_magic", random.Random(1))
+    dropbox.upload(bad["file"], settings.dropbox)
+    up(settings, OFFLINE)
+    outcomes = [receive_one(c.path).status for c in dropbox.scan(settings.dropbox)]
+    assert sorted(outcomes) == ["filed", "quarantined"]
+
+
+def test_version_bump(settings: config.Settings) -> None:
+    first = receive_one(up(settings, OFFLINE))
+    second = receive_one(up(settings, OFFLINE))
+    assert (first.version, second.version) == (1, 2)
+    assert second.target == first.target.replace("DQM_V0001", "DQM_V0002")
+    # a version whose ROOT file was deleted (its .dqminfo stays) is never reused
+    (settings.repository / second.target).unlink()
+    third = receive_one(up(settings, OFFLINE))
+    assert third.version == 3
+    # a catalog row alone also blocks a version
+    Path(str(settings.repository / third.target) + ".dqminfo").unlink()
+    (settings.repository / third.target).unlink()
+    assert receive_one(up(settings, OFFLINE)).version == 4
+    assert sorted(r["version"] for r in rows()) == [1, 2, 3, 4]
+
+
+class Killed(BaseException):
+    """Stands for SIGKILL: not an Exception, so nothing catches it."""
+
+
+@pytest.mark.parametrize("where", ["_reserve", "_link", "_record", "unlink"])
+def test_killed_mid_receive_is_recovered(settings: config.Settings, monkeypatch: pytest.MonkeyPatch,
+                                         where: str) -> None:
+    uploaded = up(settings, OFFLINE)
+    receiver = Receiver(settings, get_catalog())
+    if where == "unlink":  # after the catalog row, before the claim is removed
+        original = Receiver._record
+
+        def after_record(self, *a, **k):  # noqa: ANN001, ANN002, ANN003, ANN202
+            original(self, *a, **k)
+            raise Killed()
+        monkeypatch.setattr(Receiver, "_record", after_record)
+    else:
+        original = getattr(Receiver, where)
+
+        def dies_after(self, *a, **k):  # noqa: ANN001, ANN002, ANN003, ANN202
+            original(self, *a, **k)
+            raise Killed()
+        monkeypatch.setattr(Receiver, where, dies_after)
+    with pytest.raises(Killed):
+        receiver.receive(uploaded)
+    monkeypatch.undo()
+    # the claim is left behind with its lock free: the scanner lists it again
+    (cand,) = dropbox.scan(settings.dropbox)
+    assert cand.claimed and cand.path == uploaded
+    out = receive_one(cand.path)
+    assert out.status == "filed" and out.version == 1, out
+    assert len(rows()) == 1
+    assert sorted(p.name for p in (settings.repository / out.target).parent.iterdir()) == [
+        OFFLINE, OFFLINE + ".dqminfo"]
+    assert dropbox.scan(settings.dropbox) == [] and not list(uploaded.parent.iterdir())
+    # the next upload of the same name gets the next version, not a duplicate of this one
+    assert receive_one(up(settings, OFFLINE)).version == 2
+
+
+def _receive_in_process(root: str, path: str, barrier, out) -> None:  # noqa: ANN001
+    from tests.conftest import make_settings
+
+    config.reset(make_settings(Path(root)))
+    barrier.wait()
+    out.put(receive_one(path).status)
+
+
+def test_two_concurrent_receivers_file_once(settings: config.Settings) -> None:
+    ctx = mp.get_context("spawn")
+    uploads = [up(settings, OFFLINE) for _ in range(4)]
+    get_catalog()  # schema first
+    for uploaded in uploads:
+        barrier, out = ctx.Barrier(3), ctx.Queue()
+        procs = [ctx.Process(target=_receive_in_process, args=(str(settings.root), str(uploaded), barrier, out))
+                 for _ in range(3)]
+        for p in procs:
+            p.start()
+        statuses = sorted(out.get(timeout=120) for _ in procs)
+        for p in procs:
+            p.join(30)
+        assert statuses.count("filed") == 1 and set(statuses) <= {"filed", "busy", "gone"}, statuses
+    assert sorted(r["version"] for r in rows()) == [1, 2, 3, 4]
+    assert len({r["path"] for r in rows()}) == 4
+
+
+def test_create_info(settings: config.Settings) -> None:
+    folder = settings.repository / "OnlineData" / "00030xxxx" / "0003000xx"
+    folder.mkdir(parents=True)
+    src = make(settings, MERGED)
+    (folder / "DQM_V0001_R000300001.root").write_bytes(src.read_bytes())
+    (folder / "DQM_V0003_Pixel_R000300002.root").write_bytes(src.read_bytes())
+    (folder / "notes.txt").write_text("x")
+    filed = receive_one(up(settings, ONLINE))  # has its .dqminfo: untouched
+    ids = Receiver(settings, get_catalog()).create_info()
+    assert len(ids) == 2
+    merged = json.loads((folder / "DQM_V0001_R000300001.root.dqminfo").read_text())
+    assert merged["subsystem"] == "Merged File" and merged["class"] == "online_data"
+    assert json.loads((folder / "DQM_V0003_Pixel_R000300002.root.dqminfo").read_text())["subsystem"] == "Pixel"
+    by_id = {r["id"]: r for r in rows()}
+    assert {by_id[i]["index_state"] for i in ids} == {"skipped"}
+    assert by_id[filed.file_id]["index_state"] == "pending"
+    assert {by_id[i]["version"] for i in ids} == {1, 3}
+    assert Receiver(settings, get_catalog()).create_info() == []  # idempotent
+
+
+def test_receive_cli_once(settings: config.Settings) -> None:
+    from click.testing import CliRunner
+
+    from t0dqm.cli import cli
+
+    src = make(settings, OFFLINE)
+    env = {"T0DQM_ROOT": str(settings.root), "T0DQM_FLAVOUR": "dev"}
+    runner = CliRunner()
+    result = runner.invoke(cli, ["upload", str(src)], env=env)
+    assert result.exit_code == 0, result.output
+    result = runner.invoke(cli, ["receive", "--once"], env=env)
+    assert result.exit_code == 0, result.output
+    assert "filed" in result.output
+    assert [r["state"] for r in rows()] == ["received"]
+    assert receive is not None
