@@ -1,5 +1,158 @@
-"""CLI commands: upload, index, legacy import."""
+"""CLI commands: upload, receive, index (ls, show, retry-failed), import-legacy."""
 
 from __future__ import annotations
 
-__all__: list[str] = []
+import json
+import time
+
+import click
+
+from t0dqm import config
+
+__all__ = ["upload", "receive", "index", "import_legacy"]
+
+
+@click.command("upload")
+@click.argument("paths", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False))
+@click.option("--dropbox", "box", type=click.Path(file_okay=False), default=None,
+              help="Dropbox folder (default: the configured one).")
+def upload(paths: tuple[str, ...], box: str | None) -> None:
+    """Upload FILEs into the dropbox (uploads/NNNN/<name> + <name>.origin), as producers do."""
+    from t0dqm import dropbox, naming
+
+    target_box = box or str(config.get().dropbox)
+    failed = 0
+    for path in paths:
+        try:
+            click.echo(str(dropbox.upload(path, target_box)))
+        except (naming.InvalidName, OSError) as exc:
+            failed += 1
+            click.echo(f"error: {path}: {exc}", err=True)
+    if failed:
+        raise SystemExit(1)
+
+
+def _receive_pass(settings: config.Settings, do_index: bool) -> dict[str, int]:
+    from t0dqm import dropbox
+    from t0dqm.catalog import get_catalog
+    from t0dqm.tasks.receive import receive_one
+
+    catalog = get_catalog(settings.catalog_url)
+    counts: dict[str, int] = {}
+    filed: list[int] = []
+    for cand in dropbox.scan(settings.dropbox, limit=int(settings["receive"]["batch"])):
+        out = receive_one(cand.path, settings, catalog)
+        counts[out.status] = counts.get(out.status, 0) + 1
+        detail = out.target if out.status == "filed" else (out.reason or "")
+        click.echo(f"{out.status:<12} {out.path}  {detail}")
+        if out.file_id is not None:
+            filed.append(out.file_id)
+    if do_index and filed:
+        from t0dqm import index as dqmindex
+
+        for file_id in filed:
+            dqmindex.import_one(file_id, settings, catalog)
+        merged = dqmindex.merge_all(settings, catalog)
+        click.echo(f"indexed      {merged.get('indexed', 0)} file(s)")
+    return counts
+
+
+@click.command("receive")
+@click.option("--once", is_flag=True, help="One scan, then exit (default: scan until interrupted).")
+@click.option("--index/--no-index", "do_index", default=False,
+              help="Also import and merge the received files into the index, synchronously.")
+def receive(once: bool, do_index: bool) -> None:
+    """Receive uploads synchronously, without a broker (imports and zips then wait for reconcile,
+    or use --index)."""
+    settings = config.get()
+    while True:
+        counts = _receive_pass(settings, do_index)
+        if once:
+            click.echo(json.dumps(counts, sort_keys=True))
+            return
+        time.sleep(float(settings["receive"]["scan_interval"]))
+
+
+@click.group("index")
+def index() -> None:
+    """The DQM GUI index: samples and monitor elements."""
+
+
+@index.command("ls")
+@click.option("--run", type=int, default=None)
+@click.option("--dataset", default=None)
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per line.")
+def index_ls(run: int | None, dataset: str | None, as_json: bool) -> None:
+    """List samples (run, dataset, version, class, monitor elements)."""
+    from t0dqm import index as dqmindex
+
+    for sample in dqmindex.Index(config.get()).samples(run=run, dataset=dataset):
+        if as_json:
+            click.echo(json.dumps(sample, sort_keys=True))
+        else:
+            sub = sample["subsystem"] or "-"
+            click.echo(f"{sample['run']:>9} {sample['dataset']:<60} V{sample['version']:04d} "
+                       f"{sample['cls']:<16} {sub:<12} {sample['n_mes']:>6} MEs  {sample['path']}")
+
+
+@index.command("show")
+@click.argument("run", type=int)
+@click.argument("dataset")
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per line.")
+def index_show(run: int, dataset: str, as_json: bool) -> None:
+    """List the monitor elements of RUN DATASET (newest version of each file)."""
+    from t0dqm import index as dqmindex
+
+    mes = dqmindex.Index(config.get()).monitor_elements(run, dataset)
+    if not mes:
+        raise click.ClickException(f"no sample for run {run} dataset {dataset}")
+    for me in mes:
+        if as_json:
+            click.echo(json.dumps(me, sort_keys=True))
+        else:
+            value = "" if me["value"] is None else f" = {me['value']}"
+            click.echo(f"{me['kind']:<10} {me['path']}{value}")
+
+
+@index.command("retry-failed")
+@click.option("--sync", "run_sync", is_flag=True, help="Import and merge here instead of enqueueing.")
+def index_retry_failed(run_sync: bool) -> None:
+    """Send files whose import or merge failed back to the index (after a fix)."""
+    from t0dqm import index as dqmindex
+    from t0dqm.catalog import get_catalog
+
+    settings = config.get()
+    catalog = get_catalog(settings.catalog_url)
+    reset = dqmindex.reset_failed(settings, catalog)
+    click.echo(f"reset        {len(reset)} file(s)")
+    if not reset:
+        return
+    if run_sync:
+        for file_id, state in reset:
+            if state == "pending":
+                dqmindex.import_one(file_id, settings, catalog)
+        merged = dqmindex.merge_all(settings, catalog)
+        click.echo(f"indexed      {merged.get('indexed', 0)} file(s), failed {merged.get('failed', 0)}")
+        return
+    from t0dqm.celery import app
+
+    for file_id, state in reset:
+        if state == "pending":
+            app.signature("t0dqm.tasks.index.import_file").apply_async(args=(file_id,))
+    app.signature("t0dqm.tasks.index.merge").apply_async()
+
+
+@click.command("import-legacy")
+@click.argument("directory", type=click.Path(exists=True, file_okay=False))
+@click.option("--dry-run", is_flag=True, help="Report what would be imported, change nothing.")
+def import_legacy(directory: str, dry_run: bool) -> None:
+    """Read original .dqminfo files (Python literals, read safely, never eval) under DIRECTORY into
+    the catalog."""
+    from t0dqm import legacy
+
+    kwargs = {"dry_run": True} if dry_run else {}
+    result = legacy.import_legacy(directory, **kwargs)
+    if isinstance(result, dict):
+        click.echo(json.dumps(result, sort_keys=True, default=str))
+    else:
+        click.echo(str(result))

@@ -1,0 +1,460 @@
+"""The DQM GUI index: samples and monitor elements in SQLite (``<index_dir>/index.sqlite``).
+
+Import (many workers in parallel) reads a file's monitor elements into a *partial index*: a small SQLite
+file ``<work_dir>/partial/<file_id>.sqlite`` written to a temp name and renamed. Merge (one writer, under
+the catalog lease ``index-merge:<flavour>``) copies partial indexes into the main index, a batch per
+transaction, marks the files indexed in the catalog, and removes a partial only after both commits. A
+partial that fails to merge marks its file ``failed`` with the reason and stays for ``t0dqm index
+retry-failed``. A crash between the index commit and the catalog update is harmless: the sample row is
+unique per file, so the next merge sees it and only updates the catalog.
+
+Run deletion removes (run, dataset) samples chosen by :mod:`t0dqm.policies.run_deletion`.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sqlite3
+import time
+import uuid
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import select, update
+
+from t0dqm import config, naming, rootcheck
+from t0dqm.catalog import Catalog, files, worker_identity
+from t0dqm.policies import run_deletion, versions
+from t0dqm.states import INDEX_FAILED, INDEX_PARTIAL, INDEX_PENDING, INDEX_SKIPPED, INDEXED, REMOVED
+
+logger = logging.getLogger("t0dqm.index")
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS samples (
+    id INTEGER PRIMARY KEY,
+    file_id INTEGER NOT NULL UNIQUE,
+    run INTEGER NOT NULL,
+    dataset TEXT NOT NULL,
+    version INTEGER NOT NULL,
+    cls TEXT NOT NULL,
+    subsystem TEXT,
+    path TEXT NOT NULL,
+    run_type TEXT,
+    lumis INTEGER,
+    start_time REAL,
+    end_time REAL,
+    n_mes INTEGER NOT NULL DEFAULT 0,
+    imported_at REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS ix_samples_run ON samples (run, dataset);
+CREATE TABLE IF NOT EXISTS monitor_elements (
+    sample_id INTEGER NOT NULL,
+    path TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    value
+);
+CREATE INDEX IF NOT EXISTS ix_me_sample ON monitor_elements (sample_id);
+CREATE TABLE IF NOT EXISTS deleted_runs (
+    run INTEGER NOT NULL,
+    dataset TEXT NOT NULL,
+    rule TEXT NOT NULL,
+    reason TEXT NOT NULL,
+    samples INTEGER NOT NULL,
+    deleted_at REAL NOT NULL
+);
+"""
+SAMPLE_COLUMNS = ("file_id", "run", "dataset", "version", "cls", "subsystem", "path", "run_type", "lumis",
+                  "start_time", "end_time", "n_mes", "imported_at")
+OFFLINE_FLAVOURS = ("offline", "relval")
+MERGE_BATCH = 500
+
+
+def merge_lease_name(settings: config.Settings) -> str:
+    return f"index-merge:{settings.flavour}"
+
+
+def partial_dir(settings: config.Settings) -> Path:
+    return settings.work_dir / "partial"
+
+
+def partial_path(settings: config.Settings, file_id: int) -> Path:
+    return partial_dir(settings) / f"{file_id}.sqlite"
+
+
+def index_path(settings: config.Settings) -> Path:
+    return settings.index_dir / "index.sqlite"
+
+
+def connect(path: Path, *, fast: bool = False) -> sqlite3.Connection:
+    """SQLite connection in autocommit mode (we issue BEGIN ourselves) with the schema in place."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    conn = sqlite3.connect(path, timeout=60, isolation_level=None)
+    if fast:  # partial indexes: rebuilt from the ROOT file if lost
+        conn.execute("PRAGMA journal_mode=OFF")
+        conn.execute("PRAGMA synchronous=OFF")
+    else:
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute("PRAGMA synchronous=NORMAL")
+    conn.executescript(SCHEMA)
+    return conn
+
+
+# -- catalog helpers --------------------------------------------------------------------------------
+
+def set_index_state(catalog: Catalog, file_ids: Iterable[int], expected: Iterable[str], new: str,
+                    reason: str | None = None, reasons: dict[int, str] | None = None) -> list[int]:
+    """Conditionally move files' index_state (one transaction, audited); returns the ids that moved."""
+    expected = list(expected)
+    moved: list[int] = []
+    now = time.time()
+    with catalog.begin() as conn:
+        for file_id in file_ids:
+            why = (reasons or {}).get(file_id, reason)
+            previous = conn.execute(select(files.c.index_state).where(files.c.id == file_id)).scalar()
+            if previous not in expected:
+                continue
+            result = conn.execute(update(files).where(files.c.id == file_id, files.c.index_state == previous)
+                                  .values(index_state=new, updated_at=now,
+                                          reason=why if new in (INDEX_FAILED, INDEX_SKIPPED) else None))
+            if result.rowcount == 1:
+                moved.append(file_id)
+                catalog.audit(conn, entity="file", entity_id=file_id, action="index", from_state=previous,
+                              to_state=new, detail=why)
+    return moved
+
+
+# -- import -----------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class RunFacts:
+    run_type: str
+    lumis: int | None
+    start_time: float | None
+    end_time: float | None
+
+
+def run_facts(mes: list[rootcheck.ME], mtime: float) -> RunFacts:
+    """Run type, lumis and times from the file's scalars (Info/ProvInfo, EventInfo); file time else."""
+    values: dict[str, Any] = {}
+    lumis: int | None = None
+    for me in mes:
+        if me.value is None:
+            continue
+        leaf = me.path.rsplit("/", 1)[-1]
+        if leaf == "iLumiSection" and isinstance(me.value, int):
+            lumis = max(lumis or 0, me.value)
+        values.setdefault(leaf, me.value)
+    hlt = values.get("hltKey") or values.get("HLTKey")
+    run_type = run_deletion.run_type_from(values.get("isCollisionsRun"), str(hlt) if hlt else None)
+    start = values.get("runStartTimeStamp")
+    end = values.get("runEndTimeStamp")
+    return RunFacts(run_type, lumis, float(start) if isinstance(start, (int, float)) and start > 0 else mtime,
+                    float(end) if isinstance(end, (int, float)) and end > 0 else None)
+
+
+def write_partial(settings: config.Settings, row: Any, mes: list[rootcheck.ME], facts: RunFacts) -> Path:
+    """Write the partial index of one file (temp name, then rename); return its path."""
+    final = partial_path(settings, row.id)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmp = final.with_name(f".{final.name}.{uuid.uuid4().hex[:8]}.tmp")
+    conn = connect(tmp, fast=True)
+    try:
+        conn.execute("BEGIN")
+        values = (row.id, row.run, row.dataset, row.version, row.cls, row.subsystem, row.path, facts.run_type,
+                  facts.lumis, facts.start_time, facts.end_time, len(mes), time.time())
+        conn.execute(f"INSERT INTO samples (id, {', '.join(SAMPLE_COLUMNS)}) VALUES (1, {', '.join('?' * 13)})",
+                     values)
+        conn.executemany("INSERT INTO monitor_elements (sample_id, path, kind, value) VALUES (1, ?, ?, ?)",
+                         [(me.path, me.kind, me.value) for me in mes])
+        conn.execute("COMMIT")
+    finally:
+        conn.close()
+    os.replace(tmp, final)
+    return final
+
+
+def _superseded(catalog: Catalog, row: Any) -> int | None:
+    """The newest version of the file's sample when it is newer than this file, else None."""
+    with catalog.read() as conn:
+        others = conn.execute(select(files.c.path, files.c.run, files.c.dataset, files.c.subsystem,
+                                     files.c.version, files.c.state)
+                              .where(files.c.run == row.run, files.c.dataset == row.dataset)).all()
+    mine = versions.VersionedFile(row.path, row.run, row.dataset, row.subsystem, row.version)
+    known = [versions.VersionedFile(o.path, o.run, o.dataset, o.subsystem, o.version,
+                                    present=o.state != REMOVED) for o in others]
+    if versions.is_newest(mine, known):
+        return None
+    return versions.newest_versions(known)[mine.key]
+
+
+def import_one(file_id: int, settings: config.Settings, catalog: Catalog) -> str:
+    """Write the partial index of one file; returns the file's index_state afterwards ("missing" when
+    there is no such row). Idempotent: indexed, skipped, failed and partial files are left alone."""
+    with catalog.read() as conn:
+        row = conn.execute(select(files).where(files.c.id == file_id)).first()
+    if row is None:
+        return "missing"
+    if row.index_state in (INDEXED, INDEX_SKIPPED, INDEX_FAILED):
+        return row.index_state
+    if row.index_state == INDEX_PARTIAL and partial_path(settings, file_id).exists():
+        return INDEX_PARTIAL
+    path = settings.repository / row.path
+    if row.state == REMOVED or not path.exists():
+        set_index_state(catalog, [file_id], [INDEX_PENDING, INDEX_PARTIAL], INDEX_SKIPPED,
+                        "ROOT file not on disk")
+        return INDEX_SKIPPED
+    if settings.flavour in OFFLINE_FLAVOURS:
+        newest = _superseded(catalog, row)
+        if newest is not None:
+            set_index_state(catalog, [file_id], [INDEX_PENDING, INDEX_PARTIAL], INDEX_SKIPPED,
+                            f"superseded by V{newest:04d}")
+            return INDEX_SKIPPED
+    try:
+        mes = rootcheck.read_monitor_elements(path)
+    except rootcheck.RootCheckError as exc:
+        set_index_state(catalog, [file_id], [INDEX_PENDING, INDEX_PARTIAL], INDEX_FAILED,
+                        f"import: {exc.reason}")
+        return INDEX_FAILED
+    write_partial(settings, row, mes, run_facts(mes, row.mtime))
+    set_index_state(catalog, [file_id], [INDEX_PENDING, INDEX_PARTIAL], INDEX_PARTIAL)
+    return INDEX_PARTIAL
+
+
+# -- merge ------------------------------------------------------------------------------------------
+
+class MergeBusy(RuntimeError):
+    """Another merger holds the index lease."""
+
+
+@contextmanager
+def merge_lease(settings: config.Settings, catalog: Catalog, seconds: float | None = None) -> Iterator[None]:
+    """The single-writer lease on the flavour's index (merge, run deletion); MergeBusy when taken."""
+    name = merge_lease_name(settings)
+    owner = f"{worker_identity()}:{uuid.uuid4().hex[:8]}"
+    if not catalog.acquire_lease(name, owner, seconds or settings["reconcile"]["lease_seconds"]):
+        raise MergeBusy(name)
+    try:
+        yield
+    finally:
+        catalog.release_lease(name, owner)
+
+
+def _merge_order(row: Any) -> tuple:
+    """Class priority, run asc, version asc, dataset desc (the original import order)."""
+    return (naming.class_priority(row.cls), row.run, row.version, tuple(-ord(c) for c in row.dataset), row.id)
+
+
+def merge_partial(conn: sqlite3.Connection, partial: Path, file_id: int) -> bool:
+    """Copy one partial index into the main index (inside the caller's transaction).
+    False when the file's sample is already there (an earlier merge committed it)."""
+    if conn.execute("SELECT 1 FROM samples WHERE file_id = ?", (file_id,)).fetchone():
+        return False
+    src = sqlite3.connect(f"file:{partial}?mode=ro", uri=True)
+    try:
+        sample = src.execute(f"SELECT {', '.join(SAMPLE_COLUMNS)} FROM samples").fetchone()
+        if sample is None:
+            raise ValueError("partial index has no sample row")
+        if sample[0] != file_id:
+            raise ValueError(f"partial index is for file {sample[0]}, not {file_id}")
+        mes = src.execute("SELECT path, kind, value FROM monitor_elements").fetchall()
+    finally:
+        src.close()
+    cur = conn.execute(f"INSERT INTO samples ({', '.join(SAMPLE_COLUMNS)}) VALUES ({', '.join('?' * 13)})",
+                       sample)
+    sample_id = cur.lastrowid
+    conn.executemany("INSERT INTO monitor_elements (sample_id, path, kind, value) VALUES (?, ?, ?, ?)",
+                     [(sample_id, *me) for me in mes])
+    return True
+
+
+def _pending_partials(settings: config.Settings, catalog: Catalog) -> tuple[list[Any], list[int]]:
+    """(rows in index_state partial with a partial file, in merge order; ids of orphan partials)."""
+    folder = partial_dir(settings)
+    try:
+        ids = [int(n[:-7]) for n in os.listdir(folder) if n.endswith(".sqlite") and n[:-7].isdigit()]
+    except FileNotFoundError:
+        return [], []
+    if not ids:
+        return [], []
+    found: dict[int, Any] = {}
+    with catalog.read() as conn:
+        for start in range(0, len(ids), 500):
+            chunk = ids[start:start + 500]
+            for row in conn.execute(select(files.c.id, files.c.cls, files.c.run, files.c.version,
+                                           files.c.dataset, files.c.index_state).where(files.c.id.in_(chunk))):
+                found[row.id] = row
+    ready = sorted((r for r in found.values() if r.index_state == INDEX_PARTIAL), key=_merge_order)
+    orphans = [i for i in ids if i not in found or found[i].index_state in (INDEXED, INDEX_SKIPPED)]
+    return ready, orphans
+
+
+def merge_all(settings: config.Settings, catalog: Catalog, *, batch: int = MERGE_BATCH,
+              max_seconds: float = 300.0, merge_one: Callable[..., bool] | None = None) -> dict[str, int]:
+    """Merge every ready partial index into the main index (under the merge lease), batch by batch.
+
+    Returns counts {indexed, failed, orphans}. ``merge_one`` replaces :func:`merge_partial` (tests).
+    Raises MergeBusy when another merger holds the lease.
+    """
+    merge_one = merge_one or merge_partial
+    counts = {"indexed": 0, "failed": 0, "orphans": 0}
+    deadline = time.monotonic() + max_seconds
+    with merge_lease(settings, catalog):
+        conn = connect(index_path(settings))
+        try:
+            while time.monotonic() < deadline:
+                ready, orphans = _pending_partials(settings, catalog)
+                for file_id in orphans:
+                    partial_path(settings, file_id).unlink(missing_ok=True)
+                counts["orphans"] += len(orphans)
+                if not ready:
+                    break
+                done, failed = _merge_batch(conn, settings, ready[:batch], merge_one)
+                moved = set_index_state(catalog, done, [INDEX_PARTIAL], INDEXED)
+                set_index_state(catalog, failed, [INDEX_PARTIAL], INDEX_FAILED, reasons=failed)
+                for file_id in moved:  # only after both commits
+                    partial_path(settings, file_id).unlink(missing_ok=True)
+                counts["indexed"] += len(moved)
+                counts["failed"] += len(failed)
+                for file_id, why in failed.items():
+                    logger.warning("index merge failed for file %s: %s", file_id, why)
+        finally:
+            conn.close()
+    return counts
+
+
+def _merge_batch(conn: sqlite3.Connection, settings: config.Settings, rows: list[Any],
+                 merge_one: Callable[..., bool]) -> tuple[list[int], dict[int, str]]:
+    done: list[int] = []
+    failed: dict[int, str] = {}
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        for row in rows:
+            conn.execute("SAVEPOINT one")
+            try:
+                merge_one(conn, partial_path(settings, row.id), row.id)
+                conn.execute("RELEASE one")
+                done.append(row.id)
+            except Exception as exc:  # noqa: BLE001 - one bad partial must not stop the batch
+                conn.execute("ROLLBACK TO one")
+                conn.execute("RELEASE one")
+                failed[row.id] = f"merge: {type(exc).__name__}: {' '.join(str(exc).split())[:300]}"
+        conn.execute("COMMIT")
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+    return done, failed
+
+
+def reset_failed(settings: config.Settings, catalog: Catalog) -> list[tuple[int, str]]:
+    """Send failed files back: to 'partial' when their partial index is kept, else to 'pending'."""
+    with catalog.read() as conn:
+        ids = [r[0] for r in conn.execute(select(files.c.id).where(files.c.index_state == INDEX_FAILED))]
+    out: list[tuple[int, str]] = []
+    for file_id in ids:
+        state = INDEX_PARTIAL if partial_path(settings, file_id).exists() else INDEX_PENDING
+        if set_index_state(catalog, [file_id], [INDEX_FAILED], state):
+            out.append((file_id, state))
+    return out
+
+
+# -- queries and run deletion ---------------------------------------------------------------------
+
+class Index:
+    """Read access to the flavour's main index, plus run deletion."""
+
+    def __init__(self, settings: config.Settings) -> None:
+        self.settings = settings
+        self.path = index_path(settings)
+
+    def _conn(self) -> sqlite3.Connection:
+        conn = connect(self.path)
+        conn.row_factory = sqlite3.Row
+        return conn
+
+    def samples(self, run: int | None = None, dataset: str | None = None) -> list[dict[str, Any]]:
+        sql = "SELECT * FROM samples WHERE 1=1"
+        args: list[Any] = []
+        if run is not None:
+            sql += " AND run = ?"
+            args.append(run)
+        if dataset is not None:
+            sql += " AND dataset = ?"
+            args.append(dataset)
+        conn = self._conn()
+        try:
+            return [dict(r) for r in conn.execute(sql + " ORDER BY run DESC, dataset, subsystem, version", args)]
+        finally:
+            conn.close()
+
+    def monitor_elements(self, run: int, dataset: str) -> list[dict[str, Any]]:
+        """Monitor elements of the newest version of each file (subsystem) of the sample."""
+        conn = self._conn()
+        try:
+            rows = conn.execute(
+                "SELECT s.subsystem, s.version, m.path, m.kind, m.value FROM samples s "
+                "JOIN monitor_elements m ON m.sample_id = s.id "
+                "WHERE s.run = ? AND s.dataset = ? AND s.version = (SELECT MAX(version) FROM samples t "
+                "WHERE t.run = s.run AND t.dataset = s.dataset AND t.subsystem IS s.subsystem) "
+                "ORDER BY m.path", (run, dataset))
+            return [dict(r) for r in rows]
+        finally:
+            conn.close()
+
+    def runs(self) -> list[run_deletion.IndexRun]:
+        conn = self._conn()
+        try:
+            rows = conn.execute(
+                "SELECT run, dataset, MAX(run_type) AS run_type, MAX(lumis) AS lumis, "
+                "MIN(start_time) AS start_time, MAX(end_time) AS end_time, "
+                "COUNT(DISTINCT COALESCE(subsystem, '')) AS n FROM samples GROUP BY run, dataset").fetchall()
+        finally:
+            conn.close()
+        return [run_deletion.IndexRun(r["run"], r["dataset"], r["run_type"] or run_deletion.OTHER, r["lumis"],
+                                      r["start_time"], r["end_time"], r["n"]) for r in rows]
+
+    def delete_run(self, run: int, dataset: str, rule: str, reason: str) -> int:
+        """Remove a (run, dataset) from the index; returns the number of samples removed."""
+        conn = self._conn()
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            ids = [r[0] for r in conn.execute("SELECT id FROM samples WHERE run = ? AND dataset = ?",
+                                              (run, dataset))]
+            conn.executemany("DELETE FROM monitor_elements WHERE sample_id = ?", [(i,) for i in ids])
+            conn.execute("DELETE FROM samples WHERE run = ? AND dataset = ?", (run, dataset))
+            conn.execute("INSERT INTO deleted_runs VALUES (?, ?, ?, ?, ?, ?)",
+                         (run, dataset, rule, reason, len(ids), time.time()))
+            conn.execute("COMMIT")
+            return len(ids)
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        finally:
+            conn.close()
+
+
+def delete_runs(settings: config.Settings, catalog: Catalog, *, dry_run: bool | None = None,
+                now: float | None = None) -> list[run_deletion.RunDecision]:
+    """Apply the run deletion rules (configuration ``run_deletion``) under the merge lease; returns the
+    deletions (done, or only planned in dry-run). Every one is audited in the catalog."""
+    conf = settings["run_deletion"]
+    if dry_run is None:
+        dry_run = bool(conf.get("dry_run", settings["deletion"]["dry_run"]))
+    idx = Index(settings)
+    options: dict[str, Any] = {"max_age_days": conf.get("max_age_days", run_deletion.MAX_AGE_DAYS)}
+    for key in ("unmatched_keep_days", "min_subsystems"):
+        if conf.get(key) is not None:
+            options[key] = conf[key]
+    with merge_lease(settings, catalog):
+        decisions = run_deletion.runs_to_delete(idx.runs(), time.time() if now is None else now,
+                                                conf.get("rules", run_deletion.DEFAULT_RULES), **options)
+        for d in decisions:
+            removed = 0 if dry_run else idx.delete_run(d.run, d.dataset, d.rule, d.reason)
+            with catalog.begin() as conn:
+                catalog.audit(conn, entity="index", action="dry-run-delete-run" if dry_run else "delete-run",
+                              path=f"{d.run}{d.dataset}", rule=d.rule,
+                              detail=f"{d.reason}; {removed} sample(s)")
+    return list(decisions)
