@@ -115,7 +115,8 @@ def streamer_plan(dump: str | None, quota: int | None, done_url: str | None, ski
 @_plan_options
 @click.option("--base", default=None,
               help="Prefix for targets: local dir or root://host:port[//path]; the part of each dump path "
-                   "from /store/t0streamer/ on is appended (default: the dump path itself).")
+                   "from /store/t0streamer/ on is appended (default: config streamer.base, else the dump "
+                   "path itself).")
 @click.option("--execute", is_flag=True, help="Really delete (through the guarded deleter, audited).")
 def streamer_clean(dump: str | None, quota: int | None, done_url: str | None, skip_runs: str | None,
                    now: float | None, max_dump_age: float | None, as_json: bool, base: str | None,
@@ -129,7 +130,7 @@ def streamer_clean(dump: str | None, quota: int | None, done_url: str | None, sk
         click.echo("plan only: nothing deleted (give --execute to delete)", err=True)
         return
     try:
-        targets = cleanup.list_targets(result, base)
+        targets = cleanup.list_targets(result, base or _settings()["streamer"].get("base") or None)
     except (cleanup.CleanupError, eosdump.DumpError) as exc:
         _print_plan(result, as_json)
         raise click.ClickException(str(exc)) from None

@@ -1,0 +1,117 @@
+"""Benchmark: streamer cleanup plan over a generated 10-million-line EOS dump.
+
+Usage: .venv/bin/python bench/bench_streamer_plan.py [--lines 10000000] [--area-fraction 1.0]
+
+Generates (once, cached under /tmp) a gzip dump in the `eos find` format, then runs, each in its own
+process, `zcat FILE | wc -l` and `t0dqm streamer plan --json`, and prints wall time and peak RSS
+side by side. area-fraction 1.0 = every line in /store/t0streamer (worst case); 0.2 = a dump where
+one line in five is a streamer file (the rest other /store areas, as in the real whole-EOS dump).
+"""
+
+from __future__ import annotations
+
+import argparse
+import gzip
+import os
+import random
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+NOW = 1_700_000_000
+STREAMS = ["PhysicsMuons", "PhysicsEGamma", "Express", "HLTMonitor", "Calibration", "PhysicsZeroBias1",
+           "PhysicsJetMET", "ALCAPHISYM", "NanoDST", "ALCALUMIPIXELSEXPRESS"]
+OTHER = ["/eos/cms/store/data/Run2023C/Muon0/AOD/PromptReco-v1/000/367/{:03d}/00000/{:08x}.root",
+         "/eos/cms/store/mc/Run3Summer23/TTto2L2Nu/NANOAODSIM/130X-v2/{:05d}/{:08x}.root",
+         "/eos/cms/store/user/someone/ntuples/batch{:04d}/out_{:08x}.root"]
+
+
+def generate(path: Path, lines: int, area_fraction: float, seed: int = 1) -> None:
+    rnd = random.Random(seed)
+    ns = [rnd.randint(0, 999_999_999) for _ in range(4096)]
+    cks = [f"{rnd.getrandbits(32):08x}" for _ in range(4096)]
+    tmp = path.with_suffix(".part")
+    written = 0
+    run = 300000
+    k = 0
+    with gzip.open(tmp, "wb", compresslevel=3) as fh:
+        while written < lines:
+            buf = []
+            if rnd.random() < area_fraction:
+                run += rnd.randint(1, 3)
+                label = "Data" if rnd.random() < 0.9 else rnd.choice(["Minidaq", "TransferTest", "TransferTestWithSafety"])
+                stream = rnd.choice(STREAMS)
+                base = NOW - rnd.randint(0, 500 * 86400)
+                d = f"/eos/cms/store/t0streamer/{label}/{stream}/000/{run // 1000 % 1000:03d}/{run % 1000:03d}"
+                for ls in range(1, rnd.randint(100, 800)):
+                    m = base + ls * 23
+                    k += 1
+                    buf.append(f"path={d}/run{run}_ls{ls:04d}_stream{stream}_StorageManager.dat "
+                               f"size={rnd.randint(10**6, 4 * 10**9)} checksum={cks[k & 4095]} "
+                               f"ctime={m}.{ns[k & 4095]} mtime={m}.{ns[(k * 7) & 4095]}\n")
+                    buf.append(f"path={d}/run{run}_ls{ls:04d}_stream{stream}_StorageManager.jsn "
+                               f"size={rnd.randint(200, 400)} checksum={cks[(k * 3) & 4095]} "
+                               f"ctime={m}.{ns[(k * 5) & 4095]} mtime={m}.{ns[(k * 11) & 4095]}\n")
+            else:
+                tpl = rnd.choice(OTHER)
+                a = rnd.randint(0, 999)
+                for _ in range(rnd.randint(200, 1600)):
+                    k += 1
+                    m = NOW - rnd.randint(0, 10**8)
+                    buf.append("path=" + tpl.format(a, rnd.getrandbits(32)) +
+                               f" size={rnd.randint(10**6, 4 * 10**9)} checksum={cks[k & 4095]} "
+                               f"ctime={m}.{ns[k & 4095]} mtime={m}.{ns[(k * 7) & 4095]}\n")
+            buf = buf[: lines - written]
+            written += len(buf)
+            fh.write("".join(buf).encode())
+    os.replace(tmp, path)
+
+
+def measure(cmd: list[str]) -> tuple[float, float, str]:
+    """Wall seconds, peak RSS (MB) of the child (and its children), and stdout."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    t0 = time.monotonic()
+    proc = subprocess.run(cmd, capture_output=True, text=True, check=True)
+    wall = time.monotonic() - t0
+    after = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    return wall, max(after, before) / 1024, proc.stdout
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--lines", type=int, default=10_000_000)
+    ap.add_argument("--area-fraction", type=float, default=1.0)
+    ap.add_argument("--repeat", type=int, default=1)
+    args = ap.parse_args()
+    path = Path(f"/tmp/t0dqm-bench-eosdump-{args.lines}-{args.area_fraction:g}.txt.gz")
+    if not path.exists():
+        t0 = time.monotonic()
+        generate(path, args.lines, args.area_fraction)
+        print(f"generated {path} ({path.stat().st_size / 1e6:.0f} MB) in {time.monotonic() - t0:.0f} s",
+              file=sys.stderr)
+    t0dqm = str(Path(sys.executable).with_name("t0dqm"))
+    rows = []
+    for _ in range(args.repeat):
+        # Separate measurement processes: RUSAGE_CHILDREN keeps the max over all children so far, so
+        # the cheaper zcat runs first.
+        wall, rss, out = measure(["bash", "-c", f"zcat {path} | wc -l"])
+        rows.append(("zcat FILE | wc -l", wall, rss, out.strip() + " lines"))
+        wall, rss, out = measure([t0dqm, "streamer", "plan", "--dump", str(path), "--now", str(NOW + 86400),
+                                  "--max-dump-age", "1e12", "--json"])
+        import json
+
+        plan = json.loads(out)
+        rows.append(("t0dqm streamer plan --json", wall, rss,
+                     f"{len(plan['delete'])} units to delete, total {plan['total_bytes']} B"))
+    print(f"dump: {path} ({args.lines} lines, streamer fraction {args.area_fraction:g}, "
+          f"{path.stat().st_size / 1e6:.0f} MB gz), {os.cpu_count()} CPUs")
+    print(f"| {'command':<28} | {'wall s':>7} | {'peak RSS MB':>11} | result")
+    print(f"|{'-' * 30}|{'-' * 9}|{'-' * 13}|{'-' * 40}")
+    for name, wall, rss, note in rows:
+        print(f"| {name:<28} | {wall:7.2f} | {rss:11.0f} | {note}")
+
+
+if __name__ == "__main__":
+    main()
