@@ -1,5 +1,499 @@
-"""Tasks: tape."""
+"""Tasks: tape. Stage frozen zips to the archive endpoint, verify them later, clean local zips, and
+back the index up.
+
+States: frozen -stage-> copied -verify-> verified (final without require_tape) -> on_tape; a copy
+that does not match re-stages; a target that exists with other content is a conflict for an
+operator and is never overwritten; repeated failures end in failed. One summarised alarm covers
+every archive in trouble.
+"""
 
 from __future__ import annotations
 
-from t0dqm.celery import app  # noqa: F401
+import logging
+import os
+import sqlite3
+import tempfile
+import time
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import func, select, update
+from sqlalchemy.engine import Connection
+
+from t0dqm import deleter, states, storage, zipper
+from t0dqm.catalog import archives
+from t0dqm.celery import app
+from t0dqm.config import Settings
+from t0dqm.policies import archive as policy
+from t0dqm.tasks.archive import member_list, member_sources, update_trouble_alarm
+from t0dqm.tasks.base import LeaseBusy, T0Task, long_limits
+from t0dqm.tasks.recovery import Resume, recoverer
+
+BACKUP_DIR = "index-backup"
+SOON = 600  # retries due within this many seconds are also sent with a countdown
+
+
+def retry_base(settings: Settings) -> float:
+    """Back-off unit in seconds (archive.retry_base, default 300): waits are 1, 3, 6, 10... units."""
+    return float(settings["archive"].get("retry_base", 300))
+
+
+def retry_cap(settings: Settings) -> float:
+    return float(settings["archive"].get("retry_cap", 86400))
+
+
+def target_url(settings: Settings, path: str) -> str:
+    return storage.join(settings.archive_endpoint, path)
+
+
+def _later(task_name: str, archive_id: int, delay: float) -> None:
+    """Send a step with a countdown when it is due soon; later ones are found by verify_due."""
+    if delay > SOON:
+        return
+    try:
+        app.signature(task_name).apply_async(args=(archive_id,), countdown=max(0.0, delay), retry=True,
+                                             retry_policy={"max_retries": 3, "interval_start": 0.2})
+    except Exception:  # noqa: BLE001 - verify_due and reconcile find it again
+        pass
+
+
+# -- stage ------------------------------------------------------------------------------------------
+
+@app.task(base=T0Task, bind=True, name="t0dqm.tasks.tape.stage", **long_limits())
+def stage(self: T0Task, archive_id: int) -> str:
+    """Copy a frozen zip to the archive endpoint, checked end to end against the recorded adler32."""
+    catalog, settings = self.catalog, self.settings
+    arch = catalog.get("archive", archive_id)
+    if arch is None:
+        return "missing"
+    if arch["state"] != states.FROZEN:
+        return arch["state"]
+    if arch["next_try_at"] and arch["next_try_at"] > time.time():
+        return "not-due"
+    lease = settings.timeout("copy") + 300
+    if not catalog.claim("archive", archive_id, [states.FROZEN], lease):
+        return "busy"
+    try:
+        return _stage_claimed(self, archive_id)
+    finally:
+        catalog.release("archive", archive_id)
+
+
+def _begin_attempt(task: T0Task, arch: Any) -> int:
+    """Record the attempt before touching the endpoint: a kill mid-copy leaves tries > 0 (so a
+    partial target is known to be ours) and a back-off that stops a crash loop."""
+    attempt = int(arch["tries"]) + 1
+    when = time.time() + policy.backoff_delay(attempt, retry_base(task.settings), retry_cap(task.settings))
+    with task.catalog.begin() as conn:
+        conn.execute(update(archives).where(archives.c.id == arch["id"])
+                     .values(tries=attempt, next_try_at=when, updated_at=time.time()))
+    return attempt
+
+
+def _stage_claimed(task: T0Task, archive_id: int) -> str:
+    catalog, settings = task.catalog, task.settings
+    arch = catalog.get("archive", archive_id)
+    if arch is None or arch["state"] != states.FROZEN:
+        return "skipped"
+    local = settings.zip_root / arch["path"]
+    target = target_url(settings, arch["path"])
+    io = settings.timeout("io")
+    ours_before = int(arch["tries"]) > 0
+    try:
+        arch = _ensure_local(task, arch, local)
+    except (zipper.ZipDamaged, zipper.SourceMismatch) as exc:
+        _give_up(task, arch, f"local zip lost and not rebuildable: {exc}")
+        return states.FAILED
+    attempt = _begin_attempt(task, arch)
+    try:
+        remote = storage.stat(target, io)
+        if remote is not None:
+            remote_sum = storage.checksum(target, io) if not remote.is_dir else None
+            if remote.size == arch["size"] and remote_sum == arch["adler32"]:
+                return _mark_copied(task, arch, "target already present with the same size and adler32")
+            if not ours_before:
+                return _conflict(task, arch, remote.size, remote_sum)
+            storage.remove(target, io)  # a partial copy from our own interrupted attempt
+            with catalog.begin() as conn:
+                catalog.audit(conn, entity="archive", entity_id=archive_id, action="remove-partial-remote",
+                              path=target, size=remote.size, checksum=remote_sum, rule="stage-retry")
+        storage.mkdir(target.rsplit("/", 1)[0], io)
+        storage.copy(str(local), target, timeout=settings.timeout("copy"), expected_adler32=arch["adler32"])
+    except storage.ChecksumMismatch as exc:
+        reason = str(exc)
+        if storage.adler32_file(local) != arch["adler32"]:
+            try:
+                _refresh_local(task, arch, local)
+            except (zipper.ZipDamaged, zipper.SourceMismatch) as damaged:
+                _give_up(task, arch, f"local zip damaged and not rebuildable: {damaged}")
+                return states.FAILED
+            reason += "; local zip was damaged and has been rebuilt"
+        return _retry_or_fail(task, arch, attempt, reason)
+    except (storage.StorageError, FileExistsError, OSError) as exc:
+        return _retry_or_fail(task, arch, attempt, f"{type(exc).__name__}: {exc}")
+    return _mark_copied(task, arch, f"copied, attempt {attempt}")
+
+
+def _ensure_local(task: T0Task, arch: Any, local: Path) -> Any:
+    """The local zip must be what was frozen: repair or rebuild it if its size differs."""
+    if local.is_file() and local.stat().st_size == arch["size"]:
+        return arch
+    return _refresh_local(task, arch, local)
+
+
+def _refresh_local(task: T0Task, arch: Any, local: Path) -> Any:
+    """Bring the local zip back to its committed members (rebuilding from the repository when it is
+    damaged) and record its new size and adler32. Only for archives not yet at the endpoint."""
+    catalog, settings = task.catalog, task.settings
+    with catalog.read() as conn:
+        current = member_list(conn, arch["id"])
+        sources = member_sources(conn, arch["id"], settings.repository)
+    how = zipper.repair(local, current, sources)
+    if how == "ok" and local.is_file() and storage.adler32_file(local) != arch["adler32"]:
+        zipper.rebuild(local, current, sources)
+        how = "rebuilt"
+    adler = zipper.zip_adler32(local, current)
+    with catalog.begin() as conn:
+        conn.execute(update(archives).where(archives.c.id == arch["id"]).values(
+            size=local.stat().st_size, adler32=adler, updated_at=time.time()))
+        catalog.audit(conn, entity="archive", entity_id=arch["id"], action="zip-" + how, path=str(local),
+                      size=local.stat().st_size, checksum=adler)
+    task.log("zip-refreshed", logging.WARNING, archive=arch["path"], how=how)
+    return catalog.get("archive", arch["id"])
+
+
+def _mark_copied(task: T0Task, arch: Any, detail: str) -> str:
+    catalog, settings = task.catalog, task.settings
+    now = time.time()
+    with catalog.begin() as conn:
+        ok = catalog.transition(conn, "archive", arch["id"], states.FROZEN, states.COPIED, copied_at=now,
+                                tries=0, next_try_at=None, reason=None, detail=detail)
+    if not ok:
+        return "skipped"
+    task.log("copied", archive=arch["path"], detail=detail)
+    _later("t0dqm.tasks.tape.verify", arch["id"], float(settings["archive"]["verify_delay"]))
+    return states.COPIED
+
+
+def _conflict(task: T0Task, arch: Any, size: int, adler: str | None) -> str:
+    reason = (f"target exists with {size} bytes adler32 {adler}; ours {arch['size']} bytes adler32 "
+              f"{arch['adler32']}: left untouched for an operator")
+    with task.catalog.begin() as conn:
+        task.catalog.transition(conn, "archive", arch["id"], states.FROZEN, states.CONFLICT, reason=reason,
+                                next_try_at=None, detail=reason)
+    task.log("conflict", logging.ERROR, archive=arch["path"], reason=reason)
+    update_trouble_alarm(task.catalog, task.settings)
+    return states.CONFLICT
+
+
+def _give_up(task: T0Task, arch: Any, reason: str) -> None:
+    with task.catalog.begin() as conn:
+        task.catalog.transition(conn, "archive", arch["id"], arch["state"], states.FAILED, reason=reason,
+                                next_try_at=None, detail=reason)
+    task.log("archive-failed", logging.ERROR, archive=arch["path"], reason=reason)
+    update_trouble_alarm(task.catalog, task.settings)
+
+
+def _retry_or_fail(task: T0Task, arch: Any, attempt: int, reason: str) -> str:
+    settings = task.settings
+    decision = policy.retry_decision(attempt - 1, time.time(), int(settings["archive"]["stage_max_tries"]),
+                                     retry_base(settings), retry_cap(settings))
+    if decision.give_up:
+        _give_up(task, arch, f"stage failed {decision.tries} times; last: {reason}")
+        return states.FAILED
+    with task.catalog.begin() as conn:
+        conn.execute(update(archives).where(archives.c.id == arch["id"]).values(
+            tries=decision.tries, next_try_at=decision.next_try_at, reason=reason, updated_at=time.time()))
+    task.log("stage-retry", logging.WARNING, archive=arch["path"], tries=decision.tries, reason=reason,
+             next_try_at=decision.next_try_at)
+    _later("t0dqm.tasks.tape.stage", arch["id"], (decision.next_try_at or 0) - time.time())
+    return "retry"
+
+
+# -- verify -----------------------------------------------------------------------------------------
+
+def _verifiable(settings: Settings) -> list[str]:
+    return [states.COPIED, states.VERIFIED] if settings["archive"]["require_tape"] else [states.COPIED]
+
+
+@app.task(base=T0Task, bind=True, name="t0dqm.tasks.tape.verify", soft_time_limit=600, time_limit=660)
+def verify(self: T0Task, archive_id: int) -> str:
+    """After the verify delay: size and adler32 at the endpoint, and the tape flag where reported."""
+    catalog, settings = self.catalog, self.settings
+    arch = catalog.get("archive", archive_id)
+    if arch is None:
+        return "missing"
+    if arch["state"] not in _verifiable(settings):
+        return arch["state"]
+    if not policy.verify_due(arch["copied_at"], arch["next_try_at"], time.time(),
+                             float(settings["archive"]["verify_delay"])):
+        return "not-due"
+    if not catalog.claim("archive", archive_id, _verifiable(settings), settings.timeout("io") * 3 + 60):
+        return "busy"
+    try:
+        return _verify_claimed(self, arch)
+    finally:
+        catalog.release("archive", archive_id)
+
+
+def _verify_claimed(task: T0Task, arch: Any) -> str:
+    catalog, settings = task.catalog, task.settings
+    target = target_url(settings, arch["path"])
+    io = settings.timeout("io")
+    max_tries = int(settings["archive"]["stage_max_tries"])
+    try:
+        remote = storage.stat(target, io)
+        facts = None
+        if remote is not None and not remote.is_dir:
+            facts = policy.RemoteFacts(remote.size, storage.checksum(target, io), remote.on_tape)
+    except storage.StorageError as exc:
+        return _verify_later(task, arch, f"endpoint error: {exc}")
+    decision = policy.verify_decision(arch["size"], arch["adler32"] or "", facts,
+                                      bool(settings["archive"]["require_tape"]))
+    now = time.time()
+    if decision.restage:
+        with catalog.read() as conn:
+            restages = _restage_count(conn, arch["id"])
+        if restages + 1 >= max_tries:
+            _give_up(task, arch, f"copy at the endpoint bad {restages + 1} times; last: {decision.reason}")
+            return states.FAILED
+        if remote is not None:
+            try:
+                storage.remove(target, io)  # the endpoint's bad copy, not user data
+            except storage.StorageError as exc:
+                return _verify_later(task, arch, f"cannot remove the bad copy: {exc}")
+        with catalog.begin() as conn:
+            catalog.audit(conn, entity="archive", entity_id=arch["id"], action="restage", path=target,
+                          size=facts.size if facts else None, checksum=facts.adler32 if facts else None,
+                          detail=decision.reason)
+            ok = catalog.transition(conn, "archive", arch["id"], arch["state"], states.FROZEN, tries=0,
+                                    next_try_at=None, copied_at=None, reason=decision.reason,
+                                    detail=decision.reason)
+        task.log("restage", logging.WARNING, archive=arch["path"], reason=decision.reason)
+        if ok:
+            task.enqueue(app.signature("t0dqm.tasks.tape.stage"), arch["id"])
+        return "restage"
+    values: dict[str, Any] = {"verified_at": arch["verified_at"] or now, "reason": None}
+    if decision.final:
+        values.update(tries=0, next_try_at=None)
+    else:  # verified, waiting for the tape copy: look again later, alarm when it takes too long
+        decision_retry = policy.retry_decision(arch["tries"], now, 1 << 30, retry_base(settings),
+                                               retry_cap(settings))
+        values.update(tries=decision_retry.tries, next_try_at=decision_retry.next_try_at,
+                      reason="no tape copy yet" if decision_retry.tries >= max_tries else None)
+    with catalog.begin() as conn:
+        if decision.new_state == arch["state"]:
+            conn.execute(update(archives).where(archives.c.id == arch["id"]).values(updated_at=now, **values))
+        else:
+            catalog.transition(conn, "archive", arch["id"], arch["state"], decision.new_state,
+                               detail=decision.reason, **values)
+    if not decision.final and values["tries"] >= max_tries:
+        update_trouble_alarm(catalog, settings)
+    task.log("verified", archive=arch["path"], state=decision.new_state, final=decision.final)
+    return decision.new_state
+
+
+def _restage_count(conn: Connection, archive_id: int) -> int:
+    from t0dqm.catalog import audit
+
+    return int(conn.execute(select(func.count()).select_from(audit).where(
+        audit.c.entity == "archive", audit.c.entity_id == archive_id, audit.c.action == "restage")).scalar() or 0)
+
+
+def _verify_later(task: T0Task, arch: Any, reason: str) -> str:
+    settings = task.settings
+    decision = policy.retry_decision(arch["tries"], time.time(), 1 << 30, retry_base(settings), retry_cap(settings))
+    with task.catalog.begin() as conn:
+        conn.execute(update(archives).where(archives.c.id == arch["id"]).values(
+            tries=decision.tries, next_try_at=decision.next_try_at, reason=reason, updated_at=time.time()))
+    task.log("verify-retry", logging.WARNING, archive=arch["path"], tries=decision.tries, reason=reason)
+    if decision.tries >= int(settings["archive"]["stage_max_tries"]):
+        update_trouble_alarm(task.catalog, settings)
+    return "retry"
+
+
+# -- beat: verify_due -------------------------------------------------------------------------------
+
+def _due(conn: Connection, settings: Settings, now: float) -> tuple[list[int], list[int]]:
+    """(frozen archives whose stage is due, copied archives whose verification is due)."""
+    free = archives.c.claimed_until.is_(None) | (archives.c.claimed_until < now)
+    frozen = [r[0] for r in conn.execute(select(archives.c.id).where(
+        archives.c.state == states.FROZEN, free,
+        archives.c.next_try_at.is_(None) | (archives.c.next_try_at <= now)).order_by(archives.c.id))]
+    delay = float(settings["archive"]["verify_delay"])
+    rows = conn.execute(select(archives.c.id, archives.c.copied_at, archives.c.next_try_at).where(
+        archives.c.state.in_(_verifiable(settings)), free).order_by(archives.c.id)).all()
+    copied = [r.id for r in rows if policy.verify_due(r.copied_at, r.next_try_at, now, delay)]
+    return frozen, copied
+
+
+@app.task(base=T0Task, bind=True, name="t0dqm.tasks.tape.verify_due", soft_time_limit=240, time_limit=300)
+def verify_due(self: T0Task) -> dict[str, int]:
+    """Beat: send the stages and verifications that are due, and refresh the summarised alarm."""
+    with self.catalog.read() as conn:
+        frozen, copied = _due(conn, self.settings, time.time())
+    for archive_id in frozen:
+        self.enqueue(app.signature("t0dqm.tasks.tape.stage"), archive_id)
+    for archive_id in copied:
+        self.enqueue(app.signature("t0dqm.tasks.tape.verify"), archive_id)
+    update_trouble_alarm(self.catalog, self.settings)
+    return {"stage": len(frozen), "verify": len(copied)}
+
+
+@recoverer("tape")
+def _recover_tape(conn: Connection, settings: Settings, now: float) -> Iterator[Resume]:
+    """Frozen archives whose stage is due and copied ones whose verification is due (lost messages,
+    killed workers: their claims have expired)."""
+    stale = now - settings["reconcile"]["stale_seconds"]
+    frozen, copied = _due(conn, settings, now)
+    recent = {r[0] for r in conn.execute(select(archives.c.id).where(
+        archives.c.id.in_(frozen + copied), archives.c.updated_at >= stale, archives.c.claimed_until.is_(None),
+        archives.c.next_try_at.is_(None)))}
+    for archive_id in frozen:
+        if archive_id not in recent:
+            yield Resume("t0dqm.tasks.tape.stage", (archive_id,))
+    for archive_id in copied:
+        yield Resume("t0dqm.tasks.tape.verify", (archive_id,))
+
+
+# -- daily: clean local zips ------------------------------------------------------------------------
+
+@app.task(base=T0Task, bind=True, name="t0dqm.tasks.tape.clean_zips", **long_limits())
+def clean_zips(self: T0Task) -> dict[str, int]:
+    """Remove local zips whose archive is safe at the endpoint (guarded deleter, audited); the
+    archive becomes ``cleaned``."""
+    catalog, settings = self.catalog, self.settings
+    safe = [s for s in states.archive_safe_states(bool(settings["archive"]["require_tape"])) if s != states.CLEANED]
+    dry_run = bool(settings["deletion"]["dry_run"])
+    out = {"cleaned": 0, "missing": 0, "refused": 0, "dry_run": 0}
+    try:
+        with self.lease("tape:clean_zips", seconds=3600):
+            with catalog.read() as conn:
+                rows = conn.execute(select(archives).where(archives.c.state.in_(safe))
+                                    .order_by(archives.c.id)).mappings().all()
+            for arch in rows:
+                local = settings.zip_root / arch["path"]
+                try:
+                    existed = deleter.delete(str(local), rule="archive-clean", size=arch["size"],
+                                             checksum=arch["adler32"], entity_id=arch["id"],
+                                             reason=f"archive {arch['state']} at the endpoint")
+                except deleter.DeletionRefused as exc:
+                    out["refused"] += 1
+                    self.log("clean-refused", logging.WARNING, archive=arch["path"], reason=str(exc))
+                    continue
+                if dry_run:
+                    out["dry_run"] += 1
+                    continue
+                with catalog.begin() as conn:
+                    catalog.transition(conn, "archive", arch["id"], arch["state"], states.CLEANED,
+                                       cleaned_at=time.time(),
+                                       detail=None if existed else "local zip was already gone")
+                out["cleaned" if existed else "missing"] += 1
+    except LeaseBusy:
+        return out
+    self.log("clean-zips", **out)
+    return out
+
+
+# -- daily: index backup ----------------------------------------------------------------------------
+
+SKIP_SUFFIXES = ("-wal", "-shm", "-journal", ".lock", ".tmp")
+
+
+def _index_files(index_dir: Path) -> list[Path]:
+    if not index_dir.is_dir():
+        return []
+    return sorted(p for p in index_dir.rglob("*")
+                  if p.is_file() and not p.name.endswith(SKIP_SUFFIXES) and not p.name.startswith("."))
+
+
+def _snapshot(path: Path, work_dir: Path) -> Path:
+    """A consistent copy to back up: SQLite's online backup for databases, a plain copy otherwise."""
+    work_dir.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".backup", dir=work_dir)
+    os.close(fd)
+    with open(path, "rb") as fh:
+        is_sqlite = fh.read(16) == b"SQLite format 3\x00"
+    if is_sqlite:
+        src = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=60)
+        dst = sqlite3.connect(tmp)
+        try:
+            src.backup(dst)
+        finally:
+            dst.close()
+            src.close()
+    else:
+        with open(path, "rb") as fin, open(tmp, "wb") as fout:
+            storage.copy_stream(fin, fout)
+    return Path(tmp)
+
+
+@app.task(base=T0Task, bind=True, name="t0dqm.tasks.tape.backup_index", **long_limits())
+def backup_index(self: T0Task, day: str | None = None) -> dict[str, int]:
+    """Copy each index file to <endpoint>/index-backup/<YYYYMMDD>/, checksum-verified; keep the last
+    archive.index_backups_kept days."""
+    settings = self.settings
+    day = day or datetime.now(UTC).strftime("%Y%m%d")
+    base = storage.join(settings.archive_endpoint, BACKUP_DIR)
+    io = settings.timeout("io")
+    out = {"copied": 0, "unchanged": 0, "dropped": 0}
+    try:
+        with self.lease("tape:backup_index", seconds=3600):
+            for path in _index_files(settings.index_dir):
+                rel = path.relative_to(settings.index_dir).as_posix()
+                snap = _snapshot(path, settings.work_dir)
+                try:
+                    adler = storage.adler32_file(snap)
+                    target = storage.join(base, day, rel)
+                    existing = storage.stat(target, io)
+                    if existing is not None and storage.checksum(target, io) == adler:
+                        out["unchanged"] += 1
+                        continue
+                    if existing is not None:
+                        storage.remove(target, io)  # our own earlier backup of today, now outdated
+                    storage.mkdir(target.rsplit("/", 1)[0], io)
+                    storage.copy(str(snap), target, timeout=settings.timeout("copy"), expected_adler32=adler)
+                    out["copied"] += 1
+                finally:
+                    snap.unlink(missing_ok=True)
+            out["dropped"] = _rotate_backups(self, base, int(settings["archive"]["index_backups_kept"]))
+    except LeaseBusy:
+        return out
+    self.log("index-backup", day=day, **out)
+    return out
+
+
+def _remove_tree(url: str, io: float) -> list[tuple[str, int]]:
+    removed: list[tuple[str, int]] = []
+    for entry in storage.listdir(url, io):
+        child = storage.join(url, entry.name)
+        if entry.is_dir:
+            removed += _remove_tree(child, io)
+        elif storage.remove(child, io):
+            removed.append((child, entry.size))
+    if storage.is_remote(url):
+        from XRootD import client  # noqa: PLC0415 - only for root:// endpoints
+
+        server, path = storage.split_url(url)
+        client.FileSystem(server).rmdir(path, timeout=max(1, int(io)))
+    else:
+        os.rmdir(url)
+    return removed
+
+
+def _rotate_backups(task: T0Task, base: str, keep: int) -> int:
+    """Drop dated backup folders beyond the newest ``keep`` (our own copies; audited)."""
+    io = task.settings.timeout("io")
+    if storage.stat(base, io) is None:
+        return 0
+    names = [e.name for e in storage.listdir(base, io) if e.is_dir]
+    dropped = policy.backups_to_drop(names, keep)
+    for name in dropped:
+        removed = _remove_tree(storage.join(base, name), io)
+        with task.catalog.begin() as conn:
+            for path, size in removed:
+                task.catalog.audit(conn, entity="index", action="delete", path=path, size=size,
+                                   rule="index-backup-rotate")
+    return len(dropped)
