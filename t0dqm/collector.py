@@ -434,6 +434,6 @@ def _alarm(settings: config.Settings, catalog: Any, p: Producer, plan: policy.Cl
     key = f"producer-disk:{p.host}:{p.done}"
     if plan is not None and plan.short:
         alarms.raise_alarm(catalog, key, f"{p.host}: {p.done} does not hold enough files to bring disk use down "
-                           f"to 50 % (need {plan.to_free} bytes, done files hold {plan.freed})", severity="error")
+                           f"to 50 % (need {plan.to_free} bytes, done files hold {plan.freed})", severity="critical")
     else:
         alarms.clear_alarm(catalog, key)
