@@ -145,14 +145,18 @@ def index_retry_failed(run_sync: bool) -> None:
 @click.command("import-legacy")
 @click.argument("directory", type=click.Path(exists=True, file_okay=False))
 @click.option("--dry-run", is_flag=True, help="Report what would be imported, change nothing.")
-def import_legacy(directory: str, dry_run: bool) -> None:
-    """Read original .dqminfo files (Python literals, read safely, never eval) under DIRECTORY into
-    the catalog."""
-    from t0dqm import legacy
+@click.option("--index/--no-index", "do_index", default=True,
+              help="Mark present files for import into the index (default) or not.")
+def import_legacy(directory: str, dry_run: bool, do_index: bool) -> None:
+    """Record original .dqminfo files under DIRECTORY (inside the repository) in the catalog; they are
+    Python literals, read safely, never eval'ed."""
+    from t0dqm.catalog import get_catalog
+    from t0dqm.tasks.receive import import_legacy as run_import
 
-    kwargs = {"dry_run": True} if dry_run else {}
-    result = legacy.import_legacy(directory, **kwargs)
-    if isinstance(result, dict):
-        click.echo(json.dumps(result, sort_keys=True, default=str))
-    else:
-        click.echo(str(result))
+    settings = config.get()
+    counts = run_import(directory, settings, get_catalog(settings.catalog_url), dry_run=dry_run, index=do_index)
+    for error in counts["errors"]:
+        click.echo(f"error: {error}", err=True)
+    click.echo(json.dumps({k: (len(v) if k == "errors" else v) for k, v in counts.items()}, sort_keys=True))
+    if counts["errors"]:
+        raise SystemExit(1)

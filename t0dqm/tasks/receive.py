@@ -278,8 +278,11 @@ class Receiver:
                           receipt: str) -> tuple[int, dict[str, Any]] | None:
         """A .dqminfo of this upload left by a receiver that died (probing versions up to the first gap)."""
         for version in range(1, MAX_VERSION + 1):
-            data = read_dqminfo(self.repo / ((pattern % version) + ".dqminfo"))
+            info_path = self.repo / ((pattern % version) + ".dqminfo")
+            data = read_dqminfo(info_path)
             if data is None:
+                if os.path.lexists(info_path):  # e.g. a legacy (Python literal) .dqminfo: not ours
+                    continue
                 return None
             if data.get("receipt") == receipt:
                 return version, data
@@ -421,6 +424,56 @@ class Receiver:
                                                                    + "\n").encode()):
             return None
         return self._record(info, target, data, index_state=INDEX_SKIPPED)
+
+
+def import_legacy(directory: str | os.PathLike[str], settings: config.Settings, catalog: Catalog, *,
+                  dry_run: bool = False, index: bool = True) -> dict[str, Any]:
+    """Record original .dqminfo files (Python literals, read safely, never eval) under ``directory`` in the
+    catalog. ``directory`` is (part of) the repository: catalog paths are relative to the repository root.
+    Files whose ROOT file is gone (archived and deleted) get state removed; present ones are imported into
+    the index unless ``index`` is False. The original .dqminfo files are left as they are."""
+    from t0dqm import legacy
+
+    top = Path(directory).resolve()
+    counts: dict[str, Any] = {"imported": 0, "present": 0, "removed": 0, "known": 0, "errors": []}
+    receiver = Receiver(settings, catalog)
+    for info_path in legacy.find_info_files(top):
+        root_file = Path(str(info_path)[: -len(".dqminfo")])
+        try:
+            info = legacy.check_dqminfo(legacy.read_legacy_info(info_path), str(info_path))
+            rel = str(root_file.relative_to(settings.repository.resolve()))
+        except (legacy.LegacyFormatError, ValueError) as exc:
+            counts["errors"].append(str(exc))
+            continue
+        present = root_file.exists()
+        with catalog.read() as conn:
+            if conn.execute(select(files.c.id).where(files.c.path == rel)).first() is not None:
+                counts["known"] += 1
+                continue
+        counts["present" if present else "removed"] += 1
+        counts["imported"] += 1
+        if dry_run:
+            continue
+        adler = info.get("adler32") or (storage.adler32_file(root_file) if present else "00000000")
+        mtime = float(info.get("time") or (root_file.stat().st_mtime if present else 0.0))
+        now = time.time()
+        with catalog.begin() as conn:
+            try:
+                with conn.begin_nested():
+                    file_id = conn.execute(insert(files).values(
+                        path=rel, name=root_file.name, cls=info["class"], run=info["runnr"],
+                        version=info["version"], dataset=info["dataset"],
+                        subsystem=info.get("subsystem") if info.get("subsystem") != MERGED_FILE else None,
+                        size=int(info.get("size") or (root_file.stat().st_size if present else 0)),
+                        md5=info.get("md5sum"), adler32=adler, mtime=mtime, zippat=info.get("zippat"),
+                        state=RECEIVED if present else "removed",
+                        index_state=INDEX_PENDING if (present and index) else INDEX_SKIPPED,
+                        created_at=now, updated_at=now, attempts=0)).inserted_primary_key[0]
+            except IntegrityError:
+                continue
+            receiver.catalog.audit(conn, entity="file", entity_id=file_id, action="import-legacy", path=rel,
+                                   detail=f"zippath={info.get('zippath')}")
+    return counts
 
 
 def receive_one(path: str | os.PathLike[str], settings: config.Settings | None = None,

@@ -264,3 +264,34 @@ def test_receive_cli_once(settings: config.Settings) -> None:
     assert "filed" in result.output
     assert [r["state"] for r in rows()] == ["received"]
     assert receive is not None
+
+
+def test_import_legacy(settings: config.Settings) -> None:
+    from click.testing import CliRunner
+
+    from t0dqm.cli import cli
+
+    folder = settings.repository / "OfflineData" / "Run2024" / "ZeroBias" / "0003000xx"
+    folder.mkdir(parents=True)
+    name = "DQM_V0001_R000300002__ZeroBias__Run2024A-PromptReco-v1__DQMIO.root"
+    (folder / name).write_bytes(make(settings, OFFLINE).read_bytes())
+    legacy_text = ("{'class': 'offline_data', 'version': 1, 'runnr': 300002L, "
+                   "'dataset': '/ZeroBias/Run2024A-PromptReco-v1/DQMIO', 'size': %d, 'md5sum': 'abc', "
+                   "'time': 1700000000, 'zippat': 'OfflineData/x_S%%04d.zip'}\n" % (folder / name).stat().st_size)
+    (folder / (name + ".dqminfo")).write_text(legacy_text)
+    gone = name.replace("V0001", "V0002")
+    (folder / (gone + ".dqminfo")).write_text(legacy_text.replace("'version': 1", "'version': 2"))
+    (folder / ("DQM_V0003_R000300002__ZeroBias__Run2024A-PromptReco-v1__DQMIO.root.dqminfo")).write_text(
+        "__import__('os').system('touch /tmp/pwned')")
+    env = {"T0DQM_ROOT": str(settings.root), "T0DQM_FLAVOUR": "dev"}
+    result = CliRunner().invoke(cli, ["import-legacy", str(settings.repository)], env=env)
+    assert result.exit_code == 1  # the malicious file is refused, the others imported
+    assert '"imported": 2' in result.output
+    by_version = {r["version"]: r for r in rows()}
+    assert by_version[1]["state"] == "received" and by_version[1]["index_state"] == "pending"
+    assert by_version[2]["state"] == "removed" and by_version[2]["index_state"] == "skipped"
+    assert by_version[1]["run"] == 300002 and by_version[1]["mtime"] == 1700000000
+    result = CliRunner().invoke(cli, ["import-legacy", str(settings.repository)], env=env)
+    assert '"known": 2' in result.output  # idempotent
+    # receive probes past legacy .dqminfo files: the next upload of this name is V0004
+    assert receive_one(up(settings, OFFLINE)).version == 4
