@@ -241,3 +241,35 @@ def test_tls_requires_a_client_certificate(pki: Path, box: Path, dqm_file: Path)
         assert not (box / "0001").exists()
     finally:
         srv.stop()
+
+
+def test_uploaded_file_is_received_indexed_and_zipped(settings: object, dqm_file: Path) -> None:
+    """End to end without a broker: upload server -> dropbox -> receive -> index -> zip."""
+    from sqlalchemy import select
+
+    from t0dqm import config
+    from t0dqm import index as dqmindex
+    from t0dqm.catalog import files, get_catalog, members
+    from t0dqm.tasks import archive
+    from t0dqm.tasks.receive import receive_one
+
+    current = config.get()
+    catalog = get_catalog(current.catalog_url)
+    srv = upload_server.make_server("127.0.0.1", 0, current.dropbox)
+    srv.start()
+    try:
+        status, headers, _ = client_upload(srv.url, dqm_file)
+    finally:
+        srv.stop()
+    assert headers["dqm-status-code"] == "100"
+    [candidate] = dropbox.scan(current.dropbox)
+    outcome = receive_one(candidate.path, current, catalog)
+    assert outcome.status == "filed", outcome
+    dqmindex.import_one(outcome.file_id, current, catalog)
+    dqmindex.merge_all(current, catalog)
+    archive.zip_file.apply(args=(outcome.file_id,)).get()
+    with catalog.read() as conn:
+        row = conn.execute(select(files).where(files.c.id == outcome.file_id)).mappings().one()
+        member = conn.execute(select(members).where(members.c.file_id == outcome.file_id)).first()
+    assert row["name"] == NAME and row["md5"] == hashlib.md5(dqm_file.read_bytes()).hexdigest()
+    assert row["index_state"] == "indexed" and row["state"] == "zipped" and member is not None
