@@ -160,6 +160,7 @@ class _Upload:
         self.out: BinaryIO | None = None
         self.md5 = hashlib.md5()
         self.crc = 0
+        self.want_crc = True
         self.size = 0
         self.head = b""
         self.files = 0
@@ -188,6 +189,8 @@ class _Upload:
             raise UploadError(STATUS_ERROR_PARAMETER, "File too large",
                               f"declared size {declared} exceeds the limit {self.max_size}", http=413)
         self.name = base
+        # crc32 only when asked for (or when the checksum field has not arrived yet)
+        self.want_crc = not self.fields.get("checksum", "").startswith("md5:")
         staging = self.box / dropbox.UPLOADING
         staging.mkdir(parents=True, exist_ok=True)
         self.tmp = staging / f"{base}.{uuid.uuid4().hex}.upload"
@@ -206,7 +209,8 @@ class _Upload:
         if len(self.head) < 5:
             self.head += chunk[: 5 - len(self.head)]
         self.md5.update(chunk)
-        self.crc = zlib.crc32(chunk, self.crc)
+        if self.want_crc:
+            self.crc = zlib.crc32(chunk, self.crc)
         self.out.write(chunk)
 
     def end(self) -> None:
@@ -248,7 +252,7 @@ class _Upload:
         if m.group(1) and m.group(1).lower() != self.md5.hexdigest():
             raise UploadError(STATUS_ERROR_PARAMETER, "Checksum mismatch",
                               f"md5 of the data is {self.md5.hexdigest()}, declared {m.group(1).lower()}")
-        if m.group(2) and int(m.group(2)) != self.crc:
+        if m.group(2) and (not self.want_crc or int(m.group(2)) != self.crc):
             raise UploadError(STATUS_ERROR_PARAMETER, "Checksum mismatch",
                               f"crc32 of the data is {self.crc}, declared {m.group(2)}")
 
