@@ -23,6 +23,7 @@ from t0dqm.tasks.recovery import Resume, recoverer, stale_ids
 
 MERGE_TASK = "t0dqm.tasks.index.merge"
 IMPORT_TASK = "t0dqm.tasks.index.import_file"
+MERGE_DELAY = 0.5  # seconds
 
 
 def _merge_flag(task: T0Task) -> str:
@@ -38,7 +39,8 @@ def request_merge(task: T0Task) -> None:
                 return
         except Exception:  # noqa: BLE001 - the flag is an optimisation only
             pass
-    task.enqueue(app.signature(MERGE_TASK))
+    # a short countdown lets one merge pick up the partials of many imports (one transaction)
+    task.enqueue(app.signature(MERGE_TASK, countdown=MERGE_DELAY))
 
 
 @app.task(base=T0Task, bind=True, name=IMPORT_TASK, soft_time_limit=300, time_limit=360)

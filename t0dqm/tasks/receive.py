@@ -338,7 +338,6 @@ class Receiver:
                 if not os.path.samefile(p, target):
                     raise RuntimeError(f"{target} exists and is not this upload") from None
             os.unlink(p)
-            dropbox._fsync_dir(target.parent)
         elif not target.exists():
             raise RuntimeError(f"upload {p} vanished before it reached {target}")
         elif target.stat().st_size != dqinfo["size"]:
