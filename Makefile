@@ -17,7 +17,7 @@ $(VENV)/.installed: pyproject.toml
 
 venv: $(VENV)/.installed
 
-demo: venv
+demo: deps venv
 	$(VENV)/bin/t0dqm demo
 
 up: venv

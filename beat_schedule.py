@@ -37,6 +37,11 @@ def build(settings: Any) -> dict[str, dict[str, Any]]:
     for name, entry in optional.items():
         if name in enabled:
             schedule[name] = entry
+    from t0dqm.tasks.collect import producer_schedule
+    from t0dqm.tasks.sync import sync_schedule
+
+    schedule.update(producer_schedule(settings))
+    schedule.update(sync_schedule(settings))
     # [beat.every] zip_freeze = 5  -> run that entry every 5 s (demo, chaos, tests)
     for key, seconds in settings.data.get("beat", {}).get("every", {}).items():
         name = key.replace("_", "-")

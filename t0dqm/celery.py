@@ -111,8 +111,6 @@ def configure(app: Celery, settings: config.Settings) -> None:
         broker_connection_max_retries=None,
         worker_cancel_long_running_tasks_on_connection_loss=True,
         worker_send_task_events=True,
-        task_send_sent_event=True,
-        task_track_started=True,
         result_expires=86400,
         task_default_queue=queue_name("ops", settings),
         task_queues=[Queue(q, Exchange(q, type="direct"), routing_key=q) for q in all_queues(settings)],

@@ -74,7 +74,14 @@ DEFAULTS: dict[str, Any] = {
     },
     "receive": {"scan_interval": 5, "batch": 200},
     "quota": {k: v * GiB for k, v in DEFAULT_QUOTAS_GIB.items()},
-    "deletion": {"require_verified": True, "dry_run": False},
+    # extra_roots: further places the guarded deleter may touch (streamer area, mirror destination),
+    # local directories or root:// URLs.
+    "deletion": {"require_verified": True, "dry_run": False, "extra_roots": []},
+    # Producer hosts whose collect.<host> workers pick up DQM files: [{host, dir, done?, dropbox?}]
+    "producers": [],
+    # Online sync from the online GUI's listing (empty url = off) and the partial mirror (empty dest = off).
+    "sync": {"url": "", "dest": "OnlineData/original", "connections": 5, "cert": "", "key": "", "ca": ""},
+    "mirror": {"dest": "", "quota": 0, "folders": {}},
     "run_deletion": {
         "enabled": False,
         "max_age_days": 730,
@@ -92,6 +99,7 @@ DEFAULTS: dict[str, Any] = {
         "enabled": False,
         "quota_bytes": 750 * 10**12,
         "dump": "",
+        "base": "",  # prefix turning dump paths into deletion targets: a folder or root://host//eos/cms
         "done_url": "",
         "skip_runs_file": "",
         "max_dump_age": 48 * 3600,
@@ -101,7 +109,9 @@ DEFAULTS: dict[str, Any] = {
     "alarms": {
         "min_interval": 3600,
         "email_to": "",
+        "email_from": "",
         "smtp_host": "",
+        "sound": False,
         "webhook_url": "",
         "sound_file": "",
         "latency_seconds": 5 * 3600,

@@ -60,6 +60,8 @@ def run_demo(settings: config.Settings, *, n_files: int, n_broken: int, timeout:
     from t0dqm.stack import LocalStack
 
     os.environ.update(DEMO_ENV)
+    if (settings.flavour_root / "catalog.sqlite").exists():  # never mix with an earlier run's files
+        os.environ["T0DQM_ROOT"] = str(settings.root / time.strftime("demo-%Y%m%d-%H%M%S"))
     settings = config.load(settings.source)
     config.reset(settings)
     stack = LocalStack(settings, extra_env=dict(DEMO_ENV))
