@@ -275,9 +275,10 @@ def test_import_legacy(settings: config.Settings) -> None:
     folder.mkdir(parents=True)
     name = "DQM_V0001_R000300002__ZeroBias__Run2024A-PromptReco-v1__DQMIO.root"
     (folder / name).write_bytes(make(settings, OFFLINE).read_bytes())
+    size = (folder / name).stat().st_size
     legacy_text = ("{'class': 'offline_data', 'version': 1, 'runnr': 300002L, "
-                   "'dataset': '/ZeroBias/Run2024A-PromptReco-v1/DQMIO', 'size': %d, 'md5sum': 'abc', "
-                   "'time': 1700000000, 'zippat': 'OfflineData/x_S%%04d.zip'}\n" % (folder / name).stat().st_size)
+                   "'dataset': '/ZeroBias/Run2024A-PromptReco-v1/DQMIO', 'size': " + str(size) + ", "
+                   "'md5sum': 'abc', 'time': 1700000000, 'zippat': 'OfflineData/x_S%04d.zip'}\n")
     (folder / (name + ".dqminfo")).write_text(legacy_text)
     gone = name.replace("V0001", "V0002")
     (folder / (gone + ".dqminfo")).write_text(legacy_text.replace("'version': 1", "'version': 2"))
