@@ -16,6 +16,7 @@ COMMAND_MODULES = (
     "t0dqm.cli.archive",
     "t0dqm.cli.tier0",
     "t0dqm.cli.ops",
+    "t0dqm.cli.health",
 )
 
 
