@@ -20,6 +20,7 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.exc import IntegrityError
 
 from t0dqm import states, zipper
+from t0dqm.alarms import clear_alarm, raise_alarm
 from t0dqm.catalog import Catalog, alarms, archives, files, members, worker_identity
 from t0dqm.celery import app
 from t0dqm.config import Settings
@@ -32,36 +33,7 @@ LEASE_WAIT_SECONDS = 30
 TROUBLE_ALARM = "archive:trouble"
 
 
-# -- alarms (t0dqm.alarms when present, else the alarms table directly) ------------------------------
-
-def raise_alarm(catalog: Catalog, key: str, message: str, severity: str = "warning") -> None:
-    try:
-        from t0dqm import alarms as alarm_module  # type: ignore[attr-defined]
-    except ImportError:
-        alarm_module = None
-    if alarm_module is not None and hasattr(alarm_module, "raise_alarm"):
-        alarm_module.raise_alarm(catalog, key, message, severity=severity)
-        return
-    now = time.time()
-    with catalog.begin() as conn:
-        done = conn.execute(update(alarms).where(alarms.c.key == key).values(
-            message=message, severity=severity, last_at=now, count=alarms.c.count + 1, active=True))
-        if done.rowcount == 0:
-            conn.execute(insert(alarms).values(key=key, severity=severity, message=message, first_at=now,
-                                               last_at=now, count=1, active=True))
-
-
-def clear_alarm(catalog: Catalog, key: str) -> None:
-    try:
-        from t0dqm import alarms as alarm_module  # type: ignore[attr-defined]
-    except ImportError:
-        alarm_module = None
-    if alarm_module is not None and hasattr(alarm_module, "clear_alarm"):
-        alarm_module.clear_alarm(catalog, key)
-        return
-    with catalog.begin() as conn:
-        conn.execute(update(alarms).where(alarms.c.key == key, alarms.c.active.is_(True)).values(active=False))
-
+# -- alarms ----------------------------------------------------------------------------------------
 
 def update_trouble_alarm(catalog: Catalog, settings: Settings) -> str | None:
     """One summarised alarm for every archive that is failed, in conflict, or still retrying past
@@ -80,7 +52,7 @@ def update_trouble_alarm(catalog: Catalog, settings: Settings) -> str | None:
         if active is not None:
             clear_alarm(catalog, TROUBLE_ALARM)
     elif message != active:
-        raise_alarm(catalog, TROUBLE_ALARM, message, severity="error")
+        raise_alarm(catalog, TROUBLE_ALARM, message, severity="critical")
     return message
 
 

@@ -104,3 +104,26 @@ def run_killed(settings: config.Settings, code: str) -> int:
     if proc.returncode not in (0, -9):
         raise AssertionError(proc.stderr)
     return proc.returncode
+
+
+def capture_sends(monkeypatch: object) -> list[tuple[str, tuple]]:
+    """Record the next steps tasks send instead of going to a broker (tests drive them explicitly)."""
+    from t0dqm.tasks import tape
+    from t0dqm.tasks.base import T0Task
+
+    sent: list[tuple[str, tuple]] = []
+
+    def enqueue(self: object, task: object, *args: object, **kwargs: object) -> None:
+        sent.append((getattr(task, "task", str(task)), args))
+
+    monkeypatch.setattr(T0Task, "enqueue", enqueue)  # type: ignore[attr-defined]
+    monkeypatch.setattr(tape, "_later", lambda name, archive_id, delay: sent.append((name, (archive_id,))))  # type: ignore[attr-defined]
+    return sent
+
+
+def remote_path(data_dir: Path, endpoint: str, rel: str) -> Path:
+    """Where the XRootD server keeps ``endpoint``/``rel`` on its disk."""
+    from t0dqm import storage
+
+    _server, path = storage.split_url(storage.join(endpoint, rel))
+    return data_dir / path.lstrip("/")

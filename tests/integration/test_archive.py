@@ -19,6 +19,7 @@ from tests.integration.archive_util import (
     PATTERN,
     add_received,
     assert_consistent,
+    capture_sends,
     expire_leases,
     reconcile,
     run_killed,
@@ -28,8 +29,10 @@ MB = 1_000_000
 
 
 @pytest.fixture
-def asettings(tmp_path: Path) -> Iterator[config.Settings]:
-    """Small zips (3 files of ~200 kB fit in one), no freeze by age, immediate staleness."""
+def asettings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[config.Settings]:
+    """Small zips (3 files of ~200 kB fit in one), no freeze by age, immediate staleness; next steps
+    are recorded, not sent."""
+    capture_sends(monkeypatch)
     current = make_settings(tmp_path / "root", archive__max_zip_bytes="700000", archive__freeze_age="100000",
                             reconcile__stale_seconds="0")
     config.reset(current)
