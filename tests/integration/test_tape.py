@@ -326,3 +326,27 @@ def test_verify_waits_for_the_delay(tmp_path: Path, xrootd_dir: str, sent: list)
     finally:
         reset_catalogs()
         config.reset(None)
+
+
+def test_chain_through_a_real_worker(celery_stack: config.Settings, tmp_path: Path, xrootd_dir: str) -> None:
+    """received -> zipped -> frozen -> copied -> verified, each step sent by the previous one over
+    Redis to the in-process worker."""
+    from t0dqm import celery as t0celery
+
+    settings = make_settings(celery_stack.root, broker_url=celery_stack.broker_url, archive_endpoint=xrootd_dir,
+                             **OVERRIDES)
+    t0celery.reload(settings)
+    ids = add_received(settings, 5)
+    for fid in ids:
+        t0celery.app.signature("t0dqm.tasks.archive.zip_file").delay(fid)
+    catalog = get_catalog(settings.catalog_url)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and catalog.counts("file").get(states.ZIPPED, 0) < len(ids):
+        time.sleep(0.1)
+    with catalog.read() as conn:
+        aids = [r[0] for r in conn.execute(select(archives.c.id))]
+    t0celery.app.signature("t0dqm.tasks.archive.freeze").delay(archive_ids=aids)
+    while time.monotonic() < deadline and catalog.counts("archive").get(states.VERIFIED, 0) < len(aids):
+        time.sleep(0.1)
+    assert catalog.counts("archive") == {states.VERIFIED: len(aids)} and len(aids) == 2
+    assert_consistent(settings, ids)
