@@ -78,7 +78,14 @@ def settings(tmp_path: Path) -> Iterator[config.Settings]:
 
 
 @pytest.fixture
-def celery_stack(tmp_path: Path, redis_server: services.Service) -> Iterator[config.Settings]:
+def stack_env() -> dict[str, str]:
+    """Extra T0DQM_* settings for celery_stack (override this fixture in a test module)."""
+    return {}
+
+
+@pytest.fixture
+def celery_stack(tmp_path: Path, redis_server: services.Service,
+                 stack_env: dict[str, str]) -> Iterator[config.Settings]:
     """The t0dqm app pointed at the test Redis and a tmp root, with a worker thread consuming every queue."""
     import redis as redislib
     from celery.contrib.testing.worker import start_worker
@@ -87,7 +94,7 @@ def celery_stack(tmp_path: Path, redis_server: services.Service) -> Iterator[con
     from t0dqm.catalog import reset_catalogs
 
     redislib.Redis.from_url(redis_server.url).flushall()
-    current = make_settings(tmp_path / "root", broker_url=redis_server.url)
+    current = make_settings(tmp_path / "root", broker_url=redis_server.url, **stack_env)
     t0celery.reload(current)
     app = t0celery.app
     app.loader.import_task_module("celery.contrib.testing.tasks")
