@@ -67,10 +67,9 @@ def test_scrape_matches_catalog_and_redis(msettings: config.Settings) -> None:
             _file(4, "offline_data", 5000, "removed", "indexed", now),  # not present: no quota use
             _file(5, "offline_data", 7, "received", "failed", now),
         ])
-        conn.execute(insert(archives), [
-            _archive(1, "verified", 300), _archive(2, "on_tape", 700), _archive(3, "cleaned", 11),
-            _archive(4, "copied", 5000, copied_at=now - 60), _archive(5, "frozen", 13, frozen_at=now - 120),
-        ])
+        for row in (_archive(1, "verified", 300), _archive(2, "on_tape", 700), _archive(3, "cleaned", 11),
+                    _archive(4, "copied", 5000, copied_at=now - 60), _archive(5, "frozen", 13, frozen_at=now - 120)):
+            conn.execute(insert(archives).values(**row))  # one by one: the rows have different columns
         conn.execute(insert(quarantine), [dict(path="0001/x.root", name="x.root", step="receive", reason="bad",
                                                created_at=now, resolved_at=None),
                                           dict(path="0001/y.root", name="y.root", step="receive", reason="bad",
