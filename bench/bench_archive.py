@@ -95,7 +95,7 @@ def run_raw(groups: list[list[str]], work: Path, endpoint: str) -> float:
         zpath = work / (PATTERN % serial).rsplit("/", 1)[1]
         subprocess.run(["zip", "-0", "-j", "-q", str(zpath), *[str(SRC / n) for n in names]], check=True)
         subprocess.run(["xrdcp", "-s", "-f", "--cksum", "adler32:source", str(zpath),
-                        f"{endpoint}/{zpath.name}"], check=True, stdout=subprocess.DEVNULL)
+                        f"{endpoint}/{zpath.name}"], check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     return time.perf_counter() - start
 
 
