@@ -105,9 +105,10 @@ def _set_pipe_size(fd: int, size: int = 1 << 20) -> None:
         pass
 
 
-def _blocks(fd: int, block: int = BLOCK_SIZE) -> Iterator[bytes]:
+def _blocks(fd: int, block: int | None = None) -> Iterator[bytes]:
     """Complete lines read from ``fd`` in pieces of about ``block`` bytes, each starting with a newline
     (so every line, the first included, is preceded by one); a last unterminated line gets one."""
+    block = block or BLOCK_SIZE
     rest = b"\n"
     while True:
         parts = [rest]
@@ -187,7 +188,7 @@ class _Inflater:
         self.read_fds = []
 
 
-def iter_chunks(path: str | os.PathLike[str], block: int = BLOCK_SIZE) -> Iterator[bytes]:
+def iter_chunks(path: str | os.PathLike[str], block: int | None = None) -> Iterator[bytes]:
     """Complete lines of the inflated dump in pieces of about ``block`` bytes, each starting with a
     newline. Inflated by a child process while the caller parses (ISA-L holds the GIL, so a thread
     would not overlap). DumpError when the gzip stream is truncated or corrupt, raised before the
@@ -321,6 +322,12 @@ class _Aggregator:
                 continue
             p = rec.path.encode("utf-8", "surrogateescape")
             self.add(p[:p.rfind(b"/")], rec.size, rec.mtime)
+
+    def finish(self) -> DumpSummary:
+        """Drop folders looked up for lines that all turned out malformed."""
+        for unit in [u for u, a in self.s.units.items() if not a.files]:
+            del self.s.units[unit]
+        return self.s
 
     def chunk(self, c: bytes) -> None:
         """Complete lines (``c`` starts with a newline); see ``_Block``."""
@@ -597,6 +604,7 @@ def aggregate(
         del inf.read_fds[1:]
         for chunk in _blocks(inf.read_fds[0]):
             agg.chunk(chunk)
+        agg.finish()
         inf.check()
         for proc in procs:
             assert proc.stdout is not None
@@ -629,6 +637,7 @@ def _worker(args: list[str]) -> int:
     agg = _Aggregator(summary, cut, labels)
     for chunk in _blocks(0):
         agg.chunk(chunk)
+    agg.finish()
     sys.stdout.buffer.write(pickle.dumps(summary, protocol=pickle.HIGHEST_PROTOCOL))
     sys.stdout.buffer.flush()
     return 0

@@ -1,0 +1,198 @@
+"""The numpy block parser against a plain line-by-line reference, malformed lines mixed in."""
+
+from __future__ import annotations
+
+import os
+import random
+
+import pytest
+
+from t0dqm.tier0 import eosdump
+from t0dqm.tier0.streamer_names import parse_unit_dir
+
+from .helpers import DAY, NOW, write_dump
+
+AREA = b"/store/t0streamer/"
+CUT = (NOW - 7 * DAY, 0)
+TT = {"TransferTest", "TransferTestWithSafety"}
+
+
+def _pair(text: bytes):
+    s, dot, ns = text.partition(b".")
+    return (int(s), int(ns)) if dot and s.isdigit() and ns.isdigit() else None
+
+
+def reference(data: bytes) -> dict:
+    """Independent line-by-line reading of the dump rules (no code shared with the fast path)."""
+    out = {"lines": 0, "malformed": 0, "other": 0, "area_files": 0, "area_bytes": 0, "unrec": 0,
+           "unrec_bytes": 0, "units": {}}
+    for line in data.split(b"\n"):
+        line = line.rstrip(b"\r")
+        if not line:
+            continue
+        out["lines"] += 1
+        if AREA not in line:
+            if line.startswith(b"path=/"):
+                out["other"] += 1
+            else:
+                out["malformed"] += 1
+            continue
+        parts = line.rsplit(b" ", 4)
+        ok = len(parts) == 5
+        if ok:
+            p, sz, ck, ct, mt = parts
+            ok = (p.startswith(b"path=/") and sz.startswith(b"size=") and sz[5:].isdigit()
+                  and ck.startswith(b"checksum=") and ct.startswith(b"ctime=") and mt.startswith(b"mtime=")
+                  and _pair(ct[6:]) is not None and _pair(mt[6:]) is not None)
+        if not ok:
+            out["malformed"] += 1
+            continue
+        size, mtime = int(sz[5:]), _pair(mt[6:])
+        d = p[5:p.rfind(b"/")]
+        if AREA not in d:
+            out["other"] += 1
+            continue
+        out["area_files"] += 1
+        out["area_bytes"] += size
+        unit = parse_unit_dir(d.decode("utf-8", "surrogateescape"))
+        if unit is None:
+            out["unrec"] += 1
+            out["unrec_bytes"] += size
+            continue
+        u = out["units"].setdefault(unit, [0, 0, (-1, 0), 0, 0, None])
+        u[0] += 1
+        u[1] += size
+        u[2] = max(u[2], mtime)
+        if unit.label in TT and mtime < CUT:
+            u[3] += 1
+            u[4] += size
+            u[5] = mtime if u[5] is None else max(u[5], mtime)
+    return out
+
+
+def summary_dict(s: eosdump.DumpSummary) -> dict:
+    return {"lines": s.lines, "malformed": s.malformed, "other": s.other_area_files,
+            "area_files": s.area_files, "area_bytes": s.area_bytes, "unrec": s.unrecognised_files,
+            "unrec_bytes": s.unrecognised_bytes,
+            "units": {u: [a.files, a.bytes, a.newest, a.old_files, a.old_bytes, a.old_newest]
+                      for u, a in s.units.items()}}
+
+
+ODD = [
+    b"path=/eos/cms/store/t0streamer/Data/A/000/300/{r}/x size=zz checksum=1 ctime=1.1 mtime=1.1",
+    b"path=/eos/cms/store/t0streamer/Data/A/000/300/{r}/x size=1 checksum=1 mtime=1.1",
+    b"path=/eos/cms/store/t0streamer/Data/A/000/300/{r}/x size=1 checksum=1 ctime=1x.1 mtime=1.1",
+    b"path=/eos/cms/store/t0streamer/Data/A/000/300/{r}/x size=1 checksum=1 ctime=1.1 mtime=17000000000.1",
+    b"path=/eos/cms/store/t0streamer/Data/A/000/300/{r}/x size=1 checksum=1 ctime=1.1 mtime=1.1234567890",
+    b"path=/eos/cms/store/t0streamer/Data/A/000/300/{r}/x size=123456789012345678901 checksum=1 ctime=1.1 mtime=1.1",
+    b"path=/eos/cms/store/t0streamer/Data/A/000/300/{r}/x size=5 checksum=1 ctime=1.1 mtime=1.",
+    b"path=/eos/cms/store/t0streamer/Data/A/000/300/{r}/x size=5 checksum=1 ctime=1.1 mtime=.5",
+    b"path=/eos/cms/store/t0streamer/Data/A/000/300/{r}/x size=5 checksum=a/b ctime=1.1 mtime=2.5",
+    b"path=/eos/cms/store/t0streamer/Data/A/000/300/{r}/x size=5 checksum= ctime=1.1 mtime=2.5",
+    b"path=/eos/cms/store/t0streamer/Data/A/000/300/{r}/x y size=5 checksum=1 ctime=1.1 mtime=2.5",
+    b"path=/eos/cms/store/t0streamer/Data/A/000/300/{r}/x size=5 checksum=1 ctime=1.1 mtime=2.5\r",
+    b"path=/eos/cms/store/t0streamer/Data/A/000/300/{r}/x size=5 checksum=1 ctime=1.1 mtime=2.5 extra",
+    b"path=/eos/cms/store/t0streamer/Data/A/000/300/{r}/sub/x size=5 checksum=1 ctime=1.1 mtime=2.5",
+    b"path=/eos/cms/store/t0streamer/Data/A/000/300/{r}/\xff\xfe size=5 checksum=1 ctime=1.1 mtime=2.5",
+    b"path=/eos/cms/store/t0streamer/Data/A/000/300/{r} size=5 checksum=1 ctime=1.1 mtime=2.5",
+    b"path=/eos/cms/store/t0streamer/Data/A/000/300/{r}/x size=5\tchecksum=1 ctime=1.1 mtime=2.5",
+    b"path=/eos/cms/store/t0streamer/Data/A/000/300/{r}/x size=-5 checksum=1 ctime=1.1 mtime=2.5",
+    b"path=/eos/cms/store/t0streamer/Data/A/000/300/{r}/x size=5 checksum=1 ctime=1.1 mtime=2.5.5",
+    b"path=/eos/cms/store/t0streamer/Data/A/000/300/{r}/x sise=5 checksum=1 ctime=1.1 mtime=2.5",
+    b"path=/eos/cms/store/t0streamer/Data/A/000/300/{r}/x size=5 checksum=1 ctime=1.1 mtime=2:5",
+    b"path=/eos/cms/store/data/x size=garbage",
+    b"path=/eos/cms/store/data/x checksum=/store/t0streamer/ size=1",
+    b"nonsense line /store/t0streamer/ here",
+    b"total nonsense",
+    b"",
+    b"   ",
+]
+
+
+def make_dump(seed: int, lines: int = 40000) -> bytes:
+    rnd = random.Random(seed)
+    out: list[bytes] = []
+    run = 300000
+    while len(out) < lines:
+        r = rnd.random()
+        if r < 0.6:
+            run += rnd.choice([1, 3, 1000])  # equal-length neighbouring folders
+            label = rnd.choice(["Data", "Data", "Minidaq", "TransferTest", "TransferTestWithSafety", "PrivateData"])
+            stream = rnd.choice(["A", "B", "PhysicsMuons", "Express"])
+            prefix = rnd.choice(["/eos/cms", "/eos/cms", "", "/x y/eos"])
+            d = f"{prefix}/store/t0streamer/{label}/{stream}/000/{run // 1000 % 1000:03d}/{run % 1000:03d}"
+            for ls in range(rnd.randint(1, 400)):
+                m = NOW - rnd.randint(0, 20 * DAY)
+                ns = rnd.choice([0, 5, 40, rnd.randint(0, 10**9 - 1)])
+                size = rnd.choice([0, 1, rnd.randint(0, 10**10), rnd.randint(0, 10**16 - 1)])
+                ext = rnd.choice(["dat", "jsn"])
+                out.append(f"path={d}/run{run}_ls{ls:04d}_stream{stream}_StorageManager.{ext} size={size} "
+                           f"checksum={rnd.getrandbits(32):08x} ctime={m}.{rnd.randint(0, 999)} "
+                           f"mtime={m}.{ns}".encode())
+        elif r < 0.9:
+            d = rnd.choice(["/eos/cms/store/data/Run2023C/Muon0", "/eos/cms/store/user/x", "/eos/cms/store/mc"])
+            for _ in range(rnd.randint(1, 300)):
+                out.append(f"path={d}/{rnd.getrandbits(40):x}.root size={rnd.randint(0, 10**9)} checksum=ab "
+                           f"ctime=1.1 mtime={NOW}.{rnd.randint(0, 9)}".encode())
+        else:
+            for _ in range(rnd.randint(1, 5)):
+                at = rnd.randrange(len(out) + 1)
+                out.insert(at, rnd.choice(ODD).replace(b"{r}", f"{run % 1000:03d}".encode()))
+    return b"\n".join(out) + rnd.choice([b"\n", b""])
+
+
+def feed(data: bytes, rnd: random.Random) -> eosdump.DumpSummary:
+    """Chunks cut at random line ends, some tiny, the way _blocks hands them over (leading newline)."""
+    s = eosdump.DumpSummary(path="mem", dump_mtime=0.0)
+    agg = eosdump._Aggregator(s, CUT, eosdump.TRANSFERTEST_LABELS)
+    if not data.endswith(b"\n"):
+        data += b"\n"
+    i = 0
+    while i < len(data):
+        j = data.find(b"\n", min(len(data) - 1, i + rnd.choice([1, 50, 4096, 100000])))
+        agg.chunk(b"\n" + data[i:j + 1])
+        i = j + 1
+    return agg.finish()
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_block_parser_matches_reference(seed):
+    data = make_dump(seed)
+    ref = reference(data)
+    assert ref["malformed"] > 0 and ref["unrec"] > 0 and ref["other"] > 0
+    got = summary_dict(feed(data, random.Random(seed)))
+    assert got == ref
+
+
+@pytest.mark.parametrize("workers,block", [(0, 1 << 16), (1, None), (2, 1 << 20)])
+def test_aggregate_matches_reference(tmp_path, monkeypatch, workers, block):
+    """Through the inflater child and parser processes; lines cut across reads and blocks."""
+    data = make_dump(10 + workers, lines=120000)
+    p = write_dump(tmp_path / "d.gz", data, members=3)
+    if block:
+        monkeypatch.setattr(eosdump, "BLOCK_SIZE", block)
+    s = eosdump.aggregate(p, max_age=None, split_cutoff=CUT, workers=workers)
+    assert summary_dict(s) == reference(data)
+
+
+def test_blocks_cut_lines_across_reads():
+    r, w = os.pipe()
+    data = b"".join(b"line %d %s\n" % (i, b"x" * (i % 97)) for i in range(20000)) + b"last"
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - child
+        os.close(r)
+        rnd = random.Random(5)
+        i = 0
+        while i < len(data):
+            n = rnd.choice([1, 7, 1000, 65536])
+            os.write(w, data[i:i + n])
+            i += n
+        os._exit(0)
+    os.close(w)
+    try:
+        pieces = list(eosdump._blocks(r, 5000))
+    finally:
+        os.close(r)
+        os.waitpid(pid, 0)
+    assert all(p.startswith(b"\n") and p.endswith(b"\n") for p in pieces)
+    assert b"".join(p[1:] for p in pieces) == data + b"\n"
