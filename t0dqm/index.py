@@ -1,12 +1,16 @@
 """The DQM GUI index: samples and monitor elements in SQLite (``<index_dir>/index.sqlite``).
 
-Import (many workers in parallel) reads a file's monitor elements into a *partial index*: a small SQLite
-file ``<work_dir>/partial/<file_id>.sqlite`` written to a temp name and renamed. Merge (one writer, under
-the catalog lease ``index-merge:<flavour>``) copies partial indexes into the main index, a batch per
-transaction, marks the files indexed in the catalog, and removes a partial only after both commits. A
-partial that fails to merge marks its file ``failed`` with the reason and stays for ``t0dqm index
-retry-failed``. A crash between the index commit and the catalog update is harmless: the sample row is
-unique per file, so the next merge sees it and only updates the catalog.
+A *partial index* is a small SQLite file in ``<work_dir>/partial/`` (temp name, then rename) with one
+sample per file plus its monitor elements. Receive writes one per batch (``batch-<id>-<random>.sqlite``,
+:func:`index_received`) from the elements its ROOT check already read, after the batch's catalog rows are
+committed and before it moves them pending -> partial; :func:`import_one` writes ``<file_id>.sqlite`` for
+one file (recovery, reprocessing). Merge (one writer, under the catalog lease ``index-merge:<flavour>``)
+copies the samples of files in state partial into the main index, a batch per transaction, marks them
+indexed in the catalog, and removes a partial file only once every sample in it is settled (after both
+commits). A sample that fails to merge marks its file ``failed`` with the reason, and its partial stays
+for ``t0dqm index retry-failed``. A crash between the index commit and the catalog update is harmless:
+the sample row is unique per file, so the next merge sees it and only updates the catalog. A sample whose
+catalog row is gone or has another path (a stale partial) is never merged.
 
 Run deletion removes (run, dataset) samples chosen by :mod:`t0dqm.policies.run_deletion`.
 """
@@ -70,7 +74,8 @@ CREATE TABLE IF NOT EXISTS deleted_runs (
 SAMPLE_COLUMNS = ("file_id", "run", "dataset", "version", "cls", "subsystem", "path", "run_type", "lumis",
                   "start_time", "end_time", "n_mes", "imported_at")
 OFFLINE_FLAVOURS = ("offline", "relval")
-MERGE_BATCH = 500
+MERGE_BATCH = 500  # samples per index transaction
+BATCH_PREFIX = "batch-"
 
 
 def merge_lease_name(settings: config.Settings) -> str:
@@ -156,20 +161,21 @@ def run_facts(mes: list[rootcheck.ME], mtime: float) -> RunFacts:
                     float(end) if isinstance(end, (int, float)) and end > 0 else None)
 
 
-def write_partial(settings: config.Settings, row: Any, mes: list[rootcheck.ME], facts: RunFacts) -> Path:
-    """Write the partial index of one file (temp name, then rename); return its path."""
-    final = partial_path(settings, row.id)
+def _write_partial_file(final: Path, entries: list[tuple[Any, list[rootcheck.ME], RunFacts]]) -> Path:
+    """A partial index holding one sample per entry (row, elements, facts): temp name, then rename."""
     final.parent.mkdir(parents=True, exist_ok=True)
     tmp = final.with_name(f".{final.name}.{uuid.uuid4().hex[:8]}.tmp")
     conn = connect(tmp, fast=True)
+    now = time.time()
     try:
         conn.execute("BEGIN")
-        values = (row.id, row.run, row.dataset, row.version, row.cls, row.subsystem, row.path, facts.run_type,
-                  facts.lumis, facts.start_time, facts.end_time, len(mes), time.time())
-        conn.execute(f"INSERT INTO samples (id, {', '.join(SAMPLE_COLUMNS)}) VALUES (1, {', '.join('?' * 13)})",
-                     values)
-        conn.executemany("INSERT INTO monitor_elements (sample_id, path, kind, value) VALUES (1, ?, ?, ?)",
-                         [(me.path, me.kind, me.value) for me in mes])
+        for sample_id, (row, mes, facts) in enumerate(entries, 1):
+            values = (sample_id, row.id, row.run, row.dataset, row.version, row.cls, row.subsystem, row.path,
+                      facts.run_type, facts.lumis, facts.start_time, facts.end_time, len(mes), now)
+            conn.execute(f"INSERT INTO samples (id, {', '.join(SAMPLE_COLUMNS)}) VALUES ({', '.join('?' * 14)})",
+                         values)
+            conn.executemany(f"INSERT INTO monitor_elements (sample_id, path, kind, value) VALUES ({sample_id}, ?, ?, ?)",
+                             [(me.path, me.kind, me.value) for me in mes])
         conn.execute("COMMIT")
     finally:
         conn.close()
@@ -177,30 +183,134 @@ def write_partial(settings: config.Settings, row: Any, mes: list[rootcheck.ME], 
     return final
 
 
+def write_partial(settings: config.Settings, row: Any, mes: list[rootcheck.ME], facts: RunFacts) -> Path:
+    """Write the partial index of one file (temp name, then rename); return its path."""
+    return _write_partial_file(partial_path(settings, row.id), [(row, mes, facts)])
+
+
+def write_batch_partial(settings: config.Settings,
+                        entries: list[tuple[Any, list[rootcheck.ME], RunFacts]]) -> Path:
+    """Write one partial index for several files (``batch-<first id>-<random>.sqlite``); return its path."""
+    name = f"{BATCH_PREFIX}{entries[0][0].id}-{uuid.uuid4().hex[:8]}.sqlite"
+    return _write_partial_file(partial_dir(settings) / name, entries)
+
+
+def partial_contents(partial: Path) -> list[tuple[int, str | None]]:
+    """(file id, repository path) of each sample of a partial index. A single-file partial
+    (``<id>.sqlite``) is named after its file and not opened (path None)."""
+    stem = partial.name[: -len(".sqlite")]
+    if stem.isdigit():
+        return [(int(stem), None)]
+    src = sqlite3.connect(f"file:{partial}?mode=ro", uri=True)
+    try:
+        return [(int(r[0]), r[1]) for r in src.execute("SELECT file_id, path FROM samples")]
+    finally:
+        src.close()
+
+
+def list_partials(settings: config.Settings,
+                  cache: dict[str, list[tuple[int, str | None]]] | None = None) -> dict[Path, list[tuple[int, str | None]]]:
+    """Every partial index file with its samples (see :func:`partial_contents`). ``cache``: contents by file
+    name from an earlier call (a partial never changes once renamed into place). An unreadable batch
+    partial is logged and left alone (its files are recovered by reconcile through import)."""
+    folder = partial_dir(settings)
+    try:
+        names = sorted(n for n in os.listdir(folder) if n.endswith(".sqlite") and not n.startswith("."))
+    except FileNotFoundError:
+        return {}
+    cache = {} if cache is None else cache
+    out: dict[Path, list[tuple[int, str | None]]] = {}
+    for name in names:
+        if name not in cache:
+            try:
+                cache[name] = partial_contents(folder / name)
+            except sqlite3.Error as exc:
+                logger.warning("unreadable partial index %s: %s", name, exc)
+                continue
+        out[folder / name] = cache[name]
+    return out
+
+
+def has_partial(settings: config.Settings, file_id: int) -> bool:
+    """True when some partial index holds a sample of the file."""
+    if partial_path(settings, file_id).exists():
+        return True
+    return any(file_id == fid for contents in list_partials(settings).values() for fid, _ in contents)
+
+
+@dataclass(frozen=True)
+class Received:
+    """A file receive has just filed (index pending), with the monitor elements its check read."""
+
+    id: int
+    run: int
+    dataset: str
+    version: int
+    cls: str
+    subsystem: str | None
+    path: str
+    mtime: float
+    mes: list[rootcheck.ME]
+
+
 def _superseded(catalog: Catalog, row: Any) -> int | None:
     """The newest version of the file's sample when it is newer than this file, else None."""
+    return _superseded_many(catalog, [row]).get(row.id)
+
+
+def _superseded_many(catalog: Catalog, rows: list[Any]) -> dict[int, int]:
+    """{file id: newest version} for the rows that a newer version of their sample supersedes (one query)."""
+    if not rows:
+        return {}
     with catalog.read() as conn:
         others = conn.execute(select(files.c.path, files.c.run, files.c.dataset, files.c.subsystem,
                                      files.c.version, files.c.state)
-                              .where(files.c.run == row.run, files.c.dataset == row.dataset)).all()
-    mine = versions.VersionedFile(row.path, row.run, row.dataset, row.subsystem, row.version)
-    known = [versions.VersionedFile(o.path, o.run, o.dataset, o.subsystem, o.version,
-                                    present=o.state != REMOVED) for o in others]
-    if versions.is_newest(mine, known):
-        return None
-    return versions.newest_versions(known)[mine.key]
+                              .where(files.c.run.in_(sorted({r.run for r in rows})),
+                                     files.c.dataset.in_(sorted({r.dataset for r in rows})))).all()
+    by_sample: dict[tuple[int, str], list[versions.VersionedFile]] = {}
+    for o in others:
+        by_sample.setdefault((o.run, o.dataset), []).append(
+            versions.VersionedFile(o.path, o.run, o.dataset, o.subsystem, o.version, present=o.state != REMOVED))
+    out: dict[int, int] = {}
+    for row in rows:
+        mine = versions.VersionedFile(row.path, row.run, row.dataset, row.subsystem, row.version)
+        known = by_sample.get((row.run, row.dataset), [])
+        if not versions.is_newest(mine, known):
+            out[row.id] = versions.newest_versions(known)[mine.key]
+    return out
+
+
+def index_received(settings: config.Settings, catalog: Catalog, received: list[Received]) -> dict[int, str]:
+    """Partial index for files receive has just filed, from the elements its check read (the file is read
+    once): superseded versions are skipped (offline flavours), the others go into one partial index and
+    move pending -> partial. Returns {file id: new index_state} for the files that moved."""
+    out: dict[int, str] = {}
+    todo = list(received)
+    if settings.flavour in OFFLINE_FLAVOURS:
+        newest = _superseded_many(catalog, todo)
+        for file_id, version in newest.items():
+            for moved in set_index_state(catalog, [file_id], [INDEX_PENDING], INDEX_SKIPPED,
+                                         f"superseded by V{version:04d}"):
+                out[moved] = INDEX_SKIPPED
+        todo = [r for r in todo if r.id not in newest]
+    if todo:
+        write_batch_partial(settings, [(r, r.mes, run_facts(r.mes, r.mtime)) for r in todo])
+        for moved in set_index_state(catalog, [r.id for r in todo], [INDEX_PENDING], INDEX_PARTIAL):
+            out[moved] = INDEX_PARTIAL
+    return out
 
 
 def import_one(file_id: int, settings: config.Settings, catalog: Catalog) -> str:
     """Write the partial index of one file; returns the file's index_state afterwards ("missing" when
-    there is no such row). Idempotent: indexed, skipped, failed and partial files are left alone."""
+    there is no such row). Idempotent: indexed, skipped, failed and partial files are left alone.
+    Receive normally writes the partial itself; this is for recovery and reprocessing."""
     with catalog.read() as conn:
         row = conn.execute(select(files).where(files.c.id == file_id)).first()
     if row is None:
         return "missing"
     if row.index_state in (INDEXED, INDEX_SKIPPED, INDEX_FAILED):
         return row.index_state
-    if row.index_state == INDEX_PARTIAL and partial_path(settings, file_id).exists():
+    if row.index_state == INDEX_PARTIAL and has_partial(settings, file_id):
         return INDEX_PARTIAL
     path = settings.repository / row.path
     if row.state == REMOVED or not path.exists():
@@ -214,7 +324,7 @@ def import_one(file_id: int, settings: config.Settings, catalog: Catalog) -> str
                             f"superseded by V{newest:04d}")
             return INDEX_SKIPPED
     try:
-        mes = rootcheck.read_monitor_elements(path)
+        mes = rootcheck.inspect(path, None).mes
     except rootcheck.RootCheckError as exc:
         set_index_state(catalog, [file_id], [INDEX_PENDING, INDEX_PARTIAL], INDEX_FAILED,
                         f"import: {exc.reason}")
@@ -249,74 +359,87 @@ def _merge_order(row: Any) -> tuple:
 
 
 def merge_partial(conn: sqlite3.Connection, partial: Path, file_id: int) -> bool:
-    """Copy one partial index into the main index (inside the caller's transaction).
+    """Copy one file's sample from a partial index into the main index (inside the caller's transaction).
     False when the file's sample is already there (an earlier merge committed it)."""
     if conn.execute("SELECT 1 FROM samples WHERE file_id = ?", (file_id,)).fetchone():
         return False
     src = sqlite3.connect(f"file:{partial}?mode=ro", uri=True)
     try:
-        sample = src.execute(f"SELECT {', '.join(SAMPLE_COLUMNS)} FROM samples").fetchone()
+        sample = src.execute(f"SELECT id, {', '.join(SAMPLE_COLUMNS)} FROM samples WHERE file_id = ?",
+                             (file_id,)).fetchone()
         if sample is None:
-            raise ValueError("partial index has no sample row")
-        if sample[0] != file_id:
-            raise ValueError(f"partial index is for file {sample[0]}, not {file_id}")
-        mes = src.execute("SELECT path, kind, value FROM monitor_elements").fetchall()
+            raise ValueError(f"partial index {partial.name} has no sample for file {file_id}")
+        mes = src.execute("SELECT path, kind, value FROM monitor_elements WHERE sample_id = ?",
+                          (sample[0],)).fetchall()
     finally:
         src.close()
     cur = conn.execute(f"INSERT INTO samples ({', '.join(SAMPLE_COLUMNS)}) VALUES ({', '.join('?' * 13)})",
-                       sample)
+                       sample[1:])
     sample_id = cur.lastrowid
     conn.executemany("INSERT INTO monitor_elements (sample_id, path, kind, value) VALUES (?, ?, ?, ?)",
                      [(sample_id, *me) for me in mes])
     return True
 
 
-def _pending_partials(settings: config.Settings, catalog: Catalog) -> tuple[list[Any], list[int]]:
-    """(rows in index_state partial with a partial file, in merge order; ids of orphan partials)."""
-    folder = partial_dir(settings)
-    try:
-        ids = [int(n[:-7]) for n in os.listdir(folder) if n.endswith(".sqlite") and n[:-7].isdigit()]
-    except FileNotFoundError:
-        return [], []
-    if not ids:
-        return [], []
+def _pending_partials(settings: config.Settings, catalog: Catalog,
+                      cache: dict[str, list[tuple[int, str | None]]] | None = None,
+                      ) -> tuple[list[tuple[Any, Path]], list[Path]]:
+    """(samples ready to merge: (catalog row in index_state partial, its partial file), in merge order;
+    partial files with nothing left in them: every sample indexed, skipped, without a catalog row, or
+    recorded under another path (a stale partial whose id was reused))."""
+    partials = list_partials(settings, cache)
+    ids = sorted({fid for contents in partials.values() for fid, _ in contents})
     found: dict[int, Any] = {}
     with catalog.read() as conn:
         for start in range(0, len(ids), 500):
             chunk = ids[start:start + 500]
-            for row in conn.execute(select(files.c.id, files.c.cls, files.c.run, files.c.version,
-                                           files.c.dataset, files.c.index_state).where(files.c.id.in_(chunk))):
+            for row in conn.execute(select(files.c.id, files.c.cls, files.c.run, files.c.version, files.c.dataset,
+                                           files.c.index_state, files.c.path).where(files.c.id.in_(chunk))):
                 found[row.id] = row
-    ready = sorted((r for r in found.values() if r.index_state == INDEX_PARTIAL), key=_merge_order)
-    orphans = [i for i in ids if i not in found or found[i].index_state in (INDEXED, INDEX_SKIPPED)]
-    return ready, orphans
+    ready: dict[int, tuple[Any, Path]] = {}
+    settled: list[Path] = []
+    for partial, contents in partials.items():
+        live = False
+        for file_id, path in contents:
+            row = found.get(file_id)
+            if row is None or (path is not None and row.path != path):
+                continue
+            if row.index_state == INDEX_PARTIAL:
+                ready.setdefault(file_id, (row, partial))
+                live = True
+            elif row.index_state in (INDEX_PENDING, INDEX_FAILED):  # about to be marked, or kept for a retry
+                live = True
+        if not live:
+            settled.append(partial)
+    return sorted(ready.values(), key=lambda rp: _merge_order(rp[0])), settled
 
 
 def merge_all(settings: config.Settings, catalog: Catalog, *, batch: int = MERGE_BATCH,
               max_seconds: float = 300.0, merge_one: Callable[..., bool] | None = None) -> dict[str, int]:
     """Merge every ready partial index into the main index (under the merge lease), batch by batch.
 
-    Returns counts {indexed, failed, orphans}. ``merge_one`` replaces :func:`merge_partial` (tests).
-    Raises MergeBusy when another merger holds the lease.
+    Returns counts {indexed, failed, orphans} (orphans: partial files removed with nothing left in them).
+    A partial file is removed only once every sample in it is settled, after both commits.
+    ``merge_one`` replaces :func:`merge_partial` (tests). Raises MergeBusy when another merger holds the lease.
     """
     merge_one = merge_one or merge_partial
     counts = {"indexed": 0, "failed": 0, "orphans": 0}
     deadline = time.monotonic() + max_seconds
+    cache: dict[str, list[tuple[int, str | None]]] = {}
     with merge_lease(settings, catalog):
         conn = connect(index_path(settings))
         try:
             while time.monotonic() < deadline:
-                ready, orphans = _pending_partials(settings, catalog)
-                for file_id in orphans:
-                    partial_path(settings, file_id).unlink(missing_ok=True)
-                counts["orphans"] += len(orphans)
+                ready, settled = _pending_partials(settings, catalog, cache)
+                for partial in settled:
+                    partial.unlink(missing_ok=True)
+                    cache.pop(partial.name, None)
+                counts["orphans"] += len(settled)
                 if not ready:
                     break
-                done, failed = _merge_batch(conn, settings, ready[:batch], merge_one)
+                done, failed = _merge_batch(conn, ready[:batch], merge_one)
                 moved = set_index_state(catalog, done, [INDEX_PARTIAL], INDEXED)
                 set_index_state(catalog, failed, [INDEX_PARTIAL], INDEX_FAILED, reasons=failed)
-                for file_id in moved:  # only after both commits
-                    partial_path(settings, file_id).unlink(missing_ok=True)
                 counts["indexed"] += len(moved)
                 counts["failed"] += len(failed)
                 for file_id, why in failed.items():
@@ -326,16 +449,16 @@ def merge_all(settings: config.Settings, catalog: Catalog, *, batch: int = MERGE
     return counts
 
 
-def _merge_batch(conn: sqlite3.Connection, settings: config.Settings, rows: list[Any],
+def _merge_batch(conn: sqlite3.Connection, ready: list[tuple[Any, Path]],
                  merge_one: Callable[..., bool]) -> tuple[list[int], dict[int, str]]:
     done: list[int] = []
     failed: dict[int, str] = {}
     conn.execute("BEGIN IMMEDIATE")
     try:
-        for row in rows:
+        for row, partial in ready:
             conn.execute("SAVEPOINT one")
             try:
-                merge_one(conn, partial_path(settings, row.id), row.id)
+                merge_one(conn, partial, row.id)
                 conn.execute("RELEASE one")
                 done.append(row.id)
             except Exception as exc:  # noqa: BLE001 - one bad partial must not stop the batch
@@ -350,12 +473,13 @@ def _merge_batch(conn: sqlite3.Connection, settings: config.Settings, rows: list
 
 
 def reset_failed(settings: config.Settings, catalog: Catalog) -> list[tuple[int, str]]:
-    """Send failed files back: to 'partial' when their partial index is kept, else to 'pending'."""
+    """Send failed files back: to 'partial' when a partial index holds their sample, else to 'pending'."""
     with catalog.read() as conn:
         ids = [r[0] for r in conn.execute(select(files.c.id).where(files.c.index_state == INDEX_FAILED))]
+    kept = {fid for contents in list_partials(settings).values() for fid, _ in contents} if ids else set()
     out: list[tuple[int, str]] = []
     for file_id in ids:
-        state = INDEX_PARTIAL if partial_path(settings, file_id).exists() else INDEX_PENDING
+        state = INDEX_PARTIAL if file_id in kept else INDEX_PENDING
         if set_index_state(catalog, [file_id], [INDEX_FAILED], state):
             out.append((file_id, state))
     return out

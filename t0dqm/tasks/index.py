@@ -1,8 +1,10 @@
 """Tasks: index (visDQMImportDaemon, visDQMIndexMergeDaemon, visDQMDeleteDaemon).
 
-``import_file`` (queue index, parallel) writes a partial index and enqueues ``merge``; ``merge`` (queue
-index-merge, concurrency 1, plus the catalog lease ``index-merge:<flavour>``) folds every ready partial
-into the main index; ``delete_runs`` trims runs by the run deletion rules. See :mod:`t0dqm.index`.
+Receive writes the partial index of each batch itself (the file is read once) and asks for a merge;
+``import_file`` (queue index, parallel) does the same for one file when receive could not (a resumed
+receive, recovery, reprocessing). ``merge`` (queue index-merge, concurrency 1, plus the catalog lease
+``index-merge:<flavour>``) folds every ready partial into the main index; ``delete_runs`` trims runs by the
+run deletion rules. See :mod:`t0dqm.index`.
 """
 
 from __future__ import annotations
@@ -107,6 +109,11 @@ def _recover_imports(conn: Connection, settings: Any, now: float) -> Iterable[Re
 
 @recoverer("index-merge")
 def _recover_merge(conn: Connection, settings: Any, now: float) -> Iterable[Resume]:
-    stale = stale_ids(conn, files, "index_state", [INDEX_PARTIAL], now, settings["reconcile"]["stale_seconds"],
-                      limit=1)
-    return [Resume(MERGE_TASK)] if stale else []
+    """Stale partial files: a merge; those whose partial index is gone (lost, unreadable): import again."""
+    stale = stale_ids(conn, files, "index_state", [INDEX_PARTIAL], now, settings["reconcile"]["stale_seconds"])
+    if not stale:
+        return []
+    held = {fid for contents in dqmindex.list_partials(settings).values() for fid, _ in contents}
+    lost = [file_id for file_id in stale if file_id not in held]
+    out = [Resume(MERGE_TASK)] if len(lost) < len(stale) else []
+    return out + [Resume(IMPORT_TASK, (file_id,)) for file_id in _by_priority(conn, lost)]

@@ -32,25 +32,31 @@ import stat
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
-from dataclasses import dataclass
+import zlib
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+from celery.exceptions import SoftTimeLimitExceeded
 from sqlalchemy import insert, select
+from sqlalchemy.engine import Connection
 from sqlalchemy.exc import IntegrityError
 
 from t0dqm import config, dropbox, naming, rootcheck, storage
 from t0dqm.catalog import Catalog, files, quarantine
 from t0dqm.celery import app
-from t0dqm.states import INDEX_PENDING, INDEX_SKIPPED, RECEIVED
-from t0dqm.tasks.base import LeaseBusy, T0Task, long_limits, metrics_client
+from t0dqm.states import INDEX_PARTIAL, INDEX_PENDING, INDEX_SKIPPED, RECEIVED
+from t0dqm.tasks.base import RETRYABLE, LeaseBusy, T0Task, long_limits, metrics_client
 
 logger = logging.getLogger("t0dqm.tasks.receive")
 
 IMPORT_TASK = "t0dqm.tasks.index.import_file"
 ZIP_TASK = "t0dqm.tasks.archive.zip_file"
+BATCH_TASK = "t0dqm.tasks.receive.receive_batch"
+PER_TASK = 25  # uploads per receive_batch message: amortises Celery, Redis and catalog overhead
+BATCH_BUDGET = 300.0  # seconds a batch may spend before it leaves the rest for the next scan
 MAX_VERSION = 9999
 RX_REPO_ONLINE = re.compile(r"^DQM_V\d{4}(_[A-Za-z0-9]+)?_R\d{9}\.root$")
 MERGED_FILE = "Merged File"
@@ -66,7 +72,8 @@ class Rejected(Exception):
 
 @dataclass(frozen=True)
 class Outcome:
-    """What receive_one did: status filed | quarantined | busy | gone | refused."""
+    """What receive did with one upload: status filed | quarantined | busy | gone | refused, or (batches)
+    error (unexpected; the claim is left for the next scan) | deferred (not tried: out of time)."""
 
     status: str
     path: str
@@ -74,6 +81,25 @@ class Outcome:
     target: str | None = None
     version: int | None = None
     reason: str | None = None
+    index_state: str | None = None
+
+
+@dataclass
+class _Filing:
+    """One upload between its link into the repository and its catalog row."""
+
+    p: Path
+    rel: str  # upload path relative to the dropbox
+    claim: Path
+    info: naming.DqmName
+    target: Path
+    relpath: str  # repository path
+    dqinfo: dict[str, Any]
+    mes: list[rootcheck.ME] | None  # None when resumed from a reservation (import_file reads them)
+
+    @property
+    def version(self) -> int:
+        return int(self.dqinfo["version"])
 
 
 # -- helpers ----------------------------------------------------------------------------------------
@@ -195,27 +221,79 @@ class Receiver:
         self.catalog = catalog
         self.box = settings.dropbox
         self.repo = settings.repository
+        self.errors: list[BaseException] = []  # unexpected errors of the last receive_many
 
-    def receive(self, path: str | os.PathLike[str]) -> Outcome:
+    def receive(self, path: str | os.PathLike[str], *, index: bool = False) -> Outcome:
+        """Receive one upload; an unexpected error is raised (see :meth:`receive_many`)."""
+        (outcome,) = self.receive_many([path], index=index, raise_errors=True)
+        return outcome
+
+    def receive_many(self, paths: Sequence[str | os.PathLike[str]], *, index: bool = False,
+                     raise_errors: bool = False, budget: float | None = None) -> list[Outcome]:
+        """Receive a batch of uploads; one Outcome per path, in order.
+
+        Each upload is claimed, checked, reserved and linked on its own (a bad one is quarantined, an
+        unexpected error leaves its claim for the next scan: status ``error``); the catalog rows of the
+        batch are then written in one transaction, and only after that commit are the claims removed.
+        ``index``: also write one partial index for the batch from the monitor elements the check read
+        (see :func:`t0dqm.index.index_received`). ``budget``: seconds after which the remaining uploads
+        are left unclaimed (status ``deferred``). ``raise_errors``: re-raise the first unexpected error.
+        """
+        outcomes: dict[int, Outcome] = {}
+        filings: list[tuple[int, _Filing]] = []
+        errors: list[BaseException] = []
+        deadline = None if budget is None else time.monotonic() + budget
+        with ExitStack() as claims:
+            for i, path in enumerate(paths):
+                p, rel, refused = self._resolve(path)
+                if refused is not None:
+                    outcomes[i] = refused
+                    continue
+                if deadline is not None and time.monotonic() > deadline:
+                    outcomes[i] = Outcome("deferred", rel)
+                    continue
+                claim = claims.enter_context(claim_upload(p))
+                if claim is None:
+                    busy = os.path.lexists(p.with_name(p.name + dropbox.CLAIMED))
+                    outcomes[i] = Outcome("busy" if busy else "gone", rel)
+                    continue
+                try:
+                    filings.append((i, self._prepare(p, rel, claim)))
+                except Rejected as exc:
+                    self.quarantine(p, rel, claim, exc.reason)
+                    outcomes[i] = Outcome("quarantined", rel, reason=exc.reason)
+                except SoftTimeLimitExceeded:
+                    raise
+                except Exception as exc:  # noqa: BLE001 - one upload's problem must not stop the batch
+                    if raise_errors:
+                        raise
+                    errors.append(exc)
+                    outcomes[i] = Outcome("error", rel, reason=f"{type(exc).__name__}: {exc}")
+                    logger.exception("receive %s failed; left for the next scan", rel)
+            if filings:
+                ids = self._record_many([f for _, f in filings])
+                for (i, f), file_id in zip(filings, ids, strict=True):  # only after the commit
+                    f.claim.unlink(missing_ok=True)
+                    f.p.with_name(f.p.name + dropbox.BAD).unlink(missing_ok=True)
+                    outcomes[i] = Outcome("filed", f.rel, file_id=file_id, target=f.relpath, version=f.version,
+                                          index_state=INDEX_PENDING)
+                if index:
+                    self._index([(i, f, file_id) for (i, f), file_id in zip(filings, ids, strict=True)], outcomes)
+        self.errors = errors
+        return [outcomes[i] for i in range(len(paths))]
+
+    def _resolve(self, path: str | os.PathLike[str]) -> tuple[Path, str, Outcome | None]:
         p = Path(path)
         if not p.is_absolute():
             p = self.box / p
         p = Path(os.path.normpath(p))
         try:
-            rel = str(p.relative_to(self.box))
+            return p, str(p.relative_to(self.box)), None
         except ValueError:
-            return Outcome("refused", str(p), reason=f"{p} is not inside the dropbox {self.box}")
-        with claim_upload(p) as claim:
-            if claim is None:
-                busy = os.path.lexists(p.with_name(p.name + dropbox.CLAIMED))
-                return Outcome("busy" if busy else "gone", rel)
-            try:
-                return self._receive_claimed(p, rel, claim)
-            except Rejected as exc:
-                self.quarantine(p, rel, claim, exc.reason)
-                return Outcome("quarantined", rel, reason=exc.reason)
+            return p, str(p), Outcome("refused", str(p), reason=f"{p} is not inside the dropbox {self.box}")
 
-    def _receive_claimed(self, p: Path, rel: str, claim: Path) -> Outcome:
+    def _prepare(self, p: Path, rel: str, claim: Path) -> _Filing:
+        """Checks, version reservation and link of one claimed upload; Rejected with the reason."""
         try:
             origin = dropbox.read_origin(claim)
         except dropbox.OriginError as exc:
@@ -229,8 +307,9 @@ class Receiver:
         receipt = receipt_of(claim)
         pattern = naming.file_pattern(info)
         found = self._find_reservation(info, pattern, receipt)
+        mes: list[rootcheck.ME] | None = None
         if found is None:
-            meta = self._check(p, origin, info)
+            meta, mes = self._check(p, origin, info)
             version, dqinfo = self._reserve(info, pattern, receipt, rel, origin, meta)
         else:
             version, dqinfo = found
@@ -239,13 +318,12 @@ class Receiver:
             self._drop_reservation(target, rel)
             raise Rejected("file missing: the upload vanished while it was being received")
         self._link(p, target, dqinfo)
-        file_id = self._record(info, target, dqinfo)
-        claim.unlink(missing_ok=True)
-        p.with_name(p.name + dropbox.BAD).unlink(missing_ok=True)
-        return Outcome("filed", rel, file_id=file_id, target=str(target.relative_to(self.repo)), version=version)
+        return _Filing(p, rel, claim, info, target, str(target.relative_to(self.repo)), dqinfo, mes)
 
-    def _check(self, p: Path, origin: dropbox.Origin, info: naming.DqmName) -> dict[str, Any]:
-        """Every check of an upload; Rejected with the reason. Returns size, md5, adler32, mtime, check."""
+    def _check(self, p: Path, origin: dropbox.Origin,
+               info: naming.DqmName) -> tuple[dict[str, Any], list[rootcheck.ME]]:
+        """Every check of an upload, reading the file once (checksums, then the ROOT walk over the same
+        bytes); Rejected with the reason. Returns (size, md5, adler32, mtime, check) and the elements."""
         try:
             st = os.lstat(p)
         except FileNotFoundError:
@@ -254,7 +332,13 @@ class Receiver:
             raise Rejected("not a regular file")
         if st.st_size != origin.size:
             raise Rejected(f"size mismatch: .origin says {origin.size} bytes, file has {st.st_size}")
-        size, md5, adler = checksums(p)
+        data: bytes | None = None
+        if st.st_size <= rootcheck.BUFFER_LIMIT:
+            with open(p, "rb") as fh:
+                data = fh.read(st.st_size + 1)
+            size, md5, adler = len(data), hashlib.md5(data).hexdigest(), storage.format_adler32(zlib.adler32(data))
+        else:
+            size, md5, adler = checksums(p)
         if size != origin.size:
             raise Rejected(f"size mismatch: .origin says {origin.size} bytes, read {size}")
         if md5 != origin.md5:
@@ -262,11 +346,11 @@ class Receiver:
         strict = info.class_ == naming.ONLINE_DATA and not info.subsystem
         seconds = self.settings.timeout("root_check")
         try:
-            rootcheck.check_magic(p)
-            check = _with_timeout(lambda: rootcheck.check_root_file(p, strict), seconds, "ROOT content check")
+            found = _with_timeout(lambda: rootcheck.inspect(p, strict, data=data), seconds, "ROOT content check")
         except rootcheck.RootCheckError as exc:
             raise Rejected(f"ROOT check failed ({'strict' if strict else 'loose'}): {exc.reason}") from None
-        return {"size": size, "md5": md5, "adler32": adler, "mtime": st.st_mtime, "check": check}
+        meta = {"size": size, "md5": md5, "adler32": adler, "mtime": st.st_mtime, "check": found.check}
+        return meta, found.mes
 
     def _taken_paths(self, info: naming.DqmName) -> set[str]:
         with self.catalog.read() as conn:
@@ -343,29 +427,64 @@ class Receiver:
         elif target.stat().st_size != dqinfo["size"]:
             raise RuntimeError(f"{target} has {target.stat().st_size} bytes, .dqminfo says {dqinfo['size']}")
 
+    def _record_many(self, filings: list[_Filing]) -> list[int]:
+        """Catalog rows (state received, index pending) for a batch of filed uploads, one transaction;
+        returns their ids in order. A row that exists already (a resumed receive) keeps its id."""
+        now = time.time()
+        ids: list[int] = []
+        with self.catalog.begin() as conn:
+            known = dict(conn.execute(select(files.c.path, files.c.id)
+                                      .where(files.c.path.in_([f.relpath for f in filings]))).all())
+            for f in filings:
+                if f.relpath in known:
+                    ids.append(int(known[f.relpath]))
+                    continue
+                ids.append(self._insert(conn, f.info, f.target, f.dqinfo, INDEX_PENDING, now))
+        return ids
+
     def _record(self, info: naming.DqmName, target: Path, dqinfo: dict[str, Any],
                 index_state: str = INDEX_PENDING) -> int:
         relpath = str(target.relative_to(self.repo))
-        now = time.time()
         with self.catalog.begin() as conn:
             existing = conn.execute(select(files.c.id).where(files.c.path == relpath)).scalar()
             if existing is not None:
                 return int(existing)
-            try:
-                with conn.begin_nested():
-                    file_id = conn.execute(insert(files).values(
-                        path=relpath, name=target.name, cls=info.class_, run=info.run,
-                        version=dqinfo["version"], dataset=info.dataset, subsystem=info.subsystem,
-                        size=dqinfo["size"], md5=dqinfo["md5sum"], adler32=dqinfo["adler32"],
-                        mtime=dqinfo.get("mtime", dqinfo["time"]), zippat=dqinfo["zippat"], state=RECEIVED,
-                        index_state=index_state, created_at=now, updated_at=now,
-                        attempts=0)).inserted_primary_key[0]
-            except IntegrityError:
-                return int(conn.execute(select(files.c.id).where(files.c.path == relpath)).scalar_one())
-            self.catalog.audit(conn, entity="file", entity_id=file_id, action="receive", to_state=RECEIVED,
-                               path=relpath, size=dqinfo["size"], checksum=dqinfo["adler32"],
-                               detail=f"from {dqinfo.get('xpath')}")
+            return self._insert(conn, info, target, dqinfo, index_state, time.time())
+
+    def _insert(self, conn: Connection, info: naming.DqmName, target: Path, dqinfo: dict[str, Any],
+                index_state: str, now: float) -> int:
+        relpath = str(target.relative_to(self.repo))
+        try:
+            with conn.begin_nested():
+                file_id = conn.execute(insert(files).values(
+                    path=relpath, name=target.name, cls=info.class_, run=info.run,
+                    version=dqinfo["version"], dataset=info.dataset, subsystem=info.subsystem,
+                    size=dqinfo["size"], md5=dqinfo["md5sum"], adler32=dqinfo["adler32"],
+                    mtime=dqinfo.get("mtime", dqinfo["time"]), zippat=dqinfo["zippat"], state=RECEIVED,
+                    index_state=index_state, created_at=now, updated_at=now,
+                    attempts=0)).inserted_primary_key[0]
+        except IntegrityError:
+            return int(conn.execute(select(files.c.id).where(files.c.path == relpath)).scalar_one())
+        self.catalog.audit(conn, entity="file", entity_id=file_id, action="receive", to_state=RECEIVED,
+                           path=relpath, size=dqinfo["size"], checksum=dqinfo["adler32"],
+                           detail=f"from {dqinfo.get('xpath')}")
         return int(file_id)
+
+    def _index(self, entries: list[tuple[int, _Filing, int]], outcomes: dict[int, Outcome]) -> None:
+        """One partial index for the batch's files whose elements the check read (the others stay
+        pending for import_file); the outcome's index_state says which."""
+        from t0dqm import index as dqmindex
+
+        samples = [dqmindex.Received(file_id, f.info.run, f.info.dataset, f.version, f.info.class_,
+                                     f.info.subsystem, f.relpath, float(f.dqinfo.get("mtime", f.dqinfo["time"])),
+                                     f.mes)
+                   for _, f, file_id in entries if f.mes is not None]
+        if not samples:
+            return
+        states = dqmindex.index_received(self.settings, self.catalog, samples)
+        for i, _f, file_id in entries:
+            if file_id in states:
+                outcomes[i] = replace(outcomes[i], index_state=states[file_id])
 
     def quarantine(self, p: Path, rel: str, claim: Path, reason: str, step: str = "receive") -> None:
         """Record the reason (catalog + ``.bad`` marker) and rename the claim to ``.origin.bad``."""
@@ -476,71 +595,118 @@ def import_legacy(directory: str | os.PathLike[str], settings: config.Settings, 
 
 
 def receive_one(path: str | os.PathLike[str], settings: config.Settings | None = None,
-                catalog: Catalog | None = None) -> Outcome:
-    """Receive one upload (no broker needed); see the module docstring."""
+                catalog: Catalog | None = None, *, index: bool = False) -> Outcome:
+    """Receive one upload (no broker needed); see the module docstring. ``index``: also write its
+    partial index (else it stays pending for import)."""
     from t0dqm.catalog import get_catalog
 
     settings = settings or config.get()
-    return Receiver(settings, catalog or get_catalog(settings.catalog_url)).receive(path)
+    return Receiver(settings, catalog or get_catalog(settings.catalog_url)).receive(path, index=index)
 
 
 # -- tasks ------------------------------------------------------------------------------------------
 
+def per_task(settings: config.Settings) -> int:
+    """Uploads per receive_batch message (configuration ``receive.per_task``, default PER_TASK)."""
+    return max(1, int(settings["receive"].get("per_task", PER_TASK)))
+
+
+def _receive(task: T0Task, paths: list[str]) -> list[Outcome]:
+    """Receive a batch, write its partial index, then enqueue merge, import (leftovers) and zip."""
+    from t0dqm.tasks.index import request_merge
+
+    receiver = Receiver(task.settings, task.catalog)
+    outcomes = receiver.receive_many(paths, index=True, budget=BATCH_BUDGET)
+    _forget(task, [o.path for o in outcomes if o.status != "error"])
+    filed = [o for o in outcomes if o.status == "filed"]
+    if any(o.index_state == INDEX_PARTIAL for o in filed):
+        request_merge(task)
+    for o in filed:
+        if o.index_state == INDEX_PENDING:
+            task.enqueue(app.signature(IMPORT_TASK), o.file_id)
+    for o in filed:
+        task.enqueue(app.signature(ZIP_TASK), o.file_id)
+    for o in outcomes:
+        if o.status == "quarantined":
+            task.log("receive-quarantined", path=o.path, reason=o.reason)
+    counts: dict[str, int] = {}
+    for o in outcomes:
+        counts[o.status] = counts.get(o.status, 0) + 1
+    task.log("receive", **counts)
+    retry = [e for e in receiver.errors if isinstance(e, RETRYABLE)]
+    if retry:  # the task's autoretry runs the batch again; what was filed returns "gone" at once
+        raise retry[0]
+    return outcomes
+
+
 @app.task(base=T0Task, bind=True, name="t0dqm.tasks.receive.receive_file", soft_time_limit=300, time_limit=360)
 def receive_file(self: T0Task, path: str) -> dict[str, Any]:
-    """File one upload (path absolute or relative to the dropbox), then enqueue import and zip."""
-    outcome = Receiver(self.settings, self.catalog).receive(path)
-    _forget(self, outcome.path)
-    if outcome.status == "filed":
-        self.enqueue(app.signature(IMPORT_TASK), outcome.file_id)
-        self.enqueue(app.signature(ZIP_TASK), outcome.file_id)
-    if outcome.status in ("filed", "quarantined"):
-        self.log(f"receive-{outcome.status}", path=outcome.path, file_id=outcome.file_id,
-                 target=outcome.target, reason=outcome.reason)
-    return outcome.__dict__
+    """File one upload (path absolute or relative to the dropbox), then enqueue merge/import and zip."""
+    return _receive(self, [path])[0].__dict__
 
 
-def _dedupe(task: T0Task, path: str, seconds: int) -> bool:
-    """True when ``path`` was not sent in the last ``seconds`` (Redis SET NX EX; True without Redis)."""
+@app.task(base=T0Task, bind=True, name=BATCH_TASK, soft_time_limit=600, time_limit=660)
+def receive_batch(self: T0Task, paths: list[str]) -> list[dict[str, Any]]:
+    """File a batch of uploads (one catalog transaction, one partial index), then enqueue merge and zip.
+    Uploads not reached within BATCH_BUDGET seconds are left for the next scan."""
+    return [o.__dict__ for o in _receive(self, list(paths))]
+
+
+def _queued_key(task: T0Task, path: str) -> str:
+    return f"{task.app.conf.t0dqm_prefix}receive:queued:{path}"
+
+
+def _dedupe(task: T0Task, paths: list[str], seconds: int, limit: int) -> tuple[list[str], bool]:
+    """The first ``limit`` of ``paths`` not sent in the last ``seconds``, now marked as sent (Redis SET NX
+    EX; all of them without Redis), and whether more unsent paths remain."""
     client = metrics_client(task.app)
     if client is None:
-        return True
+        return paths[:limit], len(paths) > limit
     try:
-        key = f"{task.app.conf.t0dqm_prefix}receive:queued:{path}"
-        return bool(client.set(key, "1", nx=True, ex=seconds))
+        pipe = client.pipeline(transaction=False)
+        for path in paths:
+            pipe.exists(_queued_key(task, path))
+        fresh = [p for p, queued in zip(paths, pipe.execute(), strict=True) if not queued]
+        pipe = client.pipeline(transaction=False)
+        for path in fresh[:limit]:
+            pipe.set(_queued_key(task, path), "1", nx=True, ex=seconds)
+        sent = [p for p, ok in zip(fresh[:limit], pipe.execute(), strict=True) if ok]
+        return sent, len(fresh) > limit
     except Exception:  # noqa: BLE001 - dedupe is an optimisation only
-        return True
+        return paths[:limit], len(paths) > limit
 
 
-def _forget(task: T0Task, path: str) -> None:
+def _forget(task: T0Task, paths: list[str]) -> None:
     client = metrics_client(task.app)
-    if client is None:
+    if client is None or not paths:
         return
     try:
-        client.delete(f"{task.app.conf.t0dqm_prefix}receive:queued:{path}")
+        client.delete(*[_queued_key(task, p) for p in paths])
     except Exception:  # noqa: BLE001 - dedupe is an optimisation only
         pass
 
 
 @app.task(base=T0Task, bind=True, name="t0dqm.tasks.receive.scan", soft_time_limit=60, time_limit=90)
 def scan(self: T0Task) -> int:
-    """Beat: list complete uploads and enqueue receive_file for each (at most receive.batch)."""
+    """Beat: list complete uploads and send them to receive_batch, ``receive.per_task`` per message, at
+    most ``receive.batch`` per scan; when more are waiting, a rescan is chained at once."""
     settings = self.settings
     try:
         with self.lease("receive-scan", seconds=60):
-            candidates = dropbox.scan(settings.dropbox, limit=int(settings["receive"]["batch"]))
+            candidates = dropbox.scan(settings.dropbox)
     except LeaseBusy:
         return 0
     ttl = max(30, int(settings["reconcile"]["stale_seconds"]))
-    sent = 0
-    for cand in candidates:
-        rel = str(cand.path.relative_to(settings.dropbox))
-        if _dedupe(self, rel, ttl):
-            self.enqueue(receive_file, rel)
-            sent += 1
-    if sent:
-        self.log("receive-scan", sent=sent, listed=len(candidates))
-    return sent
+    rels = [str(c.path.relative_to(settings.dropbox)) for c in candidates]
+    fresh, more = _dedupe(self, rels, ttl, int(settings["receive"]["batch"]))
+    size = per_task(settings)
+    for start in range(0, len(fresh), size):
+        self.enqueue(receive_batch, fresh[start:start + size])
+    if more:
+        self.enqueue(scan)
+    if fresh:
+        self.log("receive-scan", sent=len(fresh), listed=len(candidates), more=more)
+    return len(fresh)
 
 
 @app.task(base=T0Task, bind=True, name="t0dqm.tasks.receive.create_info", **long_limits())

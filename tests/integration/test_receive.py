@@ -136,7 +136,7 @@ def test_root_check_timeout(settings: config.Settings, monkeypatch: pytest.Monke
 
     current = make_settings(settings.root, timeouts__root_check="1")
     config.reset(current)
-    monkeypatch.setattr(rootcheck, "check_root_file", lambda *a, **k: time.sleep(3))
+    monkeypatch.setattr(rootcheck, "inspect", lambda *a, **k: time.sleep(3))
     _quarantined(current, up(current, ONLINE), "timed out after 1 s")
 
 
@@ -168,25 +168,17 @@ class Killed(BaseException):
     """Stands for SIGKILL: not an Exception, so nothing catches it."""
 
 
-@pytest.mark.parametrize("where", ["_reserve", "_link", "_record", "unlink"])
+@pytest.mark.parametrize("where", ["_reserve", "_link", "_record_many"])  # _record_many: row, claim still there
 def test_killed_mid_receive_is_recovered(settings: config.Settings, monkeypatch: pytest.MonkeyPatch,
                                          where: str) -> None:
     uploaded = up(settings, OFFLINE)
     receiver = Receiver(settings, get_catalog())
-    if where == "unlink":  # after the catalog row, before the claim is removed
-        original = Receiver._record
+    original = getattr(Receiver, where)
 
-        def after_record(self, *a, **k):  # noqa: ANN001, ANN002, ANN003, ANN202
-            original(self, *a, **k)
-            raise Killed()
-        monkeypatch.setattr(Receiver, "_record", after_record)
-    else:
-        original = getattr(Receiver, where)
-
-        def dies_after(self, *a, **k):  # noqa: ANN001, ANN002, ANN003, ANN202
-            original(self, *a, **k)
-            raise Killed()
-        monkeypatch.setattr(Receiver, where, dies_after)
+    def dies_after(self, *a, **k):  # noqa: ANN001, ANN002, ANN003, ANN202
+        original(self, *a, **k)
+        raise Killed()
+    monkeypatch.setattr(Receiver, where, dies_after)
     with pytest.raises(Killed):
         receiver.receive(uploaded)
     monkeypatch.undo()
