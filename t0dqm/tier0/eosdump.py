@@ -3,11 +3,10 @@
 Lines: ``path=<abs> size=<bytes> checksum=<hex> ctime=<s>.<ns> mtime=<s>.<ns>`` (nanoseconds not
 zero-padded, so times are parsed as two integers, never as a float).
 
-The dump is never loaded whole: it is inflated piece by piece in a helper thread (zlib, or ISA-L's
-``isal`` when installed, releases the GIL) and the main thread aggregates per streamer unit on the fly.
-``eos find`` lists a folder's files together, so most of the work happens on whole runs of lines of one
-folder with bytes-level operations; anything unusual (interleaved folders, odd lines) falls back to a
-line-by-line parser with the same result.
+The dump is never loaded whole: a child process (``t0dqm.tier0.gzinflate``, ISA-L) inflates it and deals
+complete-line segments to this process and to ``default_workers()`` parser processes; each parses 8 MiB
+blocks with numpy (``_Block``) and the per-folder aggregates are merged. Anything unusual falls back to
+the line-by-line parser, so the result is the same as parsing every line with ``parse_line``.
 
 Refusals (``DumpError``, nothing should be deleted): truncated or corrupt gzip, dump older than the
 allowed age, no line in the streamer area. Malformed lines are counted, never fatal alone.
