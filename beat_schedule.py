@@ -26,6 +26,7 @@ def build(settings: Any) -> dict[str, dict[str, Any]]:
         "daily-clean": {"task": "t0dqm.tasks.tape.clean_zips", "schedule": crontab(hour=2, minute=17)},
         "index-backup": {"task": "t0dqm.tasks.tape.backup_index", "schedule": crontab(hour=7, minute=0)},
         "health": {"task": "t0dqm.tasks.health.check", "schedule": 300.0},
+        "health-notify": {"task": "t0dqm.tasks.health.notify", "schedule": 60.0},
         "streamer-cleanup": {"task": "t0dqm.tasks.streamer.streamer_cleanup",
                              "schedule": crontab(hour=5, minute=0)},
     }

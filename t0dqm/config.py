@@ -71,7 +71,12 @@ DEFAULTS: dict[str, Any] = {
         "stage_max_tries": 6,
         "require_tape": False,
         "index_backups_kept": 7,
+        "retry_base": 300,  # stage/verify back-off unit: waits of 1, 3, 6, 10 ... units
+        "retry_cap": 86400,
+        "zip_lease": 600,  # seconds a zip append lease outlives a killed holder
     },
+    # Health-check thresholds (t0dqm.policies.health.DEFAULTS documents the keys).
+    "health": {},
     "receive": {"scan_interval": 5, "batch": 200},
     "quota": {k: v * GiB for k, v in DEFAULT_QUOTAS_GIB.items()},
     # extra_roots: further places the guarded deleter may touch (streamer area, mirror destination),

@@ -114,10 +114,23 @@ def join(base: str, *parts: str) -> str:
     return out
 
 
-def _fs(server: str):  # noqa: ANN202 - XRootD type
+_client_configured = False
+
+
+def _xrootd_client():  # noqa: ANN202 - the XRootD.client module
+    """The XRootD client module, configured once: timeouts are checked every second (the default
+    resolution of 15 s would make a dead endpoint cost 15 s per call whatever timeout we pass)."""
+    global _client_configured
     from XRootD import client
 
-    return client.FileSystem(server)
+    if not _client_configured:
+        client.EnvPutInt("TimeoutResolution", 1)
+        _client_configured = True
+    return client
+
+
+def _fs(server: str):  # noqa: ANN202 - XRootD type
+    return _xrootd_client().FileSystem(server)
 
 
 def _check(status, what: str, url: str) -> None:  # noqa: ANN001
@@ -262,10 +275,8 @@ def copy(src: str, dst: str, *, timeout: float, expected_adler32: str | None = N
         raise FileExistsError(f"copy target exists: {dst}")
     if not is_remote(src) and not is_remote(dst):
         return _copy_local(src, dst, expected_adler32)
-    from XRootD import client
-
-    process = client.CopyProcess()
-    job = dict(force=force, mkdir=True, checksumtype="adler32", rmBadCksum=True, cptimeout=_timeout(timeout),
+    process = _xrootd_client().CopyProcess()
+    job = dict(force=force, mkdir=True, posc=is_remote(dst), checksumtype="adler32", rmBadCksum=True, cptimeout=_timeout(timeout),
                inittimeout=min(_timeout(timeout), 60), parallelchunks=4, chunksize=8 * CHUNK)
     if expected_adler32:
         job.update(checksummode="target", checksumpreset=expected_adler32)

@@ -11,7 +11,7 @@ import click
 from t0dqm import config
 from t0dqm.cli.common import root_option
 
-__all__ = ["up", "status", "demo", "db"]
+__all__ = ["up", "status", "demo", "db", "chaos"]
 
 
 @click.command("up")
@@ -108,3 +108,35 @@ def demo(n_files: int, broken: int, timeout: int) -> None:
 
     ok = run_demo(config.get(), n_files=n_files, n_broken=broken, timeout=timeout, echo=click.echo)
     sys.exit(0 if ok else 1)
+
+
+@click.command("chaos")
+@root_option
+@click.option("--files", "n_files", default=1000, show_default=True, help="Good files to push through.")
+@click.option("--seed", default=1, show_default=True, help="Seed of the fault schedule and the files.")
+@click.option("--kills", default=20, show_default=True, help="Worker SIGKILLs.")
+@click.option("--redis-restarts", default=2, show_default=True, help="Redis restarts with all data lost.")
+@click.option("--xrootd-outage", default=30.0, show_default=True, help="Seconds the XRootD server is down.")
+@click.option("--corruptions", default=5, show_default=True, help="Copies corrupted at the endpoint.")
+@click.option("--broken", default=10, show_default=True, help="Broken uploads mixed in.")
+@click.option("--timeout", default=1800.0, show_default=True, help="Give up after this many seconds.")
+def chaos(n_files: int, seed: int, kills: int, redis_restarts: int, xrootd_outage: float, corruptions: int,
+          broken: int, timeout: float) -> None:
+    """Push N files through the whole chain while injecting faults; check the invariants; exit 1 if
+    any fails."""
+    import json
+
+    from t0dqm.chaos import Chaos, ChaosOptions, render
+
+    settings = config.get()
+    root = settings.root
+    if (settings.flavour_root / "catalog.sqlite").exists() or (settings.flavour_root / "catalog").exists():
+        root = root / time.strftime("chaos-%Y%m%d-%H%M%S")
+    options = ChaosOptions(files=n_files, seed=seed, kills=kills, redis_restarts=redis_restarts,
+                           xrootd_outage=xrootd_outage, corruptions=corruptions, broken=broken, timeout=timeout)
+    click.echo(f"chaos    {n_files} files, seed {seed}, root {root}")
+    result = Chaos(root, options, echo=click.echo).run()
+    click.echo("")
+    click.echo(render(result))
+    (root / "chaos-result.json").write_text(json.dumps(result, indent=2, default=str))
+    sys.exit(0 if result["ok"] and result["quiescent"] else 1)

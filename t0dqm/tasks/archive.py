@@ -96,6 +96,11 @@ def _ensure_archive(catalog: Catalog, pattern: str, serial: int) -> int:
             return int(conn.execute(query).scalar_one())
 
 
+def zip_lease_seconds(settings: Settings) -> float:
+    """How long a zip lease outlives a killed holder (archive.zip_lease)."""
+    return float(settings["archive"].get("zip_lease", ZIP_LEASE_SECONDS))
+
+
 def wait_lease(catalog: Catalog, name: str, owner: str, seconds: float = ZIP_LEASE_SECONDS,
                wait: float = LEASE_WAIT_SECONDS) -> None:
     """Take the named lease, waiting up to ``wait`` seconds for its holder; LeaseBusy after that."""
@@ -154,7 +159,7 @@ def zip_file(self: T0Task, file_id: int) -> str:
         path = policy.zip_path(row["zippat"], serial)
         owner = _owner(self)
         try:
-            wait_lease(catalog, f"zip:{path}", owner)
+            wait_lease(catalog, f"zip:{path}", owner, zip_lease_seconds(self.settings))
         except LeaseBusy:
             raise self.retry(countdown=5) from None
         try:
@@ -277,7 +282,7 @@ def freeze_one(task: T0Task, archive_id: int, reason: str) -> str:
         return "skipped"
     name, owner = f"zip:{arch['path']}", _owner(task)
     try:
-        wait_lease(catalog, name, owner)
+        wait_lease(catalog, name, owner, zip_lease_seconds(settings))
     except LeaseBusy:
         return "busy"
     try:

@@ -49,6 +49,7 @@ def collect(self: T0Task, host: str) -> dict[str, Any]:
         if report.uploaded or report.bad or report.failed or report.placeholders:
             self.log("collected", producer=str(producer.dir), **report.as_dict())
         out[str(producer.dir)] = report.as_dict()
+    self.catalog.acquire_lease(f"heartbeat:collect:{host}", host, 86400)  # health: collector alive
     return out
 
 
