@@ -28,10 +28,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import insert, select, update
 
 from t0dqm import config, naming, rootcheck
-from t0dqm.catalog import Catalog, files, worker_identity
+from t0dqm.catalog import Catalog, audit, files, worker_identity
 from t0dqm.policies import run_deletion, versions
 from t0dqm.states import INDEX_FAILED, INDEX_PARTIAL, INDEX_PENDING, INDEX_SKIPPED, INDEXED, REMOVED
 
@@ -112,24 +112,37 @@ def connect(path: Path, *, fast: bool = False) -> sqlite3.Connection:
 
 def set_index_state(catalog: Catalog, file_ids: Iterable[int], expected: Iterable[str], new: str,
                     reason: str | None = None, reasons: dict[int, str] | None = None) -> list[int]:
-    """Conditionally move files' index_state (one transaction, audited); returns the ids that moved."""
+    """Conditionally move files' index_state (one transaction, audited); returns the ids that moved, in the
+    given order. Set-wise: one select, one update per (previous state, reason), one audit insert."""
+    ids = list(dict.fromkeys(file_ids))
+    if not ids:
+        return []
     expected = list(expected)
-    moved: list[int] = []
     now = time.time()
+    moved: set[int] = set()
     with catalog.begin() as conn:
-        for file_id in file_ids:
-            why = (reasons or {}).get(file_id, reason)
-            previous = conn.execute(select(files.c.index_state).where(files.c.id == file_id)).scalar()
-            if previous not in expected:
-                continue
-            result = conn.execute(update(files).where(files.c.id == file_id, files.c.index_state == previous)
-                                  .values(index_state=new, updated_at=now,
-                                          reason=why if new in (INDEX_FAILED, INDEX_SKIPPED) else None))
-            if result.rowcount == 1:
-                moved.append(file_id)
-                catalog.audit(conn, entity="file", entity_id=file_id, action="index", from_state=previous,
-                              to_state=new, detail=why)
-    return moved
+        for start in range(0, len(ids), 500):
+            chunk = ids[start:start + 500]
+            current = dict(conn.execute(select(files.c.id, files.c.index_state).where(files.c.id.in_(chunk))).all())
+            groups: dict[tuple[str, str | None], list[int]] = {}
+            for file_id in chunk:
+                if current.get(file_id) in expected:
+                    groups.setdefault((current[file_id], (reasons or {}).get(file_id, reason)), []).append(file_id)
+            rows: list[dict[str, Any]] = []
+            for (previous, why), group in groups.items():
+                result = conn.execute(update(files).where(files.c.id.in_(group), files.c.index_state == previous)
+                                      .values(index_state=new, updated_at=now,
+                                              reason=why if new in (INDEX_FAILED, INDEX_SKIPPED) else None))
+                if result.rowcount != len(group):  # some moved under us (several writers): see which we moved
+                    group = [r[0] for r in conn.execute(select(files.c.id).where(
+                        files.c.id.in_(group), files.c.index_state == new, files.c.updated_at == now))]
+                moved.update(group)
+                rows += [dict(at=now, host=catalog.host, entity="file", entity_id=file_id, action="index",
+                              from_state=previous, to_state=new, path=None, size=None, checksum=None, rule=None,
+                              detail=why) for file_id in group]
+            if rows:
+                conn.execute(insert(audit), rows)
+    return [i for i in ids if i in moved]
 
 
 # -- import -----------------------------------------------------------------------------------------

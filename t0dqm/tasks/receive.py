@@ -45,7 +45,7 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.exc import IntegrityError
 
 from t0dqm import config, dropbox, naming, rootcheck, storage
-from t0dqm.catalog import Catalog, files, quarantine
+from t0dqm.catalog import Catalog, audit, files, quarantine
 from t0dqm.celery import app
 from t0dqm.states import INDEX_PARTIAL, INDEX_PENDING, INDEX_SKIPPED, RECEIVED
 from t0dqm.tasks.base import RETRYABLE, LeaseBusy, T0Task, long_limits, metrics_client
@@ -222,6 +222,8 @@ class Receiver:
         self.box = settings.dropbox
         self.repo = settings.repository
         self.errors: list[BaseException] = []  # unexpected errors of the last receive_many
+        self._taken: dict[tuple[int, str], set[str]] = {}  # catalog paths per (run, dataset), per batch
+        self._dirs: set[Path] = set()  # repository folders known to exist
 
     def receive(self, path: str | os.PathLike[str], *, index: bool = False) -> Outcome:
         """Receive one upload; an unexpected error is raised (see :meth:`receive_many`)."""
@@ -243,6 +245,7 @@ class Receiver:
         filings: list[tuple[int, _Filing]] = []
         errors: list[BaseException] = []
         deadline = None if budget is None else time.monotonic() + budget
+        self._prefetch_taken(paths)
         with ExitStack() as claims:
             for i, path in enumerate(paths):
                 p, rel, refused = self._resolve(path)
@@ -280,6 +283,7 @@ class Receiver:
                 if index:
                     self._index([(i, f, file_id) for (i, f), file_id in zip(filings, ids, strict=True)], outcomes)
         self.errors = errors
+        self._taken = {}
         return [outcomes[i] for i in range(len(paths))]
 
     def _resolve(self, path: str | os.PathLike[str]) -> tuple[Path, str, Outcome | None]:
@@ -353,10 +357,35 @@ class Receiver:
         return meta, found.mes
 
     def _taken_paths(self, info: naming.DqmName) -> set[str]:
+        """Repository paths of the catalog rows of the name's (run, dataset): from the batch's one query
+        when it covered this name, else a query of its own."""
+        cached = self._taken.get((info.run, info.dataset))
+        if cached is not None:
+            return cached
         with self.catalog.read() as conn:
             rows = conn.execute(select(files.c.path).where(files.c.run == info.run,
                                                            files.c.dataset == info.dataset))
             return {r[0] for r in rows}
+
+    def _prefetch_taken(self, paths: Sequence[str | os.PathLike[str]]) -> None:
+        """One catalog query for the (run, dataset) of every name in the batch (see _taken_paths)."""
+        keys: set[tuple[int, str]] = set()
+        for path in paths:
+            try:
+                info = naming.classify(Path(path).name)
+            except naming.InvalidName:
+                continue
+            keys.add((info.run, info.dataset))
+        self._taken = {key: set() for key in keys}
+        if not keys:
+            return
+        runs = sorted({run for run, _ in keys})
+        with self.catalog.read() as conn:
+            for start in range(0, len(runs), 500):
+                for path, run, dataset in conn.execute(select(files.c.path, files.c.run, files.c.dataset)
+                                                       .where(files.c.run.in_(runs[start:start + 500]))):
+                    if (run, dataset) in self._taken:
+                        self._taken[(run, dataset)].add(path)
 
     def _find_reservation(self, info: naming.DqmName, pattern: str,
                           receipt: str) -> tuple[int, dict[str, Any]] | None:
@@ -382,7 +411,9 @@ class Receiver:
             if relpath in taken or os.path.lexists(target) or os.path.lexists(str(target) + ".dqminfo"):
                 continue
             data = self._dqminfo(info, version, relpath, pattern, receipt, rel, origin, meta)
-            target.parent.mkdir(parents=True, exist_ok=True)
+            if target.parent not in self._dirs:
+                target.parent.mkdir(parents=True, exist_ok=True)
+                self._dirs.add(target.parent)
             body = (json.dumps(data, indent=1, sort_keys=True) + "\n").encode()
             if _create_exclusive(Path(str(target) + ".dqminfo"), body):
                 return version, data
@@ -428,19 +459,41 @@ class Receiver:
             raise RuntimeError(f"{target} has {target.stat().st_size} bytes, .dqminfo says {dqinfo['size']}")
 
     def _record_many(self, filings: list[_Filing]) -> list[int]:
-        """Catalog rows (state received, index pending) for a batch of filed uploads, one transaction;
-        returns their ids in order. A row that exists already (a resumed receive) keeps its id."""
+        """Catalog rows (state received, index pending) for a batch of filed uploads, one transaction with
+        one multi-row insert for the rows and one for their audit; returns their ids in order. A row that
+        exists already (a resumed receive) keeps its id."""
         now = time.time()
-        ids: list[int] = []
         with self.catalog.begin() as conn:
             known = dict(conn.execute(select(files.c.path, files.c.id)
                                       .where(files.c.path.in_([f.relpath for f in filings]))).all())
-            for f in filings:
-                if f.relpath in known:
-                    ids.append(int(known[f.relpath]))
-                    continue
-                ids.append(self._insert(conn, f.info, f.target, f.dqinfo, INDEX_PENDING, now))
-        return ids
+            new = [f for f in filings if f.relpath not in known]
+            if new:
+                try:
+                    with conn.begin_nested():
+                        result = conn.execute(insert(files).returning(files.c.id, sort_by_parameter_order=True),
+                                              [self._row(f.info, f.target, f.dqinfo, INDEX_PENDING, now) for f in new])
+                        new_ids = [int(r[0]) for r in result]
+                        conn.execute(insert(audit), [self._audit_row(f.relpath, file_id, f.dqinfo, now)
+                                                     for f, file_id in zip(new, new_ids, strict=True)])
+                    known.update((f.relpath, file_id) for f, file_id in zip(new, new_ids, strict=True))
+                except IntegrityError:  # another receiver recorded one of them meanwhile: row by row
+                    for f in new:
+                        known[f.relpath] = self._insert(conn, f.info, f.target, f.dqinfo, INDEX_PENDING, now)
+        return [int(known[f.relpath]) for f in filings]
+
+    def _row(self, info: naming.DqmName, target: Path, dqinfo: dict[str, Any], index_state: str,
+             now: float) -> dict[str, Any]:
+        return dict(path=str(target.relative_to(self.repo)), name=target.name, cls=info.class_, run=info.run,
+                    version=dqinfo["version"], dataset=info.dataset, subsystem=info.subsystem, size=dqinfo["size"],
+                    md5=dqinfo["md5sum"], adler32=dqinfo["adler32"], mtime=dqinfo.get("mtime", dqinfo["time"]),
+                    zippat=dqinfo["zippat"], state=RECEIVED, index_state=index_state, created_at=now,
+                    updated_at=now, attempts=0)
+
+    def _audit_row(self, relpath: str, file_id: int, dqinfo: dict[str, Any], now: float) -> dict[str, Any]:
+        """The ``receive`` audit row, as Catalog.audit writes it."""
+        return dict(at=now, host=self.catalog.host, entity="file", entity_id=file_id, action="receive",
+                    from_state=None, to_state=RECEIVED, path=relpath, size=dqinfo["size"],
+                    checksum=dqinfo["adler32"], rule=None, detail=f"from {dqinfo.get('xpath')}")
 
     def _record(self, info: naming.DqmName, target: Path, dqinfo: dict[str, Any],
                 index_state: str = INDEX_PENDING) -> int:
@@ -457,12 +510,7 @@ class Receiver:
         try:
             with conn.begin_nested():
                 file_id = conn.execute(insert(files).values(
-                    path=relpath, name=target.name, cls=info.class_, run=info.run,
-                    version=dqinfo["version"], dataset=info.dataset, subsystem=info.subsystem,
-                    size=dqinfo["size"], md5=dqinfo["md5sum"], adler32=dqinfo["adler32"],
-                    mtime=dqinfo.get("mtime", dqinfo["time"]), zippat=dqinfo["zippat"], state=RECEIVED,
-                    index_state=index_state, created_at=now, updated_at=now,
-                    attempts=0)).inserted_primary_key[0]
+                    **self._row(info, target, dqinfo, index_state, now))).inserted_primary_key[0]
         except IntegrityError:
             return int(conn.execute(select(files.c.id).where(files.c.path == relpath)).scalar_one())
         self.catalog.audit(conn, entity="file", entity_id=file_id, action="receive", to_state=RECEIVED,
