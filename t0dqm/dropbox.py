@@ -197,7 +197,8 @@ def scan(dropbox: str | os.PathLike[str], limit: int | None = None) -> list[Cand
     box = Path(dropbox)
     out: list[Candidate] = []
     try:
-        slots = sorted(e.name for e in os.scandir(box) if e.is_dir() and RX_SLOT.match(e.name))
+        slots = sorted(e.name for e in os.scandir(box)  # a symlinked slot may point outside: never follow
+                       if e.is_dir(follow_symlinks=False) and RX_SLOT.match(e.name))
     except FileNotFoundError:
         return []
     for slot in slots:

@@ -142,6 +142,12 @@ def check_dqminfo(info: dict[str, Any], source: str = "<info>") -> dict[str, Any
     for key in ("class", "dataset"):
         if not isinstance(info[key], str):
             raise LegacyFormatError(f"{source}: {key} must be a string, got {info[key]!r}")
+    for key in ("version", "runnr", "size", "time"):  # the catalog stores 64-bit integers
+        value = info.get(key)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))):
+            raise LegacyFormatError(f"{source}: {key} must be a number, got {value!r}")
+        if isinstance(value, (int, float)) and not isinstance(value, bool) and not 0 <= value < 1 << 63:
+            raise LegacyFormatError(f"{source}: {key} {value!r} is out of range")
     return info
 
 

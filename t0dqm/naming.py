@@ -64,6 +64,7 @@ RX_RELVAL_DATA = re.compile(r"^/[^/]+/" + _RELEASE + r"[-_].*$")
 RX_ONLINE = re.compile(r"^(?:.*/)?DQM_V(\d+)(_[A-Za-z0-9]+)?_R(\d+)\.root$")
 RX_OFFLINE = re.compile(r"^(?:.*/)?DQM_V(\d+)_R(\d+)((?:__[-A-Za-z0-9_]+){3})\.root$")
 RX_ERA = re.compile(r"^([A-Za-z]+\d+|CMSSW(?:_[0-9]+)+(?:_pre[0-9]+)?)")
+MAX_RUN = 10**9 - 1  # repository paths use %09d; a larger run would overflow the catalog's integers
 
 
 class InvalidName(ValueError):
@@ -126,6 +127,15 @@ def split_dataset(dataset: str) -> tuple[str, str, str, str | None]:
     return primds, procds, tier, (m.group(1) if m else None)
 
 
+def _in_range(name: str, version: int, run: int) -> tuple[int, int]:
+    """(version, run) unless one is too large for the repository paths and the catalog."""
+    if run > MAX_RUN:
+        raise InvalidName(name, f"run number {run} is out of range (more than 9 digits)")
+    if version > 9999:
+        raise InvalidName(name, f"file version {version} is out of range (more than 4 digits)")
+    return version, run
+
+
 def classify(name: str, mtime: float | None = None, *, require_v1: bool = True) -> DqmName:
     """Classify a DQM file name (a bare name or a path; only the last component is used).
 
@@ -141,7 +151,7 @@ def classify(name: str, mtime: float | None = None, *, require_v1: bool = True) 
 
     m = RX_ONLINE.match(base)
     if m:
-        version, run = int(m.group(1)), int(m.group(3))
+        version, run = _in_range(name, int(m.group(1)), int(m.group(3)))
         subsystem = m.group(2)[1:] if m.group(2) else None
         if require_v1 and version != 1:
             raise InvalidName(name, f"file version is {version}, not 1")
@@ -156,7 +166,7 @@ def classify(name: str, mtime: float | None = None, *, require_v1: bool = True) 
             raise InvalidName(name, "name carries both a subsystem and a dataset")
         raise InvalidName(name, "file name matches no known naming convention")
 
-    version, run = int(m.group(1)), int(m.group(2))
+    version, run = _in_range(name, int(m.group(1)), int(m.group(2)))
     dataset = m.group(3).replace("__", "/")
     if not RX_DATASET.match(dataset):
         raise InvalidName(name, f"invalid dataset name {dataset!r}")

@@ -49,6 +49,7 @@ log = logging.getLogger("t0dqm.sync")
 
 CHUNK = 1 << 20
 USER_AGENT = "t0dqm-online-sync/1"
+MAX_DEPTH = 16  # the online GUI's tree is a few levels deep; deeper means a listing that loops
 SYNC_DEFAULTS: dict[str, Any] = {"url": "", "dest": "OnlineData/original", "connections": 5, "cert": "", "key": "",
                                  "ca": "", "suffixes": [".root"]}
 MIRROR_DEFAULTS: dict[str, Any] = {"dest": "", "quota": 0, "folders": {}}
@@ -114,12 +115,25 @@ def make_ssl_context(cert: str = "", key: str = "", ca: str = "") -> ssl.SSLCont
     return ctx
 
 
+class _SameHostRedirects(urllib.request.HTTPRedirectHandler):
+    """Follow redirects only to the same scheme, host and port (a listing must not send us elsewhere)."""
+
+    def redirect_request(self, req: Any, fp: Any, code: int, msg: str, headers: Any, newurl: str) -> Any:
+        old, new = urllib.parse.urlsplit(req.full_url), urllib.parse.urlsplit(newurl)
+        if (old.scheme, old.netloc) != (new.scheme, new.netloc):
+            raise urllib.error.HTTPError(req.full_url, code, f"redirect to another host refused: {newurl}",
+                                         headers, fp)
+        return super().redirect_request(req, fp, code, msg, headers, newurl)
+
+
 class Http:
     """Small urllib client with a timeout and an optional TLS context (thread-safe: no shared state)."""
 
     def __init__(self, timeout: float, context: ssl.SSLContext | None = None) -> None:
         self.timeout = timeout
-        handlers: list[Any] = [urllib.request.HTTPSHandler(context=context)] if context else []
+        handlers: list[Any] = [_SameHostRedirects()]
+        if context:
+            handlers.append(urllib.request.HTTPSHandler(context=context))
         self.opener = urllib.request.build_opener(*handlers)
 
     def _request(self, url: str, method: str = "GET") -> Any:
@@ -139,8 +153,9 @@ class Http:
         mtime = email.utils.parsedate_to_datetime(modified).timestamp() if modified else None
         return size, mtime
 
-    def download(self, url: str, target: Path, mtime: float | None) -> int:
-        """GET into a hidden temp file next to ``target``, set mtime, rename; return the bytes written."""
+    def download(self, url: str, target: Path, mtime: float | None, listed: int | None = None) -> int:
+        """GET into a hidden temp file next to ``target``, set mtime, rename; return the bytes written.
+        OSError when the bytes served differ from Content-Length or from the ``listed`` size."""
         target.parent.mkdir(parents=True, exist_ok=True)
         tmp = target.with_name(f".{target.name}.{uuid.uuid4().hex[:8]}.part")
         try:
@@ -154,6 +169,8 @@ class Http:
                 os.fsync(out.fileno())
             if expected is not None and expected.isdigit() and int(expected) != size:
                 raise OSError(f"{url}: got {size} bytes, Content-Length said {expected}")
+            if listed is not None and listed != size:
+                raise OSError(f"{url}: got {size} bytes, the listing (HEAD) said {listed}")
             if mtime is not None:
                 os.utime(tmp, (mtime, mtime))
             os.replace(tmp, target)
@@ -183,7 +200,13 @@ def _walk_remote(http: Http, url: str, pool: ThreadPoolExecutor, report: SyncRep
     files: list[str] = []
     level = [url if url.endswith("/") else url + "/"]
     seen: set[str] = set()
+    depth = 0
     while level:
+        depth += 1
+        if depth > MAX_DEPTH:
+            report.errors.append(f"{url}: listing deeper than {MAX_DEPTH} levels (a loop?): not followed "
+                                 f"({len(level)} folder(s) such as {level[0]})")
+            break
         def listing(u: str) -> tuple[str, tuple[list[str], list[str]] | None]:
             try:
                 return u, parse_listing(http.text(u), u)
@@ -228,7 +251,7 @@ def online_sync(url: str, dest: str | os.PathLike[str], *, connections: int = 5,
                 action = policy.online_sync_action(local, size, mtime, info)
                 if action != policy.DOWNLOAD:
                     return rel, action, 0, None
-                return rel, action, http.download(file_url, target, mtime), None
+                return rel, action, http.download(file_url, target, mtime, size), None
             except (OSError, urllib.error.URLError, ValueError) as exc:
                 return rel, "error", 0, f"{file_url}: {exc}"
 

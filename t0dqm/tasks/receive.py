@@ -292,12 +292,17 @@ class Receiver:
             p = self.box / p
         p = Path(os.path.normpath(p))
         try:
-            return p, str(p.relative_to(self.box)), None
+            rel = str(p.relative_to(self.box))
         except ValueError:
             return p, str(p), Outcome("refused", str(p), reason=f"{p} is not inside the dropbox {self.box}")
+        if not Path(os.path.realpath(p.parent)).is_relative_to(os.path.realpath(self.box)):  # symlinked slot
+            return p, rel, Outcome("refused", rel, reason=f"{p.parent} resolves outside the dropbox {self.box}")
+        return p, rel, None
 
     def _prepare(self, p: Path, rel: str, claim: Path) -> _Filing:
         """Checks, version reservation and link of one claimed upload; Rejected with the reason."""
+        if claim.is_symlink():  # never read (nor quote) a file outside the dropbox
+            raise Rejected(".origin is a symbolic link, not a regular file")
         try:
             origin = dropbox.read_origin(claim)
         except dropbox.OriginError as exc:
