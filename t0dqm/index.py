@@ -76,6 +76,7 @@ SAMPLE_COLUMNS = ("file_id", "run", "dataset", "version", "cls", "subsystem", "p
 OFFLINE_FLAVOURS = ("offline", "relval")
 MERGE_BATCH = 500  # samples per index transaction
 BATCH_PREFIX = "batch-"
+ATTACH_MAX = 8  # partial files attached to the index connection at once (SQLite allows 10)
 
 
 def merge_lease_name(settings: config.Settings) -> str:
@@ -435,7 +436,6 @@ def merge_all(settings: config.Settings, catalog: Catalog, *, batch: int = MERGE
     A partial file is removed only once every sample in it is settled, after both commits.
     ``merge_one`` replaces :func:`merge_partial` (tests). Raises MergeBusy when another merger holds the lease.
     """
-    merge_one = merge_one or merge_partial
     counts = {"indexed": 0, "failed": 0, "orphans": 0}
     deadline = time.monotonic() + max_seconds
     cache: dict[str, list[tuple[int, str | None]]] = {}
@@ -463,15 +463,48 @@ def merge_all(settings: config.Settings, catalog: Catalog, *, batch: int = MERGE
 
 
 def _merge_batch(conn: sqlite3.Connection, ready: list[tuple[Any, Path]],
-                 merge_one: Callable[..., bool]) -> tuple[list[int], dict[int, str]]:
+                 merge_one: Callable[..., bool] | None) -> tuple[list[int], dict[int, str]]:
+    """Merge samples, one transaction per group of partial files (each attached to the index connection, so
+    the elements are copied by SQLite with INSERT ... SELECT); ``merge_one`` (tests): one transaction, each
+    sample through it. A sample that fails is rolled back alone (savepoint) and reported."""
     done: list[int] = []
     failed: dict[int, str] = {}
+    if merge_one is not None:
+        _merge_group(conn, [(row, partial, None) for row, partial in ready], merge_one, done, failed)
+        return done, failed
+    partials = list(dict.fromkeys(partial for _, partial in ready))
+    for start in range(0, len(partials), ATTACH_MAX):
+        group = partials[start:start + ATTACH_MAX]
+        aliases: dict[Path, str] = {}
+        try:
+            for k, partial in enumerate(group):
+                try:
+                    conn.execute(f"ATTACH DATABASE ? AS p{k}", (str(partial),))
+                    aliases[partial] = f"p{k}"
+                except sqlite3.Error as exc:
+                    for row, p in ready:
+                        if p == partial:
+                            failed[row.id] = f"merge: cannot open {partial.name}: {exc}"
+            work = [(row, partial, aliases[partial]) for row, partial in ready if partial in aliases]
+            if work:
+                _merge_group(conn, work, None, done, failed)
+        finally:
+            for alias in aliases.values():
+                conn.execute(f"DETACH DATABASE {alias}")
+    return done, failed
+
+
+def _merge_group(conn: sqlite3.Connection, work: list[tuple[Any, Path, str | None]],
+                 merge_one: Callable[..., bool] | None, done: list[int], failed: dict[int, str]) -> None:
     conn.execute("BEGIN IMMEDIATE")
     try:
-        for row, partial in ready:
+        for row, partial, alias in work:
             conn.execute("SAVEPOINT one")
             try:
-                merge_one(conn, partial, row.id)
+                if merge_one is not None:
+                    merge_one(conn, partial, row.id)
+                else:
+                    _merge_attached(conn, alias or "", partial, row.id)
                 conn.execute("RELEASE one")
                 done.append(row.id)
             except Exception as exc:  # noqa: BLE001 - one bad partial must not stop the batch
@@ -482,7 +515,22 @@ def _merge_batch(conn: sqlite3.Connection, ready: list[tuple[Any, Path]],
     except BaseException:
         conn.execute("ROLLBACK")
         raise
-    return done, failed
+
+
+def _merge_attached(conn: sqlite3.Connection, alias: str, partial: Path, file_id: int) -> bool:
+    """As :func:`merge_partial`, from a partial attached as ``alias``."""
+    if conn.execute("SELECT 1 FROM main.samples WHERE file_id = ?", (file_id,)).fetchone():
+        return False
+    found = conn.execute(f"SELECT id FROM {alias}.samples WHERE file_id = ?", (file_id,)).fetchone()
+    if found is None:
+        raise ValueError(f"partial index {partial.name} has no sample for file {file_id}")
+    columns = ", ".join(SAMPLE_COLUMNS)
+    cur = conn.execute(f"INSERT INTO main.samples ({columns}) SELECT {columns} FROM {alias}.samples WHERE id = ?",
+                       (found[0],))
+    conn.execute(f"INSERT INTO main.monitor_elements (sample_id, path, kind, value) "
+                 f"SELECT ?, path, kind, value FROM {alias}.monitor_elements WHERE sample_id = ? ORDER BY rowid",
+                 (cur.lastrowid, found[0]))
+    return True
 
 
 def reset_failed(settings: config.Settings, catalog: Catalog) -> list[tuple[int, str]]:
