@@ -7,6 +7,10 @@ Phase 1 (burst): ``--files`` simulated uploads are dropped at once; throughput =
 first upload). Phase 2 (steady): ``--steady`` uploads at ``--rate`` files/s; latency = indexed time (the
 catalog's audit row) - upload time, p50 / p99. The bench plays beat: it sends ``receive.scan`` every
 ``--scan-interval`` seconds. Zip messages wait in the archive queue (no archive worker).
+
+CPU: user+system seconds of every process of each worker (from /proc, by session), of redis-server and of
+the bench itself (the uploader), per phase, divided by the phase's files. The machine may be shared: the
+load average before and after each phase is printed with it.
 """
 
 from __future__ import annotations
@@ -72,11 +76,45 @@ def _indexed_times(catalog_url: str) -> dict[str, float]:
     return {received[i]: at for i, at in indexed.items() if i in received}
 
 
+_TICK = os.sysconf("SC_CLK_TCK")
+
+
+def _session_cpu(session: int) -> float:
+    """User + system CPU seconds of the live processes of a session (a worker and its pool children)."""
+    total = 0
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as fh:
+                fields = fh.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[3]) == session:  # fields[0] is field 3 (state); session is field 6
+            total += int(fields[11]) + int(fields[12])  # utime, stime
+    return total / _TICK
+
+
+def _pid_cpu(pid: int) -> float:
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            fields = fh.read().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / _TICK
+
+
+def _cpu(meters: dict[str, object]) -> dict[str, float]:
+    return {name: meter() for name, meter in meters.items()}  # type: ignore[operator]
+
+
 def _run_phase(label: str, sources: list[Path], rate: float | None, dropbox: Path, catalog_url: str,
-               scan_interval: float, timeout: float) -> dict[str, float]:
+               scan_interval: float, timeout: float, meters: dict[str, object]) -> dict[str, float]:
     from t0dqm import dropbox as dbx
     from t0dqm.celery import app
 
+    load_before = os.getloadavg()[0]
+    cpu_before = _cpu(meters)
     uploaded: dict[str, float] = {}
     start = time.time()
     next_scan = 0.0
@@ -103,11 +141,23 @@ def _run_phase(label: str, sources: list[Path], rate: float | None, dropbox: Pat
         time.sleep(0.2)
     latencies = [got[k] - uploaded[k] for k in got]
     first, last = min(uploaded.values()), max(got.values()) if got else time.time()
-    return {"phase": label, "files": len(uploaded), "indexed": len(got),
+    cpu_after = _cpu(meters)
+    cpu = {name: 1000 * (cpu_after[name] - cpu_before[name]) / max(1, len(uploaded)) for name in meters}
+    return {"phase": label, "files": len(uploaded), "indexed": len(got), "cpu": cpu,
+            "load": (load_before, os.getloadavg()[0]),
             "seconds": last - first, "files_per_s": len(got) / (last - first) if got else 0.0,
             "p50": _percentile(latencies, 50), "p99": _percentile(latencies, 99),
             "max": max(latencies) if latencies else float("nan"),
             "mean": statistics.fmean(latencies) if latencies else float("nan")}
+
+
+def _redis_pid(url: str) -> int:
+    import redis as redislib
+
+    try:
+        return int(redislib.Redis.from_url(url).info("server")["process_id"])
+    except Exception:  # noqa: BLE001 - CPU accounting only
+        return -1
 
 
 def main() -> None:
@@ -119,6 +169,7 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=os.cpu_count() or 2,
                         help="prefork processes of the receive+index worker")
     parser.add_argument("--scan-interval", type=float, default=0.5)
+    parser.add_argument("--per-task", type=int, default=25, help="uploads per receive_batch message")
     parser.add_argument("--timeout", type=float, default=600.0)
     parser.add_argument("--keep", action="store_true", help="keep the tmp root")
     args = parser.parse_args()
@@ -127,8 +178,10 @@ def main() -> None:
     from t0dqm import services
 
     redis = services.start_redis(tmp / "redis", persistent=False)
+    redis_pid = _redis_pid(redis.url)
     env = dict(os.environ, T0DQM_ROOT=str(tmp / "root"), T0DQM_FLAVOUR="dev", T0DQM_BROKER_URL=redis.url,
-               T0DQM_RECEIVE__BATCH="5000", PYTHONPATH=str(REPO))
+               T0DQM_RECEIVE__BATCH="5000",
+               T0DQM_RECEIVE__PER_TASK=str(args.per_task), PYTHONPATH=str(REPO))
     os.environ.update({k: v for k, v in env.items() if k.startswith("T0DQM_")})
     from t0dqm import celery as t0celery
     from t0dqm import config
@@ -159,11 +212,17 @@ def main() -> None:
         names = simulate.make_names(args.files + args.steady, seed=5)
         random.Random(1).shuffle(names)
         sources = _sources(tmp / "producer", names, templates)
+        meters: dict[str, object] = {
+            "receive worker": lambda: _session_cpu(workers[0].pid),
+            "merge worker": lambda: _session_cpu(workers[1].pid),
+            "redis": lambda: _pid_cpu(redis_pid),
+            "bench (uploads)": lambda: _pid_cpu(os.getpid()),
+        }
         results = [
             _run_phase("burst", sources[: args.files], None, settings.dropbox, settings.catalog_url,
-                       args.scan_interval, args.timeout),
+                       args.scan_interval, args.timeout, meters),
             _run_phase(f"steady {args.rate:g}/s", sources[args.files:], args.rate, settings.dropbox,
-                       settings.catalog_url, args.scan_interval, args.timeout),
+                       settings.catalog_url, args.scan_interval, args.timeout, meters),
         ]
         import redis as redislib
 
@@ -183,11 +242,19 @@ def main() -> None:
         redis.stop()
     size = templates[False].stat().st_size
     print(f"\nreceive + import, {args.hists} histograms/file (~{size // 1024} KiB), {os.cpu_count()} CPUs, "
-          f"worker -c {args.concurrency} + merge -c 1, scan every {args.scan_interval:g} s")
+          f"worker -c {args.concurrency} + merge -c 1, scan every {args.scan_interval:g} s, "
+          f"{args.per_task} uploads per receive_batch")
     print(f"{'phase':<16}{'files':>7}{'indexed':>9}{'seconds':>9}{'files/s':>9}{'p50 s':>8}{'p99 s':>8}{'max s':>8}")
     for r in results:
         print(f"{r['phase']:<16}{r['files']:>7}{r['indexed']:>9}{r['seconds']:>9.1f}{r['files_per_s']:>9.1f}"
               f"{r['p50']:>8.2f}{r['p99']:>8.2f}{r['max']:>8.2f}")
+    print("\nCPU ms per file (user + system), and the 1-minute load average before -> after the phase:")
+    names = list(results[0]["cpu"])
+    print(f"{'phase':<16}" + "".join(f"{n:>18}" for n in names) + f"{'workers':>10}{'load':>14}")
+    for r in results:
+        workers_ms = r["cpu"]["receive worker"] + r["cpu"]["merge worker"]
+        print(f"{r['phase']:<16}" + "".join(f"{r['cpu'][n]:>18.1f}" for n in names) + f"{workers_ms:>10.1f}"
+              f"{r['load'][0]:>7.2f}->{r['load'][1]:<5.2f}")
     print("\ntask time in workers (sum over all calls):")
     for key in sorted(k for k in metrics if k.endswith(":seconds")):
         task = key[: -len(":seconds")]
