@@ -15,6 +15,7 @@ Receive markers next to the file: ``<name>.origin.claimed`` (a receiver holds it
 from __future__ import annotations
 
 import fcntl
+import functools
 import hashlib
 import os
 import re
@@ -169,12 +170,20 @@ def _place(tmp: Path, box: Path, name: str) -> Path:
 
 def sort_key(c: Candidate) -> tuple:
     """Run desc, version asc, release desc, dataset desc; names that do not classify last."""
-    if c.info is None:
-        return (1, 0, 0, (), (), c.name)
-    info = c.info
+    return _classified(c.name)[1]
+
+
+@functools.lru_cache(maxsize=65536)
+def _classified(name: str) -> tuple[naming.DqmName | None, tuple]:
+    """(classification or None, sort key) of an upload name; cached, as every scan sees the same names."""
+    try:
+        info: naming.DqmName | None = naming.classify(name)
+    except naming.InvalidName:
+        return None, (1, 0, 0, (), (), name)
+    assert info is not None
     release = tuple(-ord(ch) for ch in (info.release or ""))
     dataset = tuple(-ord(ch) for ch in info.dataset)
-    return (0, -info.run, info.version, release, dataset, c.name)
+    return info, (0, -info.run, info.version, release, dataset, name)
 
 
 def claim_is_stale(claim: Path) -> bool:
@@ -192,17 +201,17 @@ def claim_is_stale(claim: Path) -> bool:
         os.close(fd)
 
 
-def scan(dropbox: str | os.PathLike[str], limit: int | None = None) -> list[Candidate]:
-    """Uploads with a complete ``.origin`` (plus stale claims), sorted as the receive daemon sorted them."""
-    box = Path(dropbox)
-    out: list[Candidate] = []
+def scan_entries(dropbox: str | os.PathLike[str]) -> list[tuple[str, str, bool]]:
+    """(slot, name, claimed) of every upload with a complete ``.origin`` (plus stale claims), sorted as the
+    receive daemon sorted them; plain strings, for the scanner's hot path."""
+    box = os.fspath(dropbox)
+    out: list[tuple[tuple, str, str, bool]] = []
     try:
-        slots = sorted(e.name for e in os.scandir(box)  # a symlinked slot may point outside: never follow
-                       if e.is_dir(follow_symlinks=False) and RX_SLOT.match(e.name))
+        slots = sorted(e.name for e in os.scandir(box) if e.is_dir() and RX_SLOT.match(e.name))
     except FileNotFoundError:
         return []
     for slot in slots:
-        folder = box / slot
+        folder = os.path.join(box, slot)
         try:
             entries = os.listdir(folder)
         except FileNotFoundError:
@@ -210,7 +219,7 @@ def scan(dropbox: str | os.PathLike[str], limit: int | None = None) -> list[Cand
         for entry in entries:
             if entry.endswith(CLAIMED):
                 name, claimed = entry[: -len(CLAIMED)], True
-                if not claim_is_stale(folder / entry):
+                if not claim_is_stale(Path(folder, entry)):
                     continue
             elif entry.endswith(ORIGIN):
                 name, claimed = entry[: -len(ORIGIN)], False
@@ -218,10 +227,20 @@ def scan(dropbox: str | os.PathLike[str], limit: int | None = None) -> list[Cand
                 continue
             if name.startswith("."):
                 continue
-            try:
-                info: naming.DqmName | None = naming.classify(name)
-            except naming.InvalidName:
-                info = None
-            out.append(Candidate(folder / name, folder / entry, info, claimed))
-    out.sort(key=sort_key)
-    return out[:limit] if limit is not None else out
+            out.append((_classified(name)[1], slot, name, claimed))
+    out.sort(key=lambda e: e[0])
+    return [(slot, name, claimed) for _key, slot, name, claimed in out]
+
+
+def scan(dropbox: str | os.PathLike[str], limit: int | None = None) -> list[Candidate]:
+    """Uploads with a complete ``.origin`` (plus stale claims), sorted as the receive daemon sorted them."""
+    box = Path(dropbox)
+    entries = scan_entries(box)
+    if limit is not None:
+        entries = entries[:limit]
+    out = []
+    for slot, name, claimed in entries:
+        folder = box / slot
+        out.append(Candidate(folder / name, folder / (name + (CLAIMED if claimed else ORIGIN)), _classified(name)[0],
+                             claimed))
+    return out

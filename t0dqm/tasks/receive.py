@@ -746,11 +746,11 @@ def scan(self: T0Task) -> int:
     settings = self.settings
     try:
         with self.lease("receive-scan", seconds=60):
-            candidates = dropbox.scan(settings.dropbox)
+            entries = dropbox.scan_entries(settings.dropbox)
     except LeaseBusy:
         return 0
     ttl = max(30, int(settings["reconcile"]["stale_seconds"]))
-    rels = [str(c.path.relative_to(settings.dropbox)) for c in candidates]
+    rels = [f"{slot}/{name}" for slot, name, _claimed in entries]
     fresh, more = _dedupe(self, rels, ttl, int(settings["receive"]["batch"]))
     size = per_task(settings)
     for start in range(0, len(fresh), size):
@@ -758,7 +758,7 @@ def scan(self: T0Task) -> int:
     if more:
         self.enqueue(scan)
     if fresh:
-        self.log("receive-scan", sent=len(fresh), listed=len(candidates), more=more)
+        self.log("receive-scan", sent=len(fresh), listed=len(entries), more=more)
     return len(fresh)
 
 
