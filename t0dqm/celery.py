@@ -14,7 +14,7 @@ from celery import Celery
 from celery.signals import worker_process_init
 from kombu import Exchange, Queue
 
-from t0dqm import config
+from t0dqm import config, flower_guard
 
 # Every task module; routes are by module (see route_for_task).
 TASK_MODULES = (
@@ -83,6 +83,21 @@ def all_queues(settings: config.Settings) -> list[str]:
     return [queue_name(q, settings) for q in BASE_QUEUES]
 
 
+def broker_ssl_options(settings: config.Settings, url: str) -> dict[str, object] | None:
+    """redis-py SSL options for a rediss:// URL (configuration table broker_ssl), else None."""
+    if not url.startswith("rediss://"):
+        return None
+    import ssl
+
+    cfg = settings["broker_ssl"]
+    reqs = {"required": ssl.CERT_REQUIRED, "optional": ssl.CERT_OPTIONAL, "none": ssl.CERT_NONE}
+    options: dict[str, object] = {"ssl_cert_reqs": reqs[cfg["cert_reqs"]]}
+    for key in ("ca_certs", "certfile", "keyfile"):
+        if cfg[key]:
+            options[f"ssl_{key}"] = cfg[key]
+    return options
+
+
 def configure(app: Celery, settings: config.Settings) -> None:
     broker = resolve_broker_url(settings)
     backend = settings["result_backend"] or broker
@@ -125,14 +140,20 @@ def configure(app: Celery, settings: config.Settings) -> None:
         beat_schedule_filename=str(settings.work_dir / f"{prefix}celerybeat-schedule"),
         # the flavour keys of the Redis keyspace (locks, metrics, heartbeats)
         t0dqm_prefix=f"t0dqm:{settings.flavour}:",
+        broker_use_ssl=broker_ssl_options(settings, broker),
+        redis_backend_use_ssl=broker_ssl_options(settings, backend),
     )
     import beat_schedule
 
     app.conf.beat_schedule = beat_schedule.build(settings)
 
 
+flower_guard.check()  # a Flower process bound beyond loopback without auth exits here
 app = Celery("t0dqm", include=list(TASK_MODULES))
-configure(app, config.get())
+try:
+    configure(app, config.get())
+except config.ConfigError as exc:  # a worker, beat or Flower must not start on a bad configuration
+    raise SystemExit(f"t0dqm: configuration error: {exc}") from None
 
 
 @worker_process_init.connect

@@ -122,6 +122,8 @@ DEFAULTS: dict[str, Any] = {
         "latency_seconds": 5 * 3600,
     },
     "flower": {"address": "127.0.0.1", "port": 5555, "basic_auth": ""},
+    # TLS to Redis (rediss:// broker): cert_reqs required|optional|none, CA file, optional client cert/key.
+    "broker_ssl": {"cert_reqs": "required", "ca_certs": "", "certfile": "", "keyfile": ""},
     "metrics": {"address": "127.0.0.1", "port": 9808},
 }
 
@@ -185,7 +187,7 @@ def _validate(data: dict[str, Any]) -> None:
     endpoint = data["archive_endpoint"]
     if endpoint and not (endpoint.startswith("root://") or endpoint.startswith("/") or endpoint.startswith(".")):
         raise ConfigError(f"archive_endpoint must be root://host//path or a directory, got {endpoint!r}")
-    for url_key in ("broker_url",):
+    for url_key in ("broker_url", "result_backend"):
         url = data[url_key]
         if url and not url.split("://", 1)[0] in ("redis", "rediss", "redis+socket", "sentinel", "amqp", "memory"):
             raise ConfigError(f"{url_key} has an unsupported scheme: {url!r}")
@@ -194,6 +196,41 @@ def _validate(data: dict[str, Any]) -> None:
         raise ConfigError("tasks.soft_time_limit must be below tasks.time_limit")
     if data["archive"]["max_zip_bytes"] <= 0:
         raise ConfigError("archive.max_zip_bytes must be positive")
+    _validate_more(data)
+
+
+def _positive(data: dict[str, Any], table: str, key: str, minimum: int = 1) -> None:
+    value = data[table][key]
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value < minimum:
+        raise ConfigError(f"{table}.{key} must be a number >= {minimum}, got {value!r}")
+
+
+def _validate_more(data: dict[str, Any]) -> None:
+    """Keys whose bad values would otherwise be ignored or fail late, far from the configuration."""
+    unknown = sorted(set(data["quota"]) - set(DEFAULT_QUOTAS_GIB))
+    if unknown:
+        raise ConfigError(f"quota.{unknown[0]} is not a file class (known: {', '.join(DEFAULT_QUOTAS_GIB)})")
+    for key in data["timeouts"]:
+        _positive(data, "timeouts", key)
+    for key in ("soft_time_limit", "time_limit", "long_soft_time_limit", "long_time_limit"):
+        _positive(data, "tasks", key)
+    if data["tasks"]["long_soft_time_limit"] >= data["tasks"]["long_time_limit"]:
+        raise ConfigError("tasks.long_soft_time_limit must be below tasks.long_time_limit")
+    for table, key, minimum in (("reconcile", "lease_seconds", 1), ("reconcile", "stale_seconds", 1),
+                                ("archive", "freeze_age", 0), ("archive", "verify_delay", 0),
+                                ("archive", "stage_max_tries", 1), ("receive", "batch", 1),
+                                ("receive", "scan_interval", 1)):
+        _positive(data, table, key, minimum)
+    for key in ("require_verified", "dry_run"):
+        if not isinstance(data["deletion"][key], bool):
+            raise ConfigError(f"deletion.{key} must be true or false, got {data['deletion'][key]!r}")
+    if data["broker_ssl"]["cert_reqs"] not in ("required", "optional", "none"):
+        raise ConfigError(f"broker_ssl.cert_reqs must be required, optional or none, "
+                          f"got {data['broker_ssl']['cert_reqs']!r}")
+    for key in ("ca_certs", "certfile", "keyfile"):
+        path = data["broker_ssl"][key]
+        if path and not os.path.isfile(path):
+            raise ConfigError(f"broker_ssl.{key}: no such file {path!r}")
 
 
 @dataclass(frozen=True)

@@ -29,7 +29,7 @@ from t0dqm.tasks.receive import receive_one
 from t0dqm.tier0 import eosdump
 from tests.corpus import build
 from tests.corpus.cases import CASES, ENTRIES, Case, by_entry
-from tests.integration.workerproc import worker
+from tests.integration.workerproc import point_app, worker
 
 
 @dataclass
@@ -283,7 +283,6 @@ def test_receive_corpus_through_a_worker(redis_server: Any, tmp_path: Path) -> N
     and the worker is alive and answering afterwards."""
     import redis as redislib
 
-    from t0dqm import celery as t0celery
     from t0dqm.catalog import reset_catalogs
     from t0dqm.tasks.ops import noop
     from t0dqm.tasks.receive import receive_file
@@ -292,7 +291,7 @@ def test_receive_corpus_through_a_worker(redis_server: Any, tmp_path: Path) -> N
     redislib.Redis.from_url(redis_server.url).flushall()
     cases = by_entry("receive")
     settings = make_settings(tmp_path / "root", broker_url=redis_server.url)
-    t0celery.reload(settings)
+    point_app(settings)
     ctx = Ctx(settings, tmp_path, build.make_sentinel(tmp_path))
     uploads = {}
     for i, case in enumerate(cases):
