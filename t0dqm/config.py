@@ -187,9 +187,9 @@ def _validate(data: dict[str, Any]) -> None:
     endpoint = data["archive_endpoint"]
     if endpoint and not (endpoint.startswith("root://") or endpoint.startswith("/") or endpoint.startswith(".")):
         raise ConfigError(f"archive_endpoint must be root://host//path or a directory, got {endpoint!r}")
-    for url_key in ("broker_url", "result_backend"):
+    for url_key in ("broker_url",):
         url = data[url_key]
-        if url and not url.split("://", 1)[0] in ("redis", "rediss", "redis+socket", "sentinel", "amqp", "memory"):
+        if url and url.split("://", 1)[0] not in ("redis", "rediss", "redis+socket", "sentinel", "amqp", "memory"):
             raise ConfigError(f"{url_key} has an unsupported scheme: {url!r}")
     tasks = data["tasks"]
     if tasks["soft_time_limit"] >= tasks["time_limit"]:

@@ -207,7 +207,8 @@ def scan_entries(dropbox: str | os.PathLike[str]) -> list[tuple[str, str, bool]]
     box = os.fspath(dropbox)
     out: list[tuple[tuple, str, str, bool]] = []
     try:
-        slots = sorted(e.name for e in os.scandir(box) if e.is_dir() and RX_SLOT.match(e.name))
+        slots = sorted(e.name for e in os.scandir(box)  # a symlinked slot may point outside: never follow
+                       if e.is_dir(follow_symlinks=False) and RX_SLOT.match(e.name))
     except FileNotFoundError:
         return []
     for slot in slots:
