@@ -202,3 +202,76 @@ def test_delete_runs(settings: config.Settings) -> None:
     assert [d.run for d in done] == [300001]
     assert sorted(s["run"] for s in idx.samples()) == [300002, 300003]
     assert idx.monitor_elements(300001, "/Global/Online/ALL") == []
+
+
+# -- partial indexes written by receive (one per batch) ---------------------------------------------------
+
+def batch_filed(settings: config.Settings, names: list[str]) -> list[int]:
+    from t0dqm.tasks.receive import Receiver
+
+    src = settings.root / "src"
+    src.mkdir(parents=True, exist_ok=True)
+    uploads = []
+    for name in names:
+        run, subsystems, strict = simulate.content_for(name)
+        simulate.write_dqm_file(src / name, run, subsystems, n_hists=20, strict=strict, lumi=77)
+        uploads.append(dropbox.upload(src / name, settings.dropbox))
+    outcomes = Receiver(settings, get_catalog()).receive_many(uploads, index=True)
+    assert [(o.status, o.index_state) for o in outcomes] == [("filed", "partial")] * len(names), outcomes
+    return [o.file_id for o in outcomes]
+
+
+def test_batch_partial_with_a_failed_sample_is_kept_and_retried(settings: config.Settings) -> None:
+    ids = batch_filed(settings, [ONLINE, OFFLINE])
+    cat = get_catalog()
+    (partial,) = dqmindex.partial_dir(settings).iterdir()
+    assert dqmindex.has_partial(settings, ids[1]) and not dqmindex.partial_path(settings, ids[1]).exists()
+    assert dqmindex.import_one(ids[1], settings, cat) == "partial"  # already in the batch's partial
+    bad = ids[1]
+
+    def flaky(conn, partial: Path, file_id: int) -> bool:  # noqa: ANN001
+        if file_id == bad:
+            raise OSError("disk full")
+        return dqmindex.merge_partial(conn, partial, file_id)
+
+    counts = dqmindex.merge_all(settings, cat, merge_one=flaky)
+    assert (counts["indexed"], counts["failed"]) == (1, 1)
+    assert partial.exists()  # still holds the failed sample
+    assert dqmindex.reset_failed(settings, cat) == [(bad, "partial")]
+    assert dqmindex.merge_all(settings, cat)["indexed"] == 1
+    assert not partial.exists() and [state(i)[0] for i in ids] == ["indexed", "indexed"]
+    assert sorted(s["file_id"] for s in dqmindex.Index(settings).samples()) == sorted(ids)
+
+
+def test_stale_partial_is_never_merged(settings: config.Settings) -> None:
+    """A partial whose sample's catalog row has another path (an id reused after a crash) is dropped."""
+    ids = batch_filed(settings, [ONLINE])
+    cat = get_catalog()
+    (partial,) = dqmindex.partial_dir(settings).iterdir()
+    stale = partial.with_name(f"{dqmindex.BATCH_PREFIX}0-stale.sqlite")
+    conn = dqmindex.connect(stale, fast=True)
+    conn.execute("INSERT INTO samples (file_id, run, dataset, version, cls, path, imported_at) "
+                 "VALUES (?, 1, '/A/B/C', 1, 'online_data', 'Other/path.root', 0)", (ids[0],))
+    conn.close()
+    counts = dqmindex.merge_all(settings, cat)
+    assert counts["indexed"] == 1 and not stale.exists() and not partial.exists()
+    (sample,) = dqmindex.Index(settings).samples()
+    assert sample["path"] != "Other/path.root"
+
+
+def test_lost_partial_is_imported_again_by_reconcile(settings: config.Settings) -> None:
+    from t0dqm.tasks.index import IMPORT_TASK, MERGE_TASK, _recover_merge
+
+    ids = batch_filed(settings, [ONLINE, OFFLINE])
+    cat = get_catalog()
+    later = time.time() + settings["reconcile"]["stale_seconds"] + 1
+    with cat.read() as conn:
+        assert [r.task for r in _recover_merge(conn, settings, later)] == [MERGE_TASK]
+    for partial in dqmindex.partial_dir(settings).iterdir():
+        partial.unlink()
+    with cat.read() as conn:
+        resumes = list(_recover_merge(conn, settings, later))
+    assert sorted(r.args[0] for r in resumes) == sorted(ids) and {r.task for r in resumes} == {IMPORT_TASK}
+    for file_id in ids:
+        assert dqmindex.import_one(file_id, settings, cat) == "partial"
+    assert dqmindex.merge_all(settings, cat)["indexed"] == 2

@@ -288,3 +288,136 @@ def test_import_legacy(settings: config.Settings) -> None:
     assert '"known": 2' in result.output  # idempotent
     # receive probes past legacy .dqminfo files: the next upload of this name is V0004
     assert receive_one(up(settings, OFFLINE)).version == 4
+
+
+# -- batches ------------------------------------------------------------------------------------------
+
+def _names(n: int) -> list[str]:
+    return [f"DQM_V0001_R{300010 + i:09d}__ZeroBias__Run2024A-PromptReco-v1__DQMIO.root" for i in range(n)]
+
+
+def test_batch_with_bad_files_in_the_middle(settings: config.Settings) -> None:
+    from t0dqm import index as dqmindex
+
+    names = _names(3)
+    good = [up(settings, name) for name in names]
+    bad_magic = simulate.write_broken(settings.root / "src", "bad_magic", random.Random(2))
+    bad1 = dropbox.upload(bad_magic["file"], settings.dropbox)
+    bad2 = up(settings, MERGED, strict=False)  # a merged online file must pass the strict check
+    batch = [good[0], bad1, good[1], bad2, good[2]]
+    outcomes = Receiver(settings, get_catalog()).receive_many(batch, index=True)
+    assert [o.status for o in outcomes] == ["filed", "quarantined", "filed", "quarantined", "filed"]
+    assert "bad magic" in outcomes[1].reason and "reportSummaryMap" in outcomes[3].reason
+    assert {o.index_state for o in outcomes if o.status == "filed"} == {"partial"}
+    for bad in (bad1, bad2):
+        assert bad.exists() and bad.with_name(bad.name + ".origin.bad").exists()
+    assert sorted(r["name"] for r in rows()) == sorted(names)
+    assert {r["index_state"] for r in rows()} == {"partial"}
+    (partial,) = dqmindex.partial_dir(settings).iterdir()  # one partial index for the batch
+    assert partial.name.startswith(dqmindex.BATCH_PREFIX)
+    assert sorted(fid for fid, _ in dqmindex.partial_contents(partial)) == sorted(o.file_id for o in outcomes
+                                                                                  if o.file_id)
+    assert dqmindex.merge_all(settings, get_catalog())["indexed"] == 3
+    assert not partial.exists()
+    samples = dqmindex.Index(settings).samples()
+    assert sorted(s["file_id"] for s in samples) == sorted(o.file_id for o in outcomes if o.file_id)
+    # the elements the receive check read are the ones an import reads
+    row = next(r for r in rows() if r["name"] == names[0])
+    shown = {m["path"] for m in dqmindex.Index(settings).monitor_elements(row["run"], row["dataset"])}
+    assert shown == {m.path for m in rootcheck.read_monitor_elements(settings.repository / row["path"])}
+
+
+def test_batch_unexpected_error_leaves_only_that_upload(settings: config.Settings,
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    uploads = [up(settings, name) for name in _names(3)]
+    original = Receiver._link
+
+    def flaky(self, p, target, dqinfo):  # noqa: ANN001, ANN202
+        if p == uploads[1]:
+            raise RuntimeError("disk trouble")
+        return original(self, p, target, dqinfo)
+
+    monkeypatch.setattr(Receiver, "_link", flaky)
+    receiver = Receiver(settings, get_catalog())
+    outcomes = receiver.receive_many(uploads)
+    assert [o.status for o in outcomes] == ["filed", "error", "filed"]
+    assert "disk trouble" in outcomes[1].reason and isinstance(receiver.errors[0], RuntimeError)
+    monkeypatch.undo()
+    (cand,) = dropbox.scan(settings.dropbox)  # its claim is free again: the next scan retries it
+    assert cand.path == uploads[1] and cand.claimed
+    assert receive_one(cand.path).status == "filed"
+    assert len(rows()) == 3
+
+
+def test_batch_out_of_time_defers_the_rest(settings: config.Settings) -> None:
+    uploads = [up(settings, name) for name in _names(2)]
+    outcomes = Receiver(settings, get_catalog()).receive_many(uploads, budget=0.0)
+    assert [o.status for o in outcomes] == ["deferred", "deferred"]
+    assert len(dropbox.scan(settings.dropbox)) == 2 and rows() == []
+
+
+@pytest.mark.parametrize("where", ["_link", "_record_many", "index", "mark"])
+def test_batch_killed_midway_and_rerun(settings: config.Settings, monkeypatch: pytest.MonkeyPatch,
+                                       where: str) -> None:
+    """A batch killed at any point and run again (by a redelivered message or the next scan, then
+    reconcile's import for what stayed pending): every upload filed exactly once and indexed once."""
+    from t0dqm import index as dqmindex
+
+    names = _names(5)
+    uploads = [up(settings, name) for name in names]
+    cat = get_catalog()
+    if where == "_link":  # the third upload linked, the batch's rows not written
+        original = Receiver._link
+        calls = []
+
+        def dies(self, *a, **k):  # noqa: ANN001, ANN002, ANN003, ANN202
+            original(self, *a, **k)
+            calls.append(1)
+            if len(calls) == 3:
+                raise Killed()
+        monkeypatch.setattr(Receiver, "_link", dies)
+    elif where == "_record_many":  # rows committed, claims still there
+        original_record = Receiver._record_many
+
+        def dies_after(self, *a, **k):  # noqa: ANN001, ANN002, ANN003, ANN202
+            original_record(self, *a, **k)
+            raise Killed()
+        monkeypatch.setattr(Receiver, "_record_many", dies_after)
+    elif where == "index":  # claims removed, partial index written, rows still pending
+        original_mark = dqmindex.set_index_state
+
+        def dies(catalog, ids, expected, new, *a, **k):  # noqa: ANN001, ANN002, ANN003, ANN202
+            if new == "partial":
+                raise Killed()
+            return original_mark(catalog, ids, expected, new, *a, **k)
+        monkeypatch.setattr(dqmindex, "set_index_state", dies)
+    else:  # "mark": rows marked partial, the task dies before enqueueing the merge
+        original_index = Receiver._index
+
+        def dies_after_index(self, *a, **k):  # noqa: ANN001, ANN002, ANN003, ANN202
+            original_index(self, *a, **k)
+            raise Killed()
+        monkeypatch.setattr(Receiver, "_index", dies_after_index)
+    with pytest.raises(Killed):
+        Receiver(settings, cat).receive_many(uploads, index=True)
+    monkeypatch.undo()
+    # run again: what was left claimed is resumed at its reserved version
+    outcomes = Receiver(settings, cat).receive_many(uploads, index=True)
+    assert {o.status for o in outcomes} <= {"filed", "gone"}
+    # reconcile: whatever stayed pending is imported, then merged
+    for row in rows():
+        if row["index_state"] == "pending":
+            assert dqmindex.import_one(row["id"], settings, cat) == "partial"
+    dqmindex.merge_all(settings, cat)
+    got = rows()
+    assert sorted(r["name"] for r in got) == sorted(names)  # each once
+    assert {r["version"] for r in got} == {1} and {r["index_state"] for r in got} == {"indexed"}
+    for r in got:
+        folder = (settings.repository / r["path"]).parent
+        assert sorted(p.name for p in folder.iterdir() if p.name.startswith(r["name"][:25])) == [
+            r["name"], r["name"] + ".dqminfo"]
+    samples = dqmindex.Index(settings).samples()
+    assert sorted(s["file_id"] for s in samples) == sorted(r["id"] for r in got)  # indexed once each
+    assert dropbox.scan(settings.dropbox) == []
+    assert all(not list(p.parent.iterdir()) for p in uploads)
+    assert list(dqmindex.partial_dir(settings).glob("*.sqlite")) == []

@@ -186,6 +186,78 @@ def test_dqm_style_key_names_are_parsed_without_reading():
     assert rootcheck._me_path(("Other",), "h") == "Other/h"
 
 
+# --- one walk, native reader against uproot ---------------------------------------------------------------
+
+def _native_and_uproot(path: Path, strict: bool | None) -> tuple[object, object]:
+    return rootcheck._examine_native(path, None, strict, True), rootcheck._examine_uproot(path, strict, True)
+
+
+@pytest.mark.parametrize("strict", [True, False, None])
+def test_native_reader_agrees_with_uproot(tmp_path, strict):
+    files = [good(tmp_path, strict=True), _write(tmp_path / "a.root", FULL),
+             _write(tmp_path / "b.root", {"F/tag": "<t1>t=17</t1>", "F/free": "free text", "F/x": "H1"})]
+    sub = tmp_path / "DQM_V0001_Ecal_R000000007.root"
+    simulate.write_dqm_file(sub, 7, ["Ecal"], n_hists=15, strict=False)
+    files.append(sub)
+    for path in files:
+        try:
+            native, reference = _native_and_uproot(path, strict)
+        except RootCheckError as exc:  # the same verdict from both
+            with pytest.raises(RootCheckError, match=exc.reason):
+                rootcheck._examine_uproot(path, bool(strict), True)
+            continue
+        assert native == reference, path
+
+
+def test_inspect_does_not_need_uproot_for_dqm_files(tmp_path, monkeypatch):
+    path = good(tmp_path, strict=True, subsystems=("Ecal", "Hcal", "Pixel"))
+    data = path.read_bytes()
+    reference = rootcheck._examine_uproot(path, True, True)
+    monkeypatch.setattr(rootcheck, "_examine_uproot", lambda *a, **k: pytest.fail("fell back to uproot"))
+    found = rootcheck.inspect(path, True, data=data)
+    assert found == reference and found.check == "VERIFY: Good to go; R=123456:L=7:E=999"
+    assert rootcheck.inspect(path, None).mes == reference.mes and rootcheck.inspect(path, None).check is None
+    assert rootcheck.inspect(path, False, mes=False) == rootcheck.Inspection("VERIFY: Good to go", [])
+
+
+def test_compressed_scalars(tmp_path):
+    long_text = "<long>s=" + "abc" * 3000 + "</long>"
+    for compression, native_ok in ((uproot.ZLIB(6), True), (uproot.LZMA(1), False)):
+        path = tmp_path / "c.root"
+        with uproot.recreate(path, compression=compression) as f:
+            f.mkdir("DQMData/Run 9/Ecal/Run summary")
+            f["DQMData/Run 9/Ecal/Run summary/long"] = long_text
+        if native_ok:
+            native, reference = _native_and_uproot(path, False)
+            assert native == reference
+        else:
+            with pytest.raises(rootcheck._Unreadable):
+                rootcheck._examine_native(path, None, False, True)
+        (me,) = rootcheck.inspect(path, False).mes  # uproot decides when the native reader cannot
+        assert me == ME("Ecal/long", "STRING", "abc" * 3000)
+
+
+def test_native_reader_refuses_loops_and_bad_records(tmp_path, monkeypatch):
+    path = good(tmp_path, strict=False)
+    data = path.read_bytes()
+    head = data[:40]
+    begin, end = rootcheck._validate_header(head, len(data))
+    src = rootcheck._Source(end, data)
+    top = rootcheck._top_directory(head, begin)
+    assert len(rootcheck._walk_native(src, top)) > 40
+    with pytest.raises(rootcheck._Unreadable):
+        src.get(end + 1, end + 10)  # outside the file
+    with pytest.raises(rootcheck._Unreadable):
+        rootcheck._NativeKey(src, 100, 50, 10, 0)  # fNbytes < fKeylen
+    # a directory that contains itself is refused, not walked forever
+    monkeypatch.setattr(rootcheck, "_dir_keys",
+                        lambda s, at: [("TDirectory", "again", rootcheck._NativeKey(s, top, 0, 0, 0))])
+    with pytest.raises(rootcheck._Unreadable, match="loop"):
+        rootcheck._walk_native(src, top)
+    # and inspect() then lets uproot decide (the real file is fine)
+    assert rootcheck.inspect(path, False).check == "VERIFY: Good to go"
+
+
 # --- simulation -------------------------------------------------------------------------------------------
 
 def test_make_names_classify_and_are_deterministic():
