@@ -3,10 +3,11 @@
 Lines: ``path=<abs> size=<bytes> checksum=<hex> ctime=<s>.<ns> mtime=<s>.<ns>`` (nanoseconds not
 zero-padded, so times are parsed as two integers, never as a float).
 
-The dump is never loaded whole: a child process (``t0dqm.tier0.gzinflate``, ISA-L) inflates it and deals
-complete-line segments to this process and to ``default_workers()`` parser processes; each parses 8 MiB
-blocks with numpy (``_Block``) and the per-folder aggregates are merged. Anything unusual falls back to
-the line-by-line parser, so the result is the same as parsing every line with ``parse_line``.
+The dump is never loaded whole: a child process (``t0dqm.tier0.gzinflate``, ISA-L) inflates it into a
+pipe; 8 MiB pieces of complete lines are read by pyarrow's CSV reader and grouped by folder with
+pyarrow compute functions in ``default_workers()`` threads (``_parse_block``), and the small per-folder
+aggregates are merged here. Anything unusual goes to the line-by-line parser, so the result is the
+same as parsing every line with ``parse_line``.
 
 Refusals (``DumpError``, nothing should be deleted): truncated or corrupt gzip, dump older than the
 allowed age, no line in the streamer area. Malformed lines are counted, never fatal alone.
@@ -15,14 +16,18 @@ allowed age, no line in the streamer area. Malformed lines are counted, never fa
 from __future__ import annotations
 
 import os
-import pickle
 import subprocess
 import sys
 import time
+from collections import deque
 from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.csv as pcsv
 
 from t0dqm.tier0.streamer_names import AREA, TRANSFERTEST_LABELS, StreamerUnit, parse_unit_dir
 
@@ -330,200 +335,28 @@ class _Aggregator:
         return self.s
 
     def chunk(self, c: bytes) -> None:
-        """Complete lines (``c`` starts with a newline); see ``_Block``."""
-        if not c.startswith(b"\n"):
-            c = b"\n" + c
-        if not c.endswith(b"\n"):
-            c += b"\n"
-        _Block(self, c).run()
+        """Complete lines (a piece from ``_blocks``); see ``_parse_block``."""
+        self.merge(_parse_block(c, self.split_key()))
 
+    def split_key(self) -> int | None:
+        """The split cutoff as ``s * 10**9 + ns``, clipped to int64 (keys are below 9 * 10**18)."""
+        if self.split_cutoff is None:
+            return None
+        cut = self.split_cutoff[0] * 10**9 + self.split_cutoff[1]
+        return min(max(cut, -(2**63)), 2**63 - 1)
 
-_U = np.uint64
-_ONE = _U(1)
-_ZEROS = _U(0x3030303030303030)  # "00000000"
-_HIGH = _U(0xF0F0F0F0F0F0F0F0)
-_SIX = _U(0x0606060606060606)
-_M1 = _U(0x000000FF000000FF)
-_MUL1 = _U(100 + (1000000 << 32))
-_MUL2 = _U(1 + (10000 << 32))
-_LOW32 = _U(0xFFFFFFFF)
-
-
-def _word(text: bytes) -> tuple[np.uint64, np.uint64]:
-    """(value, mask) of up to 8 bytes as a little-endian word, to compare with ``_loads``."""
-    return _U(int.from_bytes(text.ljust(8, b"\0"), "little")), _U((1 << (8 * len(text))) - 1)
-
-
-_PATH = _word(b"path=/")
-_SIZE = _word(b" size=")
-_CHECKSUM = _word(b"checksum")  # at space + 1, then "=" at space + 9
-_CTIME = _word(b" ctime=")
-_MTIME = _word(b" mtime=")
-
-
-def _loads(c: bytes) -> np.ndarray:
-    """Unaligned little-endian 8-byte words: ``w[i]`` holds ``c[i:i + 8]``."""
-    return np.ndarray((len(c) - 7,), dtype="<u8", buffer=c, offset=0, strides=(1,))
-
-
-def _has(w: np.ndarray, at: np.ndarray, word: tuple[np.uint64, np.uint64]) -> np.ndarray:
-    return (w[np.minimum(at, len(w) - 1)] & word[1]) == word[0]
-
-
-def _eight(x: np.ndarray, length: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """SWAR: the last ``length`` (0-8) bytes of each word as decimal digits: (values, all digits)."""
-    fill = (_ONE << (_U(8) * (_U(8) - length.astype(np.uint64)))) - _ONE  # bytes before the field
-    x = (x & ~fill) | (_ZEROS & fill)
-    ok = ((x & _HIGH) == _ZEROS) & (((x + _SIX) & _HIGH) == _ZEROS)
-    v = x - _ZEROS
-    v = v * _U(10) + (v >> _U(8))
-    v = (((v & _M1) * _MUL1) + (((v >> _U(16)) & _M1) * _MUL2)) >> _U(32)
-    return v & _LOW32, ok
-
-
-def _number(w: np.ndarray, end: np.ndarray, length: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Decimal field ``c[end - length:end]`` (1 to 16 digits): (int64 values, valid)."""
-    valid = (length >= 1) & (length <= 16) & (end >= 16)
-    length = np.clip(length, 0, 16)
-    lo, ok = _eight(w[np.maximum(end - 8, 0)], np.minimum(length, 8))
-    hi, ok2 = _eight(w[np.maximum(end - 16, 0)], np.maximum(length - 8, 0))
-    return (hi * _U(10**8) + lo).astype(np.int64), valid & ok & ok2
-
-
-class _Block:
-    """One piece of complete lines (starting with a newline), parsed with numpy.
-
-    Positions of the bytes below ``0`` (newline, space, slash, dot...) give each line's structure. A
-    line is *regular* when the last six of them are the spaces before size=, checksum= and ctime=, the
-    ctime dot, the space before mtime= and the mtime dot, and it starts with ``path=/``: its path is
-    then exactly what ``parse_line`` takes (spaces before the last slash included) and only the path
-    can contain the streamer area. Regular lines are grouped into runs of one folder (same folder length
-    and last 8 bytes, then checked exactly with one ``bytes.count`` per run); folders outside the area
-    only count lines. In the area, field names are checked and sizes and times parsed with SWAR digit
-    arithmetic on 8-byte words. Any other line (blank lines aside) goes to the line-by-line parser,
-    which defines the result, so the outcome is the same as parsing every line with ``parse_line``.
-    """
-
-    def __init__(self, agg: _Aggregator, c: bytes):
-        self.agg = agg
-        self.c = c
-        self.a = np.frombuffer(c, np.uint8)
-        self.w = _loads(c)
-
-    def _slow(self, starts: np.ndarray, ends: np.ndarray) -> None:
-        c = self.c
-        self.agg.slow(b"\n".join(c[x:y] for x, y in zip(starts.tolist(), ends.tolist(), strict=True)))
-
-    def run(self) -> None:
-        a, c, w = self.a, self.c, self.w
-        if len(c) < 16:
-            self.agg.slow(c)
-            return
-        pos = np.flatnonzero(a < 48)
-        kind = a[pos]
-        nli = np.flatnonzero(kind == 10)
-        if len(nli) < 2:
-            return
-        if len(kind) < 7:  # too few separators for the vector checks below (odd lines only)
-            self.agg.slow(c)
-            return
-        e = nli[1:]
-        starts = pos[nli[:-1]] + 1
-        ok = (e - nli[:-1]) > 6
-        ei = np.where(ok, e, 6)
-        ok &= ((kind[ei - 1] == 46) & (kind[ei - 2] == 32) & (kind[ei - 3] == 46) & (kind[ei - 4] == 32)
-               & (kind[ei - 5] == 32) & (kind[ei - 6] == 32))
-        ok &= _has(w, starts, _PATH)
-        if not ok.all():
-            bad = np.flatnonzero(~ok)
-            ends = pos[e[bad]]
-            nonblank = ends > starts[bad]
-            if nonblank.any():
-                self._slow(starts[bad][nonblank], ends[nonblank])
-            reg = np.flatnonzero(ok)
-            if not len(reg):
-                return
-            ei = ei[reg]
-            starts = starts[reg]
-        else:
-            reg = np.arange(len(e))
-        s0 = pos[ei - 6]
-        slashes = pos[kind == 47]
-        last = slashes[np.searchsorted(slashes, s0) - 1]  # "path=/": one before s0 in the line
-        dl = last - starts
-        tail = w[np.maximum(last - 8, 0)]
-        brk = np.ones(len(reg), bool)
-        brk[1:] = (reg[1:] != reg[:-1] + 1) | (dl[1:] != dl[:-1]) | (tail[1:] != tail[:-1])
-        gstart = np.flatnonzero(brk).tolist()
-        gend = gstart[1:] + [len(reg)]
-        st_l = starts.tolist()
-        last_l = last.tolist()
-        en_l = pos[ei].tolist()
-        s = self.agg.s
-        area: list[tuple[int, int, StreamerUnit | None, UnitAgg, bool]] = []
-        for i, j in zip(gstart, gend, strict=True):
-            d = c[st_l[i] + 5:last_l[i]]
-            if j - i > 1 and c.count(b"\npath=" + d + b"/", st_l[i] - 1, en_l[j - 1] + 1) != j - i:
-                spans = [(k, k + 1) for k in range(i, j)]  # folders of equal length and tail: one by one
-            else:
-                spans = [(i, j)]
-            for i2, j2 in spans:
-                if i2 != i:
-                    d = c[st_l[i2] + 5:last_l[i2]]
-                unit, agg, split = self.agg._dir(d)
-                if agg is None:
-                    s.lines += j2 - i2
-                    s.other_area_files += j2 - i2
-                else:
-                    area.append((i2, j2, unit, agg, split))
-        if area:
-            self._area(area, pos, ei, starts)
-
-    def _area(self, groups: list[tuple[int, int, StreamerUnit | None, UnitAgg, bool]], pos: np.ndarray,
-              ei: np.ndarray, starts: np.ndarray) -> None:
-        """Lines of folders in the streamer area: field names, sizes and times, then per-folder sums."""
-        w, agg = self.w, self.agg
-        s = agg.s
-        if len(groups) == 1:
-            sel = slice(groups[0][0], groups[0][1])
-        else:
-            sel = np.concatenate([np.arange(i, j) for i, j, *_ in groups])
-        ei = ei[sel]
-        s0, s1, s2, dc, s3, dm, end = (pos[ei - k] for k in (6, 5, 4, 3, 2, 1, 0))
-        ok = (_has(w, s0, _SIZE) & _has(w, s1 + 1, _CHECKSUM) & (self.a[s1 + 9] == 61)
-              & _has(w, s2, _CTIME) & _has(w, s3, _MTIME))
-        sizes, v = _number(w, s1, s1 - s0 - 6)
-        ok &= v
-        secs, v = _number(w, dm, dm - s3 - 7)
-        ok &= v & (secs < 9_000_000_000)
-        nss, v = _number(w, end, end - dm - 1)
-        ok &= v & (end - dm - 1 <= 9)
-        ok &= _number(w, dc, dc - s2 - 7)[1] & _number(w, s3, s3 - dc - 1)[1]
-        key = secs * 10**9 + nss
-        if not ok.all():  # odd lines (bad fields, long numbers, far future): the line parser decides
-            bad = np.flatnonzero(~ok)
-            self._slow(starts[sel][bad], end[bad])
-            sizes[bad] = 0
-            key[bad] = -1
-        lens = [j - i for i, j, *_ in groups]
-        offs = np.zeros(len(groups), np.int64)
-        np.cumsum(lens[:-1], out=offs[1:])
-        files = np.add.reduceat(ok.astype(np.int64), offs).tolist()
-        if int(sizes.max()) * len(sizes) < 2**63:
-            total = np.add.reduceat(sizes, offs).tolist()
-        else:  # pragma: no cover - petabyte files: exact Python sums
-            total = [sum(sizes[o:o + n].tolist()) for o, n in zip(offs.tolist(), lens, strict=True)]
-        newest = np.maximum.reduceat(key, offs).tolist()
-        cut = None
-        if agg.split_cutoff is not None:
-            cut = agg.split_cutoff[0] * 10**9 + agg.split_cutoff[1]
-            cut = min(max(cut, -(2**63)), 2**63 - 1)
-        for g, (_i, _j, unit, ua, split) in enumerate(groups):
-            m = files[g]
-            if not m:
-                continue
-            size = total[g]
+    def merge(self, part: _Part) -> None:
+        """Fold one piece's per-folder aggregates (and its odd lines, line by line) into the summary."""
+        s = self.s
+        s.lines += part.other + part.malformed
+        s.other_area_files += part.other
+        s.malformed += part.malformed
+        for d, m, size, newest, old_m, old_size, old_newest in part.groups:
+            unit, ua, split = self._dir(d)
             s.lines += m
+            if ua is None:
+                s.other_area_files += m
+                continue
             s.area_files += m
             s.area_bytes += size
             if unit is None:
@@ -532,47 +365,190 @@ class _Block:
                 continue
             ua.files += m
             ua.bytes += size
-            best = divmod(newest[g], 10**9)
+            best = divmod(newest, 10**9)
             if best > ua.newest:
                 ua.newest = best
-            if split and cut is not None:
-                o = int(offs[g])
-                kg = key[o:o + lens[g]]
-                old = ok[o:o + lens[g]] & (kg < cut)
-                if old.any():
-                    ua.old_files += int(old.sum())
-                    ua.old_bytes += sum(sizes[o:o + lens[g]][old].tolist())
-                    t = divmod(int(kg[old].max()), 10**9)
-                    if ua.old_newest is None or t > ua.old_newest:
-                        ua.old_newest = t
+            if split and old_m:
+                ua.old_files += old_m
+                ua.old_bytes += old_size
+                t = divmod(old_newest, 10**9)
+                if ua.old_newest is None or t > ua.old_newest:
+                    ua.old_newest = t
+        for line in part.slow:
+            self.slow(line)
 
 
-def _merge(into: DumpSummary, part: DumpSummary) -> None:
-    for name in ("lines", "malformed", "area_files", "area_bytes", "other_area_files", "unrecognised_files",
-                 "unrecognised_bytes"):
-        setattr(into, name, getattr(into, name) + getattr(part, name))
-    for unit, a in part.units.items():
-        b = into.units.get(unit)
-        if b is None:
-            into.units[unit] = a
-            continue
-        b.files += a.files
-        b.bytes += a.bytes
-        b.newest = max(b.newest, a.newest)
-        b.old_files += a.old_files
-        b.old_bytes += a.old_bytes
-        if a.old_newest is not None and (b.old_newest is None or a.old_newest > b.old_newest):
-            b.old_newest = a.old_newest
+# ---------------------------------------------------------------------------- native (pyarrow) block parser
+
+_COLUMNS = ["p", "s", "k", "c", "m"]  # path=, size=, checksum=, ctime=, mtime=
+_READ = pcsv.ReadOptions(column_names=_COLUMNS, use_threads=False, block_size=1 << 26)
+_CONVERT = pcsv.ConvertOptions(column_types=dict.fromkeys(_COLUMNS, pa.string()), check_utf8=False,
+                               strings_can_be_null=False, quoted_strings_can_be_null=False)
+_AREA_S = AREA
+_CTIME_RE = r"^ctime=[0-9]{1,18}\.[0-9]{1,18}$"  # as _pair_digits checks them
+_MTIME_RE = r"^mtime=[0-9]{1,18}\.[0-9]{1,18}$"
+_LOW = (1 << 32) - 1
+
+
+@dataclass
+class _Part:
+    """What one piece of lines gave: counts of lines outside the area (``other``: starting with path=/,
+    ``malformed``: not), per-folder aggregates of strict lines mentioning the area in their path
+    (folder bytes with "path=" cut, files, bytes, newest key, and files / bytes / newest key of those
+    older than the split cutoff), and the lines left to the line-by-line parser."""
+
+    other: int = 0
+    malformed: int = 0
+    groups: list[tuple[bytes, int, int, int, int, int, int]] = field(default_factory=list)
+    slow: list[bytes] = field(default_factory=list)
+
+
+def _odd_lines(c: bytes) -> tuple[bytes, list[bytes]]:
+    """Split off lines the CSV reader would read differently from ``parse_line`` (a carriage return
+    is a line end to it) or could not hand back exactly (non-ASCII bytes)."""
+    keep: list[bytes] = []
+    odd: list[bytes] = []
+    for line in c.split(b"\n"):
+        if line:
+            (odd if b"\r" in line or not line.isascii() else keep).append(line)
+    return b"\n".join(keep) + b"\n", odd
+
+
+def _sum64(values: pa.Array) -> tuple[pa.Array, pa.Array]:
+    """int64 values as (high, low) 32-bit halves, so that per-group sums cannot overflow."""
+    return pc.shift_right(values, 32), pc.bit_wise_and(values, _LOW)
+
+
+def _parse_block(c: bytes, cut: int | None) -> _Part:
+    """One piece of complete lines, read and grouped by pyarrow (no Python work per line).
+
+    The CSV reader splits lines at single spaces (no quoting, empty lines skipped); rows without
+    exactly 5 fields come back through the invalid-row handler and go to the line parser. A row
+    whose path does not contain the streamer area only needs the ``path=/`` test (the line parser
+    does no more) unless another field mentions the area. A row whose path does is *strict* when
+    every field has exactly the expected shape (regular expressions on the whole field): its
+    folder, size and mtime are then what ``parse_line`` gives, and it is grouped by folder with
+    sums and maxima in native code. Every other row is joined back (its 4 spaces) and goes to the
+    line parser, which defines the result."""
+    part = _Part()
+    if b"\r" in c or not c.isascii():
+        c, part.slow = _odd_lines(c)
+    bad: list[str] = []
+
+    def invalid(row: pcsv.InvalidRow) -> str:
+        bad.append(row.text)
+        return "skip"
+
+    parse = pcsv.ParseOptions(delimiter=" ", quote_char=False, escape_char=False, double_quote=False,
+                              newlines_in_values=False, ignore_empty_lines=True, invalid_row_handler=invalid)
+    t = pcsv.read_csv(pa.py_buffer(c), read_options=_READ, parse_options=parse, convert_options=_CONVERT)
+    part.slow.extend(x.encode() for x in bad)
+    if not t.num_rows:
+        return part
+    t = t.combine_chunks()
+    p = t.column("p")
+    inp = pc.match_substring(p, _AREA_S)
+    n_in = pc.sum(inp).as_py() or 0
+    if n_in < t.num_rows:
+        out = t.filter(pc.invert(inp))
+        elsewhere = pc.or_(pc.or_(pc.match_substring(out.column("s"), _AREA_S),
+                                  pc.match_substring(out.column("k"), _AREA_S)),
+                           pc.or_(pc.match_substring(out.column("c"), _AREA_S),
+                                  pc.match_substring(out.column("m"), _AREA_S)))
+        if pc.any(elsewhere).as_py():
+            _to_slow(part, out.filter(elsewhere))
+            out = out.filter(pc.invert(elsewhere))
+        other = pc.sum(pc.starts_with(out.column("p"), "path=/")).as_py() or 0
+        part.other += other
+        part.malformed += out.num_rows - other
+        if not n_in:
+            return part
+        t = t.filter(inp)
+    _strict(part, t, cut)
+    return part
+
+
+def _pair_digits(col: pa.ChunkedArray | pa.Array, skip: int) -> tuple[np.ndarray, pa.Array] | None:
+    """``<name>=S.N`` fields (name ``skip - 1`` long): (valid rows, S and N of each row as strings,
+    flat), when every row has exactly one dot; None otherwise (then the caller uses a regex)."""
+    st = pc.split_pattern(pc.utf8_slice_codeunits(col, skip), ".", max_splits=1)
+    if pc.min(pc.list_value_length(st)).as_py() != 2:
+        return None
+    flat = pc.list_flatten(st)
+    ok = pc.and_(pc.ascii_is_decimal(flat), pc.less_equal(pc.binary_length(flat), 18))
+    return ok.to_numpy(zero_copy_only=False).reshape(-1, 2).all(axis=1), flat
+
+
+def _strict(part: _Part, t: pa.Table, cut: int | None) -> None:
+    """Rows whose path mentions the area: strict ones grouped by folder, the others to the line
+    parser (then the strict ones again, which all pass)."""
+    p, s, k, cc, m = (t.column(x) for x in _COLUMNS)
+    ok = pc.and_(pc.and_(pc.starts_with(p, "path=/"), pc.starts_with(k, "checksum=")),
+                 pc.and_(pc.starts_with(s, "size="), pc.starts_with(cc, "ctime=")))
+    ok = pc.and_(ok, pc.starts_with(m, "mtime="))
+    sz = pc.utf8_slice_codeunits(s, 5)  # up to 18 digits: fits int64
+    ok = pc.and_(ok, pc.and_(pc.ascii_is_decimal(sz), pc.less_equal(pc.binary_length(sz), 18)))
+    good = ok.to_numpy(zero_copy_only=False)
+    ct = _pair_digits(cc, 6)
+    mt = _pair_digits(m, 6)
+    if ct is None or mt is None:  # a time without its dot: decide these rows with regular expressions
+        good &= pc.match_substring_regex(cc, _CTIME_RE).to_numpy(zero_copy_only=False)
+        good &= pc.match_substring_regex(m, _MTIME_RE).to_numpy(zero_copy_only=False)
+        if good.all():  # pragma: no cover - the split above found a row without a dot
+            raise AssertionError("time fields without a dot passed the regular expressions")
+    else:
+        good &= ct[0] & mt[0]
+        if good.all():
+            sn = pc.cast(mt[1], pa.int64()).to_numpy().reshape(-1, 2)
+            secs, nss = sn[:, 0], sn[:, 1]
+            good &= (secs < 9_000_000_000) & (nss < 10**9)  # key = s * 10**9 + ns orders as (s, ns)
+    if not good.all():
+        bad = pa.array(~good)
+        _to_slow(part, t.filter(bad))
+        if good.any():
+            _strict(part, t.filter(pa.array(good)), cut)
+        return
+    key = pa.array(secs * 10**9 + nss)
+    size = pc.cast(sz, pa.int64())
+    d = pc.list_element(pc.split_pattern(p, "/", max_splits=1, reverse=True), 0)
+    hi, lo = _sum64(size)
+    cols = {"d": d, "hi": hi, "lo": lo, "key": key}
+    aggs = [("hi", "sum"), ("lo", "sum"), ("key", "max"), ("key", "count")]
+    if cut is not None:
+        old = pc.less(key, cut)
+        zero = pa.scalar(0, pa.int64())
+        cols.update(old=pc.cast(old, pa.int64()), ohi=pc.if_else(old, hi, zero), olo=pc.if_else(old, lo, zero),
+                    okey=pc.if_else(old, key, pa.scalar(-1, pa.int64())))
+        aggs += [("old", "sum"), ("ohi", "sum"), ("olo", "sum"), ("okey", "max")]
+    g = pa.table(cols).group_by("d", use_threads=False).aggregate(aggs).to_pydict()
+    dirs = g["d"]
+    files = g["key_count"]
+    total = [(a << 32) + b for a, b in zip(g["hi_sum"], g["lo_sum"], strict=True)]
+    newest = g["key_max"]
+    if cut is None:
+        zeros = [0] * len(dirs)
+        old_files, old_total, old_newest = zeros, zeros, zeros
+    else:
+        old_files = g["old_sum"]
+        old_total = [(a << 32) + b for a, b in zip(g["ohi_sum"], g["olo_sum"], strict=True)]
+        old_newest = g["okey_max"]
+    part.groups.extend((x[5:].encode(), *rest) for x, *rest in
+                       zip(dirs, files, total, newest, old_files, old_total, old_newest, strict=True))
+
+
+def _to_slow(part: _Part, rows: pa.Table) -> None:
+    """Rows back to their lines (single spaces between the 5 fields) for the line parser."""
+    part.slow.extend(" ".join(r).encode() for r in zip(*(rows.column(x).to_pylist() for x in _COLUMNS),
+                                                        strict=True))
 
 
 def default_workers() -> int:
-    """Parser processes besides the caller: one per CPU beyond the two (inflater and caller), at least
-    one when there are two CPUs (the inflater needs less than a core)."""
+    """Parser threads (pyarrow releases the GIL): one per CPU, at most 4 (``T0DQM_DUMP_WORKERS``)."""
     env = os.environ.get("T0DQM_DUMP_WORKERS")
     if env:
         return max(0, int(env))
     n = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    return 0 if n < 2 else min(max(1, n - 2), 7)
+    return min(max(1, n), 4)
 
 
 def aggregate(
@@ -588,40 +564,32 @@ def aggregate(
     """One streaming pass: per-unit files, bytes, newest mtime (and the part older than
     ``split_cutoff`` for ``split_labels``). DumpError on truncation, age, or no line in the area.
 
-    The inflater child deals complete lines to this process and to ``workers`` parser processes
-    (default ``default_workers()``); their aggregates are merged (sums and maxima, so the result does
-    not depend on how the lines were dealt)."""
+    The inflater child writes complete lines to a pipe; pieces of ``BLOCK_SIZE`` are parsed by
+    ``workers`` threads (default ``default_workers()``; 0: in this thread), at most ``workers + 1``
+    pieces in flight, and their aggregates merged here (sums and maxima, so the result does not
+    depend on the order)."""
     mtime = check_dump(path, max_age=max_age, now=now)
     summary = DumpSummary(path=os.fspath(path), dump_mtime=mtime)
     agg = _Aggregator(summary, split_cutoff, split_labels)
+    cut = agg.split_key()
     workers = default_workers() if workers is None else workers
-    inf = _Inflater(path, outputs=1 + workers)
-    procs: list[subprocess.Popen[bytes]] = []
+    inf = _Inflater(path)
     try:
-        cut = [] if split_cutoff is None else [str(split_cutoff[0]), str(split_cutoff[1])]
-        for fd in inf.read_fds[1:]:
-            procs.append(subprocess.Popen(
-                [sys.executable, "-m", "t0dqm.tier0.eosdump", "worker", ",".join(sorted(split_labels)), *cut],
-                stdin=fd, stdout=subprocess.PIPE))
-            os.close(fd)
-        del inf.read_fds[1:]
-        for chunk in _blocks(inf.read_fds[0]):
-            agg.chunk(chunk)
+        if workers:
+            with ThreadPoolExecutor(workers, thread_name_prefix="eosdump") as pool:
+                pending: deque[Future[_Part]] = deque()
+                for chunk in _blocks(inf.read_fds[0]):
+                    pending.append(pool.submit(_parse_block, chunk, cut))
+                    while len(pending) > workers or (pending and pending[0].done()):
+                        agg.merge(pending.popleft().result())
+                while pending:
+                    agg.merge(pending.popleft().result())
+        else:
+            for chunk in _blocks(inf.read_fds[0]):
+                agg.chunk(chunk)
         agg.finish()
         inf.check()
-        for proc in procs:
-            assert proc.stdout is not None
-            data = proc.stdout.read()
-            if proc.wait() != 0:
-                raise DumpError(f"dump {path}: a parser process failed (exit status {proc.returncode})")
-            _merge(summary, pickle.loads(data))
     finally:
-        for proc in procs:
-            if proc.poll() is None:
-                proc.kill()
-            proc.wait()
-            if proc.stdout is not None:
-                proc.stdout.close()
         inf.close()
     for a in summary.units.values():
         if a.newest == (-1, 0):  # pragma: no cover - a unit always has a file
@@ -630,20 +598,6 @@ def aggregate(
         raise DumpError(f"dump {path} has no file under {AREA} ({summary.lines} lines, "
                         f"{summary.malformed} malformed): refusing to act on it")
     return summary
-
-
-def _worker(args: list[str]) -> int:
-    """``worker LABELS [CUT_S CUT_NS]``: aggregate the lines on stdin, pickle the summary to stdout."""
-    labels = frozenset(x for x in args[0].split(",") if x)
-    cut = (int(args[1]), int(args[2])) if len(args) >= 3 else None
-    summary = DumpSummary(path="", dump_mtime=0.0)
-    agg = _Aggregator(summary, cut, labels)
-    for chunk in _blocks(0):
-        agg.chunk(chunk)
-    agg.finish()
-    sys.stdout.buffer.write(pickle.dumps(summary, protocol=pickle.HIGHEST_PROTOCOL))
-    sys.stdout.buffer.flush()
-    return 0
 
 
 def iter_unit_files(
@@ -678,11 +632,3 @@ def iter_unit_files(
                 continue
             if sel is True or rec.mtime < sel:
                 yield unit, rec
-
-
-if __name__ == "__main__":
-    if sys.argv[1:2] == ["worker"]:
-        from t0dqm.tier0.eosdump import _worker as worker  # pickled classes from the module, not __main__
-
-        sys.exit(worker(sys.argv[2:]))
-    sys.exit("usage: python -m t0dqm.tier0.eosdump worker LABELS [CUT_S CUT_NS]")
