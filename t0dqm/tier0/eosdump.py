@@ -16,6 +16,7 @@ allowed age, no line in the streamer area. Malformed lines are counted, never fa
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 import time
@@ -140,29 +141,24 @@ def _blocks(fd: int, block: int | None = None) -> Iterator[bytes]:
 
 
 class _Inflater:
-    """The child process inflating the dump (``t0dqm.tier0.gzinflate``) into ``outputs`` pipes."""
+    """The child process inflating the dump (``t0dqm.tier0.gzinflate``) into a pipe (``read_fd``)."""
 
-    def __init__(self, path: str | os.PathLike[str], outputs: int = 1):
+    def __init__(self, path: str | os.PathLike[str]):
         if not os.path.exists(path):
             raise DumpError(f"dump {path} cannot be read: no such file")
         self.path = path
-        pipes = [os.pipe() for _ in range(outputs)]
-        for r, _w in pipes:
-            _set_pipe_size(r)
-        self.read_fds = [r for r, _w in pipes]
-        write_fds = [w for _r, w in pipes]
+        r, w = os.pipe()
+        _set_pipe_size(r)
+        self.read_fd = r
         try:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "t0dqm.tier0.gzinflate", os.fspath(path), *map(str, write_fds)],
-                stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                pass_fds=write_fds)
+                [sys.executable, "-m", "t0dqm.tier0.gzinflate", os.fspath(path), str(w)],
+                stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, pass_fds=[w])
         except BaseException:
-            for fd in self.read_fds:
-                os.close(fd)
+            os.close(r)
             raise
         finally:
-            for fd in write_fds:
-                os.close(fd)
+            os.close(w)
 
     def check(self) -> None:
         """Wait for the child; DumpError unless every gzip member ended cleanly."""
@@ -185,12 +181,9 @@ class _Inflater:
         self.proc.wait()
         if self.proc.stderr is not None:
             self.proc.stderr.close()
-        for fd in self.read_fds:
-            try:
-                os.close(fd)
-            except OSError:
-                pass
-        self.read_fds = []
+        if self.read_fd >= 0:
+            os.close(self.read_fd)
+            self.read_fd = -1
 
 
 def iter_chunks(path: str | os.PathLike[str], block: int | None = None) -> Iterator[bytes]:
@@ -201,7 +194,7 @@ def iter_chunks(path: str | os.PathLike[str], block: int | None = None) -> Itera
     inf = _Inflater(path)
     try:
         pending = None
-        for piece in _blocks(inf.read_fds[0], block):
+        for piece in _blocks(inf.read_fd, block):
             if pending is not None:
                 yield pending
             pending = piece
@@ -447,20 +440,25 @@ def _parse_block(c: bytes, cut: int | None) -> _Part:
         return part
     t = t.combine_chunks()
     p = t.column("p")
-    inp = pc.match_substring(p, _AREA_S)
+    inp = pc.match_substring_regex(p, re.escape(_AREA_S))
     n_in = pc.sum(inp).as_py() or 0
-    if n_in < t.num_rows:
-        out = t.filter(pc.invert(inp))
-        elsewhere = pc.or_(pc.or_(pc.match_substring(out.column("s"), _AREA_S),
-                                  pc.match_substring(out.column("k"), _AREA_S)),
-                           pc.or_(pc.match_substring(out.column("c"), _AREA_S),
-                                  pc.match_substring(out.column("m"), _AREA_S)))
-        if pc.any(elsewhere).as_py():
-            _to_slow(part, out.filter(elsewhere))
-            out = out.filter(pc.invert(elsewhere))
-        other = pc.sum(pc.starts_with(out.column("p"), "path=/")).as_py() or 0
+    # The area in another field? Only possible when the piece mentions it more often than those paths.
+    maybe = c.count(_AREA_B) - sum(x.count(_AREA_S) for x in bad) > n_in
+    if n_in < t.num_rows:  # lines outside the area: no copy, masks over the whole piece
+        out = pc.invert(inp)
+        n_else = 0
+        if maybe:
+            elsewhere = pc.and_(out, pc.or_(pc.or_(pc.match_substring(t.column("s"), _AREA_S),
+                                                   pc.match_substring(t.column("k"), _AREA_S)),
+                                            pc.or_(pc.match_substring(t.column("c"), _AREA_S),
+                                                   pc.match_substring(t.column("m"), _AREA_S))))
+            n_else = pc.sum(elsewhere).as_py() or 0
+        if n_else:
+            _to_slow(part, t.filter(elsewhere))
+            out = pc.and_(out, pc.invert(elsewhere))
+        other = pc.sum(pc.and_(out, pc.starts_with(p, "path=/"))).as_py() or 0
         part.other += other
-        part.malformed += out.num_rows - other
+        part.malformed += t.num_rows - n_in - n_else - other
         if not n_in:
             return part
         t = t.filter(inp)
@@ -578,14 +576,14 @@ def aggregate(
         if workers:
             with ThreadPoolExecutor(workers, thread_name_prefix="eosdump") as pool:
                 pending: deque[Future[_Part]] = deque()
-                for chunk in _blocks(inf.read_fds[0]):
+                for chunk in _blocks(inf.read_fd):
                     pending.append(pool.submit(_parse_block, chunk, cut))
                     while len(pending) > workers or (pending and pending[0].done()):
                         agg.merge(pending.popleft().result())
                 while pending:
                     agg.merge(pending.popleft().result())
         else:
-            for chunk in _blocks(inf.read_fds[0]):
+            for chunk in _blocks(inf.read_fd):
                 agg.chunk(chunk)
         agg.finish()
         inf.check()
