@@ -4,7 +4,7 @@ Lines: ``path=<abs> size=<bytes> checksum=<hex> ctime=<s>.<ns> mtime=<s>.<ns>`` 
 zero-padded, so times are parsed as two integers, never as a float).
 
 The dump is never loaded whole: a child process (``t0dqm.tier0.gzinflate``, ISA-L) inflates it into a
-pipe; 8 MiB pieces of complete lines are read by pyarrow's CSV reader and grouped by folder with
+pipe; 4 MiB pieces of complete lines are read by pyarrow's CSV reader and grouped by folder with
 pyarrow compute functions in ``default_workers()`` threads (``_parse_block``), and the small per-folder
 aggregates are merged here. Anything unusual goes to the line-by-line parser, so the result is the
 same as parsing every line with ``parse_line``.
@@ -34,7 +34,7 @@ from t0dqm.tier0.streamer_names import AREA, TRANSFERTEST_LABELS, StreamerUnit, 
 
 Mtime = tuple[int, int]
 DEFAULT_MAX_AGE = 48 * 3600
-BLOCK_SIZE = 8 << 20
+BLOCK_SIZE = 4 << 20
 _AREA_B = AREA.encode()
 
 
@@ -562,8 +562,8 @@ def aggregate(
     """One streaming pass: per-unit files, bytes, newest mtime (and the part older than
     ``split_cutoff`` for ``split_labels``). DumpError on truncation, age, or no line in the area.
 
-    The inflater child writes complete lines to a pipe; pieces of ``BLOCK_SIZE`` are parsed by
-    ``workers`` threads (default ``default_workers()``; 0: in this thread), at most ``workers + 1``
+    The inflater child writes complete lines to a pipe; pieces of ``BLOCK_SIZE`` (4 MiB) are parsed by
+    ``workers`` threads (default ``default_workers()``; 0: in this thread), at most ``workers``
     pieces in flight, and their aggregates merged here (sums and maxima, so the result does not
     depend on the order)."""
     mtime = check_dump(path, max_age=max_age, now=now)
@@ -578,7 +578,7 @@ def aggregate(
                 pending: deque[Future[_Part]] = deque()
                 for chunk in _blocks(inf.read_fd):
                     pending.append(pool.submit(_parse_block, chunk, cut))
-                    while len(pending) > workers or (pending and pending[0].done()):
+                    while len(pending) >= workers or (pending and pending[0].done()):
                         agg.merge(pending.popleft().result())
                 while pending:
                     agg.merge(pending.popleft().result())
