@@ -281,7 +281,13 @@ class Receiver:
                     outcomes[i] = Outcome("filed", f.rel, file_id=file_id, target=f.relpath, version=f.version,
                                           index_state=INDEX_PENDING)
                 if index:
-                    self._index([(i, f, file_id) for (i, f), file_id in zip(filings, ids, strict=True)], outcomes)
+                    try:
+                        self._index([(i, f, file_id) for (i, f), file_id in zip(filings, ids, strict=True)],
+                                    outcomes)
+                    except SoftTimeLimitExceeded:
+                        raise
+                    except Exception:  # noqa: BLE001 - the files are filed; import_file indexes them
+                        logger.exception("partial index of a receive batch failed; the files stay pending")
         self.errors = errors
         self._taken = {}
         return [outcomes[i] for i in range(len(paths))]

@@ -421,3 +421,18 @@ def test_batch_killed_midway_and_rerun(settings: config.Settings, monkeypatch: p
     assert dropbox.scan(settings.dropbox) == []
     assert all(not list(p.parent.iterdir()) for p in uploads)
     assert list(dqmindex.partial_dir(settings).glob("*.sqlite")) == []
+
+
+def test_batch_partial_index_failure_leaves_files_pending(settings: config.Settings,
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    from t0dqm import index as dqmindex
+
+    uploads = [up(settings, name) for name in _names(2)]
+
+    def full(*a, **k):  # noqa: ANN002, ANN003, ANN202
+        raise OSError("disk full")
+
+    monkeypatch.setattr(dqmindex, "write_batch_partial", full)
+    outcomes = Receiver(settings, get_catalog()).receive_many(uploads, index=True)
+    assert [(o.status, o.index_state) for o in outcomes] == [("filed", "pending")] * 2  # import_file's turn
+    assert {r["index_state"] for r in rows()} == {"pending"} and dropbox.scan(settings.dropbox) == []
