@@ -216,7 +216,7 @@ def _validate_more(data: dict[str, Any]) -> None:
         _positive(data, "tasks", key)
     if data["tasks"]["long_soft_time_limit"] >= data["tasks"]["long_time_limit"]:
         raise ConfigError("tasks.long_soft_time_limit must be below tasks.long_time_limit")
-    for table, key, minimum in (("reconcile", "lease_seconds", 1), ("reconcile", "stale_seconds", 1),
+    for table, key, minimum in (("reconcile", "lease_seconds", 1), ("reconcile", "stale_seconds", 0),
                                 ("archive", "freeze_age", 0), ("archive", "verify_delay", 0),
                                 ("archive", "stage_max_tries", 1), ("receive", "batch", 1),
                                 ("receive", "scan_interval", 1)):

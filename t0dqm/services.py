@@ -17,6 +17,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 
+def die_with_parent() -> None:
+    """preexec_fn for children we supervise: the kernel sends them SIGTERM if we die, even by SIGKILL,
+    so no server or worker outlives the command that started it (Linux; a no-op elsewhere)."""
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL("libc.so.6", use_errno=True)
+        libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except OSError:
+        pass
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -101,7 +113,8 @@ def start_redis(data_dir: Path, port: int | None = None, *, password: str | None
             "--appendonly", "yes" if persistent else "no", "--logfile", str(data_dir / "redis.log")]
     if password:
         args += ["--requirepass", password]
-    proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+                            preexec_fn=die_with_parent)
     wait_for_port(port)
     auth = f":{password}@" if password else ""
     return Service("redis", f"redis://{auth}127.0.0.1:{port}/0", port, proc=proc, data_dir=data_dir)

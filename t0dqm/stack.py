@@ -81,7 +81,8 @@ class LocalStack:
         log = self.log_dir / f"{name}.log"
         fh = open(log, "ab")  # noqa: SIM115 - handed to the child
         proc = subprocess.Popen(args, stdout=fh, stderr=subprocess.STDOUT, env=self.env(),
-                                start_new_session=True, cwd=str(self.settings.root))
+                                start_new_session=True, cwd=str(self.settings.root),
+                                preexec_fn=services.die_with_parent)
         fh.close()
         child = Child(name, proc, log)
         self.children.append(child)

@@ -135,6 +135,7 @@ def chaos(n_files: int, seed: int, kills: int, redis_restarts: int, xrootd_outag
     options = ChaosOptions(files=n_files, seed=seed, kills=kills, redis_restarts=redis_restarts,
                            xrootd_outage=xrootd_outage, corruptions=corruptions, broken=broken, timeout=timeout)
     click.echo(f"chaos    {n_files} files, seed {seed}, root {root}")
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # run the clean-up (stop, unmount) on TERM
     result = Chaos(root, options, echo=click.echo).run()
     click.echo("")
     click.echo(render(result))

@@ -40,10 +40,10 @@ def test_up_ping_flower_and_clean_stop(tmp_path: Path) -> None:
         assert ping.returncode == 0 and "pong" in ping.stdout, ping.stdout + ping.stderr
         flower_url = info["flower"].split()[0]
         auth = info["flower"].split("basic auth ")[1].rstrip(")")
-        request = urllib.request.Request(f"{flower_url}/api/workers", headers={
+        request = urllib.request.Request(f"{flower_url}/api/workers?refresh=1", headers={
             "Authorization": "Basic " + base64.b64encode(auth.encode()).decode()})
         workers = {}
-        for _ in range(60):  # Flower learns about workers from events
+        for _ in range(120):  # Flower asks the workers (inspect) on refresh
             try:
                 with urllib.request.urlopen(request, timeout=5) as reply:
                     workers = json.load(reply)
@@ -52,7 +52,9 @@ def test_up_ping_flower_and_clean_stop(tmp_path: Path) -> None:
             except OSError:
                 pass
             time.sleep(0.5)
-        assert any(name.startswith("worker1@") for name in workers), workers
+        logs = tmp_path / "dev" / "logs"
+        assert any(name.startswith("worker1@") for name in workers), \
+            (workers, (logs / "flower.log").read_text()[-3000:], (logs / "worker1.log").read_text()[-3000:])
         unauth = urllib.request.Request(f"{flower_url}/api/workers")
         try:
             urllib.request.urlopen(unauth, timeout=5)
