@@ -3,8 +3,9 @@
 ``python -m t0dqm.tier0.gzinflate FILE [FD...]`` writes the inflated bytes, cut at line ends, to stdout
 or to the given pipe descriptors (each piece to whichever pipe can take it). Exit status 0 when every
 member ended cleanly; 3 with a message on stderr when the file is truncated; 4 when it is corrupt; 5 when
-it cannot be read. The dump reader runs it as a child so that inflating (ISA-L, which does not release
-the GIL) and parsing use both cores; it imports nothing heavy so it starts in a few tens of ms.
+it cannot be read. The dump reader runs it as a child, writing to one pipe, so that inflating (ISA-L,
+which does not release the GIL) overlaps the parser threads; it imports nothing heavy so it starts in a
+few tens of ms.
 """
 
 from __future__ import annotations
