@@ -165,6 +165,18 @@ def _after_fork(**_kwargs: object) -> None:
 
 
 def reload(settings: config.Settings) -> None:
-    """Re-point the app at new settings (tests, `t0dqm up`)."""
+    """Re-point the app at new settings (tests, benchmarks) and drop every cached connection, so
+    nothing keeps publishing to, or reading results from, the previous broker."""
     config.reset(settings)
     configure(app, settings)
+    from kombu import pools
+
+    if app._pool is not None:
+        app._pool.force_close_all()
+        app._pool = None
+    pools.reset()  # kombu's global connection/producer pools, keyed by URL, would hand back closed ones
+    app.amqp._producer_pool = None
+    try:
+        del app._local.backend
+    except AttributeError:
+        pass

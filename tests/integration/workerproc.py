@@ -45,17 +45,7 @@ def worker(root: Path, queues: str, log: Path, **env: str) -> Iterator[subproces
 
 
 def point_app(settings: object) -> None:
-    """Re-point the t0dqm app at ``settings`` (broker, backend, SSL) and drop its cached connections, so
-    a test that follows another one on a different Redis does not publish to the old one."""
+    """Re-point the t0dqm app at ``settings`` (broker, backend, SSL); see t0dqm.celery.reload."""
     from t0dqm import celery as t0celery
 
     t0celery.reload(settings)  # type: ignore[arg-type]
-    app = t0celery.app
-    if app._pool is not None:
-        app._pool.force_close_all()
-        app._pool = None
-    app.amqp._producer_pool = None
-    try:
-        del app._local.backend
-    except AttributeError:
-        pass
