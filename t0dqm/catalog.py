@@ -198,6 +198,37 @@ def worker_identity() -> str:
     return f"{socket.gethostname()}:{os.getpid()}:{threading.get_ident()}"
 
 
+def holder_is_dead(owner: str | None) -> bool:
+    """True when a claim or lease owner (``host:pid:...``) is a process of this host that no longer runs.
+
+    A killed worker's leases then need not be waited out; owners on other hosts (or a pid that was
+    reused) are left to expire normally, which is always safe.
+    """
+    if not owner:
+        return False
+    host, _, rest = owner.partition(":")
+    pid_text = rest.split(":", 1)[0]
+    if host != socket.gethostname() or not pid_text.isdigit():
+        return False
+    pid = int(pid_text)
+    if pid == os.getpid():
+        return False
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as fh:
+            state = fh.read().rsplit(b")", 1)[-1].split()[0]
+        return state in (b"Z", b"X")  # a zombie no longer holds anything
+    except FileNotFoundError:
+        return True
+    except (OSError, IndexError):
+        try:
+            os.kill(pid, 0)
+            return False
+        except ProcessLookupError:
+            return True
+        except PermissionError:
+            return False
+
+
 def _sqlite_connect(dbapi_conn: Any, _record: Any) -> None:
     # pysqlite's own transaction handling off: we emit BEGIN ourselves (see make_engine).
     dbapi_conn.isolation_level = None
@@ -313,12 +344,24 @@ class Catalog:
         table = TABLES[entity]
         state_list = [states] if isinstance(states, str) else list(states)
         now = time.time()
+        values = {"claimed_by": owner or worker_identity(), "claimed_until": now + lease_seconds}
         with self.begin() as conn:
             result = conn.execute(
                 update(table)
                 .where(table.c.id == row_id, table.c.state.in_(state_list),
                        (table.c.claimed_until.is_(None)) | (table.c.claimed_until < now))
-                .values(claimed_by=owner or worker_identity(), claimed_until=now + lease_seconds))
+                .values(**values))
+            if result.rowcount == 1:
+                return True
+            holder = conn.execute(select(table.c.claimed_by).where(
+                table.c.id == row_id, table.c.state.in_(state_list))).scalar()
+            if not holder_is_dead(holder):
+                return False
+            result = conn.execute(update(table).where(
+                table.c.id == row_id, table.c.state.in_(state_list), table.c.claimed_by == holder).values(**values))
+            if result.rowcount == 1:
+                self.audit(conn, entity=entity, entity_id=row_id, action="claim-takeover",
+                           detail=f"holder {holder} is dead")
             return result.rowcount == 1
 
     def release(self, entity: str, row_id: int) -> None:
@@ -344,6 +387,10 @@ class Catalog:
                 update(leases)
                 .where(leases.c.name == name, (leases.c.owner == owner) | (leases.c.expires_at < now))
                 .values(owner=owner, expires_at=now + seconds, heartbeat_at=now))
+            if result.rowcount == 0 and holder_is_dead(row["owner"]):
+                result = conn.execute(
+                    update(leases).where(leases.c.name == name, leases.c.owner == row["owner"])
+                    .values(owner=owner, expires_at=now + seconds, heartbeat_at=now))
             return result.rowcount == 1
 
     def release_lease(self, name: str, owner: str) -> None:

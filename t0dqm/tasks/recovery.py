@@ -7,12 +7,15 @@ A row is stale when its lease expired, or when it has sat unclaimed in a waiting
 
 from __future__ import annotations
 
+import socket
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import Table, and_, or_, select
 from sqlalchemy.engine import Connection
+
+from t0dqm.catalog import holder_is_dead
 
 
 @dataclass(frozen=True)
@@ -45,4 +48,9 @@ def stale_ids(conn: Connection, table: Table, column: str, states: Iterable[str]
                    and_(claimed.is_(None), table.c.updated_at < now - stale_seconds)))
         .order_by(table.c.id)
         .limit(limit))
-    return [row[0] for row in conn.execute(query)]
+    ids = [row[0] for row in conn.execute(query)]
+    # Claims still running whose holder is a dead process of this host: no need to wait them out.
+    held = conn.execute(select(table.c.id, table.c.claimed_by).where(
+        col.in_(list(states)), claimed >= now, table.c.claimed_by.like(f"{socket.gethostname()}:%")))
+    ids += [row.id for row in held if holder_is_dead(row.claimed_by)]
+    return ids

@@ -106,3 +106,25 @@ def test_upgrade_is_idempotent_and_versioned(catalog_url: str) -> None:
                                                  state="open", nfiles=0, size=0, tries=0, created_at=now,
                                                  updated_at=now))
     cat.dispose()
+
+
+def test_claim_of_a_dead_local_process_is_taken_over(catalog_url: str) -> None:
+    import socket
+    import subprocess
+
+    cat = Catalog(catalog_url)
+    cat.upgrade()
+    row_id = new_file(cat)
+    child = subprocess.Popen(["sleep", "30"])
+    owner = f"{socket.gethostname()}:{child.pid}:1"
+    assert cat.claim("file", row_id, "received", 3600, owner=owner)
+    assert cat.acquire_lease("zip:x", owner, 3600)
+    assert not cat.claim("file", row_id, "received", 60)  # the holder lives: the claim stands
+    assert not cat.acquire_lease("zip:x", "other", 60)
+    child.kill()
+    child.wait()
+    assert cat.claim("file", row_id, "received", 60)  # the holder died: taken over at once
+    assert cat.acquire_lease("zip:x", "other", 60)
+    remote = f"elsewhere.example:{child.pid}:1"  # another host's holder is never presumed dead
+    assert cat.acquire_lease("zip:y", remote, 3600) and not cat.acquire_lease("zip:y", "other", 60)
+    cat.dispose()
