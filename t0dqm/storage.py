@@ -276,7 +276,9 @@ def copy(src: str, dst: str, *, timeout: float, expected_adler32: str | None = N
     if not is_remote(src) and not is_remote(dst):
         return _copy_local(src, dst, expected_adler32)
     process = _xrootd_client().CopyProcess()
-    job = dict(force=force, mkdir=True, posc=is_remote(dst), checksumtype="adler32", rmBadCksum=True, cptimeout=_timeout(timeout),
+    # No posc: a killed copy's persist-on-close file is held busy by the server for minutes
+    # (ofs.persist hold); a plain leftover is simply removed by the next attempt instead.
+    job = dict(force=force, mkdir=True, checksumtype="adler32", rmBadCksum=True, cptimeout=_timeout(timeout),
                inittimeout=min(_timeout(timeout), 60), parallelchunks=4, chunksize=8 * CHUNK)
     if expected_adler32:
         job.update(checksummode="target", checksumpreset=expected_adler32)
