@@ -4,10 +4,12 @@ Lines: ``path=<abs> size=<bytes> checksum=<hex> ctime=<s>.<ns> mtime=<s>.<ns>`` 
 zero-padded, so times are parsed as two integers, never as a float).
 
 The dump is never loaded whole: a child process (``t0dqm.tier0.gzinflate``, ISA-L) inflates it into a
-pipe; 4 MiB pieces of complete lines are read by pyarrow's CSV reader and grouped by folder with
-pyarrow compute functions in ``default_workers()`` threads (``_parse_block``), and the small per-folder
-aggregates are merged here. Anything unusual goes to the line-by-line parser, so the result is the
-same as parsing every line with ``parse_line``.
+pipe, so inflating overlaps parsing on another CPU; pieces of ``BLOCK_SIZE`` bytes of complete lines
+are read into one reused buffer and walked once by the C scanner ``t0dqm.tier0._dumpscan``, which
+sums lines of the strict shape per run of consecutive lines in the same folder and hands back every
+other line that mentions the streamer area; those go to the line-by-line parser, so the result is
+the same as parsing every line with ``parse_line``. Without the compiled scanner (installed without a
+compiler) every line goes through the Python parser: same result, much slower (logged once).
 
 Refusals (``DumpError``, nothing should be deleted): truncated or corrupt gzip, dump older than the
 allowed age, no line in the streamer area. Malformed lines are counted, never fatal alone.
@@ -15,27 +17,36 @@ allowed age, no line in the streamer area. Malformed lines are counted, never fa
 
 from __future__ import annotations
 
+import logging
 import os
-import re
 import subprocess
 import sys
 import time
-from collections import deque
 from collections.abc import Callable, Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
-
-import numpy as np
-import pyarrow as pa
-import pyarrow.compute as pc
-import pyarrow.csv as pcsv
 
 from t0dqm.tier0.streamer_names import AREA, TRANSFERTEST_LABELS, StreamerUnit, parse_unit_dir
 
+try:
+    from t0dqm.tier0._dumpscan import scan as _scan
+except ImportError:  # pragma: no cover - built without a C compiler
+    _scan = None
+
+log = logging.getLogger(__name__)
 Mtime = tuple[int, int]
 DEFAULT_MAX_AGE = 48 * 3600
-BLOCK_SIZE = 4 << 20
+BLOCK_SIZE = 8 << 20
 _AREA_B = AREA.encode()
+_I64 = (-(2**63), 2**63 - 1)
+_warned = False
+
+
+def _warn_slow() -> None:
+    global _warned
+    if _scan is None and not _warned:
+        _warned = True
+        log.warning("t0dqm.tier0._dumpscan is not built (no C compiler at install?): reading the dump "
+                    "with the pure-Python parser, several times slower")
 
 
 class DumpError(Exception):
@@ -110,34 +121,40 @@ def _set_pipe_size(fd: int, size: int = 1 << 20) -> None:
         pass
 
 
-def _blocks(fd: int, block: int | None = None) -> Iterator[bytes]:
-    """Complete lines read from ``fd`` in pieces of about ``block`` bytes, each starting with a newline
-    (so every line, the first included, is preceded by one); a last unterminated line gets one."""
-    block = block or BLOCK_SIZE
-    rest = b"\n"
-    while True:
-        parts = [rest]
-        size = len(rest)
-        eof = False
-        want = block if len(rest) < block else len(rest) + block  # a line longer than a block: read on
-        while size < want:
-            data = os.read(fd, want - size)
-            if not data:
-                eof = True
-                break
-            parts.append(data)
-            size += len(data)
-        piece = b"".join(parts)
-        if eof:
-            if len(piece) > 1:
-                yield piece if piece.endswith(b"\n") else piece + b"\n"
-            return
-        cut = piece.rfind(b"\n") + 1
-        if cut <= 1:  # one line longer than the block: keep reading
-            rest = piece
-            continue
-        rest = b"\n" + piece[cut:]
-        yield piece[:cut]
+def _blocks(fd: int, block: int | None = None) -> Iterator[memoryview]:
+    """Complete lines read from ``fd`` in pieces of about ``block`` bytes (a last unterminated line
+    gets a newline). Each piece is a view of one reused buffer, valid until the next one is asked
+    for (copy it to keep it); a line longer than the buffer grows it."""
+    buf = bytearray(block or BLOCK_SIZE)
+    have = 0
+    eof = False
+    while not eof:
+        with memoryview(buf) as mv:
+            while have < len(buf):
+                n = os.readv(fd, [mv[have:]])
+                if not n:
+                    eof = True
+                    break
+                have += n
+            if eof:
+                if have and buf[have - 1] != 0x0A:
+                    if have == len(buf):
+                        mv.release()
+                        buf.append(0x0A)
+                    else:
+                        buf[have] = 0x0A
+                    have += 1
+                cut = have
+            else:
+                cut = buf.rfind(b"\n", 0, have) + 1
+            if cut:
+                with memoryview(buf) as whole, whole[:cut] as piece:
+                    yield piece
+                rest = have - cut
+                buf[:rest] = buf[cut:have]
+                have = rest
+        if not cut and not eof:  # one line longer than the buffer: read on into a larger one
+            buf.extend(bytes(len(buf)))
 
 
 class _Inflater:
@@ -187,8 +204,7 @@ class _Inflater:
 
 
 def iter_chunks(path: str | os.PathLike[str], block: int | None = None) -> Iterator[bytes]:
-    """Complete lines of the inflated dump in pieces of about ``block`` bytes, each starting with a
-    newline. Inflated by a child process while the caller parses (ISA-L holds the GIL, so a thread
+    """Complete lines of the inflated dump in pieces of about ``block`` bytes. Inflated by a child process while the caller parses (ISA-L holds the GIL, so a thread
     would not overlap). DumpError when the gzip stream is truncated or corrupt, raised before the
     last piece is handed out."""
     inf = _Inflater(path)
@@ -197,7 +213,7 @@ def iter_chunks(path: str | os.PathLike[str], block: int | None = None) -> Itera
         for piece in _blocks(inf.read_fd, block):
             if pending is not None:
                 yield pending
-            pending = piece
+            pending = bytes(piece)
         inf.check()
         if pending is not None:
             yield pending
@@ -327,27 +343,33 @@ class _Aggregator:
             del self.s.units[unit]
         return self.s
 
-    def chunk(self, c: bytes) -> None:
-        """Complete lines (a piece from ``_blocks``); see ``_parse_block``."""
-        self.merge(_parse_block(c, self.split_key()))
+    def chunk(self, c: bytes | bytearray | memoryview) -> None:
+        """Complete lines (a piece from ``_blocks``): the C scanner, or line by line without it."""
+        if _scan is None:
+            self.slow(bytes(c))
+            return
+        cut = self.split_cutoff
+        if cut is None:
+            runs, odd, other, malformed = _scan(c, _AREA_B, None, 0)
+        else:
+            runs, odd, other, malformed = _scan(c, _AREA_B, min(max(cut[0], _I64[0]), _I64[1]),
+                                                min(max(cut[1], _I64[0]), _I64[1]))
+        self.merge(runs, other, malformed)
+        for line in odd:
+            self.slow(line)
 
-    def split_key(self) -> int | None:
-        """The split cutoff as ``s * 10**9 + ns``, clipped to int64 (keys are below 9 * 10**18)."""
-        if self.split_cutoff is None:
-            return None
-        cut = self.split_cutoff[0] * 10**9 + self.split_cutoff[1]
-        return min(max(cut, -(2**63)), 2**63 - 1)
-
-    def merge(self, part: _Part) -> None:
-        """Fold one piece's per-folder aggregates (and its odd lines, line by line) into the summary."""
+    def merge(self, runs: list[tuple[bytes, int, int, int, int, int, int, int, int]], other: int,
+              malformed: int) -> None:
+        """Fold the scanner's runs (folder, files, bytes, newest s, ns, and files / bytes / newest s,
+        ns of those before the split cutoff, newest s -1 when none) and line counts into the summary."""
         s = self.s
-        s.lines += part.other + part.malformed
-        s.other_area_files += part.other
-        s.malformed += part.malformed
-        for d, m, size, newest, old_m, old_size, old_newest in part.groups:
+        s.lines += other + malformed
+        s.other_area_files += other
+        s.malformed += malformed
+        for d, m, size, ms, mns, old_m, old_size, old_s, old_ns in runs:
             unit, ua, split = self._dir(d)
             s.lines += m
-            if ua is None:
+            if ua is None:  # pragma: no cover - the scanner only makes runs of folders in the area
                 s.other_area_files += m
                 continue
             s.area_files += m
@@ -358,195 +380,13 @@ class _Aggregator:
                 continue
             ua.files += m
             ua.bytes += size
-            best = divmod(newest, 10**9)
-            if best > ua.newest:
-                ua.newest = best
+            if (ms, mns) > ua.newest:
+                ua.newest = (ms, mns)
             if split and old_m:
                 ua.old_files += old_m
                 ua.old_bytes += old_size
-                t = divmod(old_newest, 10**9)
-                if ua.old_newest is None or t > ua.old_newest:
-                    ua.old_newest = t
-        for line in part.slow:
-            self.slow(line)
-
-
-# ---------------------------------------------------------------------------- native (pyarrow) block parser
-
-_COLUMNS = ["p", "s", "k", "c", "m"]  # path=, size=, checksum=, ctime=, mtime=
-_READ = pcsv.ReadOptions(column_names=_COLUMNS, use_threads=False, block_size=1 << 26)
-_CONVERT = pcsv.ConvertOptions(column_types=dict.fromkeys(_COLUMNS, pa.string()), check_utf8=False,
-                               strings_can_be_null=False, quoted_strings_can_be_null=False)
-_AREA_S = AREA
-_CTIME_RE = r"^ctime=[0-9]{1,18}\.[0-9]{1,18}$"  # as _pair_digits checks them
-_MTIME_RE = r"^mtime=[0-9]{1,18}\.[0-9]{1,18}$"
-_LOW = (1 << 32) - 1
-
-
-@dataclass
-class _Part:
-    """What one piece of lines gave: counts of lines outside the area (``other``: starting with path=/,
-    ``malformed``: not), per-folder aggregates of strict lines mentioning the area in their path
-    (folder bytes with "path=" cut, files, bytes, newest key, and files / bytes / newest key of those
-    older than the split cutoff), and the lines left to the line-by-line parser."""
-
-    other: int = 0
-    malformed: int = 0
-    groups: list[tuple[bytes, int, int, int, int, int, int]] = field(default_factory=list)
-    slow: list[bytes] = field(default_factory=list)
-
-
-def _odd_lines(c: bytes) -> tuple[bytes, list[bytes]]:
-    """Split off lines the CSV reader would read differently from ``parse_line`` (a carriage return
-    is a line end to it) or could not hand back exactly (non-ASCII bytes)."""
-    keep: list[bytes] = []
-    odd: list[bytes] = []
-    for line in c.split(b"\n"):
-        if line:
-            (odd if b"\r" in line or not line.isascii() else keep).append(line)
-    return b"\n".join(keep) + b"\n", odd
-
-
-def _sum64(values: pa.Array) -> tuple[pa.Array, pa.Array]:
-    """int64 values as (high, low) 32-bit halves, so that per-group sums cannot overflow."""
-    return pc.shift_right(values, 32), pc.bit_wise_and(values, _LOW)
-
-
-def _parse_block(c: bytes, cut: int | None) -> _Part:
-    """One piece of complete lines, read and grouped by pyarrow (no Python work per line).
-
-    The CSV reader splits lines at single spaces (no quoting, empty lines skipped); rows without
-    exactly 5 fields come back through the invalid-row handler and go to the line parser. A row
-    whose path does not contain the streamer area only needs the ``path=/`` test (the line parser
-    does no more) unless another field mentions the area. A row whose path does is *strict* when
-    every field has exactly the expected shape (regular expressions on the whole field): its
-    folder, size and mtime are then what ``parse_line`` gives, and it is grouped by folder with
-    sums and maxima in native code. Every other row is joined back (its 4 spaces) and goes to the
-    line parser, which defines the result."""
-    part = _Part()
-    if b"\r" in c or not c.isascii():
-        c, part.slow = _odd_lines(c)
-    bad: list[str] = []
-
-    def invalid(row: pcsv.InvalidRow) -> str:
-        bad.append(row.text)
-        return "skip"
-
-    parse = pcsv.ParseOptions(delimiter=" ", quote_char=False, escape_char=False, double_quote=False,
-                              newlines_in_values=False, ignore_empty_lines=True, invalid_row_handler=invalid)
-    t = pcsv.read_csv(pa.py_buffer(c), read_options=_READ, parse_options=parse, convert_options=_CONVERT)
-    part.slow.extend(x.encode() for x in bad)
-    if not t.num_rows:
-        return part
-    t = t.combine_chunks()
-    p = t.column("p")
-    inp = pc.match_substring_regex(p, re.escape(_AREA_S))
-    n_in = pc.sum(inp).as_py() or 0
-    # The area in another field? Only possible when the piece mentions it more often than those paths.
-    maybe = c.count(_AREA_B) - sum(x.count(_AREA_S) for x in bad) > n_in
-    if n_in < t.num_rows:  # lines outside the area: no copy, masks over the whole piece
-        out = pc.invert(inp)
-        n_else = 0
-        if maybe:
-            elsewhere = pc.and_(out, pc.or_(pc.or_(pc.match_substring(t.column("s"), _AREA_S),
-                                                   pc.match_substring(t.column("k"), _AREA_S)),
-                                            pc.or_(pc.match_substring(t.column("c"), _AREA_S),
-                                                   pc.match_substring(t.column("m"), _AREA_S))))
-            n_else = pc.sum(elsewhere).as_py() or 0
-        if n_else:
-            _to_slow(part, t.filter(elsewhere))
-            out = pc.and_(out, pc.invert(elsewhere))
-        other = pc.sum(pc.and_(out, pc.starts_with(p, "path=/"))).as_py() or 0
-        part.other += other
-        part.malformed += t.num_rows - n_in - n_else - other
-        if not n_in:
-            return part
-        t = t.filter(inp)
-    _strict(part, t, cut)
-    return part
-
-
-def _pair_digits(col: pa.ChunkedArray | pa.Array, skip: int) -> tuple[np.ndarray, pa.Array] | None:
-    """``<name>=S.N`` fields (name ``skip - 1`` long): (valid rows, S and N of each row as strings,
-    flat), when every row has exactly one dot; None otherwise (then the caller uses a regex)."""
-    st = pc.split_pattern(pc.utf8_slice_codeunits(col, skip), ".", max_splits=1)
-    if pc.min(pc.list_value_length(st)).as_py() != 2:
-        return None
-    flat = pc.list_flatten(st)
-    ok = pc.and_(pc.ascii_is_decimal(flat), pc.less_equal(pc.binary_length(flat), 18))
-    return ok.to_numpy(zero_copy_only=False).reshape(-1, 2).all(axis=1), flat
-
-
-def _strict(part: _Part, t: pa.Table, cut: int | None) -> None:
-    """Rows whose path mentions the area: strict ones grouped by folder, the others to the line
-    parser (then the strict ones again, which all pass)."""
-    p, s, k, cc, m = (t.column(x) for x in _COLUMNS)
-    ok = pc.and_(pc.and_(pc.starts_with(p, "path=/"), pc.starts_with(k, "checksum=")),
-                 pc.and_(pc.starts_with(s, "size="), pc.starts_with(cc, "ctime=")))
-    ok = pc.and_(ok, pc.starts_with(m, "mtime="))
-    sz = pc.utf8_slice_codeunits(s, 5)  # up to 18 digits: fits int64
-    ok = pc.and_(ok, pc.and_(pc.ascii_is_decimal(sz), pc.less_equal(pc.binary_length(sz), 18)))
-    good = ok.to_numpy(zero_copy_only=False)
-    ct = _pair_digits(cc, 6)
-    mt = _pair_digits(m, 6)
-    if ct is None or mt is None:  # a time without its dot: decide these rows with regular expressions
-        good &= pc.match_substring_regex(cc, _CTIME_RE).to_numpy(zero_copy_only=False)
-        good &= pc.match_substring_regex(m, _MTIME_RE).to_numpy(zero_copy_only=False)
-        if good.all():  # pragma: no cover - the split above found a row without a dot
-            raise AssertionError("time fields without a dot passed the regular expressions")
-    else:
-        good &= ct[0] & mt[0]
-        if good.all():
-            sn = pc.cast(mt[1], pa.int64()).to_numpy().reshape(-1, 2)
-            secs, nss = sn[:, 0], sn[:, 1]
-            good &= (secs < 9_000_000_000) & (nss < 10**9)  # key = s * 10**9 + ns orders as (s, ns)
-    if not good.all():
-        bad = pa.array(~good)
-        _to_slow(part, t.filter(bad))
-        if good.any():
-            _strict(part, t.filter(pa.array(good)), cut)
-        return
-    key = pa.array(secs * 10**9 + nss)
-    size = pc.cast(sz, pa.int64())
-    d = pc.list_element(pc.split_pattern(p, "/", max_splits=1, reverse=True), 0)
-    hi, lo = _sum64(size)
-    cols = {"d": d, "hi": hi, "lo": lo, "key": key}
-    aggs = [("hi", "sum"), ("lo", "sum"), ("key", "max"), ("key", "count")]
-    if cut is not None:
-        old = pc.less(key, cut)
-        zero = pa.scalar(0, pa.int64())
-        cols.update(old=pc.cast(old, pa.int64()), ohi=pc.if_else(old, hi, zero), olo=pc.if_else(old, lo, zero),
-                    okey=pc.if_else(old, key, pa.scalar(-1, pa.int64())))
-        aggs += [("old", "sum"), ("ohi", "sum"), ("olo", "sum"), ("okey", "max")]
-    g = pa.table(cols).group_by("d", use_threads=False).aggregate(aggs).to_pydict()
-    dirs = g["d"]
-    files = g["key_count"]
-    total = [(a << 32) + b for a, b in zip(g["hi_sum"], g["lo_sum"], strict=True)]
-    newest = g["key_max"]
-    if cut is None:
-        zeros = [0] * len(dirs)
-        old_files, old_total, old_newest = zeros, zeros, zeros
-    else:
-        old_files = g["old_sum"]
-        old_total = [(a << 32) + b for a, b in zip(g["ohi_sum"], g["olo_sum"], strict=True)]
-        old_newest = g["okey_max"]
-    part.groups.extend((x[5:].encode(), *rest) for x, *rest in
-                       zip(dirs, files, total, newest, old_files, old_total, old_newest, strict=True))
-
-
-def _to_slow(part: _Part, rows: pa.Table) -> None:
-    """Rows back to their lines (single spaces between the 5 fields) for the line parser."""
-    part.slow.extend(" ".join(r).encode() for r in zip(*(rows.column(x).to_pylist() for x in _COLUMNS),
-                                                        strict=True))
-
-
-def default_workers() -> int:
-    """Parser threads (pyarrow releases the GIL): one per CPU, at most 4 (``T0DQM_DUMP_WORKERS``)."""
-    env = os.environ.get("T0DQM_DUMP_WORKERS")
-    if env:
-        return max(0, int(env))
-    n = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    return min(max(1, n), 4)
+                if ua.old_newest is None or (old_s, old_ns) > ua.old_newest:
+                    ua.old_newest = (old_s, old_ns)
 
 
 def aggregate(
@@ -557,34 +397,20 @@ def aggregate(
     split_cutoff: Mtime | None = None,
     split_labels: frozenset[str] = TRANSFERTEST_LABELS,
     require_area: bool = True,
-    workers: int | None = None,
 ) -> DumpSummary:
     """One streaming pass: per-unit files, bytes, newest mtime (and the part older than
     ``split_cutoff`` for ``split_labels``). DumpError on truncation, age, or no line in the area.
 
-    The inflater child writes complete lines to a pipe; pieces of ``BLOCK_SIZE`` (4 MiB) are parsed by
-    ``workers`` threads (default ``default_workers()``; 0: in this thread), at most ``workers``
-    pieces in flight, and their aggregates merged here (sums and maxima, so the result does not
-    depend on the order)."""
+    The inflater child writes to a pipe; pieces of ``BLOCK_SIZE`` bytes of complete lines are scanned
+    here (``_Aggregator.chunk``) while the child inflates the next ones."""
     mtime = check_dump(path, max_age=max_age, now=now)
     summary = DumpSummary(path=os.fspath(path), dump_mtime=mtime)
     agg = _Aggregator(summary, split_cutoff, split_labels)
-    cut = agg.split_key()
-    workers = default_workers() if workers is None else workers
+    _warn_slow()
     inf = _Inflater(path)
     try:
-        if workers:
-            with ThreadPoolExecutor(workers, thread_name_prefix="eosdump") as pool:
-                pending: deque[Future[_Part]] = deque()
-                for chunk in _blocks(inf.read_fd):
-                    pending.append(pool.submit(_parse_block, chunk, cut))
-                    while len(pending) >= workers or (pending and pending[0].done()):
-                        agg.merge(pending.popleft().result())
-                while pending:
-                    agg.merge(pending.popleft().result())
-        else:
-            for chunk in _blocks(inf.read_fd):
-                agg.chunk(chunk)
+        for chunk in _blocks(inf.read_fd):
+            agg.chunk(chunk)
         agg.finish()
         inf.check()
     finally:

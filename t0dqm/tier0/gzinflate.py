@@ -1,17 +1,16 @@
 """Inflate a (possibly multi-member, zero-padded) gzip file to a pipe, in a child process.
 
-``python -m t0dqm.tier0.gzinflate FILE [FD...]`` writes the inflated bytes, cut at line ends, to stdout
-or to the given pipe descriptors (each piece to whichever pipe can take it). Exit status 0 when every
-member ended cleanly; 3 with a message on stderr when the file is truncated; 4 when it is corrupt; 5 when
-it cannot be read. The dump reader runs it as a child, writing to one pipe, so that inflating (ISA-L,
-which does not release the GIL) overlaps the parser threads; it imports nothing heavy so it starts in a
-few tens of ms.
+``python -m t0dqm.tier0.gzinflate FILE [FD]`` writes the inflated bytes to stdout or to the given
+descriptor (a pipe), as they come (the reader cuts them at line ends). Exit status 0 when every member
+ended cleanly; 3 with a message on stderr when the file is truncated; 4 when it is corrupt; 5 when it
+cannot be read. The dump reader runs it as a child so that inflating (ISA-L, which does not release
+the GIL) runs on another CPU while the parent scans; it imports nothing heavy so it starts in a few
+tens of ms.
 """
 
 from __future__ import annotations
 
 import os
-import select
 import sys
 import zlib
 from collections.abc import Callable
@@ -22,7 +21,6 @@ except ImportError:  # pragma: no cover - depends on the environment
     _zlib = zlib  # type: ignore[assignment]
 
 READ_SIZE = 1 << 20
-SEGMENT = 1 << 20  # below the pipe size set by the reader
 EXIT_TRUNCATED = 3
 EXIT_CORRUPT = 4
 EXIT_UNREADABLE = 5
@@ -68,54 +66,23 @@ def inflate(path: str | os.PathLike[str], out: Callable[[bytes], object],
         raise GzipTruncated("gzip stream ends early")
 
 
-class _Dealer:
-    """Complete-line segments to several pipes, each to whichever is ready first (load balancing)."""
-
-    def __init__(self, fds: list[int], segment: int = SEGMENT):
-        self.fds = fds
-        self.segment = segment
-        self.parts: list[bytes] = []
-        self.size = 0
-
-    def _send(self, data: bytes) -> None:
-        fd = self.fds[0]
-        if len(self.fds) > 1:
-            fd = select.select([], self.fds, [])[1][0]
+def _writer(fd: int) -> Callable[[bytes], None]:
+    def write(data: bytes) -> None:
         view = memoryview(data)
         while view:
             view = view[os.write(fd, view):]
-
-    def __call__(self, data: bytes) -> None:
-        self.parts.append(data)
-        self.size += len(data)
-        if self.size < self.segment:
-            return
-        buf = b"".join(self.parts)
-        cut = buf.rfind(b"\n") + 1
-        if not cut:
-            self.parts = [buf]
-            return
-        self.parts = [buf[cut:]]
-        self.size = len(buf) - cut
-        self._send(buf[:cut])
-
-    def close(self) -> None:
-        buf = b"".join(self.parts)
-        if buf:
-            self._send(buf if buf.endswith(b"\n") else buf + b"\n")
+    return write
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``FILE``: inflate to stdout. ``FILE FD [FD...]``: complete lines dealt to the given pipes."""
+    """``FILE``: inflate to stdout. ``FILE FD``: to the given descriptor."""
     args = sys.argv[1:] if argv is None else argv
-    if not args:
-        print("usage: python -m t0dqm.tier0.gzinflate FILE [FD...]", file=sys.stderr)
+    if not args or len(args) > 2:
+        print("usage: python -m t0dqm.tier0.gzinflate FILE [FD]", file=sys.stderr)
         return 2
-    fds = [int(x) for x in args[1:]] or [sys.stdout.fileno()]
-    dealer = _Dealer(fds)
+    fd = int(args[1]) if len(args) > 1 else sys.stdout.fileno()
     try:
-        inflate(args[0], dealer)
-        dealer.close()
+        inflate(args[0], _writer(fd))
     except GzipTruncated as exc:
         print(exc, file=sys.stderr)
         return EXIT_TRUNCATED

@@ -12,6 +12,16 @@ from t0dqm.tier0.streamer_names import StreamerUnit, file_path
 from .helpers import DAY, NOW, line, unit_lines, write_dump
 
 
+@pytest.fixture(autouse=True, params=["c", "python"])
+def scanner(request, monkeypatch):
+    """Every test against the compiled scanner and against the pure-Python fallback."""
+    if request.param == "c":
+        assert eosdump._scan is not None, "t0dqm.tier0._dumpscan not built: pip install -e ."
+    else:
+        monkeypatch.setattr(eosdump, "_scan", None)
+    return request.param
+
+
 def agg(path, **kw):
     kw.setdefault("max_age", None)
     return eosdump.aggregate(path, **kw)

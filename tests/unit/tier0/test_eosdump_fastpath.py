@@ -1,4 +1,5 @@
-"""The numpy block parser against a plain line-by-line reference, malformed lines mixed in."""
+"""The C block scanner (and the pure-Python fallback) against a plain line-by-line reference,
+malformed lines mixed in."""
 
 from __future__ import annotations
 
@@ -15,6 +16,16 @@ from .helpers import DAY, NOW, write_dump
 AREA = b"/store/t0streamer/"
 CUT = (NOW - 7 * DAY, 0)
 TT = {"TransferTest", "TransferTestWithSafety"}
+
+
+@pytest.fixture(autouse=True, params=["c", "python"])
+def scanner(request, monkeypatch):
+    """Every test against the compiled scanner and against the pure-Python fallback."""
+    if request.param == "c":
+        assert eosdump._scan is not None, "t0dqm.tier0._dumpscan not built: pip install -e ."
+    else:
+        monkeypatch.setattr(eosdump, "_scan", None)
+    return request.param
 
 
 def _pair(text: bytes):
@@ -142,7 +153,7 @@ def make_dump(seed: int, lines: int = 40000) -> bytes:
 
 
 def feed(data: bytes, rnd: random.Random) -> eosdump.DumpSummary:
-    """Chunks cut at random line ends, some tiny, the way _blocks hands them over (leading newline)."""
+    """Chunks cut at random line ends, some tiny, some with a leading newline or none at the end."""
     s = eosdump.DumpSummary(path="mem", dump_mtime=0.0)
     agg = eosdump._Aggregator(s, CUT, eosdump.TRANSFERTEST_LABELS)
     if not data.endswith(b"\n"):
@@ -150,7 +161,8 @@ def feed(data: bytes, rnd: random.Random) -> eosdump.DumpSummary:
     i = 0
     while i < len(data):
         j = data.find(b"\n", min(len(data) - 1, i + rnd.choice([1, 50, 4096, 100000])))
-        agg.chunk(b"\n" + data[i:j + 1])
+        piece = data[i:j + 1]
+        agg.chunk(rnd.choice([piece, b"\n" + piece, piece[:-1], bytearray(piece), memoryview(piece)]))
         i = j + 1
     return agg.finish()
 
@@ -164,14 +176,15 @@ def test_block_parser_matches_reference(seed):
     assert got == ref
 
 
-@pytest.mark.parametrize("workers,block", [(0, 1 << 16), (1, None), (2, 1 << 20)])
-def test_aggregate_matches_reference(tmp_path, monkeypatch, workers, block):
-    """Through the inflater child and parser processes; lines cut across reads and blocks."""
-    data = make_dump(10 + workers, lines=120000)
+@pytest.mark.parametrize("seed,block", [(10, 1 << 16), (11, None), (12, 1 << 20), (13, 300)])
+def test_aggregate_matches_reference(tmp_path, monkeypatch, seed, block):
+    """Through the inflater child; lines cut across reads and blocks (300 B: lines longer than the
+    buffer); multi-member gzip."""
+    data = make_dump(seed, lines=120000 if block != 300 else 20000)
     p = write_dump(tmp_path / "d.gz", data, members=3)
     if block:
         monkeypatch.setattr(eosdump, "BLOCK_SIZE", block)
-    s = eosdump.aggregate(p, max_age=None, split_cutoff=CUT, workers=workers)
+    s = eosdump.aggregate(p, max_age=None, split_cutoff=CUT)
     assert summary_dict(s) == reference(data)
 
 
@@ -190,9 +203,91 @@ def test_blocks_cut_lines_across_reads():
         os._exit(0)
     os.close(w)
     try:
-        pieces = list(eosdump._blocks(r, 5000))
+        pieces = [bytes(p) for p in eosdump._blocks(r, 5000)]
     finally:
         os.close(r)
         os.waitpid(pid, 0)
-    assert all(p.startswith(b"\n") and p.endswith(b"\n") for p in pieces)
-    assert b"".join(p[1:] for p in pieces) == data + b"\n"
+    assert all(p.endswith(b"\n") for p in pieces) and len(pieces) > 100
+    assert b"".join(pieces) == data + b"\n"
+
+
+# ------------------------------------------------------------------------ edge cases of the C scanner
+
+GOOD = b"path=/eos/cms/store/t0streamer/Data/A/000/300/001/f size=7 checksum=ab ctime=1.2 mtime=1700000000.5"
+
+
+def _check(data: bytes) -> dict:
+    got = summary_dict(feed(data, random.Random(0)))
+    assert got == reference(data)
+    return got
+
+
+def test_line_exactly_at_block_end():
+    s = eosdump.DumpSummary(path="mem", dump_mtime=0.0)
+    agg = eosdump._Aggregator(s, CUT, eosdump.TRANSFERTEST_LABELS)
+    agg.chunk(GOOD)  # no newline: the buffer end ends the line
+    agg.chunk(GOOD + b"\n")
+    agg.chunk(b"\n\n" + GOOD + b"\n\n")
+    agg.finish()
+    assert s.lines == 3 and s.area_files == 3 and s.area_bytes == 21 and s.malformed == 0
+
+
+def test_very_long_path():
+    d = b"/eos/cms/store/t0streamer/Data/A/000/300/001"
+    long_dir = b"/eos" + b"/x" * 50000 + b"/store/t0streamer/Data/A/000/300/002"
+    data = b"\n".join([GOOD, b"path=" + d + b"/" + b"y" * 200000 + b" size=3 checksum=1 ctime=1.1 mtime=2.2",
+                       b"path=" + long_dir + b"/f size=4 checksum=1 ctime=1.1 mtime=2.2", GOOD])
+    got = _check(data)
+    assert got["area_files"] == 4 and got["malformed"] == 0
+
+
+@pytest.mark.parametrize("field", [b"size=", b"ctime=", b"ctime=1.", b"mtime=", b"mtime=1."])
+def test_long_numbers_not_overflowed(field):
+    """19+ digit numbers (and over 9 nanosecond digits) are left to the line parser, exactly."""
+    lines = [GOOD]
+    for n in (18, 19, 20, 40):
+        digits = b"9" * n
+        line = GOOD
+        if field == b"size=":
+            line = line.replace(b"size=7", b"size=" + digits)
+        elif field == b"ctime=":
+            line = line.replace(b"ctime=1.2", b"ctime=" + digits + b".2")
+        elif field == b"ctime=1.":
+            line = line.replace(b"ctime=1.2", b"ctime=1." + digits)
+        elif field == b"mtime=":
+            line = line.replace(b"mtime=1700000000.5", b"mtime=" + digits + b".5")
+        else:
+            line = line.replace(b"mtime=1700000000.5", b"mtime=1700000000." + digits)
+        lines.append(line)
+    got = _check(b"\n".join(lines))
+    assert got["area_files"] == 5 and got["malformed"] == 0
+
+
+def test_byte_sum_beyond_64_bits():
+    big = GOOD.replace(b"size=7", b"size=999999999999999999")
+    got = _check(b"\n".join([big] * 40 + [GOOD]))
+    assert got["area_bytes"] == 40 * 999999999999999999 + 7
+
+
+def test_embedded_nul_and_odd_bytes():
+    lines = [GOOD, GOOD.replace(b"/f ", b"/f\x00g "), GOOD.replace(b"checksum=ab", b"checksum=a\x00b"),
+             GOOD + b"\x00", b"\x00" + GOOD, b"path=/eos/cms/store/data/x\x00 size=1", b"\x00",
+             GOOD.replace(b"/f ", b"/\xc3\xa9 "), GOOD.replace(b"/f ", b"/f\x7f "), GOOD + b"\r",
+             GOOD.replace(b" size", b"  size"), GOOD.replace(b"checksum=ab", b"checksum=" + b"a" * 200),
+             GOOD.replace(b"Data/A", b"Data/A/../B")]
+    got = _check(b"\n".join(lines))
+    assert got["area_files"] >= 3
+
+
+def test_area_only_in_file_name_and_cut_extremes():
+    lines = [b"path=/eos/cms/store/data/store/t0streamer/ size=1 checksum=1 ctime=1.1 mtime=2.2",
+             b"path=/eos/cms/store/data/x/store/t0streamer/f size=1 checksum=1 ctime=1.1 mtime=2.2",
+             b"path=/store/t0streamer/ size=1 checksum=1 ctime=1.1 mtime=2.2", GOOD]
+    data = b"\n".join(lines)
+    _check(data)
+    for cut in [(2**70, 0), (-(2**70), 0), (1700000000, 2**70), (1700000000, 5), (1700000000, 6)]:
+        s = eosdump.DumpSummary(path="mem", dump_mtime=0.0)
+        agg = eosdump._Aggregator(s, cut, frozenset({"Data"}))
+        agg.chunk(data)
+        a = next(iter(agg.finish().units.values()))
+        assert a.old_files == int((1700000000, 5) < cut)
