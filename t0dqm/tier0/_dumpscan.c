@@ -30,6 +30,9 @@
 #include <stdint.h>
 #include <string.h>
 
+#define ONES 0x0101010101010101ULL
+#define HIGHS 0x8080808080808080ULL
+
 typedef struct {
     const char *dir;
     Py_ssize_t dir_len;
@@ -79,23 +82,43 @@ lit(const char **pp, const char *end, const char *s, Py_ssize_t n)
     return 1;
 }
 
-/* Strict shape; on success the path is [p + 5, *path_end), its last '/' at *slash. */
-static int
-strict_line(const char *p, const char *end, const char **path_end, const char **slash, int64_t *size,
-            int64_t *ms, int64_t *mns)
+/* Strict shape, from p up to the first '\n' or ``end``; on success returns where the line ends (its
+ * '\n' or ``end``), the path being [p + 5, *path_end) with its last '/' at *slash; NULL otherwise.
+ * ``known`` (length ``known_len``, may be NULL) is a folder: when the path starts with it and a '/',
+ * only the rest of the path is checked byte by byte (the folder was already checked). */
+static const char *
+strict_line(const char *p, const char *end, const char *known, Py_ssize_t known_len,
+            const char **path_end, const char **slash, int64_t *size, int64_t *ms, int64_t *mns)
 {
     const char *q = p;
     int64_t v;
     int ok;
     if (!lit(&q, end, "path=/", 6))
-        return 0;
+        return NULL;
     const char *last = q - 1;
+    if (known != NULL && end - last > known_len && last[known_len] == '/'
+        && memcmp(last, known, (size_t)known_len) == 0) {
+        last += known_len;
+        q = last + 1;
+    }
     while (q < end) {
+        /* 8 bytes at a time while none is below 0x21 (space, controls), above 0x7e or a '/' */
+        while (end - q >= 8) {
+            uint64_t w;
+            memcpy(&w, q, 8);
+            uint64_t slash_x = w ^ (ONES * '/');
+            if (((w - ONES * 0x21) & ~w & HIGHS) | (((w + ONES * (127 - 0x7e)) | w) & HIGHS)
+                | ((slash_x - ONES) & ~slash_x & HIGHS))
+                break;
+            q += 8;
+        }
+        if (q >= end)
+            break;
         unsigned char c = (unsigned char)*q;
         if (c == ' ')
             break;
         if (c < 0x21 || c > 0x7e)
-            return 0;
+            return NULL;
         if (c == '/')
             last = q;
         q++;
@@ -103,10 +126,10 @@ strict_line(const char *p, const char *end, const char **path_end, const char **
     *path_end = q;
     *slash = last;
     if (!lit(&q, end, " size=", 6))
-        return 0;
+        return NULL;
     q = digits(q, end, 18, size, &ok);
     if (!ok || !lit(&q, end, " checksum=", 10))
-        return 0;
+        return NULL;
     const char *h = q;
     while (q < end && q - h <= 128) {
         unsigned char c = (unsigned char)*q;
@@ -115,18 +138,20 @@ strict_line(const char *p, const char *end, const char **path_end, const char **
         q++;
     }
     if (q == h || q - h > 128 || !lit(&q, end, " ctime=", 7))
-        return 0;
+        return NULL;
     q = digits(q, end, 18, &v, &ok);
     if (!ok || !lit(&q, end, ".", 1))
-        return 0;
+        return NULL;
     q = digits(q, end, 18, &v, &ok);
     if (!ok || !lit(&q, end, " mtime=", 7))
-        return 0;
+        return NULL;
     q = digits(q, end, 18, ms, &ok);
     if (!ok || !lit(&q, end, ".", 1))
-        return 0;
+        return NULL;
     q = digits(q, end, 9, mns, &ok);
-    return ok && q == end;
+    if (!ok || (q < end && *q != '\n'))
+        return NULL;
+    return q;
 }
 
 static int
@@ -195,16 +220,15 @@ scan(PyObject *self, PyObject *args)
     Py_ssize_t no_len = -1;
 
     while (p < bend) {
-        const char *e = memchr(p, '\n', (size_t)(bend - p));
-        if (e == NULL)
-            e = bend;
-        if (e == p) {
-            p = e + 1;
+        if (*p == '\n') {
+            p++;
             continue;
         }
         const char *path_end, *slash;
         int64_t size, ms, mns;
-        if (strict_line(p, e, &path_end, &slash, &size, &ms, &mns)) {
+        const char *e = strict_line(p, bend, run.dir, run.dir != NULL ? run.dir_len : 0, &path_end, &slash,
+                                    &size, &ms, &mns);
+        if (e != NULL) {
             const char *dir = p + 5;
             Py_ssize_t dlen = slash - dir;
             if (!(run.dir != NULL && dlen == run.dir_len && memcmp(dir, run.dir, (size_t)dlen) == 0)) {
@@ -244,8 +268,13 @@ scan(PyObject *self, PyObject *args)
                     run.old_ns = mns;
                 }
             }
+            p = e + 1;
+            continue;
         }
-        else if (find(p, e - p, a, alen) == NULL) {
+        e = memchr(p, '\n', (size_t)(bend - p));
+        if (e == NULL)
+            e = bend;
+        if (find(p, e - p, a, alen) == NULL) {
             if (e - p >= 6 && memcmp(p, "path=/", 6) == 0)
                 other++;
             else
