@@ -48,9 +48,13 @@ def stale_ids(conn: Connection, table: Table, column: str, states: Iterable[str]
                    and_(claimed.is_(None), table.c.updated_at < now - stale_seconds)))
         .order_by(table.c.id)
         .limit(limit))
-    ids = [row[0] for row in conn.execute(query)]
-    # Claims still running whose holder is a dead process of this host: no need to wait them out.
+    return [row[0] for row in conn.execute(query)] + dead_claim_ids(conn, table, column, states, now)
+
+
+def dead_claim_ids(conn: Connection, table: Table, column: str, states: Iterable[str], now: float) -> list[int]:
+    """Rows in ``states`` whose unexpired claim belongs to a dead process of this host: no need to wait
+    them out (Catalog.claim takes such a claim over)."""
     held = conn.execute(select(table.c.id, table.c.claimed_by).where(
-        col.in_(list(states)), claimed >= now, table.c.claimed_by.like(f"{socket.gethostname()}:%")))
-    ids += [row.id for row in held if holder_is_dead(row.claimed_by)]
-    return ids
+        table.c[column].in_(list(states)), table.c.claimed_until >= now,
+        table.c.claimed_by.like(f"{socket.gethostname()}:%")))
+    return [row.id for row in held if holder_is_dead(row.claimed_by)]

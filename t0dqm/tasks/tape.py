@@ -29,7 +29,7 @@ from t0dqm.config import Settings
 from t0dqm.policies import archive as policy
 from t0dqm.tasks.archive import member_list, member_sources, update_trouble_alarm
 from t0dqm.tasks.base import LeaseBusy, T0Task, long_limits
-from t0dqm.tasks.recovery import Resume, recoverer
+from t0dqm.tasks.recovery import Resume, dead_claim_ids, recoverer
 
 BACKUP_DIR = "index-backup"
 SOON = 600  # retries due within this many seconds are also sent with a countdown
@@ -318,7 +318,8 @@ def _verify_later(task: T0Task, arch: Any, reason: str) -> str:
 
 def _due(conn: Connection, settings: Settings, now: float) -> tuple[list[int], list[int]]:
     """(frozen archives whose stage is due, copied archives whose verification is due)."""
-    free = archives.c.claimed_until.is_(None) | (archives.c.claimed_until < now)
+    dead = dead_claim_ids(conn, archives, "state", [states.FROZEN, *_verifiable(settings)], now)
+    free = archives.c.claimed_until.is_(None) | (archives.c.claimed_until < now) | archives.c.id.in_(dead)
     frozen = [r[0] for r in conn.execute(select(archives.c.id).where(
         archives.c.state == states.FROZEN, free,
         archives.c.next_try_at.is_(None) | (archives.c.next_try_at <= now)).order_by(archives.c.id))]
