@@ -85,14 +85,6 @@ def read_origin(path: str | os.PathLike[str]) -> Origin:
         return parse_origin(fh.read(4096))
 
 
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def write_atomic(path: Path, data: bytes, *, fsync: bool = True) -> None:
     """Write ``data`` to a hidden temp name next to ``path`` and rename it into place."""
     tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")

@@ -94,6 +94,15 @@ def copy_stream(src: BinaryIO, dst: BinaryIO, chunk: int = CHUNK, checksums: Ite
     return total
 
 
+def fsync_dir(path: str | os.PathLike[str]) -> None:
+    """Make a rename or link in ``path`` durable."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
 def is_remote(url: str) -> bool:
     return url.startswith(("root://", "xroot://", "roots://", "xroots://"))
 

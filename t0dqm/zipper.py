@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
-from t0dqm.storage import CHUNK, Adler32, format_adler32
+from t0dqm.storage import CHUNK, Adler32, copy_stream, format_adler32, fsync_dir
 
 _LOCAL = struct.Struct("<4sHHHHHIIIHH")  # local file header, 30 bytes
 _LOCAL_SIG = b"PK\x03\x04"
@@ -60,27 +60,6 @@ def adler32_combine(adler1: int, adler2: int, len2: int) -> int:
     return sum1 | (sum2 << 16)
 
 
-def _copy_into(src: BinaryIO, dst: BinaryIO, cks: Adler32) -> int:
-    """Copy in MiB chunks feeding the checksum; the single read pass over a member's source."""
-    total = 0
-    buf = bytearray(CHUNK)
-    view = memoryview(buf)
-    while n := src.readinto(buf):  # type: ignore[attr-defined]
-        piece = view[:n]
-        dst.write(piece)
-        cks.update(piece)
-        total += n
-    return total
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def _write_member(zf: zipfile.ZipFile, source: str | os.PathLike[str], name: str) -> Member:
     size = os.path.getsize(source)
     info = zipfile.ZipInfo(name, date_time=time.localtime(os.path.getmtime(source))[:6])
@@ -89,7 +68,7 @@ def _write_member(zf: zipfile.ZipFile, source: str | os.PathLike[str], name: str
     info.external_attr = 0o644 << 16
     cks = Adler32()
     with open(source, "rb") as src, zf.open(info, "w") as dst:
-        written = _copy_into(src, dst, cks)
+        written = copy_stream(src, dst, checksums=[cks])
     if written != size:
         raise SourceMismatch(f"{source}: read {written} bytes, expected {size}")
     return Member(name, written, cks.hexdigest())
@@ -231,7 +210,7 @@ def rebuild(zip_path: str | os.PathLike[str], members: Sequence[Member],
             os.fsync(fh.fileno())
         os.replace(tmp, path)
         tmp = ""
-        _fsync_dir(path.parent)
+        fsync_dir(path.parent)
     finally:
         if tmp:
             Path(tmp).unlink(missing_ok=True)
@@ -261,7 +240,7 @@ def append(zip_path: str | os.PathLike[str], source: str | os.PathLike[str], nam
         fh.flush()
         os.fsync(fh.fileno())
     if created:
-        _fsync_dir(path.parent)
+        fsync_dir(path.parent)
     if expected_adler32 and written.adler32 != expected_adler32:
         repair(path, members, sources)
         raise SourceMismatch(f"{source}: adler32 {written.adler32} != expected {expected_adler32}")
@@ -316,7 +295,7 @@ def extract(zip_path: str | os.PathLike[str], name: str, dest: str | os.PathLike
     try:
         cks = Adler32()
         with zipfile.ZipFile(zip_path) as zf, zf.open(name) as src, os.fdopen(fd, "wb") as out:
-            size = _copy_into(src, out, cks)  # type: ignore[arg-type]
+            size = copy_stream(src, out, checksums=[cks])  # type: ignore[arg-type]
             out.flush()
             os.fsync(out.fileno())
         os.replace(tmp, dest)

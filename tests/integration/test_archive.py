@@ -138,11 +138,11 @@ def test_changed_repository_file_is_not_archived(asettings: config.Settings) -> 
 KILL_MID_APPEND = """
 import os, signal
 from t0dqm import zipper
-def half(src, dst, cks):
+def half(src, dst, chunk=None, checksums=()):
     dst.write(src.read(50_000))
     dst._fileobj.flush()
     os.kill(os.getpid(), signal.SIGKILL)
-zipper._copy_into = half
+zipper.copy_stream = half
 from t0dqm.tasks.archive import zip_file
 zip_file({fid})
 """
