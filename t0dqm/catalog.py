@@ -38,7 +38,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.engine import Connection
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 metadata = MetaData()
 
@@ -147,6 +147,24 @@ streamer_units = Table(
     UniqueConstraint("label", "stream", "run", name="uq_streamer_unit"),
 )
 
+# Tier-0 disk outputs (schema 2): where each must go and whether processing still needs it.
+# endpoints_required / endpoints_done: JSON text lists; needed_by: processing jobs still needing it.
+# state: present -> deleted (retention, t0dqm.tasks.streamer.retention_cleanup).
+t0_outputs = Table(
+    "t0_outputs", metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("path", String(2048), nullable=False, unique=True),  # deletion target: local path or root:// URL
+    Column("size", Integer, nullable=False),
+    Column("adler32", String(8)),
+    Column("created_at", Float, nullable=False),
+    Column("endpoints_required", Text, nullable=False, default="[]"),
+    Column("endpoints_done", Text, nullable=False, default="[]"),
+    Column("needed_by", Integer, nullable=False, default=0),
+    Column("state", String(16), nullable=False, default="present"),
+    Column("updated_at", Float, nullable=False),
+    Index("ix_t0_outputs_state", "state", "created_at"),
+)
+
 # Every state change and every deletion.
 audit = Table(
     "audit", metadata,
@@ -188,10 +206,16 @@ alarms = Table(
     Column("active", Boolean, nullable=False, default=True),
 )
 
-TABLES = {"file": files, "archive": archives, "streamer": streamer_units}
+TABLES = {"file": files, "archive": archives, "streamer": streamer_units, "t0output": t0_outputs}
+
+
+def _migrate_2(conn: Connection) -> None:
+    """Schema 2: the Tier-0 disk outputs table."""
+    metadata.create_all(conn, tables=[t0_outputs], checkfirst=True)
+
 
 # Migrations: version -> callable(conn) upgrading from version-1. Version 1 is create_all.
-MIGRATIONS: dict[int, Any] = {}
+MIGRATIONS: dict[int, Any] = {2: _migrate_2}
 
 
 def worker_identity() -> str:
@@ -288,6 +312,9 @@ class Catalog:
             raise RuntimeError(f"catalog schema {current} is newer than this t0dqm ({SCHEMA_VERSION})")
         for version in range(current + 1, SCHEMA_VERSION + 1):
             with self.begin() as conn:
+                done = conn.execute(select(meta.c.value).where(meta.c.key == "schema_version")).scalar()
+                if done is not None and int(done) >= version:  # a concurrent upgrader got there first
+                    continue
                 MIGRATIONS[version](conn)
                 conn.execute(update(meta).where(meta.c.key == "schema_version").values(value=str(version)))
         return SCHEMA_VERSION
