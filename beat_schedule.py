@@ -29,10 +29,21 @@ def build(settings: Any) -> dict[str, dict[str, Any]]:
         "health-notify": {"task": "t0dqm.tasks.health.notify", "schedule": 60.0},
         "streamer-cleanup": {"task": "t0dqm.tasks.streamer.streamer_cleanup",
                              "schedule": crontab(hour=5, minute=0)},
+        "t0-retention": {"task": "t0dqm.tasks.streamer.retention_cleanup",
+                         "schedule": crontab(hour=6, minute=0)},
+        "sm-cleanup-age": {"task": "t0dqm.tasks.streamer.sm_cleanup", "kwargs": {"mode": "age"},
+                           "schedule": crontab(hour="3,15", minute=30)},
+        "sm-cleanup-occupancy": {"task": "t0dqm.tasks.streamer.sm_cleanup", "kwargs": {"mode": "occupancy"},
+                                 "schedule": 900.0},
     }
     enabled = set(settings.data.get("beat", {}).get("enabled", list(optional)))
     if not settings["streamer"]["enabled"]:
         enabled.discard("streamer-cleanup")
+    if not settings["retention"]["enabled"]:
+        enabled.discard("t0-retention")
+    if not settings["storage_manager"]["enabled"]:
+        enabled.discard("sm-cleanup-age")
+        enabled.discard("sm-cleanup-occupancy")
     if not settings["run_deletion"]["enabled"]:
         enabled.discard("index-delete-runs")
     for name, entry in optional.items():

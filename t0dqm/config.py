@@ -111,6 +111,12 @@ DEFAULTS: dict[str, Any] = {
         "transfertest_days": 7,
         "age_days": 365,
     },
+    # Tier-0 disk retention (t0dqm.tasks.streamer.retention_cleanup, daily when enabled).
+    "retention": {"enabled": False, "min_days": 7},
+    # Storage Manager (P5) cleanup (t0dqm.tasks.streamer.sm_cleanup): listing = JSON lines file
+    # {"path","run","size","mtime","checked","repacked","tier0_off"}; area = directory whose filesystem
+    # occupancy (statvfs) drives the policies.
+    "storage_manager": {"enabled": False, "listing": "", "area": ""},
     "alarms": {
         "min_interval": 3600,
         "email_to": "",

@@ -219,7 +219,7 @@ def sm_occupancy(path: str) -> None:
 
 @click.group()
 def t0() -> None:
-    """Tier-0 conventions: size limits, dataset names."""
+    """Tier-0 conventions: size limits, dataset names, disk retention."""
 
 
 @t0.command("size-check")
@@ -240,6 +240,33 @@ def size_check(kind: str, soft_gib: float, hard_gib: float, notify_gib: float, r
     except ValueError as exc:
         raise click.UsageError(str(exc)) from None
     _echo_json(size_limits.check(kind, size, limits).as_dict())
+
+
+@t0.command("retention")
+@click.option("--execute", is_flag=True, help="Really delete (guarded deleter, audited); default: plan only.")
+@click.option("--now", "now", type=float, default=None, help="Evaluate at this epoch (default: now).")
+@click.option("--min-days", type=click.IntRange(min=0), default=None,
+              help="Minimum days on the Tier-0 disk (default: config retention.min_days, 7).")
+def t0_retention(execute: bool, now: float | None, min_days: int | None) -> None:
+    """Tier-0 disk retention over the catalog's t0_outputs: print the plan as JSON; --execute deletes."""
+    from t0dqm.catalog import get_catalog
+    from t0dqm.tier0 import outputs
+
+    settings = _settings()
+    catalog = get_catalog(settings.catalog_url)
+    now = time.time() if now is None else now
+    min_days = settings["retention"]["min_days"] if min_days is None else min_days
+    if not execute:
+        run, _rows = outputs.plan(catalog, now, int(min_days))
+        _echo_json(run.as_dict())
+        click.echo("plan only: nothing deleted (give --execute to delete)", err=True)
+        return
+    run = outputs.run_retention(catalog, settings, now=now, min_days=min_days, dry_run=False)
+    _echo_json(run.as_dict())
+    if run.refused or run.errors:
+        for line in run.refused + run.errors:
+            click.echo(f"not deleted: {line}", err=True)
+        sys.exit(1)
 
 
 @t0.group()
