@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy import func, select
@@ -54,28 +55,72 @@ def done(p: dict[str, int], n_good: int, n_bad: int) -> bool:
             and p["quarantined"] == n_bad and p["archives"] == p["archives_safe"])
 
 
+PRODUCER_HOSTS = ("p5-dqm-a", "p5-dqm-b")
+
+
+def producer_config(root: Path, hosts: tuple[str, ...] = PRODUCER_HOSTS) -> Path:
+    """A TOML file declaring the simulated producer hosts (their collect folders under ``root``)."""
+    lines = ["producers = ["]
+    for host in hosts:
+        lines.append(f'  {{host = "{host}", dir = "{root / "producers" / host / "collect"}"}},')
+    lines += ["]", "", "[beat.every]"]
+    lines += [f"collect_{host.replace('-', '_')} = 2" for host in hosts]
+    path = root / "demo.toml"
+    root.mkdir(parents=True, exist_ok=True)
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def write_producer_files(settings: config.Settings, per_host: int, seed: int) -> int:
+    """Final online files, as DQM applications on the producer hosts write them (temp + rename)."""
+    from t0dqm.simulate import content_for, write_dqm_file
+
+    subsystems = ("Pixel", "Ecal", "Hcal", "Muons", "Tracking", "L1T")
+    count = 0
+    for h, entry in enumerate(settings["producers"]):
+        folder = Path(entry["dir"])
+        folder.mkdir(parents=True, exist_ok=True)
+        for i in range(per_host):
+            run = 390000 + seed * 1000 + h * 100 + i
+            name = f"DQM_V0001_{subsystems[i % len(subsystems)]}_R{run:09d}.root"
+            run, subs, strict = content_for(name)
+            write_dqm_file(folder / name, run, subs, n_hists=60, strict=strict)
+            count += 1
+    return count
+
+
 def run_demo(settings: config.Settings, *, n_files: int, n_broken: int, timeout: float,
-             echo: Callable[[str], Any] = print, seed: int = 7) -> bool:
+             echo: Callable[[str], Any] = print, seed: int = 7, per_host: int = 5) -> bool:
+    from t0dqm.celery import collect_queue
     from t0dqm.simulate import simulate
     from t0dqm.stack import LocalStack
 
     os.environ.update(DEMO_ENV)
     if (settings.flavour_root / "catalog.sqlite").exists():  # never mix with an earlier run's files
         os.environ["T0DQM_ROOT"] = str(settings.root / time.strftime("demo-%Y%m%d-%H%M%S"))
-    settings = config.load(settings.source)
+        settings = config.load(settings.source)
+    if not settings["producers"]:  # two simulated producer hosts feed the chain through their collectors
+        source = producer_config(settings.flavour_root)
+        os.environ["T0DQM_CONFIG"] = str(source)
+        settings = config.load(source)
     config.reset(settings)
     stack = LocalStack(settings, extra_env=dict(DEMO_ENV))
     started = time.monotonic()
     ok = False
     try:
         stack.start(concurrency=2, flower=False)
+        hosts = sorted({p["host"] for p in settings["producers"]})
+        for host in hosts:  # what runs on each producer host: a worker on its own collect queue
+            stack.start_worker(f"collect-{host}", 1, queues=[collect_queue(host, settings)])
         echo(f"stack    broker {stack.broker_url}, data {settings.flavour_root}, logs {stack.log_dir}")
         stack.wait_ready()
-        echo(f"producer writing {n_files} DQM files and {n_broken} broken ones ...")
-        manifest = simulate(settings.flavour_root / "producer", n_files, seed, broken=n_broken, n_hists=60,
+        n_collected = write_producer_files(settings, per_host, seed)
+        echo(f"producers {', '.join(hosts)}: {n_collected} online DQM files written, collected by collect.<host>")
+        echo(f"harvesting uploading {n_files} DQM files and {n_broken} broken ones ...")
+        manifest = simulate(settings.flavour_root / "harvesting", n_files, seed, broken=n_broken, n_hists=60,
                             dropbox=settings.dropbox)
         n_bad = sum(1 for e in manifest if e["broken"])
-        n_good = len(manifest) - n_bad
+        n_good = len(manifest) - n_bad + n_collected
         echo(f"uploaded {len(manifest)} files to {settings.dropbox}")
         catalog = Catalog(settings.catalog_url)
         require_tape = settings["archive"]["require_tape"]
@@ -98,7 +143,7 @@ def run_demo(settings: config.Settings, *, n_files: int, n_broken: int, timeout:
             time.sleep(1.0)
         p = progress(catalog, require_tape)
         echo("")
-        echo(summary_table(p, n_good, n_bad))
+        echo(summary_table(p, n_good, n_bad, n_collected))
         lost = n_good - p["received"]
         echo(f"result   {'OK: all work done, nothing lost' if ok else f'NOT DONE (lost or pending: {lost})'} "
              f"in {time.monotonic() - started:.1f}s")
@@ -109,8 +154,9 @@ def run_demo(settings: config.Settings, *, n_files: int, n_broken: int, timeout:
     return ok
 
 
-def summary_table(p: dict[str, int], n_good: int, n_bad: int) -> str:
-    rows = [("files uploaded (good)", n_good), ("files uploaded (broken)", n_bad),
+def summary_table(p: dict[str, int], n_good: int, n_bad: int, n_collected: int = 0) -> str:
+    rows = [("files in (good)", n_good), ("  of which collected on producer hosts", n_collected),
+            ("files uploaded (broken)", n_bad),
             ("received into repository", p["received"]), ("indexed", p["indexed"]),
             ("in an archive", p["zipped"]), ("in a verified archive", p["archived"]),
             ("quarantined with reason", p["quarantined"]), ("archives", p["archives"]),

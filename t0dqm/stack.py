@@ -149,7 +149,7 @@ class LocalStack:
 
         probe = Celery(broker=self.broker_url)
         probe.conf.update(accept_content=["json"], task_serializer="json")
-        want = {c.name for c in self.children if c.name.startswith("worker")}
+        want = {c.name for c in self.children if c.name not in ("beat", "flower")}
         deadline = time.monotonic() + timeout
         try:
             while time.monotonic() < deadline:
