@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import redis
 from celery import Celery
 from celery.signals import worker_process_init
 from kombu import Exchange, Queue
@@ -96,6 +97,13 @@ def broker_ssl_options(settings: config.Settings, url: str) -> dict[str, object]
         if cfg[key]:
             options[f"ssl_{key}"] = cfg[key]
     return options
+
+
+def redis_client(url: str, timeout: float = 2.0, settings: config.Settings | None = None) -> redis.Redis:
+    """A redis-py client on the broker URL with the configured TLS options and short timeouts
+    (metrics, queue depths, markers: everything that talks to Redis outside kombu)."""
+    options = broker_ssl_options(settings or config.get(), url) or {}
+    return redis.Redis.from_url(url, socket_timeout=timeout, socket_connect_timeout=timeout, **options)
 
 
 def configure(app: Celery, settings: config.Settings) -> None:

@@ -97,7 +97,7 @@ class T0Collector(Collector):
         yield scrape
 
     def _broker(self) -> Iterator[Metric]:
-        from t0dqm.celery import all_queues, queue_name
+        from t0dqm.celery import all_queues, queue_name, redis_client
         from t0dqm.status import queue_depths
 
         up = GaugeMetricFamily("t0dqm_broker_up", "1 when the broker answered this scrape")
@@ -110,7 +110,7 @@ class T0Collector(Collector):
             queues = all_queues(self.settings) + [queue_name(f"collect.{h}", self.settings) for h in hosts]
             for q, n in queue_depths(self.broker_url, queues).items():
                 depth.add_metric([q], n)
-            client = redis.Redis.from_url(self.broker_url, socket_timeout=2, socket_connect_timeout=2)
+            client = redis_client(self.broker_url, settings=self.settings)
             try:
                 counts, seconds = task_counters(client, f"{self.prefix}metrics:tasks")
             finally:

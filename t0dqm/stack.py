@@ -147,8 +147,11 @@ class LocalStack:
         """Return once every worker answers a ping."""
         from celery import Celery
 
+        from t0dqm.celery import broker_ssl_options
+
         probe = Celery(broker=self.broker_url)
-        probe.conf.update(accept_content=["json"], task_serializer="json")
+        probe.conf.update(accept_content=["json"], task_serializer="json",
+                          broker_use_ssl=broker_ssl_options(self.settings, self.broker_url))
         want = {c.name for c in self.children if c.name not in ("beat", "flower")}
         deadline = time.monotonic() + timeout
         try:

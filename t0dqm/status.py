@@ -28,7 +28,9 @@ class Snapshot:
 
 def queue_depths(broker_url: str, queues: list[str], timeout: float = 2.0) -> dict[str, int]:
     """Messages waiting per queue (kombu's Redis transport keeps each queue in a list of its name)."""
-    client = redis.Redis.from_url(broker_url, socket_timeout=timeout, socket_connect_timeout=timeout)
+    from t0dqm.celery import redis_client
+
+    client = redis_client(broker_url, timeout)
     try:
         pipe = client.pipeline(transaction=False)
         for q in queues:

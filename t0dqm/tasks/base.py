@@ -48,7 +48,9 @@ def metrics_client(app: Any) -> redis.Redis | None:
         return None
     client = _redis_clients.get(url)
     if client is None:
-        client = redis.Redis.from_url(url, socket_timeout=2, socket_connect_timeout=2)
+        from t0dqm.celery import redis_client
+
+        client = redis_client(url)
         _redis_clients[url] = client
     return client
 

@@ -142,6 +142,22 @@ def test_redis_over_tls_end_to_end(redis_tls: tuple[str, dict[str, Path]], tmp_p
 
     assert broker_ssl_options(settings, url) == {"ssl_cert_reqs": __import__("ssl").CERT_REQUIRED, "ssl_ca_certs": ca}
     _round_trip(settings, root, tmp_path / "worker.log", T0DQM_BROKER_URL=url, T0DQM_BROKER_SSL__CA_CERTS=ca)
+    # the stack's own clients (readiness ping, queue depths) use the same TLS options
+    from t0dqm.stack import LocalStack
+    from t0dqm.status import queue_depths
+
+    stack_settings = make_settings(tmp_path / "stack", broker_url=url, broker_ssl__ca_certs=ca)
+    stack = LocalStack(stack_settings, extra_env={"T0DQM_BROKER_SSL__CA_CERTS": ca})
+    try:
+        stack.start(concurrency=1, beat=False, flower=False)
+        stack.wait_ready(timeout=90)
+    finally:
+        stack.stop()
+    config.reset(stack_settings)
+    try:
+        assert queue_depths(url, ["ops"]) == {"ops": 0}
+    finally:
+        config.reset(None)
 
 
 def test_broker_ssl_config_is_validated(tmp_path: Path) -> None:
