@@ -459,7 +459,22 @@ def merge_all(settings: config.Settings, catalog: Catalog, *, batch: int = MERGE
                     logger.warning("index merge failed for file %s: %s", file_id, why)
         finally:
             conn.close()
+    _merge_alarm(catalog, counts)
     return counts
+
+
+MERGE_ALARM = "index-merge-failed"
+
+
+def _merge_alarm(catalog: Catalog, counts: dict[str, int]) -> None:
+    """Raise the merge alarm on failures; clear it once merges go through with no failed file left."""
+    from t0dqm.alarms import clear_alarm, raise_alarm
+
+    if counts["failed"]:
+        raise_alarm(catalog, MERGE_ALARM, f"{counts['failed']} partial index(es) failed to merge; see "
+                    f"files.reason, then `t0dqm index retry-failed`")
+    elif counts["indexed"] and not catalog.counts("file", "index_state").get(INDEX_FAILED):
+        clear_alarm(catalog, MERGE_ALARM)
 
 
 def _merge_batch(conn: sqlite3.Connection, ready: list[tuple[Any, Path]],

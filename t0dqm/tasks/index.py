@@ -72,12 +72,6 @@ def merge(self: T0Task) -> dict[str, int]:
         return {}
     if counts["indexed"] or counts["failed"]:
         self.log("merge", **counts)
-    if counts["failed"]:
-        from t0dqm.alarms import raise_alarm
-
-        raise_alarm(self.catalog, "index-merge-failed",
-                    f"{counts['failed']} partial index(es) failed to merge; see files.reason, then "
-                    f"`t0dqm index retry-failed`")
     return counts
 
 

@@ -11,6 +11,7 @@ from sqlalchemy import select
 
 from t0dqm import config, dropbox, simulate
 from t0dqm import index as dqmindex
+from t0dqm.alarms import active_alarms
 from t0dqm.catalog import files, get_catalog
 from t0dqm.cli import cli
 from t0dqm.tasks.receive import receive_one
@@ -79,6 +80,7 @@ def test_merge_failure_is_kept_and_retried(settings: config.Settings) -> None:
     st, reason = state(bad)
     assert st == "failed" and "disk full" in reason
     assert dqmindex.partial_path(settings, bad).exists()  # kept for the retry
+    assert [a["key"] for a in active_alarms(cat)] == [dqmindex.MERGE_ALARM]
     assert dqmindex.Index(settings).samples(run=300002) == []  # nothing half-merged
     # reconcile / further merges do not retry it on their own ...
     assert dqmindex.merge_all(settings, cat)["indexed"] == 0 and state(bad)[0] == "failed"
@@ -88,6 +90,7 @@ def test_merge_failure_is_kept_and_retried(settings: config.Settings) -> None:
     assert result.exit_code == 0, result.output
     assert state(bad) == ("indexed", None)
     assert len(dqmindex.Index(settings).samples(run=300002)) == 1
+    assert active_alarms(cat) == []  # cleared by the merge that went through
 
 
 def test_crash_between_index_commit_and_catalog_update(settings: config.Settings,
