@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import sys
 import time
 from typing import Any
@@ -144,35 +143,9 @@ def streamer_clean(dump: str | None, quota: int | None, done_url: str | None, sk
 
 # ----------------------------------------------------------------------------------------------------- sm
 
-def occupancy(path: str) -> float:
-    """Used fraction of the filesystem holding ``path`` (as df: used / (used + available))."""
-    st = os.statvfs(path)
-    used = st.f_blocks - st.f_bfree
-    usable = used + st.f_bavail
-    return used / usable if usable else 0.0
-
-
 @click.group()
 def sm() -> None:
     """Storage Manager (P5) cleanup policies."""
-
-
-def _read_listing(path: str) -> list[Any]:
-    from t0dqm.policies.storage_manager import SMFile
-
-    out = []
-    with open(path, encoding="utf-8") as fh:
-        for n, line in enumerate(fh, 1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-                out.append(SMFile(path=str(row["path"]), run=int(row["run"]), size=int(row["size"]),
-                                  mtime=float(row["mtime"]), checked=bool(row["checked"]),
-                                  repacked=bool(row["repacked"]), tier0_off=bool(row.get("tier0_off", False))))
-            except (ValueError, KeyError, TypeError) as exc:
-                raise click.ClickException(f"{path}:{n}: bad listing line: {exc}") from None
-    return out
 
 
 @sm.command("plan")
@@ -188,6 +161,7 @@ def sm_plan(listing: str, occ: float | None, area: str | None, mode: str, now: f
             as_json: bool) -> None:
     """Which P5 files the Storage Manager cleanup deletes (nothing is deleted)."""
     from t0dqm.policies import storage_manager
+    from t0dqm.tier0.sm import ListingError, occupancy, read_listing
 
     if occ is None:
         if area is None:
@@ -195,7 +169,10 @@ def sm_plan(listing: str, occ: float | None, area: str | None, mode: str, now: f
         occ = occupancy(area)
     if not 0.0 <= occ <= 1.0:
         raise click.BadParameter("must be a fraction between 0 and 1", param_hint="--occupancy")
-    files = _read_listing(listing)
+    try:
+        files = read_listing(listing)
+    except ListingError as exc:
+        raise click.ClickException(str(exc)) from None
     plan = storage_manager.plan(files, occ, time.time() if now is None else now, mode)
     if plan.alarm:
         n = sum(1 for d in plan.delete if d.unchecked)
@@ -212,6 +189,8 @@ def sm_plan(listing: str, occ: float | None, area: str | None, mode: str, now: f
 @click.argument("path", type=click.Path(exists=True))
 def sm_occupancy(path: str) -> None:
     """Print the occupancy fraction of the filesystem holding PATH (statvfs)."""
+    from t0dqm.tier0.sm import occupancy
+
     click.echo(f"{occupancy(path):.6f}")
 
 
