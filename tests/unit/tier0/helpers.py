@@ -5,6 +5,9 @@ from __future__ import annotations
 import gzip
 from pathlib import Path
 
+import pytest
+
+from t0dqm.tier0 import eosdump
 from t0dqm.tier0.streamer_names import file_path
 
 NOW = 1_700_000_000
@@ -35,3 +38,12 @@ def write_dump(path: Path, lines: list[str] | bytes, *, members: int = 1) -> Pat
         parts = [data[i:i + step] for i in range(0, len(data), step)]
         path.write_bytes(b"".join(gzip.compress(p) for p in parts))
     return path
+
+@pytest.fixture(autouse=True, params=["c", "python"])
+def scanner(request, monkeypatch):
+    """Every test against the compiled scanner and against the pure-Python fallback."""
+    if request.param == "c":
+        assert eosdump._scan is not None, "t0dqm.tier0._dumpscan not built: pip install -e ."
+    else:
+        monkeypatch.setattr(eosdump, "_scan", None)
+    return request.param

@@ -9,17 +9,7 @@ import pytest
 from t0dqm.tier0 import eosdump
 from t0dqm.tier0.streamer_names import StreamerUnit, file_path
 
-from .helpers import DAY, NOW, line, unit_lines, write_dump
-
-
-@pytest.fixture(autouse=True, params=["c", "python"])
-def scanner(request, monkeypatch):
-    """Every test against the compiled scanner and against the pure-Python fallback."""
-    if request.param == "c":
-        assert eosdump._scan is not None, "t0dqm.tier0._dumpscan not built: pip install -e ."
-    else:
-        monkeypatch.setattr(eosdump, "_scan", None)
-    return request.param
+from .helpers import DAY, NOW, line, scanner, unit_lines, write_dump  # noqa: F401 - scanner: autouse
 
 
 def agg(path, **kw):

@@ -11,21 +11,12 @@ import pytest
 from t0dqm.tier0 import eosdump
 from t0dqm.tier0.streamer_names import parse_unit_dir
 
-from .helpers import DAY, NOW, write_dump
+from .helpers import DAY, NOW, scanner, write_dump  # noqa: F401 - scanner: autouse
 
 AREA = b"/store/t0streamer/"
 CUT = (NOW - 7 * DAY, 0)
 TT = {"TransferTest", "TransferTestWithSafety"}
 
-
-@pytest.fixture(autouse=True, params=["c", "python"])
-def scanner(request, monkeypatch):
-    """Every test against the compiled scanner and against the pure-Python fallback."""
-    if request.param == "c":
-        assert eosdump._scan is not None, "t0dqm.tier0._dumpscan not built: pip install -e ."
-    else:
-        monkeypatch.setattr(eosdump, "_scan", None)
-    return request.param
 
 
 def _pair(text: bytes):
