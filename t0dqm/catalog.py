@@ -73,6 +73,10 @@ files = Table(
     Column("claimed_by", String(128)),
     Column("claimed_until", Float),
     Column("attempts", Integer, nullable=False, default=0),
+    # DQM GUI registration (t0dqm.gui): when the GUI accepted the file; why it was not sent (refused,
+    # superseded, ...), which keeps reconcile from sending it again.
+    Column("gui_registered_at", Float),
+    Column("gui_reason", Text),
     Index("ix_files_state", "state", "updated_at"),
     Index("ix_files_index_state", "index_state", "updated_at"),
     Index("ix_files_run", "run", "dataset"),

@@ -127,6 +127,13 @@ DEFAULTS: dict[str, Any] = {
         "sound_file": "",
         "latency_seconds": 5 * 3600,
     },
+    # The new DQM GUI: register every received file (empty register_url = off; t0dqm.gui). Online names
+    # carry no dataset: merged files go to online_dataset, subsystem files to online_subsystem_dataset.
+    # file_prefix: where the GUI host sees the repository (empty = the local repository path).
+    "gui": {"register_url": "", "online_dataset": "/Global/Online/ALL",
+            "online_subsystem_dataset": "/Global/Online/{subsystem}", "file_prefix": "", "batch": 100,
+            "check_readable": True, "timeout": 0, "retry_base": 5, "retry_cap": 600,
+            "cert": "", "key": "", "ca": ""},
     "flower": {"address": "127.0.0.1", "port": 5555, "basic_auth": ""},
     # TLS to Redis (rediss:// broker): cert_reqs required|optional|none, CA file, optional client cert/key.
     "broker_ssl": {"cert_reqs": "required", "ca_certs": "", "certfile": "", "keyfile": ""},
@@ -230,6 +237,7 @@ def _validate_more(data: dict[str, Any]) -> None:
     for key in ("require_verified", "dry_run"):
         if not isinstance(data["deletion"][key], bool):
             raise ConfigError(f"deletion.{key} must be true or false, got {data['deletion'][key]!r}")
+    _validate_gui(data["gui"])
     if data["broker_ssl"]["cert_reqs"] not in ("required", "optional", "none"):
         raise ConfigError(f"broker_ssl.cert_reqs must be required, optional or none, "
                           f"got {data['broker_ssl']['cert_reqs']!r}")
@@ -237,6 +245,24 @@ def _validate_more(data: dict[str, Any]) -> None:
         path = data["broker_ssl"][key]
         if path and not os.path.isfile(path):
             raise ConfigError(f"broker_ssl.{key}: no such file {path!r}")
+
+
+def _validate_gui(gui: dict[str, Any]) -> None:
+    from t0dqm.policies.gui import BadDataset, check_dataset
+
+    url = gui["register_url"]
+    if url and not url.startswith(("http://", "https://")):
+        raise ConfigError(f"gui.register_url must be an http:// or https:// URL, got {url!r}")
+    try:
+        check_dataset(gui["online_dataset"], "gui.online_dataset")
+        check_dataset(str(gui["online_subsystem_dataset"]).format(subsystem="Ecal"), "gui.online_subsystem_dataset")
+    except (BadDataset, KeyError, IndexError, ValueError) as exc:
+        raise ConfigError(str(exc)) from None
+    for key in ("batch", "retry_base", "retry_cap"):
+        if isinstance(gui[key], bool) or not isinstance(gui[key], (int, float)) or gui[key] < 1:
+            raise ConfigError(f"gui.{key} must be a number >= 1, got {gui[key]!r}")
+    if not isinstance(gui["check_readable"], bool):
+        raise ConfigError(f"gui.check_readable must be true or false, got {gui['check_readable']!r}")
 
 
 @dataclass(frozen=True)

@@ -11,6 +11,7 @@ from sqlalchemy import func, select
 
 from t0dqm import config
 from t0dqm.catalog import Catalog, alarms, archives, files, quarantine
+from t0dqm.gui import counts as gui_counts
 
 
 @dataclass
@@ -23,6 +24,8 @@ class Snapshot:
     index: dict[str, int] = field(default_factory=dict)
     archives: dict[str, int] = field(default_factory=dict)
     quarantined: int = 0
+    gui: dict[str, int] = field(default_factory=dict)  # DQM GUI registration (t0dqm.gui.counts)
+    gui_url: str = ""
     active_alarms: list[dict[str, Any]] = field(default_factory=list)
 
 
@@ -48,6 +51,7 @@ def catalog_counts(catalog: Catalog) -> dict[str, Any]:
             "archives": dict(conn.execute(select(archives.c.state, func.count()).group_by(archives.c.state)).all()),
             "quarantined": conn.execute(select(func.count()).select_from(quarantine)
                                         .where(quarantine.c.resolved_at.is_(None))).scalar_one(),
+            "gui": gui_counts(conn),
             "active_alarms": [dict(r) for r in conn.execute(
                 select(alarms).where(alarms.c.active.is_(True)).order_by(alarms.c.last_at.desc())).mappings()],
         }
@@ -67,6 +71,7 @@ def snapshot(settings: config.Settings, catalog: Catalog, *, with_workers: bool 
     counts = catalog_counts(catalog)
     snap.files, snap.index, snap.archives = counts["files"], counts["index"], counts["archives"]
     snap.quarantined, snap.active_alarms = counts["quarantined"], counts["active_alarms"]
+    snap.gui, snap.gui_url = counts["gui"], settings["gui"]["register_url"]
     return snap
 
 
@@ -79,6 +84,8 @@ def render(snap: Snapshot) -> str:
     for title, counts in (("files", snap.files), ("index", snap.index), ("archives", snap.archives)):
         lines.append(f"{title:<8} " + ("  ".join(f"{k}={v}" for k, v in sorted(counts.items())) or "-"))
     lines.append(f"quarantined {snap.quarantined}")
+    if snap.gui_url or any(snap.gui.values()):
+        lines.append(f"gui      {snap.gui_url or 'off'}  " + "  ".join(f"{k}={v}" for k, v in snap.gui.items()))
     lines.append(f"alarms   {len(snap.active_alarms)} active")
     for alarm in snap.active_alarms[:10]:
         lines.append(f"  [{alarm['severity']}] {alarm['key']}: {alarm['message']} (x{alarm['count']})")

@@ -672,6 +672,7 @@ def per_task(settings: config.Settings) -> int:
 
 def _receive(task: T0Task, paths: list[str]) -> list[Outcome]:
     """Receive a batch, write its partial index, then enqueue merge, import (leftovers) and zip."""
+    from t0dqm.tasks.gui import request_registration
     from t0dqm.tasks.index import request_merge
 
     receiver = Receiver(task.settings, task.catalog)
@@ -685,6 +686,7 @@ def _receive(task: T0Task, paths: list[str]) -> list[Outcome]:
             task.enqueue(app.signature(IMPORT_TASK), o.file_id)
     for o in filed:
         task.enqueue(app.signature(ZIP_TASK), o.file_id)
+    request_registration(task, [o.file_id for o in filed])
     for o in outcomes:
         if o.status == "quarantined":
             task.log("receive-quarantined", path=o.path, reason=o.reason)
