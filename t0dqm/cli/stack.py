@@ -101,12 +101,15 @@ def db_upgrade() -> None:
 @click.option("--files", "n_files", default=40, show_default=True, help="Good files to simulate.")
 @click.option("--broken", default=5, show_default=True, help="Broken uploads to add.")
 @click.option("--timeout", default=600, show_default=True, help="Give up after this many seconds.")
-def demo(n_files: int, broken: int, timeout: int) -> None:
+@click.option("--gui-url", default="", help="Register every received file with the new DQM GUI at this URL "
+              "(http://host:port) and wait until it has them all.")
+def demo(n_files: int, broken: int, timeout: int, gui_url: str) -> None:
     """Run the main job end to end on the embedded stack, show progress and a summary; exit 0 only
     when all work is done with nothing lost."""
     from t0dqm.demo import run_demo
 
-    ok = run_demo(config.get(), n_files=n_files, n_broken=broken, timeout=timeout, echo=click.echo)
+    ok = run_demo(config.get(), n_files=n_files, n_broken=broken, timeout=timeout, echo=click.echo,
+                  gui_url=gui_url)
     sys.exit(0 if ok else 1)
 
 
