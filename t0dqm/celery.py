@@ -12,7 +12,7 @@ from pathlib import Path
 
 import redis
 from celery import Celery
-from celery.signals import worker_process_init
+from celery.signals import beat_init, worker_init, worker_process_init
 from kombu import Exchange, Queue
 
 from t0dqm import config, flower_guard
@@ -162,6 +162,30 @@ try:
     configure(app, config.get())
 except config.ConfigError as exc:  # a worker, beat or Flower must not start on a bad configuration
     raise SystemExit(f"t0dqm: configuration error: {exc}") from None
+
+
+def schema_guard() -> None:
+    """Refuse to start a worker or beat on a catalog at another schema revision (SQLite: create it)."""
+    from t0dqm.catalog import Catalog
+    from t0dqm.schema import SchemaMismatch
+
+    catalog = Catalog(config.get().catalog_url)
+    try:
+        catalog.ensure_schema()
+    except SchemaMismatch as exc:
+        raise SystemExit(f"t0dqm: refusing to start: {exc}") from None
+    finally:
+        catalog.dispose()  # no connection inherited by forked children
+
+
+@worker_init.connect
+def _worker_init(**_kwargs: object) -> None:
+    schema_guard()
+
+
+@beat_init.connect
+def _beat_init(**_kwargs: object) -> None:
+    schema_guard()
 
 
 @worker_process_init.connect
