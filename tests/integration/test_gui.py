@@ -229,3 +229,42 @@ def test_off_without_url_and_config_validation(tmp_path: Path) -> None:
             make_settings(tmp_path / "r", **{key: value})
     out = CliRunner().invoke(cli, ["gui", "register"], env={"T0DQM_ROOT": str(tmp_path / "r")})
     assert out.exit_code != 0 and "gui.register_url" in out.output
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
+def test_revision_0003_adds_the_columns_and_keeps_rows(backend: str, tmp_path: Path,
+                                                       request: pytest.FixtureRequest) -> None:
+    from alembic import command
+    from sqlalchemy import insert, inspect, text
+
+    from t0dqm.catalog import Catalog
+    from t0dqm.schema import alembic_config, head
+
+    url = f"sqlite:///{tmp_path / 'c.sqlite'}" if backend == "sqlite" else request.getfixturevalue("pg_url")
+    cat = Catalog(url)
+    try:
+        with cat.engine.begin() as conn:
+            command.upgrade(alembic_config(conn), "0002_t0_outputs")
+            now = time.time()
+            conn.execute(text("INSERT INTO files (path, name, cls, run, version, dataset, size, adler32, mtime, "
+                              "state, index_state, created_at, updated_at, attempts) VALUES ('a/x.root', "
+                              "'x.root', 'offline_data', 5, 1, '/A/B/C', 1, '00000001', :t, 'received', "
+                              "'indexed', :t, :t, 0)"), {"t": now - 3600})
+        assert "gui_registered_at" not in {c["name"] for c in inspect(cat.engine).get_columns("files")}
+        assert cat.upgrade() == head()
+        assert {"gui_registered_at", "gui_reason"} <= {c["name"] for c in inspect(cat.engine).get_columns("files")}
+        with cat.read() as conn:
+            assert g.missing_ids(conn, older_than=time.time()) == [1]
+            assert g.counts(conn)["waiting"] == 1
+        with cat.begin() as conn:
+            conn.execute(insert(files).values(path="b/y.root", name="y.root", cls="offline_data", run=6, version=1,
+                                              dataset="/A/B/C", size=1, adler32="1", mtime=now, state="received",
+                                              index_state="indexed", created_at=now, updated_at=now,
+                                              gui_registered_at=now))
+        with cat.engine.begin() as conn:
+            command.downgrade(alembic_config(conn), "0002_t0_outputs")
+        assert "gui_reason" not in {c["name"] for c in inspect(cat.engine).get_columns("files")}
+        with cat.read() as conn:
+            assert conn.execute(text("SELECT count(*) FROM files")).scalar() == 2
+    finally:
+        cat.dispose()
