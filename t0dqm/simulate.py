@@ -202,6 +202,7 @@ def write_dqm_file(path: str | os.PathLike[str], run: int, subsystems: Sequence[
         for base, items, _strict in layout:
             put(base, items)
     data = writer.close()
+    target.parent.mkdir(parents=True, exist_ok=True)
     with open(tmp, "wb") as fh:
         fh.write(data)
     os.replace(tmp, target)
