@@ -6,6 +6,7 @@ import json
 import multiprocessing as mp
 import random
 import threading
+import time
 from pathlib import Path
 
 import pytest
