@@ -30,7 +30,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import and_, select, update
+from sqlalchemy import and_, or_, select, update
 
 from t0dqm import config
 from t0dqm.alarms import clear_alarm, raise_alarm
@@ -283,19 +283,37 @@ def missing_ids(conn: Any, *, older_than: float | None = None, run: int | None =
     return [r[0] for r in conn.execute(query.order_by(files.c.id).limit(limit))]
 
 
+def removed_but_registered(conn: Any, limit: int | None = None) -> list[dict[str, Any]]:
+    """Registered rows whose ROOT file version or quota control deleted and that no newer registered
+    version of the same sample replaced in the GUI: the GUI still points at a missing file."""
+    newer = files.alias("newer")
+    replaced = select(newer.c.id).where(
+        newer.c.run == files.c.run, newer.c.dataset == files.c.dataset,
+        or_(newer.c.subsystem == files.c.subsystem, and_(newer.c.subsystem.is_(None), files.c.subsystem.is_(None))),
+        newer.c.version > files.c.version, newer.c.gui_registered_at.is_not(None)).exists()
+    query = (select(files.c.id, files.c.cls, files.c.run, files.c.dataset, files.c.subsystem, files.c.version,
+                    files.c.path, files.c.gui_registered_at)
+             .where(files.c.state == REMOVED, files.c.gui_registered_at.is_not(None), ~replaced)
+             .order_by(files.c.run, files.c.id))
+    if limit is not None:
+        query = query.limit(limit)
+    return [dict(r) for r in conn.execute(query).mappings()]
+
+
 def counts(conn: Any) -> dict[str, int]:
-    """registered; waiting (present, not yet registered); not_sent (left with a reason, see
-    ``files.gui_reason``); removed_registered (ROOT file deleted, still registered: the GUI has no removal)."""
+    """registered (ROOT file present); waiting (present, not yet registered); not_sent (left with a
+    reason, see ``files.gui_reason``); removed_registered (see :func:`removed_but_registered`)."""
     rows = conn.execute(select(files.c.gui_registered_at.is_not(None), files.c.gui_reason.is_not(None),
                                files.c.state, files.c.index_state)).all()
     out = {"registered": 0, "waiting": 0, "not_sent": 0, "removed_registered": 0}
     for registered, has_reason, state, index_state in rows:
-        if registered:
-            out["removed_registered" if state == REMOVED else "registered"] += 1
-        elif state == REMOVED or index_state == INDEX_SKIPPED:
+        if state == REMOVED or (index_state == INDEX_SKIPPED and not registered):
             continue
+        if registered:
+            out["registered"] += 1
         else:
             out["not_sent" if has_reason else "waiting"] += 1
+    out["removed_registered"] = len(removed_but_registered(conn))
     return out
 
 

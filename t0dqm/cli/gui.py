@@ -64,3 +64,31 @@ def register(everything: bool, run: int | None, url: str | None, check: bool | N
             click.echo(f"refused  file {file_id}: {reason}", err=True)
     if result.rejected or checked.get("unreadable"):
         raise SystemExit(1)
+
+
+@gui.command("removed")
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per line.")
+def removed(as_json: bool) -> None:
+    """Files the GUI still lists whose ROOT file version or quota control deleted (the GUI has no removal
+    call; docs/operations.md says what to do with them)."""
+    from t0dqm import config
+    from t0dqm import gui as g
+    from t0dqm.catalog import get_catalog
+    from t0dqm.policies import gui as policy
+
+    settings = config.get()
+    with get_catalog(settings.catalog_url).read() as conn:
+        rows = g.removed_but_registered(conn)
+    gs = settings["gui"]
+    for row in rows:
+        facts = policy.FileFacts(id=row["id"], path=row["path"], cls=row["cls"], run=row["run"],
+                                 version=row["version"], dataset=row["dataset"], subsystem=row["subsystem"])
+        try:
+            dataset = policy.gui_dataset(facts, gs["online_dataset"], gs["online_subsystem_dataset"])
+        except policy.BadDataset:
+            dataset = row["dataset"]
+        item = {"file_id": row["id"], "run": row["run"], "dataset": dataset,
+                "file": policy.gui_file(row["path"], str(settings.repository), gs["file_prefix"])}
+        click.echo(json.dumps(item) if as_json else f"{item['run']:>9}  {item['dataset']}  {item['file']}")
+    if not as_json:
+        click.echo(f"{len(rows)} registered file(s) whose ROOT file is gone", err=True)

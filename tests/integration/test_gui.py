@@ -216,6 +216,18 @@ def test_removed_files_stay_registered_and_status_shows_counts(gsettings: config
     assert out.exit_code == 0 and "registered=1" in out.output
     out = CliRunner().invoke(cli, ["gui", "register", "--all", "--json", "--no-check"], env=env)
     assert json.loads(out.output)["registered"] == 2  # the removed file is not sent again
+    out = CliRunner().invoke(cli, ["gui", "removed", "--json"], env=env)
+    assert [json.loads(x) for x in out.output.splitlines()] == [
+        {"file_id": ids[0], "run": 300001, "dataset": "/Global/Online/ALL",
+         "file": str(gsettings.repository / rows()[ids[0]]["path"])}]
+    # version control deletes an older version once a newer one is registered: the GUI points at the newer
+    v2 = filed(gsettings, OFFLINE)
+    registrar(gsettings).register([v2])
+    with get_catalog().begin() as conn:
+        conn.execute(update(files).where(files.c.id == ids[2]).values(state=REMOVED))
+    with get_catalog().read() as conn:
+        assert [r["id"] for r in g.removed_but_registered(conn)] == [ids[0]]
+        assert g.counts(conn)["removed_registered"] == 1
 
 
 def test_off_without_url_and_config_validation(tmp_path: Path) -> None:
