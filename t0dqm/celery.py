@@ -14,6 +14,7 @@ import redis
 from celery import Celery
 from celery.signals import (
     beat_init,
+    celeryd_init,
     worker_init,
     worker_process_init,
     worker_process_shutdown,
@@ -21,7 +22,7 @@ from celery.signals import (
 )
 from kombu import Exchange, Queue
 
-from t0dqm import config, flower_guard, heartbeat
+from t0dqm import broker_guard, config, flower_guard, heartbeat
 
 # Every task module; routes are by module (see route_for_task).
 TASK_MODULES = (
@@ -61,12 +62,14 @@ def stack_file(settings: config.Settings) -> Path:
 
 
 def resolve_broker_url(settings: config.Settings) -> str:
+    """The configured broker_url, else the embedded one `t0dqm up` recorded on this host (for inspect,
+    call, status), else '' (never a guessed localhost: workers and beat refuse to start without one)."""
     if settings.broker_url:
         return settings.broker_url
     try:
-        return json.loads(stack_file(settings).read_text())["broker_url"]
+        return str(json.loads(stack_file(settings).read_text())["broker_url"])
     except (FileNotFoundError, KeyError, ValueError):
-        return "redis://127.0.0.1:6379/0"
+        return ""
 
 
 def queue_name(base: str, settings: config.Settings | None = None) -> str:
@@ -108,6 +111,8 @@ def broker_ssl_options(settings: config.Settings, url: str) -> dict[str, object]
 def redis_client(url: str, timeout: float = 2.0, settings: config.Settings | None = None) -> redis.Redis:
     """A redis-py client on the broker URL with the configured TLS options and short timeouts
     (metrics, queue depths, markers: everything that talks to Redis outside kombu)."""
+    if not url:
+        raise redis.ConnectionError(broker_guard.NOT_SET)
     options = broker_ssl_options(settings or config.get(), url) or {}
     return redis.Redis.from_url(url, socket_timeout=timeout, socket_connect_timeout=timeout, **options)
 
@@ -120,8 +125,8 @@ def configure(app: Celery, settings: config.Settings) -> None:
                  "health_check_interval": 25, "retry_on_timeout": True}
     prefix = settings.queue_prefix
     app.conf.update(
-        broker_url=broker,
-        result_backend=backend,
+        broker_url=broker or None,
+        result_backend=backend or None,
         task_serializer="json",
         result_serializer="json",
         accept_content=["json"],
@@ -186,6 +191,11 @@ def schema_guard() -> None:
         catalog.dispose()  # no connection inherited by forked children
 
 
+@celeryd_init.connect
+def _worker_needs_broker(**_kwargs: object) -> None:
+    broker_guard.check("worker")
+
+
 @worker_init.connect
 def _worker_init(**_kwargs: object) -> None:
     schema_guard()
@@ -194,6 +204,7 @@ def _worker_init(**_kwargs: object) -> None:
 
 @beat_init.connect
 def _beat_init(**_kwargs: object) -> None:
+    broker_guard.check("beat")
     schema_guard()
     heartbeat.ensure(role="beat")
 
