@@ -17,6 +17,7 @@ from contextlib import contextmanager
 from typing import Any
 
 from sqlalchemy import (
+    BigInteger,
     Boolean,
     Column,
     Engine,
@@ -34,11 +35,12 @@ from sqlalchemy import (
     func,
     insert,
     select,
+    text,
     update,
 )
 from sqlalchemy.engine import Connection
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 metadata = MetaData()
 
@@ -73,9 +75,19 @@ files = Table(
     Column("claimed_by", String(128)),
     Column("claimed_until", Float),
     Column("attempts", Integer, nullable=False, default=0),
+    # Set by version control once no older version of this (run, dataset) waits for deletion;
+    # NULL (every new row) puts the sample on version control's worklist (t0dqm.queries).
+    Column("versions_checked_at", Float),
     Index("ix_files_state", "state", "updated_at"),
     Index("ix_files_index_state", "index_state", "updated_at"),
     Index("ix_files_run", "run", "dataset"),
+    # Version control's worklist: only samples with a new or a waiting version (schema 3).
+    Index("ix_files_versions_unchecked", "run", "dataset",
+          sqlite_where=text("versions_checked_at IS NULL"), postgresql_where=text("versions_checked_at IS NULL")),
+    # Quota control: present files of a class, oldest first (schema 3).
+    Index("ix_files_present_age", "cls", "mtime",
+          sqlite_where=text("state IN ('received', 'zipped')"),
+          postgresql_where=text("state IN ('received', 'zipped')")),
 )
 
 # Uploads that failed validation: never deleted, never retried forever.
@@ -206,6 +218,28 @@ alarms = Table(
     Column("active", Boolean, nullable=False, default=True),
 )
 
+# Running totals per (entity, cls, state, index_state) of files and archives: rows and bytes (schema 3).
+# Triggers append to count_deltas in the writer's transaction; t0dqm.counts folds them into counts.
+# Archives use '' for cls and index_state.
+def _count_key(primary_key: bool) -> list[Column]:
+    return [Column(name, String(size), nullable=False, primary_key=primary_key)
+            for name, size in (("entity", 16), ("cls", 32), ("state", 16), ("index_state", 16))]
+
+
+counts = Table(
+    "counts", metadata,
+    *_count_key(True),
+    Column("n", BigInteger, nullable=False),
+    Column("bytes", BigInteger, nullable=False),
+)
+count_deltas = Table(
+    "count_deltas", metadata,
+    Column("id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True),
+    *_count_key(False),
+    Column("n", Integer, nullable=False),
+    Column("bytes", BigInteger, nullable=False),
+)
+
 TABLES = {"file": files, "archive": archives, "streamer": streamer_units, "t0output": t0_outputs}
 
 
@@ -214,8 +248,15 @@ def _migrate_2(conn: Connection) -> None:
     metadata.create_all(conn, tables=[t0_outputs], checkfirst=True)
 
 
+def _migrate_3(conn: Connection) -> None:
+    """Schema 3: version control's worklist, quota's age index, running counts (t0dqm.counts)."""
+    from t0dqm import counts as running_counts
+
+    running_counts.upgrade_schema(conn)
+
+
 # Migrations: version -> callable(conn) upgrading from version-1. Version 1 is create_all.
-MIGRATIONS: dict[int, Any] = {2: _migrate_2}
+MIGRATIONS: dict[int, Any] = {2: _migrate_2, 3: _migrate_3}
 
 
 def worker_identity() -> str:
@@ -306,6 +347,9 @@ class Catalog:
             metadata.create_all(self.engine, checkfirst=True)
             with self.begin() as conn:
                 if conn.execute(select(meta.c.value).where(meta.c.key == "schema_version")).scalar() is None:
+                    from t0dqm import counts as running_counts
+
+                    running_counts.install_triggers(conn)
                     conn.execute(insert(meta).values(key="schema_version", value=str(SCHEMA_VERSION)))
             return SCHEMA_VERSION
         if current > SCHEMA_VERSION:

@@ -1,4 +1,5 @@
-"""Schema 2 migration: a version-1 catalog (no t0_outputs) is upgraded in place; SQLite and PostgreSQL."""
+"""Schema migrations: a version-1 catalog (no t0_outputs, no running counts) is upgraded in place; SQLite and
+PostgreSQL."""
 
 from __future__ import annotations
 
@@ -8,7 +9,9 @@ from pathlib import Path
 import pytest
 from sqlalchemy import insert, inspect, select
 
-from t0dqm.catalog import SCHEMA_VERSION, Catalog, files, meta, metadata, t0_outputs
+from t0dqm import counts
+from t0dqm.catalog import SCHEMA_VERSION, Catalog, count_deltas, files, meta, metadata, t0_outputs
+from t0dqm.catalog import counts as counts_table
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
@@ -20,7 +23,7 @@ def catalog_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
 
 def make_v1(url: str) -> Catalog:
     cat = Catalog(url)
-    v1_tables = [t for t in metadata.sorted_tables if t is not t0_outputs]
+    v1_tables = [t for t in metadata.sorted_tables if t not in (t0_outputs, counts_table, count_deltas)]
     metadata.create_all(cat.engine, tables=v1_tables)
     now = time.time()
     with cat.begin() as conn:
@@ -32,15 +35,19 @@ def make_v1(url: str) -> Catalog:
     return cat
 
 
-def test_upgrade_v1_to_v2(catalog_url: str) -> None:
-    assert SCHEMA_VERSION == 2
+def test_upgrade_v1_to_current(catalog_url: str) -> None:
+    assert SCHEMA_VERSION == 3
     cat = make_v1(catalog_url)
     try:
         assert cat.schema_version() == 1
         assert "t0_outputs" not in inspect(cat.engine).get_table_names()
-        assert cat.upgrade() == 2
-        assert cat.schema_version() == 2
-        assert "t0_outputs" in inspect(cat.engine).get_table_names()
+        assert cat.upgrade() == 3
+        assert cat.schema_version() == 3
+        assert {"t0_outputs", "counts", "count_deltas"} <= set(inspect(cat.engine).get_table_names())
+        with cat.read() as conn:  # schema 3 counted the existing file and left nothing on the version worklist
+            totals = counts.totals(conn)
+            assert counts.by(totals, "state", "file") == {"received": 1}
+            assert conn.execute(select(files.c.versions_checked_at)).scalar() is not None
         now = time.time()
         with cat.begin() as conn:
             conn.execute(insert(t0_outputs).values(path="/x/y.root", size=3, created_at=now, updated_at=now))
@@ -48,10 +55,10 @@ def test_upgrade_v1_to_v2(catalog_url: str) -> None:
             assert conn.execute(select(files.c.path)).scalar() == "a/DQM_V0001_R000000001.root"  # data kept
             row = conn.execute(select(t0_outputs)).mappings().one()
         assert (row["state"], row["needed_by"], row["endpoints_done"]) == ("present", 0, "[]")
-        assert cat.upgrade() == 2  # idempotent
+        assert cat.upgrade() == 3  # idempotent
         # a second catalog object still believing v1 state does not re-run the migration
         other = Catalog(catalog_url)
-        assert other.upgrade() == 2
+        assert other.upgrade() == 3
         other.dispose()
     finally:
         cat.dispose()
