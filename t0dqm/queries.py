@@ -127,6 +127,7 @@ def quota_prefix(conn: Connection, cls: str, excess: int, safe: Sequence[str], u
         return out, False
     carried, after, size = 0, None, first_chunk
     while len(out) < max_rows:
+        size = min(size, max_rows - len(out))
         rows = conn.execute(quota_chunk_query(conn, cls, safe, unguarded, after, size)).all()
         for row in rows:
             out.append(row)
