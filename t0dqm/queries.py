@@ -51,13 +51,19 @@ def _file_columns() -> list[Any]:
 
 # -- version control ---------------------------------------------------------------------------------
 
+def const_limit(n: int) -> Any:
+    """A LIMIT written into the SQL: with ``LIMIT ?`` SQLite cannot tell a subquery is small and may
+    drive the join from a full index scan instead."""
+    return literal_column(str(int(n)))
+
+
 def version_worklist_query(batch: int) -> Any:
     keys = (select(files.c.run, files.c.dataset).where(files.c.versions_checked_at.is_(None))
-            .distinct().limit(batch).subquery("todo"))
+            .distinct().limit(const_limit(batch)).subquery("todo"))
+    # no ORDER BY: sorting by (run, dataset) would tempt the planner into walking ix_files_run whole
     return (select(*_file_columns(), archives.c.state.label("archive_state"))
             .select_from(keys.join(files, and_(files.c.run == keys.c.run, files.c.dataset == keys.c.dataset))
-                         .outerjoin(archives, files.c.archive_id == archives.c.id))
-            .order_by(files.c.run, files.c.dataset, files.c.id))
+                         .outerjoin(archives, files.c.archive_id == archives.c.id)))
 
 
 def version_worklist(conn: Connection, batch: int) -> tuple[list[Row[Any]], bool]:
@@ -109,7 +115,7 @@ def quota_chunk_query(conn: Connection, cls: str, safe: Sequence[str], unguarded
     chunk = (select(files.c.id, files.c.path, files.c.size, files.c.mtime, files.c.adler32,
                     archived.label("archived"), path.label("sort_path"))
              .select_from(files.outerjoin(archives, files.c.archive_id == archives.c.id))
-             .where(*cond).order_by(files.c.mtime, path).limit(limit).subquery("chunk"))
+             .where(*cond).order_by(files.c.mtime, path).limit(const_limit(limit)).subquery("chunk"))
     freed = func.sum(chunk.c.size * chunk.c.archived).over(order_by=(chunk.c.mtime, chunk.c.sort_path),
                                                              rows=(None, 0))
     return select(chunk, freed.label("freed")).order_by(chunk.c.mtime, chunk.c.sort_path)
