@@ -8,13 +8,14 @@ are not on disk, so each deletion is audited as ``delete-missing`` and its row m
 from __future__ import annotations
 
 import random
+import re
 import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import delete, func, insert, select, update
+from sqlalchemy import delete, event, func, insert, select, update
 
 from t0dqm import config, counts, queries
 from t0dqm.catalog import Catalog, archives, files, get_catalog, reset_catalogs
@@ -216,3 +217,50 @@ def test_running_counts_match_a_recount(scale_settings: config.Settings) -> None
     with cat.begin() as conn:
         counts.rebuild(conn)
     assert current_totals(cat) == recount(cat)
+
+
+NOT_IN_SQL = re.compile(r"NOT\s+IN\s*\(\s*SELECT", re.IGNORECASE)
+
+
+def test_periodic_decisions_send_no_not_in_subquery(scale_settings: config.Settings) -> None:
+    """Every statement the periodic decisions send, watched at the cursor: anti-joins are NOT EXISTS."""
+    from prometheus_client import generate_latest
+
+    from t0dqm.metrics import make_registry
+    from t0dqm.policies import health as health_policy
+    from t0dqm.tasks import archive, health, index, tape  # noqa: F401 - registers the recoverers
+    from t0dqm.tasks.recovery import RECOVERERS
+
+    rng = random.Random(3)
+    cat = get_catalog()
+    add_files(cat, rng, 50, add_archives(cat, rng, 4))
+    with cat.begin() as conn:  # received files with a zip pattern, in no archive: what the zip queries look for
+        conn.execute(update(files).where(files.c.state == "received").values(zippat="z/p_S%04d.zip", created_at=1.0))
+    sent: list[str] = []
+
+    def watch(_conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
+        sent.append(statement)
+
+    engines = {id(e): e for e in (cat.engine, cat.read_engine)}.values()
+    for engine in engines:
+        event.listen(engine, "before_cursor_execute", watch)
+    try:
+        now = time.time()
+        cleanup.plan_version_control(scale_settings, cat)
+        cleanup.plan_quota_control(scale_settings, cat)
+        scrape = generate_latest(make_registry(scale_settings, cat, broker_url="redis://127.0.0.1:9/0", prefix=""))
+        cfg = health.health_settings(scale_settings)
+        limits = health_policy.limits_from(cfg, scale_settings["alarms"]["latency_seconds"],
+                                           scale_settings["archive"]["verify_delay"])
+        health.catalog_facts(cat, scale_settings)
+        waiting, totals = health.waiting_items(cat, scale_settings, limits, now, 10)
+        with cat.read() as conn:
+            for fn in RECOVERERS.values():
+                list(fn(conn, scale_settings, now))
+            tape._due(conn, scale_settings, now)
+    finally:
+        for engine in engines:
+            event.remove(engine, "before_cursor_execute", watch)
+    assert totals["zip"] > 0 and b't0dqm_oldest_waiting_seconds{step="zip"}' in scrape
+    assert len(sent) > 10 and any("NOT (EXISTS" in s for s in sent)
+    assert [s for s in sent if NOT_IN_SQL.search(s)] == []
