@@ -324,6 +324,45 @@ def run(url: str, repeat: int = 3) -> list[dict[str, Any]]:
     return out
 
 
+# -- plans ------------------------------------------------------------------------------------------
+
+def plan_queries(conn: Any) -> dict[str, Any]:
+    """The statements whose plans docs/benchmarks.md shows."""
+    from sqlalchemy import func, select
+
+    from t0dqm import counts, queries, states
+    from t0dqm.catalog import files
+
+    safe = states.archive_safe_states(False)
+    first = queries.quota_chunk_query(conn, "simulated", safe, False, None, 256)
+    later = queries.quota_chunk_query(conn, "simulated", safe, False, (1.6e9, "simulated/R"), 1024)
+    zip_waiting = select(func.count()).select_from(files).where(
+        files.c.state == states.RECEIVED, files.c.zippat.is_not(None), queries.not_member(),
+        files.c.created_at < time.time() - 3600)
+    return {"version control worklist": queries.version_worklist_query(5000),
+            "quota walk, first chunk": first, "quota walk, next chunk (keyset)": later,
+            "received files in no archive (health, metrics): NOT EXISTS": zip_waiting,
+            "running counts (metrics, quota usage)": counts.totals_query()}
+
+
+def plans(url: str) -> str:
+    """EXPLAIN QUERY PLAN (SQLite) / EXPLAIN ANALYZE (PostgreSQL) of each statement, as markdown."""
+    from t0dqm.catalog import Catalog
+
+    catalog = Catalog(url)
+    out = []
+    with catalog.read() as conn:
+        for title, stmt in plan_queries(conn).items():
+            sql = str(stmt.compile(conn, compile_kwargs={"literal_binds": True}))
+            if conn.dialect.name == "sqlite":
+                rows = [f"{'  ' * (r[1] > 0)}{r[3]}" for r in conn.exec_driver_sql("EXPLAIN QUERY PLAN " + sql)]
+            else:
+                rows = [r[0] for r in conn.exec_driver_sql("EXPLAIN (ANALYZE, COSTS OFF) " + sql.replace("%", "%%"))]
+            out.append(f"{title}:\n```\n" + "\n".join(rows) + "\n```")
+    catalog.dispose()
+    return "\n".join(out)
+
+
 # -- all --------------------------------------------------------------------------------------------
 
 def _pg_url(n: int) -> str:
@@ -370,6 +409,8 @@ def main() -> None:
     p = sub.add_parser("run")
     p.add_argument("--url", required=True)
     p.add_argument("--repeat", type=int, default=3)
+    p = sub.add_parser("plans")
+    p.add_argument("--url", required=True)
     p = sub.add_parser("decide")
     p.add_argument("name", choices=DECISIONS)
     p.add_argument("--url", required=True)
@@ -385,6 +426,8 @@ def main() -> None:
         print(json.dumps(fill(args.url, args.files), indent=1, default=str))
     elif args.cmd == "run":
         run(args.url, args.repeat)
+    elif args.cmd == "plans":
+        print(plans(args.url))
     elif args.cmd == "decide":
         print(json.dumps(decide(args.name, args.url, args.repeat)))
     else:

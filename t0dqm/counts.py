@@ -172,14 +172,18 @@ def compact(catalog: Catalog, chunk: int = 20000) -> int:
             return folded
 
 
-def totals(conn: Connection, entity: str | None = None) -> dict[Key, Total]:
-    """Rows and bytes per (entity, cls, state, index_state): counts plus unfolded deltas, one snapshot."""
+def totals_query(entity: str | None = None) -> Any:
     parts = [select(*(t.c[k] for k in KEY), t.c.n, t.c.bytes) for t in (counts, count_deltas)]
     if entity is not None:
         parts = [p.where(p.selected_columns.entity == entity) for p in parts]
     both = union_all(*parts).subquery()
     keys = [both.c[k] for k in KEY]
-    rows = conn.execute(select(*keys, func.sum(both.c.n), func.sum(both.c.bytes)).group_by(*keys)).all()
+    return select(*keys, func.sum(both.c.n), func.sum(both.c.bytes)).group_by(*keys)
+
+
+def totals(conn: Connection, entity: str | None = None) -> dict[Key, Total]:
+    """Rows and bytes per (entity, cls, state, index_state): counts plus unfolded deltas, one snapshot."""
+    rows = conn.execute(totals_query(entity)).all()
     return {Key(*r[:4]): Total(int(r[4] or 0), int(r[5] or 0)) for r in rows}
 
 
