@@ -8,7 +8,7 @@ Counting 10 million rows on every scrape or quota run costs seconds; these total
 - :func:`compact` moves the deltas into ``counts``: one ``DELETE ... RETURNING``, added up in the same
   transaction. Version control, quota control and the health check call it on their beat.
 - :func:`totals` reads ``counts`` plus the deltas not yet folded in, in one statement, so it sees one snapshot.
-- :func:`rebuild` counts everything again. The schema upgrade calls it, and so does a bulk load that ran
+- :func:`rebuild` counts everything again. Migration 0003 calls it, and so does a bulk load that ran
   with the triggers dropped.
 """
 
@@ -17,7 +17,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any, NamedTuple
 
-from sqlalchemy import delete, func, inspect, select, union_all
+from sqlalchemy import delete, func, select, union_all
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection
 
@@ -121,24 +121,6 @@ def rebuild(conn: Connection) -> None:
     conn.exec_driver_sql(
         "INSERT INTO counts (entity, cls, state, index_state, n, bytes) "
         "SELECT 'archive', '', state, '', count(*), coalesce(sum(size), 0) FROM archives GROUP BY state")
-
-
-def upgrade_schema(conn: Connection) -> None:
-    """Schema 3 on an existing catalog: new column, indexes and tables, backfills, triggers."""
-    from t0dqm import queries
-    from t0dqm.catalog import files
-
-    if "versions_checked_at" not in {c["name"] for c in inspect(conn).get_columns("files")}:
-        conn.exec_driver_sql("ALTER TABLE files ADD COLUMN versions_checked_at FLOAT")
-    existing = {ix["name"] for ix in inspect(conn).get_indexes("files")}
-    for index in files.indexes:
-        if index.name not in existing:
-            index.create(conn)
-    counts.create(conn, checkfirst=True)
-    count_deltas.create(conn, checkfirst=True)
-    queries.backfill_versions_checked(conn)
-    rebuild(conn)
-    install_triggers(conn)
 
 
 def _upsert(conn: Connection) -> Any:

@@ -33,6 +33,7 @@ def scale_settings(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[c
     overrides = {f"quota__{c}": str(10**12) for c in CLASSES}
     if request.param == "postgresql":
         overrides["catalog_url"] = request.getfixturevalue("pg_url")
+        Catalog(overrides["catalog_url"]).upgrade()  # `t0dqm db upgrade`: PostgreSQL is never migrated implicitly
     current = make_settings(tmp_path / "root", **overrides)
     config.reset(current)
     yield current

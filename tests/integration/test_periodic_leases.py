@@ -85,7 +85,11 @@ def test_quota_control_skips_while_its_previous_run_holds_the_lease(
 def test_reconcile_skips_while_its_previous_run_holds_the_lease(
         settings: config.Settings, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch) -> None:
     sent: list[tuple[Any, ...]] = []
-    monkeypatch.setattr(T0Task, "enqueue", lambda self, task, *args, **kw: sent.append((task.name, *args)))
+    def enqueue_many(_self: T0Task, items: list[tuple[Any, Any, Any]]) -> int:
+        sent.extend((task.name, *args) for task, args, _kw in items)
+        return len(items)
+
+    monkeypatch.setattr(T0Task, "enqueue_many", enqueue_many)
     old = time.time() - 10 * 86400
     with get_catalog().begin() as conn:  # a received file nobody zipped for days: reconcile resumes it
         file_id = conn.execute(insert(files).values(
