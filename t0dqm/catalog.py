@@ -16,6 +16,7 @@ from contextlib import contextmanager
 from typing import Any
 
 from sqlalchemy import (
+    BigInteger,
     Boolean,
     Column,
     Engine,
@@ -76,9 +77,19 @@ files = Table(
     Column("claimed_by", String(128)),
     Column("claimed_until", Float),
     Column("attempts", Integer, nullable=False, default=0),
+    # Set by version control once no older version of this (run, dataset) waits for deletion;
+    # NULL (every new row) puts the sample on version control's worklist (t0dqm.queries).
+    Column("versions_checked_at", Float),
     Index("ix_files_state", "state", "updated_at"),
     Index("ix_files_index_state", "index_state", "updated_at"),
     Index("ix_files_run", "run", "dataset"),
+    # Version control's worklist: only samples with a new or a waiting version (schema 3).
+    Index("ix_files_versions_unchecked", "run", "dataset",
+          sqlite_where=text("versions_checked_at IS NULL"), postgresql_where=text("versions_checked_at IS NULL")),
+    # Quota control: present files of a class, oldest first (schema 3).
+    Index("ix_files_present_age", "cls", "mtime",
+          sqlite_where=text("state IN ('received', 'zipped')"),
+          postgresql_where=text("state IN ('received', 'zipped')")),
 )
 
 # Uploads that failed validation: never deleted, never retried forever.
@@ -232,6 +243,28 @@ alarms = Table(
     Column("count", Integer, nullable=False, default=1),
     Column("notified_at", Float),
     Column("active", Boolean, nullable=False, default=True),
+)
+
+# Running totals per (entity, cls, state, index_state) of files and archives: rows and bytes (schema 3).
+# Triggers append to count_deltas in the writer's transaction; t0dqm.counts folds them into counts.
+# Archives use '' for cls and index_state.
+def _count_key(primary_key: bool) -> list[Column]:
+    return [Column(name, String(size), nullable=False, primary_key=primary_key)
+            for name, size in (("entity", 16), ("cls", 32), ("state", 16), ("index_state", 16))]
+
+
+counts = Table(
+    "counts", metadata,
+    *_count_key(True),
+    Column("n", BigInteger, nullable=False),
+    Column("bytes", BigInteger, nullable=False),
+)
+count_deltas = Table(
+    "count_deltas", metadata,
+    Column("id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True),
+    *_count_key(False),
+    Column("n", Integer, nullable=False),
+    Column("bytes", BigInteger, nullable=False),
 )
 
 TABLES = {"file": files, "archive": archives, "streamer": streamer_units, "t0output": t0_outputs}
