@@ -244,19 +244,21 @@ def test_off_without_url_and_config_validation(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
-def test_revision_0003_adds_the_columns_and_keeps_rows(backend: str, tmp_path: Path,
+def test_gui_revision_adds_the_columns_and_keeps_rows(backend: str, tmp_path: Path,
                                                        request: pytest.FixtureRequest) -> None:
     from alembic import command
     from sqlalchemy import insert, inspect, text
 
     from t0dqm.catalog import Catalog
-    from t0dqm.schema import alembic_config, head
+    from t0dqm.schema import alembic_config, head, scripts
 
+    (ours,) = [r for r in scripts().walk_revisions() if r.revision.endswith("_gui_registration")]
+    before = ours.down_revision  # the schema just without the columns
     url = f"sqlite:///{tmp_path / 'c.sqlite'}" if backend == "sqlite" else request.getfixturevalue("pg_url")
     cat = Catalog(url)
     try:
         with cat.engine.begin() as conn:
-            command.upgrade(alembic_config(conn), "0002_t0_outputs")
+            command.upgrade(alembic_config(conn), before)
             now = time.time()
             conn.execute(text("INSERT INTO files (path, name, cls, run, version, dataset, size, adler32, mtime, "
                               "state, index_state, created_at, updated_at, attempts) VALUES ('a/x.root', "
@@ -274,7 +276,7 @@ def test_revision_0003_adds_the_columns_and_keeps_rows(backend: str, tmp_path: P
                                               index_state="indexed", created_at=now, updated_at=now,
                                               gui_registered_at=now))
         with cat.engine.begin() as conn:
-            command.downgrade(alembic_config(conn), "0002_t0_outputs")
+            command.downgrade(alembic_config(conn), before)
         assert "gui_reason" not in {c["name"] for c in inspect(cat.engine).get_columns("files")}
         with cat.read() as conn:
             assert conn.execute(text("SELECT count(*) FROM files")).scalar() == 2

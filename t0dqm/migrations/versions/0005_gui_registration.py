@@ -1,7 +1,7 @@
 """DQM GUI registration: when the GUI accepted each file, and why a file was not sent (t0dqm.gui).
 
-Revision ID: 0003_gui_registration
-Revises: 0002_t0_outputs
+Revision ID: 0005_gui_registration
+Revises: 0004_bounded_decisions
 """
 
 from __future__ import annotations
@@ -9,8 +9,8 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0003_gui_registration"
-down_revision = "0002_t0_outputs"
+revision = "0005_gui_registration"
+down_revision = "0004_bounded_decisions"
 branch_labels = None
 depends_on = None
 
