@@ -9,7 +9,8 @@ It has no call to remove a file. It reads a file the first time somebody browses
 use it): plan (``t0dqm.policies.gui``), POST in batches of ``gui.batch``, record ``gui_registered_at``
 (or ``gui_reason`` for what is not sent) and raise or clear alarms:
 
-* 201: the batch's rows get ``gui_registered_at``; the ``gui-register:unreachable`` alarm is cleared;
+* 201: the batch's rows get ``gui_registered_at`` and an audit row each (action ``gui-register``); the
+  ``gui-register:unreachable`` alarm is cleared;
 * 400: the batch is split in halves until the rejected files are alone; each gets ``gui_reason`` =
   the GUI's message (reconcile does not send it again) and the ``gui-register:rejected`` alarm carries
   the message; ``t0dqm gui register --run N`` sends it again once fixed;
@@ -30,11 +31,11 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import and_, or_, select, update
+from sqlalchemy import and_, insert, or_, select, update
 
 from t0dqm import config
 from t0dqm.alarms import clear_alarm, raise_alarm
-from t0dqm.catalog import Catalog, files
+from t0dqm.catalog import Catalog, audit, files
 from t0dqm.policies import gui as policy
 from t0dqm.states import INDEX_SKIPPED, REMOVED
 
@@ -172,6 +173,17 @@ class Registrar:
             for start in range(0, len(ids), 500):
                 conn.execute(update(files).where(files.c.id.in_(ids[start:start + 500])).values(**values))
 
+    def _registered(self, batch: Sequence[policy.Sample]) -> None:
+        """``gui_registered_at`` and one audit row per file (what the GUI was told), in one transaction."""
+        now = time.time()
+        with self.catalog.begin() as conn:
+            conn.execute(update(files).where(files.c.id.in_([s.file_id for s in batch]))
+                         .values(gui_registered_at=now, gui_reason=None))
+            conn.execute(insert(audit), [
+                {"at": now, "host": self.catalog.host, "entity": "file", "entity_id": s.file_id,
+                 "action": "gui-register", "path": s.file, "detail": f"{s.dataset} run {s.run}",
+                 "rule": self.client.base} for s in batch])
+
     def forget_reasons(self, ids: Sequence[int]) -> None:
         """Clear ``gui_reason`` (an operator asks to send these again)."""
         self._mark(ids, gui_reason=None)
@@ -216,7 +228,7 @@ class Registrar:
         reply = self.client.register(batch)
         result.requests += 1
         if reply.status == 201:
-            self._mark([s.file_id for s in batch], gui_registered_at=time.time(), gui_reason=None)
+            self._registered(batch)
             result.registered += [s.file_id for s in batch]
             clear_alarm(self.catalog, ALARM_UNREACHABLE)
             return

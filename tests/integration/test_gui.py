@@ -83,6 +83,13 @@ def test_register_payloads_batches_and_idempotence(gsettings: config.Settings, g
         assert str(path).startswith(str(repo))
     catalog_rows = rows()
     assert all(catalog_rows[i]["gui_registered_at"] for i in ids)
+    from t0dqm.catalog import audit
+
+    with get_catalog().read() as conn:
+        trail = conn.execute(select(audit.c.entity_id, audit.c.path, audit.c.rule)
+                             .where(audit.c.action == "gui-register")).all()
+    assert sorted(t.entity_id for t in trail) == sorted(ids) and {t.rule for t in trail} == {gui.url}
+    assert {t.path for t in trail} == {s["file"] for s in by_key.values()}
     with get_catalog().read() as conn:
         assert g.counts(conn) == {"registered": 5, "waiting": 0, "not_sent": 0, "removed_registered": 0}
         assert g.missing_ids(conn) == []
