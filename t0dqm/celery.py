@@ -12,7 +12,7 @@ from pathlib import Path
 
 import redis
 from celery import Celery
-from celery.signals import beat_init, celeryd_init, worker_process_init
+from celery.signals import beat_init, celeryd_init, worker_init, worker_process_init
 from kombu import Exchange, Queue
 
 from t0dqm import broker_guard, config, flower_guard
@@ -168,14 +168,34 @@ except config.ConfigError as exc:  # a worker, beat or Flower must not start on 
     raise SystemExit(f"t0dqm: configuration error: {exc}") from None
 
 
+def schema_guard() -> None:
+    """Refuse to start a worker or beat on a catalog at another schema revision (SQLite: create it)."""
+    from t0dqm.catalog import Catalog
+    from t0dqm.schema import SchemaMismatch
+
+    catalog = Catalog(config.get().catalog_url)
+    try:
+        catalog.ensure_schema()
+    except SchemaMismatch as exc:
+        raise SystemExit(f"t0dqm: refusing to start: {exc}") from None
+    finally:
+        catalog.dispose()  # no connection inherited by forked children
+
+
 @celeryd_init.connect
 def _worker_needs_broker(**_kwargs: object) -> None:
     broker_guard.check("worker")
 
 
+@worker_init.connect
+def _worker_init(**_kwargs: object) -> None:
+    schema_guard()
+
+
 @beat_init.connect
-def _beat_needs_broker(**_kwargs: object) -> None:
+def _beat_init(**_kwargs: object) -> None:
     broker_guard.check("beat")
+    schema_guard()
 
 
 @worker_process_init.connect

@@ -74,7 +74,7 @@ def run_upload(case: Case, ctx: Ctx) -> None:
     result = CliRunner().invoke(cli, ["upload", str(src), "--dropbox", str(ctx.settings.dropbox)], env=ctx.env)
     assert result.exit_code == 1, result.output
     assert case.expect["error"] in result.stderr
-    assert not [p for p in ctx.settings.dropbox.rglob("*") if p.is_file() and p.name != dropbox.LOCK]
+    assert not [p for p in ctx.settings.dropbox.rglob("*") if p.is_file()]
 
 
 def check_receive(case: Case, ctx: Ctx, upload: Path, out: dict[str, Any]) -> None:

@@ -6,6 +6,7 @@ import json
 import multiprocessing as mp
 import random
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -197,6 +198,32 @@ def test_killed_mid_receive_is_recovered(settings: config.Settings, monkeypatch:
     assert dropbox.scan(settings.dropbox) == [] and not list(uploaded.parent.iterdir())
     # the next upload of the same name gets the next version, not a duplicate of this one
     assert receive_one(up(settings, OFFLINE)).version == 2
+
+
+def test_claim_is_a_catalog_lease_not_a_flock(settings: config.Settings) -> None:
+    """A receiver on another host holds the upload's lease: busy here, whatever the file system's locks say;
+    once its lease is no longer live the claim is taken over and the upload filed once."""
+    from sqlalchemy import update
+
+    from t0dqm.catalog import leases
+
+    uploaded = up(settings, OFFLINE)
+    rel = str(uploaded.relative_to(settings.dropbox))
+    cat = get_catalog()
+    name = receive.claim_lease_name(settings, rel)
+    assert cat.acquire_lease(name, "hostB:4242:1:receive", receive.CLAIM_SECONDS)
+    assert receive.take_claim(uploaded) == uploaded.with_name(uploaded.name + dropbox.CLAIMED)
+    (cand,) = dropbox.scan(settings.dropbox)  # listed: only the catalog knows whether hostB lives
+    assert cand.claimed
+    assert receive_one(cand.path).status == "busy"
+    assert rows() == []
+    with cat.begin() as conn:  # hostB's lease runs out (or its heartbeat stops: Catalog.acquire_lease)
+        conn.execute(update(leases).where(leases.c.name == name).values(expires_at=time.time() - 1))
+    out = receive_one(cand.path)
+    assert out.status == "filed" and out.version == 1
+    assert len(rows()) == 1 and dropbox.scan(settings.dropbox) == []
+    with cat.read() as conn:
+        assert conn.execute(select(leases).where(leases.c.name == name)).first() is None  # released
 
 
 def _receive_in_process(root: str, path: str, barrier, out) -> None:  # noqa: ANN001
