@@ -189,7 +189,10 @@ def test_plain_celery_worker_and_pool_children_beat(cat: Catalog, redis_server, 
         assert wait_for(roles) == ["worker", "worker-child", "worker-child"]
         rows = cat.live_processes()
         assert len({r["identity"] for r in rows}) == 3 and {r["host"] for r in rows} == {"hostW"}
+        os.kill(proc.pid, signal.SIGTERM)  # warm shutdown of the main process, which stops its pool
+        proc.wait(120)
     finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        proc.wait(60)
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(60)
     assert cat.live_processes() == []  # a clean shutdown removes the rows: nothing left to wait out
