@@ -23,8 +23,8 @@ from sqlalchemy import select
 from t0dqm import config
 from t0dqm.beat_election import ElectedScheduler, current_leader
 from t0dqm.catalog import Catalog, audit
+from t0dqm.hosts import on_host
 from tests.conftest import make_settings
-from tests.integration.hosts import on_host
 from tests.integration.test_heartbeat import wait_for
 from tests.integration.workerproc import REPO, t0dqm_env
 

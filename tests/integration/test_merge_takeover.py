@@ -16,8 +16,8 @@ from sqlalchemy import select
 from t0dqm import config
 from t0dqm import index as dqmindex
 from t0dqm.catalog import Catalog, audit, get_catalog, reset_catalogs
+from t0dqm.hosts import can_rename, on_host
 from tests.conftest import make_settings
-from tests.integration.hosts import can_rename, on_host
 from tests.integration.test_heartbeat import wait_for
 from tests.integration.test_index import MERGED, ONLINE, filed
 from tests.integration.workerproc import REPO, t0dqm_env

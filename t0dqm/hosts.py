@@ -1,5 +1,5 @@
-"""Run a command as if on another host: its own UTS namespace and hostname when we are root
-(``unshare --uts --fork``), else only the configured identity host (``T0DQM_HOST``)."""
+"""Run a command as if on another host (tests, benchmarks, chaos): its own UTS namespace and hostname
+when we are root (``unshare --uts --fork``), else only the configured identity host (``T0DQM_HOST``)."""
 
 from __future__ import annotations
 
