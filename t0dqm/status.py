@@ -58,7 +58,7 @@ def catalog_counts(catalog: Catalog) -> dict[str, Any]:
 def snapshot(settings: config.Settings, catalog: Catalog, *, with_workers: bool = True) -> Snapshot:
     from t0dqm.celery import all_queues, app
 
-    snap = Snapshot(broker_url=app.conf.broker_url)
+    snap = Snapshot(broker_url=app.conf.broker_url or "")
     try:
         snap.queues = queue_depths(snap.broker_url, all_queues(settings))
         if with_workers:
@@ -89,7 +89,7 @@ def messages(broker_url: str, prefix: str, files: int, timeout: float = 2.0) -> 
 
 
 def render(snap: Snapshot) -> str:
-    lines = [f"broker   {snap.broker_url}" + (f"  (unreachable: {snap.broker_error})" if snap.broker_error else "")]
+    lines = [f"broker   {snap.broker_url or '(not set)'}" + (f"  (unreachable: {snap.broker_error})" if snap.broker_error else "")]
     lines.append(f"workers  {len(snap.workers)}")
     for name, queues in sorted(snap.workers.items()):
         lines.append(f"  {name}: {', '.join(queues)}")

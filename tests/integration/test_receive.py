@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import multiprocessing as mp
 import random
+import threading
 import time
 from pathlib import Path
 
@@ -136,8 +137,12 @@ def test_root_check_timeout(settings: config.Settings, monkeypatch: pytest.Monke
 
     current = make_settings(settings.root, timeouts__root_check="1")
     config.reset(current)
-    monkeypatch.setattr(rootcheck, "inspect", lambda *a, **k: time.sleep(3))
-    _quarantined(current, up(current, ONLINE), "timed out after 1 s")
+    hold = threading.Event()  # the check never finishes before the timeout, however loaded the host
+    monkeypatch.setattr(rootcheck, "inspect", lambda *a, **k: hold.wait(60))
+    try:
+        _quarantined(current, up(current, ONLINE), "timed out after 1 s")
+    finally:
+        hold.set()
 
 
 def test_bad_file_does_not_stop_the_next(settings: config.Settings) -> None:
