@@ -63,6 +63,9 @@ DEFAULTS: dict[str, Any] = {
         "lease_seconds": 900,
         "stale_seconds": 600,
         "interval": 60,
+        # seconds a "message queued" marker per (step, item) lives (t0dqm.tasks.queued): longer than a
+        # consumer outage to ride out; a message lost while its marker lives is re-sent after it
+        "queued_ttl": 3600,
     },
     "archive": {
         "max_zip_bytes": int(1.99 * GiB),
@@ -223,6 +226,7 @@ def _validate_more(data: dict[str, Any]) -> None:
     if data["tasks"]["long_soft_time_limit"] >= data["tasks"]["long_time_limit"]:
         raise ConfigError("tasks.long_soft_time_limit must be below tasks.long_time_limit")
     for table, key, minimum in (("reconcile", "lease_seconds", 1), ("reconcile", "stale_seconds", 0),
+                                ("reconcile", "queued_ttl", 1),
                                 ("archive", "freeze_age", 0), ("archive", "verify_delay", 0),
                                 ("archive", "stage_max_tries", 1), ("receive", "batch", 1),
                                 ("receive", "scan_interval", 1)):
