@@ -288,8 +288,12 @@ class Receiver:
         """Hold the catalog leases of a batch's uploads for the block; yields the lease names held (more are
         added by :meth:`_claim`). Leases nobody holds are taken in one transaction, all are released in one;
         a lease that exists (held, expired, or a dead receiver's) is left to Catalog.acquire_lease."""
+        from t0dqm import heartbeat
+
         names = list(dict.fromkeys(claim_lease_name(self.settings, rel) for rel in rels))
         held: set[str] = set()
+        if names:
+            heartbeat.ensure(self.catalog.url)  # as Catalog.acquire_lease: we beat before we hold anything
         now = time.time()
         try:
             with self.catalog.begin() as conn:
