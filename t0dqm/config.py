@@ -63,6 +63,9 @@ DEFAULTS: dict[str, Any] = {
         "lease_seconds": 900,
         "stale_seconds": 600,
         "interval": 20,  # with heartbeat.stale_after: a dead holder's work resumes within ~45 s
+        # seconds a "message queued" marker per (step, item) lives (t0dqm.tasks.queued): longer than a
+        # consumer outage to ride out; a message lost while its marker lives is re-sent after it
+        "queued_ttl": 3600,
     },
     # Liveness (principle 6): every worker process and beat refreshes its catalog row every `interval`
     # seconds; a claim or lease whose holder has not beaten for `stale_after` seconds may be taken over.
@@ -231,6 +234,7 @@ def _validate_more(data: dict[str, Any]) -> None:
     if data["heartbeat"]["stale_after"] < 2 * data["heartbeat"]["interval"]:
         raise ConfigError("heartbeat.stale_after must be at least twice heartbeat.interval")
     for table, key, minimum in (("reconcile", "lease_seconds", 1), ("reconcile", "stale_seconds", 0),
+                                ("reconcile", "queued_ttl", 1),
                                 ("archive", "freeze_age", 0), ("archive", "verify_delay", 0),
                                 ("archive", "stage_max_tries", 1), ("receive", "batch", 1),
                                 ("receive", "scan_interval", 1)):
