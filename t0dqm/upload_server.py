@@ -54,6 +54,7 @@ __all__ = ["STATUS_BAD_REQUEST", "STATUS_ERROR_PARAMETER", "STATUS_FAIL_EXECUTE"
 log = logging.getLogger("t0dqm.upload_server")
 
 CHUNK = 1 << 18
+FIELD_CHUNK = 1024
 MAX_OVERHEAD = 1 << 16  # multipart framing and the small fields, beyond the file itself
 DEFAULT_MAX_SIZE = 8 << 30
 DEFAULT_MAX_UPLOADS = 64
@@ -207,8 +208,11 @@ class UploadService:
                 raise UploadError(STATUS_BAD_REQUEST, "Malformed multipart body", "nested multipart part",
                                   http=400)
             receiver.start(part.name, part.filename)
+            # small reads for the small fields: the reader looks one read ahead for the boundary, and a
+            # big read would swallow the start of the file with them
+            size = CHUNK if part.name == "file" else FIELD_CHUNK
             while not part.at_eof():
-                chunk = await webserve.within(timeout, part.read_chunk(CHUNK))
+                chunk = await webserve.within(timeout, part.read_chunk(size))
                 if chunk:
                     receiver.data(chunk)
             receiver.end()
