@@ -32,7 +32,6 @@ from typing import Any
 
 from aiohttp import MultipartReader, web
 from aiohttp.http_exceptions import HttpProcessingError
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from t0dqm import webserve
 from t0dqm.upload.identity import AllowList, origin_source, peer_dn, server_ssl_context
@@ -82,11 +81,11 @@ class UploadService:
         self.box, self.max_size, self.max_uploads = box, max_size, max_uploads
         self.limits, self.tls, self.allow, self.stats = limits, tls, allow, stats
         self.in_flight = 0
+        self.scrape = webserve.prometheus(stats.registry, max_scrapes=2)
 
     async def __call__(self, request: web.BaseRequest) -> web.StreamResponse:
         if request.method == "GET" and request.path == "/metrics":
-            return web.Response(body=generate_latest(self.stats.registry),
-                                headers={"Content-Type": CONTENT_TYPE_LATEST})
+            return await self.scrape(request)
         if request.method != "POST" or not request.path.rstrip("/").endswith("/data/put"):
             return self._refuse(request, UploadError(STATUS_BAD_REQUEST, "Not found", request.path, http=404),
                                 body="Not found\n")

@@ -192,6 +192,25 @@ def close_now(request: web.BaseRequest) -> None:
         proto.force_close()
 
 
+def prometheus(registry: Any, max_scrapes: int = 4) -> Handler:
+    """A handler serving ``GET /metrics`` (and ``/``) from ``registry``; collection runs in a thread, at most
+    ``max_scrapes`` at once (beyond: 503 with Retry-After)."""
+    from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+    running = asyncio.Semaphore(max_scrapes)
+
+    async def handler(request: web.BaseRequest) -> web.StreamResponse:
+        if request.method not in ("GET", "HEAD") or request.path not in ("/", "/metrics"):
+            return web.Response(status=404, text="Not found\n")
+        if running.locked():
+            return web.Response(status=503, text="Busy: scrapes in progress\n", headers={"Retry-After": "5"})
+        async with running:
+            body = await asyncio.to_thread(generate_latest, registry)
+        return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+    return handler
+
+
 def listen(host: str, port: int, backlog: int = 512) -> socket.socket:
     """A bound, listening TCP socket (IPv4 or IPv6 literal, or a name)."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
