@@ -27,6 +27,7 @@ import os
 import re
 import ssl
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -52,7 +53,8 @@ __all__ = ["STATUS_BAD_REQUEST", "STATUS_ERROR_PARAMETER", "STATUS_FAIL_EXECUTE"
 
 log = logging.getLogger("t0dqm.upload_server")
 
-CHUNK = 1 << 18
+CHUNK = 1 << 17
+OFFLOAD_BELOW = 2  # uploads in flight up to which hashing and writing go to a worker thread
 FIELD_CHUNK = 1024
 MAX_OVERHEAD = 1 << 16  # multipart framing and the small fields, beyond the file itself
 DEFAULT_MAX_SIZE = 8 << 30
@@ -82,6 +84,7 @@ class UploadService:
         self.limits, self.tls, self.allow, self.stats = limits, tls, allow, stats
         self.in_flight = 0
         self.scrape = webserve.prometheus(stats.registry, max_scrapes=2)
+        self.workers = ThreadPoolExecutor(max_workers=max(1, OFFLOAD_BELOW), thread_name_prefix="upload")
 
     async def __call__(self, request: web.BaseRequest) -> web.StreamResponse:
         if request.method == "GET" and request.path == "/metrics":
@@ -207,14 +210,40 @@ class UploadService:
                 raise UploadError(STATUS_BAD_REQUEST, "Malformed multipart body", "nested multipart part",
                                   http=400)
             receiver.start(part.name, part.filename)
-            # small reads for the small fields: the reader looks one read ahead for the boundary, and a
-            # big read would swallow the start of the file with them
-            size = CHUNK if part.name == "file" else FIELD_CHUNK
-            while not part.at_eof():
-                chunk = await webserve.within(timeout, part.read_chunk(size))
-                if chunk:
-                    receiver.data(chunk)
+            if part.name == "file":
+                await self._stream_file(part, receiver)
+            else:  # small reads: the reader looks one read ahead for the boundary, a big read would swallow
+                while not part.at_eof():  # the start of the file with the field
+                    chunk = await webserve.within(timeout, part.read_chunk(FIELD_CHUNK))
+                    if chunk:
+                        receiver.data(chunk)
             receiver.end()
+
+    async def _stream_file(self, part: Any, receiver: Receiver) -> None:
+        """The file part. With few uploads in flight, hashing and writing a piece run in a worker thread
+        while the event loop reads the next piece (two cores at work); with many, the loop does it all
+        itself (no thread hand-offs, one piece per upload in memory)."""
+        loop = asyncio.get_running_loop()
+        offload = self.in_flight <= OFFLOAD_BELOW
+        pending: asyncio.Future[None] | None = None
+        try:
+            while not part.at_eof():
+                chunk = await webserve.within(self.limits.timeout, part.read_chunk(CHUNK))
+                if pending is not None:
+                    await pending
+                    pending = None
+                if not chunk:
+                    continue
+                if offload:
+                    pending = loop.run_in_executor(self.workers, receiver.data, chunk)
+                else:
+                    receiver.data(chunk)
+            if pending is not None:
+                await pending
+                pending = None
+        finally:
+            if pending is not None:  # never close the temp file under a running write
+                await asyncio.wait([pending])
 
     @staticmethod
     def _malformed(request: web.BaseRequest, exc: BaseException) -> UploadError:
@@ -269,6 +298,10 @@ class UploadServer(webserve.Hosted):
                          error_response=framing_error, name="upload")
         self.stats.connections.set_function(lambda: self._server.open_connections if self._server else 0)
         sweep_stale(self.dropbox, max(3600.0, 10 * limits.timeout))
+
+    async def _close(self) -> None:
+        await super()._close()
+        self.service.workers.shutdown(wait=True)  # the handlers are done: nothing is pending
 
 
 def make_server(host: str, port: int, dropbox_dir: str | os.PathLike[str], *, max_size: int = DEFAULT_MAX_SIZE,

@@ -49,6 +49,7 @@ class Limits:
     max_headers: int = 64
     lingering: float = 2.0
     read_bufsize: int = 1 << 16
+    recv_size: int = 1 << 17
 
     def __post_init__(self) -> None:
         for name in ("timeout", "max_connections", "max_line_size", "max_field_size", "max_headers"):
@@ -83,6 +84,8 @@ class GuardedProtocol(web.RequestHandler):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         super().connection_made(transport)
         manager = self.guard_server
+        if hasattr(transport, "max_size"):  # asyncio's plain socket transport: bytes per recv()
+            transport.max_size = manager.limits.recv_size
         if manager.open_connections > manager.limits.max_connections:
             log.warning("refusing a connection: %d open (max_connections %d)", manager.open_connections,
                         manager.limits.max_connections)
@@ -274,6 +277,7 @@ class Hosted:
             await self._stopped.wait()
         finally:
             await self._close()
+            self._sock.close()
 
     def serve_forever(self) -> None:
         """Serve in this thread until interrupted (KeyboardInterrupt) or :meth:`stop`."""
@@ -313,7 +317,8 @@ class Hosted:
                 pass  # the loop has already finished
         if self._thread is not None:
             self._thread.join(30)
-        self._sock.close()
+        if loop is None:
+            self._sock.close()  # never served
 
     # the names of socketserver, for callers written against http.server
     shutdown = stop

@@ -104,20 +104,33 @@ class Receiver:
         self.out = open(self.tmp, "wb")
 
     def data(self, chunk: bytes) -> None:
+        """The next piece of the current part (checked, hashed, written)."""
+        if self.accept(chunk):
+            self.digest(chunk)
+            self.write(chunk)
+
+    def accept(self, chunk: bytes) -> bool:
+        """Take a field's piece, or count a file's piece (True: it must still be digested and written)."""
         if self.current != "file":
             self.field_buf += chunk
             if len(self.field_buf) > MAX_FIELD:
                 raise UploadError(STATUS_BAD_REQUEST, f"Malformed {self.current} argument", "field too long")
-            return
-        assert self.out is not None
+            return False
         self.size += len(chunk)
         if self.size > self.max_size:
             raise UploadError(STATUS_ERROR_PARAMETER, "File too large", f"exceeds the limit {self.max_size}", http=413)
         if len(self.head) < 5:
             self.head += chunk[: 5 - len(self.head)]
+        return True
+
+    def digest(self, chunk: bytes) -> None:
+        """md5 (and crc32 when asked for) of the file's next piece; may run beside :meth:`write`."""
         self.md5.update(chunk)
         if self.want_crc:
             self.crc = zlib.crc32(chunk, self.crc)
+
+    def write(self, chunk: bytes) -> None:
+        assert self.out is not None
         self.out.write(chunk)
 
     def end(self) -> None:
