@@ -292,3 +292,17 @@ def test_metrics(make: Callable[..., upload_server.UploadServer], src: Path) -> 
     assert v("t0dqm_uploads_in_flight") == 0
     assert v("t0dqm_upload_duration_seconds_count", outcome="saved") == 1
     assert v("t0dqm_upload_connections") >= 1  # the scrape itself
+
+
+def test_server_stop_mid_upload_removes_the_temp_file(box: Path) -> None:
+    srv = upload_server.make_server("127.0.0.1", 0, box, timeout=30)
+    srv.start()
+    body = good_body()
+    cut = body.index(PAYLOAD) + 5000
+    with connect(srv.server_port) as s:
+        s.sendall(("\r\n".join(post_head(len(body))) + "\r\n\r\n").encode() + body[:cut])
+        wait_for(lambda: len(temp_files(box)) == 1, 30, "the upload holds a temp file")
+        srv.stop()
+        assert temp_files(box) == []
+        wait_closed_by_server([s], 30)
+    assert list(box.glob("[0-9]*/*")) == []
