@@ -34,6 +34,7 @@ SERVER = """
 import sys
 sys.path.insert(0, {path!r})
 import {module} as us
+assert us.__file__.startswith({path!r}), us.__file__
 srv = us.make_server("127.0.0.1", 0, {box!r}, max_size=2 << 30{extra})
 print(srv.server_address[1], flush=True)
 srv.serve_forever()
@@ -134,7 +135,7 @@ def run_once(impl: str, oldpath: Path, work: Path, source: tuple[Path, str], n: 
     box = work / f"box-{impl}"
     shutil.rmtree(box, ignore_errors=True)
     if impl == "before":
-        code = SERVER.format(path=str(oldpath), module="old_upload_server", box=str(box), extra="")
+        code = SERVER.format(path=str(oldpath), module="t0dqm.upload_server", box=str(box), extra="")
     else:
         code = SERVER.format(path=str(ROOT), module="t0dqm.upload_server", box=str(box),
                              extra=f", max_uploads={max(64, n)}")
@@ -177,9 +178,9 @@ def main() -> None:
         work = Path(tmp)
         oldpath = work / "old"
         oldpath.mkdir()
-        text = subprocess.run(["git", "-C", str(ROOT), "show", f"{args.before}:t0dqm/upload_server.py"],
-                              capture_output=True, text=True, check=True).stdout
-        (oldpath / "old_upload_server.py").write_text(text)
+        archive = subprocess.run(["git", "-C", str(ROOT), "archive", args.before, "t0dqm"], capture_output=True,
+                                 check=True).stdout
+        subprocess.run(["tar", "-x", "-C", str(oldpath)], input=archive, check=True)  # the whole old package
         scenarios = [(f"1 x {args.big_mb} MiB", make_source(args.big_mb), 1),
                      (f"{args.n} x {args.small_mb} MiB parallel", make_source(args.small_mb), args.n)]
         results: dict[tuple[str, str], list[dict[str, float]]] = {}
