@@ -55,6 +55,7 @@ log = logging.getLogger("t0dqm.upload_server")
 
 CHUNK = 1 << 17
 OFFLOAD_BELOW = 2  # uploads in flight up to which hashing and writing go to a worker thread
+MANY_UPLOADS, SMALL_RECV = 8, 1 << 16  # from this many uploads in flight, new ones read in smaller pieces
 FIELD_CHUNK = 1024
 MAX_OVERHEAD = 1 << 16  # multipart framing and the small fields, beyond the file itself
 DEFAULT_MAX_SIZE = 8 << 30
@@ -143,6 +144,8 @@ class UploadService:
             return "refused", self._refuse(request, exc, body, headers)
         source = origin_source("https" if self.tls else "http", request.remote or "unknown", dn)
         receiver = Receiver(self.box, self.max_size)
+        if self.in_flight >= MANY_UPLOADS:  # many at once: smaller reads, less memory per connection
+            webserve.set_recv_size(request, SMALL_RECV)
         self.in_flight += 1
         self.stats.in_flight.inc()
         webserve.reading_body(request, True)

@@ -188,6 +188,13 @@ async def send(request: web.BaseRequest, resp: web.StreamResponse, timeout: floa
         request.protocol.force_close()  # type: ignore[union-attr]
 
 
+def set_recv_size(request: web.BaseRequest, size: int) -> None:
+    """Bytes per recv() on this connection from now on (plain TCP only; TLS reads its own records)."""
+    transport = request.transport
+    if transport is not None and hasattr(transport, "max_size"):
+        transport.max_size = size
+
+
 def close_now(request: web.BaseRequest) -> None:
     """Drop the connection once the answer is written (no lingering read of the rest of the body)."""
     proto = request.protocol
