@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import signal
 import socket
 import ssl
 import threading
@@ -287,9 +288,15 @@ class Hosted:
             self._sock.close()
 
     def serve_forever(self) -> None:
-        """Serve in this thread until interrupted (KeyboardInterrupt) or :meth:`stop`."""
+        """Serve in this thread until interrupted (KeyboardInterrupt, SIGTERM in the main thread) or
+        :meth:`stop`; in-flight requests are cancelled and clean up either way."""
+        def ready() -> None:
+            self._remember_loop()
+            if threading.current_thread() is threading.main_thread() and self._stopped is not None:
+                asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, self._stopped.set)
+
         try:
-            asyncio.run(self._run(self._remember_loop))
+            asyncio.run(self._run(ready))
         except KeyboardInterrupt:
             pass
 

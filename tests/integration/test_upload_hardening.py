@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import os
 import resource
 import selectors
 import socket
@@ -259,8 +260,6 @@ def test_stale_temp_files_swept_at_start(box: Path, make: Callable[..., upload_s
     for p in (old, fresh, other):
         p.write_bytes(b"x")
     day_ago = time.time() - 86400
-    import os
-
     os.utime(old, (day_ago, day_ago))
     os.utime(other, (day_ago, day_ago))
     make()
@@ -306,3 +305,32 @@ def test_server_stop_mid_upload_removes_the_temp_file(box: Path) -> None:
         assert temp_files(box) == []
         wait_closed_by_server([s], 30)
     assert list(box.glob("[0-9]*/*")) == []
+
+
+def test_cli_server_stops_on_sigterm_and_cleans_up(tmp_path: Path) -> None:
+    """`t0dqm upload-server` under systemd: SIGTERM mid-upload leaves no temp file behind."""
+    import signal
+    import subprocess
+    import sys
+
+    root = tmp_path / "root"
+    env = {**os.environ, "T0DQM_ROOT": str(root), "T0DQM_FLAVOUR": "dev", "T0DQM_CONFIG": ""}
+    proc = subprocess.Popen([sys.executable, "-m", "t0dqm", "upload-server", "--port", "0"], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout is not None
+        line = proc.stdout.readline()
+        port = int(line.split("/data/put")[0].rsplit(":", 1)[1])
+        box = Path(line.rsplit("-> ", 1)[1].strip())
+        body = good_body()
+        cut = body.index(PAYLOAD) + 5000
+        with connect(port) as s:
+            s.sendall(("\r\n".join(post_head(len(body))) + "\r\n\r\n").encode() + body[:cut])
+            wait_for(lambda: len(temp_files(box)) == 1, 60, "the upload holds a temp file")
+            proc.send_signal(signal.SIGTERM)
+            assert proc.wait(60) == 0, proc.stderr.read() if proc.stderr else ""
+        assert temp_files(box) == []
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(30)
