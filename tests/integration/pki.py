@@ -50,6 +50,7 @@ class Pki:
 
 
 def make_pki(d: Path) -> Pki:
+    d.mkdir(parents=True, exist_ok=True)
     _ca(d, "ca", "/CN=t0dqm test CA")
     _issue(d, "server", "/CN=localhost", "ca", SERVER_EXT)
     _issue(d, "client", CLIENT_SUBJECT, "ca", CLIENT_EXT)

@@ -334,3 +334,37 @@ def test_cli_server_stops_on_sigterm_and_cleans_up(tmp_path: Path) -> None:
         if proc.poll() is None:
             proc.kill()
             proc.wait(30)
+
+
+def test_tls_clients_stalling_in_the_handshake_or_body_are_closed(box: Path, tmp_path: Path, src: Path) -> None:
+    import ssl
+
+    from tests.integration.pki import make_pki
+
+    pki = make_pki(tmp_path / "pki")
+    srv = upload_server.make_server("127.0.0.1", 0, box, cert=pki.path("server.pem"), key=pki.path("server.key"),
+                                    ca=pki.path("ca.pem"), timeout=TIMEOUT)
+    srv.start()
+    try:
+        silent = [connect(srv.server_port) for _ in range(20)]  # never say hello
+        body = good_body()
+        ctx = pki.client_context("client")
+        stalled = []
+        for _ in range(5):
+            s = ctx.wrap_socket(connect(srv.server_port), server_hostname="localhost")
+            s.sendall(("\r\n".join(post_head(len(body))) + "\r\n\r\n").encode() + body[: body.index(PAYLOAD) + 5000])
+            stalled.append(s)
+        assert client_upload(srv.url, src, context=ctx)[0] == 200
+        wait_closed_by_server(silent, TIMEOUT + 5)  # their timeout started before the upload
+        for s in stalled:
+            s.settimeout(TIMEOUT + 5)
+            try:
+                while s.recv(65536):
+                    pass
+            except (ssl.SSLError, ConnectionError):
+                pass  # closed by the server
+        wait_for(lambda: temp_files(box) == [], 10, "temp files removed")
+        for s in silent + stalled:
+            s.close()
+    finally:
+        srv.stop()
