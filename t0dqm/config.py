@@ -137,7 +137,11 @@ DEFAULTS: dict[str, Any] = {
     "flower": {"address": "127.0.0.1", "port": 5555, "basic_auth": ""},
     # TLS to Redis (rediss:// broker): cert_reqs required|optional|none, CA file, optional client cert/key.
     "broker_ssl": {"cert_reqs": "required", "ca_certs": "", "certfile": "", "keyfile": ""},
-    "metrics": {"address": "127.0.0.1", "port": 9808},
+    "metrics": {"address": "127.0.0.1", "port": 9808, "timeout": 30, "max_connections": 64, "max_scrapes": 4},
+    # The DQM GUI upload endpoint (t0dqm upload-server). TLS when cert is set; ca is then required (client
+    # certificates); allowed_dns: file of subject DNs allowed to upload (empty: any certificate of the CA).
+    "upload": {"host": "127.0.0.1", "port": 8060, "max_size": 8 << 30, "timeout": 30, "max_uploads": 64,
+               "max_connections": 1024, "cert": "", "key": "", "ca": "", "allowed_dns": ""},
 }
 
 
@@ -237,7 +241,10 @@ def _validate_more(data: dict[str, Any]) -> None:
                                 ("reconcile", "queued_ttl", 1),
                                 ("archive", "freeze_age", 0), ("archive", "verify_delay", 0),
                                 ("archive", "stage_max_tries", 1), ("receive", "batch", 1),
-                                ("receive", "scan_interval", 1)):
+                                ("receive", "scan_interval", 1), ("upload", "max_size", 1),
+                                ("upload", "timeout", 1), ("upload", "max_uploads", 1),
+                                ("upload", "max_connections", 1), ("metrics", "timeout", 1),
+                                ("metrics", "max_connections", 1), ("metrics", "max_scrapes", 1)):
         _positive(data, table, key, minimum)
     for key in ("require_verified", "dry_run"):
         if not isinstance(data["deletion"][key], bool):
