@@ -19,6 +19,7 @@ COMMAND_MODULES = (
     "t0dqm.cli.health",
     "t0dqm.cli.gui",
     "t0dqm.cli.worker",
+    "t0dqm.cli.liveness",
 )
 
 
