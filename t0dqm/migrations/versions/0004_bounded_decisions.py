@@ -10,8 +10,8 @@ index, running counts of files and archives.
 The column and the indexes are skipped when they already exist, so a catalog created from a newer
 table definition is upgraded too.
 
-Revision ID: 0003_bounded_decisions
-Revises: 0002_t0_outputs
+Revision ID: 0004_bounded_decisions
+Revises: 0003_heartbeats
 """
 
 from __future__ import annotations
@@ -19,8 +19,8 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0003_bounded_decisions"
-down_revision = "0002_t0_outputs"
+revision = "0004_bounded_decisions"
+down_revision = "0003_heartbeats"
 branch_labels = None
 depends_on = None
 
