@@ -340,6 +340,40 @@ def run(url: str, repeat: int = 3) -> list[dict[str, Any]]:
     return out
 
 
+# -- before -----------------------------------------------------------------------------------------
+
+def before(url: str, rev: str, repeat: int) -> dict[str, Any]:
+    """Version and quota control as t0dqm/tasks/cleanup.py was at ``rev`` (every file row into Python),
+    on the same catalog, with the policies of today (same decisions): the cost the issue measured."""
+    import importlib.util
+
+    from t0dqm.catalog import get_catalog
+
+    source = subprocess.run(["git", "-C", str(ROOT), "show", f"{rev}:t0dqm/tasks/cleanup.py"], check=True,
+                            capture_output=True, text=True).stdout
+    spec = importlib.util.spec_from_loader("t0dqm_cleanup_before", loader=None)
+    old = importlib.util.module_from_spec(spec)  # type: ignore[arg-type]
+    sys.modules[old.__name__] = old  # dataclasses look their module up
+    exec(compile(source.replace("name=\"t0dqm.tasks.cleanup.", "name=\"before.cleanup."), f"{rev}:cleanup.py",
+                 "exec"), old.__dict__)
+    out: dict[str, Any] = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        settings = _settings(url, Path(tmp))
+        catalog = get_catalog(url)
+        for name, fn in (("version_control (before)", lambda: old.version_control(settings, catalog, dry_run=True)),
+                         ("quota_control (before)", lambda: old.quota_control(settings, catalog, dry_run=True))):
+            times = []
+            for _ in range(repeat):
+                t = time.perf_counter()
+                fn()
+                times.append(time.perf_counter() - t)
+            out[name] = statistics.median(times)
+            print(f"  {name:<26} {out[name] * 1000:9.1f} ms  {[round(x * 1000) for x in times]}", flush=True)
+    out["rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(f"  peak RSS {out['rss_mb']:.0f} MB")
+    return out
+
+
 # -- plans ------------------------------------------------------------------------------------------
 
 def plan_queries(conn: Any) -> dict[str, Any]:
@@ -425,6 +459,10 @@ def main() -> None:
     p = sub.add_parser("run")
     p.add_argument("--url", required=True)
     p.add_argument("--repeat", type=int, default=3)
+    p = sub.add_parser("before")
+    p.add_argument("--url", required=True)
+    p.add_argument("--rev", default="b248399", help="a commit before issue 14")
+    p.add_argument("--repeat", type=int, default=3)
     p = sub.add_parser("plans")
     p.add_argument("--url", required=True)
     p = sub.add_parser("decide")
@@ -442,6 +480,8 @@ def main() -> None:
         print(json.dumps(fill(args.url, args.files), indent=1, default=str))
     elif args.cmd == "run":
         run(args.url, args.repeat)
+    elif args.cmd == "before":
+        before(args.url, args.rev, args.repeat)
     elif args.cmd == "plans":
         print(plans(args.url))
     elif args.cmd == "decide":

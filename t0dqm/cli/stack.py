@@ -119,6 +119,32 @@ def db_current() -> None:
         raise SystemExit(1)
 
 
+@db.command("recount")
+@click.option("--check", is_flag=True, help="Only compare the running counts with a recount; exit 1 when they differ.")
+def db_recount(check: bool) -> None:
+    """Count files and archives again into the running counts that metrics and quota control read
+    (t0dqm.counts). They are kept by triggers; this is for after a bulk change made without them."""
+    from t0dqm import counts
+    from t0dqm.catalog import Catalog
+
+    catalog = Catalog(config.get().catalog_url)
+    try:
+        with catalog.begin() as conn:
+            before = {k: v for k, v in counts.totals(conn).items() if v != (0, 0)}
+            counts.rebuild(conn)
+            after = {k: v for k, v in counts.totals(conn).items() if v != (0, 0)}
+            if check:
+                conn.rollback()
+    finally:
+        catalog.dispose()
+    differ = sorted(k for k in set(before) | set(after) if before.get(k) != after.get(k))
+    for key in differ:
+        click.echo(f"{'/'.join(key)}: running {tuple(before.get(key, (0, 0)))}, recount {tuple(after.get(key, (0, 0)))}")
+    click.echo(f"{len(differ)} count(s) differed" + ("" if check else "; recounted"))
+    if check and differ:
+        raise SystemExit(1)
+
+
 @click.command("demo")
 @root_option
 @click.option("--files", "n_files", default=40, show_default=True, help="Good files to simulate.")
