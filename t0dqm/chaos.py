@@ -452,7 +452,7 @@ class Chaos:
             if done(p, n_good, n_bad):
                 return True
             if time.monotonic() - last > 10:
-                self.echo(f"waiting  {self.progress_line()}")
+                self.echo(f"waiting  {time.monotonic() - started:5.0f}s {self.progress_line()}")
                 last = time.monotonic()
             time.sleep(1.0)
         return False

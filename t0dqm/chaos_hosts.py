@@ -32,8 +32,11 @@ from t0dqm.catalog import files, leases
 from t0dqm.chaos import Chaos, ChaosOptions, Echo, _children, _pids_of, chaos_env
 from t0dqm.chaos_layout import BEAT, ROLE_CONCURRENCY, HostSpec, host_name, layout, queues_of
 from t0dqm.chaos_measure import Held, Sampler, first_index_after, first_send_after, held_by, takeover
+from t0dqm.index import merge_lease_name
 from t0dqm.stack import Child, LocalStack
 from t0dqm.states import INDEX_PARTIAL
+
+BEAT_LEASE = "beat"  # the beat election's lease, when this t0dqm has one
 
 
 class ChaosError(RuntimeError):
@@ -394,22 +397,11 @@ class MultiHostChaos(Chaos):
     def beat_leader(self) -> Proc | None:
         """The beat that sends: with an election, the holder of its lease; else the first live beat."""
         beats = [p for h in self.hosts if h.alive for p in h.procs if p.role == BEAT and p.alive()]
-        owner = self.lease_owner("beat")
+        owner = self.lease_owner(BEAT_LEASE)
         for proc in beats:
             if owner and set(_pids_of([owner])) & set(proc.pids()):
                 return proc
         return beats[0] if beats else None
-
-    def lease_owner(self, prefix: str) -> str | None:
-        """Owner of the first unexpired lease whose name starts with ``prefix``."""
-        cat = self.catalog()
-        try:
-            with cat.read() as conn:
-                return conn.execute(select(leases.c.owner).where(
-                    leases.c.name.like(f"{prefix}%"), leases.c.expires_at > time.time())
-                    .order_by(leases.c.name)).scalar()
-        finally:
-            cat.dispose()
 
     def kill_beat_leader(self) -> None:
         proc = self.beat_leader()
@@ -423,27 +415,47 @@ class MultiHostChaos(Chaos):
         self.faults.add("beat-leader-kill", f"beat on {proc.host}; back in {self.opt.beat_restart_delay:.0f} s")
 
     def kill_merge_worker(self) -> None:
-        """SIGKILL the index-merge worker holding the merge lease (else the first one)."""
+        """SIGKILL the index-merge worker holding the merge lease, waiting up to 15 s for a merge to be
+        under way or for partial indexes to wait (else the first index-merge worker, idle)."""
+        assert self.settings
         procs = [p for p in self.worker_procs() if p.role == "index-merge" and p.alive()]
         if not procs:
             self.faults.notes.append("merge kill skipped: no live index-merge worker")
             return
-        owner = self.lease_owner("index-merge")
-        holder = [p for p in procs if owner and set(_pids_of([owner])) & set(p.pids())]
+        deadline = time.monotonic() + 15.0
+        while True:
+            owner = self.lease_owner(merge_lease_name(self.settings))
+            holder = [p for p in procs if owner and set(_pids_of([owner])) & set(p.pids())]
+            partials = self.partial_files()
+            if holder or time.monotonic() >= deadline:
+                break
+            time.sleep(0.05)
         proc = (holder or procs)[0]
-        cat = self.catalog()
-        try:
-            with cat.read() as conn:
-                partials = conn.execute(select(func.count()).select_from(files).where(
-                    files.c.index_state == INDEX_PARTIAL)).scalar_one()
-        finally:
-            cat.dispose()
         at = time.time()
         proc.kill()
         proc.restart_at = time.monotonic() + self.opt.merge_restart_delay
-        self.events.append(Event("merge-kill", proc.host, at, partials=int(partials)))
+        self.events.append(Event("merge-kill", proc.host, at, partials=partials))
         self.faults.add("merge-worker-kill", f"index-merge on {proc.host} ({'merging' if holder else 'idle'}, "
                         f"{partials} partial); back in {self.opt.merge_restart_delay:.0f} s")
+
+    def partial_files(self) -> int:
+        cat = self.catalog()
+        try:
+            with cat.read() as conn:
+                return int(conn.execute(select(func.count()).select_from(files).where(
+                    files.c.index_state == INDEX_PARTIAL)).scalar_one())
+        finally:
+            cat.dispose()
+
+    def lease_owner(self, name: str) -> str | None:
+        """Owner of the named lease while it is unexpired."""
+        cat = self.catalog()
+        try:
+            with cat.read() as conn:
+                return conn.execute(select(leases.c.owner).where(
+                    leases.c.name == name, leases.c.expires_at > time.time())).scalar()
+        finally:
+            cat.dispose()
 
     # -- results --------------------------------------------------------------------------------
     def measures(self) -> dict[str, Any]:
