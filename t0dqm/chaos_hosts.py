@@ -229,7 +229,8 @@ class MultiHostChaos(Chaos):
         queues = {base: f"{self.settings.queue_prefix}{base}"
                   for base in ("receive", "index", "index-merge", "archive", "tape", "cleanup", "sync", "ops")}
         prefix = f"t0dqm:{self.settings.flavour}:"
-        self.sampler = Sampler(self.settings, self.broker_url, queues, (f"{prefix}metrics:tasks",))
+        self.sampler = Sampler(self.settings, self.broker_url, queues,
+                               (f"{prefix}metrics:tasks", f"{prefix}metrics:messages"))
         self.sampler.start()
         self.echo(f"stack    broker {self.redis.url.split('@')[-1]} (password); endpoint {endpoint}; "
                   f"catalog {self.settings.catalog_url.split('@')[-1]}")

@@ -1,7 +1,7 @@
 """Which roles run on which simulated host in `t0dqm chaos --hosts N` (pure: no processes here).
 
 Three kinds of host, as an operator splits them: an intake host (receive, index), an archive host
-(archive with tape) and a services host (index merge, ops, cleanup with sync, beat). The kinds go round
+(archive, tape) and a services host (index merge, ops, cleanup, sync, beat). The kinds go round
 robin over the hosts, so every role runs somewhere; a host beyond the third repeats a kind without its
 singletons (more capacity, not a second leader). With ``standbys`` every singleton (beat, index merge)
 also runs on the next host, for the election to choose between them.
@@ -12,23 +12,17 @@ from __future__ import annotations
 import string
 from dataclasses import dataclass
 
-# Worker roles as in workers/<role>.args: the base queues each consumes.
-ROLE_QUEUES: dict[str, tuple[str, ...]] = {
-    "receive": ("receive",),
-    "index": ("index",),
-    "archive": ("archive", "tape"),
-    "index-merge": ("index-merge",),
-    "ops": ("ops",),
-    "cleanup": ("cleanup", "sync"),
-}
-BEAT = "beat"  # not a worker: the scheduler
+# Worker roles as in workers/roles.toml (one role per base queue); "beat" is the scheduler.
+ROLES: tuple[str, ...] = ("receive", "index", "archive", "tape", "index-merge", "ops", "cleanup", "sync")
+ROLE_QUEUES: dict[str, tuple[str, ...]] = {role: (role,) for role in ROLES}
+BEAT = "beat"
 # Processes per worker in the chaos run: the machine is small and shared.
-ROLE_CONCURRENCY: dict[str, int] = {"receive": 2, "index": 2, "archive": 2, "index-merge": 1, "ops": 1,
-                                    "cleanup": 1}
+ROLE_CONCURRENCY: dict[str, int] = {"receive": 2, "index": 1, "archive": 2, "tape": 2, "index-merge": 1,
+                                    "ops": 1, "cleanup": 1, "sync": 1}
 HOST_KINDS: tuple[tuple[str, ...], ...] = (
     ("receive", "index"),
-    ("archive",),
-    ("index-merge", "ops", "cleanup", BEAT),
+    ("archive", "tape"),
+    ("index-merge", "ops", "cleanup", "sync", BEAT),
 )
 SINGLETONS: tuple[str, ...] = ("index-merge", BEAT)
 

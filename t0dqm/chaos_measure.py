@@ -158,24 +158,31 @@ class Sampler(threading.Thread):
 
 
 def messages_per_file(totals: dict[str, dict[str, float]], n_files: int) -> dict[str, Any]:
-    """Task runs (any outcome) per good file, per item task, from the metrics hash; plus any other
-    counter hash (e.g. enqueue counters) as raw totals per file."""
-    out: dict[str, Any] = {}
+    """Per good file and per chain step: task runs (any outcome) from the task metrics hash, and the
+    messages sent, received and not sent because one was already queued from the messages hash (when
+    this t0dqm counts them)."""
     n = max(1, n_files)
+    out: dict[str, Any] = {}
     for key, counts in totals.items():
+        by_kind: dict[str, dict[str, float]] = {}
+        for name, value in counts.items():
+            task, _, kind = name.rpartition(":")
+            by_kind.setdefault(kind, {})[task] = by_kind.get(kind, {}).get(task, 0.0) + value
         if key.endswith(":metrics:tasks"):
             runs: dict[str, float] = {}
-            for name, value in counts.items():
-                task, _, kind = name.rpartition(":")
+            for kind, tasks in by_kind.items():
                 if kind != "seconds":
-                    runs[task] = runs.get(task, 0.0) + value
-            for task in ITEM_TASKS:
-                if task in runs:
-                    out[task.rsplit(".", 1)[-1]] = round(runs[task] / n, 2)
-            out["all tasks"] = round(sum(runs.values()) / n, 2)
-        else:
-            for name, value in sorted(counts.items()):
-                out[f"{key.rsplit(':', 1)[-1]}: {name}"] = round(value / n, 2)
+                    for task, value in tasks.items():
+                        runs[task] = runs.get(task, 0.0) + value
+            table = {task.rsplit(".", 1)[-1]: round(runs[task] / n, 2) for task in ITEM_TASKS if task in runs}
+            out["task runs"] = dict(table, **{"all tasks": round(sum(runs.values()) / n, 2)})
+        elif key.endswith(":metrics:messages"):
+            for kind, title in (("received", "messages received"), ("sent", "messages sent"),
+                                ("deduped", "messages not sent (already queued)")):
+                tasks = by_kind.get(kind, {})
+                table = {task.rsplit(".", 1)[-1]: round(tasks[task] / n, 2) for task in ITEM_TASKS if task in tasks}
+                chain = sum(tasks.get(task, 0.0) for task in ITEM_TASKS)
+                out[title] = dict(table, **{"chain steps": round(chain / n, 2)})
     return out
 
 
