@@ -27,9 +27,9 @@ from typing import Any
 
 from sqlalchemy import func, select
 
-from t0dqm import config, services
-from t0dqm.catalog import files, leases
-from t0dqm.chaos import Chaos, ChaosOptions, Echo, _children, _pids_of, chaos_env
+from t0dqm import chaos_ns, config, services
+from t0dqm.catalog import archives, files, leases
+from t0dqm.chaos import Chaos, ChaosOptions, Echo, _pids_of, chaos_env
 from t0dqm.chaos_layout import BEAT, ROLE_CONCURRENCY, HostSpec, host_name, layout, queues_of
 from t0dqm.chaos_measure import Held, Sampler, first_index_after, first_send_after, held_by, takeover
 from t0dqm.index import merge_lease_name
@@ -55,18 +55,6 @@ class HostsOptions(ChaosOptions):
     merge_restart_delay: float = 20.0
     host_outage: float = 0.0  # seconds the archive host stays down (0: no long outage)
     standbys: str = "auto"  # a second beat and index-merge worker: yes, no, auto (when elected)
-
-
-def namespaces_available() -> bool:
-    """True when we may give a child its own hostname (root and unshare(1))."""
-    if os.geteuid() != 0 or not shutil.which("unshare"):
-        return False
-    try:
-        probe = subprocess.run(["unshare", "--uts", "--", "sh", "-c", "hostname t0dqm-probe && hostname"],
-                               capture_output=True, text=True, timeout=10)
-    except (OSError, subprocess.TimeoutExpired):
-        return False
-    return probe.returncode == 0 and probe.stdout.strip() == "t0dqm-probe"
 
 
 def elections_available() -> bool:
@@ -116,6 +104,7 @@ class Proc:
     standby: bool = False
     child: Child | None = None
     restart_at: float | None = None  # monotonic; set while a deliberate kill waits for its restart
+    wrapped: bool = False  # child is nsenter; the worker is its child, inside the simulated host
 
     @property
     def name(self) -> str:
@@ -129,15 +118,13 @@ class Proc:
         return self.child is not None and self.child.alive()
 
     def pids(self) -> list[int]:
+        """The worker (or beat) and every process it forked, as this machine numbers them."""
         if not self.alive():
             return []
         assert self.child
-        out, todo = [], [self.child.proc.pid]
-        while todo:
-            pid = todo.pop()
-            out.append(pid)
-            todo += _children(pid)
-        return out
+        pid = self.child.proc.pid
+        below = chaos_ns.descendants(pid)
+        return below if self.wrapped else [pid, *below]
 
     def kill(self) -> None:
         """SIGKILL the process group: the worker and every pool process it forked."""
@@ -158,6 +145,25 @@ class Host:
     spec: HostSpec
     procs: list[Proc] = field(default_factory=list)
     alive: bool = True
+    ns: chaos_ns.SimulatedHost | None = None
+
+    def kill(self) -> None:
+        """Every process of the host at once (its pid 1 when simulated), then what is left outside."""
+        if self.ns:
+            self.ns.kill()
+        for proc in self.procs:
+            proc.kill()
+        self.alive = False
+
+    def pid_map(self) -> dict[int, int]:
+        """{pid inside the host: pid on this machine} of its workers and beats."""
+        out = {}
+        for proc in self.procs:
+            for pid in proc.pids():
+                inner = chaos_ns.inner_pid(pid) if self.ns else pid
+                if inner is not None:
+                    out[inner] = pid
+        return out
 
     @property
     def name(self) -> str:
@@ -216,10 +222,10 @@ class MultiHostChaos(Chaos):
         self.stack = LocalStack(self.settings, extra_env=env)
         self.stack.broker_url = self.broker_url
         self.db_upgrade()
-        self.namespaces = namespaces_available()
+        self.namespaces = chaos_ns.available()
         n_hosts = self.opt.hosts if self.namespaces else 1
         if not self.namespaces:
-            self.echo("note     simulated hosts need root (unshare --uts): running ONE host with every role")
+            self.echo("note     simulated hosts need root (unshare/nsenter): running ONE host with every role")
         self.standbys = {"yes": True, "no": False}.get(self.opt.standbys, elections_available())
         for spec in layout(n_hosts, self.standbys):
             self.start_host(spec)
@@ -257,13 +263,22 @@ class MultiHostChaos(Chaos):
         return name
 
     def start_host(self, spec: HostSpec) -> Host:
-        host = Host(spec)
+        host = Host(spec, ns=chaos_ns.SimulatedHost(spec.name) if self.namespaces else None)
+        self.hosts.append(host)
         for role in spec.all_roles:
-            proc = Proc(spec.name, role, standby=role in spec.standby and role not in spec.roles)
+            proc = Proc(spec.name, role, standby=role in spec.standby and role not in spec.roles,
+                        wrapped=host.ns is not None)
             host.procs.append(proc)
             self.spawn(proc)
-        self.hosts.append(host)
         return host
+
+    def host(self, name: str) -> Host:
+        return next(h for h in self.hosts if h.name == name)
+
+    def owner_host(self, owner: str | None) -> Host | None:
+        """The live host whose name starts a claim or lease owner (``host:pid:...``)."""
+        name = (owner or "").split(":", 1)[0]
+        return next((h for h in self.hosts if h.alive and h.name == name), None)
 
     def command(self, proc: Proc) -> list[str]:
         assert self.settings
@@ -278,8 +293,10 @@ class MultiHostChaos(Chaos):
 
     def spawn(self, proc: Proc) -> None:
         args = self.command(proc)
-        if self.namespaces:  # its own hostname: sh sets it inside the new UTS namespace, then execs
-            args = ["unshare", "--uts", "--", "sh", "-c", 'hostname "$0" && exec "$@"', proc.host, *args]
+        ns = self.host(proc.host).ns
+        if ns:
+            assert self.settings
+            args = ns.command(args, cwd=str(self.settings.root))
         proc.child = self.stack._spawn(proc.name, args)
 
     def worker_procs(self) -> list[Proc]:
@@ -308,6 +325,27 @@ class MultiHostChaos(Chaos):
     # -- process supervision (what systemd does on each host) -------------------------------------
     def _worker_pids(self) -> list[int]:
         return [pid for p in self.worker_procs() for pid in p.pids()]
+
+    def _busy_pids(self) -> tuple[list[int], list[int]]:
+        """As in one host, with each owner's pid (as its host numbers it) turned into this machine's pid."""
+        now = time.time()
+        cat = self.catalog()
+        with cat.read() as conn:
+            zip_owners = [r[0] for r in conn.execute(select(leases.c.owner).where(
+                leases.c.name.like("zip:%"), leases.c.expires_at > now))]
+            copiers = [r[0] for r in conn.execute(select(archives.c.claimed_by).where(
+                archives.c.state == "frozen", archives.c.claimed_until > now))]
+        cat.dispose()
+        maps = {h.name: h.pid_map() for h in self.hosts if h.alive}
+
+        def machine_pids(owners: list[str]) -> list[int]:
+            out = []
+            for owner in owners:
+                host = (owner or "").split(":", 1)[0]
+                out += [maps[host][pid] for pid in _pids_of([owner]) if pid in maps.get(host, {})]
+            return out
+
+        return machine_pids(zip_owners), machine_pids(copiers)
 
     def restart_dead_workers(self) -> None:
         now = time.monotonic()
@@ -380,9 +418,7 @@ class MultiHostChaos(Chaos):
                 time.sleep(0.05)
             host = self.rng.choice(busy or candidates)
             at = time.time()
-            for proc in host.procs:
-                proc.kill()
-            host.alive = False
+            host.kill()
             held_now = held_by(cat, host.name, now=at) if not busy else held[host.name]
         finally:
             cat.dispose()
@@ -396,13 +432,10 @@ class MultiHostChaos(Chaos):
         self.echo(f"fault    {host.name} killed ({held_now.count()} items held); {spec.name} in {delay:.0f} s")
 
     def beat_leader(self) -> Proc | None:
-        """The beat that sends: with an election, the holder of its lease; else the first live beat."""
+        """The beat that sends: with an election, the one on the lease holder's host; else the first."""
         beats = [p for h in self.hosts if h.alive for p in h.procs if p.role == BEAT and p.alive()]
-        owner = self.lease_owner(BEAT_LEASE)
-        for proc in beats:
-            if owner and set(_pids_of([owner])) & set(proc.pids()):
-                return proc
-        return beats[0] if beats else None
+        leader = self.owner_host(self.lease_owner(BEAT_LEASE))
+        return next((p for p in beats if leader and p.host == leader.name), beats[0] if beats else None)
 
     def kill_beat_leader(self) -> None:
         proc = self.beat_leader()
@@ -416,8 +449,8 @@ class MultiHostChaos(Chaos):
         self.faults.add("beat-leader-kill", f"beat on {proc.host}; back in {self.opt.beat_restart_delay:.0f} s")
 
     def kill_merge_worker(self) -> None:
-        """SIGKILL the index-merge worker holding the merge lease, waiting up to 15 s for a merge to be
-        under way or for partial indexes to wait (else the first index-merge worker, idle)."""
+        """SIGKILL the index-merge worker holding the merge lease (else the first one), waiting up to 15 s
+        for a merge to be under way or partial indexes to wait for one."""
         assert self.settings
         procs = [p for p in self.worker_procs() if p.role == "index-merge" and p.alive()]
         if not procs:
@@ -425,10 +458,10 @@ class MultiHostChaos(Chaos):
             return
         deadline = time.monotonic() + 15.0
         while True:
-            owner = self.lease_owner(merge_lease_name(self.settings))
-            holder = [p for p in procs if owner and set(_pids_of([owner])) & set(p.pids())]
+            merging = self.owner_host(self.lease_owner(merge_lease_name(self.settings)))
+            holder = [p for p in procs if merging and p.host == merging.name]
             partials = self.partial_files()
-            if holder or time.monotonic() >= deadline:
+            if holder or partials or time.monotonic() >= deadline:
                 break
             time.sleep(0.05)
         proc = (holder or procs)[0]
@@ -487,6 +520,18 @@ class MultiHostChaos(Chaos):
     def stop(self) -> None:
         if self.sampler and self.sampler.is_alive():
             self.sampler.stop()
+        for host in self.hosts:  # workers first get a warm shutdown (stack.stop), then the hosts go
+            for proc in host.procs:
+                if proc.alive() and proc.child:
+                    try:
+                        os.killpg(proc.child.proc.pid, signal.SIGTERM)
+                    except ProcessLookupError:
+                        pass
+        deadline = time.monotonic() + 20
+        while any(p.alive() for h in self.hosts for p in h.procs) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        for host in self.hosts:
+            host.kill()
         super().stop()
         if self.redis:
             self.redis.stop()

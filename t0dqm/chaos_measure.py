@@ -176,7 +176,7 @@ def messages_per_file(totals: dict[str, dict[str, float]], n_files: int) -> dict
                         runs[task] = runs.get(task, 0.0) + value
             table = {task.rsplit(".", 1)[-1]: round(runs[task] / n, 2) for task in ITEM_TASKS if task in runs}
             out["task runs"] = dict(table, **{"all tasks": round(sum(runs.values()) / n, 2)})
-        elif key.endswith(":metrics:messages"):
+        elif key.endswith(":metrics:messages") and counts:
             for kind, title in (("received", "messages received"), ("sent", "messages sent"),
                                 ("deduped", "messages not sent (already queued)")):
                 tasks = by_kind.get(kind, {})
