@@ -57,6 +57,13 @@ class HostsOptions(ChaosOptions):
     standbys: str = "auto"  # a second beat and index-merge worker: yes, no, auto (when elected)
 
 
+def worker_cli_available() -> bool:
+    """True when this t0dqm has `t0dqm worker --role` and `t0dqm beat`."""
+    from t0dqm.cli import cli
+
+    return "worker" in cli.commands and "beat" in cli.commands
+
+
 def elections_available() -> bool:
     """True when this t0dqm elects its singletons (beat, index merge): standbys are then safe to run."""
     import importlib.util
@@ -193,6 +200,7 @@ class MultiHostChaos(Chaos):
         self.broker_url = ""
         self.namespaces = False
         self.standbys = False
+        self.worker_cli = False
         self.sampler: Sampler | None = None
         self.events: list[Event] = []
         self.replacements: list[tuple[float, HostSpec, bool]] = []  # (due, host, ends an outage)
@@ -227,6 +235,7 @@ class MultiHostChaos(Chaos):
         if not self.namespaces:
             self.echo("note     simulated hosts need root (unshare/nsenter): running ONE host with every role")
         self.standbys = {"yes": True, "no": False}.get(self.opt.standbys, elections_available())
+        self.worker_cli = worker_cli_available()
         for spec in layout(n_hosts, self.standbys):
             self.start_host(spec)
         self.names_used = n_hosts  # replacements are named after the last host
@@ -281,10 +290,17 @@ class MultiHostChaos(Chaos):
         return next((h for h in self.hosts if h.alive and h.name == name), None)
 
     def command(self, proc: Proc) -> list[str]:
+        """As an operator starts it: `t0dqm worker --role R` / `t0dqm beat` when this t0dqm has them,
+        else the plain celery commands with the flavour's queues."""
         assert self.settings
+        schedule = self.settings.work_dir / f"celerybeat-{proc.host}"  # beat's local state, one per beat
+        schedule.parent.mkdir(parents=True, exist_ok=True)
+        if self.worker_cli:
+            if proc.role == BEAT:
+                return [sys.executable, "-m", "t0dqm", "beat", "--schedule", str(schedule), "--loglevel", "INFO"]
+            return [sys.executable, "-m", "t0dqm", "worker", "--role", proc.role,
+                    "-c", str(ROLE_CONCURRENCY[proc.role]), "--loglevel", "INFO"]
         if proc.role == BEAT:
-            schedule = self.settings.work_dir / f"celerybeat-{proc.host}"
-            schedule.parent.mkdir(parents=True, exist_ok=True)
             return [sys.executable, "-m", "celery", "-A", "t0dqm", "beat", "-s", str(schedule), "--loglevel", "INFO"]
         queues = queues_of((proc.role,), self.settings.queue_prefix)
         return [sys.executable, "-m", "celery", "-A", "t0dqm", "worker", "-Q", ",".join(queues),
@@ -311,12 +327,14 @@ class MultiHostChaos(Chaos):
         deadline = time.monotonic() + timeout
         try:
             while time.monotonic() < deadline:
-                want = {p.node for p in self.worker_procs()}
+                want = {(p.role, p.host) for p in self.worker_procs()}
                 dead = [p.name for p in self.worker_procs() if not p.alive()]
                 if dead:
                     raise ChaosError(f"{', '.join(dead)} exited at start; see {self.stack.log_dir}")
                 replies = probe.control.ping(timeout=1.0) or []
-                if want <= {name for reply in replies for name in reply}:
+                # node names: role@host, or role.flavour.pid@host (t0dqm worker --role)
+                seen = {(n.split("@")[0].split(".")[0], n.split("@")[-1]) for reply in replies for n in reply}
+                if want <= seen:
                     return
             raise ChaosError(f"workers did not all answer within {timeout} s; see {self.stack.log_dir}")
         finally:
@@ -501,6 +519,7 @@ class MultiHostChaos(Chaos):
         out["hosts"] = {h.name: self.describe(h.spec) + ("" if h.alive else " (killed)") for h in self.hosts}
         out["simulated hosts (UTS namespaces)"] = self.namespaces
         out["standby beat and index-merge"] = self.standbys
+        out["started by"] = "t0dqm worker --role / t0dqm beat" if self.worker_cli else "celery -A t0dqm worker -Q"
         cat = self.catalog()
         beat_logs = [self.stack.log_dir / f"{h.name}-{BEAT}.log" for h in self.hosts if BEAT in h.spec.all_roles]
         try:
