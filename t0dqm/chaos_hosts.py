@@ -36,6 +36,7 @@ from t0dqm.index import merge_lease_name
 from t0dqm.stack import Child, LocalStack
 from t0dqm.states import INDEX_PARTIAL
 
+WATCHDOG_SECONDS = 90.0  # a live worker silent to pings this long is restarted
 BEAT_LEASE = "beat"  # the beat election's lease, when this t0dqm has one
 
 
@@ -111,6 +112,7 @@ class Proc:
     standby: bool = False
     child: Child | None = None
     restart_at: float | None = None  # monotonic; set while a deliberate kill waits for its restart
+    seen_at: float = 0.0  # monotonic: started, or last answered a ping
     wrapped: bool = False  # child is nsenter; the worker is its child, inside the simulated host
 
     @property
@@ -201,6 +203,8 @@ class MultiHostChaos(Chaos):
         self.namespaces = False
         self.standbys = False
         self.worker_cli = False
+        self.pinged_at = 0.0
+        self.hung: list[str] = []  # workers the watchdog restarted
         self.sampler: Sampler | None = None
         self.events: list[Event] = []
         self.replacements: list[tuple[float, HostSpec, bool]] = []  # (due, host, ends an outage)
@@ -314,6 +318,7 @@ class MultiHostChaos(Chaos):
             assert self.settings
             args = ns.command(args, cwd=str(self.settings.root))
         proc.child = self.stack._spawn(proc.name, args)
+        proc.seen_at = time.monotonic()
 
     def worker_procs(self) -> list[Proc]:
         return [p for h in self.hosts if h.alive for p in h.procs if p.role != BEAT]
@@ -383,6 +388,36 @@ class MultiHostChaos(Chaos):
                 self.echo(f"host     {spec.name} up: {self.describe(spec)}")
                 if ends_outage:
                     self.faults.touch()
+        self.watchdog()
+
+    def watchdog(self) -> None:
+        """Every 15 s, ping the workers; one that has not answered for WATCHDOG_SECONDS although its
+        process runs is hung (seen: a worker main process blocked for good in a Redis pub/sub read after
+        Redis restarted). Restart it, as an operator's watchdog would, and count it in the result."""
+        now = time.monotonic()
+        if now - self.pinged_at < 15:
+            return
+        self.pinged_at = now
+        from celery import Celery
+
+        probe = Celery(broker=self.broker_url)
+        probe.conf.update(accept_content=["json"], task_serializer="json")
+        try:
+            replies = probe.control.ping(timeout=2.0) or []
+        except Exception:  # noqa: BLE001 - Redis may be restarting: no verdict this time
+            return
+        finally:
+            probe.close()
+        seen = {(n.split("@")[0].split(".")[0], n.split("@")[-1]) for reply in replies for n in reply}
+        for proc in self.worker_procs():
+            if (proc.role, proc.host) in seen:
+                proc.seen_at = now
+            elif proc.alive() and now - proc.seen_at > WATCHDOG_SECONDS:
+                self.echo(f"watchdog {proc.node} has not answered a ping for {now - proc.seen_at:.0f} s: restarted")
+                self.hung.append(f"{proc.node} at {time.time():.0f}")
+                proc.kill()
+                proc.restart_at = None
+                self.spawn(proc)
 
     def restart_redis_empty(self) -> None:
         assert self.redis and self.redis.data_dir
@@ -516,6 +551,7 @@ class MultiHostChaos(Chaos):
         if self.sampler:
             self.sampler.stop()
             out.update(self.sampler.results(self.expected()[0]))
+        out["hung workers restarted by the watchdog"] = len(self.hung)
         out["hosts"] = {h.name: self.describe(h.spec) + ("" if h.alive else " (killed)") for h in self.hosts}
         out["simulated hosts (UTS namespaces)"] = self.namespaces
         out["standby beat and index-merge"] = self.standbys
