@@ -16,6 +16,7 @@ import shutil
 import signal
 import subprocess
 import tempfile
+import threading
 import time
 import zipfile
 import zlib
@@ -137,6 +138,7 @@ class Chaos:
         self.next_upload = 0  # position in the manifest
         self.outage_ends: float | None = None  # the XRootD server is down until then
         self.pending_corruptions = 0
+        self.give_up = threading.Event()  # set (e.g. on SIGTERM): stop waiting, audit and report now
 
     # -- set-up ---------------------------------------------------------------------------------
     def start(self) -> None:
@@ -399,7 +401,7 @@ class Chaos:
                     self.pending_corruptions = 0
                 if not plan and not self.faults_pending() and uploads_done:
                     break
-                if time.monotonic() - started > self.opt.timeout:
+                if time.monotonic() - started > self.opt.timeout or self.give_up.is_set():
                     break
                 time.sleep(0.5)
             self.echo(f"faults   {self.faults.counts}")
@@ -442,7 +444,7 @@ class Chaos:
         assert self.settings
         n_good, n_bad = self.expected()
         last = 0.0
-        while time.monotonic() - started < self.opt.timeout:
+        while time.monotonic() - started < self.opt.timeout and not self.give_up.is_set():
             self.restart_dead_workers()
             cat = self.catalog()
             try:

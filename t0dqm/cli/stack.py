@@ -154,7 +154,6 @@ def chaos(n_files: int, seed: int, kills: int, redis_restarts: int, xrootd_outag
         root = root / time.strftime("chaos-%Y%m%d-%H%M%S")
     common = dict(files=n_files, seed=seed, kills=kills, redis_restarts=redis_restarts, xrootd_outage=xrootd_outage,
                   corruptions=corruptions, broken=broken, timeout=timeout)
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # run the clean-up (stop, unmount) on TERM
     if n_hosts is None and not catalog_url:
         click.echo(f"chaos    {n_files} files, seed {seed}, root {root}")
         runner: Chaos = Chaos(root, ChaosOptions(**common), echo=click.echo)
@@ -167,6 +166,17 @@ def chaos(n_files: int, seed: int, kills: int, redis_restarts: int, xrootd_outag
                                merge_restart_delay=merge_restart_delay, standbys=standbys)
         click.echo(f"chaos    {n_files} files on {options.hosts} hosts, seed {seed}, root {root}")
         runner = MultiHostChaos(root, options, echo=click.echo)
+
+    def _term(*_: object) -> None:
+        """First TERM or Ctrl-C: stop waiting, audit and report what was reached; second: leave now
+        (the clean-up still runs: stop the stack, unmount)."""
+        if runner.give_up.is_set():
+            sys.exit(143)
+        click.echo("signal   giving up: auditing and reporting now (again to leave at once)")
+        runner.give_up.set()
+
+    signal.signal(signal.SIGTERM, _term)
+    signal.signal(signal.SIGINT, _term)
     try:
         result = runner.run()
     except RuntimeError as exc:
