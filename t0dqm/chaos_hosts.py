@@ -37,7 +37,6 @@ from t0dqm.stack import Child, LocalStack
 from t0dqm.states import INDEX_PARTIAL
 
 WATCHDOG_SECONDS = 90.0  # a live worker silent to pings this long is restarted
-BEAT_LEASE = "beat"  # the beat election's lease, when this t0dqm has one
 
 
 class ChaosError(RuntimeError):
@@ -69,7 +68,7 @@ def elections_available() -> bool:
     """True when this t0dqm elects its singletons (beat, index merge): standbys are then safe to run."""
     import importlib.util
 
-    return importlib.util.find_spec("t0dqm.election") is not None
+    return importlib.util.find_spec("t0dqm.beat_election") is not None
 
 
 def prepare_database(url: str) -> str:
@@ -487,7 +486,8 @@ class MultiHostChaos(Chaos):
     def beat_leader(self) -> Proc | None:
         """The beat that sends: with an election, the one on the lease holder's host; else the first."""
         beats = [p for h in self.hosts if h.alive for p in h.procs if p.role == BEAT and p.alive()]
-        leader = self.owner_host(self.lease_owner(BEAT_LEASE))
+        assert self.settings
+        leader = self.owner_host(self.lease_owner(f"beat-leader:{self.settings.flavour}"))
         return next((p for p in beats if leader and p.host == leader.name), beats[0] if beats else None)
 
     def kill_beat_leader(self) -> None:
