@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from sqlalchemy import func, select
+from sqlalchemy.exc import OperationalError
 
 from t0dqm import config, services, storage
 from t0dqm.catalog import Catalog, archives, audit, files, leases, members, quarantine
@@ -389,16 +390,20 @@ class Chaos:
                 now = time.monotonic() - t0
                 if self.next_upload < len(self.manifest):
                     self.upload_some(upload_per_tick)
-                while plan and plan[0][0] <= now:
-                    self.inject(plan.pop(0)[1])
-                self.tick()
+                uploads_done = self.next_upload >= len(self.manifest)
+                try:  # the catalog may refuse us for a while (disk full, connection limit): next turn
+                    while plan and plan[0][0] <= now:
+                        self.inject(plan[0][1])
+                        plan.pop(0)
+                    self.tick()
+                    if self.pending_corruptions and uploads_done and not plan and self.nothing_left_to_corrupt():
+                        self.faults.notes.append(f"corruptions not injected: {self.pending_corruptions} (no copy left)")
+                        self.pending_corruptions = 0
+                except OperationalError as exc:
+                    self.echo(f"catalog  unavailable to the driver, trying again: {str(exc.orig).strip()[:120]}")
                 if now - last_report >= 10:
                     self.echo(f"[{now:6.0f}s] {self.progress_line()}  faults {sum(self.faults.counts.values())}")
                     last_report = now
-                uploads_done = self.next_upload >= len(self.manifest)
-                if self.pending_corruptions and uploads_done and not plan and self.nothing_left_to_corrupt():
-                    self.faults.notes.append(f"corruptions not injected: {self.pending_corruptions} (no copy left)")
-                    self.pending_corruptions = 0
                 if not plan and not self.faults_pending() and uploads_done:
                     break
                 if time.monotonic() - started > self.opt.timeout or self.give_up.is_set():
@@ -418,8 +423,6 @@ class Chaos:
             self.stop()
 
     def progress_line(self) -> str:
-        from sqlalchemy.exc import OperationalError
-
         from t0dqm.demo import progress
 
         assert self.settings
@@ -445,13 +448,15 @@ class Chaos:
         n_good, n_bad = self.expected()
         last = 0.0
         while time.monotonic() - started < self.opt.timeout and not self.give_up.is_set():
-            self.restart_dead_workers()
             cat = self.catalog()
             try:
+                self.restart_dead_workers()
                 p = progress(cat, self.settings["archive"]["require_tape"])
+            except OperationalError:  # the catalog refuses us for a while: ask again
+                p = None
             finally:
                 cat.dispose()
-            if done(p, n_good, n_bad):
+            if p is not None and done(p, n_good, n_bad):
                 return True
             if time.monotonic() - last > 10:
                 self.echo(f"waiting  {time.monotonic() - started:5.0f}s {self.progress_line()}")

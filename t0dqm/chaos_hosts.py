@@ -468,12 +468,12 @@ class MultiHostChaos(Chaos):
                 if busy or time.monotonic() >= deadline:
                     break
                 time.sleep(0.05)
-            host = self.rng.choice(busy or candidates)
-            at = time.time()
-            host.kill()
-            held_now = held_by(cat, host.name, now=at) if not busy else held[host.name]
         finally:
             cat.dispose()
+        host = self.rng.choice(busy or candidates)
+        held_now = held[host.name]
+        at = time.time()
+        host.kill()
         delay = self.opt.host_outage if outage else self.opt.replace_delay
         spec = HostSpec(self.new_host_name(), host.spec.roles, host.spec.standby)
         self.replacements.append((time.monotonic() + delay, spec, outage))
