@@ -30,6 +30,7 @@ from sqlalchemy.exc import OperationalError
 
 from t0dqm import config, services, storage
 from t0dqm.catalog import Catalog, archives, audit, files, leases, members, quarantine
+from t0dqm.chaos_ns import children
 from t0dqm.states import INDEXED, archive_safe_states
 
 Echo = Callable[[str], Any]
@@ -206,11 +207,20 @@ class Chaos:
         for child in self.stack.children:
             if child.name.startswith("worker") and child.alive():
                 pids.append(child.proc.pid)
-                pids += _children(child.proc.pid)
+                pids += children(child.proc.pid)
         return pids
 
     def _busy_pids(self) -> tuple[list[int], list[int]]:
         """Pids holding a zip append lease, and pids copying an archive (its claim)."""
+        zip_owners, copiers = self._busy_owners()
+        return self._machine_pids(zip_owners), self._machine_pids(copiers)
+
+    def _machine_pids(self, owners: list[str]) -> list[int]:
+        """The pids in claim or lease owners (``host:pid:...``), as this machine numbers them."""
+        return _pids_of(owners)
+
+    def _busy_owners(self) -> tuple[list[str], list[str]]:
+        """Owners of the zip append leases, and of the claims of archives being copied."""
         now = time.time()
         cat = self.catalog()
         with cat.read() as conn:
@@ -219,7 +229,7 @@ class Chaos:
             copiers = [r[0] for r in conn.execute(select(archives.c.claimed_by).where(
                 archives.c.state == "frozen", archives.c.claimed_until > now))]
         cat.dispose()
-        return _pids_of(zip_owners), _pids_of(copiers)
+        return zip_owners, copiers
 
     def kill_worker(self, targeted: bool) -> None:
         """SIGKILL a worker process; when ``targeted``, wait (up to 10 s) for one that holds a zip
@@ -564,14 +574,6 @@ class Chaos:
                 when = arch[archive_id].verified_at if archive_id in arch else None
                 early += when is None or when > d.at
         return early
-
-
-def _children(pid: int) -> list[int]:
-    try:
-        with open(f"/proc/{pid}/task/{pid}/children") as fh:
-            return [int(x) for x in fh.read().split()]
-    except OSError:
-        return []
 
 
 def _pids_of(owners: list[str]) -> list[int]:

@@ -28,7 +28,7 @@ from typing import Any
 from sqlalchemy import func, select
 
 from t0dqm import chaos_ns, config, services
-from t0dqm.catalog import archives, files, leases
+from t0dqm.catalog import files, leases
 from t0dqm.chaos import Chaos, ChaosOptions, Echo, _pids_of, chaos_env
 from t0dqm.chaos_layout import BEAT, ROLE_CONCURRENCY, HostSpec, host_name, layout, queues_of
 from t0dqm.chaos_measure import Held, Sampler, first_index_after, first_send_after, held_by, takeover
@@ -37,6 +37,13 @@ from t0dqm.stack import Child, LocalStack
 from t0dqm.states import INDEX_PARTIAL
 
 WATCHDOG_SECONDS = 90.0  # a live worker silent to pings this long is restarted
+
+
+def answering(probe: Any, timeout: float) -> set[tuple[str, str]]:
+    """(role, host) of every worker answering a ping; node names are role@host, or
+    role.flavour.pid@host as `t0dqm worker --role` names them."""
+    replies = probe.control.ping(timeout=timeout) or []
+    return {(n.split("@")[0].split(".")[0], n.split("@")[-1]) for reply in replies for n in reply}
 
 
 class ChaosError(RuntimeError):
@@ -322,12 +329,17 @@ class MultiHostChaos(Chaos):
     def worker_procs(self) -> list[Proc]:
         return [p for h in self.hosts if h.alive for p in h.procs if p.role != BEAT]
 
-    def wait_ready(self, timeout: float = 180.0) -> None:
-        """Return once every worker of every live host answers a ping."""
+    def probe(self) -> Any:
+        """A bare Celery client on the broker, for pings."""
         from celery import Celery
 
         probe = Celery(broker=self.broker_url)
         probe.conf.update(accept_content=["json"], task_serializer="json")
+        return probe
+
+    def wait_ready(self, timeout: float = 180.0) -> None:
+        """Return once every worker of every live host answers a ping."""
+        probe = self.probe()
         deadline = time.monotonic() + timeout
         try:
             while time.monotonic() < deadline:
@@ -335,10 +347,7 @@ class MultiHostChaos(Chaos):
                 dead = [p.name for p in self.worker_procs() if not p.alive()]
                 if dead:
                     raise ChaosError(f"{', '.join(dead)} exited at start; see {self.stack.log_dir}")
-                replies = probe.control.ping(timeout=1.0) or []
-                # node names: role@host, or role.flavour.pid@host (t0dqm worker --role)
-                seen = {(n.split("@")[0].split(".")[0], n.split("@")[-1]) for reply in replies for n in reply}
-                if want <= seen:
+                if want <= answering(probe, timeout=1.0):
                     return
             raise ChaosError(f"workers did not all answer within {timeout} s; see {self.stack.log_dir}")
         finally:
@@ -348,26 +357,14 @@ class MultiHostChaos(Chaos):
     def _worker_pids(self) -> list[int]:
         return [pid for p in self.worker_procs() for pid in p.pids()]
 
-    def _busy_pids(self) -> tuple[list[int], list[int]]:
-        """As in one host, with each owner's pid (as its host numbers it) turned into this machine's pid."""
-        now = time.time()
-        cat = self.catalog()
-        with cat.read() as conn:
-            zip_owners = [r[0] for r in conn.execute(select(leases.c.owner).where(
-                leases.c.name.like("zip:%"), leases.c.expires_at > now))]
-            copiers = [r[0] for r in conn.execute(select(archives.c.claimed_by).where(
-                archives.c.state == "frozen", archives.c.claimed_until > now))]
-        cat.dispose()
+    def _machine_pids(self, owners: list[str]) -> list[int]:
+        """Each owner's pid, as its host numbers it, turned into this machine's pid."""
         maps = {h.name: h.pid_map() for h in self.hosts if h.alive}
-
-        def machine_pids(owners: list[str]) -> list[int]:
-            out = []
-            for owner in owners:
-                host = (owner or "").split(":", 1)[0]
-                out += [maps[host][pid] for pid in _pids_of([owner]) if pid in maps.get(host, {})]
-            return out
-
-        return machine_pids(zip_owners), machine_pids(copiers)
+        out = []
+        for owner in owners:
+            host = (owner or "").split(":", 1)[0]
+            out += [maps[host][pid] for pid in _pids_of([owner]) if pid in maps.get(host, {})]
+        return out
 
     def restart_dead_workers(self) -> None:
         now = time.monotonic()
@@ -397,17 +394,13 @@ class MultiHostChaos(Chaos):
         if now - self.pinged_at < 15:
             return
         self.pinged_at = now
-        from celery import Celery
-
-        probe = Celery(broker=self.broker_url)
-        probe.conf.update(accept_content=["json"], task_serializer="json")
+        probe = self.probe()
         try:
-            replies = probe.control.ping(timeout=2.0) or []
+            seen = answering(probe, timeout=2.0)
         except Exception:  # noqa: BLE001 - Redis may be restarting: no verdict this time
             return
         finally:
             probe.close()
-        seen = {(n.split("@")[0].split(".")[0], n.split("@")[-1]) for reply in replies for n in reply}
         for proc in self.worker_procs():
             if (proc.role, proc.host) in seen:
                 proc.seen_at = now

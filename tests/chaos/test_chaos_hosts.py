@@ -10,30 +10,20 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
+from tests.chaos.helpers import run_chaos
+
 
 @pytest.mark.timeout(1200)
 def test_chaos_three_hosts(tmp_path: Path, pg_url: str) -> None:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("T0DQM_")}
-    args = [sys.executable, "-m", "t0dqm", "chaos", "--root", str(tmp_path), "--files", "80", "--seed", "5",
-            "--hosts", "3", "--catalog-url", pg_url, "--kills", "4", "--redis-restarts", "1",
-            "--xrootd-outage", "5", "--corruptions", "1", "--broken", "3", "--host-kills", "1", "--beat-kills", "1",
-            "--merge-kills", "1", "--replace-delay", "3", "--beat-restart-delay", "30",
-            "--merge-restart-delay", "20", "--timeout", "700"]
-    proc = subprocess.Popen(args, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    try:
-        out, _ = proc.communicate(timeout=1000)
-    finally:
-        if proc.poll() is None:  # a hung run: TERM lets chaos stop its hosts and servers
-            proc.terminate()
-            out, _ = proc.communicate(timeout=120)
-    assert proc.returncode == 0, out[-8000:]
-    result = json.loads((tmp_path / "chaos-result.json").read_text())
+    result, out = run_chaos(tmp_path, [
+        "--files", "80", "--seed", "5", "--hosts", "3", "--catalog-url", pg_url, "--kills", "4",
+        "--redis-restarts", "1", "--xrootd-outage", "5", "--corruptions", "1", "--broken", "3", "--host-kills", "1",
+        "--beat-kills", "1", "--merge-kills", "1", "--replace-delay", "3", "--beat-restart-delay", "30",
+        "--merge-restart-delay", "20", "--timeout", "700"], timeout=1000)
     assert result["ok"] and result["quiescent"], out[-8000:]
     assert result["lost"] == 0 and result["deletions before verification"] == 0
     assert result["files indexed exactly once"] == result["files in"] == 81  # 80 + the duplicate
