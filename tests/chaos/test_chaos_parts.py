@@ -3,14 +3,16 @@ per file, the beat log reader and the result table."""
 
 from __future__ import annotations
 
+import uuid
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from t0dqm.chaos import render
 from t0dqm.chaos_layout import BEAT, HOST_KINDS, ROLE_QUEUES, SINGLETONS, host_name, layout, queues_of
-from t0dqm.chaos_measure import Counters, first_send_after, messages_per_file, send_times
+from t0dqm.chaos_measure import Counters, first_send_after, item_messages, messages_per_file, send_times
 
 ALL_ROLES = {role for kind in HOST_KINDS for role in kind}
 
@@ -97,3 +99,25 @@ def test_render_flattens_nested_measures() -> None:
     text = render({"lost": 0, "queues": {"tape": {"max depth": 3}}, "faults": {"host-kill": 1}, "ok": True})
     assert "queues: tape: max depth" in text and "fault: host-kill" in text
     assert text.splitlines()[-1].endswith("yes")
+
+
+def test_item_messages_counts_chain_steps_in_a_real_queue(redis_server: Any) -> None:
+    """Messages published by Celery to a Redis queue nobody consumes: the chain steps are counted, the
+    periodic tasks are not, in the plain list and in the priority lists."""
+    import redis
+    from celery import Celery
+
+    queue = f"chaos-test-{uuid.uuid4().hex[:8]}"
+    app = Celery(broker=redis_server.url)
+    app.conf.update(task_serializer="json", accept_content=["json"])
+    try:
+        for archive_id in range(3):
+            app.send_task("t0dqm.tasks.tape.stage", args=(archive_id,), queue=queue)
+        app.send_task("t0dqm.tasks.tape.verify", args=(7,), queue=queue, priority=6)
+        for _ in range(4):
+            app.send_task("t0dqm.tasks.tape.verify_due", queue=queue)
+        client = redis.Redis.from_url(redis_server.url)
+        assert item_messages(client, queue) == 4
+        client.close()
+    finally:
+        app.close()
