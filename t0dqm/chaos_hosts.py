@@ -1,14 +1,14 @@
 """`t0dqm chaos --hosts N`: the chaos run with its workers on N simulated hosts.
 
-Each host is a UTS namespace with its own hostname (``unshare --uts``, root only): its worker roles and
-beat run there as an operator starts them, so every claim, lease and audit row carries that host's name.
-One Redis with a password, one catalog (PostgreSQL with ``--catalog-url``), one XRootD endpoint and one
-data folder are shared, as in a real deployment. On top of the single-host faults (t0dqm.chaos) it kills
-a whole host (every process of its workers, SIGKILL) and brings up a replacement with another name, kills
-the beat leader (restarted later), kills the index-merge worker (restarted later), and can keep the
-archive host down for a long outage. It measures the time other hosts take to move the dead host's work
-on, how long the schedule stopped, queue depth against pending items, and task runs per file
-(t0dqm.chaos_measure).
+Each host has its own hostname, pids and /proc (t0dqm.chaos_ns, root only): its worker roles and beat run
+there as an operator starts them (t0dqm.chaos_layout), so every claim, lease, heartbeat and audit row
+carries that host's name, and no host can see another's processes. One Redis with a password, one catalog
+(PostgreSQL with ``--catalog-url``), one XRootD endpoint and one data folder are shared, as in a real
+deployment. On top of the single-host faults (t0dqm.chaos) it kills a whole host and brings up a
+replacement with another name, kills the beat leader and the index-merge worker (each restarted later),
+and can keep the archive host down for a long outage. It measures the time other hosts take to move the
+dead host's work on, how long the schedule stopped, queue depth against pending items, and messages per
+file (t0dqm.chaos_measure).
 """
 
 from __future__ import annotations
