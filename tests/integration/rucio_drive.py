@@ -1,0 +1,29 @@
+"""Rucio core actions for the tests, run in the Rucio server's venv (RucioServer.drive).
+
+Usage: python rucio_drive.py ACTION JSON_ARGS; prints one JSON line.
+- stuck {"scope", "names": [...], "rse", "error"}: each file's lock at the RSE fails as a transfer
+  would (rucio.core.lock.failed_transfer), which puts the rule into STUCK.
+"""
+
+import json
+import sys
+
+from rucio.common.types import InternalScope
+from rucio.core.lock import failed_transfer
+from rucio.core.rse import get_rse_id
+from rucio.db.sqla.constants import DatabaseOperationType
+from rucio.db.sqla.session import db_session
+
+
+def stuck(scope: str, names: list, rse: str, error: str = "test transfer failure") -> dict:
+    with db_session(DatabaseOperationType.WRITE) as session:
+        rse_id = get_rse_id(rse, session=session)
+        for name in names:
+            failed_transfer(InternalScope(scope), name, rse_id, error_message=error, session=session)
+    return {"stuck": len(names)}
+
+
+ACTIONS = {"stuck": stuck}
+
+if __name__ == "__main__":
+    print(json.dumps(ACTIONS[sys.argv[1]](**json.loads(sys.argv[2]))))
