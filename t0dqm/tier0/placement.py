@@ -22,7 +22,6 @@ and to kill at any line:
 
 from __future__ import annotations
 
-import logging
 import re
 import time
 import uuid
@@ -38,7 +37,6 @@ from t0dqm.catalog import Catalog, quarantine, t0_outputs, t0_rules
 from t0dqm.policies import subscriptions as policy
 from t0dqm.tier0 import datasets, outputs
 from t0dqm.tier0.rucio_client import RucioGateway, RucioRefused, gateway
-
 
 ENTITY = "t0rule"
 STEP = "t0-register"
