@@ -32,6 +32,7 @@ from typing import Any
 from sqlalchemy import insert, select, update
 from sqlalchemy.exc import IntegrityError
 
+from t0dqm import storage
 from t0dqm.alarms import clear_alarm, raise_alarm
 from t0dqm.catalog import Catalog, quarantine, t0_outputs, t0_rules
 from t0dqm.policies import subscriptions as policy
@@ -60,8 +61,6 @@ class OutputFile:
 
 def lfn_of(path: str) -> str:
     """The CMS logical file name: the part of a local path or root:// URL from ``/store/`` on."""
-    from t0dqm import storage
-
     plain = storage.split_url(path)[1] if storage.is_remote(path) else path
     at = plain.find("/store/")
     if at < 0 or ".." in plain.split("/"):
@@ -81,13 +80,13 @@ def parse_files(items: Iterable[Mapping[str, Any]]) -> list[OutputFile]:
             raise PlacementRefused(f"file {i}: missing path")
         if isinstance(size, bool) or not isinstance(size, int) or size < 0:
             raise PlacementRefused(f"{path}: size must be a number of bytes >= 0, got {size!r}")
-        if not isinstance(adler, str) or not ADLER_RE.match(adler.lower().zfill(8)):
-            raise PlacementRefused(f"{path}: adler32 must be 8 hex digits, got {adler!r}")
+        if not isinstance(adler, str) or not ADLER_RE.match(adler.strip().lower().zfill(8)):
+            raise PlacementRefused(f"{path}: adler32 must be up to 8 hex digits, got {adler!r}")
         lfn = lfn_of(path)
         if lfn in seen:
             raise PlacementRefused(f"{path}: the logical file name {lfn} appears twice")
         seen.add(lfn)
-        out.append(OutputFile(path, size, adler.lower().zfill(8), lfn))
+        out.append(OutputFile(path, size, storage.normalise_adler32(adler), lfn))
     if not out:
         raise PlacementRefused("no files")
     return out
