@@ -48,7 +48,8 @@ def from_config(cfg: Mapping[str, Any]) -> Subscriptions:
         raise SubscriptionError(f"subscriptions.default_site must be a Tier-0/Tier-1 site like T1_US_FNAL, "
                                 f"got {default!r}")
     t0_disk = cfg.get("t0_disk", "T0_CH_CERN_Disk")
-    if not isinstance(t0_disk, str) or not RSE_RE.match(t0_disk) or not t0_disk.startswith("T0_"):
+    if not isinstance(t0_disk, str) or not RSE_RE.match(t0_disk) or not t0_disk.startswith("T0_") \
+            or not t0_disk.endswith("_Disk"):
         raise SubscriptionError(f"subscriptions.t0_disk must be a Tier-0 disk RSE like T0_CH_CERN_Disk, "
                                 f"got {t0_disk!r}")
     sites = cfg.get("sites", {})
