@@ -319,9 +319,21 @@ def _poll_rule(catalog: Catalog, settings: Any, gw: RucioGateway, row: Mapping[s
                     f"Rucio rule {row['rule_id']} is on {info.get('name')} to {info.get('rse_expression')}, "
                     f"the catalog expects {row['block']} to {row['rse']}", severity="critical")
         return
+    if info.get("expires_at") is not None and row["role"] != policy.T0_DISK:
+        # deleted by someone (Rucio keeps a deleted rule until its expiry, then the judge-cleaner drops it)
+        raise_alarm(catalog, _missing_key(row),
+                    f"Rucio rule {row['rule_id']} ({row['role']} {row['rse']}) of {row['block']} is scheduled "
+                    f"for deletion at {info['expires_at']}; retention keeps the Tier-0 disk copy",
+                    severity="critical")
+        run.missing.append(f"{row['block']} {row['rse']}")
+        _set_rule(catalog, row, action="rule-expiring" if row["error"] is None else None, state=state,
+                  checked_at=now, now=now, error=f"scheduled for deletion at {info['expires_at']}")
+        return
     changed = state != row["state"]
     _set_rule(catalog, row, action="rule-state" if changed else None, state=state, checked_at=now, now=now,
               error=(info.get("error") or None))
+    if row["error"] and str(row["error"]).startswith("scheduled for deletion"):
+        clear_alarm(catalog, _missing_key(row))
     since = now if changed else float(row["state_since"])
     if state in ("STUCK", "SUSPENDED") and now - since >= stuck_after:
         raise_alarm(catalog, _stuck_key(row),
@@ -358,6 +370,8 @@ def check_release(gw: RucioGateway, rows: list[Mapping[str, Any]], t0_disk: str)
             return None, f"endpoint rule {r['rule_id']} to {r['rse']} is no longer in Rucio"
         if info["state"] != "OK":
             return None, f"endpoint rule {r['rule_id']} to {r['rse']} is {info['state']}, not OK"
+        if info.get("expires_at") is not None:
+            return None, f"endpoint rule {r['rule_id']} to {r['rse']} is scheduled for deletion ({info['expires_at']})"
         if info.get("name") != r["block"] or info.get("rse_expression") != r["rse"]:
             return None, f"endpoint rule {r['rule_id']} is not on {r['block']} to {r['rse']}"
     row = t0[0]
