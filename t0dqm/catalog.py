@@ -38,8 +38,6 @@ from sqlalchemy import (
 )
 from sqlalchemy.engine import Connection
 
-SCHEMA_VERSION = 2
-
 metadata = MetaData()
 
 meta = Table(
@@ -147,7 +145,7 @@ streamer_units = Table(
     UniqueConstraint("label", "stream", "run", name="uq_streamer_unit"),
 )
 
-# Tier-0 disk outputs (schema 2): where each must go and whether processing still needs it.
+# Tier-0 disk outputs (revision 0002): where each must go and whether processing still needs it.
 # endpoints_required / endpoints_done: JSON text lists; needed_by: processing jobs still needing it.
 # state: present -> deleted (retention, t0dqm.tasks.streamer.retention_cleanup).
 t0_outputs = Table(
@@ -236,15 +234,6 @@ alarms = Table(
 TABLES = {"file": files, "archive": archives, "streamer": streamer_units, "t0output": t0_outputs}
 
 
-def _migrate_2(conn: Connection) -> None:
-    """Schema 2: the Tier-0 disk outputs table."""
-    metadata.create_all(conn, tables=[t0_outputs], checkfirst=True)
-
-
-# Migrations: version -> callable(conn) upgrading from version-1. Version 1 is create_all.
-MIGRATIONS: dict[int, Any] = {2: _migrate_2}
-
-
 def worker_identity() -> str:
     return f"{socket.gethostname()}:{os.getpid()}:{threading.get_ident()}"
 
@@ -318,33 +307,25 @@ class Catalog:
         self.read_engine = make_engine(url, readonly=True) if url.startswith("sqlite") else self.engine
         self.host = host or socket.gethostname()
 
-    # -- schema -----------------------------------------------------------------------------------
-    def schema_version(self) -> int | None:
-        with self.read() as conn:
-            if not self.engine.dialect.has_table(conn, "meta"):
-                return None
-            value = conn.execute(select(meta.c.value).where(meta.c.key == "schema_version")).scalar()
-            return int(value) if value is not None else None
+    # -- schema (t0dqm.schema: alembic revisions in t0dqm/migrations) ---------------------------
+    def revision(self) -> str | None:
+        """The catalog's schema revision (None: empty catalog)."""
+        from t0dqm import schema
 
-    def upgrade(self) -> int:
-        """Create or migrate the schema to SCHEMA_VERSION; safe to run concurrently and repeatedly."""
-        current = self.schema_version()
-        if current is None:
-            metadata.create_all(self.engine, checkfirst=True)
-            with self.begin() as conn:
-                if conn.execute(select(meta.c.value).where(meta.c.key == "schema_version")).scalar() is None:
-                    conn.execute(insert(meta).values(key="schema_version", value=str(SCHEMA_VERSION)))
-            return SCHEMA_VERSION
-        if current > SCHEMA_VERSION:
-            raise RuntimeError(f"catalog schema {current} is newer than this t0dqm ({SCHEMA_VERSION})")
-        for version in range(current + 1, SCHEMA_VERSION + 1):
-            with self.begin() as conn:
-                done = conn.execute(select(meta.c.value).where(meta.c.key == "schema_version")).scalar()
-                if done is not None and int(done) >= version:  # a concurrent upgrader got there first
-                    continue
-                MIGRATIONS[version](conn)
-                conn.execute(update(meta).where(meta.c.key == "schema_version").values(value=str(version)))
-        return SCHEMA_VERSION
+        with self.read() as conn:
+            return schema.current(conn)
+
+    def upgrade(self) -> str:
+        """Create or migrate the schema to this t0dqm's head revision; safe concurrently and repeatedly."""
+        from t0dqm import schema
+
+        return schema.upgrade(self.engine)
+
+    def ensure_schema(self) -> str:
+        """SQLite: create or migrate by itself. Other databases: refuse unless at the head revision."""
+        from t0dqm import schema
+
+        return schema.ensure(self.engine, self.read_engine)
 
     @contextmanager
     def begin(self) -> Iterator[Connection]:
@@ -469,7 +450,8 @@ _lock = threading.Lock()
 
 
 def get_catalog(url: str | None = None) -> Catalog:
-    """Process-wide Catalog per URL (schema created on first use). Call reset_catalogs() after fork."""
+    """Process-wide Catalog per URL, schema checked on first use (SQLite: created). Call
+    reset_catalogs() after fork."""
     from t0dqm import config
 
     url = url or config.get().catalog_url
@@ -477,7 +459,7 @@ def get_catalog(url: str | None = None) -> Catalog:
         cat = _catalogs.get(url)
         if cat is None:
             cat = Catalog(url)
-            cat.upgrade()
+            cat.ensure_schema()
             _catalogs[url] = cat
         return cat
 

@@ -12,10 +12,10 @@ from pathlib import Path
 
 import redis
 from celery import Celery
-from celery.signals import worker_process_init
+from celery.signals import beat_init, celeryd_init, worker_init, worker_process_init
 from kombu import Exchange, Queue
 
-from t0dqm import config, flower_guard
+from t0dqm import broker_guard, config, flower_guard
 
 # Every task module; routes are by module (see route_for_task).
 TASK_MODULES = (
@@ -56,12 +56,14 @@ def stack_file(settings: config.Settings) -> Path:
 
 
 def resolve_broker_url(settings: config.Settings) -> str:
+    """The configured broker_url, else the embedded one `t0dqm up` recorded on this host (for inspect,
+    call, status), else '' (never a guessed localhost: workers and beat refuse to start without one)."""
     if settings.broker_url:
         return settings.broker_url
     try:
-        return json.loads(stack_file(settings).read_text())["broker_url"]
+        return str(json.loads(stack_file(settings).read_text())["broker_url"])
     except (FileNotFoundError, KeyError, ValueError):
-        return "redis://127.0.0.1:6379/0"
+        return ""
 
 
 def queue_name(base: str, settings: config.Settings | None = None) -> str:
@@ -103,6 +105,8 @@ def broker_ssl_options(settings: config.Settings, url: str) -> dict[str, object]
 def redis_client(url: str, timeout: float = 2.0, settings: config.Settings | None = None) -> redis.Redis:
     """A redis-py client on the broker URL with the configured TLS options and short timeouts
     (metrics, queue depths, markers: everything that talks to Redis outside kombu)."""
+    if not url:
+        raise redis.ConnectionError(broker_guard.NOT_SET)
     options = broker_ssl_options(settings or config.get(), url) or {}
     return redis.Redis.from_url(url, socket_timeout=timeout, socket_connect_timeout=timeout, **options)
 
@@ -115,8 +119,8 @@ def configure(app: Celery, settings: config.Settings) -> None:
                  "health_check_interval": 25, "retry_on_timeout": True}
     prefix = settings.queue_prefix
     app.conf.update(
-        broker_url=broker,
-        result_backend=backend,
+        broker_url=broker or None,
+        result_backend=backend or None,
         task_serializer="json",
         result_serializer="json",
         accept_content=["json"],
@@ -163,6 +167,36 @@ try:
     configure(app, config.get())
 except config.ConfigError as exc:  # a worker, beat or Flower must not start on a bad configuration
     raise SystemExit(f"t0dqm: configuration error: {exc}") from None
+
+
+def schema_guard() -> None:
+    """Refuse to start a worker or beat on a catalog at another schema revision (SQLite: create it)."""
+    from t0dqm.catalog import Catalog
+    from t0dqm.schema import SchemaMismatch
+
+    catalog = Catalog(config.get().catalog_url)
+    try:
+        catalog.ensure_schema()
+    except SchemaMismatch as exc:
+        raise SystemExit(f"t0dqm: refusing to start: {exc}") from None
+    finally:
+        catalog.dispose()  # no connection inherited by forked children
+
+
+@celeryd_init.connect
+def _worker_needs_broker(**_kwargs: object) -> None:
+    broker_guard.check("worker")
+
+
+@worker_init.connect
+def _worker_init(**_kwargs: object) -> None:
+    schema_guard()
+
+
+@beat_init.connect
+def _beat_init(**_kwargs: object) -> None:
+    broker_guard.check("beat")
+    schema_guard()
 
 
 @worker_process_init.connect

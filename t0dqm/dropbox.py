@@ -2,26 +2,28 @@
 
 Layout, as the original DQM GUI upload handler: ``<dropbox>/NNNN/<name>`` plus ``<name>.origin`` =
 ``"md5:<hex> <size> <source>\\n"``. NNNN is the first 4-digit folder in which neither the file nor any
-``<name>.origin*`` exists, chosen under an flock'ed lock file so two uploaders never pick the same slot.
+``<name>.origin*`` / ``<name>.bad`` exists. The slot is reserved by hard-linking the staged file to its
+name there: link() never replaces a name and is atomic on local file systems and over NFS (v3 and later),
+so two uploaders on different hosts never get one slot; no flock, which is unreliable on network file
+systems. An uploader whose link landed next to an older upload's markers (that upload was received in the
+meantime) takes its link back and goes on to the next slot.
 
 An upload is written to a hidden temp name (``<dropbox>/.uploading/``), fsync'ed, renamed into its slot,
 and only then is the ``.origin`` written (itself temp + rename). The scanner only considers files whose
 ``.origin`` is complete, so a partial upload is never picked up.
 
-Receive markers next to the file: ``<name>.origin.claimed`` (a receiver holds it, under flock),
-``<name>.origin.bad`` + ``<name>.bad`` (quarantined; never retried).
+Receive markers next to the file: ``<name>.origin.claimed`` (a receiver claimed it; its catalog lease says
+whether that receiver is alive, see t0dqm.tasks.receive), ``<name>.origin.bad`` + ``<name>.bad``
+(quarantined; never retried).
 """
 
 from __future__ import annotations
 
-import fcntl
 import functools
 import hashlib
 import os
 import re
 import uuid
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -32,7 +34,6 @@ CLAIMED = ".origin.claimed"
 ORIGIN_BAD = ".origin.bad"
 BAD = ".bad"
 UPLOADING = ".uploading"
-LOCK = ".lock"
 RX_SLOT = re.compile(r"^\d{4}$")
 RX_ORIGIN = re.compile(r"^md5:([0-9a-f]{32}) (\d+) (.*)$")
 MAX_SLOTS = 10000
@@ -54,7 +55,7 @@ class Candidate:
     """An upload ready to receive: ``path`` (the file) and its complete ``origin`` marker.
 
     ``info`` is the classification of the name (None when it does not classify: receive quarantines it);
-    ``claimed`` is True for a claim left by a receiver that died (its lock is free).
+    ``claimed`` is True for an upload a receiver has claimed (alive or dead: its catalog lease decides).
     """
 
     path: Path
@@ -96,21 +97,12 @@ def write_atomic(path: Path, data: bytes, *, fsync: bool = True) -> None:
     os.replace(tmp, path)
 
 
-@contextmanager
-def locked(lock_path: Path) -> Iterator[None]:
-    """Exclusive flock on ``lock_path`` for the block (blocking)."""
-    lock_path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
-        yield
-    finally:
-        os.close(fd)
+MARKERS = (ORIGIN, CLAIMED, ORIGIN_BAD, BAD)
 
 
 def slot_taken(folder: Path, name: str) -> bool:
     """True when ``folder`` already holds ``name`` or any of its markers."""
-    return any(os.path.lexists(folder / (name + suffix)) for suffix in ("", ORIGIN, CLAIMED, ORIGIN_BAD, BAD))
+    return any(os.path.lexists(folder / (name + suffix)) for suffix in ("", *MARKERS))
 
 
 def upload(path: str | os.PathLike[str], dropbox: str | os.PathLike[str], *, declared_size: int | None = None,
@@ -135,8 +127,7 @@ def upload(path: str | os.PathLike[str], dropbox: str | os.PathLike[str], *, dec
             os.fsync(fout.fileno())
         st = src.stat()
         os.utime(tmp, ns=(st.st_atime_ns, st.st_mtime_ns))
-        with locked(box / LOCK):
-            target = _place(tmp, box, src.name)
+        target = place(tmp, box, src.name)
         placed = True
         origin = target.with_name(target.name + ORIGIN)
         size_text = size if declared_size is None else declared_size
@@ -147,17 +138,34 @@ def upload(path: str | os.PathLike[str], dropbox: str | os.PathLike[str], *, dec
             tmp.unlink(missing_ok=True)
 
 
-def _place(tmp: Path, box: Path, name: str) -> Path:
+def place(tmp: Path, box: Path, name: str) -> Path:
+    """Link the staged file ``tmp`` into the first free slot of ``box`` as ``name`` and drop ``tmp``;
+    returns the new path. Safe for concurrent uploaders on several hosts (see the module docstring)."""
     for slot in range(MAX_SLOTS):
         folder = box / f"{slot:04d}"
         if slot_taken(folder, name):
             continue
         folder.mkdir(exist_ok=True)
         target = folder / name
-        os.link(tmp, target)  # never overwrites (we hold the lock, and link refuses an existing name)
+        try:
+            os.link(tmp, target)  # never replaces a name: the reservation
+        except FileExistsError:
+            continue  # another uploader got this slot first
+        if any(os.path.lexists(folder / (name + suffix)) for suffix in MARKERS):
+            _unlink_if_same(target, tmp)  # an older upload of this name is still being received here
+            continue
         tmp.unlink()
         return target
     raise OSError(f"dropbox {box}: no free slot for {name} among {MAX_SLOTS}")
+
+
+def _unlink_if_same(path: Path, ours: Path) -> None:
+    """Remove ``path`` if it is still our link of ``ours`` (same inode)."""
+    try:
+        if os.path.samefile(path, ours):
+            path.unlink()
+    except FileNotFoundError:
+        pass
 
 
 def sort_key(c: Candidate) -> tuple:
@@ -178,24 +186,10 @@ def _classified(name: str) -> tuple[naming.DqmName | None, tuple]:
     return info, (0, -info.run, info.version, release, dataset, name)
 
 
-def claim_is_stale(claim: Path) -> bool:
-    """True when nobody holds the flock of a ``.origin.claimed`` file (its receiver died)."""
-    try:
-        fd = os.open(claim, os.O_RDONLY)
-    except OSError:
-        return False
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        return True
-    except BlockingIOError:
-        return False
-    finally:
-        os.close(fd)
-
-
 def scan_entries(dropbox: str | os.PathLike[str]) -> list[tuple[str, str, bool]]:
-    """(slot, name, claimed) of every upload with a complete ``.origin`` (plus stale claims), sorted as the
-    receive daemon sorted them; plain strings, for the scanner's hot path."""
+    """(slot, name, claimed) of every upload with a complete ``.origin`` or a claim, sorted as the receive
+    daemon sorted them; plain strings, for the scanner's hot path. Whether a claim's receiver is alive is
+    the catalog's business (receive takes the upload's lease or reports it busy)."""
     box = os.fspath(dropbox)
     out: list[tuple[tuple, str, str, bool]] = []
     try:
@@ -212,8 +206,6 @@ def scan_entries(dropbox: str | os.PathLike[str]) -> list[tuple[str, str, bool]]
         for entry in entries:
             if entry.endswith(CLAIMED):
                 name, claimed = entry[: -len(CLAIMED)], True
-                if not claim_is_stale(Path(folder, entry)):
-                    continue
             elif entry.endswith(ORIGIN):
                 name, claimed = entry[: -len(ORIGIN)], False
             else:
@@ -226,7 +218,7 @@ def scan_entries(dropbox: str | os.PathLike[str]) -> list[tuple[str, str, bool]]
 
 
 def scan(dropbox: str | os.PathLike[str], limit: int | None = None) -> list[Candidate]:
-    """Uploads with a complete ``.origin`` (plus stale claims), sorted as the receive daemon sorted them."""
+    """Uploads with a complete ``.origin`` or a claim, sorted as the receive daemon sorted them."""
     box = Path(dropbox)
     entries = scan_entries(box)
     if limit is not None:

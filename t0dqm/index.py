@@ -27,6 +27,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 from sqlalchemy import insert, select, update
 
@@ -96,17 +97,45 @@ def index_path(settings: config.Settings) -> Path:
 
 
 def connect(path: Path, *, fast: bool = False) -> sqlite3.Connection:
-    """SQLite connection in autocommit mode (we issue BEGIN ourselves) with the schema in place."""
+    """Writer connection in autocommit mode (we issue BEGIN ourselves) with the schema in place.
+
+    The main index is written only by the holder of the merge lease, with a rollback journal
+    (journal_mode=DELETE, synchronous=FULL): the index may live on a shared file system (NFS, CephFS),
+    where SQLite's WAL is unsupported (it needs shared memory between the processes). See
+    docs/benchmarks.md for WAL, rollback journal and PostgreSQL side by side. ``fast``: a partial index
+    (journal and fsync off: it is written under a temp name, renamed, and rebuilt from its ROOT file if
+    lost).
+    """
     path.parent.mkdir(parents=True, exist_ok=True)
-    conn = sqlite3.connect(path, timeout=60, isolation_level=None)
-    if fast:  # partial indexes: rebuilt from the ROOT file if lost
+    conn = sqlite3.connect(_uri(path), timeout=60, isolation_level=None, uri=True)
+    if fast:
         conn.execute("PRAGMA journal_mode=OFF")
         conn.execute("PRAGMA synchronous=OFF")
     else:
-        conn.execute("PRAGMA journal_mode=WAL")
-        conn.execute("PRAGMA synchronous=NORMAL")
+        mode = conn.execute("PRAGMA journal_mode=DELETE").fetchone()[0]
+        if mode != "delete":  # an index left in WAL by an older t0dqm, still open somewhere
+            logger.warning("index %s stays in journal mode %s until its other connections close", path, mode)
+        conn.execute("PRAGMA synchronous=FULL")
     conn.executescript(SCHEMA)
     return conn
+
+
+def connect_reader(path: Path) -> sqlite3.Connection | None:
+    """Read-only connection to an index (the GUI's side: never writes, never changes the journal mode);
+    None when the index does not exist yet."""
+    if not path.exists():
+        return None
+    return sqlite3.connect(_uri(path, "mode=ro"), timeout=60, isolation_level=None, uri=True)
+
+
+def attach_uri(partial: Path) -> str:
+    """URI to attach or open a partial index: read-only and immutable (it never changes once renamed into
+    place), so SQLite takes no file locks on it; safe when another host wrote it to a shared folder."""
+    return _uri(partial, "mode=ro&immutable=1")
+
+
+def _uri(path: Path, query: str = "") -> str:
+    return f"file:{quote(str(path))}" + (f"?{query}" if query else "")
 
 
 # -- catalog helpers --------------------------------------------------------------------------------
@@ -215,7 +244,7 @@ def partial_contents(partial: Path) -> list[tuple[int, str | None]]:
     stem = partial.name[: -len(".sqlite")]
     if stem.isdigit():
         return [(int(stem), None)]
-    src = sqlite3.connect(f"file:{partial}?mode=ro", uri=True)
+    src = sqlite3.connect(attach_uri(partial), uri=True)
     try:
         return [(int(r[0]), r[1]) for r in src.execute("SELECT file_id, path FROM samples")]
     finally:
@@ -377,7 +406,7 @@ def merge_partial(conn: sqlite3.Connection, partial: Path, file_id: int) -> bool
     False when the file's sample is already there (an earlier merge committed it)."""
     if conn.execute("SELECT 1 FROM samples WHERE file_id = ?", (file_id,)).fetchone():
         return False
-    src = sqlite3.connect(f"file:{partial}?mode=ro", uri=True)
+    src = sqlite3.connect(attach_uri(partial), uri=True)
     try:
         sample = src.execute(f"SELECT id, {', '.join(SAMPLE_COLUMNS)} FROM samples WHERE file_id = ?",
                              (file_id,)).fetchone()
@@ -494,7 +523,7 @@ def _merge_batch(conn: sqlite3.Connection, ready: list[tuple[Any, Path]],
         try:
             for k, partial in enumerate(group):
                 try:
-                    conn.execute(f"ATTACH DATABASE ? AS p{k}", (str(partial),))
+                    conn.execute(f"ATTACH DATABASE ? AS p{k}", (attach_uri(partial),))
                     aliases[partial] = f"p{k}"
                 except sqlite3.Error as exc:
                     for row, p in ready:
@@ -571,7 +600,11 @@ class Index:
         self.path = index_path(settings)
 
     def _conn(self) -> sqlite3.Connection:
-        conn = connect(self.path)
+        """A read-only connection (an empty in-memory index when none exists yet)."""
+        conn = connect_reader(self.path)
+        if conn is None:
+            conn = sqlite3.connect(":memory:")
+            conn.executescript(SCHEMA)
         conn.row_factory = sqlite3.Row
         return conn
 
@@ -617,8 +650,9 @@ class Index:
                                       r["start_time"], r["end_time"], r["n"]) for r in rows]
 
     def delete_run(self, run: int, dataset: str, rule: str, reason: str) -> int:
-        """Remove a (run, dataset) from the index; returns the number of samples removed."""
-        conn = self._conn()
+        """Remove a (run, dataset) from the index; returns the number of samples removed. Only under the
+        merge lease (see :func:`delete_runs`)."""
+        conn = connect(self.path)
         try:
             conn.execute("BEGIN IMMEDIATE")
             ids = [r[0] for r in conn.execute("SELECT id FROM samples WHERE run = ? AND dataset = ?",

@@ -26,6 +26,8 @@ class Snapshot:
     t0_outputs: dict[str, int] = field(default_factory=dict)  # Tier-0 disk outputs per state
     t0_rules: dict[str, int] = field(default_factory=dict)  # their Rucio rules per state
     active_alarms: list[dict[str, Any]] = field(default_factory=list)
+    # messages sent / skipped (already queued) / received per step, and received per file
+    messages: dict[str, Any] = field(default_factory=dict)
 
 
 def queue_depths(broker_url: str, queues: list[str], timeout: float = 2.0) -> dict[str, int]:
@@ -61,7 +63,7 @@ def catalog_counts(catalog: Catalog) -> dict[str, Any]:
 def snapshot(settings: config.Settings, catalog: Catalog, *, with_workers: bool = True) -> Snapshot:
     from t0dqm.celery import all_queues, app
 
-    snap = Snapshot(broker_url=app.conf.broker_url)
+    snap = Snapshot(broker_url=app.conf.broker_url or "")
     try:
         snap.queues = queue_depths(snap.broker_url, all_queues(settings))
         if with_workers:
@@ -73,11 +75,27 @@ def snapshot(settings: config.Settings, catalog: Catalog, *, with_workers: bool 
     snap.files, snap.index, snap.archives = counts["files"], counts["index"], counts["archives"]
     snap.quarantined, snap.active_alarms = counts["quarantined"], counts["active_alarms"]
     snap.t0_outputs, snap.t0_rules = counts["t0_outputs"], counts["t0_rules"]
+    if snap.broker_error is None:
+        snap.messages = messages(snap.broker_url, app.conf.t0dqm_prefix, sum(snap.files.values()))
     return snap
 
 
+def messages(broker_url: str, prefix: str, files: int, timeout: float = 2.0) -> dict[str, Any]:
+    """Messages per step and per file (see t0dqm.tasks.queued.message_counts); {} when Redis fails."""
+    from t0dqm.celery import redis_client
+    from t0dqm.tasks.queued import message_counts
+
+    client = redis_client(broker_url, timeout)
+    try:
+        return message_counts(client, prefix, files)
+    except (redis.RedisError, OSError):
+        return {}
+    finally:
+        client.close()
+
+
 def render(snap: Snapshot) -> str:
-    lines = [f"broker   {snap.broker_url}" + (f"  (unreachable: {snap.broker_error})" if snap.broker_error else "")]
+    lines = [f"broker   {snap.broker_url or '(not set)'}" + (f"  (unreachable: {snap.broker_error})" if snap.broker_error else "")]
     lines.append(f"workers  {len(snap.workers)}")
     for name, queues in sorted(snap.workers.items()):
         lines.append(f"  {name}: {', '.join(queues)}")
@@ -88,6 +106,9 @@ def render(snap: Snapshot) -> str:
         if counts:
             lines.append(f"{title} " + "  ".join(f"{k}={v}" for k, v in sorted(counts.items())))
     lines.append(f"quarantined {snap.quarantined}")
+    if snap.messages.get("per_file") is not None:
+        lines.append(f"messages {snap.messages['received']} received for the chain steps, "
+                     f"{snap.messages['per_file']} per file")
     lines.append(f"alarms   {len(snap.active_alarms)} active")
     for alarm in snap.active_alarms[:10]:
         lines.append(f"  [{alarm['severity']}] {alarm['key']}: {alarm['message']} (x{alarm['count']})")

@@ -277,17 +277,25 @@ def copy(src: str, dst: str, *, timeout: float, expected_adler32: str | None = N
 
     With ``expected_adler32`` the source is not re-read for its checksum (the caller computed it while
     writing); the target's checksum must equal it. A target with a wrong checksum is removed and
-    ChecksumMismatch raised. An existing target is an error unless ``force``.
+    ChecksumMismatch raised. An existing target is an error unless ``force``; with ``force`` a remote
+    target (such as a killed copy's partial file) is removed first. Copies never use POSC.
     Returns the verified adler32.
     """
-    if not force and stat(dst, timeout) is not None:
+    existing = stat(dst, timeout)
+    if existing is not None and not force:
         raise FileExistsError(f"copy target exists: {dst}")
     if not is_remote(src) and not is_remote(dst):
         return _copy_local(src, dst, expected_adler32)
+    if existing is not None and is_remote(dst) and not existing.is_dir:
+        # e.g. the leftover of a killed copy: remove it rather than overwrite in place (the server
+        # caches checksums by whole-second mtime, so a rewrite within a second could report the old one)
+        remove(dst, timeout)
     process = _xrootd_client().CopyProcess()
-    # No posc: a killed copy's persist-on-close file is held busy by the server for minutes
-    # (ofs.persist hold); a plain leftover is simply removed by the next attempt instead.
-    job = dict(force=force, mkdir=True, checksumtype="adler32", rmBadCksum=True, cptimeout=_timeout(timeout),
+    # No POSC, hence no rmBadCksum (xrdcp 5.5: it "enables also POSC semantics"): the server holds a
+    # killed POSC copy's file open for ofs.persist (600 s) and every retry fails with "already opened"
+    # or "text file busy". A plain leftover is removed by the next attempt instead, and a bad target
+    # is removed by us below.
+    job = dict(force=force, mkdir=True, checksumtype="adler32", cptimeout=_timeout(timeout),
                inittimeout=min(_timeout(timeout), 60), parallelchunks=4, chunksize=8 * CHUNK)
     if expected_adler32:
         job.update(checksummode="target", checksumpreset=expected_adler32)
@@ -304,7 +312,7 @@ def copy(src: str, dst: str, *, timeout: float, expected_adler32: str | None = N
         bad_checksum = "checksum" in message.lower() or getattr(job_status, "errno", 0) == 3019 \
             or getattr(job_status, "code", 0) == 305
         if bad_checksum:
-            remove(dst, timeout)  # rmBadCksum is best effort: make sure
+            remove(dst, timeout)  # a target that failed its checksum is ours to remove
             raise ChecksumMismatch(f"copy {src} -> {dst}: checksum mismatch: {message}")
         raise StorageError(f"copy {src} -> {dst}: {message}")
     verified = checksum(dst, timeout)

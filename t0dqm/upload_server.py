@@ -259,18 +259,10 @@ class _Upload:
     def land(self, source: str) -> Stored:
         """Move the verified temp file into its dropbox slot, then write the .origin (the commit point)."""
         assert self.tmp is not None and self.name is not None
-        with dropbox.locked(self.box / dropbox.LOCK):
-            for slot in range(dropbox.MAX_SLOTS):
-                folder = self.box / f"{slot:04d}"
-                if dropbox.slot_taken(folder, self.name):
-                    continue
-                folder.mkdir(exist_ok=True)
-                target = folder / self.name
-                os.link(self.tmp, target)
-                break
-            else:
-                raise UploadError(STATUS_FAIL_EXECUTE, "Failed to save file data", "no free dropbox slot")
-        self.tmp.unlink()
+        try:
+            target = dropbox.place(self.tmp, self.box, self.name)
+        except OSError as exc:
+            raise UploadError(STATUS_FAIL_EXECUTE, "Failed to save file data", str(exc)) from None
         self.tmp = None
         md5 = self.md5.hexdigest()
         dropbox.write_atomic(target.with_name(target.name + dropbox.ORIGIN),

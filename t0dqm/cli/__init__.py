@@ -17,6 +17,7 @@ COMMAND_MODULES = (
     "t0dqm.cli.tier0",
     "t0dqm.cli.ops",
     "t0dqm.cli.health",
+    "t0dqm.cli.worker",
 )
 
 

@@ -88,12 +88,35 @@ def db() -> None:
 
 @db.command("upgrade")
 def db_upgrade() -> None:
-    """Create or migrate the catalog schema to this version (safe to repeat)."""
+    """Create or migrate the catalog schema to this version (safe to repeat and to run concurrently)."""
     from t0dqm.catalog import Catalog
+    from t0dqm.schema import SchemaMismatch
 
     settings = config.get()
-    version = Catalog(settings.catalog_url).upgrade()
-    click.echo(f"catalog {settings.catalog_url} at schema version {version}")
+    catalog = Catalog(settings.catalog_url)
+    try:
+        revision = catalog.upgrade()
+    except SchemaMismatch as exc:
+        raise click.ClickException(str(exc)) from None
+    finally:
+        catalog.dispose()
+    click.echo(f"catalog {catalog.engine.url.render_as_string(hide_password=True)} at schema revision {revision}")
+
+
+@db.command("current")
+def db_current() -> None:
+    """Print the catalog's schema revision and the one this t0dqm needs; exit 1 when they differ."""
+    from t0dqm.catalog import Catalog
+    from t0dqm.schema import head
+
+    catalog = Catalog(config.get().catalog_url)
+    try:
+        revision = catalog.revision()
+    finally:
+        catalog.dispose()
+    click.echo(f"catalog {revision or 'empty'}, t0dqm needs {head()}")
+    if revision != head():
+        raise SystemExit(1)
 
 
 @click.command("demo")

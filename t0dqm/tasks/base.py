@@ -10,18 +10,20 @@ import json
 import logging
 import socket
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
 import redis
 from celery import Task
 from celery.exceptions import SoftTimeLimitExceeded
+from celery.signals import task_received
 from sqlalchemy.exc import OperationalError
 
 from t0dqm import config
 from t0dqm.catalog import Catalog, get_catalog, worker_identity
 from t0dqm.storage import StorageError
+from t0dqm.tasks import queued
 
 logger = logging.getLogger("t0dqm.tasks")
 
@@ -85,6 +87,8 @@ class T0Task(Task):
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         started = time.monotonic()
         outcome = "ok"
+        if getattr(self.request, "eta", None):
+            self._forget_marker(args, kwargs)
         try:
             return super().__call__(*args, **kwargs)
         except SoftTimeLimitExceeded:
@@ -96,6 +100,16 @@ class T0Task(Task):
             raise
         finally:
             self._record_metric(outcome, time.monotonic() - started)
+
+    def _forget_marker(self, args: Sequence[Any], kwargs: dict[str, Any]) -> None:
+        """A message with a countdown starts: its (step, item) marker goes (see t0dqm.tasks.queued)."""
+        client = metrics_client(self.app)
+        if client is None:
+            return
+        try:
+            client.delete(queued.item_key(self.app.conf.t0dqm_prefix, self.name, args, kwargs))
+        except redis.RedisError:  # it expires
+            pass
 
     def _record_metric(self, outcome: str, seconds: float) -> None:
         client = metrics_client(self.app)
@@ -123,10 +137,67 @@ class T0Task(Task):
             self.catalog.release_lease(name, owner)
 
     def enqueue(self, task: Any, *args: Any, **kwargs: Any) -> None:
-        """Send the next step; call only after the state change is committed. A lost message is
-        found again by reconcile, so a broker error here is logged, not raised."""
-        try:
-            task.apply_async(args=args, kwargs=kwargs, retry=True,
-                             retry_policy={"max_retries": 3, "interval_start": 0.2, "interval_step": 0.5})
-        except Exception as exc:  # noqa: BLE001 - reconcile will re-enqueue from the catalog
-            self.log("enqueue-failed", logging.WARNING, next=getattr(task, "name", str(task)), error=str(exc))
+        """Send the next step; call only after the state change is committed. At most one message per
+        (step, item) waits in a queue (see t0dqm.tasks.queued). A lost message is found again by
+        reconcile, so a broker error here is logged, not raised."""
+        self.enqueue_many([(task, args, kwargs)])
+
+    def enqueue_many(self, items: Sequence[tuple[Any, Sequence[Any], dict[str, Any]]]) -> int:
+        """Send (signature, args, kwargs) steps, skipping those whose (step, item) already has a queued
+        message; the markers are set in one round trip. Returns the number sent."""
+        client = metrics_client(self.app)
+        prefix = self.app.conf.t0dqm_prefix
+        keys = [queued.item_key(prefix, getattr(task, "name", str(task)), args, kwargs)
+                for task, args, kwargs in items]
+        ttl = int(self.settings["reconcile"].get("queued_ttl", queued.DEFAULT_TTL))
+        ttls = [ttl if _countdown(task) is None else int(_countdown(task) or 0) + queued.ETA_GRACE
+                for task, _args, _kwargs in items]
+        free = [True] * len(items)
+        if client is not None:
+            try:
+                free = queued.reserve(client, keys, ttls)
+            except redis.RedisError as exc:  # the send below will say whether the broker is there
+                self.log("enqueue-reserve-failed", logging.WARNING, error=str(exc))
+        counts: dict[tuple[str, str], int] = {}
+        unsent: list[str] = []
+        for (task, args, kwargs), key, go in zip(items, keys, free, strict=True):
+            name = getattr(task, "name", str(task))
+            if not go:
+                counts[(name, "deduped")] = counts.get((name, "deduped"), 0) + 1
+                continue
+            try:
+                task.apply_async(args=tuple(args), kwargs=kwargs, retry=True,
+                                 retry_policy={"max_retries": 3, "interval_start": 0.2, "interval_step": 0.5})
+                counts[(name, "sent")] = counts.get((name, "sent"), 0) + 1
+            except Exception as exc:  # noqa: BLE001 - reconcile will re-enqueue from the catalog
+                unsent.append(key)  # free the marker: nothing is queued for this item
+                self.log("enqueue-failed", logging.WARNING, next=name, error=str(exc))
+        if client is not None:
+            try:
+                queued.count(client, prefix, counts, forget=unsent)
+            except redis.RedisError:  # counters are best effort; a marker left expires
+                pass
+        return sum(n for (_task, kind), n in counts.items() if kind == "sent")
+
+
+def _countdown(task: Any) -> float | None:
+    options = getattr(task, "options", None) or {}
+    return None if options.get("countdown") is None else float(options["countdown"])
+
+
+@task_received.connect
+def _message_received(request: Any = None, **_: Any) -> None:
+    """A worker took a message off its queue: its (step, item) marker goes (a message with a countdown
+    keeps it until its task starts, see T0Task.__call__) and the receipt is counted."""
+    task = getattr(request, "task", None)
+    if not isinstance(task, T0Task):
+        return
+    client = metrics_client(task.app)
+    if client is None:
+        return
+    prefix = task.app.conf.t0dqm_prefix
+    forget = [] if request.eta else [queued.item_key(prefix, request.name, request.args, request.kwargs)]
+    try:
+        queued.count(client, prefix, {(request.name, "received"): 1}, forget=forget)
+    except redis.RedisError:  # the marker expires (reconcile.queued_ttl)
+        pass

@@ -20,7 +20,7 @@ from t0dqm import naming
 from t0dqm.catalog import files
 from t0dqm.celery import app
 from t0dqm.states import INDEX_PARTIAL, INDEX_PENDING
-from t0dqm.tasks.base import T0Task, long_limits, metrics_client
+from t0dqm.tasks.base import T0Task, long_limits
 from t0dqm.tasks.recovery import Resume, recoverer, stale_ids
 
 MERGE_TASK = "t0dqm.tasks.index.merge"
@@ -28,20 +28,9 @@ IMPORT_TASK = "t0dqm.tasks.index.import_file"
 MERGE_DELAY = 0.5  # seconds
 
 
-def _merge_flag(task: T0Task) -> str:
-    return f"{task.app.conf.t0dqm_prefix}index:merge-queued"
-
-
 def request_merge(task: T0Task) -> None:
-    """Enqueue one merge unless one is already queued and has not started listing partials."""
-    client = metrics_client(task.app)
-    if client is not None:
-        try:
-            if not client.set(_merge_flag(task), "1", nx=True, ex=60):
-                return
-        except Exception:  # noqa: BLE001 - the flag is an optimisation only
-            pass
-    # a short countdown lets one merge pick up the partials of many imports (one transaction)
+    """Enqueue one merge unless one is already waiting (its marker goes when it starts listing partials,
+    see t0dqm.tasks.queued); a short countdown lets one merge pick up the partials of many imports."""
     task.enqueue(app.signature(MERGE_TASK, countdown=MERGE_DELAY))
 
 
@@ -59,12 +48,6 @@ def import_file(self: T0Task, file_id: int) -> str:
 @app.task(base=T0Task, bind=True, name=MERGE_TASK, **long_limits())
 def merge(self: T0Task) -> dict[str, int]:
     """Single writer: merge every ready partial index into the main index."""
-    client = metrics_client(self.app)
-    if client is not None:
-        try:
-            client.delete(_merge_flag(self))  # partials written from now on get a new merge message
-        except Exception:  # noqa: BLE001
-            pass
     try:
         counts = dqmindex.merge_all(self.settings, self.catalog,
                                     max_seconds=max(60.0, self.settings["tasks"]["long_soft_time_limit"] - 60))

@@ -15,24 +15,29 @@ def reconcile(self: T0Task) -> dict[str, int]:
     """Re-enqueue every step whose row is stale (lease expired or not moved for a while).
 
     Redis is only the conveyor: after a flush, a lost message or a killed worker, this is what finds
-    the work again. It runs under a lease so two beats cannot double the traffic.
+    the work again. It runs under a lease so two beats cannot double the traffic, and sends nothing for a
+    (step, item) that already has a message waiting (t0dqm.tasks.queued): a queue whose consumer is down
+    holds at most one message per pending item however often reconcile runs.
     """
     from t0dqm.tasks.base import LeaseBusy
 
     settings = self.settings
     now = time.time()
-    sent: dict[str, int] = {}
     try:
         with self.lease("reconcile", seconds=240):
             with self.catalog.read() as conn:
-                resumes = [(name, r) for name, fn in RECOVERERS.items() for r in fn(conn, settings, now)]
+                resumes = {name: list(fn(conn, settings, now)) for name, fn in RECOVERERS.items()}
     except LeaseBusy:
         return {}
-    for name, resume in resumes:
-        self.enqueue(app.signature(resume.task), *resume.args)
-        sent[name] = sent.get(name, 0) + 1
-    if sent:
-        self.log("reconcile", resumed=sent)
+    sent: dict[str, int] = {}
+    stale = 0
+    for name, found in resumes.items():
+        stale += len(found)
+        n = self.enqueue_many([(app.signature(r.task), r.args, {}) for r in found]) if found else 0
+        if n:
+            sent[name] = n
+    if stale:
+        self.log("reconcile", resumed=sent, stale=stale, already_queued=stale - sum(sent.values()))
     return sent
 
 

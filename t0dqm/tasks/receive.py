@@ -4,10 +4,11 @@
 enqueue import and zip. The work is done by :func:`receive_one`, which needs no broker (the CLI's
 ``t0dqm receive --once`` calls it directly).
 
-Claim: the receiver opens ``<name>.origin``, takes an exclusive flock on it and renames it to
-``<name>.origin.claimed``; it holds the flock until it is done. A second receiver of the same upload
-finds the lock held and returns at once; a claim whose flock is free belongs to a dead receiver and is
-taken over (the scanner lists it again).
+Claim: the receiver takes the catalog lease ``receive:<flavour>:<slot>/<name>`` and renames
+``<name>.origin`` to ``<name>.origin.claimed``; it holds the lease until the upload is filed. A second
+receiver of the same upload finds the lease held and returns at once ("busy"); a claim whose holder is dead
+is taken over through the lease (Catalog.acquire_lease decides, on any host). Nothing rests on flock, which
+is unreliable on a network file system: the dropbox may be shared by receivers on several hosts.
 
 Crash safety: the version is reserved by creating the target ``.dqminfo`` exclusively (hard link of a
 temp file: fails if it exists) BEFORE the ROOT file is linked into the repository. The .dqminfo carries
@@ -22,7 +23,6 @@ deleted.
 
 from __future__ import annotations
 
-import fcntl
 import hashlib
 import json
 import logging
@@ -45,7 +45,7 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.exc import IntegrityError
 
 from t0dqm import config, dropbox, naming, rootcheck, storage
-from t0dqm.catalog import Catalog, audit, files, quarantine
+from t0dqm.catalog import Catalog, audit, files, quarantine, worker_identity
 from t0dqm.celery import app
 from t0dqm.states import INDEX_PARTIAL, INDEX_PENDING, INDEX_SKIPPED, RECEIVED
 from t0dqm.tasks.base import RETRYABLE, LeaseBusy, T0Task, long_limits, metrics_client
@@ -58,6 +58,7 @@ BATCH_TASK = "t0dqm.tasks.receive.receive_batch"
 PER_TASK = 25  # uploads per receive_batch message: amortises Celery, Redis and catalog overhead
 BATCH_BUDGET = 300.0  # seconds a batch may spend before it leaves the rest for the next scan
 MAX_VERSION = 9999
+BUSY_RESCAN = 30  # seconds before the scan sends an upload whose claim was held by a live receiver again
 RX_REPO_ONLINE = re.compile(r"^DQM_V\d{4}(_[A-Za-z0-9]+)?_R\d{9}\.root$")
 MERGED_FILE = "Merged File"
 
@@ -169,40 +170,25 @@ def _create_exclusive(path: Path, data: bytes) -> bool:
         tmp.unlink(missing_ok=True)
 
 
-@contextmanager
-def claim_upload(path: Path) -> Iterator[Path | None]:
-    """Claim the upload ``path``: yields the ``.origin.claimed`` path (flock held) or None when another
-    receiver holds it or there is nothing (left) to claim."""
+CLAIM_SECONDS = 660  # receive_batch's hard time limit: a claim outlives no receiver
+
+
+def claim_lease_name(settings: config.Settings, rel: str) -> str:
+    """The catalog lease that guards one upload (``rel``: its path in the dropbox); long paths hashed."""
+    name = f"receive:{settings.flavour}:{rel}"
+    return name if len(name) <= 200 else f"receive:{settings.flavour}:sha1:{hashlib.sha1(rel.encode()).hexdigest()}"
+
+
+def take_claim(path: Path) -> Path | None:
+    """Rename the upload's ``.origin`` to ``.origin.claimed`` (or find a claim left by a dead receiver);
+    None when there is nothing (left) to claim. Call only while holding its lease."""
     origin = path.with_name(path.name + dropbox.ORIGIN)
     claimed = path.with_name(path.name + dropbox.CLAIMED)
-    fd = -1
-    got: Path | None = None
     try:
-        for candidate in (origin, claimed):
-            try:
-                fd = os.open(candidate, os.O_RDONLY)
-            except FileNotFoundError:
-                continue
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                break  # someone else is receiving it
-            try:
-                same = os.stat(candidate).st_ino == os.fstat(fd).st_ino
-            except FileNotFoundError:
-                same = False
-            if not same:  # finished or renamed while we waited: look again
-                os.close(fd)
-                fd = -1
-                continue
-            if candidate == origin:
-                os.rename(origin, claimed)
-            got = claimed
-            break
-        yield got
-    finally:
-        if fd >= 0:
-            os.close(fd)
+        os.rename(origin, claimed)
+    except FileNotFoundError:
+        pass
+    return claimed if os.path.lexists(claimed) else None
 
 
 def receipt_of(claim: Path) -> str:
@@ -224,6 +210,7 @@ class Receiver:
         self.errors: list[BaseException] = []  # unexpected errors of the last receive_many
         self._taken: dict[tuple[int, str], set[str]] = {}  # catalog paths per (run, dataset), per batch
         self._dirs: set[Path] = set()  # repository folders known to exist
+        self.owner = f"{worker_identity()}:receive"  # holder of the upload leases
 
     def receive(self, path: str | os.PathLike[str], *, index: bool = False) -> Outcome:
         """Receive one upload; an unexpected error is raised (see :meth:`receive_many`)."""
@@ -255,10 +242,9 @@ class Receiver:
                 if deadline is not None and time.monotonic() > deadline:
                     outcomes[i] = Outcome("deferred", rel)
                     continue
-                claim = claims.enter_context(claim_upload(p))
+                status, claim = claims.enter_context(self._claim(p, rel))
                 if claim is None:
-                    busy = os.path.lexists(p.with_name(p.name + dropbox.CLAIMED))
-                    outcomes[i] = Outcome("busy" if busy else "gone", rel)
+                    outcomes[i] = Outcome(status, rel)
                     continue
                 try:
                     filings.append((i, self._prepare(p, rel, claim)))
@@ -291,6 +277,20 @@ class Receiver:
         self.errors = errors
         self._taken = {}
         return [outcomes[i] for i in range(len(paths))]
+
+    @contextmanager
+    def _claim(self, p: Path, rel: str) -> Iterator[tuple[str, Path | None]]:
+        """Hold the upload's catalog lease for the block: yields ("ok", claim path), ("busy", None) when
+        another live receiver holds it, or ("gone", None) when there is nothing left to receive."""
+        name = claim_lease_name(self.settings, rel)
+        if not self.catalog.acquire_lease(name, self.owner, CLAIM_SECONDS):
+            yield "busy", None
+            return
+        try:
+            claim = take_claim(p)
+            yield ("ok", claim) if claim is not None else ("gone", None)
+        finally:
+            self.catalog.release_lease(name, self.owner)
 
     def _resolve(self, path: str | os.PathLike[str]) -> tuple[Path, str, Outcome | None]:
         p = Path(path)
@@ -676,7 +676,8 @@ def _receive(task: T0Task, paths: list[str]) -> list[Outcome]:
 
     receiver = Receiver(task.settings, task.catalog)
     outcomes = receiver.receive_many(paths, index=True, budget=BATCH_BUDGET)
-    _forget(task, [o.path for o in outcomes if o.status != "error"])
+    _forget(task, [o.path for o in outcomes if o.status not in ("error", "busy")])
+    _forget(task, [o.path for o in outcomes if o.status == "busy"], after=BUSY_RESCAN)
     filed = [o for o in outcomes if o.status == "filed"]
     if any(o.index_state == INDEX_PARTIAL for o in filed):
         request_merge(task)
@@ -735,12 +736,19 @@ def _dedupe(task: T0Task, paths: list[str], seconds: int, limit: int) -> tuple[l
         return paths[:limit], len(paths) > limit
 
 
-def _forget(task: T0Task, paths: list[str]) -> None:
+def _forget(task: T0Task, paths: list[str], after: int = 0) -> None:
+    """The scan may send ``paths`` again (``after`` seconds: at once, or once a live claim was found)."""
     client = metrics_client(task.app)
     if client is None or not paths:
         return
     try:
-        client.delete(*[_queued_key(task, p) for p in paths])
+        if not after:
+            client.delete(*[_queued_key(task, p) for p in paths])
+            return
+        pipe = client.pipeline(transaction=False)
+        for path in paths:
+            pipe.set(_queued_key(task, path), "1", ex=after)
+        pipe.execute()
     except Exception:  # noqa: BLE001 - dedupe is an optimisation only
         pass
 

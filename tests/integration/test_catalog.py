@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 from sqlalchemy import insert, select
 
-from t0dqm.catalog import SCHEMA_VERSION, Catalog, archives, audit, files
+from t0dqm.catalog import Catalog, archives, audit, files
+from t0dqm.schema import head
 
 
 def new_file(cat: Catalog, path: str = "a/DQM_V0001_R000123456.root") -> int:
@@ -92,10 +93,10 @@ def test_leases_exclusive_and_expiring(catalog_url: str) -> None:
 
 def test_upgrade_is_idempotent_and_versioned(catalog_url: str) -> None:
     cat = Catalog(catalog_url)
-    assert cat.schema_version() is None
-    assert cat.upgrade() == SCHEMA_VERSION
-    assert cat.upgrade() == SCHEMA_VERSION
-    assert cat.schema_version() == SCHEMA_VERSION
+    assert cat.revision() is None
+    assert cat.upgrade() == head()
+    assert cat.upgrade() == head()
+    assert cat.revision() == head()
     now = time.time()
     with cat.begin() as conn:
         conn.execute(insert(archives).values(path="p_S0001.zip", pattern="p_S%04d.zip", serial=1, state="open",

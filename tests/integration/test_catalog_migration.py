@@ -1,4 +1,5 @@
-"""Schema 2 migration: a version-1 catalog (no t0_outputs) is upgraded in place; SQLite and PostgreSQL."""
+"""A catalog from before alembic (hand-written schema_version 1 or 2) is recognised, stamped and
+migrated in place, data kept; SQLite and PostgreSQL."""
 
 from __future__ import annotations
 
@@ -8,7 +9,8 @@ from pathlib import Path
 import pytest
 from sqlalchemy import insert, inspect, select
 
-from t0dqm.catalog import SCHEMA_VERSION, Catalog, files, meta, metadata, t0_outputs
+from t0dqm.catalog import Catalog, files, meta, metadata, t0_outputs
+from t0dqm.schema import LEGACY_REVISIONS, head
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
@@ -18,13 +20,15 @@ def catalog_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     return request.getfixturevalue("pg_url")
 
 
-def make_v1(url: str) -> Catalog:
+def make_legacy(url: str, version: int) -> Catalog:
+    """A catalog as t0dqm's hand-written migrations left it at ``version`` (1: no t0_outputs)."""
     cat = Catalog(url)
-    v1_tables = [t for t in metadata.sorted_tables if t is not t0_outputs]
-    metadata.create_all(cat.engine, tables=v1_tables)
+    tables = [t for t in metadata.sorted_tables if version >= 2 or t is not t0_outputs]
+    tables = [t for t in tables if t.name in _LEGACY_TABLES]
+    metadata.create_all(cat.engine, tables=tables)
     now = time.time()
     with cat.begin() as conn:
-        conn.execute(insert(meta).values(key="schema_version", value="1"))
+        conn.execute(insert(meta).values(key="schema_version", value=str(version)))
         conn.execute(insert(files).values(
             path="a/DQM_V0001_R000000001.root", name="DQM_V0001_R000000001.root", cls="online_data", run=1,
             version=1, dataset="/A/B/C", size=1, adler32="00000001", mtime=now, state="received",
@@ -32,14 +36,19 @@ def make_v1(url: str) -> Catalog:
     return cat
 
 
-def test_upgrade_v1_to_v2(catalog_url: str) -> None:
-    assert SCHEMA_VERSION == 2
-    cat = make_v1(catalog_url)
+# The tables the hand-written schema 2 had (later revisions add others).
+_LEGACY_TABLES = {"meta", "files", "quarantine", "archives", "members", "streamer_units", "t0_outputs",
+                  "audit", "leases", "alarms"}
+
+
+def test_upgrade_v1_to_head(catalog_url: str) -> None:
+    cat = make_legacy(catalog_url, 1)
     try:
-        assert cat.schema_version() == 1
+        assert cat.revision() == LEGACY_REVISIONS[1] == "0001_baseline"
         assert "t0_outputs" not in inspect(cat.engine).get_table_names()
-        assert cat.upgrade() == 2
-        assert cat.schema_version() == 2
+        assert "alembic_version" not in inspect(cat.engine).get_table_names()
+        assert cat.upgrade() == head()
+        assert cat.revision() == head()
         assert "t0_outputs" in inspect(cat.engine).get_table_names()
         now = time.time()
         with cat.begin() as conn:
@@ -48,10 +57,20 @@ def test_upgrade_v1_to_v2(catalog_url: str) -> None:
             assert conn.execute(select(files.c.path)).scalar() == "a/DQM_V0001_R000000001.root"  # data kept
             row = conn.execute(select(t0_outputs)).mappings().one()
         assert (row["state"], row["needed_by"], row["endpoints_done"]) == ("present", 0, "[]")
-        assert cat.upgrade() == 2  # idempotent
-        # a second catalog object still believing v1 state does not re-run the migration
-        other = Catalog(catalog_url)
-        assert other.upgrade() == 2
+        assert cat.upgrade() == head()  # idempotent
+        other = Catalog(catalog_url)  # a second process at the same catalog finds nothing to do
+        assert other.upgrade() == head()
         other.dispose()
+    finally:
+        cat.dispose()
+
+
+def test_v2_is_stamped_not_recreated(catalog_url: str) -> None:
+    cat = make_legacy(catalog_url, 2)
+    try:
+        assert cat.revision() == "0002_t0_outputs"
+        assert cat.upgrade() == head()  # would fail with "table t0_outputs exists" if not stamped first
+        with cat.read() as conn:
+            assert conn.execute(select(files.c.path)).scalar() == "a/DQM_V0001_R000000001.root"
     finally:
         cat.dispose()

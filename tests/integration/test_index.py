@@ -278,3 +278,69 @@ def test_lost_partial_is_imported_again_by_reconcile(settings: config.Settings) 
     for file_id in ids:
         assert dqmindex.import_one(file_id, settings, cat) == "partial"
     assert dqmindex.merge_all(settings, cat)["indexed"] == 2
+
+
+def test_index_is_written_with_a_rollback_journal_and_only_read_by_readers(settings: config.Settings) -> None:
+    """Shared storage: no WAL (it needs shared memory between processes of one host); readers open the
+    index read-only and never create or convert it."""
+    import sqlite3
+
+    path = dqmindex.index_path(settings)
+    assert dqmindex.Index(settings).samples() == [] and not path.exists()  # a reader creates nothing
+    path.parent.mkdir(parents=True)
+    legacy = sqlite3.connect(path)  # an index an older t0dqm left in WAL mode
+    legacy.execute("PRAGMA journal_mode=WAL")
+    legacy.executescript(dqmindex.SCHEMA)
+    legacy.close()
+    cat = get_catalog()
+    file_id = filed(settings, ONLINE)
+    dqmindex.import_one(file_id, settings, cat)
+    assert dqmindex.merge_all(settings, cat)["indexed"] == 1
+    check = sqlite3.connect(path)
+    assert check.execute("PRAGMA journal_mode").fetchone()[0] == "delete"
+    check.close()
+    assert sorted(p.name for p in path.parent.iterdir()) == ["index.sqlite"]  # no -wal, -shm, -journal
+    before = path.stat().st_mtime_ns
+    (sample,) = dqmindex.Index(settings).samples()
+    assert sample["file_id"] == file_id and path.stat().st_mtime_ns == before
+    reader = dqmindex.connect_reader(path)
+    assert reader is not None
+    with pytest.raises(sqlite3.OperationalError, match="readonly"):
+        reader.execute("DELETE FROM samples")
+    reader.close()
+
+
+RECEIVE_ELSEWHERE = """
+import sys
+from t0dqm import config
+from t0dqm.catalog import get_catalog
+from t0dqm.tasks.receive import Receiver
+settings = config.get()
+out = Receiver(settings, get_catalog(settings.catalog_url)).receive_many(sys.argv[1:], index=True)
+print(" ".join(o.status + ":" + str(o.index_state) for o in out))
+"""
+
+
+def test_partial_written_by_another_process_is_merged_here(settings: config.Settings) -> None:
+    """Receive on one host writes the batch's partial index into the shared work folder; the merge-lease
+    holder on another host merges it (opened read-only and immutable: no lock on the writer's file)."""
+    import subprocess
+    import sys
+
+    from tests.integration.workerproc import REPO, t0dqm_env
+
+    src = settings.root / "src"
+    src.mkdir(parents=True, exist_ok=True)
+    uploads = []
+    for name in (ONLINE, OFFLINE):
+        run, subsystems, strict = simulate.content_for(name)
+        simulate.write_dqm_file(src / name, run, subsystems, n_hists=10, strict=strict)
+        uploads.append(str(dropbox.upload(src / name, settings.dropbox)))
+    run = subprocess.run([sys.executable, "-c", RECEIVE_ELSEWHERE, *uploads], cwd=REPO, timeout=120,
+                         env=t0dqm_env(settings.root), capture_output=True, text=True)
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.split() == ["filed:partial", "filed:partial"]
+    (partial,) = dqmindex.partial_dir(settings).iterdir()
+    counts = dqmindex.merge_all(settings, get_catalog())
+    assert counts["indexed"] == 2 and not partial.exists()
+    assert len(dqmindex.Index(settings).samples()) == 2

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import multiprocessing as mp
 import random
+import threading
 import time
 from pathlib import Path
 
@@ -136,8 +137,12 @@ def test_root_check_timeout(settings: config.Settings, monkeypatch: pytest.Monke
 
     current = make_settings(settings.root, timeouts__root_check="1")
     config.reset(current)
-    monkeypatch.setattr(rootcheck, "inspect", lambda *a, **k: time.sleep(3))
-    _quarantined(current, up(current, ONLINE), "timed out after 1 s")
+    hold = threading.Event()  # the check never finishes before the timeout, however loaded the host
+    monkeypatch.setattr(rootcheck, "inspect", lambda *a, **k: hold.wait(60))
+    try:
+        _quarantined(current, up(current, ONLINE), "timed out after 1 s")
+    finally:
+        hold.set()
 
 
 def test_bad_file_does_not_stop_the_next(settings: config.Settings) -> None:
@@ -193,6 +198,32 @@ def test_killed_mid_receive_is_recovered(settings: config.Settings, monkeypatch:
     assert dropbox.scan(settings.dropbox) == [] and not list(uploaded.parent.iterdir())
     # the next upload of the same name gets the next version, not a duplicate of this one
     assert receive_one(up(settings, OFFLINE)).version == 2
+
+
+def test_claim_is_a_catalog_lease_not_a_flock(settings: config.Settings) -> None:
+    """A receiver on another host holds the upload's lease: busy here, whatever the file system's locks say;
+    once its lease is no longer live the claim is taken over and the upload filed once."""
+    from sqlalchemy import update
+
+    from t0dqm.catalog import leases
+
+    uploaded = up(settings, OFFLINE)
+    rel = str(uploaded.relative_to(settings.dropbox))
+    cat = get_catalog()
+    name = receive.claim_lease_name(settings, rel)
+    assert cat.acquire_lease(name, "hostB:4242:1:receive", receive.CLAIM_SECONDS)
+    assert receive.take_claim(uploaded) == uploaded.with_name(uploaded.name + dropbox.CLAIMED)
+    (cand,) = dropbox.scan(settings.dropbox)  # listed: only the catalog knows whether hostB lives
+    assert cand.claimed
+    assert receive_one(cand.path).status == "busy"
+    assert rows() == []
+    with cat.begin() as conn:  # hostB's lease runs out (or its heartbeat stops: Catalog.acquire_lease)
+        conn.execute(update(leases).where(leases.c.name == name).values(expires_at=time.time() - 1))
+    out = receive_one(cand.path)
+    assert out.status == "filed" and out.version == 1
+    assert len(rows()) == 1 and dropbox.scan(settings.dropbox) == []
+    with cat.read() as conn:
+        assert conn.execute(select(leases).where(leases.c.name == name)).first() is None  # released
 
 
 def _receive_in_process(root: str, path: str, barrier, out) -> None:  # noqa: ANN001

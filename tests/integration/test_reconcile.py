@@ -11,7 +11,7 @@ from sqlalchemy import func, select
 
 from t0dqm import config, simulate
 from t0dqm.catalog import files, get_catalog
-from t0dqm.celery import app
+from t0dqm.celery import app, queue_name
 
 
 @pytest.fixture
@@ -34,13 +34,20 @@ def test_flushing_redis_mid_flight_loses_nothing(celery_stack: config.Settings, 
                                    .where(files.c.index_state == "indexed")).scalar_one()
         return received, indexed
 
+    # Hold the index step deterministically: the worker stops consuming the merge queue, every file is
+    # received into a partial index (the merge request waits in Redis), then Redis is flushed with that
+    # work in flight.
+    index_queue = queue_name("index-merge", settings)
+    assert app.control.cancel_consumer(index_queue, reply=True, timeout=10)
     app.send_task("t0dqm.tasks.receive.scan")
-    deadline = time.monotonic() + 60
-    while counts()[0] == 0 and time.monotonic() < deadline:  # work is in flight
+    deadline = time.monotonic() + 120
+    while counts()[0] < n and time.monotonic() < deadline:
         time.sleep(0.05)
     flushed_at = counts()
+    assert flushed_at == (n, 0), flushed_at
+    assert client.llen(index_queue) > 0, "no merge request was waiting; the flush proves nothing"
     client.flushall()  # every queued message, result and marker is gone
-    assert flushed_at[1] < n, "everything finished before the flush; the test proves nothing"
+    assert app.control.add_consumer(index_queue, reply=True, timeout=10)
 
     deadline = time.monotonic() + 180
     while counts() != (n, n) and time.monotonic() < deadline:

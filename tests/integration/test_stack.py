@@ -66,14 +66,24 @@ def test_up_ping_flower_and_clean_stop(tmp_path: Path) -> None:
         out, _ = proc.communicate(timeout=90)
     assert proc.returncode == 0, out
     assert "stopped" in out
-    time.sleep(0.5)
-    for pid in pids:
-        try:
-            os.kill(pid, 0)
-            alive = subprocess.run(["ps", "-o", "stat=", "-p", str(pid)], capture_output=True, text=True).stdout
-            assert alive.strip().startswith("Z"), f"process {pid} still running"
-        except ProcessLookupError:
-            pass
-    leftovers = subprocess.run(["pgrep", "-f", str(tmp_path)], capture_output=True, text=True).stdout.split()
+    # the pool processes get SIGKILL from `up`; wait (bounded) for the end state instead of a fixed sleep
+    deadline = time.monotonic() + 30
+    while True:
+        running = [pid for pid in pids if _running(pid)]
+        leftovers = subprocess.run(["pgrep", "-f", str(tmp_path)], capture_output=True, text=True).stdout.split()
+        if not (running or leftovers) or time.monotonic() > deadline:
+            break
+        time.sleep(0.1)
+    assert running == [], f"processes {running} still running"
     assert leftovers == [], leftovers
     assert not (tmp_path / "dev" / "stack.json").exists()
+
+
+def _running(pid: int) -> bool:
+    """True while the process exists and is not a zombie."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    stat = subprocess.run(["ps", "-o", "stat=", "-p", str(pid)], capture_output=True, text=True).stdout
+    return bool(stat.strip()) and not stat.strip().startswith("Z")

@@ -80,7 +80,7 @@ def dqm_file(tmp_path: Path) -> Path:
 
 
 def stored_files(box: Path) -> list[Path]:
-    return sorted(p for p in box.rglob("*") if p.is_file() and p.name != dropbox.LOCK)
+    return sorted(p for p in box.rglob("*") if p.is_file())
 
 
 def test_good_upload_lands_in_the_dropbox(server: upload_server.UploadServer, box: Path, dqm_file: Path) -> None:

@@ -1,4 +1,4 @@
-"""The dropbox protocol: slots, .origin format, hidden temp names, scan order, locking."""
+"""The dropbox protocol: slots (link-based, no lock), .origin format, hidden temp names, scan order."""
 
 from __future__ import annotations
 
@@ -117,21 +117,45 @@ def test_scan_order_and_limit(tmp_path: Path) -> None:
     assert len(dropbox.scan(box, limit=2)) == 2
 
 
-def test_scan_lists_only_stale_claims(tmp_path: Path) -> None:
-    import fcntl
-
+def test_scan_lists_claims_for_the_catalog_to_judge(tmp_path: Path) -> None:
     box = tmp_path / "box"
     target = dropbox.upload(_file(tmp_path, ONLINE), box)
-    claim = target.with_name(ONLINE + ".origin.claimed")
-    target.with_name(ONLINE + ".origin").rename(claim)
-    fd = os.open(claim, os.O_RDONLY)
-    fcntl.flock(fd, fcntl.LOCK_EX)
-    try:
-        assert dropbox.scan(box) == []  # a live receiver holds it
-    finally:
-        os.close(fd)
-    (cand,) = dropbox.scan(box)  # its receiver died: listed again
+    target.with_name(ONLINE + ".origin").rename(target.with_name(ONLINE + ".origin.claimed"))
+    (cand,) = dropbox.scan(box)  # alive or dead, receive's catalog lease decides (no flock)
     assert cand.claimed and cand.path == target
+    assert cand.origin == target.with_name(ONLINE + ".origin.claimed")
+
+
+def test_place_backs_off_from_an_older_upload_still_being_received(tmp_path: Path,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """The slot check and the link are not one step without a lock: an older upload of the name may be
+    placed and claimed in between (its file gone, its claim still there). Our link then goes back."""
+    box = tmp_path / "box"
+    older = box / "0000" / (ONLINE + ".origin.claimed")
+    older.parent.mkdir(parents=True)
+    older.write_text("md5:" + "0" * 32 + " 12 x\n")
+    seen: list[str] = []
+
+    def checked_before_the_older_upload(folder: Path, name: str) -> bool:
+        seen.append(folder.name)
+        return False
+
+    monkeypatch.setattr(dropbox, "slot_taken", checked_before_the_older_upload)
+    target = dropbox.upload(_file(tmp_path, ONLINE), box)
+    assert target.parent.name == "0001" and seen[:2] == ["0000", "0001"]
+    assert sorted(p.name for p in (box / "0000").iterdir()) == [ONLINE + ".origin.claimed"]
+    assert list((box / ".uploading").iterdir()) == []
+
+
+def test_place_moves_on_when_another_uploader_links_first(tmp_path: Path,
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    box = tmp_path / "box"
+    (box / "0000").mkdir(parents=True)
+    (box / "0000" / ONLINE).write_bytes(b"another host's upload")
+    monkeypatch.setattr(dropbox, "slot_taken", lambda folder, name: False)  # it checked before that link
+    target = dropbox.upload(_file(tmp_path, ONLINE), box)
+    assert target.parent.name == "0001"
+    assert (box / "0000" / ONLINE).read_bytes() == b"another host's upload"
 
 
 def _uploader(src: str, box: str, n: int, out) -> None:  # noqa: ANN001

@@ -2,7 +2,6 @@ from __future__ import annotations
 
 import json
 import threading
-import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, urlparse
 
@@ -27,6 +26,10 @@ class Handler(BaseHTTPRequestHandler):
     active = 0
     peak = 0
     lock = threading.Lock()
+    # test_bounded_concurrency: every request waits here until `parties` of them are in flight
+    barrier: threading.Barrier | None = None
+    # "slow" requests wait for this (set at teardown), so the client's timeout always fires first
+    release = threading.Event()
 
     def do_GET(self):  # noqa: N802
         q = parse_qs(urlparse(self.path).query)
@@ -35,21 +38,25 @@ class Handler(BaseHTTPRequestHandler):
             Handler.calls.append((run, stream))
             Handler.active += 1
             Handler.peak = max(Handler.peak, Handler.active)
+        key = stream if stream in REPLIES else ("done" if run % 2 == 0 else "notdone")
         try:
-            key = stream if stream in REPLIES else ("done" if run % 2 == 0 else "notdone")
             if key == "slow":
-                time.sleep(1.0)
-            elif stream not in REPLIES:
-                time.sleep(0.05)
-            status, body = REPLIES[key]
-            self.send_response(status)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
+                Handler.release.wait(30)
+            if Handler.barrier is not None:
+                Handler.barrier.wait(30)
+        except threading.BrokenBarrierError:
+            key = "err500"
         finally:
+            # leave the in-flight count before the client can see the reply: its next request is
+            # counted only after this one is (the race behind a flaky `assert 4 <= 3`)
             with Handler.lock:
                 Handler.active -= 1
+        status, body = REPLIES[key]
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
 
     def log_message(self, *args):
         pass
@@ -59,10 +66,15 @@ class Handler(BaseHTTPRequestHandler):
 def server():
     srv = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
     Handler.calls = []
-    Handler.peak = 0
-    t = threading.Thread(target=srv.serve_forever, daemon=True)
+    Handler.active = Handler.peak = 0
+    Handler.barrier = None
+    Handler.release.clear()
+    t = threading.Thread(target=srv.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
     t.start()
     yield f"http://127.0.0.1:{srv.server_address[1]}/t0wmadatasvc/prod/run_stream_done"
+    Handler.release.set()
+    if Handler.barrier is not None:
+        Handler.barrier.abort()
     srv.shutdown()
     srv.server_close()
 
@@ -111,11 +123,15 @@ def test_invalid_names_no_request(server):
 
 
 def test_bounded_concurrency(server):
-    client = RunStreamDone(server, max_workers=3)
+    """Requests are held until three are in flight at once: a client that sent fewer at a time would
+    break the barrier (500s, wrong answers); one that sent more would push the peak above three."""
+    Handler.barrier = threading.Barrier(3)
+    client = RunStreamDone(server, max_workers=3, timeout=60)
     pairs = [(100000 + i, "S") for i in range(12)]
     res = client.many(pairs)
     assert res == {p: p[0] % 2 == 0 for p in pairs}
-    assert 1 < Handler.peak <= 3
+    assert Handler.peak == 3
+    assert len(Handler.calls) == 12
 
 
 def test_prefetching_order(server):

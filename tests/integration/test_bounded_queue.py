@@ -1,0 +1,131 @@
+"""At most one queued message per (step, item), against a real Redis: reconcile run over and over while
+no worker consumes leaves one message per pending item; a flushed Redis or an expired marker leads to
+re-sends; once a worker consumes again every item completes; messages are counted per step."""
+
+from __future__ import annotations
+
+import importlib
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import redis
+from sqlalchemy import func, select
+
+from t0dqm import config, dropbox, services, simulate
+from t0dqm.catalog import files, get_catalog, members, reset_catalogs
+from t0dqm.celery import queue_name
+from t0dqm.tasks.receive import Receiver
+from tests.conftest import make_settings
+
+N = 12
+SMALL = 2  # besides one message per item: a merge, a freeze
+
+
+@pytest.fixture
+def idle_stack(tmp_path: Path, redis_server: services.Service) -> Iterator[config.Settings]:
+    """The t0dqm app on the test Redis with NO worker: messages stay in their queues."""
+    from t0dqm import celery as t0celery
+
+    redis.Redis.from_url(redis_server.url).flushall()
+    current = make_settings(tmp_path / "root", broker_url=redis_server.url, reconcile__stale_seconds="0")
+    t0celery.reload(current)
+    for module in t0celery.TASK_MODULES:  # as a worker does: every step registers its recoverer
+        importlib.import_module(module)
+    yield current
+    reset_catalogs()
+    config.reset(None)
+
+
+def _pending_files(settings: config.Settings, tmp_path: Path) -> None:
+    """N files received (catalog rows), each waiting for import and for zip."""
+    simulate.simulate(tmp_path / "producer", N, seed=11, n_hists=10, dropbox=settings.dropbox)
+    paths = [c.path for c in dropbox.scan(settings.dropbox)]
+    outcomes = Receiver(settings, get_catalog(settings.catalog_url)).receive_many(paths)
+    assert [o.status for o in outcomes] == ["filed"] * N
+
+
+def _depths(client: redis.Redis, settings: config.Settings) -> dict[str, int]:
+    return {q: int(client.llen(queue_name(q, settings))) for q in ("index", "archive", "index-merge")}
+
+
+def _markers(client: redis.Redis, prefix: str, task: str = "") -> list[bytes]:
+    return list(client.scan_iter(match=f"{prefix}queued:{task}*", count=1000))
+
+
+def test_reconcile_keeps_one_message_per_pending_item(idle_stack: config.Settings, redis_server: services.Service,
+                                                     tmp_path: Path) -> None:
+    from celery.contrib.testing.worker import start_worker
+
+    from t0dqm.celery import all_queues, app
+    from t0dqm.status import messages
+    from t0dqm.tasks.ops import reconcile
+
+    settings = idle_stack
+    client = redis.Redis.from_url(redis_server.url)
+    prefix = app.conf.t0dqm_prefix
+    _pending_files(settings, tmp_path)
+
+    first = reconcile()
+    assert first == {"index-import": N, "zip": N}
+    for _ in range(30):  # beat every minute through a half-hour outage of the consumers
+        reconcile()
+    depths = _depths(client, settings)
+    assert N <= depths["index"] <= N + SMALL and N <= depths["archive"] <= N + SMALL, depths
+    counted = messages(redis_server.url, prefix, N)["steps"]
+    assert counted["t0dqm.tasks.index.import_file"] == {"sent": N, "deduped": 30 * N, "received": 0}
+
+    client.flushall()  # messages and markers gone together: reconcile re-sends at once
+    assert sum(_depths(client, settings).values()) == 0
+    assert reconcile() == {"index-import": N, "zip": N}
+    assert _depths(client, settings)["index"] == N
+
+    client.delete(queue_name("index", settings))  # messages lost while their markers live ...
+    assert reconcile() == {}
+    assert _depths(client, settings)["index"] == 0
+    lost = _markers(client, prefix, "t0dqm.tasks.index.import_file:")
+    assert len(lost) == N
+    for key in lost:  # ... are re-sent once their markers expire (reconcile.queued_ttl)
+        client.pexpire(key, 1)
+    deadline = time.monotonic() + 30
+    while _markers(client, prefix, "t0dqm.tasks.index.import_file:") and time.monotonic() < deadline:
+        pass
+    assert reconcile() == {"index-import": N}
+    depths = _depths(client, settings)
+    assert depths["index"] == N and N <= depths["archive"] <= N + SMALL, depths
+
+    cat = get_catalog(settings.catalog_url)
+
+    def done() -> tuple[int, int]:
+        with cat.read() as conn:
+            indexed = conn.execute(select(func.count()).select_from(files)
+                                   .where(files.c.index_state == "indexed")).scalar_one()
+            zipped = conn.execute(select(func.count()).select_from(members)).scalar_one()
+        return indexed, zipped
+
+    with start_worker(app, pool="threads", concurrency=4, perform_ping_check=False, shutdown_timeout=30,
+                      queues=all_queues(settings)):
+        deadline = time.monotonic() + 120
+        while done() != (N, N) and time.monotonic() < deadline:
+            time.sleep(0.2)  # polling the catalog for the outcome, not a synchronisation
+    assert done() == (N, N)
+    report = messages(redis_server.url, prefix, N)
+    assert report["steps"]["t0dqm.tasks.index.import_file"]["received"] >= N
+    assert report["steps"]["t0dqm.tasks.archive.zip_file"]["received"] >= N
+    assert report["per_file"] is not None and report["per_file"] >= 2.0
+
+
+def test_chained_enqueue_sends_one_message_per_item(idle_stack: config.Settings,
+                                                    redis_server: services.Service) -> None:
+    from t0dqm.celery import app
+    from t0dqm.tasks.ops import noop
+
+    client = redis.Redis.from_url(redis_server.url)
+    for _ in range(5):
+        assert noop.enqueue_many([(app.signature("t0dqm.tasks.index.import_file"), (7,), {}),
+                                  (app.signature("t0dqm.tasks.index.import_file"), (8,), {})]) in (0, 2)
+    assert _depths(client, idle_stack)["index"] == 2
+    for _ in range(5):  # a countdown message (merge) keeps one marker too
+        noop.enqueue(app.signature("t0dqm.tasks.index.merge", countdown=0.5))
+    assert _depths(client, idle_stack)["index-merge"] == 1
