@@ -9,7 +9,6 @@ Timestamps are float seconds since the epoch (UTC).
 from __future__ import annotations
 
 import os
-import socket
 import threading
 import time
 from collections.abc import Iterable, Iterator, Mapping
@@ -17,6 +16,7 @@ from contextlib import contextmanager
 from typing import Any
 
 from sqlalchemy import (
+    BigInteger,
     Boolean,
     Column,
     Engine,
@@ -34,9 +34,15 @@ from sqlalchemy import (
     func,
     insert,
     select,
+    text,
     update,
 )
 from sqlalchemy.engine import Connection
+from sqlalchemy.exc import IntegrityError
+
+from t0dqm.identity import gone_from_this_machine, holder_process, host_name, worker_identity
+
+__all__ = ["Catalog", "get_catalog", "reset_catalogs", "worker_identity", "dead_owners", "db_now"]
 
 metadata = MetaData()
 
@@ -71,9 +77,19 @@ files = Table(
     Column("claimed_by", String(128)),
     Column("claimed_until", Float),
     Column("attempts", Integer, nullable=False, default=0),
+    # Set by version control once no older version of this (run, dataset) waits for deletion;
+    # NULL (every new row) puts the sample on version control's worklist (t0dqm.queries).
+    Column("versions_checked_at", Float),
     Index("ix_files_state", "state", "updated_at"),
     Index("ix_files_index_state", "index_state", "updated_at"),
     Index("ix_files_run", "run", "dataset"),
+    # Version control's worklist: only samples with a new or a waiting version (schema 3).
+    Index("ix_files_versions_unchecked", "run", "dataset",
+          sqlite_where=text("versions_checked_at IS NULL"), postgresql_where=text("versions_checked_at IS NULL")),
+    # Quota control: present files of a class, oldest first (schema 3).
+    Index("ix_files_present_age", "cls", "mtime",
+          sqlite_where=text("state IN ('received', 'zipped')"),
+          postgresql_where=text("state IN ('received', 'zipped')")),
 )
 
 # Uploads that failed validation: never deleted, never retried forever.
@@ -219,6 +235,31 @@ leases = Table(
     Column("heartbeat_at", Float, nullable=False),
 )
 
+# One row per live process (worker process, pool child, beat, CLI that claims): principle 6.
+# beat_at is the catalog database's clock (db_now), so hosts with skewed clocks agree on staleness.
+# locator: boot_id/pid-namespace/pid/start-time, for the same-machine shortcut (t0dqm.identity).
+heartbeats = Table(
+    "heartbeats", metadata,
+    Column("identity", String(256), primary_key=True),  # host:pid:token
+    Column("host", String(256), nullable=False),
+    Column("pid", Integer, nullable=False),
+    Column("role", String(64), nullable=False),  # worker, worker-child, beat, cli, ...
+    Column("locator", String(256), nullable=False),
+    Column("started_at", Float, nullable=False),
+    Column("beat_at", Float, nullable=False),
+    Index("ix_heartbeats_beat_at", "beat_at"),
+)
+
+# The elected beat's record of what it sent (t0dqm.beat_election): a standby that takes over goes on
+# from here instead of re-running every entry. last_run_at: seconds since the epoch (UTC).
+beat_runs = Table(
+    "beat_runs", metadata,
+    Column("name", String(256), primary_key=True),  # <flavour>:<schedule entry>
+    Column("last_run_at", Float, nullable=False),
+    Column("runs", Integer, nullable=False),
+    Column("sent_by", String(256), nullable=False),
+)
+
 alarms = Table(
     "alarms", metadata,
     Column("key", String(256), primary_key=True),
@@ -231,42 +272,73 @@ alarms = Table(
     Column("active", Boolean, nullable=False, default=True),
 )
 
+# Running totals per (entity, cls, state, index_state) of files and archives: rows and bytes (schema 3).
+# Triggers append to count_deltas in the writer's transaction; t0dqm.counts folds them into counts.
+# Archives use '' for cls and index_state.
+def _count_key(primary_key: bool) -> list[Column]:
+    return [Column(name, String(size), nullable=False, primary_key=primary_key)
+            for name, size in (("entity", 16), ("cls", 32), ("state", 16), ("index_state", 16))]
+
+
+counts = Table(
+    "counts", metadata,
+    *_count_key(True),
+    Column("n", BigInteger, nullable=False),
+    Column("bytes", BigInteger, nullable=False),
+)
+count_deltas = Table(
+    "count_deltas", metadata,
+    Column("id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True),
+    *_count_key(False),
+    Column("n", Integer, nullable=False),
+    Column("bytes", BigInteger, nullable=False),
+)
+
 TABLES = {"file": files, "archive": archives, "streamer": streamer_units, "t0output": t0_outputs}
 
 
-def worker_identity() -> str:
-    return f"{socket.gethostname()}:{os.getpid()}:{threading.get_ident()}"
+def db_now(conn: Connection) -> float:
+    """Seconds since the epoch by the catalog database's clock (one clock for every host)."""
+    if conn.dialect.name == "postgresql":
+        return float(conn.execute(text("SELECT extract(epoch from clock_timestamp())")).scalar_one())
+    return time.time()
 
 
-def holder_is_dead(owner: str | None) -> bool:
-    """True when a claim or lease owner (``host:pid:...``) is a process of this host that no longer runs.
+def stale_after_default() -> float:
+    from t0dqm import config
 
-    A killed worker's leases then need not be waited out; owners on other hosts (or a pid that was
-    reused) are left to expire normally, which is always safe.
-    """
-    if not owner:
-        return False
-    host, _, rest = owner.partition(":")
-    pid_text = rest.split(":", 1)[0]
-    if host != socket.gethostname() or not pid_text.isdigit():
-        return False
-    pid = int(pid_text)
-    if pid == os.getpid():
-        return False
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as fh:
-            state = fh.read().rsplit(b")", 1)[-1].split()[0]
-        return state in (b"Z", b"X")  # a zombie no longer holds anything
-    except FileNotFoundError:
-        return True
-    except (OSError, IndexError):
-        try:
-            os.kill(pid, 0)
-            return False
-        except ProcessLookupError:
-            return True
-        except PermissionError:
-            return False
+    return float(config.get()["heartbeat"]["stale_after"])
+
+
+def dead_owners(conn: Connection, owners: Iterable[str | None], stale_after: float | None = None) -> dict[str, str]:
+    """Owners among ``owners`` whose holding process is dead, with why. Dead: its heartbeat is older
+    than ``stale_after`` seconds or absent, or it ran on this machine and its process is gone.
+    Owners without a process identity are never judged dead here (they only expire)."""
+    by_process: dict[str, list[str]] = {}
+    for owner in owners:
+        proc = holder_process(owner)
+        if proc is not None and owner is not None:
+            by_process.setdefault(proc, []).append(owner)
+    if not by_process:
+        return {}
+    stale = stale_after if stale_after is not None else stale_after_default()
+    now = db_now(conn)
+    rows = {r.identity: r for r in conn.execute(
+        select(heartbeats.c.identity, heartbeats.c.beat_at, heartbeats.c.locator)
+        .where(heartbeats.c.identity.in_(list(by_process))))}
+    dead: dict[str, str] = {}
+    for proc, holders in by_process.items():
+        row = rows.get(proc)
+        if row is None:
+            why = "no heartbeat"
+        elif row.beat_at < now - stale:
+            why = f"heartbeat stale for {now - row.beat_at:.0f} s"
+        elif gone_from_this_machine(row.locator):
+            why = "process gone (same machine)"
+        else:
+            continue
+        dead.update({owner: why for owner in holders})
+    return dead
 
 
 def _sqlite_connect(dbapi_conn: Any, _record: Any) -> None:
@@ -301,11 +373,17 @@ def make_engine(url: str, *, readonly: bool = False) -> Engine:
 class Catalog:
     """Connection to the catalog with the conditional-update and audit helpers tasks need."""
 
-    def __init__(self, url: str, host: str | None = None) -> None:
+    def __init__(self, url: str, host: str | None = None, stale_after: float | None = None) -> None:
         self.url = url
         self.engine = make_engine(url)
         self.read_engine = make_engine(url, readonly=True) if url.startswith("sqlite") else self.engine
-        self.host = host or socket.gethostname()
+        self.host = host or host_name()
+        self._stale_after = stale_after
+
+    @property
+    def stale_after(self) -> float:
+        """Seconds without a heartbeat after which a holder is dead (config heartbeat.stale_after)."""
+        return self._stale_after if self._stale_after is not None else stale_after_default()
 
     # -- schema (t0dqm.schema: alembic revisions in t0dqm/migrations) ---------------------------
     def revision(self) -> str | None:
@@ -375,62 +453,139 @@ class Catalog:
 
     def claim(self, entity: str, row_id: int, states: str | Iterable[str], lease_seconds: float,
               owner: str | None = None) -> bool:
-        """Take a lease on a row in one of ``states``; only one claimant can hold it at a time."""
+        """Take a claim on a row in one of ``states``; only one claimant holds it at a time.
+
+        The claim lasts while its holder's heartbeat is fresh, up to ``lease_seconds`` (a ceiling
+        for a live but stuck holder: give the task's time limit). A claim whose holder is dead
+        (stale heartbeat) or whose ceiling passed is taken over, from any host, and audited."""
         table = TABLES[entity]
         state_list = [states] if isinstance(states, str) else list(states)
-        now = time.time()
-        values = {"claimed_by": owner or worker_identity(), "claimed_until": now + lease_seconds}
+        owner = owner or worker_identity()
+        self._heartbeat()
         with self.begin() as conn:
+            row = conn.execute(select(table.c.claimed_by, table.c.claimed_until).where(
+                table.c.id == row_id, table.c.state.in_(state_list))).first()
+            if row is None:
+                return False
+            holder, until = row
+            now = time.time()
+            why = self._takeover_reason(conn, holder, until, now)
+            if why is False:
+                return False
             result = conn.execute(
                 update(table)
                 .where(table.c.id == row_id, table.c.state.in_(state_list),
-                       (table.c.claimed_until.is_(None)) | (table.c.claimed_until < now))
-                .values(**values))
-            if result.rowcount == 1:
-                return True
-            holder = conn.execute(select(table.c.claimed_by).where(
-                table.c.id == row_id, table.c.state.in_(state_list))).scalar()
-            if not holder_is_dead(holder):
+                       table.c.claimed_by.is_not_distinct_from(holder),
+                       table.c.claimed_until.is_not_distinct_from(until))
+                .values(claimed_by=owner, claimed_until=now + lease_seconds))
+            if result.rowcount != 1:
                 return False
-            result = conn.execute(update(table).where(
-                table.c.id == row_id, table.c.state.in_(state_list), table.c.claimed_by == holder).values(**values))
-            if result.rowcount == 1:
+            if why:
                 self.audit(conn, entity=entity, entity_id=row_id, action="claim-takeover",
-                           detail=f"holder {holder} is dead")
-            return result.rowcount == 1
+                           detail=f"from {holder}: {why}; to {owner}")
+            return True
 
-    def release(self, entity: str, row_id: int) -> None:
+    def _takeover_reason(self, conn: Connection, holder: str | None, until: float | None,
+                         now: float) -> str | None | bool:
+        """None: free; a reason string: held by someone gone; False: held by a live holder."""
+        if holder is None or until is None:
+            return None
+        if until < now:
+            return f"ceiling passed {now - until:.0f} s ago"
+        return dead_owners(conn, [holder], self.stale_after).get(holder, False)
+
+    def release(self, entity: str, row_id: int, owner: str | None = None) -> None:
+        """Give a claim back; only its holder's (``owner``, default this thread) is cleared."""
         table = TABLES[entity]
         with self.begin() as conn:
-            conn.execute(update(table).where(table.c.id == row_id).values(claimed_by=None, claimed_until=None))
+            conn.execute(update(table).where(table.c.id == row_id,
+                                             table.c.claimed_by == (owner or worker_identity()))
+                         .values(claimed_by=None, claimed_until=None))
 
     # -- named leases -----------------------------------------------------------------------------
     def acquire_lease(self, name: str, owner: str, seconds: float) -> bool:
-        """Take or renew the named lease; True when ``owner`` holds it afterwards."""
-        now = time.time()
+        """Take or renew the named lease; True when ``owner`` holds it afterwards. A lease held by
+        a dead process (stale heartbeat) or past its expiry is taken over, and audited."""
+        self._heartbeat(owner)
         with self.begin() as conn:
-            row = conn.execute(select(leases).where(leases.c.name == name)).mappings().first()
+            row = conn.execute(select(leases.c.owner, leases.c.expires_at).where(leases.c.name == name)).first()
+            now = time.time()
+            values = {"owner": owner, "expires_at": now + seconds, "heartbeat_at": now}
             if row is None:
                 try:
                     with conn.begin_nested():
-                        conn.execute(insert(leases).values(name=name, owner=owner, expires_at=now + seconds,
-                                                           heartbeat_at=now))
+                        conn.execute(insert(leases).values(name=name, **values))
                     return True
-                except Exception:  # lost an insert race: someone else holds it now
+                except IntegrityError:  # lost an insert race: someone else holds it now
                     return False
-            result = conn.execute(
-                update(leases)
-                .where(leases.c.name == name, (leases.c.owner == owner) | (leases.c.expires_at < now))
-                .values(owner=owner, expires_at=now + seconds, heartbeat_at=now))
-            if result.rowcount == 0 and holder_is_dead(row["owner"]):
-                result = conn.execute(
-                    update(leases).where(leases.c.name == name, leases.c.owner == row["owner"])
-                    .values(owner=owner, expires_at=now + seconds, heartbeat_at=now))
+            holder, expires = row
+            why = None if holder == owner else self._takeover_reason(conn, holder, expires, now)
+            if why is False:
+                return False
+            result = conn.execute(update(leases).where(
+                leases.c.name == name, leases.c.owner == holder, leases.c.expires_at == expires).values(**values))
+            if result.rowcount == 1 and why:
+                self.audit(conn, entity="lease", action="lease-takeover", path=name,
+                           detail=f"from {holder}: {why}; to {owner}")
             return result.rowcount == 1
 
     def release_lease(self, name: str, owner: str) -> None:
         with self.begin() as conn:
             conn.execute(leases.delete().where(leases.c.name == name, leases.c.owner == owner))
+
+    def _heartbeat(self, owner: str | None = None) -> None:
+        """Make sure this process beats in this catalog before it holds anything in it."""
+        if owner is None or holder_process(owner) is not None:
+            from t0dqm import heartbeat
+
+            heartbeat.ensure(self.url)
+
+    # -- heartbeats -------------------------------------------------------------------------------
+    def beat(self, identity: str, role: str, where: str, started_at: float) -> float:
+        """Insert or refresh a process's heartbeat row; the database time of the beat."""
+        host, _, rest = identity.partition(":")
+        pid = int(rest.split(":", 1)[0])
+        with self.begin() as conn:
+            now = db_now(conn)
+            result = conn.execute(update(heartbeats).where(heartbeats.c.identity == identity)
+                                  .values(beat_at=now, role=role, locator=where))
+            if result.rowcount == 0:
+                conn.execute(insert(heartbeats).values(identity=identity, host=host, pid=pid, role=role,
+                                                       locator=where, started_at=started_at, beat_at=now))
+        return now
+
+    def forget(self, identity: str) -> None:
+        """Remove a process's heartbeat (clean exit): whatever it still holds is free at once."""
+        with self.begin() as conn:
+            conn.execute(heartbeats.delete().where(heartbeats.c.identity == identity))
+
+    def reap_heartbeats(self, older_than: float) -> int:
+        """Drop heartbeat rows older than ``older_than`` seconds (long-dead processes)."""
+        with self.begin() as conn:
+            return conn.execute(heartbeats.delete().where(
+                heartbeats.c.beat_at < db_now(conn) - older_than)).rowcount
+
+    def record_beat_run(self, name: str, at: float, sent_by: str) -> None:
+        """The elected beat sent schedule entry ``name`` at ``at``."""
+        with self.begin() as conn:
+            result = conn.execute(update(beat_runs).where(beat_runs.c.name == name).values(
+                last_run_at=at, runs=beat_runs.c.runs + 1, sent_by=sent_by))
+            if result.rowcount == 0:
+                conn.execute(insert(beat_runs).values(name=name, last_run_at=at, runs=1, sent_by=sent_by))
+
+    def beat_last_runs(self, prefix: str) -> dict[str, float]:
+        """Entry name (without ``prefix``) -> when the elected beat last sent it."""
+        with self.read() as conn:
+            rows = conn.execute(select(beat_runs.c.name, beat_runs.c.last_run_at)
+                                .where(beat_runs.c.name.startswith(prefix, autoescape=True)))
+            return {name[len(prefix):]: at for name, at in rows}
+
+    def live_processes(self) -> list[Mapping[str, Any]]:
+        """Heartbeat rows with a fresh beat, newest first (health, status)."""
+        with self.read() as conn:
+            now = db_now(conn)
+            return list(conn.execute(select(heartbeats).where(heartbeats.c.beat_at >= now - self.stale_after)
+                                     .order_by(heartbeats.c.beat_at.desc())).mappings())
 
     # -- queries ----------------------------------------------------------------------------------
     def get(self, entity: str, row_id: int) -> Mapping[str, Any] | None:
@@ -465,7 +620,24 @@ def get_catalog(url: str | None = None) -> Catalog:
 
 
 def reset_catalogs() -> None:
+    """Drop every cached catalog and stop this process's heartbeats (tests, settings changes)."""
+    from t0dqm import heartbeat
+
+    heartbeat.stop_all()
     with _lock:
         for cat in _catalogs.values():
             cat.dispose()
         _catalogs.clear()
+
+
+_inherited: list[Catalog] = []  # a parent's catalogs after fork: kept, never closed (shared sockets)
+
+
+def _after_fork_in_child() -> None:
+    global _lock
+    _lock = threading.Lock()
+    _inherited.extend(_catalogs.values())
+    _catalogs.clear()
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)

@@ -12,10 +12,17 @@ from pathlib import Path
 
 import redis
 from celery import Celery
-from celery.signals import beat_init, celeryd_init, worker_init, worker_process_init
+from celery.signals import (
+    beat_init,
+    celeryd_init,
+    worker_init,
+    worker_process_init,
+    worker_process_shutdown,
+    worker_shutdown,
+)
 from kombu import Exchange, Queue
 
-from t0dqm import broker_guard, config, flower_guard
+from t0dqm import broker_guard, config, flower_guard, heartbeat
 
 # Every task module; routes are by module (see route_for_task).
 TASK_MODULES = (
@@ -151,6 +158,8 @@ def configure(app: Celery, settings: config.Settings) -> None:
         enable_utc=True,
         timezone="UTC",
         beat_schedule_filename=str(settings.work_dir / f"{prefix}celerybeat-schedule"),
+        # beat on several hosts, one elected sender (catalog lease; see t0dqm.beat_election)
+        beat_scheduler="t0dqm.beat_election:ElectedScheduler",
         # the flavour keys of the Redis keyspace (locks, metrics, heartbeats)
         t0dqm_prefix=f"t0dqm:{settings.flavour}:",
         broker_use_ssl=broker_ssl_options(settings, broker),
@@ -191,20 +200,26 @@ def _worker_needs_broker(**_kwargs: object) -> None:
 @worker_init.connect
 def _worker_init(**_kwargs: object) -> None:
     schema_guard()
+    heartbeat.ensure(role="worker")
 
 
 @beat_init.connect
 def _beat_init(**_kwargs: object) -> None:
     broker_guard.check("beat")
     schema_guard()
+    heartbeat.ensure(role="beat")
 
 
 @worker_process_init.connect
 def _after_fork(**_kwargs: object) -> None:
-    """Database connections must not be shared across fork."""
-    from t0dqm.catalog import reset_catalogs
+    """A pool child: own identity and heartbeat (the parent's connections are left alone)."""
+    heartbeat.ensure(role="worker-child")
 
-    reset_catalogs()
+
+@worker_process_shutdown.connect
+@worker_shutdown.connect
+def _stop_heartbeats(**_kwargs: object) -> None:
+    heartbeat.stop_all()
 
 
 def reload(settings: config.Settings) -> None:

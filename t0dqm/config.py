@@ -62,8 +62,12 @@ DEFAULTS: dict[str, Any] = {
     "reconcile": {
         "lease_seconds": 900,
         "stale_seconds": 600,
-        "interval": 60,
+        "interval": 20,  # with heartbeat.stale_after: a dead holder's work resumes within ~45 s
     },
+    # Liveness (principle 6): every worker process and beat refreshes its catalog row every `interval`
+    # seconds; a claim or lease whose holder has not beaten for `stale_after` seconds may be taken over.
+    # `leader_lease`: how long the elected beat's lease lasts without renewal (t0dqm.beat_election).
+    "heartbeat": {"interval": 5, "stale_after": 20, "leader_lease": 30},
     "archive": {
         "max_zip_bytes": int(1.99 * GiB),
         "freeze_age": 7 * 86400,
@@ -234,6 +238,10 @@ def _validate_more(data: dict[str, Any]) -> None:
         _positive(data, "tasks", key)
     if data["tasks"]["long_soft_time_limit"] >= data["tasks"]["long_time_limit"]:
         raise ConfigError("tasks.long_soft_time_limit must be below tasks.long_time_limit")
+    for key in ("interval", "stale_after", "leader_lease"):
+        _positive(data, "heartbeat", key)
+    if data["heartbeat"]["stale_after"] < 2 * data["heartbeat"]["interval"]:
+        raise ConfigError("heartbeat.stale_after must be at least twice heartbeat.interval")
     for table, key, minimum in (("reconcile", "lease_seconds", 1), ("reconcile", "stale_seconds", 0),
                                 ("archive", "freeze_age", 0), ("archive", "verify_delay", 0),
                                 ("archive", "stage_max_tries", 1), ("receive", "batch", 1),

@@ -27,8 +27,8 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector, CollectorRegistry
 from sqlalchemy import func, select
 
-from t0dqm import config, dropbox, states
-from t0dqm.catalog import Catalog, alarms, archives, files, leases, members, quarantine
+from t0dqm import config, counts, dropbox, queries, states
+from t0dqm.catalog import Catalog, alarms, archives, files, leases, quarantine
 
 log = logging.getLogger("t0dqm.metrics")
 
@@ -62,8 +62,7 @@ def oldest_waiting(conn: Any, settings: config.Settings, now: float) -> dict[str
             files.c.index_state.in_([states.INDEX_PENDING, states.INDEX_PARTIAL]),
             files.c.state != states.REMOVED)).scalar()),
         "zip": age(conn.execute(select(func.min(files.c.created_at)).where(
-            files.c.state == states.RECEIVED, files.c.zippat.is_not(None),
-            files.c.id.not_in(select(members.c.file_id)))).scalar()),
+            files.c.state == states.RECEIVED, files.c.zippat.is_not(None), queries.not_member())).scalar()),
         "stage": age(conn.execute(select(func.min(archives.c.frozen_at)).where(
             archives.c.state == states.FROZEN)).scalar()),
         "verify": age(conn.execute(select(func.min(archives.c.copied_at)).where(
@@ -145,15 +144,12 @@ class T0Collector(Collector):
         settings = self.settings
         safe = states.archive_safe_states(bool(settings["archive"]["require_tape"]))
         with self.catalog.read() as conn:
-            file_states = dict(conn.execute(select(files.c.state, func.count()).group_by(files.c.state)).all())
-            index_states = dict(conn.execute(select(files.c.index_state, func.count())
-                                             .group_by(files.c.index_state)).all())
-            archive_states = dict(conn.execute(select(archives.c.state, func.count())
-                                               .group_by(archives.c.state)).all())
-            archived = conn.execute(select(func.coalesce(func.sum(archives.c.size), 0))
-                                    .where(archives.c.state.in_(safe))).scalar_one()
-            used = dict(conn.execute(select(files.c.cls, func.sum(files.c.size)).where(files.c.state.in_(PRESENT))
-                                     .group_by(files.c.cls)).all())
+            totals = counts.totals(conn)  # running counts: no scan of files or archives
+            file_states = counts.by(totals, "state", "file")
+            index_states = counts.by(totals, "index_state", "file")
+            archive_states = counts.by(totals, "state", "archive")
+            archived = sum(counts.by(totals, "state", "archive", states=safe, measure="bytes").values())
+            used = counts.by(totals, "cls", "file", states=PRESENT, measure="bytes")
             by_severity = dict(conn.execute(select(alarms.c.severity, func.count())
                                             .where(alarms.c.active.is_(True)).group_by(alarms.c.severity)).all())
             quarantined = conn.execute(select(func.count()).select_from(quarantine)

@@ -30,7 +30,7 @@ from typing import Any
 
 from sqlalchemy import select, update
 
-from t0dqm import config, dropbox, states
+from t0dqm import config, dropbox, queries, states
 from t0dqm.catalog import Catalog, archives, files, members, quarantine
 
 STEPS = ("receive", "index", "zip", "stage", "verify")
@@ -142,7 +142,7 @@ def _zip(settings: config.Settings, catalog: Catalog, run: int, dataset: str | N
     out = []
     with catalog.read() as conn:
         rows = conn.execute(select(files.c.id, files.c.path, files.c.state, files.c.zippat)
-                            .where(*_file_filter(run, dataset), files.c.id.not_in(select(members.c.file_id)))
+                            .where(*_file_filter(run, dataset), queries.not_member())
                             .order_by(files.c.id)).all()
     for row in rows:
         if row.state != states.RECEIVED or not row.zippat:

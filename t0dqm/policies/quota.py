@@ -64,15 +64,26 @@ class QuotaPlan:
         return self.shortfall > 0
 
 
+def excess(used: int, quota: int, fraction: float = DEFAULT_FRACTION) -> int:
+    """Bytes to free: down to ``fraction`` x quota once usage is above the quota, else 0."""
+    return used - int(quota * fraction) if used > quota else 0
+
+
 def plan_class(cls: str, files: Iterable[QuotaFile], quota: int,
-               fraction: float = DEFAULT_FRACTION) -> QuotaPlan:
-    """Plan for one class; files of other classes and absent files are ignored."""
+               fraction: float = DEFAULT_FRACTION, used: int | None = None) -> QuotaPlan:
+    """Plan for one class; files of other classes and absent files are ignored.
+
+    ``used``: the class's usage when ``files`` are only its oldest present files (the catalog walks
+    them oldest first and stops once :func:`excess` bytes of archived files are in hand); by default
+    ``files`` are all of them and usage is their sum.
+    """
     if quota <= 0:
         raise ValueError(f"quota for {cls} must be positive, got {quota}")
     if not 0 < fraction <= 1:
         raise ValueError(f"fraction must be in (0, 1], got {fraction}")
     mine = sorted((f for f in files if f.cls == cls and f.present), key=lambda f: (f.mtime, f.path))
-    used = sum(f.size for f in mine)
+    if used is None:
+        used = sum(f.size for f in mine)
     target = int(quota * fraction)
     if used <= quota:
         return QuotaPlan(cls, quota, used, target, (), (), used)

@@ -130,6 +130,8 @@ class T0Task(Task):
         owner = f"{worker_identity()}:{getattr(self.request, 'id', '')}"
         seconds = seconds or self.settings["reconcile"]["lease_seconds"]
         if not self.catalog.acquire_lease(name, owner, seconds):
+            # a periodic run that overlaps the previous one skips instead of piling up
+            self.log("skipped", reason="lease held by a previous run", lease=name)
             raise LeaseBusy(name)
         try:
             yield owner

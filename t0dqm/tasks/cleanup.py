@@ -1,6 +1,7 @@
 """Tasks: cleanup of repository ROOT files (visDQMRootFileVersionControlDaemon, visDQMRootFileQuotaControl).
 
-Both gather facts from the catalog, ask a pure policy (t0dqm.policies.versions / quota) and delete only
+Both gather their candidates from the catalog (t0dqm.queries: a worklist of samples with a new or
+waiting version; the oldest present files of a class over quota, up to the target), ask a pure policy (t0dqm.policies.versions / quota) and delete only
 through the guarded deleter, which itself refuses a ROOT file whose archive is not verified. Only the ROOT
 file goes: the .dqminfo, the catalog row (state -> removed) and the index entry stay. A class whose quota
 cannot be met because its files are not archived yet raises the alarm ``quota:<class>``.
@@ -9,15 +10,13 @@ cannot be met because its files are not archived yet raises the alarm ``quota:<c
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import select
-
-from t0dqm import config, deleter
+from t0dqm import config, counts, deleter, queries
 from t0dqm.alarms import clear_alarm, raise_alarm
-from t0dqm.catalog import Catalog, archives, files
+from t0dqm.catalog import Catalog
 from t0dqm.celery import app
 from t0dqm.policies import quota, versions
 from t0dqm.states import RECEIVED, REMOVED, ZIPPED, archive_safe_states
@@ -35,16 +34,14 @@ class Removal:
     outcome: str  # deleted | dry-run | missing | refused: <why>
 
 
-def _facts(catalog: Catalog, settings: config.Settings) -> list[Any]:
+VERSION_BATCH = 5000  # samples per version control run (the worklist is normally far shorter)
+
+
+def _archived(settings: config.Settings) -> Callable[[str | None], bool]:
+    """archive state -> may its members be deleted locally (see deletion.require_verified)."""
     safe = archive_safe_states(settings["archive"]["require_tape"])
-    with catalog.read() as conn:
-        rows = conn.execute(
-            select(files.c.id, files.c.path, files.c.cls, files.c.run, files.c.dataset, files.c.subsystem,
-                   files.c.version, files.c.size, files.c.mtime, files.c.adler32, files.c.state,
-                   archives.c.state.label("archive_state"))
-            .select_from(files.outerjoin(archives, files.c.archive_id == archives.c.id))).all()
     unguarded = not settings["deletion"]["require_verified"]
-    return [(r, unguarded or r.archive_state in safe) for r in rows]
+    return lambda state: unguarded or state in safe
 
 
 def _remove(catalog: Catalog, settings: config.Settings, file_id: int, path: str, rule: str, reason: str,
@@ -67,17 +64,50 @@ def _remove(catalog: Catalog, settings: config.Settings, file_id: int, path: str
     return Removal(file_id, path, rule, reason, "deleted" if existed else "missing")
 
 
-def version_control(settings: config.Settings, catalog: Catalog, dry_run: bool | None = None) -> list[Removal]:
-    """Delete ROOT files of superseded versions whose archive is verified; newest versions stay."""
-    facts = _facts(catalog, settings)
-    by_id = {r.id: r for r, _ in facts}
-    vfiles = [versions.VersionedFile(r.path, r.run, r.dataset, r.subsystem, r.version, archived=archived,
-                                     present=r.state != REMOVED, size=r.size, file_id=r.id)
-              for r, archived in facts]
+@dataclass(frozen=True)
+class VersionPlan:
+    decisions: tuple[versions.VersionDecision, ...]  # present files of the samples on the worklist
+    rows: dict[int, Any]  # file id -> catalog row (every version of those samples)
+    more: bool  # the worklist holds more samples than one batch
+
+
+def plan_version_control(settings: config.Settings, catalog: Catalog, batch: int = VERSION_BATCH) -> VersionPlan:
+    """The version policy over the samples on version control's worklist (t0dqm.queries)."""
+    archived = _archived(settings)
+    with catalog.read() as conn:
+        rows, more = queries.version_worklist(conn, batch)
+    vfiles = [versions.VersionedFile(r.path, r.run, r.dataset, r.subsystem, r.version,
+                                     archived=archived(r.archive_state), present=r.state != REMOVED, size=r.size,
+                                     file_id=r.id) for r in rows]
+    return VersionPlan(versions.plan_versions(vfiles), {r.id: r for r in rows}, more)
+
+
+def version_control(settings: config.Settings, catalog: Catalog, dry_run: bool | None = None,
+                    batch: int = VERSION_BATCH) -> list[Removal]:
+    """Delete ROOT files of superseded versions whose archive is verified; newest versions stay.
+
+    A sample leaves the worklist once none of its superseded files is left on disk; one that waits
+    for its archive (or whose deletion was refused or only simulated) stays on it.
+    """
+    plan = plan_version_control(settings, catalog, batch)
     out: list[Removal] = []
-    for d in versions.deletions(vfiles):
-        row = by_id[d.file.file_id]
-        out.append(_remove(catalog, settings, row.id, row.path, d.rule, d.reason, row.size, row.adler32, dry_run))
+    unsettled: set[tuple[int, str]] = set()
+    for d in plan.decisions:
+        row = plan.rows[d.file.file_id]
+        if d.action == versions.KEEP:
+            continue
+        if d.action == versions.DELETE:
+            removal = _remove(catalog, settings, row.id, row.path, d.rule, d.reason, row.size, row.adler32, dry_run)
+            out.append(removal)
+            if removal.outcome in ("deleted", "missing"):
+                continue
+        unsettled.add((row.run, row.dataset))
+    settled = [r.id for r in plan.rows.values() if (r.run, r.dataset) not in unsettled]
+    if settled:
+        with catalog.begin() as conn:
+            queries.mark_versions_checked(conn, settled)
+    if plan.more:
+        logger.warning("version control: more than %d samples on the worklist; the rest go next run", batch)
     return out
 
 
@@ -85,36 +115,57 @@ def version_control(settings: config.Settings, catalog: Catalog, dry_run: bool |
 class QuotaReport:
     removals: list[Removal]
     plans: dict[str, quota.QuotaPlan]
+    truncated: tuple[str, ...] = ()  # classes whose walk stopped at max_rows before reaching the target
+
+
+def plan_quota_control(settings: config.Settings, catalog: Catalog) -> tuple[dict[str, quota.QuotaPlan],
+                                                                             dict[int, Any], tuple[str, ...]]:
+    """Per class with a quota: usage from the running counts; when over, the oldest present files up
+    to the target (t0dqm.queries.quota_prefix); the quota policy decides over them."""
+    safe = archive_safe_states(settings["archive"]["require_tape"])
+    unguarded = not settings["deletion"]["require_verified"]
+    quotas = {str(k): int(v) for k, v in settings["quota"].items()}
+    plans: dict[str, quota.QuotaPlan] = {}
+    rows_by_id: dict[int, Any] = {}
+    truncated: list[str] = []
+    with catalog.read() as conn:
+        used = counts.by(counts.totals(conn, "file"), "cls", "file", states=queries.PRESENT, measure="bytes")
+        for cls, limit in sorted(quotas.items()):
+            if limit <= 0:
+                raise ValueError(f"quota for {cls} must be positive, got {limit}")
+            rows, cut = queries.quota_prefix(conn, cls, quota.excess(used.get(cls, 0), limit), safe, unguarded)
+            if cut:
+                truncated.append(cls)
+            rows_by_id.update((r.id, r) for r in rows)
+            qfiles = [quota.QuotaFile(r.path, cls, r.size, r.mtime, archived=bool(r.archived), file_id=r.id)
+                      for r in rows]
+            plans[cls] = quota.plan_class(cls, qfiles, limit, used=used.get(cls, 0))
+    return plans, rows_by_id, tuple(truncated)
 
 
 def quota_control(settings: config.Settings, catalog: Catalog, dry_run: bool | None = None) -> QuotaReport:
     """Per class over quota: delete the oldest archived ROOT files down to 95 %; alarm when unarchived
     files stand in the way."""
-    facts = _facts(catalog, settings)
-    by_id = {r.id: r for r, _ in facts}
-    qfiles = [quota.QuotaFile(r.path, r.cls, r.size, r.mtime, archived=archived, present=r.state != REMOVED,
-                              file_id=r.id) for r, archived in facts]
-    plans = quota.plan_quota(qfiles, {k: int(v) for k, v in settings["quota"].items()})
+    plans, rows, truncated = plan_quota_control(settings, catalog)
     removals: list[Removal] = []
     for cls, plan in plans.items():
-        for d in plan.deletions:
-            row = by_id[d.file.file_id]
-            removals.append(_remove(catalog, settings, row.id, row.path, d.rule, d.reason, row.size, row.adler32,
-                                    dry_run))
+        mine = [_remove(catalog, settings, d.file.file_id, d.file.path, d.rule, d.reason, d.file.size,
+                        rows[d.file.file_id].adler32, dry_run) for d in plan.deletions]
+        removals += mine
         key = f"quota:{cls}"
-        refused = [r for r in removals if r.outcome.startswith("refused") and by_id[r.file_id].cls == cls]
+        refused = sum(1 for r in mine if r.outcome.startswith("refused"))
         if plan.alarm or refused:
-            raise_alarm(catalog, key, _quota_message(cls, plan, len(refused)))
+            raise_alarm(catalog, key, _quota_message(cls, plan, refused, cls in truncated))
         else:
             clear_alarm(catalog, key)
-    return QuotaReport(removals, plans)
+    return QuotaReport(removals, plans, truncated)
 
 
-def _quota_message(cls: str, plan: quota.QuotaPlan, refused: int) -> str:
+def _quota_message(cls: str, plan: quota.QuotaPlan, refused: int, truncated: bool = False) -> str:
     gib = 1 << 30
     text = (f"{cls} uses {plan.used / gib:.2f} GiB of {plan.quota / gib:.2f} GiB; "
-            f"{plan.shortfall / gib:.2f} GiB cannot be freed because {len(plan.blocked)} older file(s) are "
-            f"not archived yet")
+            f"{plan.shortfall / gib:.2f} GiB cannot be freed because {'at least ' if truncated else ''}"
+            f"{len(plan.blocked)} older file(s) are not archived yet")
     if refused:
         text += f"; {refused} deletion(s) refused by the guard"
     return text
@@ -133,6 +184,7 @@ def version_control_task(self: T0Task, dry_run: bool | None = None) -> dict[str,
     """Beat: keep the newest version; drop older ROOT files once their archive is verified."""
     try:
         with self.lease("cleanup:version-control", seconds=self.settings["tasks"]["long_time_limit"]):
+            counts.compact(self.catalog)
             removals = version_control(self.settings, self.catalog, dry_run)
     except LeaseBusy:
         return {}
@@ -147,6 +199,7 @@ def quota_control_task(self: T0Task, dry_run: bool | None = None) -> dict[str, i
     """Beat: per-class quota, oldest archived files first, down to 95 %; alarm when blocked."""
     try:
         with self.lease("cleanup:quota", seconds=self.settings["tasks"]["long_time_limit"]):
+            counts.compact(self.catalog)
             report = quota_control(self.settings, self.catalog, dry_run)
     except LeaseBusy:
         return {}

@@ -27,11 +27,11 @@ from typing import Any
 from celery import Celery
 from sqlalchemy import func, select
 
-from t0dqm import config, dropbox, states
-from t0dqm.catalog import Catalog, alarms, archives, files, leases, members, quarantine
+from t0dqm import config, counts, dropbox, queries, states
+from t0dqm.catalog import Catalog, alarms, archives, files, leases, quarantine
 from t0dqm.celery import BASE_QUEUES, app, queue_name
 from t0dqm.policies import health as policy
-from t0dqm.tasks.base import T0Task, metrics_client
+from t0dqm.tasks.base import LeaseBusy, T0Task, metrics_client
 
 log = logging.getLogger("t0dqm.tasks.health")
 
@@ -153,8 +153,7 @@ def waiting_items(catalog: Catalog, settings: config.Settings, limits: policy.Li
             conn, "index", select(files.c.path, files.c.created_at).where(*cond).order_by(files.c.created_at),
             select(func.count()).select_from(files).where(*cond), max_items)
         items += got
-        not_member = files.c.id.not_in(select(members.c.file_id))
-        cond = (files.c.state == states.RECEIVED, files.c.zippat.is_not(None), not_member,
+        cond = (files.c.state == states.RECEIVED, files.c.zippat.is_not(None), queries.not_member(),
                 files.c.created_at < now - lim["zip"])
         got, totals["zip"] = _since_items(
             conn, "zip", select(files.c.path, files.c.created_at).where(*cond).order_by(files.c.created_at),
@@ -287,8 +286,14 @@ def _delivered_from(task: T0Task) -> str | None:
 
 @app.task(base=T0Task, bind=True, name="t0dqm.tasks.health.check", soft_time_limit=120, time_limit=150)
 def check(self: T0Task) -> dict[str, Any]:
-    """Beat (5 min): canaries, workers, depths, beat heartbeat, collectors, latency -> alarms, notify."""
-    report = run_check(self.settings, self.catalog, self.app, self_queue=_delivered_from(self))
+    """Beat (5 min): canaries, workers, depths, beat heartbeat, collectors, latency -> alarms, notify.
+    Skips (with a log line) while a previous check still runs; folds the running counts' deltas."""
+    try:
+        with self.lease("health:check", seconds=150):
+            counts.compact(self.catalog)
+            report = run_check(self.settings, self.catalog, self.app, self_queue=_delivered_from(self))
+    except LeaseBusy:
+        return {"skipped": True}
     if not report.healthy or report.cleared:
         self.log("health", level=logging.WARNING if not report.healthy else logging.INFO,
                  raised=[a["key"] for a in report.raised], cleared=report.cleared)

@@ -1,13 +1,12 @@
 """Registry of recoverers: per step, which catalog rows are stale and which task resumes them.
 
 Each task module registers a function with @recoverer; the ``reconcile`` beat task calls them all.
-A row is stale when its lease expired, or when it has sat unclaimed in a waiting state for longer than
-``reconcile.stale_seconds``. Re-enqueueing is safe because every task is idempotent.
+A row is stale when its claim expired or its holder is dead (stale heartbeat, on any host), or when it
+has sat unclaimed in a waiting state for longer than ``reconcile.stale_seconds``. Re-enqueueing is safe because every task is idempotent.
 """
 
 from __future__ import annotations
 
-import socket
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -15,7 +14,7 @@ from typing import Any
 from sqlalchemy import Table, and_, or_, select
 from sqlalchemy.engine import Connection
 
-from t0dqm.catalog import holder_is_dead
+from t0dqm.catalog import dead_owners
 
 
 @dataclass(frozen=True)
@@ -52,9 +51,9 @@ def stale_ids(conn: Connection, table: Table, column: str, states: Iterable[str]
 
 
 def dead_claim_ids(conn: Connection, table: Table, column: str, states: Iterable[str], now: float) -> list[int]:
-    """Rows in ``states`` whose unexpired claim belongs to a dead process of this host: no need to wait
-    them out (Catalog.claim takes such a claim over)."""
+    """Rows in ``states`` whose unexpired claim belongs to a dead process, on any host (its heartbeat
+    is stale): no need to wait them out, Catalog.claim takes such a claim over."""
     held = conn.execute(select(table.c.id, table.c.claimed_by).where(
-        table.c[column].in_(list(states)), table.c.claimed_until >= now,
-        table.c.claimed_by.like(f"{socket.gethostname()}:%")))
-    return [row.id for row in held if holder_is_dead(row.claimed_by)]
+        table.c[column].in_(list(states)), table.c.claimed_until >= now, table.c.claimed_by.is_not(None))).all()
+    dead = dead_owners(conn, [row.claimed_by for row in held])
+    return [row.id for row in held if row.claimed_by in dead]

@@ -28,6 +28,7 @@ def _race(url: str, row_id: int, barrier, results) -> None:  # noqa: ANN001
     with cat.begin() as conn:
         won = cat.transition(conn, "file", row_id, "received", "zipped")
     results.put(won)
+    barrier.wait()
     cat.dispose()
 
 
@@ -35,6 +36,7 @@ def _claim(url: str, row_id: int, barrier, results) -> None:  # noqa: ANN001
     cat = Catalog(url, host="racer")
     barrier.wait()
     results.put(cat.claim("file", row_id, "received", 60))
+    barrier.wait()  # both alive until both tried: a holder that exits frees its claim (no heartbeat)
     cat.dispose()
 
 
@@ -110,14 +112,18 @@ def test_upgrade_is_idempotent_and_versioned(catalog_url: str) -> None:
 
 
 def test_claim_of_a_dead_local_process_is_taken_over(catalog_url: str) -> None:
-    import socket
+    """Same machine (boot id and pid namespace in the holder's heartbeat): its death is seen at once."""
     import subprocess
+
+    from t0dqm.identity import locator
 
     cat = Catalog(catalog_url)
     cat.upgrade()
     row_id = new_file(cat)
     child = subprocess.Popen(["sleep", "30"])
-    owner = f"{socket.gethostname()}:{child.pid}:1"
+    holder = f"somehost:{child.pid}:abcdefghij"
+    cat.beat(holder, "worker", locator(child.pid), time.time())  # fresh heartbeat
+    owner = f"{holder}:1"
     assert cat.claim("file", row_id, "received", 3600, owner=owner)
     assert cat.acquire_lease("zip:x", owner, 3600)
     assert not cat.claim("file", row_id, "received", 60)  # the holder lives: the claim stands
@@ -126,6 +132,10 @@ def test_claim_of_a_dead_local_process_is_taken_over(catalog_url: str) -> None:
     child.wait()
     assert cat.claim("file", row_id, "received", 60)  # the holder died: taken over at once
     assert cat.acquire_lease("zip:x", "other", 60)
-    remote = f"elsewhere.example:{child.pid}:1"  # another host's holder is never presumed dead
-    assert cat.acquire_lease("zip:y", remote, 3600) and not cat.acquire_lease("zip:y", "other", 60)
+    legacy = f"{cat.host}:{child.pid}:1"  # an owner without a heartbeat identity only expires
+    assert cat.acquire_lease("zip:y", legacy, 3600) and not cat.acquire_lease("zip:y", "other", 60)
+    with cat.read() as conn:
+        details = [r.detail for r in conn.execute(select(audit.c.detail).where(
+            audit.c.action.in_(["claim-takeover", "lease-takeover"])).order_by(audit.c.id))]
+    assert len(details) == 2 and all(f"from {owner}: process gone (same machine)" in d for d in details)
     cat.dispose()
