@@ -1,7 +1,7 @@
 """Tier-0 placement with Rucio: dataset, block and LFN of each output; the t0_rules table.
 
-Revision ID: 0003_t0_placement
-Revises: 0002_t0_outputs
+Revision ID: 0005_t0_placement
+Revises: 0004_bounded_decisions
 """
 
 from __future__ import annotations
@@ -9,8 +9,8 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0003_t0_placement"
-down_revision = "0002_t0_outputs"
+revision = "0005_t0_placement"
+down_revision = "0004_bounded_decisions"
 branch_labels = None
 depends_on = None
 
