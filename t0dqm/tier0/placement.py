@@ -319,12 +319,14 @@ def _poll_rule(catalog: Catalog, settings: Any, gw: RucioGateway, row: Mapping[s
                     f"Rucio rule {row['rule_id']} is on {info.get('name')} to {info.get('rse_expression')}, "
                     f"the catalog expects {row['block']} to {row['rse']}", severity="critical")
         return
-    if info.get("expires_at") is not None and row["role"] != policy.T0_DISK:
-        # deleted by someone (Rucio keeps a deleted rule until its expiry, then the judge-cleaner drops it)
+    if info.get("expires_at") is not None:
+        # deleted by someone (Rucio keeps a deleted rule until its expiry, then the judge-cleaner drops it);
+        # our own removal of the Tier-0 disk rule marks the row removed first, so it is not polled
+        what = ("the Tier-0 disk copy may be reaped before its endpoints are confirmed"
+                if row["role"] == policy.T0_DISK else "retention keeps the Tier-0 disk copy")
         raise_alarm(catalog, _missing_key(row),
                     f"Rucio rule {row['rule_id']} ({row['role']} {row['rse']}) of {row['block']} is scheduled "
-                    f"for deletion at {info['expires_at']}; retention keeps the Tier-0 disk copy",
-                    severity="critical")
+                    f"for deletion at {info['expires_at']}; {what}", severity="critical")
         run.missing.append(f"{row['block']} {row['rse']}")
         _set_rule(catalog, row, action="rule-expiring" if row["error"] is None else None, state=state,
                   checked_at=now, now=now, error=f"scheduled for deletion at {info['expires_at']}")
@@ -422,7 +424,11 @@ def release(catalog: Catalog, settings: Any, items: list[dict[str, Any]], rows: 
         rule_rows = _rule_rows(catalog, block)
         t0_row = next((r for r in rule_rows if r["role"] == policy.T0_DISK), None)
         resuming = all(r["state"] == "deleting" for r in due)
-        if resuming and t0_row is not None and t0_row["state"] == "removed":
+        if resuming and t0_row is not None and t0_row["rule_id"] and (
+                t0_row["state"] in FINAL or gw.rule(t0_row["rule_id"]) is None):
+            # a run stopped after removing the rule (since purged by Rucio): only the bookkeeping is left
+            if t0_row["state"] not in FINAL:
+                _set_rule(catalog, t0_row, action="remove-rule", state="removed", detail="already gone in Rucio")
             _finish(catalog, due, block)
             run.released.append(block)
             run.files += len(due)

@@ -502,3 +502,33 @@ def test_cli_add_ls_subscriptions_and_status(t0cfg: config.Settings, admin: Any)
     assert 'ZeroBias = "T1_US_FNAL"' in planned["toml"]
     res = runner.invoke(cli, ["t0", "subscriptions", "where", "/NewPD/Run2024A-PromptReco-v1/AOD"])
     assert json.loads(res.stdout)["site"] == "T1_US_FNAL" and "new PD" in json.loads(res.stdout)["reason"]
+
+
+def test_interrupted_release_is_finished_and_foreign_t0_deletion_alarms(t0cfg: config.Settings, admin: Any,
+                                                                        rucio: RucioServer) -> None:
+    cat = get_catalog(t0cfg.catalog_url)
+    blocks = {}
+    for key in ("stopped", "foreign"):
+        dataset = f"/ZeroBias/{era()}-v1/RAW"
+        files = make_files(t0cfg, dataset, 1)
+        blocks[key] = placement.register(cat, t0cfg, dataset, files, needed_by=int(key == "foreign"))["block"]
+        make_ok(admin, "T1_IT_CNAF_Tape", files)
+    assert placement.poll(cat, t0cfg).endpoints_done == 2
+    # a retention run took the rows and removed the rule, then died; Rucio has since purged the rule
+    stopped = blocks["stopped"]
+    t0_rule = our_rules(admin, stopped)["T0_CH_CERN_Disk"]["id"]
+    with cat.begin() as conn:
+        conn.execute(update(t0_outputs).where(t0_outputs.c.block == stopped).values(state="deleting"))
+    rucio.drive("purge_rule", rule_id=t0_rule)
+    ret = outputs.run_retention(cat, t0cfg, now=time.time() + 8 * DAY, dry_run=False)
+    assert ret.rucio is not None and ret.rucio["released"] == [stopped] and ret.rucio["refused"] == []
+    assert {r["state"] for r in rows(t0cfg, t0_outputs, block=stopped)} == {"released"}
+    assert {r["rse"]: r["state"] for r in rows(t0cfg, t0_rules, block=stopped)}["T0_CH_CERN_Disk"] == "removed"
+    # someone else deletes a Tier-0 disk rule: critical alarm, the poll does not mistake it for ours
+    foreign = blocks["foreign"]
+    admin.delete_replication_rule(our_rules(admin, foreign)["T0_CH_CERN_Disk"]["id"])
+    run = placement.poll(cat, t0cfg)
+    assert run.missing == [f"{foreign} T0_CH_CERN_Disk"]
+    alarm = alarm_keys(t0cfg)[f"t0-rule-missing:{foreign}:T0_CH_CERN_Disk"]
+    assert alarm["severity"] == "critical" and "may be reaped" in alarm["message"]
+    assert {r["state"] for r in rows(t0cfg, t0_outputs, block=foreign)} == {"present"}

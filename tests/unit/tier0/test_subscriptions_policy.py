@@ -219,3 +219,20 @@ def test_block_name_is_stable_and_order_free() -> None:
     names = {placement.block_name("/A/B-v1/RAW", list(p)) for p in itertools.permutations(files)}
     assert len(names) == 1 and next(iter(names)).startswith("/A/B-v1/RAW#")
     assert placement.block_name("/A/B-v1/RAW", files[:2]) not in names
+
+
+# ------------------------------------------------------------------------------- beat entry and routing
+
+def test_rule_poll_is_scheduled_only_with_rucio_and_tasks_route_to_ops() -> None:
+    import beat_schedule
+    from t0dqm import config
+    from t0dqm.celery import route_for_task
+
+    without = beat_schedule.build(config.load(None, environ={}))
+    assert "t0-rules-poll" not in without
+    with_rucio = beat_schedule.build(config.load(None, environ={"T0DQM_RUCIO__URL": "https://rucio.example",
+                                                                 "T0DQM_RUCIO__POLL_INTERVAL": "120"}))
+    assert with_rucio["t0-rules-poll"] == {"task": "t0dqm.tasks.tier0.poll_rules", "schedule": 120.0}
+    settings = config.load(None, environ={"T0DQM_FLAVOUR": "offline"})
+    assert route_for_task("t0dqm.tasks.tier0.register_output", settings) == "offline.ops"
+    assert route_for_task("t0dqm.tasks.tier0.poll_rules", settings) == "offline.ops"
