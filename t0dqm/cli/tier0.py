@@ -369,6 +369,14 @@ def _catalog_volumes() -> dict[str, int]:
     return out
 
 
+def _read_json(path: str, option: str) -> Any:
+    try:
+        with open(path) as fh:
+            return json.load(fh)
+    except (OSError, ValueError) as exc:
+        raise click.ClickException(f"{option}: {exc}") from None
+
+
 def _site_bytes(values: tuple[str, ...]) -> dict[str, int]:
     out: dict[str, int] = {}
     for text in values:
@@ -396,13 +404,7 @@ def subscriptions_plan(volumes: str | None, free: tuple[str, ...], min_gain: flo
     """Propose a redistribution of the PDs in proportion to the sites' free tape (nothing is changed)."""
     from t0dqm.policies import subscriptions as policy
 
-    if volumes:
-        try:
-            vols = json.loads(open(volumes).read())
-        except (OSError, ValueError) as exc:
-            raise click.ClickException(f"--volumes: {exc}") from None
-    else:
-        vols = _catalog_volumes()
+    vols = _read_json(volumes, "--volumes") if volumes else _catalog_volumes()
     free_map = _site_bytes(free) if free else dict(_settings()["subscriptions"]["free_tape"])
     try:
         result = policy.plan(_subs(), vols, free_map, min_gain_fraction=min_gain, max_moves=max_moves)
@@ -454,10 +456,7 @@ def output_add(dataset: str, files: tuple[str, ...], files_json: str | None, nee
 
     settings = _settings()
     if files_json:
-        try:
-            items = json.loads(open(files_json).read())
-        except (OSError, ValueError) as exc:
-            raise click.ClickException(f"--files-json: {exc}") from None
+        items = _read_json(files_json, "--files-json")
     else:
         if not files:
             raise click.UsageError("give FILES or --files-json")

@@ -105,6 +105,14 @@ def make_files(settings: config.Settings, dataset: str, n: int = 3) -> list[dict
     return out
 
 
+def new_output(settings: config.Settings, n: int, needed_by: int = 0) -> tuple[Any, list[dict[str, Any]], str]:
+    """A registered RAW output of n files in a fresh era: (catalog, files, block)."""
+    dataset = f"/ZeroBias/{era()}-v1/RAW"
+    files = make_files(settings, dataset, n)
+    cat = get_catalog(settings.catalog_url)
+    return cat, files, placement.register(cat, settings, dataset, files, needed_by=needed_by)["block"]
+
+
 def rows(settings: config.Settings, table: Any, **where: Any) -> list[dict[str, Any]]:
     q = select(table)
     for key, value in where.items():
@@ -214,10 +222,7 @@ def test_bad_names_and_files_are_refused_and_quarantined(t0cfg: config.Settings,
 
 def test_rule_states_drive_retention_which_removes_only_the_t0_disk_rule(t0cfg: config.Settings,
                                                                          admin: Any) -> None:
-    dataset = f"/ZeroBias/{era()}-v1/RAW"
-    files = make_files(t0cfg, dataset)
-    cat = get_catalog(t0cfg.catalog_url)
-    block = placement.register(cat, t0cfg, dataset, files, needed_by=1)["block"]
+    cat, files, block = new_output(t0cfg, 3, needed_by=1)
     # the transfer team's own rules on the same block: never touched
     theirs = {rse: admin.add_replication_rule([{"scope": "cms", "name": block}], 1, rse, account="transfer")[0]
               for rse in ("T0_CH_CERN_Disk", "T1_IT_CNAF_Disk")}
@@ -264,10 +269,7 @@ def test_rule_states_drive_retention_which_removes_only_the_t0_disk_rule(t0cfg: 
 
 def test_stuck_rule_raises_an_alarm_after_the_configured_time(t0cfg: config.Settings, admin: Any,
                                                                rucio: RucioServer) -> None:
-    dataset = f"/ZeroBias/{era()}-v1/RAW"
-    files = make_files(t0cfg, dataset, 2)
-    cat = get_catalog(t0cfg.catalog_url)
-    block = placement.register(cat, t0cfg, dataset, files)["block"]
+    cat, files, block = new_output(t0cfg, 2)
     rucio.drive("stuck", scope="cms", names=[placement.lfn_of(files[0]["path"])], rse="T1_IT_CNAF_Tape")
     assert our_rules(admin, block)["T1_IT_CNAF_Tape"]["state"] == "STUCK"
     t = time.time()
@@ -295,10 +297,7 @@ def test_disappearing_rule_alarms_and_blocks_retention(t0cfg: config.Settings, a
                                                        rucio: RucioServer) -> None:
     from rucio.common.exception import RuleNotFound
 
-    dataset = f"/ZeroBias/{era()}-v1/RAW"
-    files = make_files(t0cfg, dataset, 2)
-    cat = get_catalog(t0cfg.catalog_url)
-    block = placement.register(cat, t0cfg, dataset, files)["block"]
+    cat, files, block = new_output(t0cfg, 2)
     make_ok(admin, "T1_IT_CNAF_Tape", files)
     assert placement.poll(cat, t0cfg).endpoints_done == 2
     tape = our_rules(admin, block)["T1_IT_CNAF_Tape"]["id"]
@@ -381,10 +380,7 @@ def test_rucio_down_retries_and_deletes_nothing(tmp_path: Path, rucio: RucioServ
 
 def test_gateway_never_deletes_a_rule_it_did_not_check(t0cfg: config.Settings, admin: Any) -> None:
     """check_release refuses a Tier-0 rule row that points at another account's or another RSE's rule."""
-    dataset = f"/ZeroBias/{era()}-v1/RAW"
-    files = make_files(t0cfg, dataset, 1)
-    cat = get_catalog(t0cfg.catalog_url)
-    block = placement.register(cat, t0cfg, dataset, files)["block"]
+    cat, files, block = new_output(t0cfg, 1)
     make_ok(admin, "T1_IT_CNAF_Tape", files)
     placement.poll(cat, t0cfg)
     theirs = admin.add_replication_rule([{"scope": "cms", "name": block}], 1, "T1_IT_CNAF_Disk",
