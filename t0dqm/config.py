@@ -124,11 +124,11 @@ DEFAULTS: dict[str, Any] = {
                       "free_tape": {}},
     # Rucio (t0dqm.tier0.rucio_client); empty url = no Rucio: no rules, retention deletes the disk copy
     # itself. auth_type userpass | x509 | x509_proxy (client_cert = the proxy). Rules carry `activity`
-    # (tape rules `tape_activity`) and no lifetime; poll_interval: rule-state beat (s); a rule STUCK or
+    # (tape rules `tape_activity`), transfer `priority` 1-5 (Rucio's default 3) and no lifetime; poll_interval: rule-state beat (s); a rule STUCK or
     # SUSPENDED for stuck_alarm_after seconds raises an alarm.
     "rucio": {"url": "", "auth_url": "", "account": "", "auth_type": "userpass", "username": "", "password": "",
               "client_cert": "", "client_key": "", "ca_cert": "", "scope": "cms", "activity": "T0 Export",
-              "tape_activity": "T0 Tape", "timeout": 60, "poll_interval": 600, "stuck_alarm_after": 6 * 3600},
+              "tape_activity": "T0 Tape", "priority": 4, "timeout": 60, "poll_interval": 600, "stuck_alarm_after": 6 * 3600},
     # Storage Manager (P5) cleanup (t0dqm.tasks.streamer.sm_cleanup): listing = JSON lines file
     # {"path","run","size","mtime","checked","repacked","tier0_off"}; area = directory whose filesystem
     # occupancy (statvfs) drives the policies.
@@ -275,6 +275,8 @@ def _validate_placement(data: dict[str, Any]) -> None:
     for key in ("timeout", "poll_interval"):
         _positive(data, "rucio", key)
     _positive(data, "rucio", "stuck_alarm_after", 0)
+    if rucio["priority"] not in (1, 2, 3, 4, 5):
+        raise ConfigError(f"rucio.priority must be 1 to 5, got {rucio['priority']!r}")
 
 
 @dataclass(frozen=True)

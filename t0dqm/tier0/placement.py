@@ -230,7 +230,8 @@ def sync_block(catalog: Catalog, settings: Any, block: str, *, gw: RucioGateway 
         try:
             gw.ensure_block(rows[0]["dataset"], block, files, subs.t0_disk)
             for row in pending:
-                rule_id, created = gw.add_rule(block, row["rse"], _activity(settings, row["role"]))
+                rule_id, created = gw.add_rule(block, row["rse"], _activity(settings, row["role"]),
+                                               int(settings["rucio"]["priority"]))
                 info = gw.rule(rule_id)
                 state = str(info["state"]) if info else "REPLICATING"
                 _set_rule(catalog, row, action="rule-create" if created else "rule-reuse", rule_id=rule_id,

@@ -141,7 +141,7 @@ class RucioGateway:
                 return rule
         return None
 
-    def add_rule(self, name: str, rse: str, activity: str) -> tuple[str, bool]:
+    def add_rule(self, name: str, rse: str, activity: str, priority: int = 3) -> tuple[str, bool]:
         """Find or create the rule (no lifetime); returns (rule id, created now)."""
         from rucio.common import exception as rex
 
@@ -151,7 +151,7 @@ class RucioGateway:
         try:
             ids = self.call(lambda c: c.add_replication_rule(
                 [{"scope": self.scope, "name": name}], 1, rse, lifetime=None, activity=activity,
-                grouping="DATASET", comment=COMMENT))
+                priority=priority, grouping="DATASET", comment=COMMENT))
             return ids[0], True
         except RucioRefused as exc:
             if not isinstance(exc.__cause__, rex.DuplicateRule):

@@ -148,7 +148,7 @@ def test_register_creates_rules_and_is_idempotent(t0cfg: config.Settings, admin:
     assert set(rules) == {"T0_CH_CERN_Disk", "T1_IT_CNAF_Tape"}
     assert rules["T0_CH_CERN_Disk"]["state"] == "OK"  # the replicas are registered there
     assert rules["T1_IT_CNAF_Tape"]["state"] == "REPLICATING"
-    assert all(r["expires_at"] is None for r in rules.values())
+    assert all(r["expires_at"] is None and r["priority"] == 4 for r in rules.values())
     assert rules["T1_IT_CNAF_Tape"]["activity"] == "T0 Tape" and rules["T0_CH_CERN_Disk"]["activity"] == "T0 Export"
     assert {f["name"] for f in admin.list_files("cms", block)} == {placement.lfn_of(f["path"]) for f in files}
     assert [d["name"] for d in admin.list_content("cms", dataset)] == [block]
