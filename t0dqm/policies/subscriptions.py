@@ -126,7 +126,7 @@ def endpoints(subs: Subscriptions, pd: str, tier: str) -> tuple[Placement, tuple
 # ------------------------------------------------------------------------------------------------ plan
 
 def _tb(n: float) -> str:
-    return f"{n / 1e12:.1f} TB"
+    return f"{n / 1e15:.2f} PB" if abs(n) >= 1e15 else f"{n / 1e12:.1f} TB"
 
 
 @dataclass(frozen=True)
