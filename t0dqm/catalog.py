@@ -40,7 +40,13 @@ from sqlalchemy import (
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import IntegrityError
 
-from t0dqm.identity import gone_from_this_machine, holder_process, host_name, worker_identity
+from t0dqm.identity import (
+    gone_from_this_machine,
+    holder_process,
+    host_name,
+    process_identity,
+    worker_identity,
+)
 
 __all__ = ["Catalog", "get_catalog", "reset_catalogs", "worker_identity", "dead_owners", "db_now"]
 
@@ -461,7 +467,7 @@ class Catalog:
         table = TABLES[entity]
         state_list = [states] if isinstance(states, str) else list(states)
         owner = owner or worker_identity()
-        self._heartbeat()
+        self._heartbeat(owner)
         with self.begin() as conn:
             row = conn.execute(select(table.c.claimed_by, table.c.claimed_until).where(
                 table.c.id == row_id, table.c.state.in_(state_list))).first()
@@ -535,7 +541,7 @@ class Catalog:
 
     def _heartbeat(self, owner: str | None = None) -> None:
         """Make sure this process beats in this catalog before it holds anything in it."""
-        if owner is None or holder_process(owner) is not None:
+        if owner is None or holder_process(owner) == process_identity():
             from t0dqm import heartbeat
 
             heartbeat.ensure(self.url)
@@ -579,6 +585,16 @@ class Catalog:
             rows = conn.execute(select(beat_runs.c.name, beat_runs.c.last_run_at)
                                 .where(beat_runs.c.name.startswith(prefix, autoescape=True)))
             return {name[len(prefix):]: at for name, at in rows}
+
+    def lease_report(self) -> list[dict[str, Any]]:
+        """Every named lease with its holder's state: live, expired, or dead and why (operators)."""
+        with self.read() as conn:
+            rows = conn.execute(select(leases).order_by(leases.c.name)).mappings().all()
+            dead = dead_owners(conn, [r["owner"] for r in rows], self.stale_after)
+        now = time.time()
+        return [{"name": r["name"], "owner": r["owner"], "expires_in": round(r["expires_at"] - now, 1),
+                 "holder": ("expired" if r["expires_at"] < now else f"dead: {dead[r['owner']]}"
+                            if r["owner"] in dead else "live")} for r in rows]
 
     def live_processes(self) -> list[Mapping[str, Any]]:
         """Heartbeat rows with a fresh beat, newest first (health, status)."""

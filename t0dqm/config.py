@@ -63,6 +63,9 @@ DEFAULTS: dict[str, Any] = {
         "lease_seconds": 900,
         "stale_seconds": 600,
         "interval": 20,  # with heartbeat.stale_after: a dead holder's work resumes within ~45 s
+        # seconds a "message queued" marker per (step, item) lives (t0dqm.tasks.queued): longer than a
+        # consumer outage to ride out; a message lost while its marker lives is re-sent after it
+        "queued_ttl": 3600,
     },
     # Liveness (principle 6): every worker process and beat refreshes its catalog row every `interval`
     # seconds; a claim or lease whose holder has not beaten for `stale_after` seconds may be taken over.
@@ -146,7 +149,11 @@ DEFAULTS: dict[str, Any] = {
     "flower": {"address": "127.0.0.1", "port": 5555, "basic_auth": ""},
     # TLS to Redis (rediss:// broker): cert_reqs required|optional|none, CA file, optional client cert/key.
     "broker_ssl": {"cert_reqs": "required", "ca_certs": "", "certfile": "", "keyfile": ""},
-    "metrics": {"address": "127.0.0.1", "port": 9808},
+    "metrics": {"address": "127.0.0.1", "port": 9808, "timeout": 30, "max_connections": 64, "max_scrapes": 4},
+    # The DQM GUI upload endpoint (t0dqm upload-server). TLS when cert is set; ca is then required (client
+    # certificates); allowed_dns: file of subject DNs allowed to upload (empty: any certificate of the CA).
+    "upload": {"host": "127.0.0.1", "port": 8060, "max_size": 8 << 30, "timeout": 30, "max_uploads": 64,
+               "max_connections": 1024, "cert": "", "key": "", "ca": "", "allowed_dns": ""},
 }
 
 
@@ -243,9 +250,13 @@ def _validate_more(data: dict[str, Any]) -> None:
     if data["heartbeat"]["stale_after"] < 2 * data["heartbeat"]["interval"]:
         raise ConfigError("heartbeat.stale_after must be at least twice heartbeat.interval")
     for table, key, minimum in (("reconcile", "lease_seconds", 1), ("reconcile", "stale_seconds", 0),
+                                ("reconcile", "queued_ttl", 1),
                                 ("archive", "freeze_age", 0), ("archive", "verify_delay", 0),
                                 ("archive", "stage_max_tries", 1), ("receive", "batch", 1),
-                                ("receive", "scan_interval", 1)):
+                                ("receive", "scan_interval", 1), ("upload", "max_size", 1),
+                                ("upload", "timeout", 1), ("upload", "max_uploads", 1),
+                                ("upload", "max_connections", 1), ("metrics", "timeout", 1),
+                                ("metrics", "max_connections", 1), ("metrics", "max_scrapes", 1)):
         _positive(data, table, key, minimum)
     for key in ("require_verified", "dry_run"):
         if not isinstance(data["deletion"][key], bool):

@@ -23,6 +23,7 @@ import functools
 import hashlib
 import os
 import re
+import urllib.parse
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,6 +37,7 @@ BAD = ".bad"
 UPLOADING = ".uploading"
 RX_SLOT = re.compile(r"^\d{4}$")
 RX_ORIGIN = re.compile(r"^md5:([0-9a-f]{32}) (\d+) (.*)$")
+RX_OLD_DN = re.compile(r"^https?:\S+ \[(.+)\]$")  # "http:<peer> [<subject>]" of the http.server endpoint
 MAX_SLOTS = 10000
 
 
@@ -45,9 +47,22 @@ class OriginError(ValueError):
 
 @dataclass(frozen=True)
 class Origin:
+    """A parsed ``.origin``. ``source`` is one token from the upload server (``http:<peer>`` or
+    ``https:<peer>;dn=<percent-encoded DN>``, which the original ``(\\S+)`` pattern also reads), a producer's
+    ``host:path``, or free text with spaces written by older servers."""
+
     md5: str
     size: int
     source: str
+
+    @property
+    def dn(self) -> str | None:
+        """The uploader's certificate subject, when the upload came over TLS (new and old forms)."""
+        _peer, sep, dn = self.source.partition(";dn=")
+        if sep:
+            return urllib.parse.unquote(dn)
+        m = RX_OLD_DN.match(self.source)
+        return m.group(1) if m else None
 
 
 @dataclass(frozen=True)

@@ -207,8 +207,15 @@ def make_registry(settings: config.Settings, catalog: Catalog | None = None, bro
 
 def serve(settings: config.Settings, address: str = "127.0.0.1", port: int = 9808,
           registry: CollectorRegistry | None = None) -> Any:
-    """Start the HTTP endpoint in a daemon thread; returns the server (``.server_port``, ``.shutdown()``)."""
-    from prometheus_client import start_http_server
+    """Start the HTTP endpoint in a daemon thread; returns the server (``.server_port``, ``.shutdown()``).
 
-    server, _thread = start_http_server(port, addr=address, registry=registry or make_registry(settings))
+    Served by :mod:`t0dqm.webserve` with the bounds of the ``metrics`` settings (idle timeout, open
+    connections, scrapes collected at once), as the upload endpoint is."""
+    from t0dqm import webserve
+
+    cfg = settings.data.get("metrics", {})
+    limits = webserve.Limits(timeout=float(cfg.get("timeout", 30)), max_connections=int(cfg.get("max_connections", 64)))
+    server = webserve.Hosted(webserve.prometheus(registry or make_registry(settings), int(cfg.get("max_scrapes", 4))),
+                             address, port, limits=limits, name="metrics")
+    server.start()
     return server

@@ -4,8 +4,9 @@ Online sync mirrors an HTTP directory listing (Apache-style HTML index, as the o
 ``data/browse`` serves it) recursively into the offline repository. Each remote file's size and mtime
 come from a HEAD request (Content-Length, Last-Modified). Decisions: :func:`t0dqm.policies.mirror.
 online_sync_action`. Downloads go to a hidden temp file, get the remote mtime, and are renamed into
-place; N connections run in parallel; every request has a timeout; https may use an X509 client
-certificate (``cert``/``key``) and a CA file or directory.
+place; N connections run in parallel; every request has a timeout; https verifies the server against the
+system's CAs or ``ca`` (file or directory) and may present an X509 client certificate (``cert``/``key``, a
+grid proxy, or the ``X509_*`` environment: :func:`x509_files`). An untrusted server certificate is refused.
 
 The partial mirror copies the newest files of the repository into a size-limited folder
 (:func:`t0dqm.policies.mirror.plan_mirror`); its deletions go through :func:`t0dqm.deleter.delete`,
@@ -269,6 +270,22 @@ def online_sync(url: str, dest: str | os.PathLike[str], *, connections: int = 5,
     return report
 
 
+def x509_files(cfg: dict[str, Any], environ: dict[str, str] | os._Environ[str] = os.environ) -> tuple[str, str, str]:
+    """(cert, key, CA) for https: the ``sync`` settings, else the grid environment as the original daemon read
+    it: ``X509_USER_PROXY`` (certificate and key in one file) or ``X509_USER_CERT``/``X509_USER_KEY``, and
+    ``X509_CERT_DIR`` for the CAs (empty CA: the system's)."""
+    cert, key, ca = cfg.get("cert", ""), cfg.get("key", ""), cfg.get("ca", "")
+    if not cert:
+        proxy = environ.get("X509_USER_PROXY", "")
+        if proxy and os.path.isfile(proxy):
+            cert, key = proxy, proxy
+        elif environ.get("X509_USER_CERT"):
+            cert, key = environ["X509_USER_CERT"], environ.get("X509_USER_KEY", "")
+    if not ca:
+        ca = environ.get("X509_CERT_DIR", "")
+    return cert, key, ca
+
+
 def online_sync_from_settings(settings: config.Settings) -> SyncReport | None:
     """Run the online sync as configured (``sync`` table); None when no URL is configured."""
     cfg = sync_settings(settings)
@@ -276,7 +293,7 @@ def online_sync_from_settings(settings: config.Settings) -> SyncReport | None:
         return None
     context = None
     if cfg["url"].startswith("https:"):
-        context = make_ssl_context(cfg["cert"], cfg["key"], cfg["ca"])
+        context = make_ssl_context(*x509_files(cfg))
     return online_sync(cfg["url"], settings.repository / cfg["dest"], connections=int(cfg["connections"]),
                        timeout=settings.timeout("http"), context=context, suffixes=cfg["suffixes"])
 

@@ -1,417 +1,325 @@
-"""HTTP upload endpoint compatible with the DQM GUI's upload client (visDQMUpload, Tier-0 harvesting).
+"""HTTP upload endpoint compatible with the DQM GUI's upload client (visDQMUpload, Tier-0 harvesting), on aiohttp.
 
 ``POST /data/put`` (any prefix ending in ``/data/put`` is accepted), ``multipart/form-data`` with the
 fields ``size`` (decimal bytes), ``checksum`` (``md5:<hex>``, or ``crc32:<n>`` as the original server
-accepted) and ``file`` (filename = base name). The file name is checked and classified
-(:mod:`t0dqm.naming`) as soon as the file part's headers arrive, before any byte of it is stored. The
-body is parsed incrementally and streamed to a temp file in ``<dropbox>/.uploading`` (never held in
-memory); size, checksum and the ``root\\0`` magic are verified; the file then lands in the dropbox under
-the upload protocol (``NNNN/<name>`` then ``<name>.origin``, see :mod:`t0dqm.dropbox`).
+accepted) and ``file`` (filename = base name). Before any byte of the body is read, the request is refused
+when its Content-Length is missing or too large, when it is not multipart, when the client certificate's
+subject is not on the allow-list, or when ``max_uploads`` uploads are already in progress (503 with
+``Retry-After``). The body is read with aiohttp's streaming multipart reader, every read bounded by the idle
+timeout; the file streams to a temp file in ``<dropbox>/.uploading`` (:mod:`t0dqm.upload.receiver`), which
+is removed on every refusal, timeout, disconnect and shutdown. Size, checksum and the ``root\\0`` magic are
+verified; the file then lands in the dropbox under the upload protocol (:mod:`t0dqm.dropbox`).
 
 Answers carry ``Dqm-Status-Code`` (100 success; 200 bad request; 300 unacceptable parameter; 400 failed
 to execute — the original server's codes), ``Dqm-Status-Message`` and ``Dqm-Status-Detail``; errors
-are HTTP 500 (413 / 411 for size and length problems), as the client expects an HTTP error.
-Optional TLS with client-certificate authentication (``ssl.CERT_REQUIRED``).
+are HTTP 500 (413 / 411 / 400 for size, length and framing problems, 403 for a certificate subject not
+allowed, 408 for a client that stalled, 503 when busy), as the client expects an HTTP error.
+With TLS every client must present a certificate signed by the configured CA (:mod:`t0dqm.upload.identity`).
+``GET /metrics`` serves the endpoint's Prometheus metrics (:mod:`t0dqm.upload.stats`). Connection limits
+and timeouts: :mod:`t0dqm.webserve`.
 """
 
 from __future__ import annotations
 
-import hashlib
+import asyncio
 import logging
 import os
 import re
 import ssl
-import threading
-import uuid
-import zlib
-from dataclasses import dataclass
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any
 
-from t0dqm import dropbox, naming
+from aiohttp import MultipartReader, web
+from aiohttp.http_exceptions import HttpProcessingError
+
+from t0dqm import webserve
+from t0dqm.upload.identity import AllowList, origin_source, peer_dn, server_ssl_context
+from t0dqm.upload.receiver import (
+    STATUS_BAD_REQUEST,
+    STATUS_ERROR_PARAMETER,
+    STATUS_FAIL_EXECUTE,
+    STATUS_OK,
+    Receiver,
+    Stored,
+    UploadError,
+    sweep_stale,
+)
+from t0dqm.upload.stats import UploadStats
+
+__all__ = ["STATUS_BAD_REQUEST", "STATUS_ERROR_PARAMETER", "STATUS_FAIL_EXECUTE", "STATUS_OK", "Stored",
+           "UploadError", "UploadServer", "make_server", "server_ssl_context"]
 
 log = logging.getLogger("t0dqm.upload_server")
 
-STATUS_OK = 100
-STATUS_BAD_REQUEST = 200
-STATUS_ERROR_PARAMETER = 300
-STATUS_FAIL_EXECUTE = 400
-
-CHUNK = 1 << 20
-MAX_HEADER = 16 * 1024
-MAX_FIELD = 4096
+CHUNK = 1 << 17
+OFFLOAD_BELOW = 2  # uploads in flight up to which hashing and writing go to a worker thread
+MANY_UPLOADS, SMALL_RECV = 8, 1 << 16  # from this many uploads in flight, new ones read in smaller pieces
+FIELD_CHUNK = 1024
+MAX_OVERHEAD = 1 << 16  # multipart framing and the small fields, beyond the file itself
 DEFAULT_MAX_SIZE = 8 << 30
-RX_SIZE = re.compile(r"^\d+$")
-RX_CHECKSUM = re.compile(r"^(?:md5:([0-9a-fA-F]{32})|crc32:(\d+))$")
-RX_DISPOSITION_PARAM = re.compile(r';\s*([A-Za-z0-9_*-]+)="((?:[^"\\]|\\.)*)"')
+DEFAULT_MAX_UPLOADS = 64
+DEFAULT_TIMEOUT = 30.0
+RETRY_AFTER = 30
+RX_BOUNDARY = re.compile(r'boundary="?([^";]+)"?')
 
 
-class UploadError(Exception):
-    """An upload refused with a DQM status code; ``http`` is the HTTP status of the answer."""
-
-    def __init__(self, code: int, message: str, detail: str = "", http: int = 500) -> None:
-        super().__init__(f"{code} {message}: {detail}")
-        self.code, self.message, self.detail, self.http = code, message, detail, http
+def answer(http: int, code: int, message: str, detail: str, body: str) -> web.Response:
+    headers = {"Dqm-Status-Code": str(code), "Dqm-Status-Message": message,
+               "Dqm-Status-Detail": detail.replace("\r", " ").replace("\n", "; ")}
+    return web.Response(status=http, text=body, headers=headers)
 
 
-# -- incremental multipart/form-data parser --------------------------------------------------------
-
-class _Body:
-    """Reads at most ``length`` bytes of the request body, in chunks."""
-
-    def __init__(self, stream: BinaryIO, length: int) -> None:
-        self.stream, self.left = stream, length
-
-    def read(self) -> bytes:
-        """The next chunk; UploadError when the body ended before the multipart data did."""
-        if self.left <= 0:
-            raise UploadError(STATUS_BAD_REQUEST, "Malformed multipart body", "body ended before the closing boundary",
-                              http=400)
-        data = self.stream.read(min(CHUNK, self.left))
-        if not data:
-            raise UploadError(STATUS_BAD_REQUEST, "Truncated request", "connection closed before the body ended",
-                              http=400)
-        self.left -= len(data)
-        return data
-
-    def drain(self) -> None:
-        while self.left > 0:
-            data = self.stream.read(min(CHUNK, self.left))
-            if not data:
-                return
-            self.left -= len(data)
+def framing_error(status: int, message: str) -> web.Response:
+    """The answer to a request aiohttp's parser refused (bad request line, too many or too long headers)."""
+    return answer(status, STATUS_BAD_REQUEST, "Malformed request", message, "Bad request\n")
 
 
-def _disposition(headers: dict[str, str]) -> tuple[str | None, str | None]:
-    value = headers.get("content-disposition", "")
-    params = {k.lower(): v.replace('\\"', '"') for k, v in RX_DISPOSITION_PARAM.findall(value)}
-    return params.get("name"), params.get("filename")
+class UploadService:
+    """The request handler: admission, streaming the multipart body into a Receiver, the answer."""
 
+    def __init__(self, box: Path, *, max_size: int, max_uploads: int, limits: webserve.Limits, tls: bool,
+                 allow: AllowList | None, stats: UploadStats) -> None:
+        self.box, self.max_size, self.max_uploads = box, max_size, max_uploads
+        self.limits, self.tls, self.allow, self.stats = limits, tls, allow, stats
+        self.in_flight = 0
+        self.scrape = webserve.prometheus(stats.registry, max_scrapes=2)
+        self.workers = ThreadPoolExecutor(max_workers=max(1, OFFLOAD_BELOW), thread_name_prefix="upload")
 
-def parse_multipart(body: _Body, boundary: bytes, handler: Any) -> None:
-    """Stream the parts of a multipart body to ``handler``.
+    async def __call__(self, request: web.BaseRequest) -> web.StreamResponse:
+        if request.method == "GET" and request.path == "/metrics":
+            return await self.scrape(request)
+        if request.method != "POST" or not request.path.rstrip("/").endswith("/data/put"):
+            return self._refuse(request, UploadError(STATUS_BAD_REQUEST, "Not found", request.path, http=404),
+                                body="Not found\n")
+        started = time.monotonic()
+        outcome, resp = await self._upload(request)
+        self.stats.requests.labels(outcome).inc()
+        self.stats.duration.labels(outcome).observe(time.monotonic() - started)
+        return resp
 
-    ``handler.start(name, filename)`` is called when a part's headers are complete; ``handler.data(bytes)``
-    with its content piece by piece; ``handler.end()`` when it is complete. Only a few bytes (the
-    length of the delimiter) are kept back between reads, so memory stays flat for any file size.
-    """
-    delim = b"\r\n--" + boundary
-    buf = b"\r\n"  # lets the first boundary match the same delimiter
-    while True:  # preamble up to the first delimiter
-        i = buf.find(delim)
-        if i >= 0:
-            buf = buf[i + len(delim):]
-            break
-        buf = buf[-len(delim):] + body.read()
-    while True:
-        while len(buf) < 2:
-            buf += body.read()
-        if buf.startswith(b"--"):
-            return  # closing delimiter
-        if not buf.startswith(b"\r\n"):
-            raise UploadError(STATUS_BAD_REQUEST, "Malformed multipart body", "boundary not followed by CRLF", http=400)
-        buf = buf[2:]
-        while (end := buf.find(b"\r\n\r\n")) < 0:
-            if len(buf) > MAX_HEADER:
-                raise UploadError(STATUS_BAD_REQUEST, "Malformed multipart body", "part headers too long", http=400)
-            buf += body.read()
-        headers: dict[str, str] = {}
-        for line in buf[:end].decode("utf-8", errors="replace").split("\r\n"):
-            key, _, value = line.partition(":")
-            headers[key.strip().lower()] = value.strip()
-        buf = buf[end + 4:]
-        name, filename = _disposition(headers)
-        handler.start(name, filename)
-        while True:
-            i = buf.find(delim)
-            if i >= 0:
-                if i:
-                    handler.data(buf[:i])
-                buf = buf[i + len(delim):]
-                break
-            keep = len(delim) - 1
-            if len(buf) > keep:
-                handler.data(buf[:-keep])
-                buf = buf[-keep:]
-            buf += body.read()
-        handler.end()
+    def _refuse(self, request: web.BaseRequest, exc: UploadError, body: str | None = None,
+                headers: dict[str, str] | None = None) -> web.Response:
+        log.warning("upload refused from %s: %s", request.remote, exc)
+        self.stats.refusals.labels(str(exc.code), str(exc.http)).inc()
+        resp = answer(exc.http, exc.code, exc.message, exc.detail, body or f"{exc.message}\n")
+        resp.headers.update(headers or {})
+        resp.force_close()
+        return resp
 
+    def _admit(self, request: web.BaseRequest, dn: str | None) -> tuple[UploadError, str | None, dict[str, str]] | None:
+        """Why the request is refused before its body is read (error, body, extra headers), or None."""
+        if self.allow is not None and not self.allow.allows(dn):
+            return UploadError(STATUS_ERROR_PARAMETER, "Certificate subject not allowed",
+                               f"the certificate subject {dn or '(none)'} is not on this server's upload "
+                               "allow-list; ask the DQM operators to add it", http=403), None, {}
+        if request.headers.get("Content-Encoding", "identity").strip().lower() not in ("identity", ""):
+            return UploadError(STATUS_BAD_REQUEST, "Malformed request",
+                               "compressed request bodies are not accepted", http=415), "Bad request\n", {}
+        length = request.headers.get("Content-Length")
+        if length is None or not length.isdigit() or "chunked" in request.headers.get("Transfer-Encoding", ""):
+            return UploadError(STATUS_BAD_REQUEST, "Length required", "send Content-Length",
+                               http=411), "Length required\n", {}
+        ctype = request.headers.get("Content-Type", "")
+        if not ctype.lower().startswith("multipart/form-data") or not RX_BOUNDARY.search(ctype):
+            return UploadError(STATUS_BAD_REQUEST, "Malformed request",
+                               "expected multipart/form-data with a boundary", http=400), "Bad request\n", {}
+        if int(length) > self.max_size + MAX_OVERHEAD:
+            return UploadError(STATUS_ERROR_PARAMETER, "File too large",
+                               f"request of {length} bytes exceeds the limit {self.max_size}",
+                               http=413), "Too large\n", {}
+        if self.in_flight >= self.max_uploads:
+            return UploadError(STATUS_FAIL_EXECUTE, "Server busy",
+                               f"{self.in_flight} uploads in progress (max_uploads {self.max_uploads}); "
+                               f"retry in {RETRY_AFTER} s", http=503), "Busy\n", {"Retry-After": str(RETRY_AFTER)}
+        return None
 
-# -- one upload --------------------------------------------------------------------------------------
-
-@dataclass
-class Stored:
-    path: Path
-    size: int
-    md5: str
-
-
-class _Upload:
-    """Receives the parts of one request: small fields in memory, the file streamed to a temp file."""
-
-    def __init__(self, box: Path, max_size: int) -> None:
-        self.box, self.max_size = box, max_size
-        self.fields: dict[str, str] = {}
-        self.current: str | None = None
-        self.field_buf = bytearray()
-        self.name: str | None = None
-        self.tmp: Path | None = None
-        self.out: BinaryIO | None = None
-        self.md5 = hashlib.md5()
-        self.crc = 0
-        self.want_crc = True
-        self.size = 0
-        self.head = b""
-        self.files = 0
-
-    def start(self, name: str | None, filename: str | None) -> None:
-        self.current = name
-        if name != "file":
-            self.field_buf = bytearray()
-            return
-        self.files += 1
-        if self.files > 1:
-            raise UploadError(STATUS_BAD_REQUEST, "Incorrect or missing file argument",
-                              "Must provide a single file-type argument")
-        if not filename:
-            raise UploadError(STATUS_BAD_REQUEST, "Incorrect or missing file argument",
-                              "Must provide a single file-type argument")
-        base = filename.replace("\\", "/").rsplit("/", 1)[-1]
+    async def _upload(self, request: web.BaseRequest) -> tuple[str, web.StreamResponse]:
+        transport = request.transport
+        dn = peer_dn(transport.get_extra_info("peercert")) if transport is not None and self.tls else None
+        refusal = self._admit(request, dn)
+        if refusal is not None:
+            exc, body, headers = refusal
+            return "refused", self._refuse(request, exc, body, headers)
+        source = origin_source("https" if self.tls else "http", request.remote or "unknown", dn)
+        receiver = Receiver(self.box, self.max_size)
+        if self.in_flight >= MANY_UPLOADS:  # many at once: smaller reads, less memory per connection
+            webserve.set_recv_size(request, SMALL_RECV)
+        self.in_flight += 1
+        self.stats.in_flight.inc()
+        webserve.reading_body(request, True)
         try:
-            naming.check_upload_name(base)
-            naming.classify(base)
-        except naming.InvalidName as exc:
-            raise UploadError(STATUS_ERROR_PARAMETER, "File name does not match the expected convention",
-                              exc.reason) from None
-        declared = self.fields.get("size")
-        if declared is not None and RX_SIZE.match(declared) and int(declared) > self.max_size:
-            raise UploadError(STATUS_ERROR_PARAMETER, "File too large",
-                              f"declared size {declared} exceeds the limit {self.max_size}", http=413)
-        self.name = base
-        # crc32 only when asked for (or when the checksum field has not arrived yet)
-        self.want_crc = not self.fields.get("checksum", "").startswith("md5:")
-        staging = self.box / dropbox.UPLOADING
-        staging.mkdir(parents=True, exist_ok=True)
-        self.tmp = staging / f"{base}.{uuid.uuid4().hex}.upload"
-        self.out = open(self.tmp, "wb")
+            return await self._receive_and_land(request, receiver, source)
+        finally:
+            receiver.cleanup()
+            webserve.reading_body(request, False)
+            self.in_flight -= 1
+            self.stats.in_flight.dec()
+            self.stats.received_bytes.inc(receiver.size)
 
-    def data(self, chunk: bytes) -> None:
-        if self.current != "file":
-            self.field_buf += chunk
-            if len(self.field_buf) > MAX_FIELD:
-                raise UploadError(STATUS_BAD_REQUEST, f"Malformed {self.current} argument", "field too long")
-            return
-        assert self.out is not None
-        self.size += len(chunk)
-        if self.size > self.max_size:
-            raise UploadError(STATUS_ERROR_PARAMETER, "File too large", f"exceeds the limit {self.max_size}", http=413)
-        if len(self.head) < 5:
-            self.head += chunk[: 5 - len(self.head)]
-        self.md5.update(chunk)
-        if self.want_crc:
-            self.crc = zlib.crc32(chunk, self.crc)
-        self.out.write(chunk)
-
-    def end(self) -> None:
-        if self.current == "file":
-            assert self.out is not None
-            self.out.flush()
-            os.fsync(self.out.fileno())
-            self.out.close()
-            self.out = None
-        elif self.current:
-            if self.current in self.fields:
-                raise UploadError(STATUS_BAD_REQUEST, f"Incorrect or missing {self.current} parameter",
-                                  "Must provide single argument")
-            self.fields[self.current] = self.field_buf.decode("utf-8", errors="replace").strip()
-
-    def cleanup(self) -> None:
-        if self.out is not None:
-            self.out.close()
-            self.out = None
-        if self.tmp is not None:
-            self.tmp.unlink(missing_ok=True)
-
-    def verify(self) -> None:
-        size, checksum = self.fields.get("size"), self.fields.get("checksum")
-        if self.name is None or self.tmp is None:
-            raise UploadError(STATUS_BAD_REQUEST, "Incorrect or missing file argument",
-                              "Must provide a single file-type argument")
-        if size is None or not RX_SIZE.match(size):
-            raise UploadError(STATUS_BAD_REQUEST, "Incorrect or missing size parameter", r"must match ^\d+$")
-        m = RX_CHECKSUM.match(checksum or "")
-        if not m:
-            raise UploadError(STATUS_BAD_REQUEST, "Malformed checksum argument", "want md5:<hex> or crc32:<n>")
-        if self.head != dropbox_magic():
-            raise UploadError(STATUS_ERROR_PARAMETER, "Not a ROOT file",
-                              "File data contents do not represent a ROOT file")
-        if self.size != int(size):
-            raise UploadError(STATUS_FAIL_EXECUTE, "Failed to save file data",
-                              f"Wrote {self.size} bytes, expected to write {size}")
-        if m.group(1) and m.group(1).lower() != self.md5.hexdigest():
-            raise UploadError(STATUS_ERROR_PARAMETER, "Checksum mismatch",
-                              f"md5 of the data is {self.md5.hexdigest()}, declared {m.group(1).lower()}")
-        if m.group(2) and (not self.want_crc or int(m.group(2)) != self.crc):
-            raise UploadError(STATUS_ERROR_PARAMETER, "Checksum mismatch",
-                              f"crc32 of the data is {self.crc}, declared {m.group(2)}")
-
-    def land(self, source: str) -> Stored:
-        """Move the verified temp file into its dropbox slot, then write the .origin (the commit point)."""
-        assert self.tmp is not None and self.name is not None
+    async def _receive_and_land(self, request: web.BaseRequest, receiver: Receiver,
+                                source: str) -> tuple[str, web.StreamResponse]:
+        timeout = self.limits.timeout
         try:
-            target = dropbox.place(self.tmp, self.box, self.name)
-        except OSError as exc:
-            raise UploadError(STATUS_FAIL_EXECUTE, "Failed to save file data", str(exc)) from None
-        self.tmp = None
-        md5 = self.md5.hexdigest()
-        dropbox.write_atomic(target.with_name(target.name + dropbox.ORIGIN),
-                             dropbox.format_origin(md5, self.size, source).encode())
-        return Stored(target, self.size, md5)
-
-
-def dropbox_magic() -> bytes:
-    return b"root\0"
-
-
-# -- HTTP ------------------------------------------------------------------------------------------
-
-class UploadHandler(BaseHTTPRequestHandler):
-    server_version = "t0dqm-upload/1"
-    protocol_version = "HTTP/1.1"
-    server: UploadServer
-
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - stdlib signature
-        log.info("%s %s", self.address_string(), format % args)
-
-    def _answer(self, http: int, code: int, message: str, detail: str, body: str, close: bool = False) -> None:
-        data = body.encode()
-        self.send_response(http)
-        self.send_header("Dqm-Status-Code", str(code))
-        self.send_header("Dqm-Status-Message", message)
-        self.send_header("Dqm-Status-Detail", detail.replace("\r", " ").replace("\n", "; "))
-        self.send_header("Content-Type", "text/plain")
-        self.send_header("Content-Length", str(len(data)))
-        if close:
-            self.send_header("Connection", "close")
-            self.close_connection = True
-        self.end_headers()
-        self.wfile.write(data)
-
-    def _peer(self) -> str:
-        cert = getattr(self.connection, "getpeercert", lambda: None)()
-        if cert:
-            subject = ",".join(f"{k}={v}" for rdn in cert.get("subject", ()) for k, v in rdn)
-            return f"{self.client_address[0]} [{subject}]"
-        return self.client_address[0]
-
-    def do_GET(self) -> None:  # noqa: N802 - stdlib name
-        self._answer(404, STATUS_BAD_REQUEST, "Not found", self.path, "Not found\n", close=True)
-
-    def do_POST(self) -> None:  # noqa: N802 - stdlib name
-        if not self.path.split("?", 1)[0].rstrip("/").endswith("/data/put"):
-            self._answer(404, STATUS_BAD_REQUEST, "Not found", self.path, "Not found\n", close=True)
-            return
-        length_text = self.headers.get("Content-Length")
-        if length_text is None or not length_text.isdigit():
-            self._answer(411, STATUS_BAD_REQUEST, "Length required", "send Content-Length", "Length required\n",
-                         close=True)
-            return
-        length = int(length_text)
-        ctype = self.headers.get("Content-Type", "")
-        m = re.search(r'boundary="?([^";]+)"?', ctype)
-        if not ctype.lower().startswith("multipart/form-data") or not m:
-            self._answer(400, STATUS_BAD_REQUEST, "Malformed request", "expected multipart/form-data with a boundary",
-                         "Bad request\n", close=True)
-            return
-        server = self.server
-        if length > server.max_size + MAX_HEADER * 4:
-            self._answer(413, STATUS_ERROR_PARAMETER, "File too large",
-                         f"request of {length} bytes exceeds the limit {server.max_size}", "Too large\n", close=True)
-            return
-        body = _Body(self.rfile, length)
-        upload = _Upload(server.dropbox, server.max_size)
-        try:
-            parse_multipart(body, m.group(1).encode("latin-1"), upload)
-            upload.verify()
-            stored = upload.land(f"http:{self._peer()}")
+            if request.headers.get("Expect", "").lower() == "100-continue":
+                await request.writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+            try:
+                await self._receive(request, receiver)
+            except (ValueError, RuntimeError, AssertionError, HttpProcessingError) as exc:
+                raise self._malformed(request, exc) from None
+            stored = await self._in_thread(receiver.complete, source)
         except UploadError as exc:
-            upload.cleanup()
-            body.drain()  # read (and discard) the rest so the client gets our answer
-            log.warning("upload refused from %s: %s", self._peer(), exc)
-            self._answer(exc.http, exc.code, exc.message, exc.detail, f"{exc.message}\n", close=True)
-            return
+            receiver.cleanup()
+            resp = self._refuse(request, exc)
+            try:
+                await self._drain(request)  # the client sends its whole body before it reads the answer
+            except webserve.Stalled:
+                await webserve.send(request, resp, timeout)
+                webserve.close_now(request)
+            return "refused", resp
+        except webserve.Stalled as exc:
+            receiver.cleanup()
+            log.warning("upload from %s timed out after %d bytes: %s", request.remote, receiver.size, exc)
+            resp = answer(408, STATUS_FAIL_EXECUTE, "Request timeout", str(exc), "Request timeout\n")
+            self.stats.refusals.labels(str(STATUS_FAIL_EXECUTE), "408").inc()
+            await webserve.send(request, resp, timeout)
+            webserve.close_now(request)
+            return "timeout", resp
+        except ConnectionError as exc:
+            receiver.cleanup()
+            log.info("upload from %s: the client went away after %d bytes (%s)", request.remote, receiver.size,
+                     exc or type(exc).__name__)
+            return "disconnected", web.Response(status=400)
         except OSError as exc:
-            upload.cleanup()
+            receiver.cleanup()
             log.exception("upload failed")
-            self._answer(500, STATUS_FAIL_EXECUTE, "Failed to save file data", str(exc), "Failed\n", close=True)
-            return
-        server.stored.append(stored)
-        log.info("saved %s size %d md5 %s from %s", stored.path, stored.size, stored.md5, self._peer())
-        self._answer(200, STATUS_OK, "File saved", f"Wrote {stored.size} bytes", "Thanks.\n")
+            return "error", self._refuse(request, UploadError(STATUS_FAIL_EXECUTE, "Failed to save file data",
+                                                              str(exc)), body="Failed\n")
+        self.stats.saved_bytes.inc(stored.size)
+        log.info("saved %s size %d md5 %s from %s", stored.path, stored.size, stored.md5, source)
+        try:
+            await self._drain(request)  # the epilogue, if any: keeps the connection usable
+        except webserve.Stalled:
+            webserve.close_now(request)
+        return "saved", answer(200, STATUS_OK, "File saved", f"Wrote {stored.size} bytes", "Thanks.\n")
+
+    async def _receive(self, request: web.BaseRequest, receiver: Receiver) -> None:
+        timeout = self.limits.timeout
+        reader = MultipartReader(request.headers, request.content, max_field_size=self.limits.max_field_size,
+                                 max_headers=self.limits.max_headers)
+        while (part := await webserve.within(timeout, reader.next())) is not None:
+            if isinstance(part, MultipartReader):
+                raise UploadError(STATUS_BAD_REQUEST, "Malformed multipart body", "nested multipart part",
+                                  http=400)
+            receiver.start(part.name, part.filename)
+            if part.name == "file":
+                await self._stream_file(part, receiver)
+            else:  # small reads: the reader looks one read ahead for the boundary, a big read would swallow
+                while not part.at_eof():  # the start of the file with the field
+                    chunk = await webserve.within(timeout, part.read_chunk(FIELD_CHUNK))
+                    if chunk:
+                        receiver.data(chunk)
+            receiver.end()
+
+    async def _stream_file(self, part: Any, receiver: Receiver) -> None:
+        """The file part. With few uploads in flight, hashing and writing a piece run in a worker thread
+        while the event loop reads the next piece (two cores at work); with many, the loop does it all
+        itself (no thread hand-offs, one piece per upload in memory)."""
+        loop = asyncio.get_running_loop()
+        offload = self.in_flight <= OFFLOAD_BELOW
+        pending: asyncio.Future[None] | None = None
+        try:
+            while not part.at_eof():
+                chunk = await webserve.within(self.limits.timeout, part.read_chunk(CHUNK))
+                if pending is not None:
+                    await pending
+                    pending = None
+                if not chunk:
+                    continue
+                if offload:
+                    pending = loop.run_in_executor(self.workers, receiver.data, chunk)
+                else:
+                    receiver.data(chunk)
+            if pending is not None:
+                await pending
+                pending = None
+        finally:
+            if pending is not None:  # never close the temp file under a running write
+                await asyncio.wait([pending])
+
+    @staticmethod
+    def _malformed(request: web.BaseRequest, exc: BaseException) -> UploadError:
+        content, length = request.content, request.content_length or 0
+        if getattr(request.protocol, "half_closed", False) and content.total_bytes < length:
+            return UploadError(STATUS_BAD_REQUEST, "Truncated request", "connection closed before the body ended",
+                               http=400)
+        if content.at_eof():
+            return UploadError(STATUS_BAD_REQUEST, "Malformed multipart body",
+                               "body ended before the closing boundary", http=400)
+        return UploadError(STATUS_BAD_REQUEST, "Malformed multipart body", str(exc)[:200], http=400)
+
+    async def _drain(self, request: web.BaseRequest) -> None:
+        """Read and discard the rest of the body (at most Content-Length, each read within the timeout)."""
+        content = request.content
+        try:
+            while not content.at_eof():
+                if not await webserve.within(self.limits.timeout, content.readany()):
+                    break
+        except (ConnectionError, ValueError, HttpProcessingError):
+            pass
+
+    @staticmethod
+    async def _in_thread(func: Any, *args: Any) -> Any:
+        """Run blocking work in a thread; on cancellation wait for it, so cleanup never races it."""
+        task = asyncio.ensure_future(asyncio.to_thread(func, *args))
+        try:
+            return await asyncio.shield(task)
+        except asyncio.CancelledError:
+            await asyncio.wait([task])
+            raise
 
 
-class UploadServer(ThreadingHTTPServer):
-    """The upload endpoint; ``serve_forever()`` or ``start()`` (background thread)."""
-
-    daemon_threads = True
+class UploadServer(webserve.Hosted):
+    """The upload endpoint, bound at construction; ``start()``/``stop()`` or ``serve_forever()``."""
 
     def __init__(self, address: tuple[str, int], dropbox_dir: str | os.PathLike[str], *,
-                 max_size: int = DEFAULT_MAX_SIZE, ssl_context: ssl.SSLContext | None = None) -> None:
+                 max_size: int = DEFAULT_MAX_SIZE, ssl_context: ssl.SSLContext | None = None,
+                 max_uploads: int = DEFAULT_MAX_UPLOADS, limits: webserve.Limits | None = None,
+                 allow: AllowList | None = None) -> None:
+        if allow is not None and ssl_context is None:
+            raise ValueError("an allow-list of certificate subjects needs TLS with client certificates")
+        if max_uploads < 1 or max_size < 1:
+            raise ValueError("max_uploads and max_size must be positive")
         self.dropbox = Path(dropbox_dir)
         self.max_size = max_size
-        self.stored: list[Stored] = []
-        self.ssl_context = ssl_context
-        self._thread: threading.Thread | None = None
-        super().__init__(address, UploadHandler)
+        self.stats = UploadStats()
+        limits = limits or webserve.Limits(timeout=DEFAULT_TIMEOUT)
+        self.service = UploadService(self.dropbox, max_size=max_size, max_uploads=max_uploads, limits=limits,
+                                     tls=ssl_context is not None, allow=allow, stats=self.stats)
+        super().__init__(self.service, address[0], address[1], limits=limits, ssl_context=ssl_context,
+                         error_response=framing_error, name="upload")
+        self.stats.connections.set_function(lambda: self._server.open_connections if self._server else 0)
+        sweep_stale(self.dropbox, max(3600.0, 10 * limits.timeout))
 
-    def get_request(self) -> tuple[Any, Any]:
-        sock, addr = super().get_request()
-        if self.ssl_context is not None:
-            sock = self.ssl_context.wrap_socket(sock, server_side=True, do_handshake_on_connect=False)
-        return sock, addr
-
-    def finish_request(self, request: Any, client_address: Any) -> None:
-        if isinstance(request, ssl.SSLSocket):
-            request.settimeout(60)
-            try:
-                request.do_handshake()
-            except (ssl.SSLError, OSError) as exc:
-                log.warning("TLS handshake with %s failed: %s", client_address, exc)
-                return
-        super().finish_request(request, client_address)
-
-    @property
-    def url(self) -> str:
-        host, port = self.server_address[:2]
-        return f"{'https' if self.ssl_context else 'http'}://{host}:{port}"
-
-    def start(self) -> None:
-        self._thread = threading.Thread(target=self.serve_forever, name="upload-server", daemon=True)
-        self._thread.start()
-
-    def stop(self) -> None:
-        self.shutdown()
-        self.server_close()
-        if self._thread is not None:
-            self._thread.join(10)
-
-
-def server_ssl_context(cert: str, key: str, ca: str | None = None) -> ssl.SSLContext:
-    """TLS for the server; with ``ca`` every client must present a certificate signed by it."""
-    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
-    ctx.load_cert_chain(cert, key)
-    if ca:
-        if os.path.isdir(ca):
-            ctx.load_verify_locations(capath=ca)
-        else:
-            ctx.load_verify_locations(cafile=ca)
-        ctx.verify_mode = ssl.CERT_REQUIRED
-    return ctx
+    async def _close(self) -> None:
+        await super()._close()
+        self.service.workers.shutdown(wait=True)  # the handlers are done: nothing is pending
 
 
 def make_server(host: str, port: int, dropbox_dir: str | os.PathLike[str], *, max_size: int = DEFAULT_MAX_SIZE,
-                cert: str | None = None, key: str | None = None, ca: str | None = None) -> UploadServer:
-    context = server_ssl_context(cert, key or cert, ca) if cert else None
-    return UploadServer((host, port), dropbox_dir, max_size=max_size, ssl_context=context)
+                cert: str | None = None, key: str | None = None, ca: str | None = None,
+                max_uploads: int = DEFAULT_MAX_UPLOADS, timeout: float = DEFAULT_TIMEOUT,
+                max_connections: int = 1024, allowed_dns: str | None = None) -> UploadServer:
+    """The endpoint on ``host:port``; TLS when ``cert`` is given, and then ``ca`` is required."""
+    context = None
+    if cert:
+        if not ca:
+            raise ValueError("TLS needs a CA: clients must present a certificate (ca= / --ca)")
+        context = server_ssl_context(cert, key or cert, ca)
+    elif key or ca or allowed_dns:
+        raise ValueError("key, ca and allowed_dns need a server certificate (TLS)")
+    limits = webserve.Limits(timeout=timeout, max_connections=max_connections)
+    allow = AllowList(allowed_dns) if allowed_dns else None
+    return UploadServer((host, port), dropbox_dir, max_size=max_size, ssl_context=context,
+                        max_uploads=max_uploads, limits=limits, allow=allow)

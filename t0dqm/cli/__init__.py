@@ -18,6 +18,7 @@ COMMAND_MODULES = (
     "t0dqm.cli.ops",
     "t0dqm.cli.health",
     "t0dqm.cli.worker",
+    "t0dqm.cli.liveness",
 )
 
 

@@ -23,10 +23,10 @@ from sqlalchemy import select
 from t0dqm import config
 from t0dqm.beat_election import ElectedScheduler, current_leader
 from t0dqm.catalog import Catalog, audit
+from t0dqm.hosts import on_host
 from tests.conftest import make_settings
-from tests.integration.hosts import on_host
 from tests.integration.test_heartbeat import wait_for
-from tests.integration.workerproc import REPO, t0dqm_env
+from tests.integration.workerproc import REPO, stop_group, t0dqm_env
 
 TASK = "t0dqm.tasks.ops.reconcile"
 QUEUE = "ops"  # the dev flavour's ops queue, where reconcile goes
@@ -56,13 +56,7 @@ def beat(host: str, env: dict[str, str], tmp_path: Path) -> Iterator[tuple[subpr
     try:
         yield proc, log
     finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGTERM)
-            try:
-                proc.wait(60)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait(30)
+        stop_group(proc)
 
 
 def senders(redis_url: str) -> Counter[int]:

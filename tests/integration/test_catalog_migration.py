@@ -4,20 +4,11 @@ migrated in place, data kept; SQLite and PostgreSQL."""
 from __future__ import annotations
 
 import time
-from pathlib import Path
 
-import pytest
 from sqlalchemy import Index, MetaData, Table, insert, inspect, select
 
 from t0dqm.catalog import Catalog, files, meta, metadata, t0_outputs
 from t0dqm.schema import LEGACY_REVISIONS, head
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def catalog_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    if request.param == "sqlite":
-        return f"sqlite:///{tmp_path / 'catalog.sqlite'}"
-    return request.getfixturevalue("pg_url")
 
 
 def make_legacy(url: str, version: int) -> Catalog:

@@ -219,6 +219,24 @@ def wait_for_nodes(broker: str, workers: list[Started], beats: list[Started], ti
         app.close()
 
 
+def wait_for_beat_leader(beats: list[Started], timeout: float = 120.0) -> int:
+    """The pid of the beat holding the flavour's leader lease in the catalog, once one does."""
+    from t0dqm import config
+    from t0dqm.beat_election import current_leader
+    from t0dqm.catalog import Catalog
+
+    settings = config.load(None, environ={k: v for k, v in beats[0].env.items() if k.startswith("T0DQM_")})
+    catalog = Catalog(settings.catalog_url)
+    deadline = time.monotonic() + timeout
+    try:
+        while (owner := current_leader(catalog, settings)) is None:
+            assert time.monotonic() < deadline, "no beat took the leader lease\n" + "\n".join(b.tail() for b in beats)
+            time.sleep(0.5)  # poll interval of the wait for the end state
+    finally:
+        catalog.dispose()
+    return int(owner.split(":")[1])  # host:pid:token:beat
+
+
 def substituted(env: dict[str, str], broker: str, catalog: str, root: Path) -> dict[str, str]:
     """The file's environment with the connection settings pointed at this test's services (the keys must
     be in the file: we substitute, we do not add)."""
@@ -261,6 +279,9 @@ def test_compose_commands_consume_their_flavours_queues(launcher: Launcher, depl
     by_pid, _beats = wait_for_nodes(deploy_redis.url, workers, beats)
     assert {w.env["T0DQM_FLAVOUR"] for w in workers} == {"offline"}
     check_roles(by_pid, workers)
+    # the two shipped beats elect one leader between them; the other stays up as the standby
+    leader = wait_for_beat_leader(beats)
+    assert leader in {b.proc.pid for b in beats} and all(b.proc.poll() is None for b in beats)
 
 
 def test_systemd_units_consume_their_flavours_queues(launcher: Launcher, deploy_redis: services.Service,

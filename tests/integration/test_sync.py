@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
+import ssl
+import subprocess
 import threading
 from collections.abc import Iterator
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
@@ -12,8 +15,10 @@ from pathlib import Path
 import pytest
 from sqlalchemy import select
 
+from t0dqm import celery as _app  # noqa: F401 - first: importing t0dqm.tasks.sync alone is circular
 from t0dqm import config, deleter, sync
 from t0dqm.catalog import audit, get_catalog
+from tests.integration.pki import Pki, make_pki
 
 SUB = "00012xxxx/0001234xx"
 
@@ -173,3 +178,101 @@ def test_partial_mirror(settings: config.Settings, tmp_path: Path) -> None:
 def test_partial_mirror_refuses_destination_outside_deletion_roots(settings: config.Settings, tmp_path: Path) -> None:
     with pytest.raises(deleter.DeletionRefused):
         sync.partial_mirror(settings.repository, tmp_path / "elsewhere", {"OnlineData": 100}, None, settings=settings)
+
+
+# -- online sync over https with X509 client certificates ---------------------------------------------
+
+@pytest.fixture(scope="module")
+def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
+    return make_pki(tmp_path_factory.mktemp("pki"))
+
+
+@contextlib.contextmanager
+def https_root(pki: Pki, served: Path, server_cert: str = "server") -> Iterator[str]:
+    """A real http.server on 127.0.0.1 behind TLS that requires a client certificate of the test CA."""
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.load_cert_chain(pki.path(f"{server_cert}.pem"), pki.path(f"{server_cert}.key"))
+    ctx.load_verify_locations(cafile=pki.path("ca.pem"))
+    ctx.verify_mode = ssl.CERT_REQUIRED
+    ctx.verify_flags |= ssl.VERIFY_ALLOW_PROXY_CERTS
+    server = ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(QuietHandler, directory=str(served)))
+    server.socket = ctx.wrap_socket(server.socket, server_side=True)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"https://127.0.0.1:{server.server_address[1]}/"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_online_sync_over_https_with_client_certificate(pki: Pki, tmp_path: Path) -> None:
+    served = tmp_path / "online"
+    a = remote_file(served, names(123401), 3000)
+    remote_file(served, "00013xxxx/0001300xx/DQM_V0001_Hcal_R000130001.root", 700)
+    dest = tmp_path / "dest"
+    with https_root(pki, served) as url:
+        context = sync.make_ssl_context(pki.path("client.pem"), pki.path("client.key"), pki.path("ca.pem"))
+        report = sync.online_sync(url, dest, connections=2, timeout=10, context=context)
+        assert report.errors == [] and len(report.downloaded) == 2
+        assert (dest / names(123401)).read_bytes() == a.read_bytes()
+        # no client certificate: the server refuses the handshake, nothing is written
+        bare = sync.online_sync(url, tmp_path / "bare", timeout=10, context=sync.make_ssl_context(ca=pki.path("ca.pem")))
+        assert bare.downloaded == [] and bare.errors and not (tmp_path / "bare").exists()
+        # a certificate of another CA is refused too
+        rogue = sync.make_ssl_context(pki.path("rogue-client.pem"), pki.path("rogue-client.key"), pki.path("ca.pem"))
+        assert sync.online_sync(url, tmp_path / "rogue", timeout=10, context=rogue).downloaded == []
+
+
+def test_online_sync_refuses_an_untrusted_server(pki: Pki, tmp_path: Path) -> None:
+    served = tmp_path / "online"
+    remote_file(served, names(123401), 3000)
+    with https_root(pki, served, server_cert="rogue-server") as url:
+        context = sync.make_ssl_context(pki.path("client.pem"), pki.path("client.key"), pki.path("ca.pem"))
+        report = sync.online_sync(url, tmp_path / "dest", timeout=10, context=context)
+        assert report.downloaded == [] and len(report.errors) == 1
+        assert "CERTIFICATE_VERIFY_FAILED" in report.errors[0], report.errors
+        # nor does the system's CA store trust it
+        report = sync.online_sync(url, tmp_path / "dest", timeout=10)
+        assert report.downloaded == [] and "CERTIFICATE_VERIFY_FAILED" in report.errors[0]
+    assert not (tmp_path / "dest").exists()
+
+
+def test_online_sync_task_over_https_with_a_grid_proxy(pki: Pki, settings: config.Settings, tmp_path: Path,
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    """The settings name no certificate: X509_USER_PROXY (an RFC 3820 proxy, chain and key in one file) and a
+    CA directory in X509_CERT_DIR are used, as the original daemon did."""
+    from t0dqm.tasks import sync as tasks
+
+    proxy = tmp_path / "x509up"
+    proxy.write_text(Path(pki.path("proxy-chain.pem")).read_text() + Path(pki.path("proxy.key")).read_text())
+    cadir = tmp_path / "certificates"
+    cadir.mkdir()
+    ca_hash = subprocess.run(["openssl", "x509", "-hash", "-noout", "-in", pki.path("ca.pem")], check=True,
+                             capture_output=True, text=True, timeout=60).stdout.strip()
+    (cadir / f"{ca_hash}.0").write_text(Path(pki.path("ca.pem")).read_text())
+    monkeypatch.setenv("X509_USER_PROXY", str(proxy))
+    monkeypatch.setenv("X509_CERT_DIR", str(cadir))
+    served = tmp_path / "online"
+    remote_file(served, names(123401), 1000)
+    with https_root(pki, served) as url:
+        current = config.Settings(data=dict(settings.data, sync={"url": url, "connections": 2}))
+        config.reset(current)
+        try:
+            result = tasks.online_sync.apply().get()
+        finally:
+            config.reset(settings)
+    assert result["downloaded"] == [names(123401)], result
+    assert (current.repository / "OnlineData" / "original" / names(123401)).exists()
+
+
+def test_x509_files_from_settings_then_environment(tmp_path: Path) -> None:
+    proxy = tmp_path / "x509up"
+    proxy.write_text("x")
+    env = {"X509_USER_PROXY": str(proxy), "X509_USER_CERT": "/c.pem", "X509_USER_KEY": "/k.pem",
+           "X509_CERT_DIR": "/grid/certificates"}
+    assert sync.x509_files({"cert": "/a.pem", "key": "/b.pem", "ca": "/ca.pem"}, env) == ("/a.pem", "/b.pem", "/ca.pem")
+    assert sync.x509_files({}, env) == (str(proxy), str(proxy), "/grid/certificates")
+    del env["X509_USER_PROXY"]
+    assert sync.x509_files({"ca": "/ca.pem"}, env) == ("/c.pem", "/k.pem", "/ca.pem")
+    assert sync.x509_files({}, {}) == ("", "", "")

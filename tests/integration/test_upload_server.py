@@ -5,8 +5,9 @@ from __future__ import annotations
 import hashlib
 import http.client
 import io
+import re
+import socket
 import ssl
-import subprocess
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -14,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from t0dqm import dropbox, simulate, upload_server
+from tests.integration.pki import CLIENT_SUBJECT, OTHER_SUBJECT, Pki, make_pki
 
 NAME = "DQM_V0001_R000357902__ZeroBias__Run2023D-PromptReco-v2__DQMIO.root"
 
@@ -160,87 +162,135 @@ def test_size_limit(box: Path, dqm_file: Path) -> None:
     assert stored_files(box) == []
 
 
-class Trickle(io.RawIOBase):
-    """A stream that returns at most ``n`` bytes per read: delimiters split across reads."""
-
-    def __init__(self, data: bytes, n: int) -> None:
-        self.data, self.n, self.pos = data, n, 0
-
-    def read(self, size: int = -1) -> bytes:
-        out = self.data[self.pos: self.pos + min(self.n, size if size >= 0 else self.n)]
-        self.pos += len(out)
-        return out
-
-
-class Collect:
-    def __init__(self) -> None:
-        self.parts: list[tuple[str | None, str | None, bytes]] = []
-
-    def start(self, name: str | None, filename: str | None) -> None:
-        self.parts.append((name, filename, b""))
-
-    def data(self, chunk: bytes) -> None:
-        name, filename, body = self.parts[-1]
-        self.parts[-1] = (name, filename, body + chunk)
-
-    def end(self) -> None:
-        pass
+def raw_request(port: int, head: list[str], body: bytes, pieces: int = 1) -> tuple[int, dict[str, str], bytes]:
+    """Send a request over a raw socket (the body in ``pieces`` sends), read the answer to the end."""
+    with socket.create_connection(("127.0.0.1", port), timeout=30) as sock:
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        sock.sendall(("\r\n".join(head) + "\r\n\r\n").encode())
+        step = max(1, -(-len(body) // pieces))
+        for i in range(0, len(body), step):
+            sock.sendall(body[i: i + step])
+        answer = b""
+        while chunk := sock.recv(65536):
+            answer += chunk
+    head_text, _, rest = answer.partition(b"\r\n\r\n")
+    lines = head_text.decode("latin-1").split("\r\n")
+    headers = {k.strip().lower(): v.strip() for k, _, v in (line.partition(":") for line in lines[1:])}
+    return int(lines[0].split()[1]), headers, rest
 
 
-@pytest.mark.parametrize("n", [1, 3, 7, 64, 4096])
-def test_multipart_parser_handles_any_read_size(n: int) -> None:
-    payload = b"root\0" + b"\r\n--boun" + bytes(range(256)) * 3 + b"\r\n-"
-    body = (b"preamble\r\n--bound\r\nContent-Disposition: form-data; name=\"size\"\r\n\r\n12\r\n"
-            b"--bound\r\nContent-Disposition: form-data; name=\"file\"; filename=\"a.root\"\r\n\r\n" + payload +
-            b"\r\n--bound--\r\nepilogue")
-    sink = Collect()
-    upload_server.parse_multipart(upload_server._Body(Trickle(body, n), len(body)), b"bound", sink)
-    assert sink.parts == [("size", None, b"12"), ("file", "a.root", payload)]
+def form(boundary: str, fields: list[tuple[str, str | None, bytes]]) -> bytes:
+    out = b""
+    for name, filename, value in fields:
+        disp = f'form-data; name="{name}"' + (f'; filename="{filename}"' if filename else "")
+        out += f"--{boundary}\r\nContent-Disposition: {disp}\r\n\r\n".encode() + value + b"\r\n"
+    return out + f"--{boundary}--\r\n".encode()
 
 
-def test_truncated_body_is_an_error() -> None:
-    body = b"--bound\r\nContent-Disposition: form-data; name=\"file\"; filename=\"a.root\"\r\n\r\nabc"
-    with pytest.raises(upload_server.UploadError):
-        upload_server.parse_multipart(upload_server._Body(Trickle(body, 5), len(body)), b"bound", Collect())
+def post_head(length: int, boundary: str = "bound", *extra: str) -> list[str]:
+    return ["POST /dqm/dev/data/put HTTP/1.1", "Host: 127.0.0.1", f"Content-Length: {length}",
+            f"Content-Type: multipart/form-data; boundary={boundary}", "Connection: close", *extra]
+
+
+@pytest.mark.parametrize("pieces", [1, 7, 333])
+def test_delimiter_like_bytes_and_any_split_of_the_body(server: upload_server.UploadServer, box: Path,
+                                                        pieces: int) -> None:
+    """The file holds the boundary's prefix, CRLFs and dashes; the body arrives in many small sends."""
+    payload = b"root\0" + b"\r\n--boun" + bytes(range(256)) * 3 + b"--bound\r\n" + b"\r\n-"
+    body = b"preamble\r\n" + form("bound", [("size", None, str(len(payload)).encode()),
+                                            ("checksum", None, b"md5:" + hashlib.md5(payload).hexdigest().encode()),
+                                            ("file", NAME, payload)]) + b"epilogue"
+    status, headers, _ = raw_request(server.server_port, post_head(len(body)), body, pieces)
+    assert status == 200 and headers["dqm-status-code"] == "100", headers
+    assert (box / "0000" / NAME).read_bytes() == payload
+
+
+@pytest.mark.parametrize("body, detail", [
+    (b"no boundary anywhere\r\n" * 10, "body ended before the closing boundary"),
+    (b"--bound\r\nContent-Disposition: form-data; name=\"size\"\r\n\r\n12", "body ended before the closing boundary"),
+    (b"--bound\r\nContent-Type: multipart/mixed; boundary=inner\r\n\r\n--inner--\r\n\r\n--bound--\r\n",
+     "nested multipart part"),
+    (b"--bound\r\nContent-Disposition: form-data; name=\"x\"\r\nX-Long: " + b"a" * 9000 + b"\r\n\r\nv\r\n--bound--\r\n",
+     "Got more than"),
+    (b"".join(b"--bound\r\nContent-Disposition: form-data; name=\"f%d\"\r\n\r\nv\r\n" % i for i in range(20))
+     + b"--bound--\r\n", "more than 16 parts"),
+])
+def test_malformed_multipart_refused(server: upload_server.UploadServer, box: Path, body: bytes, detail: str) -> None:
+    status, headers, _ = raw_request(server.server_port, post_head(len(body)), body)
+    assert status in (400, 500) and headers["dqm-status-code"] == "200", headers
+    assert detail in headers["dqm-status-detail"], headers
+    assert stored_files(box) == []
+    assert not list((box / dropbox.UPLOADING).glob("*")) if (box / dropbox.UPLOADING).exists() else True
+
+
+def test_field_too_long(server: upload_server.UploadServer, box: Path) -> None:
+    body = form("bound", [("checksum", None, b"md5:" + b"0" * 5000)])
+    status, headers, _ = raw_request(server.server_port, post_head(len(body)), body)
+    assert status == 500 and headers["dqm-status-code"] == "200" and headers["dqm-status-detail"] == "field too long"
 
 
 # -- TLS with client certificates ------------------------------------------------------------------
 
-def _openssl(*args: str) -> None:
-    subprocess.run(["openssl", *args], check=True, capture_output=True)
-
-
 @pytest.fixture(scope="module")
-def pki(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    d = tmp_path_factory.mktemp("pki")
-    _openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", "/CN=t0dqm test CA",
-             "-keyout", str(d / "ca.key"), "-out", str(d / "ca.pem"))
-    for who, ext in (("server", "subjectAltName=IP:127.0.0.1"), ("client", "extendedKeyUsage=clientAuth")):
-        _openssl("req", "-newkey", "rsa:2048", "-nodes", "-subj", f"/CN={who}", "-keyout", str(d / f"{who}.key"),
-                 "-out", str(d / f"{who}.csr"))
-        (d / f"{who}.ext").write_text(ext + "\n")
-        _openssl("x509", "-req", "-in", str(d / f"{who}.csr"), "-CA", str(d / "ca.pem"), "-CAkey", str(d / "ca.key"),
-                 "-CAcreateserial", "-days", "2", "-extfile", str(d / f"{who}.ext"), "-out", str(d / f"{who}.pem"))
-    return d
+def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
+    return make_pki(tmp_path_factory.mktemp("pki"))
 
 
-def test_tls_requires_a_client_certificate(pki: Path, box: Path, dqm_file: Path) -> None:
-    srv = upload_server.make_server("127.0.0.1", 0, box, cert=str(pki / "server.pem"), key=str(pki / "server.key"),
-                                    ca=str(pki / "ca.pem"))
+def tls_server(pki: Pki, box: Path, allowed: str | None = None) -> upload_server.UploadServer:
+    return upload_server.make_server("127.0.0.1", 0, box, cert=pki.path("server.pem"), key=pki.path("server.key"),
+                                     ca=pki.path("ca.pem"), allowed_dns=allowed)
+
+
+def test_tls_requires_a_client_certificate(pki: Pki, box: Path, dqm_file: Path) -> None:
+    srv = tls_server(pki, box)
     srv.start()
     try:
         assert srv.url.startswith("https://")
-        ctx = ssl.create_default_context(cafile=str(pki / "ca.pem"))
-        ctx.load_cert_chain(str(pki / "client.pem"), str(pki / "client.key"))
-        status, headers, _ = client_upload(srv.url, dqm_file, context=ctx)
+        status, headers, _ = client_upload(srv.url, dqm_file, context=pki.client_context("client"))
         assert status == 200 and headers["dqm-status-code"] == "100"
-        assert (box / "0000" / NAME).exists()
-        anonymous = ssl.create_default_context(cafile=str(pki / "ca.pem"))
-        with pytest.raises((ssl.SSLError, ConnectionError, http.client.HTTPException)):
-            client_upload(srv.url, dqm_file, context=anonymous)
+        origin_text = (box / "0000" / (NAME + ".origin")).read_text()
+        # the original receive daemon's pattern, applied as it did: to the whole file
+        m = re.match(r"^md5:([0-9a-f]+) (\d+) (\S+)$", origin_text)
+        assert m and m.group(3) == "https:127.0.0.1;dn=/O=CMS/OU=Users/CN=Test%20Operator", origin_text
+        assert dropbox.read_origin(box / "0000" / (NAME + ".origin")).dn == CLIENT_SUBJECT
+        for anonymous in (pki.client_context(""), pki.client_context("rogue-client")):  # no cert, unknown CA
+            with pytest.raises((ssl.SSLError, ConnectionError, http.client.HTTPException)):
+                client_upload(srv.url, dqm_file, context=anonymous)
         assert not (box / "0001").exists()
     finally:
         srv.stop()
+    with pytest.raises(ValueError, match="CA"):
+        upload_server.make_server("127.0.0.1", 0, box, cert=pki.path("server.pem"), key=pki.path("server.key"))
+
+
+def test_allow_list_of_subjects(pki: Pki, box: Path, tmp_path: Path, dqm_file: Path) -> None:
+    allowed = tmp_path / "allowed_dns"
+    allowed.write_text("# DQM uploaders\n" + CLIENT_SUBJECT.replace("/CN=", " / CN = ") + "\n")
+    srv = tls_server(pki, box, str(allowed))
+    srv.start()
+    try:
+        status, headers, _ = client_upload(srv.url, dqm_file, context=pki.client_context("other"))
+        assert status == 403 and headers["dqm-status-code"] == "300", headers
+        assert headers["dqm-status-message"] == "Certificate subject not allowed"
+        assert OTHER_SUBJECT in headers["dqm-status-detail"] and "allow-list" in headers["dqm-status-detail"]
+        assert stored_files(box) == []
+        status, headers, _ = client_upload(srv.url, dqm_file, context=pki.client_context("client"))
+        assert status == 200 and headers["dqm-status-code"] == "100"
+        # an RFC 3820 proxy of an allowed certificate uploads as its owner
+        proxy = ssl.create_default_context(cafile=pki.path("ca.pem"))
+        proxy.load_cert_chain(pki.path("proxy-chain.pem"), pki.path("proxy.key"))
+        status, headers, _ = client_upload(srv.url, dqm_file, context=proxy)
+        assert status == 200 and headers["dqm-status-code"] == "100", headers
+        assert dropbox.read_origin(box / "0001" / (NAME + ".origin")).dn == CLIENT_SUBJECT
+        # the list is re-read when it changes
+        allowed.write_text(OTHER_SUBJECT + "\n")
+        status, headers, _ = client_upload(srv.url, dqm_file, context=pki.client_context("client"))
+        assert status == 403 and headers["dqm-status-code"] == "300"
+        assert client_upload(srv.url, dqm_file, context=pki.client_context("other"))[0] == 200
+    finally:
+        srv.stop()
+    with pytest.raises(ValueError, match="TLS"):
+        upload_server.make_server("127.0.0.1", 0, box, allowed_dns=str(allowed))
 
 
 def test_uploaded_file_is_received_indexed_and_zipped(settings: object, dqm_file: Path) -> None:

@@ -1,0 +1,209 @@
+"""Benchmark: the upload endpoint before (http.server, checked out of git) and after (aiohttp), in one run.
+
+Scenarios, each against a fresh server process (its peak RSS is its VmHWM at the end):
+  one 1 GiB upload;  50 parallel 20 MB uploads.
+The client is the same for both: http.client in a separate process, streaming the file in 1 MiB sends with
+the visDQMUpload request (fields size, checksum, file). Throughput = bytes / (first byte sent -> answer read).
+Rounds alternate before/after; the table shows medians.
+
+    .venv/bin/python bench/bench_upload.py [--before b248399] [--rounds 3] [--big-mb 1024] [--n 50] [--small-mb 20]
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import http.client
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+SRC = Path("/tmp/t0dqm-bench-upload-src")
+NAME = "DQM_V0001_R000357902__ZeroBias__Run2023D-PromptReco-v2__DQMIO.root"
+
+SERVER = """
+import sys
+sys.path.insert(0, {path!r})
+import {module} as us
+assert us.__file__.startswith({path!r}), us.__file__
+srv = us.make_server("127.0.0.1", 0, {box!r}, max_size=2 << 30{extra})
+print(srv.server_address[1], flush=True)
+srv.serve_forever()
+"""
+
+
+def make_source(mb: int) -> tuple[Path, str]:
+    """A file of ``mb`` MiB starting with the ROOT magic (made once, reused) and its md5."""
+    path = SRC / f"{mb}" / NAME
+    md5_file = path.with_suffix(".md5")
+    if path.is_file() and md5_file.is_file():
+        return path, md5_file.read_text()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    block = os.urandom(1 << 20)
+    md5 = hashlib.md5()
+    with open(path, "wb") as out:
+        for i in range(mb):
+            chunk = (b"root\0" + block[5:]) if i == 0 else block
+            md5.update(chunk)
+            out.write(chunk)
+    md5_file.write_text(md5.hexdigest())
+    return path, md5.hexdigest()
+
+
+def upload(port: int, path: Path, md5: str) -> tuple[int, float]:
+    """One upload as visDQMUpload sends it (streamed); (HTTP status, seconds)."""
+    size = path.stat().st_size
+    boundary = uuid.uuid4().hex
+    pre = b""
+    for key, value in (("size", str(size)), ("checksum", f"md5:{md5}")):
+        pre += f'--{boundary}\r\nContent-Disposition: form-data; name="{key}"\r\n\r\n{value}\r\n'.encode()
+    pre += (f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="{path.name}"\r\n'
+            f"Content-Type: application/octet-stream\r\n\r\n").encode()
+    post = f"\r\n--{boundary}--\r\n".encode()
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=600)
+    start = time.perf_counter()
+    conn.putrequest("POST", "/dqm/dev/data/put")
+    conn.putheader("Content-Type", f"multipart/form-data; boundary={boundary}")
+    conn.putheader("Content-Length", str(len(pre) + size + len(post)))
+    conn.endheaders()
+    conn.send(pre)
+    with open(path, "rb") as fh:
+        while data := fh.read(1 << 20):
+            conn.send(data)
+    conn.send(post)
+    resp = conn.getresponse()
+    resp.read()
+    conn.close()
+    return resp.status, time.perf_counter() - start
+
+
+def client_main(port: int, path: str, md5: str, n: int) -> None:
+    """Run ``n`` uploads at once (threads); print JSON {statuses, seconds}."""
+    results: list[tuple[int, float]] = []
+    lock = threading.Lock()
+    go = threading.Barrier(n)
+
+    def one() -> None:
+        go.wait()
+        try:
+            out = upload(port, Path(path), md5)
+        except OSError as exc:  # the old server's listen backlog is 5: a burst of connections may be reset
+            out = (-1, 0.0)
+            print(f"upload failed: {exc!r}", file=sys.stderr)
+        with lock:
+            results.append(out)
+
+    start = time.perf_counter()
+    threads = [threading.Thread(target=one) for _ in range(n)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    print(json.dumps({"statuses": [s for s, _ in results], "seconds": time.perf_counter() - start}))
+
+
+def peak_rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    raise RuntimeError("no VmHWM")
+
+
+def cpu_seconds(pid: int) -> float:
+    """user + system CPU time of a process so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    raise RuntimeError("no VmRSS")
+
+
+def run_once(impl: str, oldpath: Path, work: Path, source: tuple[Path, str], n: int) -> dict[str, float]:
+    box = work / f"box-{impl}"
+    shutil.rmtree(box, ignore_errors=True)
+    if impl == "before":
+        code = SERVER.format(path=str(oldpath), module="t0dqm.upload_server", box=str(box), extra="")
+    else:
+        code = SERVER.format(path=str(ROOT), module="t0dqm.upload_server", box=str(box),
+                             extra=f", max_uploads={max(64, n)}")
+    server = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True, cwd=str(work))
+    try:
+        assert server.stdout is not None
+        port = int(server.stdout.readline())
+        idle, cpu0 = rss_mb(server.pid), cpu_seconds(server.pid)
+        out = subprocess.run([sys.executable, __file__, "--client", str(port), str(source[0]), source[1], str(n)],
+                             capture_output=True, text=True, timeout=1800, check=True)
+        result = json.loads(out.stdout)
+        peak, cpu = peak_rss_mb(server.pid), cpu_seconds(server.pid) - cpu0
+    finally:
+        server.terminate()
+        server.wait(30)
+    ok = result["statuses"].count(200)
+    assert set(result["statuses"]) <= {200, -1}, result
+    stored = list(box.glob("[0-9]*/" + NAME))
+    assert len(stored) == ok and all(p.stat().st_size == source[0].stat().st_size for p in stored)
+    shutil.rmtree(box, ignore_errors=True)
+    total = ok * source[0].stat().st_size
+    return {"mb_s": total / result["seconds"] / 1e6, "seconds": result["seconds"], "peak_rss_mb": peak,
+            "idle_rss_mb": idle, "cpu_s_per_gb": cpu / (total / 1e9), "failed": n - ok}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--before", default="b248399", help="git revision of the http.server implementation")
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--big-mb", type=int, default=1024)
+    parser.add_argument("--n", type=int, default=50)
+    parser.add_argument("--small-mb", type=int, default=20)
+    parser.add_argument("--client", nargs=4, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.client:
+        port, path, md5, n = args.client
+        client_main(int(port), path, md5, int(n))
+        return
+    with tempfile.TemporaryDirectory(prefix="t0dqm-bench-upload-") as tmp:
+        work = Path(tmp)
+        oldpath = work / "old"
+        oldpath.mkdir()
+        archive = subprocess.run(["git", "-C", str(ROOT), "archive", args.before, "t0dqm"], capture_output=True,
+                                 check=True).stdout
+        subprocess.run(["tar", "-x", "-C", str(oldpath)], input=archive, check=True)  # the whole old package
+        scenarios = [(f"1 x {args.big_mb} MiB", make_source(args.big_mb), 1),
+                     (f"{args.n} x {args.small_mb} MiB parallel", make_source(args.small_mb), args.n)]
+        results: dict[tuple[str, str], list[dict[str, float]]] = {}
+        for _ in range(args.rounds):
+            for label, source, n in scenarios:
+                for impl in ("before", "after"):
+                    results.setdefault((label, impl), []).append(run_once(impl, oldpath, work, source, n))
+        print(f"| scenario | server | MB/s (median of {args.rounds}) | server CPU s/GB | peak RSS MB (median, max) "
+              "| idle RSS MB | failed uploads |")
+        print("| --- | --- | --- | --- | --- | --- | --- |")
+        for (label, impl), runs in results.items():
+            speed = statistics.median(r["mb_s"] for r in runs)
+            peaks = [r["peak_rss_mb"] for r in runs]
+            idle = statistics.median(r["idle_rss_mb"] for r in runs)
+            cpu = statistics.median(r["cpu_s_per_gb"] for r in runs)
+            failed = sum(r["failed"] for r in runs)
+            print(f"| {label} | {impl} | {speed:.0f} | {cpu:.2f} | {statistics.median(peaks):.0f}, {max(peaks):.0f} "
+                  f"| {idle:.0f} | {failed} of {len(runs) * (args.n if 'parallel' in label else 1)} |")
+        for label, _source, _n in scenarios:
+            b = statistics.median(r["mb_s"] for r in results[(label, "before")])
+            a = statistics.median(r["mb_s"] for r in results[(label, "after")])
+            print(f"{label}: after/before throughput ratio {a / b:.2f}")
+
+
+if __name__ == "__main__":
+    main()
