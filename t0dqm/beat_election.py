@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import Any
 
@@ -45,7 +47,16 @@ class ElectedScheduler(Scheduler):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         self.leading = False
         self._leader_seen: str | None = None
+        self._in_catalog = 0  # > 0 while a catalog transaction of ours is open (see close)
         super().__init__(*args, **kwargs)
+
+    @contextmanager
+    def _catalog_call(self) -> Iterator[None]:
+        self._in_catalog += 1
+        try:
+            yield
+        finally:
+            self._in_catalog -= 1
 
     # -- election -----------------------------------------------------------------------------------
     @property
@@ -69,8 +80,9 @@ class ElectedScheduler(Scheduler):
         catalog cannot be reached."""
         settings = self.settings
         try:
-            won = self.catalog.acquire_lease(leader_lease_name(settings), self.owner,
-                                             float(settings["heartbeat"]["leader_lease"]))
+            with self._catalog_call():
+                won = self.catalog.acquire_lease(leader_lease_name(settings), self.owner,
+                                                 float(settings["heartbeat"]["leader_lease"]))
         except SQLAlchemyError as exc:
             if self.leading:
                 logger.warning("beat: catalog unreachable, not sending until it is back: %s", exc)
@@ -85,7 +97,8 @@ class ElectedScheduler(Scheduler):
 
     def _note_standby(self) -> None:
         try:
-            leader = current_leader(self.catalog, self.settings)
+            with self._catalog_call():
+                leader = current_leader(self.catalog, self.settings)
         except SQLAlchemyError:
             leader = None
         if leader != self._leader_seen or self.leading:
@@ -95,7 +108,8 @@ class ElectedScheduler(Scheduler):
     def _resume_from_catalog(self) -> None:
         """Go on from the last runs the previous leader recorded (later of theirs and ours)."""
         try:
-            runs = self.catalog.beat_last_runs(self._prefix)
+            with self._catalog_call():
+                runs = self.catalog.beat_last_runs(self._prefix)
         except SQLAlchemyError as exc:
             logger.warning("beat: last runs unavailable, using this beat's own: %s", exc)
             return
@@ -120,12 +134,18 @@ class ElectedScheduler(Scheduler):
     def apply_entry(self, entry: ScheduleEntry, producer: Any = None) -> None:
         super().apply_entry(entry, producer=producer)
         try:
-            self.catalog.record_beat_run(self._prefix + entry.name, time.time(), self.owner)
+            with self._catalog_call():
+                self.catalog.record_beat_run(self._prefix + entry.name, time.time(), self.owner)
         except SQLAlchemyError as exc:  # the next leader may send this entry once more: harmless
             logger.warning("beat: could not record the run of %s: %s", entry.name, exc)
 
     def close(self) -> None:
+        """Hand the leadership over. celery calls this from its SIGTERM handler too, which may interrupt
+        our own lease transaction (its row lock would block the release until the statement timeout):
+        then it does nothing, and beat's shutdown calls it again once that transaction is rolled back."""
         super().close()
+        if self._in_catalog:
+            return
         if self.leading:
             try:
                 self.catalog.release_lease(leader_lease_name(self.settings), self.owner)
