@@ -231,9 +231,10 @@ class Chaos:
         cat.dispose()
         return zip_owners, copiers
 
-    def kill_worker(self, targeted: bool) -> None:
+    def kill_worker(self, targeted: bool) -> bool:
         """SIGKILL a worker process; when ``targeted``, wait (up to 10 s) for one that holds a zip
-        append lease or an archive copy claim, so the kill lands mid-append or mid-copy."""
+        append lease or an archive copy claim, so the kill lands mid-append or mid-copy. False when no
+        worker process is alive at the moment (all killed and not yet restarted): the kill is due again."""
         deadline = time.monotonic() + (10.0 if targeted else 0.0)
         while True:
             appenders, copiers = self._busy_pids()
@@ -244,15 +245,17 @@ class Chaos:
                     pid = self.rng.choice(live)
                     _kill(pid)
                     self.faults.add(kind, f"pid {pid}")
-                    return
+                    return True
             if time.monotonic() >= deadline:
                 break
             time.sleep(0.01)
         pids = sorted(mine)
-        if pids:
-            pid = self.rng.choice(pids)
-            _kill(pid)
-            self.faults.add("kill-worker", f"pid {pid}")
+        if not pids:
+            return False
+        pid = self.rng.choice(pids)
+        _kill(pid)
+        self.faults.add("kill-worker", f"pid {pid}")
+        return True
 
     def restart_dead_workers(self) -> None:
         """What systemd's Restart=always does for a worker whose main process died."""
@@ -353,11 +356,12 @@ class Chaos:
             plan += [(self.rng.uniform(span * 0.1, span * 0.7), "catalog-full") for _ in range(2)]
         return sorted(plan)
 
-    def inject(self, kind: str) -> None:
-        """Inject one scheduled fault (subclasses add kinds)."""
+    def inject(self, kind: str) -> bool:
+        """Inject one scheduled fault (subclasses add kinds); False when it cannot be injected yet and is
+        due again next turn (so every planned fault happens, whatever the timing)."""
         if kind.startswith("kill"):
-            self.kill_worker(targeted=kind == "kill-targeted")
-        elif kind == "redis":
+            return self.kill_worker(targeted=kind == "kill-targeted")
+        if kind == "redis":
             self.restart_redis_empty()
         elif kind == "xrootd" and self.outage_ends is None:
             self.outage_ends = self.xrootd_outage()
@@ -367,6 +371,7 @@ class Chaos:
             self.duplicate_upload()
         elif kind == "catalog-full":
             self.catalog_disk_full()
+        return True
 
     def tick(self) -> None:
         """Every loop turn: end outages, inject due corruptions, restart what died."""
@@ -403,7 +408,8 @@ class Chaos:
                 uploads_done = self.next_upload >= len(self.manifest)
                 try:  # the catalog may refuse us for a while (disk full, connection limit): next turn
                     while plan and plan[0][0] <= now:
-                        self.inject(plan[0][1])
+                        if not self.inject(plan[0][1]):
+                            break  # not possible at this moment: due again next turn
                         plan.pop(0)
                     self.tick()
                     if self.pending_corruptions and uploads_done and not plan and self.nothing_left_to_corrupt():

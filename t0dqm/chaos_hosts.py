@@ -431,7 +431,7 @@ class MultiHostChaos(Chaos):
         plan += [(self.rng.uniform(span * 0.2, span * 0.6), "merge-kill") for _ in range(self.opt.merge_kills)]
         return sorted(plan)
 
-    def inject(self, kind: str) -> None:
+    def inject(self, kind: str) -> bool:
         if kind in ("host-kill", "host-outage"):
             self.kill_host(outage=kind == "host-outage")
         elif kind == "beat-kill":
@@ -439,7 +439,8 @@ class MultiHostChaos(Chaos):
         elif kind == "merge-kill":
             self.kill_merge_worker()
         else:
-            super().inject(kind)
+            return super().inject(kind)
+        return True
 
     def faults_pending(self) -> bool:
         return super().faults_pending() or bool(self.replacements)
