@@ -433,26 +433,23 @@ class MultiHostChaos(Chaos):
 
     def inject(self, kind: str) -> bool:
         if kind in ("host-kill", "host-outage"):
-            self.kill_host(outage=kind == "host-outage")
-        elif kind == "beat-kill":
-            self.kill_beat_leader()
-        elif kind == "merge-kill":
-            self.kill_merge_worker()
-        else:
-            return super().inject(kind)
-        return True
+            return self.kill_host(outage=kind == "host-outage")
+        if kind == "beat-kill":
+            return self.kill_beat_leader()
+        if kind == "merge-kill":
+            return self.kill_merge_worker()
+        return super().inject(kind)
 
     def faults_pending(self) -> bool:
         return super().faults_pending() or bool(self.replacements)
 
-    def kill_host(self, outage: bool) -> None:
+    def kill_host(self, outage: bool) -> bool:
         """SIGKILL every process of a live archive host, preferably while it holds a copy claim or a zip
         lease (waiting up to 15 s for one); a host with another name replaces it after a delay."""
         assert self.settings
         candidates = [h for h in self.hosts if h.alive and "archive" in h.spec.roles]
         if not candidates:
-            self.faults.notes.append("host kill skipped: no live archive host")
-            return
+            return False  # all down (an outage, a replacement on its way): due again next turn
         cat = self.catalog()
         try:
             deadline = time.monotonic() + 15.0
@@ -476,6 +473,7 @@ class MultiHostChaos(Chaos):
         self.faults.add("host-outage" if outage else "host-kill",
                         f"{host.name} ({held_now.count()} items held); {spec.name} replaces it in {delay:.0f} s")
         self.echo(f"fault    {host.name} killed ({held_now.count()} items held); {spec.name} in {delay:.0f} s")
+        return True
 
     def beat_leader(self) -> Proc | None:
         """The beat that sends: with an election, the one on the lease holder's host; else the first."""
@@ -484,25 +482,24 @@ class MultiHostChaos(Chaos):
         leader = self.owner_host(self.lease_owner(f"beat-leader:{self.settings.flavour}"))
         return next((p for p in beats if leader and p.host == leader.name), beats[0] if beats else None)
 
-    def kill_beat_leader(self) -> None:
+    def kill_beat_leader(self) -> bool:
         proc = self.beat_leader()
         if proc is None:
-            self.faults.notes.append("beat kill skipped: no live beat")
-            return
+            return False  # the killed one waits for its restart: due again next turn
         at = time.time()
         proc.kill()
         proc.restart_at = time.monotonic() + self.opt.beat_restart_delay
         self.events.append(Event("beat-kill", proc.host, at))
         self.faults.add("beat-leader-kill", f"beat on {proc.host}; back in {self.opt.beat_restart_delay:.0f} s")
+        return True
 
-    def kill_merge_worker(self) -> None:
+    def kill_merge_worker(self) -> bool:
         """SIGKILL the index-merge worker holding the merge lease (else the first one), waiting up to 15 s
         for a merge to be under way or partial indexes to wait for one."""
         assert self.settings
         procs = [p for p in self.worker_procs() if p.role == "index-merge" and p.alive()]
         if not procs:
-            self.faults.notes.append("merge kill skipped: no live index-merge worker")
-            return
+            return False
         deadline = time.monotonic() + 15.0
         while True:
             merging = self.owner_host(self.lease_owner(merge_lease_name(self.settings)))
@@ -518,6 +515,7 @@ class MultiHostChaos(Chaos):
         self.events.append(Event("merge-kill", proc.host, at, partials=partials))
         self.faults.add("merge-worker-kill", f"index-merge on {proc.host} ({'merging' if holder else 'idle'}, "
                         f"{partials} partial); back in {self.opt.merge_restart_delay:.0f} s")
+        return True
 
     def partial_files(self) -> int:
         cat = self.catalog()
