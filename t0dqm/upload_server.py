@@ -85,7 +85,7 @@ class UploadService:
         self.limits, self.tls, self.allow, self.stats = limits, tls, allow, stats
         self.in_flight = 0
         self.scrape = webserve.prometheus(stats.registry, max_scrapes=2)
-        self.workers = ThreadPoolExecutor(max_workers=max(1, OFFLOAD_BELOW), thread_name_prefix="upload")
+        self.workers = ThreadPoolExecutor(max_workers=OFFLOAD_BELOW, thread_name_prefix="upload")
 
     async def __call__(self, request: web.BaseRequest) -> web.StreamResponse:
         if request.method == "GET" and request.path == "/metrics":
