@@ -54,8 +54,9 @@ __all__ = ["STATUS_BAD_REQUEST", "STATUS_ERROR_PARAMETER", "STATUS_FAIL_EXECUTE"
 log = logging.getLogger("t0dqm.upload_server")
 
 CHUNK = 1 << 17
-OFFLOAD_BELOW = 2  # uploads in flight up to which hashing and writing go to a worker thread
-MANY_UPLOADS, SMALL_RECV = 8, 1 << 16  # from this many uploads in flight, new ones read in smaller pieces
+WORKERS = 8  # threads hashing and writing the uploads' pieces
+MANY_UPLOADS, SMALL_RECV, SMALL_CHUNK = 4, 1 << 16, 1 << 16  # from this many uploads in flight, new ones
+# read in smaller pieces (memory per connection)
 FIELD_CHUNK = 1024
 MAX_OVERHEAD = 1 << 16  # multipart framing and the small fields, beyond the file itself
 DEFAULT_MAX_SIZE = 8 << 30
@@ -85,7 +86,7 @@ class UploadService:
         self.limits, self.tls, self.allow, self.stats = limits, tls, allow, stats
         self.in_flight = 0
         self.scrape = webserve.prometheus(stats.registry, max_scrapes=2)
-        self.workers = ThreadPoolExecutor(max_workers=OFFLOAD_BELOW, thread_name_prefix="upload")
+        self.workers = ThreadPoolExecutor(max_workers=WORKERS, thread_name_prefix="upload")
 
     async def __call__(self, request: web.BaseRequest) -> web.StreamResponse:
         if request.method == "GET" and request.path == "/metrics":
@@ -223,24 +224,20 @@ class UploadService:
             receiver.end()
 
     async def _stream_file(self, part: Any, receiver: Receiver) -> None:
-        """The file part. With few uploads in flight, hashing and writing a piece run in a worker thread
-        while the event loop reads the next piece (two cores at work); with many, the loop does it all
-        itself (no thread hand-offs, one piece per upload in memory)."""
+        """The file part: hashing and writing a piece run in a worker thread (the GIL is released by both)
+        while the event loop reads the next piece; one piece per upload in flight, smaller pieces when many
+        uploads run at once."""
         loop = asyncio.get_running_loop()
-        offload = self.in_flight <= OFFLOAD_BELOW
+        size = CHUNK if self.in_flight < MANY_UPLOADS else SMALL_CHUNK
         pending: asyncio.Future[None] | None = None
         try:
             while not part.at_eof():
-                chunk = await webserve.within(self.limits.timeout, part.read_chunk(CHUNK))
+                chunk = await webserve.within(self.limits.timeout, part.read_chunk(size))
                 if pending is not None:
                     await pending
                     pending = None
-                if not chunk:
-                    continue
-                if offload:
+                if chunk:
                     pending = loop.run_in_executor(self.workers, receiver.data, chunk)
-                else:
-                    receiver.data(chunk)
             if pending is not None:
                 await pending
                 pending = None
