@@ -146,6 +146,7 @@ def _sql(dialect: str, shape: Shape) -> dict[str, str]:
 def fill(url: str, n_files: int) -> dict[str, Any]:
     """Create the schema and fill it; returns what was made (also written next to the catalog)."""
     from sqlalchemy import Index, func, select
+    from sqlalchemy.schema import CreateIndex
 
     from t0dqm import counts
     from t0dqm.catalog import Catalog, audit, files, leases, metadata
@@ -159,6 +160,7 @@ def fill(url: str, n_files: int) -> dict[str, Any]:
     catalog.upgrade()
     dialect = catalog.engine.dialect.name
     secondary: list[Index] = [ix for t in metadata.sorted_tables for ix in t.indexes]
+    index_ddl = [str(CreateIndex(ix).compile(dialect=catalog.engine.dialect)) for ix in secondary]
     with catalog.begin() as conn:
         counts.drop_triggers(conn)
         for ix in secondary:
@@ -189,6 +191,10 @@ def fill(url: str, n_files: int) -> dict[str, Any]:
         run_sql("COMMIT")
         timings[step] = round(time.monotonic() - t, 1)
         print(f"  {step}: {timings[step]} s", flush=True)
+    t = time.monotonic()
+    for statement in index_ddl:  # on the fill connection: big cache / maintenance_work_mem for the sorts
+        run_sql(statement)
+    timings["indexes"] = round(time.monotonic() - t, 1)
     if dialect == "sqlite":
         raw.execute("PRAGMA journal_mode=WAL")
     else:  # ids were given explicitly: move the sequences past them
@@ -198,13 +204,11 @@ def fill(url: str, n_files: int) -> dict[str, Any]:
     catalog = Catalog(url)
     t = time.monotonic()
     with catalog.begin() as conn:
-        for ix in secondary:
-            ix.create(conn)
         counts.rebuild(conn)
         counts.install_triggers(conn)
         conn.execute(leases.insert().values(name="heartbeat:beat", owner="beat", expires_at=time.time() + 3600,
                                             heartbeat_at=time.time()))
-    timings["indexes+counts"] = round(time.monotonic() - t, 1)
+    timings["counts"] = round(time.monotonic() - t, 1)
     if dialect == "postgresql":
         with catalog.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
             conn.exec_driver_sql("VACUUM ANALYZE")
@@ -300,27 +304,73 @@ def decide(name: str, url: str, repeat: int) -> dict[str, Any]:
     with tempfile.TemporaryDirectory() as tmp:
         settings = _settings(url, Path(tmp))
         catalog = get_catalog(url)
+        t = time.perf_counter()
+        _decision(name, settings, catalog)  # first call: imports, statement compilation, cold caches
+        first = time.perf_counter() - t
         times, out = [], None
         for _ in range(repeat):
             t = time.perf_counter()
             out = _decision(name, settings, catalog)
             times.append(time.perf_counter() - t)
         catalog.dispose()
-    return {"decision": name, "times": times, "median": statistics.median(times), "output": out,
+    return {"decision": name, "first": first, "times": times, "median": statistics.median(times), "output": out,
             "rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+
+
+def decide_in_child(name: str, url: str, repeat: int) -> dict[str, Any]:
+    """One decision in a fresh interpreter (its peak RSS is this decision's alone)."""
+    proc = subprocess.run([sys.executable, __file__, "decide", name, "--url", url, "--repeat", str(repeat)],
+                          capture_output=True, text=True, timeout=3600, check=False)
+    if proc.returncode != 0:
+        raise RuntimeError(f"{name} failed:\n{proc.stderr[-4000:]}")
+    result: dict[str, Any] = json.loads(proc.stdout.strip().splitlines()[-1])
+    return result
+
+
+def _line(label: str, r: dict[str, Any]) -> str:
+    return (f"  {label:<16} {r['decision']:<20} {r['median'] * 1000:8.1f} ms (first {r['first'] * 1000:6.0f} ms)"
+            f"  {r['rss_mb']:5.0f} MB  out={r['output']}")
 
 
 def run(url: str, repeat: int = 3) -> list[dict[str, Any]]:
     out = []
     for name in DECISIONS:
-        proc = subprocess.run([sys.executable, __file__, "decide", name, "--url", url, "--repeat", str(repeat)],
-                              capture_output=True, text=True, timeout=3600, check=False)
-        if proc.returncode != 0:
-            raise RuntimeError(f"{name} failed:\n{proc.stderr[-4000:]}")
-        result = json.loads(proc.stdout.strip().splitlines()[-1])
-        print(f"  {name:<18} {result['median'] * 1000:9.1f} ms  {result['rss_mb']:6.0f} MB  out={result['output']}",
-              flush=True)
-        out.append(result)
+        out.append(decide_in_child(name, url, repeat))
+        print(_line("", out[-1]), flush=True)
+    return out
+
+
+# -- before -----------------------------------------------------------------------------------------
+
+def before(url: str, rev: str, repeat: int) -> dict[str, Any]:
+    """Version and quota control as t0dqm/tasks/cleanup.py was at ``rev`` (every file row into Python),
+    on the same catalog, with the policies of today (same decisions): the cost the issue measured."""
+    import importlib.util
+
+    from t0dqm.catalog import get_catalog
+
+    source = subprocess.run(["git", "-C", str(ROOT), "show", f"{rev}:t0dqm/tasks/cleanup.py"], check=True,
+                            capture_output=True, text=True).stdout
+    spec = importlib.util.spec_from_loader("t0dqm_cleanup_before", loader=None)
+    old = importlib.util.module_from_spec(spec)  # type: ignore[arg-type]
+    sys.modules[old.__name__] = old  # dataclasses look their module up
+    exec(compile(source.replace("name=\"t0dqm.tasks.cleanup.", "name=\"before.cleanup."), f"{rev}:cleanup.py",
+                 "exec"), old.__dict__)
+    out: dict[str, Any] = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        settings = _settings(url, Path(tmp))
+        catalog = get_catalog(url)
+        for name, fn in (("version_control (before)", lambda: old.version_control(settings, catalog, dry_run=True)),
+                         ("quota_control (before)", lambda: old.quota_control(settings, catalog, dry_run=True))):
+            times = []
+            for _ in range(repeat):
+                t = time.perf_counter()
+                fn()
+                times.append(time.perf_counter() - t)
+            out[name] = statistics.median(times)
+            print(f"  {name:<26} {out[name] * 1000:9.1f} ms  {[round(x * 1000) for x in times]}", flush=True)
+    out["rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(f"  peak RSS {out['rss_mb']:.0f} MB")
     return out
 
 
@@ -383,13 +433,13 @@ def _pg_create(url: str) -> None:
 def table(results: dict[str, list[dict[str, Any]]]) -> str:
     """Markdown: one row per decision, one column pair (time, RSS) per catalog, and the growth."""
     labels = list(results)
-    lines = ["| decision | " + " | ".join(f"{lab} time | {lab} peak RSS" for lab in labels) + " | growth 1M→10M |",
+    lines = ["| decision | " + " | ".join(f"{lab} time (first run) | {lab} peak RSS" for lab in labels) + " | growth 1M→10M |",
              "|---|" + "---|---|" * len(labels) + "---|"]
     for i, name in enumerate(DECISIONS):
         cells = []
         for lab in labels:
             r = results[lab][i]
-            cells.append(f"{r['median'] * 1000:.1f} ms | {r['rss_mb']:.0f} MB")
+            cells.append(f"{r['median'] * 1000:.1f} ms ({r['first'] * 1000:.0f}) | {r['rss_mb']:.0f} MB")
         growth = []
         for backend in ("SQLite", "PostgreSQL"):
             small, big = f"{backend} 1M", f"{backend} 10M"
@@ -409,6 +459,10 @@ def main() -> None:
     p = sub.add_parser("run")
     p.add_argument("--url", required=True)
     p.add_argument("--repeat", type=int, default=3)
+    p = sub.add_parser("before")
+    p.add_argument("--url", required=True)
+    p.add_argument("--rev", default="b248399", help="a commit before issue 14")
+    p.add_argument("--repeat", type=int, default=3)
     p = sub.add_parser("plans")
     p.add_argument("--url", required=True)
     p = sub.add_parser("decide")
@@ -426,6 +480,8 @@ def main() -> None:
         print(json.dumps(fill(args.url, args.files), indent=1, default=str))
     elif args.cmd == "run":
         run(args.url, args.repeat)
+    elif args.cmd == "before":
+        before(args.url, args.rev, args.repeat)
     elif args.cmd == "plans":
         print(plans(args.url))
     elif args.cmd == "decide":
@@ -433,6 +489,7 @@ def main() -> None:
     else:
         results: dict[str, list[dict[str, Any]]] = {}
         made: dict[str, Any] = {}
+        urls: dict[str, str] = {}
         targets = [("SQLite", int(n), f"sqlite:///{Path(args.dir).resolve() / f'catalog_{n}.sqlite'}")
                    for n in args.sizes.split(",") if n]
         targets += [("PostgreSQL", int(n), None) for n in args.pg_sizes.split(",") if n]
@@ -446,8 +503,11 @@ def main() -> None:
                 made[label] = fill(url, n)
             else:
                 made[label] = json.loads(_sidecar(url).read_text())
-            print(f"run {label}: {made[label]['files']} files", flush=True)
-            results[label] = run(url, args.repeat)
+            urls[label] = url
+        for name in DECISIONS:  # catalogs side by side, decision by decision: they share the machine's noise
+            for label, url in urls.items():
+                results.setdefault(label, []).append(decide_in_child(name, url, args.repeat))
+                print(_line(label, results[label][-1]), flush=True)
         print(table(results))
         if args.json:
             Path(args.json).write_text(json.dumps({"made": made, "results": results}, indent=1, default=str))

@@ -40,7 +40,13 @@ from sqlalchemy import (
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import IntegrityError
 
-from t0dqm.identity import gone_from_this_machine, holder_process, host_name, worker_identity
+from t0dqm.identity import (
+    gone_from_this_machine,
+    holder_process,
+    host_name,
+    process_identity,
+    worker_identity,
+)
 
 __all__ = ["Catalog", "get_catalog", "reset_catalogs", "worker_identity", "dead_owners", "db_now"]
 
@@ -77,6 +83,10 @@ files = Table(
     Column("claimed_by", String(128)),
     Column("claimed_until", Float),
     Column("attempts", Integer, nullable=False, default=0),
+    # DQM GUI registration (t0dqm.gui): when the GUI accepted the file; why it was not sent (refused,
+    # superseded, ...), which keeps reconcile from sending it again.
+    Column("gui_registered_at", Float),
+    Column("gui_reason", Text),
     # Set by version control once no older version of this (run, dataset) waits for deletion;
     # NULL (every new row) puts the sample on version control's worklist (t0dqm.queries).
     Column("versions_checked_at", Float),
@@ -90,6 +100,7 @@ files = Table(
     Index("ix_files_present_age", "cls", "mtime",
           sqlite_where=text("state IN ('received', 'zipped')"),
           postgresql_where=text("state IN ('received', 'zipped')")),
+    Index("ix_files_gui", "gui_registered_at", "created_at"),
 )
 
 # Uploads that failed validation: never deleted, never retried forever.
@@ -176,7 +187,34 @@ t0_outputs = Table(
     Column("needed_by", Integer, nullable=False, default=0),
     Column("state", String(16), nullable=False, default="present"),
     Column("updated_at", Float, nullable=False),
+    # Placement (t0dqm.tier0.placement): the CMS dataset, its Rucio block and the file's LFN; NULL for
+    # outputs registered without a dataset.
+    Column("dataset", String(512)),
+    Column("block", String(600)),
+    Column("lfn", String(2048)),
     Index("ix_t0_outputs_state", "state", "created_at"),
+    Index("ix_t0_outputs_block", "block"),
+)
+
+# Rucio rules of a Tier-0 block, one per (block, RSE): role t0-disk, tape or disk.
+# state: pending (not yet created) -> a Rucio rule state (REPLICATING, OK, STUCK, SUSPENDED, ...)
+# -> removed (the T0 disk rule, by retention); missing when a recorded rule is no longer in Rucio.
+t0_rules = Table(
+    "t0_rules", metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("block", String(600), nullable=False),
+    Column("dataset", String(512), nullable=False),
+    Column("rse", String(128), nullable=False),
+    Column("role", String(16), nullable=False),
+    Column("rule_id", String(64)),
+    Column("state", String(16), nullable=False, default="pending"),
+    Column("state_since", Float, nullable=False),
+    Column("checked_at", Float),
+    Column("error", Text),
+    Column("created_at", Float, nullable=False),
+    Column("updated_at", Float, nullable=False),
+    UniqueConstraint("block", "rse", name="uq_t0_rules_block_rse"),
+    Index("ix_t0_rules_state", "state", "updated_at"),
 )
 
 # Every state change and every deletion.
@@ -434,7 +472,7 @@ class Catalog:
         table = TABLES[entity]
         state_list = [states] if isinstance(states, str) else list(states)
         owner = owner or worker_identity()
-        self._heartbeat()
+        self._heartbeat(owner)
         with self.begin() as conn:
             row = conn.execute(select(table.c.claimed_by, table.c.claimed_until).where(
                 table.c.id == row_id, table.c.state.in_(state_list))).first()
@@ -508,7 +546,7 @@ class Catalog:
 
     def _heartbeat(self, owner: str | None = None) -> None:
         """Make sure this process beats in this catalog before it holds anything in it."""
-        if owner is None or holder_process(owner) is not None:
+        if owner is None or holder_process(owner) == process_identity():
             from t0dqm import heartbeat
 
             heartbeat.ensure(self.url)
@@ -552,6 +590,16 @@ class Catalog:
             rows = conn.execute(select(beat_runs.c.name, beat_runs.c.last_run_at)
                                 .where(beat_runs.c.name.startswith(prefix, autoescape=True)))
             return {name[len(prefix):]: at for name, at in rows}
+
+    def lease_report(self) -> list[dict[str, Any]]:
+        """Every named lease with its holder's state: live, expired, or dead and why (operators)."""
+        with self.read() as conn:
+            rows = conn.execute(select(leases).order_by(leases.c.name)).mappings().all()
+            dead = dead_owners(conn, [r["owner"] for r in rows], self.stale_after)
+        now = time.time()
+        return [{"name": r["name"], "owner": r["owner"], "expires_in": round(r["expires_at"] - now, 1),
+                 "holder": ("expired" if r["expires_at"] < now else f"dead: {dead[r['owner']]}"
+                            if r["owner"] in dead else "live")} for r in rows]
 
     def live_processes(self) -> list[Mapping[str, Any]]:
         """Heartbeat rows with a fresh beat, newest first (health, status)."""

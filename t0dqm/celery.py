@@ -36,6 +36,8 @@ TASK_MODULES = (
     "t0dqm.tasks.sync",
     "t0dqm.tasks.health",
     "t0dqm.tasks.streamer",
+    "t0dqm.tasks.gui",
+    "t0dqm.tasks.tier0",
 )
 
 BASE_QUEUES = ("receive", "index", "index-merge", "archive", "tape", "cleanup", "sync", "ops")
@@ -50,7 +52,8 @@ SPECIAL_ROUTES = {
 }
 MODULE_QUEUES = {
     "ops": "ops", "receive": "receive", "index": "index", "archive": "archive", "tape": "tape",
-    "cleanup": "cleanup", "sync": "sync", "health": "ops", "streamer": "cleanup",
+    "cleanup": "cleanup", "sync": "sync", "health": "ops", "streamer": "cleanup", "tier0": "ops",
+    "gui": "index",
 }
 
 VISIBILITY_TIMEOUT = 4 * 3600  # longer than any task's hard limit; recovery is reconcile's job

@@ -16,6 +16,7 @@ import shutil
 import signal
 import subprocess
 import tempfile
+import threading
 import time
 import zipfile
 import zlib
@@ -25,9 +26,11 @@ from pathlib import Path
 from typing import Any
 
 from sqlalchemy import func, select
+from sqlalchemy.exc import OperationalError
 
 from t0dqm import config, services, storage
 from t0dqm.catalog import Catalog, archives, audit, files, leases, members, quarantine
+from t0dqm.chaos_ns import children
 from t0dqm.states import INDEXED, archive_safe_states
 
 Echo = Callable[[str], Any]
@@ -52,10 +55,15 @@ class ChaosOptions:
 class FaultLog:
     counts: dict[str, int] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
+    last_at: float | None = None  # monotonic time of the last fault (an outage counts at its end)
 
     def add(self, kind: str, note: str) -> None:
         self.counts[kind] = self.counts.get(kind, 0) + 1
         self.notes.append(f"{kind}: {note}")
+        self.touch()
+
+    def touch(self) -> None:
+        self.last_at = time.monotonic()
 
 
 def chaos_env(endpoint: str) -> dict[str, str]:
@@ -130,6 +138,9 @@ class Chaos:
         self.manifest: list[dict[str, Any]] = []
         self.uploaded: list[dict[str, Any]] = []  # every upload made, duplicates included
         self.next_upload = 0  # position in the manifest
+        self.outage_ends: float | None = None  # the XRootD server is down until then
+        self.pending_corruptions = 0
+        self.give_up = threading.Event()  # set (e.g. on SIGTERM): stop waiting, audit and report now
 
     # -- set-up ---------------------------------------------------------------------------------
     def start(self) -> None:
@@ -196,11 +207,20 @@ class Chaos:
         for child in self.stack.children:
             if child.name.startswith("worker") and child.alive():
                 pids.append(child.proc.pid)
-                pids += _children(child.proc.pid)
+                pids += children(child.proc.pid)
         return pids
 
     def _busy_pids(self) -> tuple[list[int], list[int]]:
         """Pids holding a zip append lease, and pids copying an archive (its claim)."""
+        zip_owners, copiers = self._busy_owners()
+        return self._machine_pids(zip_owners), self._machine_pids(copiers)
+
+    def _machine_pids(self, owners: list[str]) -> list[int]:
+        """The pids in claim or lease owners (``host:pid:...``), as this machine numbers them."""
+        return _pids_of(owners)
+
+    def _busy_owners(self) -> tuple[list[str], list[str]]:
+        """Owners of the zip append leases, and of the claims of archives being copied."""
         now = time.time()
         cat = self.catalog()
         with cat.read() as conn:
@@ -209,11 +229,12 @@ class Chaos:
             copiers = [r[0] for r in conn.execute(select(archives.c.claimed_by).where(
                 archives.c.state == "frozen", archives.c.claimed_until > now))]
         cat.dispose()
-        return _pids_of(zip_owners), _pids_of(copiers)
+        return zip_owners, copiers
 
-    def kill_worker(self, targeted: bool) -> None:
+    def kill_worker(self, targeted: bool) -> bool:
         """SIGKILL a worker process; when ``targeted``, wait (up to 10 s) for one that holds a zip
-        append lease or an archive copy claim, so the kill lands mid-append or mid-copy."""
+        append lease or an archive copy claim, so the kill lands mid-append or mid-copy. False when no
+        worker process is alive at the moment (all killed and not yet restarted): the kill is due again."""
         deadline = time.monotonic() + (10.0 if targeted else 0.0)
         while True:
             appenders, copiers = self._busy_pids()
@@ -224,15 +245,17 @@ class Chaos:
                     pid = self.rng.choice(live)
                     _kill(pid)
                     self.faults.add(kind, f"pid {pid}")
-                    return
+                    return True
             if time.monotonic() >= deadline:
                 break
             time.sleep(0.01)
         pids = sorted(mine)
-        if pids:
-            pid = self.rng.choice(pids)
-            _kill(pid)
-            self.faults.add("kill-worker", f"pid {pid}")
+        if not pids:
+            return False
+        pid = self.rng.choice(pids)
+        _kill(pid)
+        self.faults.add("kill-worker", f"pid {pid}")
+        return True
 
     def restart_dead_workers(self) -> None:
         """What systemd's Restart=always does for a worker whose main process died."""
@@ -267,6 +290,7 @@ class Chaos:
     def xrootd_back(self) -> None:
         assert self.xrootd
         self.xrootd = services.start_xrootd(self.xrootd_base, port=self.xrootd.port)
+        self.faults.touch()
 
     def corrupt_copy(self) -> bool:
         """Flip bytes in an archive that reached the endpoint but is not yet verified."""
@@ -332,6 +356,40 @@ class Chaos:
             plan += [(self.rng.uniform(span * 0.1, span * 0.7), "catalog-full") for _ in range(2)]
         return sorted(plan)
 
+    def inject(self, kind: str) -> bool:
+        """Inject one scheduled fault (subclasses add kinds); False when it cannot be injected yet and is
+        due again next turn (so every planned fault happens, whatever the timing)."""
+        if kind.startswith("kill"):
+            return self.kill_worker(targeted=kind == "kill-targeted")
+        if kind == "redis":
+            self.restart_redis_empty()
+        elif kind == "xrootd" and self.outage_ends is None:
+            self.outage_ends = self.xrootd_outage()
+        elif kind == "corrupt":
+            self.pending_corruptions += 1
+        elif kind == "duplicate":
+            self.duplicate_upload()
+        elif kind == "catalog-full":
+            self.catalog_disk_full()
+        return True
+
+    def tick(self) -> None:
+        """Every loop turn: end outages, inject due corruptions, restart what died."""
+        if self.outage_ends is not None and time.monotonic() >= self.outage_ends:
+            self.xrootd_back()
+            self.outage_ends = None
+        if self.pending_corruptions and self.outage_ends is None and self.corrupt_copy():
+            self.pending_corruptions -= 1
+        self.restart_dead_workers()
+
+    def faults_pending(self) -> bool:
+        """A fault is still to come or still going on."""
+        return bool(self.pending_corruptions) or self.outage_ends is not None
+
+    def measures(self) -> dict[str, Any]:
+        """Extra measurements for the result (subclasses)."""
+        return {}
+
     def run(self) -> dict[str, Any]:
         started = time.monotonic()
         self.start()
@@ -340,59 +398,47 @@ class Chaos:
             self.produce()
             span = max(60.0, self.opt.files / 8.0)
             plan = self.schedule(span)
-            pending_corruptions = 0
             upload_per_tick = max(1, len(self.manifest) // int(span * 1.2))  # uploads over ~60 % of span
             t0 = time.monotonic()
-            outage_ends: float | None = None  # the XRootD server is down until then
             last_report = 0.0
             while True:
                 now = time.monotonic() - t0
                 if self.next_upload < len(self.manifest):
                     self.upload_some(upload_per_tick)
-                while plan and plan[0][0] <= now:
-                    _, kind = plan.pop(0)
-                    if kind.startswith("kill"):
-                        self.kill_worker(targeted=kind == "kill-targeted")
-                    elif kind == "redis":
-                        self.restart_redis_empty()
-                    elif kind == "xrootd" and outage_ends is None:
-                        outage_ends = self.xrootd_outage()
-                    elif kind == "corrupt":
-                        pending_corruptions += 1
-                    elif kind == "duplicate":
-                        self.duplicate_upload()
-                    elif kind == "catalog-full":
-                        self.catalog_disk_full()
-                if outage_ends is not None and time.monotonic() >= outage_ends:
-                    self.xrootd_back()
-                    outage_ends = None
-                if pending_corruptions and outage_ends is None and self.corrupt_copy():
-                    pending_corruptions -= 1
-                self.restart_dead_workers()
+                uploads_done = self.next_upload >= len(self.manifest)
+                try:  # the catalog may refuse us for a while (disk full, connection limit): next turn
+                    while plan and plan[0][0] <= now:
+                        if not self.inject(plan[0][1]):
+                            break  # not possible at this moment: due again next turn
+                        plan.pop(0)
+                    self.tick()
+                    if self.pending_corruptions and uploads_done and not plan and self.nothing_left_to_corrupt():
+                        self.faults.notes.append(f"corruptions not injected: {self.pending_corruptions} (no copy left)")
+                        self.pending_corruptions = 0
+                except OperationalError as exc:
+                    self.echo(f"catalog  unavailable to the driver, trying again: {str(exc.orig).strip()[:120]}")
                 if now - last_report >= 10:
                     self.echo(f"[{now:6.0f}s] {self.progress_line()}  faults {sum(self.faults.counts.values())}")
                     last_report = now
-                uploads_done = self.next_upload >= len(self.manifest)
-                if pending_corruptions and uploads_done and not plan and self.nothing_left_to_corrupt():
-                    self.faults.notes.append(f"corruptions not injected: {pending_corruptions} (no copy left)")
-                    pending_corruptions = 0
-                if not plan and not pending_corruptions and outage_ends is None and uploads_done:
+                if not plan and not self.faults_pending() and uploads_done:
                     break
-                if time.monotonic() - started > self.opt.timeout:
+                if time.monotonic() - started > self.opt.timeout or self.give_up.is_set():
                     break
                 time.sleep(0.5)
             self.echo(f"faults   {self.faults.counts}")
             quiet = self.wait_quiescence(started)
+            quiet_at = time.monotonic()
             result = self.check()
-            result["time_to_quiescence"] = round(time.monotonic() - started, 1)
+            result["time_to_quiescence"] = round(quiet_at - started, 1)
             result["quiescent"] = quiet
+            if self.faults.last_at is not None:
+                result["quiescence after the last fault (s)"] = round(quiet_at - self.faults.last_at, 1)
+            result.update(self.measures())
             return result
         finally:
             self.stop()
 
     def progress_line(self) -> str:
-        from sqlalchemy.exc import OperationalError
-
         from t0dqm.demo import progress
 
         assert self.settings
@@ -417,17 +463,19 @@ class Chaos:
         assert self.settings
         n_good, n_bad = self.expected()
         last = 0.0
-        while time.monotonic() - started < self.opt.timeout:
-            self.restart_dead_workers()
+        while time.monotonic() - started < self.opt.timeout and not self.give_up.is_set():
             cat = self.catalog()
             try:
+                self.restart_dead_workers()
                 p = progress(cat, self.settings["archive"]["require_tape"])
+            except OperationalError:  # the catalog refuses us for a while: ask again
+                p = None
             finally:
                 cat.dispose()
-            if done(p, n_good, n_bad):
+            if p is not None and done(p, n_good, n_bad):
                 return True
             if time.monotonic() - last > 10:
-                self.echo(f"waiting  {self.progress_line()}")
+                self.echo(f"waiting  {time.monotonic() - started:5.0f}s {self.progress_line()}")
                 last = time.monotonic()
             time.sleep(1.0)
         return False
@@ -534,14 +582,6 @@ class Chaos:
         return early
 
 
-def _children(pid: int) -> list[int]:
-    try:
-        with open(f"/proc/{pid}/task/{pid}/children") as fh:
-            return [int(x) for x in fh.read().split()]
-    except OSError:
-        return []
-
-
 def _pids_of(owners: list[str]) -> list[int]:
     out = []
     for owner in owners:
@@ -558,8 +598,15 @@ def _kill(pid: int) -> None:
         pass
 
 
+def _rows(prefix: str, value: Any) -> list[tuple[str, Any]]:
+    """Nested measures as flat table rows: ``outer: inner``."""
+    if isinstance(value, dict) and value:
+        return [row for k, v in value.items() for row in _rows(f"{prefix}: {k}" if prefix else str(k), v)]
+    return [(prefix, value)]
+
+
 def render(result: dict[str, Any]) -> str:
-    rows = [(k, v) for k, v in result.items() if k not in ("faults", "ok")]
+    rows = [row for k, v in result.items() if k not in ("faults", "ok") for row in _rows(k, v)]
     rows += [(f"fault: {k}", v) for k, v in sorted(result.get("faults", {}).items())]
     width = max(len(str(k)) for k, _ in rows)
     lines = [f"{'invariant / measure':<{width}}  value", f"{'-' * width}  -----"]

@@ -63,6 +63,9 @@ DEFAULTS: dict[str, Any] = {
         "lease_seconds": 900,
         "stale_seconds": 600,
         "interval": 20,  # with heartbeat.stale_after: a dead holder's work resumes within ~45 s
+        # seconds a "message queued" marker per (step, item) lives (t0dqm.tasks.queued): longer than a
+        # consumer outage to ride out; a message lost while its marker lives is re-sent after it
+        "queued_ttl": 3600,
     },
     # Liveness (principle 6): every worker process and beat refreshes its catalog row every `interval`
     # seconds; a claim or lease whose holder has not beaten for `stale_after` seconds may be taken over.
@@ -117,6 +120,18 @@ DEFAULTS: dict[str, Any] = {
     },
     # Tier-0 disk retention (t0dqm.tasks.streamer.retention_cleanup, daily when enabled).
     "retention": {"enabled": False, "min_days": 7},
+    # Tier-0 placement (t0dqm.policies.subscriptions): PD -> Tier-1 site (sites = {ZeroBias = "T1_IT_CNAF"}),
+    # new PDs to default_site; every output also gets a rule to t0_disk; disk_tiers also go to <site>_Disk;
+    # free_tape = {site = bytes} feeds `t0dqm t0 subscriptions plan`.
+    "subscriptions": {"default_site": "T1_US_FNAL", "t0_disk": "T0_CH_CERN_Disk", "sites": {}, "disk_tiers": [],
+                      "free_tape": {}},
+    # Rucio (t0dqm.tier0.rucio_client); empty url = no Rucio: no rules, retention deletes the disk copy
+    # itself. auth_type userpass | x509 | x509_proxy (client_cert = the proxy). Rules carry `activity`
+    # (tape rules `tape_activity`), transfer `priority` 1-5 (Rucio's default 3) and no lifetime; poll_interval: rule-state beat (s); a rule STUCK or
+    # SUSPENDED for stuck_alarm_after seconds raises an alarm.
+    "rucio": {"url": "", "auth_url": "", "account": "", "auth_type": "userpass", "username": "", "password": "",
+              "client_cert": "", "client_key": "", "ca_cert": "", "scope": "cms", "activity": "T0 Export",
+              "tape_activity": "T0 Tape", "priority": 4, "timeout": 60, "poll_interval": 600, "stuck_alarm_after": 6 * 3600},
     # Storage Manager (P5) cleanup (t0dqm.tasks.streamer.sm_cleanup): listing = JSON lines file
     # {"path","run","size","mtime","checked","repacked","tier0_off"}; area = directory whose filesystem
     # occupancy (statvfs) drives the policies.
@@ -131,6 +146,13 @@ DEFAULTS: dict[str, Any] = {
         "sound_file": "",
         "latency_seconds": 5 * 3600,
     },
+    # The new DQM GUI: register every received file (empty register_url = off; t0dqm.gui). Online names
+    # carry no dataset: merged files go to online_dataset, subsystem files to online_subsystem_dataset.
+    # file_prefix: where the GUI host sees the repository (empty = the local repository path).
+    "gui": {"register_url": "", "online_dataset": "/Global/Online/ALL",
+            "online_subsystem_dataset": "/Global/Online/{subsystem}", "file_prefix": "", "batch": 100,
+            "check_readable": True, "timeout": 0, "retry_base": 5, "retry_cap": 600,
+            "cert": "", "key": "", "ca": ""},
     "flower": {"address": "127.0.0.1", "port": 5555, "basic_auth": ""},
     # TLS to Redis (rediss:// broker): cert_reqs required|optional|none, CA file, optional client cert/key.
     "broker_ssl": {"cert_reqs": "required", "ca_certs": "", "certfile": "", "keyfile": ""},
@@ -235,6 +257,7 @@ def _validate_more(data: dict[str, Any]) -> None:
     if data["heartbeat"]["stale_after"] < 2 * data["heartbeat"]["interval"]:
         raise ConfigError("heartbeat.stale_after must be at least twice heartbeat.interval")
     for table, key, minimum in (("reconcile", "lease_seconds", 1), ("reconcile", "stale_seconds", 0),
+                                ("reconcile", "queued_ttl", 1),
                                 ("archive", "freeze_age", 0), ("archive", "verify_delay", 0),
                                 ("archive", "stage_max_tries", 1), ("receive", "batch", 1),
                                 ("receive", "scan_interval", 1), ("upload", "max_size", 1),
@@ -245,6 +268,7 @@ def _validate_more(data: dict[str, Any]) -> None:
     for key in ("require_verified", "dry_run"):
         if not isinstance(data["deletion"][key], bool):
             raise ConfigError(f"deletion.{key} must be true or false, got {data['deletion'][key]!r}")
+    _validate_gui(data["gui"])
     if data["broker_ssl"]["cert_reqs"] not in ("required", "optional", "none"):
         raise ConfigError(f"broker_ssl.cert_reqs must be required, optional or none, "
                           f"got {data['broker_ssl']['cert_reqs']!r}")
@@ -252,6 +276,44 @@ def _validate_more(data: dict[str, Any]) -> None:
         path = data["broker_ssl"][key]
         if path and not os.path.isfile(path):
             raise ConfigError(f"broker_ssl.{key}: no such file {path!r}")
+    _validate_placement(data)
+
+
+def _validate_placement(data: dict[str, Any]) -> None:
+    from t0dqm.policies import subscriptions
+
+    try:
+        subscriptions.from_config(data["subscriptions"])
+    except subscriptions.SubscriptionError as exc:
+        raise ConfigError(str(exc)) from None
+    rucio = data["rucio"]
+    if rucio["url"] and not rucio["url"].startswith(("http://", "https://")):
+        raise ConfigError(f"rucio.url must be http:// or https://, got {rucio['url']!r}")
+    if rucio["auth_type"] not in ("userpass", "x509", "x509_proxy"):
+        raise ConfigError(f"rucio.auth_type must be userpass, x509 or x509_proxy, got {rucio['auth_type']!r}")
+    for key in ("timeout", "poll_interval"):
+        _positive(data, "rucio", key)
+    _positive(data, "rucio", "stuck_alarm_after", 0)
+    if rucio["priority"] not in (1, 2, 3, 4, 5):
+        raise ConfigError(f"rucio.priority must be 1 to 5, got {rucio['priority']!r}")
+
+
+def _validate_gui(gui: dict[str, Any]) -> None:
+    from t0dqm.policies.gui import BadDataset, check_dataset
+
+    url = gui["register_url"]
+    if url and not url.startswith(("http://", "https://")):
+        raise ConfigError(f"gui.register_url must be an http:// or https:// URL, got {url!r}")
+    try:
+        check_dataset(gui["online_dataset"], "gui.online_dataset")
+        check_dataset(str(gui["online_subsystem_dataset"]).format(subsystem="Ecal"), "gui.online_subsystem_dataset")
+    except (BadDataset, KeyError, IndexError, ValueError) as exc:
+        raise ConfigError(str(exc)) from None
+    for key in ("batch", "retry_base", "retry_cap"):
+        if isinstance(gui[key], bool) or not isinstance(gui[key], (int, float)) or gui[key] < 1:
+            raise ConfigError(f"gui.{key} must be a number >= 1, got {gui[key]!r}")
+    if not isinstance(gui["check_readable"], bool):
+        raise ConfigError(f"gui.check_readable must be true or false, got {gui['check_readable']!r}")
 
 
 @dataclass(frozen=True)

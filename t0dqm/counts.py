@@ -8,7 +8,7 @@ Counting 10 million rows on every scrape or quota run costs seconds; these total
 - :func:`compact` moves the deltas into ``counts``: one ``DELETE ... RETURNING``, added up in the same
   transaction. Version control, quota control and the health check call it on their beat.
 - :func:`totals` reads ``counts`` plus the deltas not yet folded in, in one statement, so it sees one snapshot.
-- :func:`rebuild` counts everything again. Migration 0003 calls it, and so does a bulk load that ran
+- :func:`rebuild` counts everything again. Migration 0004 calls it, and so does a bulk load that ran
   with the triggers dropped.
 """
 

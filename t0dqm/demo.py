@@ -17,6 +17,7 @@ from sqlalchemy import func, select
 
 from t0dqm import config
 from t0dqm.catalog import Catalog, archives, files, quarantine
+from t0dqm.gui import counts as gui_counts
 from t0dqm.states import INDEX_SKIPPED, INDEXED, archive_safe_states
 
 # Short cycles so the demo finishes in a minute or two (production values are in config.DEFAULTS).
@@ -45,14 +46,17 @@ def progress(catalog: Catalog, require_tape: bool) -> dict[str, int]:
                               .where(files.c.archive_id.is_not(None))).scalar_one()
         n_quarantined = conn.execute(select(func.count()).select_from(quarantine)).scalar_one()
         arch = dict(conn.execute(select(archives.c.state, func.count()).group_by(archives.c.state)).all())
+        gui = gui_counts(conn)
     return {"received": n_files, "indexed": indexed, "zipped": zipped, "archived": archived,
+            "gui_registered": gui["registered"], "gui_waiting": gui["waiting"], "gui_not_sent": gui["not_sent"],
             "quarantined": n_quarantined, "archives": sum(arch.values()),
             "archives_safe": sum(v for k, v in arch.items() if k in safe), **{f"archives_{k}": v for k, v in arch.items()}}
 
 
-def done(p: dict[str, int], n_good: int, n_bad: int) -> bool:
+def done(p: dict[str, int], n_good: int, n_bad: int, gui: bool = False) -> bool:
     return (p["received"] == n_good and p["indexed"] == n_good and p["archived"] == n_good
-            and p["quarantined"] == n_bad and p["archives"] == p["archives_safe"])
+            and p["quarantined"] == n_bad and p["archives"] == p["archives_safe"]
+            and (not gui or (p["gui_waiting"] == 0 and p["gui_registered"] + p["gui_not_sent"] == n_good)))
 
 
 PRODUCER_HOSTS = ("p5-dqm-a", "p5-dqm-b")
@@ -90,12 +94,16 @@ def write_producer_files(settings: config.Settings, per_host: int, seed: int) ->
 
 
 def run_demo(settings: config.Settings, *, n_files: int, n_broken: int, timeout: float,
-             echo: Callable[[str], Any] = print, seed: int = 7, per_host: int = 5) -> bool:
+             echo: Callable[[str], Any] = print, seed: int = 7, per_host: int = 5, gui_url: str = "") -> bool:
+    """``gui_url``: register every received file with the DQM GUI there (and wait for it)."""
     from t0dqm.celery import collect_queue
     from t0dqm.simulate import simulate
     from t0dqm.stack import LocalStack
 
     os.environ.update(DEMO_ENV)
+    if gui_url:
+        os.environ["T0DQM_GUI__REGISTER_URL"] = gui_url
+        settings = config.load(settings.source)
     if (settings.flavour_root / "catalog.sqlite").exists():  # never mix with an earlier run's files
         os.environ["T0DQM_ROOT"] = str(settings.root / time.strftime("demo-%Y%m%d-%H%M%S"))
         settings = config.load(settings.source)
@@ -130,10 +138,12 @@ def run_demo(settings: config.Settings, *, n_files: int, n_broken: int, timeout:
             line = (f"  received {p['received']}/{n_good}  indexed {p['indexed']}  zipped {p['zipped']}  "
                     f"archived {p['archived']}  archives {p['archives_safe']}/{p['archives']} verified  "
                     f"quarantined {p['quarantined']}/{n_bad}")
+            if gui_url:
+                line += f"  in the GUI {p['gui_registered']}"
             if line != last:
                 echo(f"[{time.monotonic() - started:6.1f}s]{line}")
                 last = line
-            if done(p, n_good, n_bad):
+            if done(p, n_good, n_bad, gui=bool(gui_url)):
                 ok = True
                 break
             dead = [c.name for c in stack.children if not c.alive()]
@@ -143,7 +153,9 @@ def run_demo(settings: config.Settings, *, n_files: int, n_broken: int, timeout:
             time.sleep(1.0)
         p = progress(catalog, require_tape)
         echo("")
-        echo(summary_table(p, n_good, n_bad, n_collected))
+        echo(summary_table(p, n_good, n_bad, n_collected, gui=bool(gui_url)))
+        if gui_url:
+            echo(f"gui      {gui_url}: {p['gui_registered']} files registered (browse /api/v1/samples)")
         lost = n_good - p["received"]
         echo(f"result   {'OK: all work done, nothing lost' if ok else f'NOT DONE (lost or pending: {lost})'} "
              f"in {time.monotonic() - started:.1f}s")
@@ -154,13 +166,15 @@ def run_demo(settings: config.Settings, *, n_files: int, n_broken: int, timeout:
     return ok
 
 
-def summary_table(p: dict[str, int], n_good: int, n_bad: int, n_collected: int = 0) -> str:
+def summary_table(p: dict[str, int], n_good: int, n_bad: int, n_collected: int = 0, gui: bool = False) -> str:
     rows = [("files in (good)", n_good), ("  of which collected on producer hosts", n_collected),
             ("files uploaded (broken)", n_bad),
             ("received into repository", p["received"]), ("indexed", p["indexed"]),
             ("in an archive", p["zipped"]), ("in a verified archive", p["archived"]),
             ("quarantined with reason", p["quarantined"]), ("archives", p["archives"]),
             ("archives verified (on tape where reported)", p["archives_safe"])]
+    if gui:
+        rows.append(("registered with the DQM GUI", p["gui_registered"]))
     rows += [(f"archives in state {k[len('archives_'):]}", v) for k, v in sorted(p.items())
              if k.startswith("archives_") and k not in ("archives_safe",)]
     width = max(len(r[0]) for r in rows)

@@ -9,8 +9,9 @@ The checks replace the original visDQMVerifyLoose.C / visDQMVerifyStrict.C macro
 Scalar monitor elements. CMSSW's DQM writes a scalar as a TObjString whose string *and* key name are
 ``<name>t=value</name>`` (t = ``i`` int, ``f`` real, ``s`` string; also ``t`` tag and ``qr`` quality
 report). uproot cannot write a key whose name contains ``/`` (it splits paths on ``/``), so files
-written by :mod:`t0dqm.simulate` use the plain element name as the key (``iRun``) and the DQM string as
-the TObjString content (``<iRun>i=123</iRun>``). This reader accepts both: when the key name already has
+written with uproot (as t0dqm simulated them before :mod:`t0dqm.rootwrite`) use the plain element name as
+the key (``iRun``) and the DQM string as the TObjString content (``<iRun>i=123</iRun>``). This reader
+accepts both: when the key name already has
 the ``<name>t=value</name>`` form it is parsed without reading the object; otherwise the (small)
 TObjString is read and its content parsed. Directories are walked through their key lists, never by
 ``/``-joined paths, so real DQM key names are safe.

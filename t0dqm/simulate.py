@@ -1,21 +1,26 @@
-"""Simulated DQM ROOT files (uproot) and names, good and broken, for tests, the demo and benchmarks.
+"""Simulated DQM ROOT files and names, good and broken, for tests, the demo and benchmarks.
 
-File layout (as CMSSW's DQM writes it)::
+File layout (as CMSSW's DQMStore writes the legacy format)::
 
     DQMData/Run <run>/<subsystem>/Run summary/<folder>/<histogram>          TH1D / TH2D
-    DQMData/Run <run>/<subsystem>/Run summary/EventInfo/iRun                "<iRun>i=<run></iRun>"
-                                                       /iEvent, /iLumiSection (INT scalars)
-                                                       /reportSummary      "<reportSummary>f=0.97</reportSummary>"
+    DQMData/Run <run>/<subsystem>/Run summary/EventInfo/<iRun>i=<run></iRun>   TObjString (INT scalar)
+                                                       /<iEvent>i=..</iEvent>, /<iLumiSection>i=..</iLumiSection>
+                                                       /<reportSummary>f=0.97</reportSummary>
                                                        /reportSummaryMap   TH2D
-                                                       /reportSummaryContents/<part>  REAL scalars
+                                                       /reportSummaryContents/<<part>>f=0.95</<part>>  REAL scalars
 
-Scalars are TObjStrings named after the element whose content is the DQM ``<name>t=value</name>`` string
-(uproot cannot write key names containing ``/``; see :mod:`t0dqm.rootcheck`, which reads both forms).
+A scalar is a TObjString whose key name and text are both the whole tag string, as DQMStore writes it
+(the DQM GUI's importer reads scalars from the key name). Files are laid out record by record by
+:mod:`t0dqm.rootwrite` with ROOT's free-space rules: every byte from the first record to the end is a
+key or a free gap marked with its negative length. One good file in three is "saved twice" (the
+folders saved once before the EventInfo folders are added), so simulated files also carry such gaps.
+:func:`write_dqm_file_uproot` writes the same content as uproot does (scalar keys named ``iRun``, free
+space zeroed): the form earlier t0dqm versions simulated, kept as a test input.
 ``strict=False`` files have the histograms and iRun/iEvent/iLumiSection only (they pass the loose check
 and fail the strict one with "missing reportSummaryMap").
 
-Writing is fast: a few histogram objects are converted once per process and reused for every key
-(~0.1 s for 200 histograms). Files are written to ``<path>.tmp`` and renamed into place.
+Writing is fast: a few histogram objects are converted once per process and streamed per key
+(~45 ms for 200 histograms; docs/benchmarks.md). Files are written to ``<path>.tmp`` and renamed.
 """
 
 from __future__ import annotations
@@ -25,6 +30,7 @@ import hashlib
 import json
 import os
 import random
+import zlib
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -92,47 +98,137 @@ def _templates() -> tuple[list[Any], list[Any]]:
     return ones, twos
 
 
+@functools.lru_cache(maxsize=1)
+def _streamer_info() -> bytes:
+    """The StreamerInfo list (TH1D, TH2D, TObjString and their bases), as uproot writes it, uncompressed."""
+    import struct
+    import tempfile
+
+    import uproot
+
+    ones, twos = _templates()
+    with tempfile.TemporaryDirectory(prefix="t0dqm-streamers-") as tmp:
+        path = Path(tmp) / "streamers.root"
+        with uproot.recreate(path, compression=None) as f:
+            f["h1"], f["h2"], f["s"] = ones[0], twos[0], "<s>s=x</s>"
+        data = path.read_bytes()
+    seek_info = struct.unpack_from(">i", data, 37)[0]
+    nbytes, _v, objlen, _dt, keylen = struct.unpack_from(">ihiIh", data, seek_info)
+    if nbytes - keylen != objlen:
+        raise RuntimeError("uproot wrote a compressed StreamerInfo")
+    return data[seek_info + keylen:seek_info + nbytes]
+
+
 def _scalar(name: str, code: str, value: object) -> str:
     return f"<{name}>{code}={value}</{name}>"
 
 
+def _layout(subsystems: Sequence[str], n_hists: int, strict: bool, run_summary: bool, lumi: int, events: int,
+            run: int) -> list[tuple[str, list[tuple[str, str, Any]], bool]]:
+    """Per subsystem: (inner folder path, [(folder, key name, object)], strict) in writing order.
+
+    Objects are histogram writables or scalar strings; folder is relative to ``<sub>/<inner>``.
+    """
+    ones, twos = _templates()
+    inner = "Run summary" if run_summary else f"By Lumi Section {lumi}-{lumi}"
+    out = []
+    for s_index, sub in enumerate(subsystems):
+        share = n_hists // len(subsystems) + (1 if s_index < n_hists % len(subsystems) else 0)
+        folders = list(FOLDERS[: max(1, min(len(FOLDERS), share // 20 or 1))])
+        items: list[tuple[str, str, Any]] = []
+        for i in range(share):
+            folder = folders[i % len(folders)]
+            if i % 10 == 9:
+                items.append((folder, f"{sub}_map_{i}", twos[i % len(twos)]))
+            else:
+                items.append((folder, f"{sub}_h{i}", ones[i % len(ones)]))
+        items.append(("EventInfo", "iRun", _scalar("iRun", "i", run)))
+        items.append(("EventInfo", "iEvent", _scalar("iEvent", "i", events)))
+        items.append(("EventInfo", "iLumiSection", _scalar("iLumiSection", "i", lumi)))
+        if strict:
+            items.append(("EventInfo", "reportSummary", _scalar("reportSummary", "f", 0.97)))
+            items.append(("EventInfo", "reportSummaryMap", twos[-1]))
+            for part in REPORT_PARTS:
+                items.append(("EventInfo/reportSummaryContents", f"{sub}{part}", _scalar(f"{sub}{part}", "f", 0.95)))
+        out.append((f"{sub}/{inner}", items, strict))
+    return out
+
+
 def write_dqm_file(path: str | os.PathLike[str], run: int, subsystems: Sequence[str], n_hists: int = 200,
                    strict: bool = True, *, lumi: int = 42, events: int = 123456,
-                   run_summary: bool = True) -> int:
-    """Write a DQM ROOT file with ``n_hists`` histograms spread over ``subsystems``; return its size.
+                   run_summary: bool = True, saved_twice: bool = False) -> int:
+    """Write a DQM ROOT file with ``n_hists`` histograms spread over ``subsystems``, as CMSSW's DQMStore
+    writes the legacy format (see :mod:`t0dqm.rootwrite`); return its size.
 
+    Scalars are TObjStrings whose key name is the whole tag string (``<iRun>i=367013</iRun>``).
     ``strict`` adds reportSummary, reportSummaryMap and reportSummaryContents (the content required of
     merged online files). ``run_summary=False`` writes the folders without ``Run summary`` (broken).
+    ``saved_twice``: the directories are saved once after the histograms and again at close, after the
+    EventInfo folders were added (as a job that saves its file before it is complete): the key lists
+    that grew leave free gaps, marked in place and listed in the free segments, as ROOT leaves them.
     """
-    import uproot
+    from t0dqm import rootwrite
 
-    ones, twos = _templates()
     subsystems = list(subsystems) or ["Info"]
     target = Path(path)
     tmp = target.with_name(target.name + ".tmp")
-    inner = "Run summary" if run_summary else f"By Lumi Section {lumi}-{lumi}"
+    writer = rootwrite.RootWriter(target.name, streamer_info=_streamer_info())
+    top = writer.mkdir(writer.mkdir(writer.top, "DQMData"), f"Run {run}")
+    folders: dict[str, rootwrite.Directory] = {}
+
+    def folder(relpath: str) -> rootwrite.Directory:
+        d = folders.get(relpath)
+        if d is None:
+            parent, _, name = relpath.rpartition("/")
+            d = folders[relpath] = writer.mkdir(folder(parent) if parent else top, name)
+        return d
+
+    def put(base: str, items: list[tuple[str, str, Any]]) -> None:
+        for where, name, obj in items:
+            d = folder(f"{base}/{where}")
+            if isinstance(obj, str):
+                writer.put(d, "TObjString", obj, "Collectable string class", rootwrite.tobjstring(obj))
+            else:
+                writer.put(d, obj.classname, name, "", obj.serialize(name=name))
+
+    layout = _layout(subsystems, n_hists, strict, run_summary, lumi, events, run)
+    if saved_twice:
+        for base, items, _strict in layout:
+            put(base, [x for x in items if not x[0].startswith("EventInfo")])
+        writer.save()
+        for base, items, _strict in layout:
+            put(base, [x for x in items if x[0].startswith("EventInfo")])
+    else:
+        for base, items, _strict in layout:
+            put(base, items)
+    data = writer.close()
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with open(tmp, "wb") as fh:
+        fh.write(data)
+    os.replace(tmp, target)
+    return len(data)
+
+
+def write_dqm_file_uproot(path: str | os.PathLike[str], run: int, subsystems: Sequence[str], n_hists: int = 200,
+                          strict: bool = True, *, lumi: int = 42, events: int = 123456,
+                          run_summary: bool = True) -> int:
+    """The same content written by uproot, as t0dqm simulated files before: scalar keys named after the
+    element (``iRun``, the tag string as the TObjString's text) and free space left zeroed. The DQM GUI
+    cannot read these; t0dqm's own checks accept both forms (a test input)."""
+    import uproot
+
+    subsystems = list(subsystems) or ["Info"]
+    target = Path(path)
+    tmp = target.with_name(target.name + ".tmp")
     with uproot.recreate(tmp) as f:
         top = f.mkdir(f"DQMData/Run {run}")
-        for s_index, sub in enumerate(subsystems):
-            base = top.mkdir(f"{sub}/{inner}")
-            share = n_hists // len(subsystems) + (1 if s_index < n_hists % len(subsystems) else 0)
-            folders = [base.mkdir(name) for name in FOLDERS[: max(1, min(len(FOLDERS), share // 20 or 1))]]
-            for i in range(share):
-                folder = folders[i % len(folders)]
-                if i % 10 == 9:
-                    folder[f"{sub}_map_{i}"] = twos[i % len(twos)]
-                else:
-                    folder[f"{sub}_h{i}"] = ones[i % len(ones)]
-            info = base.mkdir("EventInfo")
-            info["iRun"] = _scalar("iRun", "i", run)
-            info["iEvent"] = _scalar("iEvent", "i", events)
-            info["iLumiSection"] = _scalar("iLumiSection", "i", lumi)
-            if strict:
-                info["reportSummary"] = _scalar("reportSummary", "f", 0.97)
-                info["reportSummaryMap"] = twos[-1]
-                contents = info.mkdir("reportSummaryContents")
-                for part in REPORT_PARTS:
-                    contents[f"{sub}{part}"] = _scalar(f"{sub}{part}", "f", 0.95)
+        made: dict[str, Any] = {}
+        for base, items, _strict in _layout(subsystems, n_hists, strict, run_summary, lumi, events, run):
+            for where, name, obj in items:
+                key = f"{base}/{where}"
+                if key not in made:
+                    made[key] = top.mkdir(key)
+                made[key][name] = obj
     os.replace(tmp, target)
     return target.stat().st_size
 
@@ -171,6 +267,11 @@ def _one_name(kind: str, rng: random.Random, serial: int) -> str:
     if kind == "simulated_rundep":
         return f"DQM_V0001_R{run:09d}__{rng.choice(_MC_PRIMDS)}__{rng.choice(_MC_ERAS)}-rundepMC_v{k}__DQMIO.root"
     raise ValueError(kind)
+
+
+def saved_twice(name: str) -> bool:
+    """Whether :func:`simulate` writes this good file "saved twice" (with free gaps): one in three."""
+    return zlib.crc32(name.encode()) % 3 == 0
 
 
 def make_names(n: int, seed: int) -> list[str]:
@@ -302,7 +403,7 @@ def simulate(out_dir: str | os.PathLike[str], n_files: int, seed: int, *, broken
         path = out / name
         run, subsystems, strict = content_for(name)
         write_dqm_file(path, run, subsystems, n_hists=n_hists, strict=strict,
-                       lumi=rng.randint(1, 2000), events=rng.randint(1000, 10**7))
+                       lumi=rng.randint(1, 2000), events=rng.randint(1000, 10**7), saved_twice=saved_twice(name))
         manifest.append(_entry(path))
     for i in range(broken):
         manifest.append(write_broken(out, BROKEN_KINDS[i % len(BROKEN_KINDS)], rng, serial=n_files + i))

@@ -59,6 +59,14 @@ def pg_url() -> Iterator[str]:
     admin.dispose()
 
 
+@pytest.fixture(params=["sqlite", "postgresql"])
+def catalog_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """A catalog URL per backend: a SQLite file in tmp_path, then a fresh PostgreSQL database."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'catalog.sqlite'}"
+    return request.getfixturevalue("pg_url")
+
+
 def make_settings(root: Path, **overrides: str) -> config.Settings:
     env = {"T0DQM_ROOT": str(root), "T0DQM_FLAVOUR": "dev"}
     env.update({f"T0DQM_{k.upper()}": v for k, v in overrides.items()})

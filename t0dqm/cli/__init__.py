@@ -17,7 +17,9 @@ COMMAND_MODULES = (
     "t0dqm.cli.tier0",
     "t0dqm.cli.ops",
     "t0dqm.cli.health",
+    "t0dqm.cli.gui",
     "t0dqm.cli.worker",
+    "t0dqm.cli.liveness",
 )
 
 

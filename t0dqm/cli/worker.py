@@ -20,13 +20,13 @@ PASS_THROUGH = {"ignore_unknown_options": True, "allow_interspersed_args": False
 
 def _exec_celery(args: list[str], dry_run: bool) -> None:
     """Print the command (dry run) or replace this process by `celery` with the same settings."""
+    if dry_run:
+        click.echo(shlex.join(["celery", *args]))
+        return
     settings = config.get()
     if settings.source:  # `t0dqm --config FILE`: the celery process must read the same file
         os.environ["T0DQM_CONFIG"] = str(Path(settings.source).resolve())
     argv = [sys.executable, "-m", "celery", *args]
-    if dry_run:
-        click.echo(shlex.join(["celery", *args]))
-        return
     sys.stdout.flush()
     sys.stderr.flush()
     os.execv(argv[0], argv)

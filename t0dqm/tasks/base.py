@@ -138,6 +138,31 @@ class T0Task(Task):
         finally:
             self.catalog.release_lease(name, owner)
 
+    def apply_async(self, args: Any = None, kwargs: Any = None, *a: Any, **options: Any) -> Any:
+        """As Celery's; a message from beat is not sent while the previous one for the same task and
+        arguments still waits in its queue (a consumer down for an hour must not find 720 scans)."""
+        client = metrics_client(self.app) if (options.get("headers") or {}).get("celery_beat_task") else None
+        if client is None:
+            return super().apply_async(args, kwargs, *a, **options)
+        prefix = self.app.conf.t0dqm_prefix
+        key = queued.item_key(prefix, self.name, args or (), kwargs)
+        try:
+            if not queued.reserve(client, [key], [queued.BEAT_TTL])[0]:
+                queued.count(client, prefix, {(self.name, "deduped"): 1})
+                return None
+        except redis.RedisError:  # send anyway: the broker is the judge
+            return super().apply_async(args, kwargs, *a, **options)
+        try:
+            result = super().apply_async(args, kwargs, *a, **options)
+        except Exception:
+            queued.count(client, prefix, {}, forget=[key])
+            raise
+        try:
+            queued.count(client, prefix, {(self.name, "sent"): 1})
+        except redis.RedisError:  # counters are best effort
+            pass
+        return result
+
     def enqueue(self, task: Any, *args: Any, **kwargs: Any) -> None:
         """Send the next step; call only after the state change is committed. At most one message per
         (step, item) waits in a queue (see t0dqm.tasks.queued). A lost message is found again by

@@ -1,10 +1,11 @@
 """Tasks: cleanup of repository ROOT files (visDQMRootFileVersionControlDaemon, visDQMRootFileQuotaControl).
 
-Both gather their candidates from the catalog (t0dqm.queries: a worklist of samples with a new or
-waiting version; the oldest present files of a class over quota, up to the target), ask a pure policy (t0dqm.policies.versions / quota) and delete only
-through the guarded deleter, which itself refuses a ROOT file whose archive is not verified. Only the ROOT
-file goes: the .dqminfo, the catalog row (state -> removed) and the index entry stay. A class whose quota
-cannot be met because its files are not archived yet raises the alarm ``quota:<class>``.
+Both gather only their candidates from the catalog (t0dqm.queries: a worklist of samples with a new or
+waiting version; the oldest present files of a class over quota, up to the target), ask a pure policy
+(t0dqm.policies.versions / quota) and delete only through the guarded deleter, which itself refuses a
+ROOT file whose archive is not verified. Only the ROOT file goes: the .dqminfo, the catalog row
+(state -> removed) and the index entry stay. A class whose quota cannot be met because its files are not
+archived yet raises the alarm ``quota:<class>``.
 """
 
 from __future__ import annotations

@@ -10,7 +10,9 @@ Principle 2 holds: Redis is only the conveyor. A flushed Redis takes the markers
 reconcile re-sends at once. A message lost while its marker lives (a broker crash between the two writes,
 a purged queue) is re-sent once the marker expires (``reconcile.queued_ttl``, default 1 h: longer than a
 consumer outage we expect to ride out, short enough to bound the delay). A marker whose message has a
-countdown lives countdown + ETA_GRACE seconds, as such a message leaves the queue at once but starts later.
+countdown lives countdown + ETA_GRACE seconds, as such a message leaves the queue at once but starts later. Beat's messages
+(T0Task.apply_async, header ``celery_beat_task``) share the markers, with BEAT_TTL: a periodic task whose
+consumer is down holds one message, not one per tick.
 
 Messages are counted per step in the hash ``<prefix>metrics:messages`` (``<task>:sent``, ``:deduped``,
 ``:received``); :func:`message_counts` turns them into the "messages per file" figure.
@@ -27,6 +29,7 @@ import redis
 
 DEFAULT_TTL = 3600
 ETA_GRACE = 60
+BEAT_TTL = 300  # a beat message lost while its marker lives delays that periodic task by at most this
 MESSAGES_HASH = "metrics:messages"
 MAX_KEY_ARGS = 160  # longer argument lists are hashed
 

@@ -34,7 +34,7 @@ import time
 import uuid
 import zlib
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import ExitStack, contextmanager
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -45,7 +45,7 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.exc import IntegrityError
 
 from t0dqm import config, dropbox, naming, rootcheck, storage
-from t0dqm.catalog import Catalog, audit, files, quarantine, worker_identity
+from t0dqm.catalog import Catalog, audit, files, leases, quarantine, worker_identity
 from t0dqm.celery import app
 from t0dqm.states import INDEX_PARTIAL, INDEX_PENDING, INDEX_SKIPPED, RECEIVED
 from t0dqm.tasks.base import RETRYABLE, LeaseBusy, T0Task, long_limits, metrics_client
@@ -233,16 +233,21 @@ class Receiver:
         errors: list[BaseException] = []
         deadline = None if budget is None else time.monotonic() + budget
         self._prefetch_taken(paths)
-        with ExitStack() as claims:
-            for i, path in enumerate(paths):
-                p, rel, refused = self._resolve(path)
+        resolved = [self._resolve(path) for path in paths]
+        seen: set[str] = set()
+        with self._leases([rel for _p, rel, refused in resolved if refused is None]) as leased:
+            for i, (p, rel, refused) in enumerate(resolved):
                 if refused is not None:
                     outcomes[i] = refused
                     continue
+                if rel in seen:  # listed twice in one batch: received once
+                    outcomes[i] = Outcome("busy", rel)
+                    continue
+                seen.add(rel)
                 if deadline is not None and time.monotonic() > deadline:
                     outcomes[i] = Outcome("deferred", rel)
                     continue
-                status, claim = claims.enter_context(self._claim(p, rel))
+                status, claim = self._claim(p, rel, leased)
                 if claim is None:
                     outcomes[i] = Outcome(status, rel)
                     continue
@@ -279,18 +284,45 @@ class Receiver:
         return [outcomes[i] for i in range(len(paths))]
 
     @contextmanager
-    def _claim(self, p: Path, rel: str) -> Iterator[tuple[str, Path | None]]:
-        """Hold the upload's catalog lease for the block: yields ("ok", claim path), ("busy", None) when
-        another live receiver holds it, or ("gone", None) when there is nothing left to receive."""
-        name = claim_lease_name(self.settings, rel)
-        if not self.catalog.acquire_lease(name, self.owner, CLAIM_SECONDS):
-            yield "busy", None
-            return
+    def _leases(self, rels: list[str]) -> Iterator[set[str]]:
+        """Hold the catalog leases of a batch's uploads for the block; yields the lease names held (more are
+        added by :meth:`_claim`). Leases nobody holds are taken in one transaction, all are released in one;
+        a lease that exists (held, expired, or a dead receiver's) is left to Catalog.acquire_lease."""
+        from t0dqm import heartbeat
+
+        names = list(dict.fromkeys(claim_lease_name(self.settings, rel) for rel in rels))
+        held: set[str] = set()
+        if names:
+            heartbeat.ensure(self.catalog.url)  # as Catalog.acquire_lease: we beat before we hold anything
+        now = time.time()
         try:
-            claim = take_claim(p)
-            yield ("ok", claim) if claim is not None else ("gone", None)
+            with self.catalog.begin() as conn:
+                taken = set(conn.execute(select(leases.c.name).where(leases.c.name.in_(names))).scalars())
+                free = [n for n in names if n not in taken]
+                if free:
+                    with conn.begin_nested():  # the same rows Catalog.acquire_lease inserts
+                        conn.execute(insert(leases), [dict(name=n, owner=self.owner, expires_at=now + CLAIM_SECONDS,
+                                                           heartbeat_at=now) for n in free])
+                    held.update(free)
+        except IntegrityError:  # another receiver took one meanwhile: lease by lease in _claim
+            held.clear()
+        try:
+            yield held
         finally:
-            self.catalog.release_lease(name, self.owner)
+            if held:
+                with self.catalog.begin() as conn:
+                    conn.execute(leases.delete().where(leases.c.name.in_(sorted(held)), leases.c.owner == self.owner))
+
+    def _claim(self, p: Path, rel: str, held: set[str]) -> tuple[str, Path | None]:
+        """Claim one upload under its lease (taken now unless ``held``): ("ok", claim path), ("busy", None)
+        when another live receiver holds it, or ("gone", None) when there is nothing left to receive."""
+        name = claim_lease_name(self.settings, rel)
+        if name not in held:
+            if not self.catalog.acquire_lease(name, self.owner, CLAIM_SECONDS):
+                return "busy", None
+            held.add(name)
+        claim = take_claim(p)
+        return ("ok", claim) if claim is not None else ("gone", None)
 
     def _resolve(self, path: str | os.PathLike[str]) -> tuple[Path, str, Outcome | None]:
         p = Path(path)
@@ -672,6 +704,7 @@ def per_task(settings: config.Settings) -> int:
 
 def _receive(task: T0Task, paths: list[str]) -> list[Outcome]:
     """Receive a batch, write its partial index, then enqueue merge, import (leftovers) and zip."""
+    from t0dqm.tasks.gui import request_registration
     from t0dqm.tasks.index import request_merge
 
     receiver = Receiver(task.settings, task.catalog)
@@ -686,6 +719,7 @@ def _receive(task: T0Task, paths: list[str]) -> list[Outcome]:
             task.enqueue(app.signature(IMPORT_TASK), o.file_id)
     for o in filed:
         task.enqueue(app.signature(ZIP_TASK), o.file_id)
+    request_registration(task, [o.file_id for o in filed])
     for o in outcomes:
         if o.status == "quarantined":
             task.log("receive-quarantined", path=o.path, reason=o.reason)

@@ -4,30 +4,19 @@ catalog disk full when root); every invariant must hold."""
 
 from __future__ import annotations
 
-import json
 import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
+from tests.chaos.helpers import run_chaos
+
 
 @pytest.mark.timeout(1500)
 def test_chaos_short(tmp_path: Path) -> None:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("T0DQM_")}
-    args = [sys.executable, "-m", "t0dqm", "chaos", "--root", str(tmp_path), "--files", "100", "--seed", "3",
-            "--kills", "8", "--redis-restarts", "2", "--xrootd-outage", "10", "--corruptions", "3",
-            "--broken", "6", "--timeout", "900"]
-    proc = subprocess.Popen(args, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    try:
-        out, _ = proc.communicate(timeout=1200)
-    finally:
-        if proc.poll() is None:  # a hung run: TERM lets chaos stop its stack and unmount
-            proc.terminate()
-            out, _ = proc.communicate(timeout=120)
-    assert proc.returncode == 0, out[-8000:]
-    result = json.loads((tmp_path / "chaos-result.json").read_text())
+    result, _ = run_chaos(tmp_path, ["--files", "100", "--seed", "3", "--kills", "8", "--redis-restarts", "2",
+                                     "--xrootd-outage", "10", "--corruptions", "3", "--broken", "6",
+                                     "--timeout", "900"], timeout=1200)
     assert result["ok"] and result["quiescent"]
     assert result["lost"] == 0 and result["deletions before verification"] == 0
     assert result["files indexed exactly once"] == result["files in"] == 101  # 100 + the duplicate

@@ -1,6 +1,6 @@
 """Beat on two hosts, one sender: real `celery -A t0dqm beat` processes against the test Redis and a
-PostgreSQL catalog. Messages are counted in Redis by their origin (the sending process); staleness is
-set through configuration, and only end states are asserted, with generous deadlines."""
+PostgreSQL catalog. Messages are taken from Redis and counted by their origin (the sending process);
+staleness is set through configuration, and only end states are asserted, with generous deadlines."""
 
 from __future__ import annotations
 
@@ -23,10 +23,11 @@ from sqlalchemy import select
 from t0dqm import config
 from t0dqm.beat_election import ElectedScheduler, current_leader
 from t0dqm.catalog import Catalog, audit
+from t0dqm.hosts import on_host
+from t0dqm.tasks import queued
 from tests.conftest import make_settings
-from tests.integration.hosts import on_host
 from tests.integration.test_heartbeat import wait_for
-from tests.integration.workerproc import REPO, t0dqm_env
+from tests.integration.workerproc import REPO, stop_group, t0dqm_env
 
 TASK = "t0dqm.tasks.ops.reconcile"
 QUEUE = "ops"  # the dev flavour's ops queue, where reconcile goes
@@ -56,23 +57,25 @@ def beat(host: str, env: dict[str, str], tmp_path: Path) -> Iterator[tuple[subpr
     try:
         yield proc, log
     finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGTERM)
-            try:
-                proc.wait(60)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait(30)
+        stop_group(proc)
 
 
-def senders(redis_url: str) -> Counter[int]:
-    """Messages of TASK waiting in Redis, by the pid of the process that sent them."""
-    counts: Counter[int] = Counter()
-    for raw in redislib.Redis.from_url(redis_url).lrange(QUEUE, 0, -1):
-        headers = json.loads(raw)["headers"]
-        if headers["task"] == TASK:
-            counts[int(headers["origin"].split("@", 1)[0].removeprefix("gen"))] += 1
-    return counts
+class Consumer:
+    """Takes the messages of TASK off the queue as a worker would (the (step, item) marker goes on
+    receipt, so beat may send the next one) and counts them by the pid of the process that sent them."""
+
+    def __init__(self, redis_url: str) -> None:
+        self.client = redislib.Redis.from_url(redis_url)
+        self.marker = queued.item_key(f"t0dqm:{config.get().flavour}:", TASK)
+        self.counts: Counter[int] = Counter()
+
+    def __call__(self) -> Counter[int]:
+        while (raw := self.client.rpop(QUEUE)) is not None:
+            headers = json.loads(raw)["headers"]
+            if headers["task"] == TASK:
+                self.counts[int(headers["origin"].split("@", 1)[0].removeprefix("gen"))] += 1
+                self.client.delete(self.marker)
+        return Counter(self.counts)
 
 
 def leader_pid(cat: Catalog, host: str) -> int | None:
@@ -91,23 +94,24 @@ def dev_settings(tmp_path: Path) -> Iterator[config.Settings]:
 def test_only_the_leader_sends_and_the_standby_takes_over(cat: Catalog, redis_server, tmp_path: Path,  # noqa: ANN001
                                                           dev_settings: config.Settings) -> None:
     url = redis_server.url
-    redislib.Redis.from_url(url).delete(QUEUE)
+    redislib.Redis.from_url(url).flushdb()
+    senders = Consumer(url)
     env = beat_env(tmp_path, cat, url, stale_after=3, lease=5)
     with beat("beatA", env, tmp_path) as (proc_a, _):
         pid_a = wait_for(lambda: leader_pid(cat, "beatA"))
         assert pid_a, f"beatA never led; leader is {current_leader(cat, dev_settings)}"
         with beat("beatB", env, tmp_path) as (proc_b, log_b):
             assert wait_for(lambda: "beat: standby, leader is beatA:" in log_b.read_text())
-            base = senders(url)[pid_a]
-            assert wait_for(lambda: senders(url)[pid_a] >= base + 3)  # A goes on sending
-            sent = senders(url)
+            base = senders()[pid_a]
+            assert wait_for(lambda: senders()[pid_a] >= base + 3)  # A goes on sending
+            sent = senders()
             assert set(sent) == {pid_a}, sent  # the standby sent nothing
 
             os.kill(pid_a, signal.SIGKILL)  # the leader dies without a word
             proc_a.wait(60)
             pid_b = wait_for(lambda: leader_pid(cat, "beatB"))
             assert pid_b and pid_b != pid_a
-            assert wait_for(lambda: senders(url)[pid_b] >= 2)
+            assert wait_for(lambda: senders()[pid_b] >= 2)
             assert proc_b.poll() is None
     with cat.read() as conn:
         [row] = conn.execute(select(audit).where(audit.c.action == "lease-takeover",

@@ -129,3 +129,32 @@ def test_chained_enqueue_sends_one_message_per_item(idle_stack: config.Settings,
     for _ in range(5):  # a countdown message (merge) keeps one marker too
         noop.enqueue(app.signature("t0dqm.tasks.index.merge", countdown=0.5))
     assert _depths(client, idle_stack)["index-merge"] == 1
+
+
+def test_beat_ticks_keep_one_message_while_the_consumer_is_down(idle_stack: config.Settings,
+                                                                redis_server: services.Service) -> None:
+    """Beat's own send path (celery.beat.Scheduler.apply_async, which marks its messages): one scan waits,
+    not one per tick; once a worker took it off the queue, the next tick is sent."""
+    from celery.beat import ScheduleEntry, Scheduler
+    from celery.schedules import schedule
+
+    from t0dqm.celery import app
+    from t0dqm.status import messages
+    from t0dqm.tasks.base import _message_received
+
+    client = redis.Redis.from_url(redis_server.url)
+    scheduler = Scheduler(app, lazy=True)
+    entry = ScheduleEntry(name="receive-scan", task="t0dqm.tasks.receive.scan", schedule=schedule(5.0), app=app)
+    for _ in range(12):  # a minute of ticks
+        scheduler.apply_async(entry, advance=False)
+    receive_queue = queue_name("receive", idle_stack)
+    assert client.llen(receive_queue) == 1
+
+    class Received:  # what a worker's task_received hands over for that message
+        name, args, kwargs, eta, task = "t0dqm.tasks.receive.scan", [], {}, None, app.tasks["t0dqm.tasks.receive.scan"]
+
+    _message_received(request=Received())
+    scheduler.apply_async(entry, advance=False)
+    assert client.llen(receive_queue) == 2
+    steps = messages(redis_server.url, app.conf.t0dqm_prefix, 0)
+    assert steps["steps"]["t0dqm.tasks.receive.scan"] == {"sent": 2, "deduped": 11, "received": 1}

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import multiprocessing as mp
 import time
-from pathlib import Path
 
 import pytest
 from sqlalchemy import insert, select
@@ -38,13 +37,6 @@ def _claim(url: str, row_id: int, barrier, results) -> None:  # noqa: ANN001
     results.put(cat.claim("file", row_id, "received", 60))
     barrier.wait()  # both alive until both tried: a holder that exits frees its claim (no heartbeat)
     cat.dispose()
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def catalog_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    if request.param == "sqlite":
-        return f"sqlite:///{tmp_path / 'catalog.sqlite'}"
-    return request.getfixturevalue("pg_url")
 
 
 @pytest.mark.parametrize("worker", [_race, _claim])

@@ -265,3 +265,25 @@ def test_periodic_decisions_send_no_not_in_subquery(scale_settings: config.Setti
     assert totals["zip"] > 0 and b't0dqm_oldest_waiting_seconds{step="zip"}' in scrape
     assert len(sent) > 10 and any("NOT (EXISTS" in s for s in sent)
     assert [s for s in sent if NOT_IN_SQL.search(s)] == []
+
+
+def test_db_recount_cli(scale_settings: config.Settings) -> None:
+    from click.testing import CliRunner
+
+    from t0dqm.cli.stack import db
+
+    rng = random.Random(5)
+    cat = get_catalog()
+    add_files(cat, rng, 30, add_archives(cat, rng, 2))
+    runner = CliRunner()
+    assert runner.invoke(db, ["recount", "--check"]).exit_code == 0
+    with cat.begin() as conn:  # a bulk change made with the triggers off
+        counts.drop_triggers(conn)
+        conn.execute(update(files).values(state="removed"))
+        counts.install_triggers(conn)
+    result = runner.invoke(db, ["recount", "--check"])
+    assert result.exit_code == 1 and "running" in result.output
+    assert current_totals(cat) != recount(cat)  # --check changed nothing
+    assert runner.invoke(db, ["recount"]).exit_code == 0
+    assert current_totals(cat) == recount(cat)
+    assert runner.invoke(db, ["recount", "--check"]).exit_code == 0

@@ -17,9 +17,9 @@ from sqlalchemy import select, update
 
 from t0dqm import heartbeat
 from t0dqm.catalog import Catalog, audit, db_now, files, heartbeats
+from t0dqm.hosts import can_rename, on_host
 from t0dqm.identity import locator
 from t0dqm.tasks.recovery import dead_claim_ids
-from tests.integration.hosts import can_rename, on_host
 from tests.integration.test_catalog import new_file
 from tests.integration.workerproc import REPO, t0dqm_env
 
@@ -189,7 +189,35 @@ def test_plain_celery_worker_and_pool_children_beat(cat: Catalog, redis_server, 
         assert wait_for(roles) == ["worker", "worker-child", "worker-child"]
         rows = cat.live_processes()
         assert len({r["identity"] for r in rows}) == 3 and {r["host"] for r in rows} == {"hostW"}
+        os.kill(proc.pid, signal.SIGTERM)  # warm shutdown of the main process, which stops its pool
+        proc.wait(120)
     finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        proc.wait(60)
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(60)
     assert cat.live_processes() == []  # a clean shutdown removes the rows: nothing left to wait out
+
+
+def test_liveness_command_reports_processes_and_lease_holders(cat: Catalog, tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    from t0dqm.cli import cli
+
+    dead = remote_holder(cat, "hostA", 4_000_004, age=cat.stale_after + 5)
+    live = remote_holder(cat, "hostB", 4_000_005, age=0)
+    assert cat.acquire_lease("index-merge:dev", dead, 600) and cat.acquire_lease("beat-leader:dev", live, 600)
+    assert cat.acquire_lease("old", "legacy", 0.001)
+    env = {"T0DQM_ROOT": str(tmp_path / "root"), "T0DQM_CATALOG_URL": cat.url, "T0DQM_FLAVOUR": "dev"}
+    try:
+        result = CliRunner().invoke(cli, ["liveness", "--json"], env=env)
+    finally:
+        from t0dqm.catalog import reset_catalogs
+
+        reset_catalogs()
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.output)
+    assert [p["identity"] for p in report["processes"]] == [live.rsplit(":", 1)[0]]
+    assert report["beat_leader"] == live
+    holders = {lease["name"]: lease["holder"] for lease in report["leases"]}
+    assert holders["beat-leader:dev"] == "live" and holders["old"] == "expired"
+    assert holders["index-merge:dev"].startswith("dead: heartbeat stale for ")

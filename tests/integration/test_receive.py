@@ -252,6 +252,46 @@ def test_two_concurrent_receivers_file_once(settings: config.Settings) -> None:
     assert len({r["path"] for r in rows()}) == 4
 
 
+def _batch_in_process(root: str, catalog_url: str, paths: list[str], barrier, out) -> None:  # noqa: ANN001
+    from tests.conftest import make_settings
+
+    current = make_settings(Path(root), catalog_url=catalog_url)
+    config.reset(current)
+    barrier.wait()
+    out.put([o.status for o in Receiver(current, get_catalog(current.catalog_url)).receive_many(paths)])
+
+
+def test_concurrent_batches_on_postgresql_file_each_upload_once(tmp_path: Path, pg_url: str) -> None:
+    """Three receivers (as on three hosts) take the same batch at once with the catalog on PostgreSQL: the
+    upload leases let exactly one file each upload; the others find it busy or gone."""
+    from tests.conftest import make_settings
+
+    current = make_settings(tmp_path / "root", catalog_url=pg_url)
+    config.reset(current)
+    try:
+        from t0dqm.catalog import Catalog
+
+        Catalog(pg_url).upgrade()  # `t0dqm db upgrade`
+        paths = [str(up(current, name)) for name in _names(6)]
+        ctx = mp.get_context("spawn")
+        barrier, out = ctx.Barrier(3), ctx.Queue()
+        procs = [ctx.Process(target=_batch_in_process, args=(str(current.root), pg_url, paths, barrier, out))
+                 for _ in range(3)]
+        for p in procs:
+            p.start()
+        results = [out.get(timeout=180) for _ in procs]
+        for p in procs:
+            p.join(30)
+        for i in range(len(paths)):
+            statuses = sorted(r[i] for r in results)
+            assert statuses.count("filed") == 1 and set(statuses) <= {"filed", "busy", "gone"}, statuses
+        with get_catalog(pg_url).read() as conn:
+            assert len(conn.execute(select(files.c.path)).all()) == 6
+        assert dropbox.scan(current.dropbox) == []
+    finally:
+        config.reset(None)
+
+
 def test_create_info(settings: config.Settings) -> None:
     folder = settings.repository / "OnlineData" / "00030xxxx" / "0003000xx"
     folder.mkdir(parents=True)

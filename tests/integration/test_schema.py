@@ -18,13 +18,6 @@ from t0dqm.schema import SchemaMismatch, alembic_config, check, ensure, head
 from tests.integration.workerproc import REPO, t0dqm_env
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
-def catalog_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    if request.param == "sqlite":
-        return f"sqlite:///{tmp_path / 'catalog.sqlite'}"
-    return request.getfixturevalue("pg_url")
-
-
 def stamp_to(url: str, revision: str) -> None:
     """Migrate a fresh catalog only as far as ``revision`` (an older t0dqm's schema)."""
     cat = Catalog(url)

@@ -31,17 +31,22 @@ def worker(root: Path, queues: str, log: Path, **env: str) -> Iterator[subproces
     try:
         yield proc
     finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGTERM)
-            try:
-                proc.wait(30)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait(10)
+        stop_group(proc)
+
+
+def stop_group(proc: subprocess.Popen) -> None:
+    """SIGTERM the process group of ``proc`` (started with start_new_session), SIGKILL what is left."""
+    if proc.poll() is None:
+        os.killpg(proc.pid, signal.SIGTERM)
         try:
-            os.killpg(proc.pid, signal.SIGKILL)  # pool children left behind
-        except ProcessLookupError:
-            pass
+            proc.wait(30)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(10)
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)  # pool children left behind
+    except ProcessLookupError:
+        pass
 
 
 def point_app(settings: object) -> None:
