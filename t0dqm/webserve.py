@@ -49,7 +49,7 @@ class Limits:
     max_field_size: int = 8190
     max_headers: int = 64
     lingering: float = 2.0
-    read_bufsize: int = 1 << 16
+    read_bufsize: int = 1 << 15
     recv_size: int = 1 << 17
 
     def __post_init__(self) -> None:
