@@ -59,14 +59,28 @@ def beat(host: str, env: dict[str, str], tmp_path: Path) -> Iterator[tuple[subpr
         stop_group(proc)
 
 
-def senders(redis_url: str) -> Counter[int]:
-    """Messages of TASK waiting in Redis, by the pid of the process that sent them."""
-    counts: Counter[int] = Counter()
-    for raw in redislib.Redis.from_url(redis_url).lrange(QUEUE, 0, -1):
-        headers = json.loads(raw)["headers"]
-        if headers["task"] == TASK:
-            counts[int(headers["origin"].split("@", 1)[0].removeprefix("gen"))] += 1
-    return counts
+class Consumer:
+    """Plays the ops worker: takes the waiting messages off the queue (LRANGE + DEL in one transaction)
+    and, as a worker's task_received does, deletes their (step, item) markers, so each beat tick of the
+    leader can send a message again. Counts the reconcile messages taken, by the pid of their sender."""
+
+    def __init__(self, redis_url: str) -> None:
+        self.client = redislib.Redis.from_url(redis_url)
+        self.counts: Counter[int] = Counter()
+
+    def __call__(self) -> Counter[int]:
+        pipe = self.client.pipeline(transaction=True)
+        pipe.lrange(QUEUE, 0, -1)
+        pipe.delete(QUEUE)
+        raw_messages, _ = pipe.execute()
+        for raw in raw_messages:
+            headers = json.loads(raw)["headers"]
+            if headers["task"] == TASK:
+                self.counts[int(headers["origin"].split("@", 1)[0].removeprefix("gen"))] += 1
+        markers = list(self.client.scan_iter(match=f"*queued:{TASK}:*"))
+        if raw_messages and markers:
+            self.client.delete(*markers)
+        return Counter(self.counts)
 
 
 def leader_pid(cat: Catalog, host: str) -> int | None:
@@ -86,22 +100,26 @@ def test_only_the_leader_sends_and_the_standby_takes_over(cat: Catalog, redis_se
                                                           dev_settings: config.Settings) -> None:
     url = redis_server.url
     redislib.Redis.from_url(url).delete(QUEUE)
+    senders = Consumer(url)
     env = beat_env(tmp_path, cat, url, stale_after=3, lease=5)
     with beat("beatA", env, tmp_path) as (proc_a, _):
         pid_a = wait_for(lambda: leader_pid(cat, "beatA"))
         assert pid_a, f"beatA never led; leader is {current_leader(cat, dev_settings)}"
         with beat("beatB", env, tmp_path) as (proc_b, log_b):
             assert wait_for(lambda: "beat: standby, leader is beatA:" in log_b.read_text())
-            base = senders(url)[pid_a]
-            assert wait_for(lambda: senders(url)[pid_a] >= base + 3)  # A goes on sending
-            sent = senders(url)
+            base = senders()[pid_a]
+            assert wait_for(lambda: senders()[pid_a] >= base + 3)  # A goes on sending
+            sent = senders()
             assert set(sent) == {pid_a}, sent  # the standby sent nothing
 
             os.kill(pid_a, signal.SIGKILL)  # the leader dies without a word
             proc_a.wait(60)
             pid_b = wait_for(lambda: leader_pid(cat, "beatB"))
             assert pid_b and pid_b != pid_a
-            assert wait_for(lambda: senders(url)[pid_b] >= 2)
+            before_b = senders()
+            assert wait_for(lambda: senders()[pid_b] >= 2)
+            after = senders()
+            assert after[pid_a] == before_b[pid_a], after  # nothing more from the dead leader
             assert proc_b.poll() is None
     with cat.read() as conn:
         [row] = conn.execute(select(audit).where(audit.c.action == "lease-takeover",
