@@ -158,3 +158,57 @@ def test_beat_ticks_keep_one_message_while_the_consumer_is_down(idle_stack: conf
     assert client.llen(receive_queue) == 2
     steps = messages(redis_server.url, app.conf.t0dqm_prefix, 0)
     assert steps["steps"]["t0dqm.tasks.receive.scan"] == {"sent": 2, "deduped": 11, "received": 1}
+
+
+def _age(client: redis.Redis, keys: list[bytes], seconds: float, countdown: bool = False) -> None:
+    """Make markers look set ``seconds`` ago (their stamp; the TTL is kept): the clock moved on."""
+    from t0dqm.tasks import queued
+
+    for key in keys:
+        client.set(key, queued.stamp(time.time() - seconds, countdown), keepttl=True)
+
+
+def test_a_message_lost_with_a_killed_worker_is_resent_after_the_grace(
+        idle_stack: config.Settings, redis_server: services.Service, tmp_path: Path) -> None:
+    """kombu pops a message (BRPOP) before it records it in `unacked`: a worker killed in between loses
+    it while its marker lives. Reconcile takes a marker older than reconcile.orphan_grace whose queue is
+    empty for an orphan and sends the step again, once; while the queue holds messages it sends nothing."""
+    from t0dqm.celery import app
+    from t0dqm.status import messages
+    from t0dqm.tasks import queued
+    from t0dqm.tasks.ops import noop, reconcile
+
+    settings = idle_stack
+    client = redis.Redis.from_url(redis_server.url)
+    prefix = app.conf.t0dqm_prefix
+    grace = float(settings["reconcile"]["orphan_grace"])
+    import_task = "t0dqm.tasks.index.import_file"
+    index = queue_name("index", settings)
+    _pending_files(settings, tmp_path)
+    assert reconcile() == {"index-import": N, "zip": N}
+
+    client.delete(index)  # every import message popped by a worker killed at once: gone, markers alive
+    assert reconcile() == {}  # markers younger than the grace: nothing re-sent
+    lost = sorted(_markers(client, prefix, f"{import_task}:"))
+    assert len(lost) == N
+    _age(client, lost[:1], grace + 1)
+    assert reconcile() == {"index-import": 1}  # exactly the orphan, once
+    [body] = client.lrange(index, 0, -1)
+    assert import_task.encode() in body
+    assert client.get(lost[0]) is not None and float(client.get(lost[0])) > time.time() - grace  # fresh
+
+    _age(client, lost[1:], grace + 1)  # the other markers old, but the index queue holds a message: no flood
+    assert reconcile() == {}
+    assert client.llen(index) == 1
+    assert messages(redis_server.url, prefix, N)["steps"][import_task]["orphaned"] == 1
+
+    client.delete(index)  # lost again: the re-sent marker is young, the N - 1 others are orphans
+    assert reconcile() == {"index-import": N - 1}
+    assert client.llen(index) == N - 1
+
+    merge = app.signature("t0dqm.tasks.index.merge", countdown=30)  # a countdown message leaves its
+    assert noop.enqueue_many([(merge, (), {})]) == 1                  # queue at once (the worker waits
+    client.delete(queue_name("index-merge", settings))               # for its time): never an orphan
+    _age(client, _markers(client, prefix, "t0dqm.tasks.index.merge:"), grace + 1, countdown=True)
+    assert noop.enqueue_many([(merge, (), {})], orphan_grace=grace) == 0
+    assert queued.reclaim_orphans(client, [], [], [], time.time()) == []
