@@ -212,3 +212,26 @@ def test_a_message_lost_with_a_killed_worker_is_resent_after_the_grace(
     _age(client, _markers(client, prefix, "t0dqm.tasks.index.merge:"), grace + 1, countdown=True)
     assert noop.enqueue_many([(merge, (), {})], orphan_grace=grace) == 0
     assert queued.reclaim_orphans(client, [], [], [], time.time()) == []
+
+
+def test_tape_countdown_sends_keep_one_message_per_archive(idle_stack: config.Settings,
+                                                           redis_server: services.Service) -> None:
+    """tape._later (a stage retry, a verification after verify_delay) goes through the markers too: the
+    same archive asked again and again leaves one message per step; one due too late sends nothing."""
+    from t0dqm.celery import app
+    from t0dqm.tasks import queued, tape
+    from t0dqm.tasks.ops import noop
+
+    client = redis.Redis.from_url(redis_server.url)
+    prefix = app.conf.t0dqm_prefix
+    for _ in range(5):
+        tape._later(noop, "t0dqm.tasks.tape.stage", 4, 30.0)
+        tape._later(noop, "t0dqm.tasks.tape.verify", 4, 30.0)
+        tape._later(noop, "t0dqm.tasks.tape.stage", 5, tape.SOON + 1)  # found later by verify_due
+    tape_queue = queue_name("tape", idle_stack)
+    bodies = client.lrange(tape_queue, 0, -1)
+    assert len(bodies) == 2 and all(b'"eta"' in body for body in bodies), bodies
+    key = queued.item_key(prefix, "t0dqm.tasks.tape.stage", (4,))
+    assert 0 < client.ttl(key) <= 30 + queued.ETA_GRACE
+    assert client.get(key).endswith(queued.COUNTDOWN.encode())  # never taken for an orphan
+    assert queued.item_key(prefix, "t0dqm.tasks.tape.stage", (5,)).encode() not in _markers(client, prefix)
