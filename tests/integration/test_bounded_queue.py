@@ -235,3 +235,44 @@ def test_tape_countdown_sends_keep_one_message_per_archive(idle_stack: config.Se
     assert 0 < client.ttl(key) <= 30 + queued.ETA_GRACE
     assert client.get(key).endswith(queued.COUNTDOWN.encode())  # never taken for an orphan
     assert queued.item_key(prefix, "t0dqm.tasks.tape.stage", (5,)).encode() not in _markers(client, prefix)
+
+
+def test_the_elected_beat_keeps_one_message_per_periodic_entry(idle_stack: config.Settings,
+                                                               redis_server: services.Service) -> None:
+    """The scheduler `celery -A t0dqm beat` runs (t0dqm.beat_election.ElectedScheduler), every entry
+    made due again and again with no consumer: each periodic entry has one message waiting, not one per
+    period (finding 3 of the multi-host runs)."""
+    import json
+    from collections import Counter
+    from datetime import UTC, datetime, timedelta
+
+    from t0dqm.beat_election import ElectedScheduler
+    from t0dqm.celery import all_queues, app
+    from t0dqm.tasks import queued
+
+    client = redis.Redis.from_url(redis_server.url)
+    scheduler = ElectedScheduler(app=app)
+    periods = 6
+    try:
+        entries = scheduler.schedule
+        for period in range(periods):
+            for entry in entries.values():  # the clock moved on by more than every entry's period
+                entry.last_run_at = datetime.now(UTC) - timedelta(days=2 + period)
+            scheduler._heap = None
+            for _ in range(2 * len(entries)):  # one due entry is sent per tick
+                if scheduler.tick() > 0:
+                    break
+            assert scheduler.leading
+    finally:
+        scheduler.close()
+    waiting: Counter[tuple[str, str]] = Counter()
+    for queue in all_queues(idle_stack):
+        for name in queued.queue_lists(queue):
+            for raw in client.lrange(name, 0, -1):
+                headers = json.loads(raw)["headers"]
+                waiting[(headers["task"], headers["argsrepr"] + headers["kwargsrepr"])] += 1
+    expected = {(e.task, repr(tuple(e.args)) + repr(dict(e.kwargs))) for e in entries.values()}
+    assert set(waiting) == expected, set(waiting) ^ expected
+    assert set(waiting.values()) == {1}, waiting
+    sent = queued.message_counts(client, app.conf.t0dqm_prefix, 0)["steps"]
+    assert sum(s["deduped"] for s in sent.values()) == (periods - 1) * len(expected)
