@@ -23,6 +23,7 @@ from sqlalchemy.engine import Connection
 
 from t0dqm import config, dropbox, states
 from t0dqm.catalog import Catalog, archives, audit, files, leases, members
+from t0dqm.queries import not_member
 from t0dqm.tasks.queued import PRIORITY_STEPS, queue_lists
 
 BOUND_SLACK = 50  # target: queue depth <= pending items + 50
@@ -38,7 +39,7 @@ def pending_items(conn: Connection, settings: config.Settings) -> dict[str, int]
         return int(conn.execute(query).scalar_one())
 
     to_zip = count(select(func.count()).select_from(files).where(
-        files.c.state == states.RECEIVED, files.c.zippat.is_not(None), files.c.id.not_in(select(members.c.file_id))))
+        files.c.state == states.RECEIVED, files.c.zippat.is_not(None), not_member()))
     open_archives = count(select(func.count()).select_from(archives).where(archives.c.state == states.OPEN))
     to_tape = count(select(func.count()).select_from(archives).where(
         archives.c.state.in_([states.FROZEN, states.COPIED])))
