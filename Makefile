@@ -4,7 +4,9 @@ PY := $(VENV)/bin/python
 PYTHON ?= python3
 PYTEST_ARGS ?=
 
-.PHONY: deps venv demo up test lint bench clean
+RUCIO_VENV ?= .venv-rucio
+
+.PHONY: deps venv rucio-venv demo up test lint bench clean
 
 deps:
 	bash ops/install-deps.sh
@@ -17,13 +19,23 @@ $(VENV)/.installed: pyproject.toml
 
 venv: $(VENV)/.installed
 
+# The Rucio server the integration tests start (tests/integration/rucio_server.py). Its own venv: the
+# server pins SQLAlchemy, redis, ... versions t0dqm does not use; t0dqm itself needs only rucio-clients.
+$(RUCIO_VENV)/.installed: ops/rucio-server-requirements.txt
+	$(PYTHON) -m venv $(RUCIO_VENV)
+	$(RUCIO_VENV)/bin/python -m pip install -q --upgrade pip
+	$(RUCIO_VENV)/bin/python -m pip install -q -r ops/rucio-server-requirements.txt
+	touch $@
+
+rucio-venv: $(RUCIO_VENV)/.installed
+
 demo: deps venv
 	$(VENV)/bin/t0dqm demo
 
 up: venv
 	$(VENV)/bin/t0dqm up
 
-test: deps venv
+test: deps venv rucio-venv
 	$(PY) -m pytest -q $(PYTEST_ARGS)
 
 lint: venv

@@ -31,6 +31,8 @@ def build(settings: Any) -> dict[str, dict[str, Any]]:
                              "schedule": crontab(hour=5, minute=0)},
         "t0-retention": {"task": "t0dqm.tasks.streamer.retention_cleanup",
                          "schedule": crontab(hour=6, minute=0)},
+        "t0-rules-poll": {"task": "t0dqm.tasks.tier0.poll_rules",
+                          "schedule": float(settings["rucio"]["poll_interval"])},
         "sm-cleanup-age": {"task": "t0dqm.tasks.streamer.sm_cleanup", "kwargs": {"mode": "age"},
                            "schedule": crontab(hour="3,15", minute=30)},
         "sm-cleanup-occupancy": {"task": "t0dqm.tasks.streamer.sm_cleanup", "kwargs": {"mode": "occupancy"},
@@ -41,6 +43,8 @@ def build(settings: Any) -> dict[str, dict[str, Any]]:
         enabled.discard("streamer-cleanup")
     if not settings["retention"]["enabled"]:
         enabled.discard("t0-retention")
+    if not settings["rucio"]["url"]:
+        enabled.discard("t0-rules-poll")
     if not settings["storage_manager"]["enabled"]:
         enabled.discard("sm-cleanup-age")
         enabled.discard("sm-cleanup-occupancy")

@@ -187,7 +187,34 @@ t0_outputs = Table(
     Column("needed_by", Integer, nullable=False, default=0),
     Column("state", String(16), nullable=False, default="present"),
     Column("updated_at", Float, nullable=False),
+    # Placement (t0dqm.tier0.placement): the CMS dataset, its Rucio block and the file's LFN; NULL for
+    # outputs registered without a dataset.
+    Column("dataset", String(512)),
+    Column("block", String(600)),
+    Column("lfn", String(2048)),
     Index("ix_t0_outputs_state", "state", "created_at"),
+    Index("ix_t0_outputs_block", "block"),
+)
+
+# Rucio rules of a Tier-0 block, one per (block, RSE): role t0-disk, tape or disk.
+# state: pending (not yet created) -> a Rucio rule state (REPLICATING, OK, STUCK, SUSPENDED, ...)
+# -> removed (the T0 disk rule, by retention); missing when a recorded rule is no longer in Rucio.
+t0_rules = Table(
+    "t0_rules", metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("block", String(600), nullable=False),
+    Column("dataset", String(512), nullable=False),
+    Column("rse", String(128), nullable=False),
+    Column("role", String(16), nullable=False),
+    Column("rule_id", String(64)),
+    Column("state", String(16), nullable=False, default="pending"),
+    Column("state_since", Float, nullable=False),
+    Column("checked_at", Float),
+    Column("error", Text),
+    Column("created_at", Float, nullable=False),
+    Column("updated_at", Float, nullable=False),
+    UniqueConstraint("block", "rse", name="uq_t0_rules_block_rse"),
+    Index("ix_t0_rules_state", "state", "updated_at"),
 )
 
 # Every state change and every deletion.

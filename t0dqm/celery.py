@@ -37,6 +37,7 @@ TASK_MODULES = (
     "t0dqm.tasks.health",
     "t0dqm.tasks.streamer",
     "t0dqm.tasks.gui",
+    "t0dqm.tasks.tier0",
 )
 
 BASE_QUEUES = ("receive", "index", "index-merge", "archive", "tape", "cleanup", "sync", "ops")
@@ -51,7 +52,7 @@ SPECIAL_ROUTES = {
 }
 MODULE_QUEUES = {
     "ops": "ops", "receive": "receive", "index": "index", "archive": "archive", "tape": "tape",
-    "cleanup": "cleanup", "sync": "sync", "health": "ops", "streamer": "cleanup",
+    "cleanup": "cleanup", "sync": "sync", "health": "ops", "streamer": "cleanup", "tier0": "ops",
     "gui": "index",
 }
 

@@ -40,13 +40,16 @@ def pending_items(conn: Connection, settings: config.Settings) -> dict[str, int]
 
     to_zip = count(select(func.count()).select_from(files).where(
         files.c.state == states.RECEIVED, files.c.zippat.is_not(None), not_member()))
-    open_archives = count(select(func.count()).select_from(archives).where(archives.c.state == states.OPEN))
+    # freeze is one step per zip pattern: the patterns of open archives and of files still to zip
+    patterns = {r[0] for r in conn.execute(select(archives.c.pattern).where(archives.c.state == states.OPEN))}
+    patterns |= {r[0] for r in conn.execute(select(files.c.zippat).distinct().where(
+        files.c.state == states.RECEIVED, files.c.zippat.is_not(None), not_member()))}
     to_tape = count(select(func.count()).select_from(archives).where(
         archives.c.state.in_([states.FROZEN, states.COPIED])))
     to_index = count(select(func.count()).select_from(files).where(files.c.index_state == states.INDEX_PENDING))
     to_merge = count(select(func.count()).select_from(files).where(files.c.index_state == states.INDEX_PARTIAL))
     return {"receive": len(dropbox.scan_entries(settings.dropbox)), "index": to_index, "index-merge": to_merge,
-            "archive": to_zip + open_archives, "tape": to_tape, "cleanup": 0, "sync": 0, "ops": 0}
+            "archive": to_zip + len(patterns), "tape": to_tape, "cleanup": 0, "sync": 0, "ops": 0}
 
 
 @dataclass

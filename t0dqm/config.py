@@ -123,6 +123,18 @@ DEFAULTS: dict[str, Any] = {
     },
     # Tier-0 disk retention (t0dqm.tasks.streamer.retention_cleanup, daily when enabled).
     "retention": {"enabled": False, "min_days": 7},
+    # Tier-0 placement (t0dqm.policies.subscriptions): PD -> Tier-1 site (sites = {ZeroBias = "T1_IT_CNAF"}),
+    # new PDs to default_site; every output also gets a rule to t0_disk; disk_tiers also go to <site>_Disk;
+    # free_tape = {site = bytes} feeds `t0dqm t0 subscriptions plan`.
+    "subscriptions": {"default_site": "T1_US_FNAL", "t0_disk": "T0_CH_CERN_Disk", "sites": {}, "disk_tiers": [],
+                      "free_tape": {}},
+    # Rucio (t0dqm.tier0.rucio_client); empty url = no Rucio: no rules, retention deletes the disk copy
+    # itself. auth_type userpass | x509 | x509_proxy (client_cert = the proxy). Rules carry `activity`
+    # (tape rules `tape_activity`), transfer `priority` 1-5 (Rucio's default 3) and no lifetime; poll_interval: rule-state beat (s); a rule STUCK or
+    # SUSPENDED for stuck_alarm_after seconds raises an alarm.
+    "rucio": {"url": "", "auth_url": "", "account": "", "auth_type": "userpass", "username": "", "password": "",
+              "client_cert": "", "client_key": "", "ca_cert": "", "scope": "cms", "activity": "T0 Export",
+              "tape_activity": "T0 Tape", "priority": 4, "timeout": 60, "poll_interval": 600, "stuck_alarm_after": 6 * 3600},
     # Storage Manager (P5) cleanup (t0dqm.tasks.streamer.sm_cleanup): listing = JSON lines file
     # {"path","run","size","mtime","checked","repacked","tier0_off"}; area = directory whose filesystem
     # occupancy (statvfs) drives the policies.
@@ -267,6 +279,26 @@ def _validate_more(data: dict[str, Any]) -> None:
         path = data["broker_ssl"][key]
         if path and not os.path.isfile(path):
             raise ConfigError(f"broker_ssl.{key}: no such file {path!r}")
+    _validate_placement(data)
+
+
+def _validate_placement(data: dict[str, Any]) -> None:
+    from t0dqm.policies import subscriptions
+
+    try:
+        subscriptions.from_config(data["subscriptions"])
+    except subscriptions.SubscriptionError as exc:
+        raise ConfigError(str(exc)) from None
+    rucio = data["rucio"]
+    if rucio["url"] and not rucio["url"].startswith(("http://", "https://")):
+        raise ConfigError(f"rucio.url must be http:// or https://, got {rucio['url']!r}")
+    if rucio["auth_type"] not in ("userpass", "x509", "x509_proxy"):
+        raise ConfigError(f"rucio.auth_type must be userpass, x509 or x509_proxy, got {rucio['auth_type']!r}")
+    for key in ("timeout", "poll_interval"):
+        _positive(data, "rucio", key)
+    _positive(data, "rucio", "stuck_alarm_after", 0)
+    if rucio["priority"] not in (1, 2, 3, 4, 5):
+        raise ConfigError(f"rucio.priority must be 1 to 5, got {rucio['priority']!r}")
 
 
 def _validate_gui(gui: dict[str, Any]) -> None:

@@ -91,7 +91,11 @@ def ensure(url: str | None = None, role: str | None = None) -> Heartbeat:
         hb = _beats.get(url)
         if hb is None or hb.identity != process_identity():
             hb = Heartbeat(url, _role, interval)
-            hb.start()
+            try:
+                hb.start()
+            except Exception:
+                hb.catalog.dispose()  # the catalog is away: the caller retries, nothing left open
+                raise
             _beats[url] = hb
         elif role and hb.role != role:
             hb.role = role

@@ -10,7 +10,7 @@ import redis
 from sqlalchemy import func, select
 
 from t0dqm import config
-from t0dqm.catalog import Catalog, alarms, archives, files, quarantine
+from t0dqm.catalog import Catalog, alarms, archives, files, quarantine, t0_outputs, t0_rules
 from t0dqm.gui import counts as gui_counts
 
 
@@ -26,6 +26,8 @@ class Snapshot:
     quarantined: int = 0
     gui: dict[str, int] = field(default_factory=dict)  # DQM GUI registration (t0dqm.gui.counts)
     gui_url: str = ""
+    t0_outputs: dict[str, int] = field(default_factory=dict)  # Tier-0 disk outputs per state
+    t0_rules: dict[str, int] = field(default_factory=dict)  # their Rucio rules per state
     active_alarms: list[dict[str, Any]] = field(default_factory=list)
     # messages sent / skipped (already queued) / received per step, and received per file
     messages: dict[str, Any] = field(default_factory=dict)
@@ -51,6 +53,9 @@ def catalog_counts(catalog: Catalog) -> dict[str, Any]:
             "files": dict(conn.execute(select(files.c.state, func.count()).group_by(files.c.state)).all()),
             "index": dict(conn.execute(select(files.c.index_state, func.count()).group_by(files.c.index_state)).all()),
             "archives": dict(conn.execute(select(archives.c.state, func.count()).group_by(archives.c.state)).all()),
+            "t0_outputs": dict(conn.execute(select(t0_outputs.c.state, func.count())
+                                            .group_by(t0_outputs.c.state)).all()),
+            "t0_rules": dict(conn.execute(select(t0_rules.c.state, func.count()).group_by(t0_rules.c.state)).all()),
             "quarantined": conn.execute(select(func.count()).select_from(quarantine)
                                         .where(quarantine.c.resolved_at.is_(None))).scalar_one(),
             "gui": gui_counts(conn),
@@ -74,6 +79,7 @@ def snapshot(settings: config.Settings, catalog: Catalog, *, with_workers: bool 
     snap.files, snap.index, snap.archives = counts["files"], counts["index"], counts["archives"]
     snap.quarantined, snap.active_alarms = counts["quarantined"], counts["active_alarms"]
     snap.gui, snap.gui_url = counts["gui"], settings["gui"]["register_url"]
+    snap.t0_outputs, snap.t0_rules = counts["t0_outputs"], counts["t0_rules"]
     if snap.broker_error is None:
         snap.messages = messages(snap.broker_url, app.conf.t0dqm_prefix, sum(snap.files.values()))
     return snap
@@ -101,6 +107,9 @@ def render(snap: Snapshot) -> str:
     lines.append("queues   " + "  ".join(f"{q}={n}" for q, n in snap.queues.items()))
     for title, counts in (("files", snap.files), ("index", snap.index), ("archives", snap.archives)):
         lines.append(f"{title:<8} " + ("  ".join(f"{k}={v}" for k, v in sorted(counts.items())) or "-"))
+    for title, counts in (("t0 outputs", snap.t0_outputs), ("t0 rules", snap.t0_rules)):
+        if counts:
+            lines.append(f"{title} " + "  ".join(f"{k}={v}" for k, v in sorted(counts.items())))
     lines.append(f"quarantined {snap.quarantined}")
     if snap.gui_url or any(snap.gui.values()):
         lines.append(f"gui      {snap.gui_url or 'off'}  " + "  ".join(f"{k}={v}" for k, v in snap.gui.items()))

@@ -21,6 +21,7 @@ from t0dqm.catalog import streamer_units
 from t0dqm.celery import app
 from t0dqm.tasks.base import LeaseBusy, T0Task, long_limits
 from t0dqm.tier0 import cleanup, eosdump, outputs, sm
+from t0dqm.tier0.rucio_client import RucioRefused, RucioUnavailable
 
 
 def _record_units(catalog: Any, plan: Any, dry_run: bool) -> None:
@@ -91,6 +92,9 @@ def retention_cleanup(self: T0Task, dry_run: bool | None = None, now: float | No
             run = outputs.run_retention(self.catalog, settings, now=now, dry_run=dry_run)
     except LeaseBusy:
         return {"skipped": "another retention cleanup is running"}
+    except (RucioUnavailable, RucioRefused) as exc:  # no rule removed without a fresh check: next run
+        self.log("t0-retention-rucio", logging.ERROR, error=str(exc))
+        return {"refused": f"Rucio: {exc}; nothing released"}
     self.log("t0-retention", planned=len(run.delete), deleted=len(run.deleted), missing=len(run.missing),
              lost_race=len(run.lost_race), refused=len(run.refused), errors=len(run.errors), dry_run=dry_run)
     return run.as_dict()

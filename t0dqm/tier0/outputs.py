@@ -5,7 +5,8 @@ transfer to one of its endpoints completed, ``set_needed_by`` with the number of
 still read it. ``retention`` loads these facts, asks the pure policy (t0dqm.policies.retention) and
 deletes what it releases through the guarded deleter (rule "t0-retention").
 
-Row states: present -> deleting -> deleted. ``deleting`` is taken with a conditional update that also
+Row states: present -> deleting -> deleted (file deleted), or -> released when the output is placed with
+Rucio (t0dqm.tier0.placement removed its block's Tier-0 disk rule; Rucio's reaper deletes the replicas). ``deleting`` is taken with a conditional update that also
 re-checks the facts the decision used (no endpoint added, nothing needing it), so a job registering
 itself concurrently either wins (kept) or comes too late (``set_needed_by`` returns False). A run killed
 between ``deleting`` and ``deleted`` is finished by the next run.
@@ -19,6 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from sqlalchemy import insert, select, update
+from sqlalchemy.engine import Connection
 from sqlalchemy.exc import IntegrityError
 
 from t0dqm.catalog import Catalog, t0_outputs
@@ -38,26 +40,34 @@ def _load(text: str | None) -> frozenset[str]:
 
 def record_output(catalog: Catalog, path: str, size: int, adler32: str | None,
                   endpoints_required: list[str] | tuple[str, ...] | set[str],
-                  created_at: float | None = None) -> int:
-    """Register an output (idempotent on ``path``: an existing row keeps its facts); returns its id."""
+                  created_at: float | None = None, *, dataset: str | None = None, block: str | None = None,
+                  lfn: str | None = None, conn: Connection | None = None) -> int:
+    """Register an output (idempotent on ``path``: an existing row keeps its facts); returns its id.
+
+    ``dataset``/``block``/``lfn`` place it in Rucio (t0dqm.tier0.placement); ``conn`` joins the caller's
+    transaction.
+    """
+    if conn is None:
+        with catalog.begin() as own:
+            return record_output(catalog, path, size, adler32, endpoints_required, created_at, dataset=dataset,
+                                 block=block, lfn=lfn, conn=own)
     now = time.time()
-    with catalog.begin() as conn:
-        row_id = conn.execute(select(t0_outputs.c.id).where(t0_outputs.c.path == path)).scalar()
-        if row_id is not None:
-            return int(row_id)
-        try:
-            with conn.begin_nested():
-                row_id = conn.execute(insert(t0_outputs).values(
-                    path=path, size=int(size), adler32=adler32,
-                    created_at=now if created_at is None else float(created_at),
-                    endpoints_required=_dump(list(endpoints_required)), endpoints_done="[]", needed_by=0,
-                    state="present", updated_at=now)).inserted_primary_key[0]
-        except IntegrityError:  # registered concurrently
-            row_id = conn.execute(select(t0_outputs.c.id).where(t0_outputs.c.path == path)).scalar()
-            return int(row_id)
-        catalog.audit(conn, entity=ENTITY, entity_id=int(row_id), action="register", to_state="present",
-                      path=path, size=int(size), checksum=adler32)
+    row_id = conn.execute(select(t0_outputs.c.id).where(t0_outputs.c.path == path)).scalar()
+    if row_id is not None:
         return int(row_id)
+    try:
+        with conn.begin_nested():
+            row_id = conn.execute(insert(t0_outputs).values(
+                path=path, size=int(size), adler32=adler32,
+                created_at=now if created_at is None else float(created_at),
+                endpoints_required=_dump(list(endpoints_required)), endpoints_done="[]", needed_by=0,
+                state="present", updated_at=now, dataset=dataset, block=block, lfn=lfn)).inserted_primary_key[0]
+    except IntegrityError:  # registered concurrently
+        row_id = conn.execute(select(t0_outputs.c.id).where(t0_outputs.c.path == path)).scalar()
+        return int(row_id)
+    catalog.audit(conn, entity=ENTITY, entity_id=int(row_id), action="register", to_state="present",
+                  path=path, size=int(size), checksum=adler32, detail=block)
+    return int(row_id)
 
 
 def mark_endpoint_done(catalog: Catalog, path: str, endpoint: str) -> bool:
@@ -111,6 +121,7 @@ class RetentionRun:
     lost_race: list[str] = field(default_factory=list)
     refused: list[str] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
+    rucio: dict[str, Any] | None = None  # blocks released by removing their Tier-0 disk rule (placement)
 
     def as_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {
@@ -119,6 +130,8 @@ class RetentionRun:
         if self.execute:
             out["execution"] = {"dry_run": self.dry_run, "deleted": self.deleted, "missing": self.missing,
                                 "lost_race": self.lost_race, "refused": self.refused, "errors": self.errors}
+            if self.rucio is not None:
+                out["execution"]["rucio"] = self.rucio
         return out
 
 
@@ -180,8 +193,17 @@ def run_retention(catalog: Catalog, settings: Any, *, now: float | None = None, 
     min_days = int(settings["retention"]["min_days"] if min_days is None else min_days)
     run, rows = plan(catalog, now, min_days)
     run.execute, run.dry_run = True, dry_run
+    # With Rucio, a placed output goes by removing its block's Tier-0 disk rule, never by deleting the file.
+    by_rule = [i for i in run.delete if settings["rucio"]["url"] and rows[i["path"]]["block"]]
+    if by_rule:
+        from t0dqm.tier0 import placement
+
+        run.rucio = placement.release(catalog, settings, by_rule, rows, dry_run=dry_run).as_dict()
+    by_rule_paths = {i["path"] for i in by_rule}
     for item in run.delete:
         row = rows[item["path"]]
+        if item["path"] in by_rule_paths:
+            continue
         kwargs = {"rule": RULE, "reason": item["reason"], "size": int(row["size"]), "checksum": row["adler32"],
                   "entity_id": int(row["id"]), "catalog": catalog, "settings": settings}
         if dry_run:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import time
 
-from sqlalchemy import insert, inspect, select
+from sqlalchemy import Index, MetaData, Table, insert, inspect, select
 
 from t0dqm.catalog import Catalog, files, meta, metadata, t0_outputs
 from t0dqm.schema import LEGACY_REVISIONS, head
@@ -14,9 +14,13 @@ from t0dqm.schema import LEGACY_REVISIONS, head
 def make_legacy(url: str, version: int) -> Catalog:
     """A catalog as t0dqm's hand-written migrations left it at ``version`` (1: no t0_outputs)."""
     cat = Catalog(url)
-    tables = [t for t in metadata.sorted_tables if version >= 2 or t is not t0_outputs]
-    tables = [t for t in tables if t.name in _LEGACY_TABLES]
+    tables = [t for t in metadata.sorted_tables if t.name in _LEGACY_TABLES and t is not t0_outputs]
     metadata.create_all(cat.engine, tables=tables)
+    if version >= 2:  # t0_outputs as schema 2 had it (later revisions add columns)
+        legacy = MetaData()
+        Table("t0_outputs", legacy, *[c._copy() for c in t0_outputs.columns if c.name in _LEGACY_T0_OUTPUTS],
+              Index("ix_t0_outputs_state", "state", "created_at"))
+        legacy.create_all(cat.engine)
     now = time.time()
     with cat.begin() as conn:
         conn.execute(insert(meta).values(key="schema_version", value=str(version)))
@@ -30,6 +34,8 @@ def make_legacy(url: str, version: int) -> Catalog:
 # The tables the hand-written schema 2 had (later revisions add others).
 _LEGACY_TABLES = {"meta", "files", "quarantine", "archives", "members", "streamer_units", "t0_outputs",
                   "audit", "leases", "alarms"}
+_LEGACY_T0_OUTPUTS = {"id", "path", "size", "adler32", "created_at", "endpoints_required", "endpoints_done",
+                      "needed_by", "state", "updated_at"}
 
 
 def test_upgrade_v1_to_head(catalog_url: str) -> None:

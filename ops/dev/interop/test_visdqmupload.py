@@ -3,8 +3,12 @@ against the endpoint over http and over TLS with client certificates.
 
 The client is not part of this repository: point ``T0DQM_DQMGUI_PROD`` at a checkout of cms-DQM/dqmgui_prod
 (it needs ``bin/visDQMUpload`` and ``src/python/DQM/visDQMUtils.py``), e.g.
-``git clone https://github.com/cms-DQM/dqmgui_prod /opt/dqmgui_prod``. Without it these tests do not run;
-the rest of the suite speaks the same protocol with its own client (test_upload_server.client_upload).
+``git clone https://github.com/cms-DQM/dqmgui_prod /opt/dqmgui_prod``, then run from the repository root:
+
+    T0DQM_DQMGUI_PROD=/opt/dqmgui_prod .venv/bin/python -m pytest -q ops/dev/interop
+
+This interoperability check lives outside ``tests/`` because the client comes from GitHub, which CI cannot
+reach; the suite speaks the same protocol with its own client (test_upload_server.client_upload).
 """
 
 from __future__ import annotations
@@ -22,7 +26,8 @@ from t0dqm import dropbox, simulate, upload_server
 from tests.integration.pki import CLIENT_SUBJECT, Pki, make_pki
 
 CHECKOUT = os.environ.get("T0DQM_DQMGUI_PROD", "")
-pytestmark = pytest.mark.skipif(not CHECKOUT, reason="T0DQM_DQMGUI_PROD (a dqmgui_prod checkout) is not set")
+if not CHECKOUT:
+    raise pytest.UsageError("set T0DQM_DQMGUI_PROD to a checkout of cms-DQM/dqmgui_prod (see the docstring)")
 
 NAME = "DQM_V0001_R000357902__ZeroBias__Run2023D-PromptReco-v2__DQMIO.root"
 
