@@ -10,14 +10,14 @@ from pathlib import Path
 
 import pytest
 import redis
+from celery import Celery
 from kombu import Connection
 from kombu.exceptions import KombuError
 
-from t0dqm import config, services
+from t0dqm import services
 from t0dqm.celery import BOUNDED_TRANSPORT
-from tests.conftest import make_settings
 from tests.integration.test_heartbeat import wait_for
-from tests.integration.workerproc import point_app, worker
+from tests.integration.workerproc import worker
 
 
 def _receive_in_thread(channel: object, deadline: float = 60.0) -> tuple[bool, list[object]]:
@@ -78,27 +78,27 @@ def test_the_pubsub_read_after_a_redis_restart_returns(own_redis: services.Servi
 
 def test_a_worker_answers_ping_and_consumes_after_redis_restarts(own_redis: services.Service,
                                                                  tmp_path: Path) -> None:
-    from t0dqm.celery import app
-    from t0dqm.tasks.ops import noop
+    # a client app of its own: the t0dqm app of this test process keeps pools of earlier tests
+    client = Celery("restart-probe", broker=own_redis.url, backend=own_redis.url)
+    client.conf.update(broker_connection_retry_on_startup=True, task_serializer="json", accept_content=["json"],
+                       result_serializer="json")
 
-    settings = make_settings(tmp_path / "me", broker_url=own_redis.url)
-    point_app(settings)
+    def answers() -> bool:
+        try:
+            return bool(client.control.ping(timeout=1.0))
+        except (redis.RedisError, OSError, KombuError):  # this test's own connection, re-made
+            return False
+
     try:
         with worker(tmp_path / "root", "ops", tmp_path / "worker.log", T0DQM_BROKER_URL=own_redis.url) as proc:
-            def answers() -> bool:
-                try:
-                    return bool(app.control.ping(timeout=1.0))
-                except (redis.RedisError, OSError, KombuError):  # this test's own connection, re-made
-                    return False
-
             assert wait_for(answers, 180), (tmp_path / "worker.log").read_text()[-3000:]
             for _restart in range(2):
                 own_redis.stop()
                 own_redis = services.start_redis(tmp_path / "redis", port=own_redis.port, persistent=False)
                 assert wait_for(answers, 240), (tmp_path / "worker.log").read_text()[-3000:]
                 assert proc.poll() is None
-            result = noop.apply_async(args=("after the restarts",))
+            result = client.send_task("t0dqm.tasks.ops.noop", args=("after the restarts",), queue="ops")
             assert result.get(timeout=120) == "after the restarts"
     finally:
         own_redis.stop()
-        config.reset(None)
+        client.close()
