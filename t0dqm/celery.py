@@ -56,6 +56,7 @@ MODULE_QUEUES = {
     "gui": "index",
 }
 
+BOUNDED_TRANSPORT = "t0dqm.broker_transport:Transport"
 VISIBILITY_TIMEOUT = 4 * 3600  # longer than any task's hard limit; recovery is reconcile's job
 
 
@@ -129,6 +130,8 @@ def configure(app: Celery, settings: config.Settings) -> None:
     prefix = settings.queue_prefix
     app.conf.update(
         broker_url=broker or None,
+        # kombu's Redis transport with a bounded pub/sub read (a worker must not hang after a Redis restart)
+        broker_transport=BOUNDED_TRANSPORT if broker.startswith(("redis://", "rediss://")) else None,
         result_backend=backend or None,
         task_serializer="json",
         result_serializer="json",

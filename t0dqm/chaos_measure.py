@@ -23,9 +23,9 @@ from sqlalchemy.engine import Connection
 
 from t0dqm import config, dropbox, states
 from t0dqm.catalog import Catalog, archives, audit, files, leases, members
+from t0dqm.queries import not_member
+from t0dqm.tasks.queued import PRIORITY_STEPS, queue_lists
 
-PRIORITY_SEP = "\x06\x16"  # kombu.transport.redis.Channel.sep
-PRIORITY_STEPS = (3, 6, 9)  # kombu's default steps beyond 0 (which is the plain list)
 BOUND_SLACK = 50  # target: queue depth <= pending items + 50
 # Tasks handling one item (a file, a batch of uploads, an archive): their runs per file are reported.
 ITEM_TASKS = ("t0dqm.tasks.receive.receive_batch", "t0dqm.tasks.receive.receive_file",
@@ -39,11 +39,11 @@ def pending_items(conn: Connection, settings: config.Settings) -> dict[str, int]
         return int(conn.execute(query).scalar_one())
 
     to_zip = count(select(func.count()).select_from(files).where(
-        files.c.state == states.RECEIVED, files.c.zippat.is_not(None), files.c.id.not_in(select(members.c.file_id))))
+        files.c.state == states.RECEIVED, files.c.zippat.is_not(None), not_member()))
     # freeze is one step per zip pattern: the patterns of open archives and of files still to zip
     patterns = {r[0] for r in conn.execute(select(archives.c.pattern).where(archives.c.state == states.OPEN))}
     patterns |= {r[0] for r in conn.execute(select(files.c.zippat).distinct().where(
-        files.c.state == states.RECEIVED, files.c.zippat.is_not(None), files.c.id.not_in(select(members.c.file_id))))}
+        files.c.state == states.RECEIVED, files.c.zippat.is_not(None), not_member()))}
     to_tape = count(select(func.count()).select_from(archives).where(
         archives.c.state.in_([states.FROZEN, states.COPIED])))
     to_index = count(select(func.count()).select_from(files).where(files.c.index_state == states.INDEX_PENDING))
@@ -72,7 +72,7 @@ def item_messages(client: Any, name: str, limit: int = 20000) -> int:
     tasks beat sends (they pile up while a consumer is down, one per period: not what the bound is about)."""
     items = {task.encode() for task in ITEM_TASKS}
     count = 0
-    for key in (name, *(f"{name}{PRIORITY_SEP}{step}" for step in PRIORITY_STEPS)):
+    for key in queue_lists(name):
         for body in client.lrange(key, 0, limit - 1):
             m = RX_TASK.search(body)
             count += bool(m and m.group(1) in items)
@@ -138,9 +138,8 @@ class Sampler(threading.Thread):
     def sample(self, client: Any, catalog: Catalog) -> None:
         pipe = client.pipeline(transaction=False)
         for name in self.queues.values():
-            pipe.llen(name)
-            for step in PRIORITY_STEPS:
-                pipe.llen(f"{name}{PRIORITY_SEP}{step}")
+            for key in queue_lists(name):
+                pipe.llen(key)
         pipe.hlen("unacked")
         for key in self.counter_keys:
             pipe.hgetall(key)

@@ -66,6 +66,9 @@ DEFAULTS: dict[str, Any] = {
         # seconds a "message queued" marker per (step, item) lives (t0dqm.tasks.queued): longer than a
         # consumer outage to ride out; a message lost while its marker lives is re-sent after it
         "queued_ttl": 3600,
+        # seconds after which a marker whose queue is empty is taken for an orphan (its message was lost,
+        # e.g. popped by a worker killed at once) and the step re-sent
+        "orphan_grace": 60,
     },
     # Liveness (principle 6): every worker process and beat refreshes its catalog row every `interval`
     # seconds; a claim or lease whose holder has not beaten for `stale_after` seconds may be taken over.
@@ -257,7 +260,7 @@ def _validate_more(data: dict[str, Any]) -> None:
     if data["heartbeat"]["stale_after"] < 2 * data["heartbeat"]["interval"]:
         raise ConfigError("heartbeat.stale_after must be at least twice heartbeat.interval")
     for table, key, minimum in (("reconcile", "lease_seconds", 1), ("reconcile", "stale_seconds", 0),
-                                ("reconcile", "queued_ttl", 1),
+                                ("reconcile", "queued_ttl", 1), ("reconcile", "orphan_grace", 0),
                                 ("archive", "freeze_age", 0), ("archive", "verify_delay", 0),
                                 ("archive", "stage_max_tries", 1), ("receive", "batch", 1),
                                 ("receive", "scan_interval", 1), ("upload", "max_size", 1),

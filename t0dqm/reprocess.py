@@ -61,10 +61,12 @@ class Action:
 
 
 def celery_sender(name: str, args: tuple[Any, ...]) -> None:
-    """Send a task by name through the t0dqm app (routing by module)."""
+    """Send a task by name through the t0dqm app (routing by module), unless a message for that step
+    and item already waits in its queue (t0dqm.tasks.queued)."""
     from t0dqm.celery import app
+    from t0dqm.tasks.base import send_once
 
-    app.signature(name).apply_async(args=args, retry=True, retry_policy={"max_retries": 3, "interval_start": 0.2})
+    send_once(app, config.get(), [(app.signature(name), args, {})], strict=True)
 
 
 def steps_from(step: str) -> tuple[str, ...]:

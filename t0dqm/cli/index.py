@@ -135,11 +135,11 @@ def index_retry_failed(run_sync: bool) -> None:
         click.echo(f"indexed      {merged.get('indexed', 0)} file(s), failed {merged.get('failed', 0)}")
         return
     from t0dqm.celery import app
+    from t0dqm.tasks.base import send_once
 
-    for file_id, state in reset:
-        if state == "pending":
-            app.signature("t0dqm.tasks.index.import_file").apply_async(args=(file_id,))
-    app.signature("t0dqm.tasks.index.merge").apply_async()
+    imports = [(app.signature("t0dqm.tasks.index.import_file"), (file_id,), {})
+               for file_id, state in reset if state == "pending"]
+    send_once(app, settings, [*imports, (app.signature("t0dqm.tasks.index.merge"), (), {})], strict=True)
 
 
 @click.command("import-legacy")

@@ -169,42 +169,85 @@ class T0Task(Task):
         reconcile, so a broker error here is logged, not raised."""
         self.enqueue_many([(task, args, kwargs)])
 
-    def enqueue_many(self, items: Sequence[tuple[Any, Sequence[Any], dict[str, Any]]]) -> int:
-        """Send (signature, args, kwargs) steps, skipping those whose (step, item) already has a queued
-        message; the markers are set in one round trip. Returns the number sent."""
-        client = metrics_client(self.app)
-        prefix = self.app.conf.t0dqm_prefix
-        keys = [queued.item_key(prefix, getattr(task, "name", str(task)), args, kwargs)
-                for task, args, kwargs in items]
-        ttl = int(self.settings["reconcile"].get("queued_ttl", queued.DEFAULT_TTL))
-        ttls = [ttl if _countdown(task) is None else int(_countdown(task) or 0) + queued.ETA_GRACE
-                for task, _args, _kwargs in items]
-        free = [True] * len(items)
-        if client is not None:
-            try:
-                free = queued.reserve(client, keys, ttls)
-            except redis.RedisError as exc:  # the send below will say whether the broker is there
-                self.log("enqueue-reserve-failed", logging.WARNING, error=str(exc))
-        counts: dict[tuple[str, str], int] = {}
-        unsent: list[str] = []
-        for (task, args, kwargs), key, go in zip(items, keys, free, strict=True):
-            name = getattr(task, "name", str(task))
-            if not go:
-                counts[(name, "deduped")] = counts.get((name, "deduped"), 0) + 1
-                continue
-            try:
-                task.apply_async(args=tuple(args), kwargs=kwargs, retry=True,
-                                 retry_policy={"max_retries": 3, "interval_start": 0.2, "interval_step": 0.5})
-                counts[(name, "sent")] = counts.get((name, "sent"), 0) + 1
-            except Exception as exc:  # noqa: BLE001 - reconcile will re-enqueue from the catalog
-                unsent.append(key)  # free the marker: nothing is queued for this item
-                self.log("enqueue-failed", logging.WARNING, next=name, error=str(exc))
-        if client is not None:
-            try:
-                queued.count(client, prefix, counts, forget=unsent)
-            except redis.RedisError:  # counters are best effort; a marker left expires
-                pass
-        return sum(n for (_task, kind), n in counts.items() if kind == "sent")
+    def enqueue_many(self, items: Sequence[tuple[Any, Sequence[Any], dict[str, Any]]],
+                     orphan_grace: float | None = None) -> int:
+        """Send (signature, args, kwargs) steps at most once per waiting (step, item): see send_once."""
+        return send_once(self.app, self.settings, items, orphan_grace=orphan_grace, log=self.log)
+
+
+Items = Sequence[tuple[Any, Sequence[Any], dict[str, Any]]]
+
+
+def _log(event: str, level: int = logging.INFO, **fields: Any) -> None:
+    logger.log(level, json.dumps({"event": event, "host": socket.gethostname(), **fields}, default=str,
+                                 sort_keys=True))
+
+
+def send_once(app: Any, settings: config.Settings, items: Items, *, orphan_grace: float | None = None,
+              strict: bool = False, log: Any = _log) -> int:
+    """Send (signature, args, kwargs) steps, skipping those whose (step, item) already has a queued
+    message; the markers are set in one round trip. With ``orphan_grace`` (reconcile, verify_due), a
+    marker older than that whose queue is empty guards a lost message: it is replaced and the step sent
+    again (see t0dqm.tasks.queued). A send that fails is logged (reconcile finds the item again), or
+    raised with ``strict`` (an operator's command). Returns the number sent."""
+    client = metrics_client(app)
+    prefix = app.conf.t0dqm_prefix
+    names = [getattr(task, "name", str(task)) for task, _args, _kwargs in items]
+    keys = [queued.item_key(prefix, name, args, kwargs)
+            for name, (_task, args, kwargs) in zip(names, items, strict=True)]
+    ttl = int(settings["reconcile"].get("queued_ttl", queued.DEFAULT_TTL))
+    countdowns = [_countdown(task) for task, _args, _kwargs in items]
+    ttls = [ttl if c is None else int(c) + queued.ETA_GRACE for c in countdowns]
+    now = time.time()
+    free = [True] * len(items)
+    orphaned: set[int] = set()
+    if client is not None:
+        try:
+            free = queued.reserve(client, keys, ttls, [queued.stamp(now, c is not None) for c in countdowns])
+            if orphan_grace is not None:
+                orphaned = _reclaim(client, settings, items, names, keys, ttls, free, now, orphan_grace)
+        except redis.RedisError as exc:  # the send below will say whether the broker is there
+            log("enqueue-reserve-failed", logging.WARNING, error=str(exc))
+    free = [go or i in orphaned for i, go in enumerate(free)]
+    counts: dict[tuple[str, str], int] = {}
+    unsent: list[str] = []
+    failure: Exception | None = None
+    for i, ((task, args, kwargs), name, key, go) in enumerate(zip(items, names, keys, free, strict=True)):
+        if i in orphaned:
+            counts[(name, "orphaned")] = counts.get((name, "orphaned"), 0) + 1
+        if not go:
+            counts[(name, "deduped")] = counts.get((name, "deduped"), 0) + 1
+            continue
+        try:
+            task.apply_async(args=tuple(args), kwargs=kwargs, retry=True,
+                             retry_policy={"max_retries": 3, "interval_start": 0.2, "interval_step": 0.5})
+            counts[(name, "sent")] = counts.get((name, "sent"), 0) + 1
+        except Exception as exc:  # noqa: BLE001 - reconcile will re-enqueue from the catalog
+            unsent.append(key)  # free the marker: nothing is queued for this item
+            log("enqueue-failed", logging.WARNING, next=name, error=str(exc))
+            failure = failure or exc
+    if client is not None:
+        try:
+            queued.count(client, prefix, counts, forget=unsent)
+        except redis.RedisError:  # counters are best effort; a marker left expires
+            pass
+    if strict and failure is not None:
+        raise failure
+    return sum(n for (_task, kind), n in counts.items() if kind == "sent")
+
+
+def _reclaim(client: redis.Redis, settings: config.Settings, items: Items, names: Sequence[str],
+             keys: Sequence[str], ttls: Sequence[int], free: Sequence[bool], now: float, grace: float) -> set[int]:
+    """Indices of the taken markers found orphaned (and replaced): their steps are sent again."""
+    from t0dqm.celery import route_for_task
+
+    taken = [i for i, go in enumerate(free) if not go]
+    if not taken:
+        return set()
+    queues = [(getattr(items[i][0], "options", None) or {}).get("queue")
+              or route_for_task(names[i], settings) for i in taken]
+    found = queued.reclaim_orphans(client, [keys[i] for i in taken], queues, [ttls[i] for i in taken], now, grace)
+    return {i for i, orphan in zip(taken, found, strict=True) if orphan}
 
 
 def _countdown(task: Any) -> float | None:

@@ -17,7 +17,8 @@ def reconcile(self: T0Task) -> dict[str, int]:
     Redis is only the conveyor: after a flush, a lost message or a killed worker, this is what finds
     the work again. It runs under a lease so two beats cannot double the traffic, and sends nothing for a
     (step, item) that already has a message waiting (t0dqm.tasks.queued): a queue whose consumer is down
-    holds at most one message per pending item however often reconcile runs.
+    holds at most one message per pending item however often reconcile runs. A marker left by a lost
+    message (older than reconcile.orphan_grace, its queue empty) is replaced and the step re-sent.
     """
     from t0dqm.tasks.base import LeaseBusy
 
@@ -33,7 +34,8 @@ def reconcile(self: T0Task) -> dict[str, int]:
     stale = 0
     for name, found in resumes.items():
         stale += len(found)
-        n = self.enqueue_many([(app.signature(r.task), r.args, {}) for r in found]) if found else 0
+        n = self.enqueue_many([(app.signature(r.task), r.args, {}) for r in found],
+                              orphan_grace=float(settings["reconcile"]["orphan_grace"])) if found else 0
         if n:
             sent[name] = n
     if stale:

@@ -48,15 +48,12 @@ def target_url(settings: Settings, path: str) -> str:
     return storage.join(settings.archive_endpoint, path)
 
 
-def _later(task_name: str, archive_id: int, delay: float) -> None:
-    """Send a step with a countdown when it is due soon; later ones are found by verify_due."""
+def _later(task: T0Task, task_name: str, archive_id: int, delay: float) -> None:
+    """Send a step with a countdown when it is due soon; later ones are found by verify_due. It goes
+    through the (step, item) markers, so an archive has at most one such message waiting."""
     if delay > SOON:
         return
-    try:
-        app.signature(task_name).apply_async(args=(archive_id,), countdown=max(0.0, delay), retry=True,
-                                             retry_policy={"max_retries": 3, "interval_start": 0.2})
-    except Exception:  # noqa: BLE001 - verify_due and reconcile find it again
-        pass
+    task.enqueue(app.signature(task_name, countdown=max(0.0, delay)), archive_id)
 
 
 # -- stage ------------------------------------------------------------------------------------------
@@ -173,7 +170,7 @@ def _mark_copied(task: T0Task, arch: Any, detail: str) -> str:
     if not ok:
         return "skipped"
     task.log("copied", archive=arch["path"], detail=detail)
-    _later("t0dqm.tasks.tape.verify", arch["id"], float(settings["archive"]["verify_delay"]))
+    _later(task, "t0dqm.tasks.tape.verify", arch["id"], float(settings["archive"]["verify_delay"]))
     return states.COPIED
 
 
@@ -208,7 +205,7 @@ def _retry_or_fail(task: T0Task, arch: Any, attempt: int, reason: str) -> str:
             tries=decision.tries, next_try_at=decision.next_try_at, reason=reason, updated_at=time.time()))
     task.log("stage-retry", logging.WARNING, archive=arch["path"], tries=decision.tries, reason=reason,
              next_try_at=decision.next_try_at)
-    _later("t0dqm.tasks.tape.stage", arch["id"], (decision.next_try_at or 0) - time.time())
+    _later(task, "t0dqm.tasks.tape.stage", arch["id"], (decision.next_try_at or 0) - time.time())
     return "retry"
 
 
@@ -335,10 +332,10 @@ def verify_due(self: T0Task) -> dict[str, int]:
     """Beat: send the stages and verifications that are due, and refresh the summarised alarm."""
     with self.catalog.read() as conn:
         frozen, copied = _due(conn, self.settings, time.time())
-    for archive_id in frozen:
-        self.enqueue(app.signature("t0dqm.tasks.tape.stage"), archive_id)
-    for archive_id in copied:
-        self.enqueue(app.signature("t0dqm.tasks.tape.verify"), archive_id)
+    grace = float(self.settings["reconcile"]["orphan_grace"])
+    self.enqueue_many([(app.signature("t0dqm.tasks.tape.stage"), (archive_id,), {}) for archive_id in frozen]
+                      + [(app.signature("t0dqm.tasks.tape.verify"), (archive_id,), {}) for archive_id in copied],
+                      orphan_grace=grace)
     update_trouble_alarm(self.catalog, self.settings)
     return {"stage": len(frozen), "verify": len(copied)}
 

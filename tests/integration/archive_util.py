@@ -116,8 +116,15 @@ def capture_sends(monkeypatch: object) -> list[tuple[str, tuple]]:
     def enqueue(self: object, task: object, *args: object, **kwargs: object) -> None:
         sent.append((getattr(task, "task", str(task)), args))
 
+    def enqueue_many(self: object, items: list[tuple[object, tuple, dict]], **_: object) -> int:
+        for task, args, _kwargs in items:
+            sent.append((getattr(task, "task", str(task)), tuple(args)))
+        return len(items)
+
     monkeypatch.setattr(T0Task, "enqueue", enqueue)  # type: ignore[attr-defined]
-    monkeypatch.setattr(tape, "_later", lambda name, archive_id, delay: sent.append((name, (archive_id,))))  # type: ignore[attr-defined]
+    monkeypatch.setattr(T0Task, "enqueue_many", enqueue_many)  # type: ignore[attr-defined]
+    monkeypatch.setattr(tape, "_later",  # type: ignore[attr-defined]
+                        lambda task, name, archive_id, delay: sent.append((name, (archive_id,))))
     return sent
 
 

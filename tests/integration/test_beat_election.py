@@ -111,7 +111,9 @@ def test_only_the_leader_sends_and_the_standby_takes_over(cat: Catalog, redis_se
             proc_a.wait(60)
             pid_b = wait_for(lambda: leader_pid(cat, "beatB"))
             assert pid_b and pid_b != pid_a
+            before_b = senders()
             assert wait_for(lambda: senders()[pid_b] >= 2)
+            assert senders()[pid_a] == before_b[pid_a]  # nothing more from the dead leader
             assert proc_b.poll() is None
     with cat.read() as conn:
         [row] = conn.execute(select(audit).where(audit.c.action == "lease-takeover",

@@ -158,3 +158,121 @@ def test_beat_ticks_keep_one_message_while_the_consumer_is_down(idle_stack: conf
     assert client.llen(receive_queue) == 2
     steps = messages(redis_server.url, app.conf.t0dqm_prefix, 0)
     assert steps["steps"]["t0dqm.tasks.receive.scan"] == {"sent": 2, "deduped": 11, "received": 1}
+
+
+def _age(client: redis.Redis, keys: list[bytes], seconds: float, countdown: bool = False) -> None:
+    """Make markers look set ``seconds`` ago (their stamp; the TTL is kept): the clock moved on."""
+    from t0dqm.tasks import queued
+
+    for key in keys:
+        client.set(key, queued.stamp(time.time() - seconds, countdown), keepttl=True)
+
+
+def test_a_message_lost_with_a_killed_worker_is_resent_after_the_grace(
+        idle_stack: config.Settings, redis_server: services.Service, tmp_path: Path) -> None:
+    """kombu pops a message (BRPOP) before it records it in `unacked`: a worker killed in between loses
+    it while its marker lives. Reconcile takes a marker older than reconcile.orphan_grace whose queue is
+    empty for an orphan and sends the step again, once; while the queue holds messages it sends nothing."""
+    from t0dqm.celery import app
+    from t0dqm.status import messages
+    from t0dqm.tasks import queued
+    from t0dqm.tasks.ops import noop, reconcile
+
+    settings = idle_stack
+    client = redis.Redis.from_url(redis_server.url)
+    prefix = app.conf.t0dqm_prefix
+    grace = float(settings["reconcile"]["orphan_grace"])
+    import_task = "t0dqm.tasks.index.import_file"
+    index = queue_name("index", settings)
+    _pending_files(settings, tmp_path)
+    assert reconcile() == {"index-import": N, "zip": N}
+
+    client.delete(index)  # every import message popped by a worker killed at once: gone, markers alive
+    assert reconcile() == {}  # markers younger than the grace: nothing re-sent
+    lost = sorted(_markers(client, prefix, f"{import_task}:"))
+    assert len(lost) == N
+    _age(client, lost[:1], grace + 1)
+    assert reconcile() == {"index-import": 1}  # exactly the orphan, once
+    [body] = client.lrange(index, 0, -1)
+    assert import_task.encode() in body
+    assert client.get(lost[0]) is not None and float(client.get(lost[0])) > time.time() - grace  # fresh
+
+    _age(client, lost[1:], grace + 1)  # the other markers old, but the index queue holds a message: no flood
+    assert reconcile() == {}
+    assert client.llen(index) == 1
+    assert messages(redis_server.url, prefix, N)["steps"][import_task]["orphaned"] == 1
+
+    client.delete(index)  # lost again: the re-sent marker is young, the N - 1 others are orphans
+    assert reconcile() == {"index-import": N - 1}
+    assert client.llen(index) == N - 1
+
+    merge = app.signature("t0dqm.tasks.index.merge", countdown=30)  # a countdown message leaves its
+    assert noop.enqueue_many([(merge, (), {})]) == 1                  # queue at once (the worker waits
+    client.delete(queue_name("index-merge", settings))               # for its time): never an orphan
+    _age(client, _markers(client, prefix, "t0dqm.tasks.index.merge:"), grace + 1, countdown=True)
+    assert noop.enqueue_many([(merge, (), {})], orphan_grace=grace) == 0
+    assert queued.reclaim_orphans(client, [], [], [], time.time()) == []
+
+
+def test_tape_countdown_sends_keep_one_message_per_archive(idle_stack: config.Settings,
+                                                           redis_server: services.Service) -> None:
+    """tape._later (a stage retry, a verification after verify_delay) goes through the markers too: the
+    same archive asked again and again leaves one message per step; one due too late sends nothing."""
+    from t0dqm.celery import app
+    from t0dqm.tasks import queued, tape
+    from t0dqm.tasks.ops import noop
+
+    client = redis.Redis.from_url(redis_server.url)
+    prefix = app.conf.t0dqm_prefix
+    for _ in range(5):
+        tape._later(noop, "t0dqm.tasks.tape.stage", 4, 30.0)
+        tape._later(noop, "t0dqm.tasks.tape.verify", 4, 30.0)
+        tape._later(noop, "t0dqm.tasks.tape.stage", 5, tape.SOON + 1)  # found later by verify_due
+    tape_queue = queue_name("tape", idle_stack)
+    bodies = client.lrange(tape_queue, 0, -1)
+    assert len(bodies) == 2 and all(b'"eta"' in body for body in bodies), bodies
+    key = queued.item_key(prefix, "t0dqm.tasks.tape.stage", (4,))
+    assert 0 < client.ttl(key) <= 30 + queued.ETA_GRACE
+    assert client.get(key).endswith(queued.COUNTDOWN.encode())  # never taken for an orphan
+    assert queued.item_key(prefix, "t0dqm.tasks.tape.stage", (5,)).encode() not in _markers(client, prefix)
+
+
+def test_the_elected_beat_keeps_one_message_per_periodic_entry(idle_stack: config.Settings,
+                                                               redis_server: services.Service) -> None:
+    """The scheduler `celery -A t0dqm beat` runs (t0dqm.beat_election.ElectedScheduler), every entry
+    made due again and again with no consumer: each periodic entry has one message waiting, not one per
+    period (finding 3 of the multi-host runs)."""
+    import json
+    from collections import Counter
+    from datetime import UTC, datetime, timedelta
+
+    from t0dqm.beat_election import ElectedScheduler
+    from t0dqm.celery import all_queues, app
+    from t0dqm.tasks import queued
+
+    client = redis.Redis.from_url(redis_server.url)
+    scheduler = ElectedScheduler(app=app)
+    periods = 6
+    try:
+        entries = scheduler.schedule
+        for period in range(periods):
+            for entry in entries.values():  # the clock moved on by more than every entry's period
+                entry.last_run_at = datetime.now(UTC) - timedelta(days=2 + period)
+            scheduler._heap = None
+            for _ in range(2 * len(entries)):  # one due entry is sent per tick
+                if scheduler.tick() > 0:
+                    break
+            assert scheduler.leading
+    finally:
+        scheduler.close()
+    waiting: Counter[tuple[str, str]] = Counter()
+    for queue in all_queues(idle_stack):
+        for name in queued.queue_lists(queue):
+            for raw in client.lrange(name, 0, -1):
+                headers = json.loads(raw)["headers"]
+                waiting[(headers["task"], headers["argsrepr"] + headers["kwargsrepr"])] += 1
+    expected = {(e.task, repr(tuple(e.args)) + repr(dict(e.kwargs))) for e in entries.values()}
+    assert set(waiting) == expected, set(waiting) ^ expected
+    assert set(waiting.values()) == {1}, waiting
+    sent = queued.message_counts(client, app.conf.t0dqm_prefix, 0)["steps"]
+    assert sum(s["deduped"] for s in sent.values()) == (periods - 1) * len(expected)
