@@ -31,7 +31,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import and_, insert, or_, select, update
+from sqlalchemy import and_, func, insert, or_, select, update
 
 from t0dqm import config
 from t0dqm.alarms import clear_alarm, raise_alarm
@@ -295,18 +295,21 @@ def missing_ids(conn: Any, *, older_than: float | None = None, run: int | None =
     return [r[0] for r in conn.execute(query.order_by(files.c.id).limit(limit))]
 
 
-def removed_but_registered(conn: Any, limit: int | None = None) -> list[dict[str, Any]]:
-    """Registered rows whose ROOT file version or quota control deleted and that no newer registered
-    version of the same sample replaced in the GUI: the GUI still points at a missing file."""
+def _removed_registered_query() -> Any:
     newer = files.alias("newer")
     replaced = select(newer.c.id).where(
         newer.c.run == files.c.run, newer.c.dataset == files.c.dataset,
         or_(newer.c.subsystem == files.c.subsystem, and_(newer.c.subsystem.is_(None), files.c.subsystem.is_(None))),
         newer.c.version > files.c.version, newer.c.gui_registered_at.is_not(None)).exists()
-    query = (select(files.c.id, files.c.cls, files.c.run, files.c.dataset, files.c.subsystem, files.c.version,
-                    files.c.path, files.c.gui_registered_at)
-             .where(files.c.state == REMOVED, files.c.gui_registered_at.is_not(None), ~replaced)
-             .order_by(files.c.run, files.c.id))
+    return (select(files.c.id, files.c.cls, files.c.run, files.c.dataset, files.c.subsystem, files.c.version,
+                   files.c.path, files.c.gui_registered_at)
+            .where(files.c.state == REMOVED, files.c.gui_registered_at.is_not(None), ~replaced))
+
+
+def removed_but_registered(conn: Any, limit: int | None = None) -> list[dict[str, Any]]:
+    """Registered rows whose ROOT file version or quota control deleted and that no newer registered
+    version of the same sample replaced in the GUI: the GUI still points at a missing file."""
+    query = _removed_registered_query().order_by(files.c.run, files.c.id)
     if limit is not None:
         query = query.limit(limit)
     return [dict(r) for r in conn.execute(query).mappings()]
@@ -314,18 +317,21 @@ def removed_but_registered(conn: Any, limit: int | None = None) -> list[dict[str
 
 def counts(conn: Any) -> dict[str, int]:
     """registered (ROOT file present); waiting (present, not yet registered); not_sent (left with a
-    reason, see ``files.gui_reason``); removed_registered (see :func:`removed_but_registered`)."""
-    rows = conn.execute(select(files.c.gui_registered_at.is_not(None), files.c.gui_reason.is_not(None),
-                               files.c.state, files.c.index_state)).all()
+    reason, see ``files.gui_reason``); removed_registered (see :func:`removed_but_registered`).
+    Aggregated in SQL: a few rows come back, whatever the catalog holds."""
+    registered, has_reason = files.c.gui_registered_at.is_not(None), files.c.gui_reason.is_not(None)
+    groups = (registered, has_reason, files.c.state, files.c.index_state)
+    rows = conn.execute(select(*groups, func.count()).group_by(*groups)).all()
     out = {"registered": 0, "waiting": 0, "not_sent": 0, "removed_registered": 0}
-    for registered, has_reason, state, index_state in rows:
-        if state == REMOVED or (index_state == INDEX_SKIPPED and not registered):
+    for is_registered, reason, state, index_state, n in rows:
+        if state == REMOVED or (index_state == INDEX_SKIPPED and not is_registered):
             continue
-        if registered:
-            out["registered"] += 1
+        if is_registered:
+            out["registered"] += n
         else:
-            out["not_sent" if has_reason else "waiting"] += 1
-    out["removed_registered"] = len(removed_but_registered(conn))
+            out["not_sent" if reason else "waiting"] += n
+    out["removed_registered"] = conn.execute(
+        select(func.count()).select_from(_removed_registered_query().subquery())).scalar_one()
     return out
 
 

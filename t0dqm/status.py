@@ -10,7 +10,8 @@ import redis
 from sqlalchemy import func, select
 
 from t0dqm import config
-from t0dqm.catalog import Catalog, alarms, archives, files, quarantine, t0_outputs, t0_rules
+from t0dqm import counts as running_counts
+from t0dqm.catalog import Catalog, alarms, quarantine, t0_outputs, t0_rules
 from t0dqm.gui import counts as gui_counts
 
 
@@ -47,12 +48,17 @@ def queue_depths(broker_url: str, queues: list[str], timeout: float = 2.0) -> di
         client.close()
 
 
+def _nonzero(by_state: dict[str, int]) -> dict[str, int]:
+    return {k: v for k, v in by_state.items() if v}
+
+
 def catalog_counts(catalog: Catalog) -> dict[str, Any]:
     with catalog.read() as conn:
+        totals = running_counts.totals(conn)  # running counts: no scan of files or archives (issue 14)
         return {
-            "files": dict(conn.execute(select(files.c.state, func.count()).group_by(files.c.state)).all()),
-            "index": dict(conn.execute(select(files.c.index_state, func.count()).group_by(files.c.index_state)).all()),
-            "archives": dict(conn.execute(select(archives.c.state, func.count()).group_by(archives.c.state)).all()),
+            "files": _nonzero(running_counts.by(totals, "state", "file")),
+            "index": _nonzero(running_counts.by(totals, "index_state", "file")),
+            "archives": _nonzero(running_counts.by(totals, "state", "archive")),
             "t0_outputs": dict(conn.execute(select(t0_outputs.c.state, func.count())
                                             .group_by(t0_outputs.c.state)).all()),
             "t0_rules": dict(conn.execute(select(t0_rules.c.state, func.count()).group_by(t0_rules.c.state)).all()),
