@@ -79,6 +79,9 @@ def chaos_env(endpoint: str) -> dict[str, str]:
         "T0DQM_RECONCILE__INTERVAL": "5",
         "T0DQM_RECONCILE__STALE_SECONDS": "20",
         "T0DQM_RECONCILE__LEASE_SECONDS": "60",
+        # a message lost with a killed worker keeps its (step, item) marker until this expires (3,600 s in
+        # production): short, so the item resumes within the run (docs/reliability.md, finding 1)
+        "T0DQM_RECONCILE__QUEUED_TTL": "180",
         "T0DQM_RECEIVE__SCAN_INTERVAL": "1",
         "T0DQM_TIMEOUTS__IO": "10",
         "T0DQM_TIMEOUTS__COPY": "60",
