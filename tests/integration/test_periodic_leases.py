@@ -85,7 +85,7 @@ def test_quota_control_skips_while_its_previous_run_holds_the_lease(
 def test_reconcile_skips_while_its_previous_run_holds_the_lease(
         settings: config.Settings, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch) -> None:
     sent: list[tuple[Any, ...]] = []
-    def enqueue_many(_self: T0Task, items: list[tuple[Any, Any, Any]]) -> int:
+    def enqueue_many(_self: T0Task, items: list[tuple[Any, Any, Any]], **_options: Any) -> int:
         sent.extend((task.name, *args) for task, args, _kw in items)
         return len(items)
 
