@@ -2,5 +2,5 @@
 
 from setuptools import Extension, setup
 
-setup(ext_modules=[Extension("t0dqm.tier0._dumpscan", ["t0dqm/tier0/_dumpscan.c"],
+setup(ext_modules=[Extension("t0dqm.formats._dumpscan", ["t0dqm/formats/_dumpscan.c"],
                              extra_compile_args=["-O2"], optional=True)])

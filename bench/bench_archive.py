@@ -48,7 +48,7 @@ def run_t0dqm(sources: list[tuple[Path, str]], work: Path, endpoint: str) -> tup
     from sqlalchemy import insert, select
 
     from t0dqm import config
-    from t0dqm.catalog import archives, files, get_catalog, members, reset_catalogs
+    from t0dqm.catalog.db import archives, files, get_catalog, members, reset_catalogs
     from t0dqm.tasks import archive as archive_tasks
     from t0dqm.tasks import tape
     from t0dqm.tasks.base import T0Task
@@ -106,7 +106,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=2)
     args = parser.parse_args()
 
-    from t0dqm import services
+    from t0dqm.dev import services
 
     sources = generate(args.total_mb, args.file_mb)
     total = sum(p.stat().st_size for p, _ in sources)

@@ -15,8 +15,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from t0dqm import services
-from t0dqm.stack import embedded_redis_executable
+from t0dqm.dev import services
+from t0dqm.dev.stack import embedded_redis_executable
 
 
 def start_worker(root: Path, broker: str) -> subprocess.Popen[bytes]:

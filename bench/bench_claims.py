@@ -32,8 +32,10 @@ def main() -> None:
     args = parser.parse_args()
 
     import t0dqm
-    from t0dqm import config, dropbox, simulate
-    from t0dqm.catalog import get_catalog
+    from t0dqm import config
+    from t0dqm.catalog.db import get_catalog
+    from t0dqm.dev import simulate
+    from t0dqm.formats import dropbox
     from t0dqm.tasks.receive import Receiver
 
     root = Path(tempfile.mkdtemp(prefix="t0dqm-bench-claims-"))

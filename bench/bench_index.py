@@ -4,7 +4,7 @@ and the reading side, side by side, for SQLite in WAL mode (before), SQLite with
 
     .venv/bin/python bench/bench_index.py --partials 100 --per-partial 10 --mes 300 --repeat 3
 
-Merge: the real SQLite merge code (t0dqm.index._merge_batch: partials attached read-only and immutable,
+Merge: the real SQLite merge code (t0dqm.steps.index._merge_batch: partials attached read-only and immutable,
 INSERT ... SELECT, one transaction per 8 partials); for PostgreSQL, the same work in the same transaction
 groups: samples inserted with RETURNING, monitor elements by COPY (values as text). Catalog updates are
 left out: they are the same for every backend. Reads: the GUI's two queries (samples of a run, monitor
@@ -31,8 +31,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from t0dqm import index as dqmindex  # noqa: E402
-from t0dqm import rootcheck  # noqa: E402
+from t0dqm.formats import rootcheck  # noqa: E402
+from t0dqm.steps import index as dqmindex  # noqa: E402
 
 Row = namedtuple("Row", "id run dataset version cls subsystem path")
 NULL = "\\N"  # COPY's NULL

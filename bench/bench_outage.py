@@ -38,8 +38,11 @@ def setup(root: Path, broker: str, files: int) -> Any:
     from sqlalchemy import select
 
     from t0dqm import celery as t0celery
-    from t0dqm import config, dropbox, simulate, states
-    from t0dqm.catalog import archives, get_catalog
+    from t0dqm import config
+    from t0dqm.catalog import states
+    from t0dqm.catalog.db import archives, get_catalog
+    from t0dqm.dev import simulate
+    from t0dqm.formats import dropbox
     from t0dqm.tasks.receive import Receiver
 
     env = {"T0DQM_ROOT": str(root), "T0DQM_FLAVOUR": "dev", "T0DQM_BROKER_URL": broker,
@@ -67,7 +70,7 @@ def pending(settings: Any) -> int:
     """(step, item) pairs reconcile would resume now."""
     import time
 
-    from t0dqm.catalog import get_catalog
+    from t0dqm.catalog.db import get_catalog
     from t0dqm.tasks.recovery import RECOVERERS
 
     with get_catalog(settings.catalog_url).read() as conn:
@@ -103,8 +106,8 @@ def outage(settings: Any, client: Any, seconds: int, timing: dict[str, int]) -> 
 def run(files: int, seconds: int, timing_name: str, markers: bool, workdir: Path) -> dict[str, Any]:
     import redis
 
-    from t0dqm import services
-    from t0dqm.catalog import reset_catalogs
+    from t0dqm.catalog.db import reset_catalogs
+    from t0dqm.dev import services
     from t0dqm.tasks import queued
 
     server = services.start_redis(workdir / "redis", persistent=False)

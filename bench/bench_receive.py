@@ -33,7 +33,7 @@ sys.path.insert(0, str(REPO))
 
 def _templates(folder: Path, n_hists: int) -> dict[bool, Path]:
     """One strict (merged online) and one loose content file; uploads copy them under many names."""
-    from t0dqm import simulate
+    from t0dqm.dev import simulate
 
     folder.mkdir(parents=True, exist_ok=True)
     strict = folder / "strict.root"
@@ -110,8 +110,8 @@ def _cpu(meters: dict[str, object]) -> dict[str, float]:
 
 def _run_phase(label: str, sources: list[Path], rate: float | None, dropbox: Path, catalog_url: str,
                scan_interval: float, timeout: float, meters: dict[str, object]) -> dict[str, float]:
-    from t0dqm import dropbox as dbx
     from t0dqm.celery import app
+    from t0dqm.formats import dropbox as dbx
 
     load_before = os.getloadavg()[0]
     cpu_before = _cpu(meters)
@@ -175,7 +175,7 @@ def main() -> None:
     args = parser.parse_args()
 
     tmp = Path(tempfile.mkdtemp(prefix="t0dqm-bench-receive-"))
-    from t0dqm import services
+    from t0dqm.dev import services
 
     redis = services.start_redis(tmp / "redis", persistent=False)
     redis_pid = _redis_pid(redis.url)
@@ -185,7 +185,7 @@ def main() -> None:
     os.environ.update({k: v for k, v in env.items() if k.startswith("T0DQM_")})
     from t0dqm import celery as t0celery
     from t0dqm import config
-    from t0dqm.catalog import get_catalog
+    from t0dqm.catalog.db import get_catalog
 
     settings = config.load()
     t0celery.reload(settings)
@@ -204,7 +204,7 @@ def main() -> None:
                          start_new_session=True),
     ]
     try:
-        from t0dqm import simulate
+        from t0dqm.dev import simulate
 
         t0celery.app.control.ping(timeout=1.0)
         time.sleep(3.0)  # workers boot

@@ -1,4 +1,4 @@
-"""Benchmark: time to write one simulated DQM file, record writer (t0dqm.rootwrite) against uproot.
+"""Benchmark: time to write one simulated DQM file, record writer (t0dqm.formats.rootwrite) against uproot.
 
 Usage: .venv/bin/python bench/bench_simulate.py [--repeat 15]
 
@@ -16,7 +16,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from t0dqm import simulate
+from t0dqm.dev import simulate
 
 SHAPES = (  # (label, subsystems, histograms, strict)
     ("online subsystem, 60 histograms, loose", ["Ecal"], 60, False),

@@ -28,17 +28,19 @@ from typing import Any
 
 from sqlalchemy import create_engine, insert, select, text
 
-from t0dqm import config, services
+from t0dqm import config
 from t0dqm.beat_election import current_leader
-from t0dqm.catalog import Catalog, archives, audit
-from t0dqm.hosts import can_rename, on_host
+from t0dqm.catalog.db import Catalog, archives, audit
+from t0dqm.dev import services
+from t0dqm.dev.hosts import can_rename, on_host
 
 REPO = Path(__file__).resolve().parents[1]
 
 HOLDER = r"""
 import json, sys
-from t0dqm import config, index
-from t0dqm.catalog import get_catalog
+from t0dqm import config
+from t0dqm.steps import index
+from t0dqm.catalog.db import get_catalog
 settings = config.get()
 cat = get_catalog(settings.catalog_url)
 with index.merge_lease(settings, cat):

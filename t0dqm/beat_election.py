@@ -23,7 +23,7 @@ from celery.beat import ScheduleEntry, Scheduler
 from sqlalchemy.exc import SQLAlchemyError
 
 from t0dqm import config
-from t0dqm.catalog import Catalog, get_catalog, leases
+from t0dqm.catalog.db import Catalog, get_catalog, leases
 from t0dqm.identity import process_identity
 
 logger = logging.getLogger("t0dqm.beat")

@@ -22,7 +22,18 @@ from celery.signals import (
 )
 from kombu import Exchange, Queue
 
-from t0dqm import broker_guard, config, flower_guard, heartbeat
+from t0dqm import beat, broker_guard, config, heartbeat
+from t0dqm.queues import (  # noqa: F401 - the app's routing, also imported from here
+    BASE_QUEUES,
+    LONG_QUEUES,
+    MODULE_QUEUES,
+    SPECIAL_ROUTES,
+    all_queues,
+    collect_queue,
+    queue_name,
+    route_for_task,
+)
+from t0dqm.servers import flower_guard
 
 # Every task module; routes are by module (see route_for_task).
 TASK_MODULES = (
@@ -39,22 +50,6 @@ TASK_MODULES = (
     "t0dqm.tasks.gui",
     "t0dqm.tasks.tier0",
 )
-
-BASE_QUEUES = ("receive", "index", "index-merge", "archive", "tape", "cleanup", "sync", "ops")
-# Queues whose tasks run long: one message at a time per process.
-LONG_QUEUES = ("archive", "tape", "cleanup", "sync", "index-merge")
-
-# Tasks that do not go to their module's queue.
-SPECIAL_ROUTES = {
-    "t0dqm.tasks.index.merge": "index-merge",
-    "t0dqm.tasks.index.delete_runs": "index-merge",
-    "t0dqm.tasks.streamer.streamer_cleanup": "cleanup",
-}
-MODULE_QUEUES = {
-    "ops": "ops", "receive": "receive", "index": "index", "archive": "archive", "tape": "tape",
-    "cleanup": "cleanup", "sync": "sync", "health": "ops", "streamer": "cleanup", "tier0": "ops",
-    "gui": "index",
-}
 
 BOUNDED_TRANSPORT = "t0dqm.broker_transport:Transport"
 VISIBILITY_TIMEOUT = 4 * 3600  # longer than any task's hard limit; recovery is reconcile's job
@@ -74,27 +69,6 @@ def resolve_broker_url(settings: config.Settings) -> str:
         return str(json.loads(stack_file(settings).read_text())["broker_url"])
     except (FileNotFoundError, KeyError, ValueError):
         return ""
-
-
-def queue_name(base: str, settings: config.Settings | None = None) -> str:
-    settings = settings or config.get()
-    return f"{settings.queue_prefix}{base}"
-
-
-def collect_queue(host: str, settings: config.Settings | None = None) -> str:
-    return queue_name(f"collect.{host}", settings)
-
-
-def route_for_task(name: str, settings: config.Settings) -> str:
-    if name in SPECIAL_ROUTES:
-        return queue_name(SPECIAL_ROUTES[name], settings)
-    parts = name.split(".")
-    module = parts[2] if len(parts) > 2 and parts[:2] == ["t0dqm", "tasks"] else "ops"
-    return queue_name(MODULE_QUEUES.get(module, "ops"), settings)
-
-
-def all_queues(settings: config.Settings) -> list[str]:
-    return [queue_name(q, settings) for q in BASE_QUEUES]
 
 
 def broker_ssl_options(settings: config.Settings, url: str) -> dict[str, object] | None:
@@ -170,9 +144,7 @@ def configure(app: Celery, settings: config.Settings) -> None:
         broker_use_ssl=broker_ssl_options(settings, broker),
         redis_backend_use_ssl=broker_ssl_options(settings, backend),
     )
-    import beat_schedule
-
-    app.conf.beat_schedule = beat_schedule.build(settings)
+    app.conf.beat_schedule = beat.build(settings)
 
 
 flower_guard.check()  # a Flower process bound beyond loopback without auth exits here
@@ -185,8 +157,8 @@ except config.ConfigError as exc:  # a worker, beat or Flower must not start on 
 
 def schema_guard() -> None:
     """Refuse to start a worker or beat on a catalog at another schema revision (SQLite: create it)."""
-    from t0dqm.catalog import Catalog
-    from t0dqm.schema import SchemaMismatch
+    from t0dqm.catalog.db import Catalog
+    from t0dqm.catalog.schema import SchemaMismatch
 
     catalog = Catalog(config.get().catalog_url)
     try:

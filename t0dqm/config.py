@@ -123,12 +123,12 @@ DEFAULTS: dict[str, Any] = {
     },
     # Tier-0 disk retention (t0dqm.tasks.streamer.retention_cleanup, daily when enabled).
     "retention": {"enabled": False, "min_days": 7},
-    # Tier-0 placement (t0dqm.policies.subscriptions): PD -> Tier-1 site (sites = {ZeroBias = "T1_IT_CNAF"}),
+    # Tier-0 placement (t0dqm.policies.placement): PD -> Tier-1 site (sites = {ZeroBias = "T1_IT_CNAF"}),
     # new PDs to default_site; every output also gets a rule to t0_disk; disk_tiers also go to <site>_Disk;
     # free_tape = {site = bytes} feeds `t0dqm t0 subscriptions plan`.
     "subscriptions": {"default_site": "T1_US_FNAL", "t0_disk": "T0_CH_CERN_Disk", "sites": {}, "disk_tiers": [],
                       "free_tape": {}},
-    # Rucio (t0dqm.tier0.rucio_client); empty url = no Rucio: no rules, retention deletes the disk copy
+    # Rucio (t0dqm.clients.rucio); empty url = no Rucio: no rules, retention deletes the disk copy
     # itself. auth_type userpass | x509 | x509_proxy (client_cert = the proxy). Rules carry `activity`
     # (tape rules `tape_activity`), transfer `priority` 1-5 (Rucio's default 3) and no lifetime; poll_interval: rule-state beat (s); a rule STUCK or
     # SUSPENDED for stuck_alarm_after seconds raises an alarm.
@@ -149,7 +149,7 @@ DEFAULTS: dict[str, Any] = {
         "sound_file": "",
         "latency_seconds": 5 * 3600,
     },
-    # The new DQM GUI: register every received file (empty register_url = off; t0dqm.gui). Online names
+    # The new DQM GUI: register every received file (empty register_url = off; t0dqm.steps.gui). Online names
     # carry no dataset: merged files go to online_dataset, subsystem files to online_subsystem_dataset.
     # file_prefix: where the GUI host sees the repository (empty = the local repository path).
     "gui": {"register_url": "", "online_dataset": "/Global/Online/ALL",
@@ -283,7 +283,7 @@ def _validate_more(data: dict[str, Any]) -> None:
 
 
 def _validate_placement(data: dict[str, Any]) -> None:
-    from t0dqm.policies import subscriptions
+    from t0dqm.policies import placement as subscriptions
 
     try:
         subscriptions.from_config(data["subscriptions"])

@@ -13,8 +13,8 @@ from pathlib import Path
 from sqlalchemy import select
 
 from t0dqm import config, storage
-from t0dqm.catalog import Catalog, archives, files, get_catalog
-from t0dqm.states import archive_safe_states
+from t0dqm.catalog.db import Catalog, archives, files, get_catalog
+from t0dqm.catalog.states import archive_safe_states
 
 
 class DeletionRefused(PermissionError):

@@ -1,7 +1,7 @@
 """Heartbeats: each process that can hold a claim refreshes its catalog row every few seconds.
 
 As in rucio's heartbeats, liveness is a row per process refreshed on a timer; a holder whose row is
-older than ``heartbeat.stale_after`` is dead wherever it ran (t0dqm.catalog.dead_owners). One daemon
+older than ``heartbeat.stale_after`` is dead wherever it ran (t0dqm.catalog.db.dead_owners). One daemon
 thread per catalog URL per process does the refreshing; it starts on the first claim or lease the
 process takes in that catalog (the first beat is written before the claim), and eagerly at worker,
 pool child and beat start (t0dqm.celery), so ``celery -A t0dqm worker|beat`` needs nothing else.
@@ -35,7 +35,7 @@ class Heartbeat:
     """The beating thread of one process in one catalog."""
 
     def __init__(self, url: str, role: str, interval: float) -> None:
-        from t0dqm.catalog import Catalog
+        from t0dqm.catalog.db import Catalog
 
         self.url, self.role, self.interval = url, role, interval
         self.identity = process_identity()

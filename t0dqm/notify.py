@@ -1,6 +1,6 @@
 """Alarm notification: one notifier interface over the catalog's ``alarms`` table.
 
-Alarms are raised and cleared by :mod:`t0dqm.alarms`; :func:`dispatch_pending` (called by the health
+Alarms are raised and cleared by :mod:`t0dqm.catalog.alarms`; :func:`dispatch_pending` (called by the health
 task) sends every active alarm that is due, through every configured notifier, at most once per
 ``alarms.min_interval`` seconds per alarm key. The key is claimed with a conditional update of
 ``notified_at`` before sending, so two dispatchers never both send the same alarm.
@@ -29,7 +29,7 @@ from typing import Any, Protocol
 from sqlalchemy import or_, select, update
 
 from t0dqm import config
-from t0dqm.catalog import Catalog, alarms
+from t0dqm.catalog.db import Catalog, alarms
 
 log = logging.getLogger("t0dqm.notify")
 

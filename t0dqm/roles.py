@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from t0dqm import config
-from t0dqm.celery import BASE_QUEUES, collect_queue, queue_name
+from t0dqm.queues import BASE_QUEUES, collect_queue, queue_name
 
 ROLES_ENV = "T0DQM_WORKER_ROLES"
 COLLECT = "collect.{host}"

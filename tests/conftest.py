@@ -12,7 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from t0dqm import config, services
+from t0dqm import config
+from t0dqm.dev import services
 
 PG_ADMIN_URL = os.environ.get("T0DQM_TEST_PG", "postgresql+psycopg2://postgres@127.0.0.1:5432/postgres")
 
@@ -51,7 +52,7 @@ def pg_url() -> Iterator[str]:
         conn.execute(text(f'CREATE DATABASE "{name}"'))
     url = PG_ADMIN_URL.rsplit("/", 1)[0] + f"/{name}"
     yield url
-    from t0dqm.catalog import reset_catalogs
+    from t0dqm.catalog.db import reset_catalogs
 
     reset_catalogs()
     with admin.connect() as conn:
@@ -76,7 +77,7 @@ def make_settings(root: Path, **overrides: str) -> config.Settings:
 @pytest.fixture
 def settings(tmp_path: Path) -> Iterator[config.Settings]:
     """Settings rooted in tmp_path (SQLite catalog, local archive dir), made current."""
-    from t0dqm.catalog import reset_catalogs
+    from t0dqm.catalog.db import reset_catalogs
 
     current = make_settings(tmp_path / "root")
     config.reset(current)
@@ -99,7 +100,7 @@ def celery_stack(tmp_path: Path, redis_server: services.Service,
     from celery.contrib.testing.worker import start_worker
 
     from t0dqm import celery as t0celery
-    from t0dqm.catalog import reset_catalogs
+    from t0dqm.catalog.db import reset_catalogs
 
     redislib.Redis.from_url(redis_server.url).flushall()
     current = make_settings(tmp_path / "root", broker_url=redis_server.url, **stack_env)

@@ -8,9 +8,10 @@ from pathlib import Path
 import click
 from sqlalchemy import or_, select
 
-from t0dqm import config, storage, zipper
-from t0dqm.catalog import archives, get_catalog, members
-from t0dqm.states import ARCHIVE_STATES
+from t0dqm import config, storage
+from t0dqm.catalog.db import archives, get_catalog, members
+from t0dqm.catalog.states import ARCHIVE_STATES
+from t0dqm.formats import zipper
 
 __all__: list[str] = ["archive"]
 

@@ -18,7 +18,7 @@ __all__ = ["classify", "simulate"]
                    "is an existing file, else now.")
 def classify(names: tuple[str, ...], mtime: float | None) -> None:
     """Classify DQM file NAMEs: one JSON object per line, in input order; exit 1 if any is invalid."""
-    from t0dqm import naming
+    from t0dqm.formats import naming
 
     all_ok = True
     for name in names:
@@ -50,7 +50,7 @@ def classify(names: tuple[str, ...], mtime: float | None) -> None:
               help="Also upload every file into this dropbox (as producers do).")
 def simulate(out_dir: str, n_files: int, seed: int, broken: int, n_hists: int, dropbox: str | None) -> None:
     """Write simulated DQM ROOT files (online, offline, relval, MC, plus broken variants) into OUT."""
-    from t0dqm import simulate as sim
+    from t0dqm.dev import simulate as sim
 
     results = sim.simulate(out_dir, n_files, seed, broken=broken, n_hists=n_hists, dropbox=dropbox)
     for item in results:

@@ -30,8 +30,8 @@ def register(everything: bool, run: int | None, url: str | None, check: bool | N
     --all or --run. Exit 1 when the GUI is unreachable or refused a file.
     """
     from t0dqm import config
-    from t0dqm import gui as g
-    from t0dqm.catalog import get_catalog
+    from t0dqm.catalog.db import get_catalog
+    from t0dqm.steps import gui as g
 
     if everything and run is not None:
         raise click.UsageError("--all and --run exclude each other")
@@ -72,9 +72,9 @@ def removed(as_json: bool) -> None:
     """Files the GUI still lists whose ROOT file version or quota control deleted (the GUI has no removal
     call; docs/operations.md says what to do with them)."""
     from t0dqm import config
-    from t0dqm import gui as g
-    from t0dqm.catalog import get_catalog
+    from t0dqm.catalog.db import get_catalog
     from t0dqm.policies import gui as policy
+    from t0dqm.steps import gui as g
 
     settings = config.get()
     with get_catalog(settings.catalog_url).read() as conn:

@@ -14,7 +14,7 @@ def _app_and_catalog():  # noqa: ANN202 - (app, settings, catalog)
     """The Celery app re-pointed at the CLI's settings, and the catalog."""
     from t0dqm import celery as t0celery
     from t0dqm import config
-    from t0dqm.catalog import get_catalog
+    from t0dqm.catalog.db import get_catalog
 
     settings = config.get()
     t0celery.reload(settings)
@@ -56,7 +56,7 @@ def metrics() -> None:
 @click.option("--port", type=int, default=None, help="Port (default: metrics.port, 9808).")
 def metrics_serve(address: str | None, port: int | None) -> None:
     """Serve /metrics for Prometheus until interrupted (values are read at each scrape)."""
-    from t0dqm import metrics as t0metrics
+    from t0dqm.servers import metrics as t0metrics
 
     _app, settings, catalog = _app_and_catalog()
     cfg = settings["metrics"]
@@ -80,7 +80,7 @@ def metrics_serve(address: str | None, port: int | None) -> None:
               default="index", show_default=True, help="First step to redo; every later step follows.")
 def reprocess(run: int, dataset: str | None, from_step: str) -> None:
     """Take a run's files and archives back to a step and enqueue it (audited); prints what it did."""
-    from t0dqm import reprocess as rp
+    from t0dqm.steps import reprocess as rp
 
     _app, settings, catalog = _app_and_catalog()
     actions = rp.reprocess(settings, catalog, run, dataset=dataset, from_step=from_step)
@@ -96,7 +96,7 @@ def reprocess(run: int, dataset: str | None, from_step: str) -> None:
 def retry_bad(ids: tuple[int, ...], list_only: bool) -> None:
     """Re-queue quarantined uploads after the cause was fixed: restore .origin, drop the .bad marker,
     resolve the quarantine row (audited), send receive."""
-    from t0dqm import reprocess as rp
+    from t0dqm.steps import reprocess as rp
 
     _app, settings, catalog = _app_and_catalog()
     if list_only:

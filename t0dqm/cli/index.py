@@ -18,7 +18,7 @@ __all__ = ["upload", "receive", "index", "import_legacy"]
               help="Dropbox folder (default: the configured one).")
 def upload(paths: tuple[str, ...], box: str | None) -> None:
     """Upload FILEs into the dropbox (uploads/NNNN/<name> + <name>.origin), as producers do."""
-    from t0dqm import dropbox, naming
+    from t0dqm.formats import dropbox, naming
 
     target_box = box or str(config.get().dropbox)
     failed = 0
@@ -33,8 +33,8 @@ def upload(paths: tuple[str, ...], box: str | None) -> None:
 
 
 def _receive_pass(settings: config.Settings, do_index: bool) -> dict[str, int]:
-    from t0dqm import dropbox
-    from t0dqm.catalog import get_catalog
+    from t0dqm.catalog.db import get_catalog
+    from t0dqm.formats import dropbox
     from t0dqm.tasks.receive import receive_one
 
     catalog = get_catalog(settings.catalog_url)
@@ -48,7 +48,7 @@ def _receive_pass(settings: config.Settings, do_index: bool) -> dict[str, int]:
         if out.file_id is not None:
             filed.append(out.file_id)
     if do_index and filed:
-        from t0dqm import index as dqmindex
+        from t0dqm.steps import index as dqmindex
 
         for file_id in filed:
             dqmindex.import_one(file_id, settings, catalog)
@@ -84,7 +84,7 @@ def index() -> None:
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per line.")
 def index_ls(run: int | None, dataset: str | None, as_json: bool) -> None:
     """List samples (run, dataset, version, class, monitor elements)."""
-    from t0dqm import index as dqmindex
+    from t0dqm.steps import index as dqmindex
 
     for sample in dqmindex.Index(config.get()).samples(run=run, dataset=dataset):
         if as_json:
@@ -101,7 +101,7 @@ def index_ls(run: int | None, dataset: str | None, as_json: bool) -> None:
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per line.")
 def index_show(run: int, dataset: str, as_json: bool) -> None:
     """List the monitor elements of RUN DATASET (newest version of each file)."""
-    from t0dqm import index as dqmindex
+    from t0dqm.steps import index as dqmindex
 
     mes = dqmindex.Index(config.get()).monitor_elements(run, dataset)
     if not mes:
@@ -118,8 +118,8 @@ def index_show(run: int, dataset: str, as_json: bool) -> None:
 @click.option("--sync", "run_sync", is_flag=True, help="Import and merge here instead of enqueueing.")
 def index_retry_failed(run_sync: bool) -> None:
     """Send files whose import or merge failed back to the index (after a fix)."""
-    from t0dqm import index as dqmindex
-    from t0dqm.catalog import get_catalog
+    from t0dqm.catalog.db import get_catalog
+    from t0dqm.steps import index as dqmindex
 
     settings = config.get()
     catalog = get_catalog(settings.catalog_url)
@@ -150,7 +150,7 @@ def index_retry_failed(run_sync: bool) -> None:
 def import_legacy(directory: str, dry_run: bool, do_index: bool) -> None:
     """Record original .dqminfo files under DIRECTORY (inside the repository) in the catalog; they are
     Python literals, read safely, never eval'ed."""
-    from t0dqm.catalog import get_catalog
+    from t0dqm.catalog.db import get_catalog
     from t0dqm.tasks.receive import import_legacy as run_import
 
     settings = config.get()

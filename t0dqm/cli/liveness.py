@@ -16,7 +16,7 @@ def liveness(as_json: bool) -> None:
     """Live processes by heartbeat (any host), the elected beat, and every lease with its holder's state."""
     from t0dqm import config
     from t0dqm.beat_election import current_leader
-    from t0dqm.catalog import get_catalog
+    from t0dqm.catalog.db import get_catalog
 
     settings = config.get()
     catalog = get_catalog(settings.catalog_url)

@@ -22,7 +22,7 @@ def alarms() -> None:
 def alarms_ls(recent: float, as_json: bool) -> None:
     """Show active alarms and recently cleared ones."""
     from t0dqm import config, notify
-    from t0dqm.catalog import get_catalog
+    from t0dqm.catalog.db import get_catalog
 
     settings = config.get()
     items = notify.list_alarms(get_catalog(settings.catalog_url), recent_seconds=recent * 3600)
@@ -62,7 +62,7 @@ def upload_server(host: str | None, port: int | None, dropbox: str | None, max_s
                   timeout: float | None, max_uploads: int | None, max_connections: int | None) -> None:
     """Serve the DQM GUI upload protocol (POST /data/put), landing files in the dropbox; GET /metrics."""
     from t0dqm import config
-    from t0dqm import upload_server as us
+    from t0dqm.servers import upload as us
 
     settings = config.get()
     cfg = settings["upload"]

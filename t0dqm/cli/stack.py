@@ -21,7 +21,7 @@ __all__ = ["up", "status", "demo", "db", "chaos"]
 def up(concurrency: int, no_flower: bool) -> None:
     """Start Redis (embedded unless a broker URL is configured), a worker on every queue, beat and
     Flower; print where each is; Ctrl-C stops all of them."""
-    from t0dqm.stack import LocalStack
+    from t0dqm.dev.stack import LocalStack
 
     stack = LocalStack(config.get())
     stopping = False
@@ -64,7 +64,7 @@ def status(watch: float | None, as_json: bool) -> None:
     import dataclasses
     import json
 
-    from t0dqm.catalog import get_catalog
+    from t0dqm.catalog.db import get_catalog
     from t0dqm.status import render, snapshot
 
     settings = config.get()
@@ -89,8 +89,8 @@ def db() -> None:
 @db.command("upgrade")
 def db_upgrade() -> None:
     """Create or migrate the catalog schema to this version (safe to repeat and to run concurrently)."""
-    from t0dqm.catalog import Catalog
-    from t0dqm.schema import SchemaMismatch
+    from t0dqm.catalog.db import Catalog
+    from t0dqm.catalog.schema import SchemaMismatch
 
     settings = config.get()
     catalog = Catalog(settings.catalog_url)
@@ -106,8 +106,8 @@ def db_upgrade() -> None:
 @db.command("current")
 def db_current() -> None:
     """Print the catalog's schema revision and the one this t0dqm needs; exit 1 when they differ."""
-    from t0dqm.catalog import Catalog
-    from t0dqm.schema import head
+    from t0dqm.catalog.db import Catalog
+    from t0dqm.catalog.schema import head
 
     catalog = Catalog(config.get().catalog_url)
     try:
@@ -123,9 +123,9 @@ def db_current() -> None:
 @click.option("--check", is_flag=True, help="Only compare the running counts with a recount; exit 1 when they differ.")
 def db_recount(check: bool) -> None:
     """Count files and archives again into the running counts that metrics and quota control read
-    (t0dqm.counts). They are kept by triggers; this is for after a bulk change made without them."""
-    from t0dqm import counts
-    from t0dqm.catalog import Catalog
+    (t0dqm.catalog.counts). They are kept by triggers; this is for after a bulk change made without them."""
+    from t0dqm.catalog import counts
+    from t0dqm.catalog.db import Catalog
 
     catalog = Catalog(config.get().catalog_url)
     try:
@@ -155,7 +155,7 @@ def db_recount(check: bool) -> None:
 def demo(n_files: int, broken: int, timeout: int, gui_url: str) -> None:
     """Run the main job end to end on the embedded stack, show progress and a summary; exit 0 only
     when all work is done with nothing lost."""
-    from t0dqm.demo import run_demo
+    from t0dqm.dev.demo import run_demo
 
     ok = run_demo(config.get(), n_files=n_files, n_broken=broken, timeout=timeout, echo=click.echo,
                   gui_url=gui_url)
@@ -198,7 +198,7 @@ def chaos(n_files: int, seed: int, kills: int, redis_restarts: int, xrootd_outag
     the beat leader and the merge worker are killed too."""
     import json
 
-    from t0dqm.chaos import Chaos, ChaosOptions, render
+    from t0dqm.dev.chaos import Chaos, ChaosOptions, render
 
     settings = config.get()
     root = settings.root
@@ -210,7 +210,7 @@ def chaos(n_files: int, seed: int, kills: int, redis_restarts: int, xrootd_outag
         click.echo(f"chaos    {n_files} files, seed {seed}, root {root}")
         runner: Chaos = Chaos(root, ChaosOptions(**common), echo=click.echo)
     else:
-        from t0dqm.chaos_hosts import HostsOptions, MultiHostChaos
+        from t0dqm.dev.chaos_hosts import HostsOptions, MultiHostChaos
 
         options = HostsOptions(**common, hosts=n_hosts or 1, catalog_url=catalog_url, host_kills=host_kills,
                                beat_kills=beat_kills, merge_kills=merge_kills, host_outage=host_outage,

@@ -59,7 +59,8 @@ def _plan_options(f: Any) -> Any:
 
 def _make_plan(dump: str | None, quota: int | None, done_url: str | None, skip_runs: str | None,
                now: float | None, max_dump_age: float | None) -> Any:
-    from t0dqm.tier0 import cleanup, eosdump
+    from t0dqm.formats import eosdump
+    from t0dqm.steps import streamer as cleanup
 
     cfg = _settings()["streamer"]
     dump = dump or cfg["dump"]
@@ -121,7 +122,8 @@ def streamer_clean(dump: str | None, quota: int | None, done_url: str | None, sk
                    now: float | None, max_dump_age: float | None, as_json: bool, base: str | None,
                    execute: bool) -> None:
     """Print the plan; with --execute delete its files through the guarded deleter."""
-    from t0dqm.tier0 import cleanup, eosdump
+    from t0dqm.formats import eosdump
+    from t0dqm.steps import streamer as cleanup
 
     result = _make_plan(dump, quota, done_url, skip_runs, now, max_dump_age)
     if not execute:
@@ -161,7 +163,7 @@ def sm_plan(listing: str, occ: float | None, area: str | None, mode: str, now: f
             as_json: bool) -> None:
     """Which P5 files the Storage Manager cleanup deletes (nothing is deleted)."""
     from t0dqm.policies import storage_manager
-    from t0dqm.tier0.sm import ListingError, occupancy, read_listing
+    from t0dqm.steps.sm import ListingError, occupancy, read_listing
 
     if occ is None:
         if area is None:
@@ -189,7 +191,7 @@ def sm_plan(listing: str, occ: float | None, area: str | None, mode: str, now: f
 @click.argument("path", type=click.Path(exists=True))
 def sm_occupancy(path: str) -> None:
     """Print the occupancy fraction of the filesystem holding PATH (statvfs)."""
-    from t0dqm.tier0.sm import occupancy
+    from t0dqm.steps.sm import occupancy
 
     click.echo(f"{occupancy(path):.6f}")
 
@@ -234,9 +236,9 @@ def t0_retention(execute: bool, dry_run: bool, now: float | None, min_days: int 
     With Rucio configured, a placed output goes by removing its block's Tier-0 disk rule (never another
     rule); otherwise the file itself is deleted through the guarded deleter.
     """
-    from t0dqm.catalog import get_catalog
-    from t0dqm.tier0 import outputs
-    from t0dqm.tier0.rucio_client import RucioRefused, RucioUnavailable
+    from t0dqm.catalog.db import get_catalog
+    from t0dqm.clients.rucio import RucioRefused, RucioUnavailable
+    from t0dqm.steps import retention as outputs
 
     settings = _settings()
     catalog = get_catalog(settings.catalog_url)
@@ -273,7 +275,7 @@ def dataset() -> None:
 @click.option("--alca", default=None, help="AlcaProducer (ALCARECO datasets).")
 def dataset_build(kind: str, pd: str, era: str, version: int, tier: str | None, alca: str | None) -> None:
     """Print the dataset name."""
-    from t0dqm.tier0 import datasets
+    from t0dqm.formats import datasets
 
     try:
         click.echo(datasets.build(kind, pd=pd, era=era, version=version, tier=tier, alca=alca))
@@ -286,7 +288,7 @@ def dataset_build(kind: str, pd: str, era: str, version: int, tier: str | None, 
 @click.argument("name")
 def dataset_parse(name: str) -> None:
     """Print {"kind", "pd", "era", "version", "tier", "alca"} of a dataset name."""
-    from t0dqm.tier0 import datasets
+    from t0dqm.formats import datasets
 
     try:
         _echo_json(datasets.parse(name).as_dict())
@@ -303,7 +305,7 @@ def subscriptions() -> None:
 
 
 def _subs() -> Any:
-    from t0dqm.policies import subscriptions as policy
+    from t0dqm.policies import placement as policy
 
     return policy.from_config(_settings()["subscriptions"])
 
@@ -312,7 +314,7 @@ def _subs() -> Any:
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 def subscriptions_show(as_json: bool) -> None:
     """The configured assignment: each PD's site and RSEs, the default site, the Tier-0 disk."""
-    from t0dqm.policies import subscriptions as policy
+    from t0dqm.policies import placement as policy
 
     subs = _subs()
     rows = []
@@ -337,8 +339,8 @@ def subscriptions_show(as_json: bool) -> None:
 @click.argument("dataset")
 def subscriptions_where(dataset: str) -> None:
     """Where an output of DATASET (/PD/Era-vN/TIER) goes, and why."""
-    from t0dqm.policies import subscriptions as policy
-    from t0dqm.tier0 import datasets
+    from t0dqm.formats import datasets
+    from t0dqm.policies import placement as policy
 
     try:
         name = datasets.parse(dataset)
@@ -352,9 +354,9 @@ def _catalog_volumes() -> dict[str, int]:
     """RAW bytes per PD registered in the catalog (the default volumes of the plan)."""
     from sqlalchemy import func, select
 
-    from t0dqm.catalog import get_catalog, t0_outputs
-    from t0dqm.policies.subscriptions import base_pd
-    from t0dqm.tier0 import datasets
+    from t0dqm.catalog.db import get_catalog, t0_outputs
+    from t0dqm.formats import datasets
+    from t0dqm.policies.placement import base_pd
 
     out: dict[str, int] = {}
     with get_catalog(_settings().catalog_url).read() as conn:
@@ -402,7 +404,7 @@ def _site_bytes(values: tuple[str, ...]) -> dict[str, int]:
 def subscriptions_plan(volumes: str | None, free: tuple[str, ...], min_gain: float, max_moves: int | None,
                        as_json: bool) -> None:
     """Propose a redistribution of the PDs in proportion to the sites' free tape (nothing is changed)."""
-    from t0dqm.policies import subscriptions as policy
+    from t0dqm.policies import placement as policy
 
     vols = _read_json(volumes, "--volumes") if volumes else _catalog_volumes()
     free_map = _site_bytes(free) if free else dict(_settings()["subscriptions"]["free_tape"])
@@ -450,9 +452,9 @@ def output_add(dataset: str, files: tuple[str, ...], files_json: str | None, nee
     configured; running it again finds and reuses everything.
     """
     from t0dqm import storage
-    from t0dqm.catalog import get_catalog
-    from t0dqm.tier0 import placement
-    from t0dqm.tier0.rucio_client import RucioRefused, RucioUnavailable
+    from t0dqm.catalog.db import get_catalog
+    from t0dqm.clients.rucio import RucioRefused, RucioUnavailable
+    from t0dqm.steps import placement
 
     settings = _settings()
     if files_json:
@@ -492,9 +494,9 @@ def output_add(dataset: str, files: tuple[str, ...], files_json: str | None, nee
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON list.")
 def output_ls(dataset: str | None, state: str | None, limit: int, as_json: bool) -> None:
     """Registered outputs by block: files, states, rules and the retention facts."""
-    from t0dqm.catalog import get_catalog
+    from t0dqm.catalog.db import get_catalog
     from t0dqm.policies import retention
-    from t0dqm.tier0 import placement
+    from t0dqm.steps import placement
 
     settings = _settings()
     blocks = placement.listing(get_catalog(settings.catalog_url), dataset=dataset, state=state, limit=limit)
@@ -527,8 +529,8 @@ def output_needed(block: str, jobs: int) -> None:
     """Set how many processing jobs still need the files of BLOCK (0 lets retention act)."""
     from sqlalchemy import select
 
-    from t0dqm.catalog import get_catalog, t0_outputs
-    from t0dqm.tier0 import outputs
+    from t0dqm.catalog.db import get_catalog, t0_outputs
+    from t0dqm.steps import retention as outputs
 
     catalog = get_catalog(_settings().catalog_url)
     with catalog.read() as conn:
@@ -546,9 +548,9 @@ def output_needed(block: str, jobs: int) -> None:
 @click.option("--now", "now", type=float, default=None, help="Evaluate at this epoch (default: now).")
 def output_poll(now: float | None) -> None:
     """Read every live rule's state from Rucio now (what the beat task does): endpoints done, alarms."""
-    from t0dqm.catalog import get_catalog
-    from t0dqm.tier0 import placement
-    from t0dqm.tier0.rucio_client import RucioRefused, RucioUnavailable
+    from t0dqm.catalog.db import get_catalog
+    from t0dqm.clients.rucio import RucioRefused, RucioUnavailable
+    from t0dqm.steps import placement
 
     settings = _settings()
     if not settings["rucio"]["url"]:

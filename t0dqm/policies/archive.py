@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
-from t0dqm import states
+from t0dqm.catalog import states
 
 FIRST_SERIAL = 1
 

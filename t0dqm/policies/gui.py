@@ -22,7 +22,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from urllib.parse import quote
 
-from t0dqm import naming
+from t0dqm.formats import naming
 
 FILEFORMAT_TDIRECTORY = 1
 RX_GUI_DATASET = re.compile(r"^(/[^/\s]+){3}$")

@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
-from t0dqm import naming
+from t0dqm.formats import naming
 
 SAFETY = 0.01
 

@@ -19,11 +19,12 @@ from sqlalchemy import func, insert, select, update
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import IntegrityError
 
-from t0dqm import states, zipper
-from t0dqm.alarms import clear_alarm, raise_alarm
-from t0dqm.catalog import Catalog, alarms, archives, files, members, worker_identity
+from t0dqm.catalog import states
+from t0dqm.catalog.alarms import clear_alarm, raise_alarm
+from t0dqm.catalog.db import Catalog, alarms, archives, files, members, worker_identity
 from t0dqm.celery import app
 from t0dqm.config import Settings
+from t0dqm.formats import zipper
 from t0dqm.policies import archive as policy
 from t0dqm.tasks.base import LeaseBusy, T0Task, long_limits
 from t0dqm.tasks.recovery import Resume, recoverer, stale_ids

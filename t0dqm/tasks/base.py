@@ -1,7 +1,9 @@
 """The base task every t0dqm task uses: catalog access, retries, leases, logging context, metrics.
 
-A task loads its row, returns at once if its step is done, does its side effect safely, commits the
-state change, and only then enqueues the next step (``enqueue`` is called after the transaction).
+A task is a thin wrapper over its step (``t0dqm.steps``): the step loads its row, returns at once if its
+work is done, does its side effect safely and commits the state change, then returns an ``Outcome``. The
+base task sends the outcome's next steps after the step has returned (``T0Task.__call__``), so the next
+step is only ever sent after the commit.
 """
 
 from __future__ import annotations
@@ -21,7 +23,8 @@ from celery.signals import task_received
 from sqlalchemy.exc import OperationalError
 
 from t0dqm import config
-from t0dqm.catalog import Catalog, get_catalog, worker_identity
+from t0dqm.catalog.db import Catalog, get_catalog, worker_identity
+from t0dqm.steps.next import Context, LeaseBusy, Next, Outcome
 from t0dqm.storage import StorageError
 from t0dqm.tasks import queued
 
@@ -37,8 +40,7 @@ def long_limits() -> dict[str, int]:
     return {"soft_time_limit": tasks["long_soft_time_limit"], "time_limit": tasks["long_time_limit"]}
 
 
-class LeaseBusy(RuntimeError):
-    """Another worker holds the lease; the caller should give up quietly (the holder does the work)."""
+__all__ = ["RETRYABLE", "LeaseBusy", "T0Task", "long_limits", "metrics_client", "send_once"]
 
 
 _redis_clients: dict[str, redis.Redis] = {}
@@ -78,6 +80,12 @@ class T0Task(Task):
     def catalog(self) -> Catalog:
         return get_catalog(self.settings.catalog_url)
 
+    @property
+    def context(self) -> Context:
+        """What the task's step may use: settings, catalog, log and leases (no broker)."""
+        return Context(settings=self.settings, catalog=self.catalog, log=self.log, lease=self.lease,
+                       task_id=getattr(self.request, "id", None))
+
     def log(self, event: str, level: int = logging.INFO, **fields: Any) -> None:
         """One structured log line: JSON with the task's name and id."""
         record = {"event": event, "task": self.name, "task_id": getattr(self.request, "id", None),
@@ -90,7 +98,11 @@ class T0Task(Task):
         if getattr(self.request, "eta", None):
             self._forget_marker(args, kwargs)
         try:
-            return super().__call__(*args, **kwargs)
+            result = super().__call__(*args, **kwargs)
+            if isinstance(result, Outcome):
+                self.send_next(result)
+                return result.result
+            return result
         except SoftTimeLimitExceeded:
             outcome = "timeout"
             self.log("soft-time-limit", logging.WARNING, args=args)
@@ -163,6 +175,13 @@ class T0Task(Task):
             pass
         return result
 
+    def send_next(self, outcome: Outcome) -> int:
+        """Send a step's next steps (its transactions have committed: it has returned)."""
+        if not outcome.next:
+            return 0
+        return self.enqueue_many([(signature(self.app, n), n.args, dict(n.kwargs)) for n in outcome.next],
+                                 orphan_grace=outcome.orphan_grace)
+
     def enqueue(self, task: Any, *args: Any, **kwargs: Any) -> None:
         """Send the next step; call only after the state change is committed. At most one message per
         (step, item) waits in a queue (see t0dqm.tasks.queued). A lost message is found again by
@@ -176,6 +195,16 @@ class T0Task(Task):
 
 
 Items = Sequence[tuple[Any, Sequence[Any], dict[str, Any]]]
+
+
+def signature(app: Any, step: Next) -> Any:
+    """The Celery signature of a next step (no arguments: send_once passes them)."""
+    options: dict[str, Any] = {}
+    if step.countdown is not None:
+        options["countdown"] = step.countdown
+    if step.queue is not None:
+        options["queue"] = step.queue
+    return app.signature(step.task, **options)
 
 
 def _log(event: str, level: int = logging.INFO, **fields: Any) -> None:

@@ -1,6 +1,6 @@
 """Tasks: cleanup of repository ROOT files (visDQMRootFileVersionControlDaemon, visDQMRootFileQuotaControl).
 
-Both gather only their candidates from the catalog (t0dqm.queries: a worklist of samples with a new or
+Both gather only their candidates from the catalog (t0dqm.catalog.queries: a worklist of samples with a new or
 waiting version; the oldest present files of a class over quota, up to the target), ask a pure policy
 (t0dqm.policies.versions / quota) and delete only through the guarded deleter, which itself refuses a
 ROOT file whose archive is not verified. Only the ROOT file goes: the .dqminfo, the catalog row
@@ -15,12 +15,13 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from t0dqm import config, counts, deleter, queries
-from t0dqm.alarms import clear_alarm, raise_alarm
-from t0dqm.catalog import Catalog
+from t0dqm import config, deleter
+from t0dqm.catalog import counts, queries
+from t0dqm.catalog.alarms import clear_alarm, raise_alarm
+from t0dqm.catalog.db import Catalog
+from t0dqm.catalog.states import RECEIVED, REMOVED, ZIPPED, archive_safe_states
 from t0dqm.celery import app
 from t0dqm.policies import quota, versions
-from t0dqm.states import RECEIVED, REMOVED, ZIPPED, archive_safe_states
 from t0dqm.tasks.base import LeaseBusy, T0Task, long_limits
 
 logger = logging.getLogger("t0dqm.tasks.cleanup")
@@ -73,7 +74,7 @@ class VersionPlan:
 
 
 def plan_version_control(settings: config.Settings, catalog: Catalog, batch: int = VERSION_BATCH) -> VersionPlan:
-    """The version policy over the samples on version control's worklist (t0dqm.queries)."""
+    """The version policy over the samples on version control's worklist (t0dqm.catalog.queries)."""
     archived = _archived(settings)
     with catalog.read() as conn:
         rows, more = queries.version_worklist(conn, batch)
@@ -122,7 +123,7 @@ class QuotaReport:
 def plan_quota_control(settings: config.Settings, catalog: Catalog) -> tuple[dict[str, quota.QuotaPlan],
                                                                              dict[int, Any], tuple[str, ...]]:
     """Per class with a quota: usage from the running counts; when over, the oldest present files up
-    to the target (t0dqm.queries.quota_prefix); the quota policy decides over them."""
+    to the target (t0dqm.catalog.queries.quota_prefix); the quota policy decides over them."""
     safe = archive_safe_states(settings["archive"]["require_tape"])
     unguarded = not settings["deletion"]["require_verified"]
     quotas = {str(k): int(v) for k, v in settings["quota"].items()}

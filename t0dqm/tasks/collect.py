@@ -9,25 +9,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from t0dqm import collector
 from t0dqm.celery import app, collect_queue
+from t0dqm.steps import collect as collector
 from t0dqm.tasks.base import LeaseBusy, T0Task
-
-COLLECT_INTERVAL = 10.0
-CLEAN_INTERVAL = 4 * 3600.0
-
-
-def producer_schedule(settings: Any) -> dict[str, dict[str, Any]]:
-    """Beat entries for every producer host in the ``producers`` setting (collect 10 s, clean 4 h)."""
-    entries: dict[str, dict[str, Any]] = {}
-    hosts = sorted({p["host"] for p in settings.data.get("producers", []) or []})
-    for host in hosts:
-        queue = collect_queue(host, settings)
-        entries[f"collect-{host}"] = {"task": "t0dqm.tasks.collect.collect", "schedule": COLLECT_INTERVAL,
-                                      "args": (host,), "options": {"queue": queue, "expires": COLLECT_INTERVAL * 6}}
-        entries[f"clean-producer-{host}"] = {"task": "t0dqm.tasks.collect.clean_producer", "schedule": CLEAN_INTERVAL,
-                                             "args": (host,), "options": {"queue": queue, "expires": 3600.0}}
-    return entries
 
 
 def send(task_name: str, host: str) -> Any:

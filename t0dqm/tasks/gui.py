@@ -1,7 +1,7 @@
 """Tasks: register received files with the DQM GUI (queue index), and check that the GUI reads them.
 
 Receive calls :func:`request_registration` once its catalog commit is done, so a file is in the GUI
-seconds after it is filed. ``register`` sends one batch (see :class:`t0dqm.gui.Registrar`); when the
+seconds after it is filed. ``register`` sends one batch (see :class:`t0dqm.steps.gui.Registrar`); when the
 GUI is down (5xx, 429, no connection) it retries with back-off (``gui.retry_base`` doubling up to
 ``gui.retry_cap``), then raises the ``gui-register:unreachable`` alarm and leaves the files to
 reconcile, which sends whatever is still missing and backs off while that alarm is fresh. With
@@ -15,10 +15,10 @@ from typing import Any
 
 from sqlalchemy.engine import Connection
 
-from t0dqm import gui
-from t0dqm.alarms import raise_alarm
+from t0dqm.catalog.alarms import raise_alarm
 from t0dqm.celery import app
 from t0dqm.policies import gui as policy
+from t0dqm.steps import gui
 from t0dqm.tasks.base import T0Task
 from t0dqm.tasks.recovery import Resume, recoverer
 

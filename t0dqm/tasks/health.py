@@ -27,9 +27,11 @@ from typing import Any
 from celery import Celery
 from sqlalchemy import func, select
 
-from t0dqm import config, counts, dropbox, queries, states
-from t0dqm.catalog import Catalog, alarms, archives, files, leases, quarantine
+from t0dqm import config
+from t0dqm.catalog import counts, queries, states
+from t0dqm.catalog.db import Catalog, alarms, archives, files, leases, quarantine
 from t0dqm.celery import BASE_QUEUES, app, queue_name
+from t0dqm.formats import dropbox
 from t0dqm.policies import health as policy
 from t0dqm.tasks.base import LeaseBusy, T0Task, metrics_client
 
@@ -250,7 +252,7 @@ def gather_facts(settings: config.Settings, catalog: Catalog, celery_app: Celery
 
 
 def apply(catalog: Catalog, decision: policy.HealthDecision) -> None:
-    from t0dqm.alarms import clear_alarm, raise_alarm
+    from t0dqm.catalog.alarms import clear_alarm, raise_alarm
 
     for spec in decision.raise_:
         raise_alarm(catalog, spec.key, spec.message, severity=spec.severity)

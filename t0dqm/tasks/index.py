@@ -4,7 +4,7 @@ Receive writes the partial index of each batch itself (the file is read once) an
 ``import_file`` (queue index, parallel) does the same for one file when receive could not (a resumed
 receive, recovery, reprocessing). ``merge`` (queue index-merge, concurrency 1, plus the catalog lease
 ``index-merge:<flavour>``) folds every ready partial into the main index; ``delete_runs`` trims runs by the
-run deletion rules. See :mod:`t0dqm.index`.
+run deletion rules. See :mod:`t0dqm.steps.index`.
 """
 
 from __future__ import annotations
@@ -15,11 +15,11 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.engine import Connection
 
-from t0dqm import index as dqmindex
-from t0dqm import naming
-from t0dqm.catalog import files
+from t0dqm.catalog.db import files
+from t0dqm.catalog.states import INDEX_PARTIAL, INDEX_PENDING
 from t0dqm.celery import app
-from t0dqm.states import INDEX_PARTIAL, INDEX_PENDING
+from t0dqm.formats import naming
+from t0dqm.steps import index as dqmindex
 from t0dqm.tasks.base import T0Task, long_limits
 from t0dqm.tasks.recovery import Resume, recoverer, stale_ids
 

@@ -44,10 +44,11 @@ from sqlalchemy import insert, select
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import IntegrityError
 
-from t0dqm import config, dropbox, naming, rootcheck, storage
-from t0dqm.catalog import Catalog, audit, files, leases, quarantine, worker_identity
+from t0dqm import config, storage
+from t0dqm.catalog.db import Catalog, audit, files, leases, quarantine, worker_identity
+from t0dqm.catalog.states import INDEX_PARTIAL, INDEX_PENDING, INDEX_SKIPPED, RECEIVED
 from t0dqm.celery import app
-from t0dqm.states import INDEX_PARTIAL, INDEX_PENDING, INDEX_SKIPPED, RECEIVED
+from t0dqm.formats import dropbox, naming, rootcheck
 from t0dqm.tasks.base import RETRYABLE, LeaseBusy, T0Task, long_limits, metrics_client
 
 logger = logging.getLogger("t0dqm.tasks.receive")
@@ -225,7 +226,7 @@ class Receiver:
         unexpected error leaves its claim for the next scan: status ``error``); the catalog rows of the
         batch are then written in one transaction, and only after that commit are the claims removed.
         ``index``: also write one partial index for the batch from the monitor elements the check read
-        (see :func:`t0dqm.index.index_received`). ``budget``: seconds after which the remaining uploads
+        (see :func:`t0dqm.steps.index.index_received`). ``budget``: seconds after which the remaining uploads
         are left unclaimed (status ``deferred``). ``raise_errors``: re-raise the first unexpected error.
         """
         outcomes: dict[int, Outcome] = {}
@@ -564,7 +565,7 @@ class Receiver:
     def _index(self, entries: list[tuple[int, _Filing, int]], outcomes: dict[int, Outcome]) -> None:
         """One partial index for the batch's files whose elements the check read (the others stay
         pending for import_file); the outcome's index_state says which."""
-        from t0dqm import index as dqmindex
+        from t0dqm.steps import index as dqmindex
 
         samples = [dqmindex.Received(file_id, f.info.run, f.info.dataset, f.version, f.info.class_,
                                      f.info.subsystem, f.relpath, float(f.dqinfo.get("mtime", f.dqinfo["time"])),
@@ -641,7 +642,7 @@ def import_legacy(directory: str | os.PathLike[str], settings: config.Settings, 
     catalog. ``directory`` is (part of) the repository: catalog paths are relative to the repository root.
     Files whose ROOT file is gone (archived and deleted) get state removed; present ones are imported into
     the index unless ``index`` is False. The original .dqminfo files are left as they are."""
-    from t0dqm import legacy
+    from t0dqm.formats import legacy
 
     top = Path(directory).resolve()
     counts: dict[str, Any] = {"imported": 0, "present": 0, "removed": 0, "known": 0, "errors": []}
@@ -689,7 +690,7 @@ def receive_one(path: str | os.PathLike[str], settings: config.Settings | None =
                 catalog: Catalog | None = None, *, index: bool = False) -> Outcome:
     """Receive one upload (no broker needed); see the module docstring. ``index``: also write its
     partial index (else it stays pending for import)."""
-    from t0dqm.catalog import get_catalog
+    from t0dqm.catalog.db import get_catalog
 
     settings = settings or config.get()
     return Receiver(settings, catalog or get_catalog(settings.catalog_url)).receive(path, index=index)

@@ -14,7 +14,7 @@ from typing import Any
 from sqlalchemy import Table, and_, or_, select
 from sqlalchemy.engine import Connection
 
-from t0dqm.catalog import dead_owners
+from t0dqm.catalog.db import dead_owners
 
 
 @dataclass(frozen=True)

@@ -17,11 +17,14 @@ from typing import Any
 
 from sqlalchemy import select
 
-from t0dqm.catalog import streamer_units
+from t0dqm.catalog.db import streamer_units
 from t0dqm.celery import app
+from t0dqm.clients.rucio import RucioRefused, RucioUnavailable
+from t0dqm.formats import eosdump
+from t0dqm.steps import retention as outputs
+from t0dqm.steps import sm
+from t0dqm.steps import streamer as cleanup
 from t0dqm.tasks.base import LeaseBusy, T0Task, long_limits
-from t0dqm.tier0 import cleanup, eosdump, outputs, sm
-from t0dqm.tier0.rucio_client import RucioRefused, RucioUnavailable
 
 
 def _record_units(catalog: Any, plan: Any, dry_run: bool) -> None:
@@ -107,7 +110,7 @@ def sm_cleanup(self: T0Task, mode: str = "occupancy", dry_run: bool | None = Non
 
     ``occupancy`` overrides the statvfs reading of ``storage_manager.area`` (tests, operators).
     """
-    from t0dqm.alarms import raise_alarm
+    from t0dqm.catalog.alarms import raise_alarm
     from t0dqm.policies import storage_manager
 
     settings = self.settings

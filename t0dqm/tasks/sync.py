@@ -4,22 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from t0dqm import sync
 from t0dqm.celery import app
+from t0dqm.steps import sync
 from t0dqm.tasks.base import LeaseBusy, T0Task, long_limits
-
-ONLINE_SYNC_INTERVAL = 4 * 3600.0
-MIRROR_INTERVAL = 3 * 3600.0
-
-
-def sync_schedule(settings: Any) -> dict[str, dict[str, Any]]:
-    """Beat entries for the configured sync families (online sync 4 h, partial mirror 3 h)."""
-    entries: dict[str, dict[str, Any]] = {}
-    if sync.sync_settings(settings)["url"]:
-        entries["online-sync"] = {"task": "t0dqm.tasks.sync.online_sync", "schedule": ONLINE_SYNC_INTERVAL}
-    if sync.mirror_settings(settings)["dest"]:
-        entries["partial-mirror"] = {"task": "t0dqm.tasks.sync.partial_mirror", "schedule": MIRROR_INTERVAL}
-    return entries
 
 
 @app.task(base=T0Task, bind=True, name="t0dqm.tasks.sync.online_sync", **long_limits())

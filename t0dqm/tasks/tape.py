@@ -22,10 +22,12 @@ from typing import Any
 from sqlalchemy import func, select, update
 from sqlalchemy.engine import Connection
 
-from t0dqm import deleter, states, storage, zipper
-from t0dqm.catalog import archives
+from t0dqm import deleter, storage
+from t0dqm.catalog import states
+from t0dqm.catalog.db import archives
 from t0dqm.celery import app
 from t0dqm.config import Settings
+from t0dqm.formats import zipper
 from t0dqm.policies import archive as policy
 from t0dqm.tasks.archive import member_list, member_sources, update_trouble_alarm
 from t0dqm.tasks.base import LeaseBusy, T0Task, long_limits
@@ -293,7 +295,7 @@ def _verify_claimed(task: T0Task, arch: Any) -> str:
 
 
 def _restage_count(conn: Connection, archive_id: int) -> int:
-    from t0dqm.catalog import audit
+    from t0dqm.catalog.db import audit
 
     return int(conn.execute(select(func.count()).select_from(audit).where(
         audit.c.entity == "archive", audit.c.entity_id == archive_id, audit.c.action == "restage")).scalar() or 0)

@@ -1,4 +1,4 @@
-"""Tasks: Tier-0 output placement with Rucio (t0dqm.tier0.placement).
+"""Tasks: Tier-0 output placement with Rucio (t0dqm.steps.placement).
 
 - register_output (sent by the Tier-0: ``celery -A t0dqm call t0dqm.tasks.tier0.register_output
   --kwargs '{"dataset": "/PD/Era-v1/RAW", "files": [{"path", "size", "adler32"}], "needed_by": 1}'``):
@@ -16,9 +16,9 @@ import logging
 from typing import Any
 
 from t0dqm.celery import app
+from t0dqm.clients.rucio import RucioRefused
+from t0dqm.steps import placement
 from t0dqm.tasks.base import LeaseBusy, T0Task
-from t0dqm.tier0 import placement
-from t0dqm.tier0.rucio_client import RucioRefused
 
 
 @app.task(base=T0Task, bind=True, name="t0dqm.tasks.tier0.register_output")

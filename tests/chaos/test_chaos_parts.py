@@ -10,9 +10,9 @@ from typing import Any
 
 import pytest
 
-from t0dqm.chaos import render
-from t0dqm.chaos_layout import BEAT, HOST_KINDS, ROLE_QUEUES, SINGLETONS, host_name, layout, queues_of
-from t0dqm.chaos_measure import Counters, first_send_after, item_messages, messages_per_file, send_times
+from t0dqm.dev.chaos import render
+from t0dqm.dev.chaos_layout import BEAT, HOST_KINDS, ROLE_QUEUES, SINGLETONS, host_name, layout, queues_of
+from t0dqm.dev.chaos_measure import Counters, first_send_after, item_messages, messages_per_file, send_times
 
 ALL_ROLES = {role for kind in HOST_KINDS for role in kind}
 

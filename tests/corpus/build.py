@@ -17,7 +17,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
-from t0dqm import simulate
+from t0dqm.dev import simulate
 
 Snapshot = dict[str, tuple[Any, ...]]
 

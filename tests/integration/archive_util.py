@@ -12,8 +12,9 @@ from pathlib import Path
 
 from sqlalchemy import insert, select, update
 
-from t0dqm import config, states
-from t0dqm.catalog import archives, files, get_catalog, leases, members
+from t0dqm import config
+from t0dqm.catalog import states
+from t0dqm.catalog.db import archives, files, get_catalog, leases, members
 from t0dqm.tasks.recovery import RECOVERERS
 
 PATTERN = "OfflineData/Run2024A/ZeroBias/DQM_Offline_Run2024A_ZeroBias_R0003800xx_S%04d.zip"

@@ -23,7 +23,7 @@ import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
-from t0dqm import services
+from t0dqm.dev import services
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent.parent

@@ -11,8 +11,9 @@ from pathlib import Path
 import pytest
 from sqlalchemy import select, update
 
-from t0dqm import config, states, storage
-from t0dqm.catalog import alarms, archives, files, get_catalog, reset_catalogs
+from t0dqm import config, storage
+from t0dqm.catalog import states
+from t0dqm.catalog.db import alarms, archives, files, get_catalog, reset_catalogs
 from t0dqm.tasks import archive as archive_tasks
 from tests.conftest import make_settings
 from tests.integration.archive_util import (
@@ -137,7 +138,7 @@ def test_changed_repository_file_is_not_archived(asettings: config.Settings) -> 
 
 KILL_MID_APPEND = """
 import os, signal
-from t0dqm import zipper
+from t0dqm.formats import zipper
 def half(src, dst, chunk=None, checksums=()):
     dst.write(src.read(50_000))
     dst._fileobj.flush()
@@ -149,7 +150,7 @@ zip_file({fid})
 
 KILL_BEFORE_COMMIT = """
 import os, signal
-from t0dqm import zipper
+from t0dqm.formats import zipper
 real = zipper.append
 def append_then_die(*args, **kwargs):
     real(*args, **kwargs)

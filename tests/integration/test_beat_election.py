@@ -22,8 +22,8 @@ from sqlalchemy import select
 
 from t0dqm import config
 from t0dqm.beat_election import ElectedScheduler, current_leader
-from t0dqm.catalog import Catalog, audit
-from t0dqm.hosts import on_host
+from t0dqm.catalog.db import Catalog, audit
+from t0dqm.dev.hosts import on_host
 from t0dqm.tasks import queued
 from tests.conftest import make_settings
 from tests.integration.test_heartbeat import wait_for
@@ -139,7 +139,7 @@ def test_a_clean_stop_hands_over_at_once(cat: Catalog, redis_server, tmp_path: P
 
 def test_new_leader_goes_on_from_the_recorded_runs(tmp_path: Path, dev_settings: config.Settings) -> None:
     from t0dqm import celery as t0celery
-    from t0dqm.catalog import get_catalog, reset_catalogs
+    from t0dqm.catalog.db import get_catalog, reset_catalogs
 
     t0celery.reload(dev_settings)
     try:

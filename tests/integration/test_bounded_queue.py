@@ -13,9 +13,11 @@ import pytest
 import redis
 from sqlalchemy import func, select
 
-from t0dqm import config, dropbox, services, simulate
-from t0dqm.catalog import files, get_catalog, members, reset_catalogs
+from t0dqm import config
+from t0dqm.catalog.db import files, get_catalog, members, reset_catalogs
 from t0dqm.celery import queue_name
+from t0dqm.dev import services, simulate
+from t0dqm.formats import dropbox
 from t0dqm.tasks.receive import Receiver
 from tests.conftest import make_settings
 

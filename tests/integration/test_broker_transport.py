@@ -14,8 +14,8 @@ from celery import Celery
 from kombu import Connection
 from kombu.exceptions import KombuError
 
-from t0dqm import services
 from t0dqm.celery import BOUNDED_TRANSPORT
+from t0dqm.dev import services
 from tests.integration.test_heartbeat import wait_for
 from tests.integration.workerproc import worker
 

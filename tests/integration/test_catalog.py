@@ -8,8 +8,8 @@ import time
 import pytest
 from sqlalchemy import insert, select
 
-from t0dqm.catalog import Catalog, archives, audit, files
-from t0dqm.schema import head
+from t0dqm.catalog.db import Catalog, archives, audit, files
+from t0dqm.catalog.schema import head
 
 
 def new_file(cat: Catalog, path: str = "a/DQM_V0001_R000123456.root") -> int:

@@ -7,8 +7,8 @@ import time
 
 from sqlalchemy import Index, MetaData, Table, insert, inspect, select
 
-from t0dqm.catalog import Catalog, files, meta, metadata, t0_outputs
-from t0dqm.schema import LEGACY_REVISIONS, head
+from t0dqm.catalog.db import Catalog, files, meta, metadata, t0_outputs
+from t0dqm.catalog.schema import LEGACY_REVISIONS, head
 
 
 def make_legacy(url: str, version: int) -> Catalog:

@@ -17,10 +17,11 @@ from typing import Any
 import pytest
 from sqlalchemy import delete, event, func, insert, select, update
 
-from t0dqm import config, counts, queries
-from t0dqm.catalog import Catalog, archives, files, get_catalog, reset_catalogs
+from t0dqm import config
+from t0dqm.catalog import counts, queries
+from t0dqm.catalog.db import Catalog, archives, files, get_catalog, reset_catalogs
+from t0dqm.catalog.states import REMOVED, archive_safe_states
 from t0dqm.policies import quota, versions
-from t0dqm.states import REMOVED, archive_safe_states
 from t0dqm.tasks import cleanup
 from tests.conftest import make_settings
 
@@ -227,8 +228,8 @@ def test_periodic_decisions_send_no_not_in_subquery(scale_settings: config.Setti
     """Every statement the periodic decisions send, watched at the cursor: anti-joins are NOT EXISTS."""
     from prometheus_client import generate_latest
 
-    from t0dqm.metrics import make_registry
     from t0dqm.policies import health as health_policy
+    from t0dqm.servers.metrics import make_registry
     from t0dqm.tasks import archive, health, index, tape  # noqa: F401 - registers the recoverers
     from t0dqm.tasks.recovery import RECOVERERS
 

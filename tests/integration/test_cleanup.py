@@ -8,9 +8,11 @@ from pathlib import Path
 
 from sqlalchemy import insert, select, update
 
-from t0dqm import config, dropbox, simulate
-from t0dqm.alarms import active_alarms, clear_alarm, raise_alarm
-from t0dqm.catalog import alarms, archives, audit, files, get_catalog
+from t0dqm import config
+from t0dqm.catalog.alarms import active_alarms, clear_alarm, raise_alarm
+from t0dqm.catalog.db import alarms, archives, audit, files, get_catalog
+from t0dqm.dev import simulate
+from t0dqm.formats import dropbox
 from t0dqm.tasks import cleanup
 from t0dqm.tasks.receive import receive_one
 from tests.conftest import make_settings
@@ -88,7 +90,7 @@ def test_quota_control(tmp_path: Path) -> None:
     config.reset(probe)
     _, p = filed(probe, "DQM_V0001_Ecal_R000300000.root")
     size = p.stat().st_size
-    from t0dqm.catalog import reset_catalogs
+    from t0dqm.catalog.db import reset_catalogs
 
     reset_catalogs()
     # quota of 2.5 files: four files are over it; target 95 % of 2.5 = 2.375 files -> two must go

@@ -13,8 +13,11 @@ from pathlib import Path
 
 import pytest
 
-from t0dqm import collector, config, dropbox, simulate, storage
+from t0dqm import beat, config, storage
+from t0dqm.dev import simulate
+from t0dqm.formats import dropbox
 from t0dqm.policies import collect as policy
+from t0dqm.steps import collect as collector
 
 RUN = 123456
 FINAL = f"DQM_V0001_Ecal_R{RUN:09d}.root"
@@ -189,6 +192,6 @@ def test_collect_task_and_schedule(producer: collector.Producer) -> None:
     good(producer.dir / FINAL)
     result = tasks.collect.apply(args=("prod1",)).get()
     assert len(result[str(producer.dir)]["uploaded"]) == 1
-    schedule = tasks.producer_schedule(config.get())
+    schedule = beat.producer_schedule(config.get())
     assert schedule["collect-prod1"]["options"]["queue"].endswith("collect.prod1")
     assert schedule["clean-producer-prod1"]["task"] == "t0dqm.tasks.collect.clean_producer"

@@ -21,11 +21,13 @@ import pytest
 from click.testing import CliRunner
 from sqlalchemy import func, select
 
-from t0dqm import config, dropbox, legacy, naming, sync, upload_server
-from t0dqm.catalog import files, get_catalog, quarantine
+from t0dqm import config
+from t0dqm.catalog.db import files, get_catalog, quarantine
 from t0dqm.cli import cli
+from t0dqm.formats import dropbox, eosdump, legacy, naming
+from t0dqm.servers import upload as upload_server
+from t0dqm.steps import sync
 from t0dqm.tasks.receive import receive_one
-from t0dqm.tier0 import eosdump
 from tests.corpus import build
 from tests.corpus.cases import CASES, ENTRIES, Case, by_entry
 from tests.integration.workerproc import point_app, worker
@@ -282,7 +284,7 @@ def test_receive_corpus_through_a_worker(redis_server: Any, tmp_path: Path) -> N
     and the worker is alive and answering afterwards."""
     import redis as redislib
 
-    from t0dqm.catalog import reset_catalogs
+    from t0dqm.catalog.db import reset_catalogs
     from t0dqm.tasks.ops import noop
     from t0dqm.tasks.receive import receive_file
     from tests.conftest import make_settings

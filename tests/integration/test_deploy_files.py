@@ -23,8 +23,8 @@ from urllib.parse import urlsplit, urlunsplit
 import pytest
 import yaml
 
-from t0dqm import services
 from t0dqm.broker_guard import EXIT_STATUS
+from t0dqm.dev import services
 
 ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
@@ -223,7 +223,7 @@ def wait_for_beat_leader(beats: list[Started], timeout: float = 120.0) -> int:
     """The pid of the beat holding the flavour's leader lease in the catalog, once one does."""
     from t0dqm import config
     from t0dqm.beat_election import current_leader
-    from t0dqm.catalog import Catalog
+    from t0dqm.catalog.db import Catalog
 
     settings = config.load(None, environ={k: v for k, v in beats[0].env.items() if k.startswith("T0DQM_")})
     catalog = Catalog(settings.catalog_url)
@@ -286,7 +286,7 @@ def test_compose_commands_consume_their_flavours_queues(launcher: Launcher, depl
 
 def test_systemd_units_consume_their_flavours_queues(launcher: Launcher, deploy_redis: services.Service,
                                                      pg_url: str, tmp_path: Path) -> None:
-    from t0dqm.catalog import Catalog
+    from t0dqm.catalog.db import Catalog
 
     worker_unit = unit_service(SYSTEMD / "t0dqm-worker@.service")
     beat_unit = unit_service(SYSTEMD / "t0dqm-beat.service")

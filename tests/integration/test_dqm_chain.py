@@ -8,10 +8,11 @@ from pathlib import Path
 
 from sqlalchemy import select
 
-from t0dqm import config, simulate
-from t0dqm import index as dqmindex
-from t0dqm.catalog import files, get_catalog, quarantine
+from t0dqm import config
+from t0dqm.catalog.db import files, get_catalog, quarantine
 from t0dqm.celery import app
+from t0dqm.dev import simulate
+from t0dqm.steps import index as dqmindex
 
 
 def _wait(predicate, timeout: float = 120.0, step: float = 0.3):  # noqa: ANN001, ANN202
@@ -62,7 +63,7 @@ def test_uploads_reach_repository_and_index(celery_stack: config.Settings, tmp_p
         assert (settings.dropbox / q["path"]).exists()
         assert (settings.dropbox / (q["path"] + ".bad")).exists()
     # nothing left behind: no candidate in the dropbox, no partial index
-    from t0dqm import dropbox
+    from t0dqm.formats import dropbox
 
     assert dropbox.scan(settings.dropbox) == []
     assert list(dqmindex.partial_dir(settings).glob("*.sqlite")) == []

@@ -12,12 +12,14 @@ import pytest
 from click.testing import CliRunner
 from sqlalchemy import select, update
 
-from t0dqm import config, dropbox, simulate
-from t0dqm import gui as g
-from t0dqm.alarms import active_alarms
-from t0dqm.catalog import files, get_catalog, reset_catalogs
+from t0dqm import config
+from t0dqm.catalog.alarms import active_alarms
+from t0dqm.catalog.db import files, get_catalog, reset_catalogs
+from t0dqm.catalog.states import REMOVED
 from t0dqm.cli import cli
-from t0dqm.states import REMOVED
+from t0dqm.dev import simulate
+from t0dqm.formats import dropbox
+from t0dqm.steps import gui as g
 from t0dqm.tasks.receive import receive_one
 from tests.conftest import make_settings
 from tests.gui_server import FakeGui, fake_gui
@@ -83,7 +85,7 @@ def test_register_payloads_batches_and_idempotence(gsettings: config.Settings, g
         assert str(path).startswith(str(repo))
     catalog_rows = rows()
     assert all(catalog_rows[i]["gui_registered_at"] for i in ids)
-    from t0dqm.catalog import audit
+    from t0dqm.catalog.db import audit
 
     with get_catalog().read() as conn:
         trail = conn.execute(select(audit.c.entity_id, audit.c.path, audit.c.rule)
@@ -177,7 +179,7 @@ def test_task_retries_with_backoff_then_alarms_and_reconcile_backs_off(gsettings
     with get_catalog().read() as conn:
         assert list(recover(conn, gsettings, time.time())) == []  # the GUI was down just now: back off
     with get_catalog().begin() as conn:  # the alarm is old
-        from t0dqm.catalog import alarms
+        from t0dqm.catalog.db import alarms
 
         conn.execute(update(alarms).values(last_at=time.time() - 2 * stale))
     with get_catalog().read() as conn:
@@ -256,8 +258,8 @@ def test_gui_revision_adds_the_columns_and_keeps_rows(backend: str, tmp_path: Pa
     from alembic import command
     from sqlalchemy import insert, inspect, text
 
-    from t0dqm.catalog import Catalog
-    from t0dqm.schema import alembic_config, head, scripts
+    from t0dqm.catalog.db import Catalog
+    from t0dqm.catalog.schema import alembic_config, head, scripts
 
     (ours,) = [r for r in scripts().walk_revisions() if r.revision.endswith("_gui_registration")]
     before = ours.down_revision  # the schema just without the columns

@@ -9,9 +9,10 @@ from pathlib import Path
 import pytest
 from sqlalchemy import select
 
-from t0dqm import config, simulate
-from t0dqm.catalog import files, get_catalog
+from t0dqm import config
+from t0dqm.catalog.db import files, get_catalog
 from t0dqm.celery import app
+from t0dqm.dev import simulate
 from tests.gui_server import FakeGui, fake_gui
 
 

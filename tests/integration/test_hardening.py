@@ -21,8 +21,10 @@ import pytest
 import redis as redislib
 from sqlalchemy import insert, select
 
-from t0dqm import config, deleter, flower_guard, services
-from t0dqm.catalog import archives, audit, files, get_catalog
+from t0dqm import config, deleter
+from t0dqm.catalog.db import archives, audit, files, get_catalog
+from t0dqm.dev import services
+from t0dqm.servers import flower_guard
 from tests.conftest import make_settings
 from tests.integration.workerproc import REPO, point_app, t0dqm_env, worker
 
@@ -143,7 +145,7 @@ def test_redis_over_tls_end_to_end(redis_tls: tuple[str, dict[str, Path]], tmp_p
     assert broker_ssl_options(settings, url) == {"ssl_cert_reqs": __import__("ssl").CERT_REQUIRED, "ssl_ca_certs": ca}
     _round_trip(settings, root, tmp_path / "worker.log", T0DQM_BROKER_URL=url, T0DQM_BROKER_SSL__CA_CERTS=ca)
     # the stack's own clients (readiness ping, queue depths) use the same TLS options
-    from t0dqm.stack import LocalStack
+    from t0dqm.dev.stack import LocalStack
     from t0dqm.status import queue_depths
 
     stack_settings = make_settings(tmp_path / "stack", broker_url=url, broker_ssl__ca_certs=ca)

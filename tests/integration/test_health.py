@@ -15,9 +15,10 @@ from click.testing import CliRunner
 from sqlalchemy import select
 
 from t0dqm import celery as t0celery
-from t0dqm import config, services
-from t0dqm.catalog import Catalog, alarms, files, get_catalog, reset_catalogs
-from t0dqm.stack import LocalStack
+from t0dqm import config
+from t0dqm.catalog.db import Catalog, alarms, files, get_catalog, reset_catalogs
+from t0dqm.dev import services
+from t0dqm.dev.stack import LocalStack
 from t0dqm.tasks import health as th
 from tests.conftest import make_settings
 

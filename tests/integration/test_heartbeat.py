@@ -16,8 +16,8 @@ import pytest
 from sqlalchemy import select, update
 
 from t0dqm import heartbeat
-from t0dqm.catalog import Catalog, audit, db_now, files, heartbeats
-from t0dqm.hosts import can_rename, on_host
+from t0dqm.catalog.db import Catalog, audit, db_now, files, heartbeats
+from t0dqm.dev.hosts import can_rename, on_host
 from t0dqm.identity import locator
 from t0dqm.tasks.recovery import dead_claim_ids
 from tests.integration.test_catalog import new_file
@@ -25,7 +25,7 @@ from tests.integration.workerproc import REPO, t0dqm_env
 
 CLAIMANT = r"""
 import json, socket, sys
-from t0dqm.catalog import Catalog
+from t0dqm.catalog.db import Catalog
 from t0dqm.identity import process_identity
 cat = Catalog(sys.argv[1])
 won = cat.claim("file", int(sys.argv[2]), "received", 3600)
@@ -211,7 +211,7 @@ def test_liveness_command_reports_processes_and_lease_holders(cat: Catalog, tmp_
     try:
         result = CliRunner().invoke(cli, ["liveness", "--json"], env=env)
     finally:
-        from t0dqm.catalog import reset_catalogs
+        from t0dqm.catalog.db import reset_catalogs
 
         reset_catalogs()
     assert result.exit_code == 0, result.output

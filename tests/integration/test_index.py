@@ -9,11 +9,13 @@ import pytest
 from click.testing import CliRunner
 from sqlalchemy import select
 
-from t0dqm import config, dropbox, simulate
-from t0dqm import index as dqmindex
-from t0dqm.alarms import active_alarms
-from t0dqm.catalog import files, get_catalog
+from t0dqm import config
+from t0dqm.catalog.alarms import active_alarms
+from t0dqm.catalog.db import files, get_catalog
 from t0dqm.cli import cli
+from t0dqm.dev import simulate
+from t0dqm.formats import dropbox
+from t0dqm.steps import index as dqmindex
 from t0dqm.tasks.receive import receive_one
 from tests.conftest import make_settings
 
@@ -133,7 +135,7 @@ def test_offline_flavour_skips_superseded_versions(tmp_path: Path) -> None:
         assert state(first) == ("skipped", "superseded by V0002")
         assert dqmindex.import_one(second, current, cat) == "partial"
     finally:
-        from t0dqm.catalog import reset_catalogs
+        from t0dqm.catalog.db import reset_catalogs
 
         reset_catalogs()
         config.reset(None)
@@ -313,7 +315,7 @@ def test_index_is_written_with_a_rollback_journal_and_only_read_by_readers(setti
 RECEIVE_ELSEWHERE = """
 import sys
 from t0dqm import config
-from t0dqm.catalog import get_catalog
+from t0dqm.catalog.db import get_catalog
 from t0dqm.tasks.receive import Receiver
 settings = config.get()
 out = Receiver(settings, get_catalog(settings.catalog_url)).receive_many(sys.argv[1:], index=True)

@@ -14,9 +14,9 @@ import pytest
 from sqlalchemy import select
 
 from t0dqm import config
-from t0dqm import index as dqmindex
-from t0dqm.catalog import Catalog, audit, get_catalog, reset_catalogs
-from t0dqm.hosts import can_rename, on_host
+from t0dqm.catalog.db import Catalog, audit, get_catalog, reset_catalogs
+from t0dqm.dev.hosts import can_rename, on_host
+from t0dqm.steps import index as dqmindex
 from tests.conftest import make_settings
 from tests.integration.test_heartbeat import wait_for
 from tests.integration.test_index import MERGED, ONLINE, filed
@@ -24,8 +24,9 @@ from tests.integration.workerproc import REPO, t0dqm_env
 
 HOLDER = r"""
 import json, sys
-from t0dqm import config, index
-from t0dqm.catalog import get_catalog
+from t0dqm import config
+from t0dqm.steps import index
+from t0dqm.catalog.db import get_catalog
 from t0dqm.identity import process_identity
 settings = config.get()
 with index.merge_lease(settings, get_catalog(settings.catalog_url)):

@@ -14,9 +14,11 @@ from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import insert
 
 from t0dqm import celery as t0celery
-from t0dqm import config, metrics, services
-from t0dqm.alarms import clear_alarm, raise_alarm
-from t0dqm.catalog import archives, files, get_catalog, quarantine, reset_catalogs
+from t0dqm import config
+from t0dqm.catalog.alarms import clear_alarm, raise_alarm
+from t0dqm.catalog.db import archives, files, get_catalog, quarantine, reset_catalogs
+from t0dqm.dev import services
+from t0dqm.servers import metrics
 from tests.conftest import make_settings
 
 pytestmark = pytest.mark.integration

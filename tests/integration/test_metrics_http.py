@@ -14,7 +14,7 @@ import pytest
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import CollectorRegistry
 
-from t0dqm import metrics
+from t0dqm.servers import metrics
 from tests.conftest import make_settings
 from tests.integration.test_upload_hardening import connect, wait_closed_by_server, wait_for
 

@@ -15,8 +15,9 @@ from typing import Any
 import pytest
 from click.testing import CliRunner
 
-from t0dqm import alarms, config, notify
-from t0dqm.catalog import get_catalog
+from t0dqm import config, notify
+from t0dqm.catalog import alarms
+from t0dqm.catalog.db import get_catalog
 
 
 def free_port() -> int:

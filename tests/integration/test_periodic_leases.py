@@ -15,7 +15,7 @@ import pytest
 from sqlalchemy import insert
 
 from t0dqm import config
-from t0dqm.catalog import files, get_catalog
+from t0dqm.catalog.db import files, get_catalog
 from t0dqm.tasks import archive as archive_tasks  # noqa: F401 - registers the zip recoverer
 from t0dqm.tasks import cleanup, ops
 from t0dqm.tasks.base import T0Task
@@ -66,7 +66,7 @@ def test_version_control_skips_while_its_previous_run_holds_the_lease(
 
 def test_quota_control_skips_while_its_previous_run_holds_the_lease(
         tmp_path: Any, caplog: pytest.LogCaptureFixture) -> None:
-    from t0dqm.catalog import reset_catalogs
+    from t0dqm.catalog.db import reset_catalogs
     from tests.conftest import make_settings
 
     current = make_settings(tmp_path / "root", quota__offline_data="1")  # any file is over this quota

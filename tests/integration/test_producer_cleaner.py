@@ -11,10 +11,11 @@ from pathlib import Path
 import pytest
 from sqlalchemy import select
 
-from t0dqm import collector, config, notify
-from t0dqm.catalog import alarms as alarms_table
-from t0dqm.catalog import audit, get_catalog
+from t0dqm import config, notify
+from t0dqm.catalog.db import alarms as alarms_table
+from t0dqm.catalog.db import audit, get_catalog
 from t0dqm.policies.collect import DiskUsage
+from t0dqm.steps import collect as collector
 
 
 @pytest.fixture

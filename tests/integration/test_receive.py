@@ -12,8 +12,10 @@ from pathlib import Path
 import pytest
 from sqlalchemy import select
 
-from t0dqm import config, dropbox, rootcheck, simulate
-from t0dqm.catalog import files, get_catalog, quarantine
+from t0dqm import config
+from t0dqm.catalog.db import files, get_catalog, quarantine
+from t0dqm.dev import simulate
+from t0dqm.formats import dropbox, rootcheck
 from t0dqm.tasks import receive
 from t0dqm.tasks.receive import Receiver, receive_one
 
@@ -205,7 +207,7 @@ def test_claim_is_a_catalog_lease_not_a_flock(settings: config.Settings) -> None
     once its lease is no longer live the claim is taken over and the upload filed once."""
     from sqlalchemy import update
 
-    from t0dqm.catalog import leases
+    from t0dqm.catalog.db import leases
 
     uploaded = up(settings, OFFLINE)
     rel = str(uploaded.relative_to(settings.dropbox))
@@ -269,7 +271,7 @@ def test_concurrent_batches_on_postgresql_file_each_upload_once(tmp_path: Path, 
     current = make_settings(tmp_path / "root", catalog_url=pg_url)
     config.reset(current)
     try:
-        from t0dqm.catalog import Catalog
+        from t0dqm.catalog.db import Catalog
 
         Catalog(pg_url).upgrade()  # `t0dqm db upgrade`
         paths = [str(up(current, name)) for name in _names(6)]
@@ -368,7 +370,7 @@ def _names(n: int) -> list[str]:
 
 
 def test_batch_with_bad_files_in_the_middle(settings: config.Settings) -> None:
-    from t0dqm import index as dqmindex
+    from t0dqm.steps import index as dqmindex
 
     names = _names(3)
     good = [up(settings, name) for name in names]
@@ -432,7 +434,7 @@ def test_batch_killed_midway_and_rerun(settings: config.Settings, monkeypatch: p
                                        where: str) -> None:
     """A batch killed at any point and run again (by a redelivered message or the next scan, then
     reconcile's import for what stayed pending): every upload filed exactly once and indexed once."""
-    from t0dqm import index as dqmindex
+    from t0dqm.steps import index as dqmindex
 
     names = _names(5)
     uploads = [up(settings, name) for name in names]
@@ -496,7 +498,7 @@ def test_batch_killed_midway_and_rerun(settings: config.Settings, monkeypatch: p
 
 def test_batch_partial_index_failure_leaves_files_pending(settings: config.Settings,
                                                           monkeypatch: pytest.MonkeyPatch) -> None:
-    from t0dqm import index as dqmindex
+    from t0dqm.steps import index as dqmindex
 
     uploads = [up(settings, name) for name in _names(2)]
 

@@ -9,9 +9,10 @@ import pytest
 import redis
 from sqlalchemy import func, select
 
-from t0dqm import config, simulate
-from t0dqm.catalog import files, get_catalog
+from t0dqm import config
+from t0dqm.catalog.db import files, get_catalog
 from t0dqm.celery import app, queue_name
+from t0dqm.dev import simulate
 
 
 @pytest.fixture

@@ -11,8 +11,11 @@ import pytest
 from click.testing import CliRunner
 from sqlalchemy import insert, select
 
-from t0dqm import config, dropbox, reprocess, simulate
-from t0dqm.catalog import archives, audit, files, get_catalog, members, quarantine
+from t0dqm import config
+from t0dqm.catalog.db import archives, audit, files, get_catalog, members, quarantine
+from t0dqm.dev import simulate
+from t0dqm.formats import dropbox
+from t0dqm.steps import reprocess
 from t0dqm.tasks.receive import receive_one
 
 pytestmark = pytest.mark.integration

@@ -13,8 +13,8 @@ from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from sqlalchemy import text
 
-from t0dqm.catalog import Catalog, get_catalog, metadata, reset_catalogs
-from t0dqm.schema import SchemaMismatch, alembic_config, check, ensure, head
+from t0dqm.catalog.db import Catalog, get_catalog, metadata, reset_catalogs
+from t0dqm.catalog.schema import SchemaMismatch, alembic_config, check, ensure, head
 from tests.integration.workerproc import REPO, t0dqm_env
 
 
@@ -39,7 +39,7 @@ def test_six_concurrent_upgrades_on_empty_postgresql(pg_url: str, tmp_path: Path
 
 
 def test_tables_match_the_revisions(catalog_url: str) -> None:
-    """The Table definitions of t0dqm.catalog and the schema the revisions build do not differ."""
+    """The Table definitions of t0dqm.catalog.db and the schema the revisions build do not differ."""
     cat = Catalog(catalog_url)
     cat.upgrade()
     with cat.engine.connect() as conn:

@@ -8,9 +8,11 @@ import json
 
 import pytest
 
-from t0dqm import config, dropbox, simulate
-from t0dqm import index as dqmindex
-from t0dqm.catalog import get_catalog
+from t0dqm import config
+from t0dqm.catalog.db import get_catalog
+from t0dqm.dev import simulate
+from t0dqm.formats import dropbox
+from t0dqm.steps import index as dqmindex
 from t0dqm.tasks.receive import receive_one
 from tests import rootmap
 

@@ -11,9 +11,9 @@ import pytest
 from sqlalchemy import select
 
 from t0dqm import config
-from t0dqm.alarms import active_alarms
-from t0dqm.catalog import audit, get_catalog, reset_catalogs
-from t0dqm.tier0 import sm
+from t0dqm.catalog.alarms import active_alarms
+from t0dqm.catalog.db import audit, get_catalog, reset_catalogs
+from t0dqm.steps import sm
 from tests.conftest import make_settings
 
 NOW = 1_700_000_000.0

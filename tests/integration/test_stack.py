@@ -12,7 +12,7 @@ import time
 import urllib.request
 from pathlib import Path
 
-from t0dqm import services
+from t0dqm.dev import services
 
 
 def test_up_ping_flower_and_clean_stop(tmp_path: Path) -> None:

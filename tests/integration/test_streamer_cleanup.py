@@ -17,9 +17,9 @@ from click.testing import CliRunner
 from sqlalchemy import select
 
 from t0dqm import config, storage
-from t0dqm.catalog import audit, get_catalog, reset_catalogs
+from t0dqm.catalog.db import audit, get_catalog, reset_catalogs
 from t0dqm.cli import cli
-from t0dqm.tier0.streamer_names import file_path
+from t0dqm.formats.streamer_names import file_path
 
 NOW = 1_700_000_000
 DAY = 86400

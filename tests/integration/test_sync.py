@@ -15,9 +15,9 @@ from pathlib import Path
 import pytest
 from sqlalchemy import select
 
-from t0dqm import celery as _app  # noqa: F401 - first: importing t0dqm.tasks.sync alone is circular
-from t0dqm import config, deleter, sync
-from t0dqm.catalog import audit, get_catalog
+from t0dqm import beat, config, deleter
+from t0dqm.catalog.db import audit, get_catalog
+from t0dqm.steps import sync
 from tests.integration.pki import Pki, make_pki
 
 SUB = "00012xxxx/0001234xx"
@@ -121,7 +121,7 @@ def test_online_sync_task_uses_settings(http_root: tuple[Path, str], settings: c
         result = tasks.online_sync.apply().get()
         assert result["downloaded"] == [names(123401)]
         assert (current.repository / "OnlineData" / "original" / names(123401)).exists()
-        assert set(tasks.sync_schedule(current)) == {"online-sync"}
+        assert set(beat.sync_schedule(current)) == {"online-sync"}
     finally:
         config.reset(settings)
 

@@ -21,12 +21,14 @@ import pytest
 from click.testing import CliRunner
 from sqlalchemy import select, update
 
-from t0dqm import config, services, storage
-from t0dqm.alarms import active_alarms
-from t0dqm.catalog import audit, get_catalog, quarantine, reset_catalogs, t0_outputs, t0_rules
+from t0dqm import config, storage
+from t0dqm.catalog.alarms import active_alarms
+from t0dqm.catalog.db import audit, get_catalog, quarantine, reset_catalogs, t0_outputs, t0_rules
 from t0dqm.cli import cli
-from t0dqm.tier0 import outputs, placement
-from t0dqm.tier0.rucio_client import RucioGateway, RucioUnavailable
+from t0dqm.clients.rucio import RucioGateway, RucioUnavailable
+from t0dqm.dev import services
+from t0dqm.steps import placement
+from t0dqm.steps import retention as outputs
 
 from .rucio_server import RucioServer, drop, start
 

@@ -11,9 +11,9 @@ from click.testing import CliRunner
 from sqlalchemy import select, update
 
 from t0dqm import config
-from t0dqm.catalog import audit, get_catalog, t0_outputs
+from t0dqm.catalog.db import audit, get_catalog, t0_outputs
 from t0dqm.cli import cli
-from t0dqm.tier0 import outputs
+from t0dqm.steps import retention as outputs
 
 NOW = 1_700_000_000.0
 DAY = 86400

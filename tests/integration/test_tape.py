@@ -12,8 +12,10 @@ import pytest
 from click.testing import CliRunner
 from sqlalchemy import select, update
 
-from t0dqm import config, services, states, storage
-from t0dqm.catalog import alarms, archives, audit, get_catalog, reset_catalogs
+from t0dqm import config, storage
+from t0dqm.catalog import states
+from t0dqm.catalog.db import alarms, archives, audit, get_catalog, reset_catalogs
+from t0dqm.dev import services
 from t0dqm.tasks import archive as archive_tasks
 from t0dqm.tasks import tape
 from tests.conftest import make_settings
@@ -96,7 +98,7 @@ def test_restore_fetches_back_and_checks(tsettings: config.Settings, tmp_path: P
     tape.stage(aids[0])
     arch = get_catalog(tsettings.catalog_url).get("archive", aids[0])
     with get_catalog(tsettings.catalog_url).read() as conn:
-        from t0dqm.catalog import members
+        from t0dqm.catalog.db import members
 
         name = conn.execute(select(members.c.name).where(members.c.archive_id == aids[0])).scalars().first()
     runner = CliRunner()

@@ -21,7 +21,8 @@ from pathlib import Path
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from t0dqm import dropbox, upload_server
+from t0dqm.formats import dropbox
+from t0dqm.servers import upload as upload_server
 from tests.integration.test_upload_server import NAME, client_upload, form, post_head, raw_request
 
 TIMEOUT = 2.0

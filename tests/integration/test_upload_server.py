@@ -14,7 +14,9 @@ from pathlib import Path
 
 import pytest
 
-from t0dqm import dropbox, simulate, upload_server
+from t0dqm.dev import simulate
+from t0dqm.formats import dropbox
+from t0dqm.servers import upload as upload_server
 from tests.integration.pki import CLIENT_SUBJECT, OTHER_SUBJECT, Pki, make_pki
 
 NAME = "DQM_V0001_R000357902__ZeroBias__Run2023D-PromptReco-v2__DQMIO.root"
@@ -298,8 +300,8 @@ def test_uploaded_file_is_received_indexed_and_zipped(settings: object, dqm_file
     from sqlalchemy import select
 
     from t0dqm import config
-    from t0dqm import index as dqmindex
-    from t0dqm.catalog import files, get_catalog, members
+    from t0dqm.catalog.db import files, get_catalog, members
+    from t0dqm.steps import index as dqmindex
     from t0dqm.tasks import archive
     from t0dqm.tasks.receive import receive_one
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from t0dqm import dropbox, naming
+from t0dqm.formats import dropbox, naming
 
 ONLINE = "DQM_V0001_Ecal_R000300001.root"
 ONLINE_NEWER = "DQM_V0001_Hcal_R000300002.root"

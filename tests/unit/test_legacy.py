@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from t0dqm import legacy
-from t0dqm.legacy import LegacyFormatError, check_dqminfo, parse_legacy_info, read_legacy_info
+from t0dqm.formats import legacy
+from t0dqm.formats.legacy import LegacyFormatError, check_dqminfo, parse_legacy_info, read_legacy_info
 
 ORIGINAL = (
     "{'origin': '/data/uploads/0001/DQM_V0001_R000316000__ZeroBias__Run2018A-v1__DQMIO.root.origin', "

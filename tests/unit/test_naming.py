@@ -6,8 +6,8 @@ import calendar
 
 import pytest
 
-from t0dqm import naming
-from t0dqm.naming import DqmName, InvalidName, classify, repository_path, to_json, zip_pattern
+from t0dqm.formats import naming
+from t0dqm.formats.naming import DqmName, InvalidName, classify, repository_path, to_json, zip_pattern
 
 JAN_2024 = calendar.timegm((2024, 1, 15, 12, 0, 0))
 DEC_2023_LATE = calendar.timegm((2023, 12, 31, 23, 59, 59))

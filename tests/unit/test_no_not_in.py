@@ -77,5 +77,5 @@ def test_no_not_in_subquery_in_t0dqm() -> None:
     package = Path(t0dqm.__file__).parent
     found = [hit for path in sorted(package.rglob("*.py"))
              for hit in offences(path.read_text(), str(path.relative_to(package.parent)))]
-    assert found == [], "NOT IN (subquery) is back; write it as NOT EXISTS (t0dqm.queries.not_member):\n" + \
+    assert found == [], "NOT IN (subquery) is back; write it as NOT EXISTS (t0dqm.catalog.queries.not_member):\n" + \
         "\n".join(found)

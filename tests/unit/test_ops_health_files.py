@@ -42,7 +42,7 @@ def test_alert_rules_load_and_use_known_metrics() -> None:
 
 
 def test_metric_names_match_the_exporter(tmp_path: Path) -> None:
-    from t0dqm import metrics
+    from t0dqm.servers import metrics
 
     documented = set(RX_METRIC.findall(metrics.__doc__ or ""))
     assert documented == T0DQM_METRICS

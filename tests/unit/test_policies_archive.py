@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from t0dqm import states
+from t0dqm.catalog import states
 from t0dqm.policies import archive as pol
 
 MAX = 1000

@@ -27,7 +27,7 @@ def test_plan_over_the_prefix_equals_plan_over_all(seed: int) -> None:
     full = plan_class("c", files, quota)
     need = excess(used, quota)
     prefix, freed = [], 0
-    for f in files:  # what t0dqm.queries.quota_prefix returns: up to the file that reaches the excess
+    for f in files:  # what t0dqm.catalog.queries.quota_prefix returns: up to the file that reaches the excess
         if freed >= need:
             break
         prefix.append(f)

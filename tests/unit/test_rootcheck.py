@@ -9,8 +9,9 @@ from pathlib import Path
 import pytest
 import uproot
 
-from t0dqm import naming, rootcheck, simulate
-from t0dqm.rootcheck import ME, RootCheckError, check_root_file, read_monitor_elements
+from t0dqm.dev import simulate
+from t0dqm.formats import naming, rootcheck
+from t0dqm.formats.rootcheck import ME, RootCheckError, check_root_file, read_monitor_elements
 
 
 def good(tmp_path: Path, strict: bool, run: int = 123456, subsystems=("Ecal", "Hcal")) -> Path:
@@ -335,7 +336,7 @@ def test_simulate_cli(tmp_path):
 
 
 def test_simulate_into_dropbox(tmp_path):
-    from t0dqm import dropbox
+    from t0dqm.formats import dropbox
 
     manifest = simulate.simulate(tmp_path / "out", 3, seed=9, broken=5, n_hists=10, dropbox=tmp_path / "box")
     assert len(manifest) == 8

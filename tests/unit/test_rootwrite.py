@@ -1,4 +1,4 @@
-"""The record writer (t0dqm.rootwrite) and simulated files shaped as CMSSW writes them, walked record by
+"""The record writer (t0dqm.formats.rootwrite) and simulated files shaped as CMSSW writes them, walked record by
 record as ROOT's TFile::Map does (tests/rootmap.py)."""
 
 from __future__ import annotations
@@ -12,7 +12,8 @@ import numpy as np
 import pytest
 import uproot
 
-from t0dqm import naming, rootcheck, rootwrite, simulate
+from t0dqm.dev import simulate
+from t0dqm.formats import naming, rootcheck, rootwrite
 from tests import rootmap
 
 

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from t0dqm import dropbox
-from t0dqm.upload import identity
+from t0dqm.formats import dropbox
+from t0dqm.servers import upload_identity as identity
 
 ORIGINAL = re.compile(r"^md5:([0-9a-f]+) (\d+) (\S+)$")  # the original receive daemon's pattern
 CA = ((("countryName", "CH"),), (("organizationName", "CERN"),), (("commonName", "CERN Grid CA"),))

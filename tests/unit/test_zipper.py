@@ -10,7 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from t0dqm import storage, zipper
+from t0dqm import storage
+from t0dqm.formats import zipper
 
 
 def make_sources(tmp_path: Path, n: int, size: int = 300_000) -> dict[str, str]:

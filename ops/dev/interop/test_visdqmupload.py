@@ -22,7 +22,9 @@ from pathlib import Path
 
 import pytest
 
-from t0dqm import dropbox, simulate, upload_server
+from t0dqm.dev import simulate
+from t0dqm.formats import dropbox
+from t0dqm.servers import upload as upload_server
 from tests.integration.pki import CLIENT_SUBJECT, Pki, make_pki
 
 CHECKOUT = os.environ.get("T0DQM_DQMGUI_PROD", "")

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from t0dqm.tier0 import eosdump
-from t0dqm.tier0.streamer_names import file_path
+from t0dqm.formats import eosdump
+from t0dqm.formats.streamer_names import file_path
 
 NOW = 1_700_000_000
 DAY = 86400
@@ -43,7 +43,7 @@ def write_dump(path: Path, lines: list[str] | bytes, *, members: int = 1) -> Pat
 def scanner(request, monkeypatch):
     """Every test against the compiled scanner and against the pure-Python fallback."""
     if request.param == "c":
-        assert eosdump._scan is not None, "t0dqm.tier0._dumpscan not built: pip install -e ."
+        assert eosdump._scan is not None, "t0dqm.formats._dumpscan not built: pip install -e ."
     else:
         monkeypatch.setattr(eosdump, "_scan", None)
     return request.param

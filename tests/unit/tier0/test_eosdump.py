@@ -6,8 +6,8 @@ import random
 
 import pytest
 
-from t0dqm.tier0 import eosdump
-from t0dqm.tier0.streamer_names import StreamerUnit, file_path
+from t0dqm.formats import eosdump
+from t0dqm.formats.streamer_names import StreamerUnit, file_path
 
 from .helpers import DAY, NOW, line, scanner, unit_lines, write_dump  # noqa: F401 - scanner: autouse
 
@@ -137,7 +137,7 @@ def test_fast_path_matches_record_generator(tmp_path):
     bad = [0]
     ref: dict = {}
     for rec in eosdump.iter_records(p, max_age=None, malformed=bad):
-        from t0dqm.tier0.streamer_names import parse_path
+        from t0dqm.formats.streamer_names import parse_path
 
         pp = parse_path(rec.path)
         if not pp:

@@ -8,8 +8,8 @@ import random
 
 import pytest
 
-from t0dqm.tier0 import eosdump
-from t0dqm.tier0.streamer_names import parse_unit_dir
+from t0dqm.formats import eosdump
+from t0dqm.formats.streamer_names import parse_unit_dir
 
 from .helpers import DAY, NOW, scanner, write_dump  # noqa: F401 - scanner: autouse
 

@@ -2,8 +2,8 @@ from __future__ import annotations
 
 import pytest
 
-from t0dqm.tier0 import datasets as ds
-from t0dqm.tier0 import streamer_names as sn
+from t0dqm.formats import datasets as ds
+from t0dqm.formats import streamer_names as sn
 
 
 def test_streamer_paths_roundtrip():

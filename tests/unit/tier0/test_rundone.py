@@ -7,7 +7,7 @@ from urllib.parse import parse_qs, urlparse
 
 import pytest
 
-from t0dqm.tier0.rundone import Prefetching, RunStreamDone, is_done_reply
+from t0dqm.clients.rundone import Prefetching, RunStreamDone, is_done_reply
 
 REPLIES = {
     "done": (200, b'{"result": [true]}'),

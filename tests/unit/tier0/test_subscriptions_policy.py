@@ -7,8 +7,8 @@ import random
 
 import pytest
 
-from t0dqm.policies import subscriptions as policy
-from t0dqm.tier0 import placement
+from t0dqm.policies import placement as policy
+from t0dqm.steps import placement
 
 TB = 10**12
 SUBS = policy.Subscriptions(sites={"ZeroBias": "T1_IT_CNAF", "JetMET": "T1_DE_KIT", "Muon": "T1_US_FNAL"},

@@ -1,0 +1,1 @@
+"""The catalog: schema, migrations, claims and leases, and all SQL, by entity."""

@@ -1,0 +1,148 @@
+"""Catalog queries of the periodic decisions. Each one costs what its candidates cost, not what the catalog holds.
+
+- Version control reads a worklist. It holds the samples, as (run, dataset), that have a row with
+  ``versions_checked_at IS NULL``: a new version arrived, or an older version still waits for its archive.
+  The partial index ``ix_files_versions_unchecked`` holds only those rows. Version control stamps a
+  sample's rows once no superseded ROOT file of it is left.
+- Quota control walks one class's present files oldest first on ``ix_files_present_age``, in chunks.
+  A window function keeps the running sum of the bytes it may free, and the walk stops at the target.
+- Anti-joins are ``NOT EXISTS``. ``NOT IN (subquery)`` makes PostgreSQL rescan the subquery for every
+  row, and tests/unit/test_no_not_in.py fails when one comes back.
+
+State names go into the SQL as literals, not bound parameters. SQLite uses a partial index only when
+the query repeats the index's WHERE terms literally.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+from sqlalchemy import and_, case, exists, func, literal, literal_column, select, tuple_, update
+from sqlalchemy.engine import Connection, Row
+from sqlalchemy.sql.elements import ColumnElement
+
+from t0dqm.catalog.db import archives, files, members
+from t0dqm.catalog.states import RECEIVED, REMOVED, ZIPPED
+
+PRESENT = (RECEIVED, ZIPPED)
+
+
+def const_in(column: Any, values: Iterable[str]) -> ColumnElement[bool]:
+    """``column IN ('a', 'b')`` with literal constants (matches a partial index's predicate)."""
+    return column.in_([literal_column("'" + v.replace("'", "''") + "'") for v in values])
+
+
+def present() -> ColumnElement[bool]:
+    """The ROOT file is on disk (the predicate of ``ix_files_present_age``)."""
+    return const_in(files.c.state, PRESENT)
+
+
+def not_member() -> ColumnElement[bool]:
+    """The file is in no archive: an anti-join on members' unique file_id index."""
+    return ~exists().where(members.c.file_id == files.c.id)
+
+
+def _file_columns() -> list[Any]:
+    return [files.c.id, files.c.path, files.c.cls, files.c.run, files.c.dataset, files.c.subsystem,
+            files.c.version, files.c.size, files.c.mtime, files.c.adler32, files.c.state]
+
+
+# -- version control ---------------------------------------------------------------------------------
+
+def const_limit(n: int) -> Any:
+    """A LIMIT written into the SQL: with ``LIMIT ?`` SQLite cannot tell a subquery is small and may
+    drive the join from a full index scan instead."""
+    return literal_column(str(int(n)))
+
+
+def version_worklist_query(batch: int) -> Any:
+    keys = (select(files.c.run, files.c.dataset).where(files.c.versions_checked_at.is_(None))
+            .distinct().limit(const_limit(batch)).subquery("todo"))
+    # no ORDER BY: sorting by (run, dataset) would tempt the planner into walking ix_files_run whole
+    return (select(*_file_columns(), archives.c.state.label("archive_state"))
+            .select_from(keys.join(files, and_(files.c.run == keys.c.run, files.c.dataset == keys.c.dataset))
+                         .outerjoin(archives, files.c.archive_id == archives.c.id)))
+
+
+def version_worklist(conn: Connection, batch: int) -> tuple[list[Row[Any]], bool]:
+    """Every row (all versions, any state) of up to ``batch`` samples on the worklist, with its archive
+    state; and whether the batch was full (more samples wait)."""
+    rows = conn.execute(version_worklist_query(batch)).all()
+    return rows, len({(r.run, r.dataset) for r in rows}) >= batch
+
+
+def mark_versions_checked(conn: Connection, ids: Sequence[int], now: float | None = None,
+                          chunk: int = 5000) -> int:
+    """Take these rows off the worklist (only those still on it)."""
+    now = time.time() if now is None else now
+    done = 0
+    for start in range(0, len(ids), chunk):
+        done += conn.execute(update(files).where(files.c.id.in_(list(ids[start:start + chunk])),
+                                                 files.c.versions_checked_at.is_(None))
+                             .values(versions_checked_at=now)).rowcount
+    return done
+
+
+def backfill_versions_checked(conn: Connection, now: float | None = None) -> int:
+    """Schema upgrade: stamp every sample that has no superseded ROOT file left (one full scan)."""
+    now = time.time() if now is None else now
+    return conn.exec_driver_sql(
+        "UPDATE files SET versions_checked_at = %s WHERE versions_checked_at IS NULL AND NOT EXISTS ("
+        " SELECT 1 FROM files o JOIN files n ON n.run = o.run AND n.dataset = o.dataset"
+        " AND coalesce(n.subsystem, '') = coalesce(o.subsystem, '') AND n.version > o.version"
+        f" WHERE o.run = files.run AND o.dataset = files.dataset AND o.state <> '{REMOVED}')"
+        % repr(float(now))).rowcount
+
+
+# -- quota control -----------------------------------------------------------------------------------
+
+def _path_order(conn: Connection) -> Any:
+    """Paths compared bytewise on both backends (as Python and SQLite compare them)."""
+    return files.c.path.collate("C") if conn.dialect.name == "postgresql" else files.c.path
+
+
+def quota_chunk_query(conn: Connection, cls: str, safe: Sequence[str], unguarded: bool,
+                      after: tuple[float, str] | None, limit: int) -> Any:
+    """The next ``limit`` present files of ``cls`` after ``after`` (mtime, path), oldest first, each with
+    ``archived`` (1/0) and ``freed``: the running sum of archived bytes up to and including it."""
+    path = _path_order(conn)
+    archived = literal(1) if unguarded else case((const_in(archives.c.state, safe), 1), else_=0)
+    cond = [files.c.cls == cls, present()]
+    if after is not None:
+        cond.append(tuple_(files.c.mtime, path) > tuple_(literal(after[0]), literal(after[1])))
+    chunk = (select(files.c.id, files.c.path, files.c.size, files.c.mtime, files.c.adler32,
+                    archived.label("archived"), path.label("sort_path"))
+             .select_from(files.outerjoin(archives, files.c.archive_id == archives.c.id))
+             .where(*cond).order_by(files.c.mtime, path).limit(const_limit(limit)).subquery("chunk"))
+    freed = func.sum(chunk.c.size * chunk.c.archived).over(order_by=(chunk.c.mtime, chunk.c.sort_path),
+                                                             rows=(None, 0))
+    return select(chunk, freed.label("freed")).order_by(chunk.c.mtime, chunk.c.sort_path)
+
+
+def quota_prefix(conn: Connection, cls: str, excess: int, safe: Sequence[str], unguarded: bool,
+                 max_rows: int = 200_000, first_chunk: int = 256, max_chunk: int = 16384) -> tuple[list[Row[Any]], bool]:
+    """The oldest present files of ``cls``, in order, up to the first one that brings the archived bytes
+    freed to ``excess``. Also returns whether the walk stopped at ``max_rows`` before reaching it.
+
+    Unarchived files inside the prefix come too: the policy reports them as blocking.
+    """
+    out: list[Row[Any]] = []
+    if excess <= 0:
+        return out, False
+    carried, after, size = 0, None, first_chunk
+    while len(out) < max_rows:
+        size = min(size, max_rows - len(out))
+        rows = conn.execute(quota_chunk_query(conn, cls, safe, unguarded, after, size)).all()
+        for row in rows:
+            out.append(row)
+            if carried + int(row.freed) >= excess:
+                return out, False
+        if len(rows) < size:
+            return out, False  # the class has no more present files
+        carried += int(rows[-1].freed)
+        after = (rows[-1].mtime, rows[-1].path)
+        size = min(size * 4, max_chunk)
+    return out, True
+

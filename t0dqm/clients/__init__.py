@@ -1,0 +1,1 @@
+"""Clients of external services (Rucio, the Tier-0 Data Service)."""

@@ -1,0 +1,1 @@
+"""The HTTP endpoints: the upload server, the metrics exporter, the Flower guard."""

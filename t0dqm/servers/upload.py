@@ -1,0 +1,327 @@
+"""HTTP upload endpoint compatible with the DQM GUI's upload client (visDQMUpload, Tier-0 harvesting), on aiohttp.
+
+``POST /data/put`` (any prefix ending in ``/data/put`` is accepted), ``multipart/form-data`` with the
+fields ``size`` (decimal bytes), ``checksum`` (``md5:<hex>``, or ``crc32:<n>`` as the original server
+accepted) and ``file`` (filename = base name). Before any byte of the body is read, the request is refused
+when its Content-Length is missing or too large, when it is not multipart, when the client certificate's
+subject is not on the allow-list, or when ``max_uploads`` uploads are already in progress (503 with
+``Retry-After``). The body is read with aiohttp's streaming multipart reader, every read bounded by the idle
+timeout; the file streams to a temp file in ``<dropbox>/.uploading`` (:mod:`t0dqm.servers.upload_receiver`), which
+is removed on every refusal, timeout, disconnect and shutdown. Size, checksum and the ``root\\0`` magic are
+verified; the file then lands in the dropbox under the upload protocol (:mod:`t0dqm.formats.dropbox`).
+
+Answers carry ``Dqm-Status-Code`` (100 success; 200 bad request; 300 unacceptable parameter; 400 failed
+to execute — the original server's codes), ``Dqm-Status-Message`` and ``Dqm-Status-Detail``; errors
+are HTTP 500 (413 / 411 / 400 for size, length and framing problems, 403 for a certificate subject not
+allowed, 408 for a client that stalled, 503 when busy), as the client expects an HTTP error.
+With TLS every client must present a certificate signed by the configured CA (:mod:`t0dqm.servers.upload_identity`).
+``GET /metrics`` serves the endpoint's Prometheus metrics (:mod:`t0dqm.servers.upload_stats`). Connection limits
+and timeouts: :mod:`t0dqm.servers.webserve`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import re
+import ssl
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+from aiohttp import MultipartReader, web
+from aiohttp.http_exceptions import HttpProcessingError
+
+from t0dqm.servers import webserve
+from t0dqm.servers.upload_identity import AllowList, origin_source, peer_dn, server_ssl_context
+from t0dqm.servers.upload_receiver import (
+    STATUS_BAD_REQUEST,
+    STATUS_ERROR_PARAMETER,
+    STATUS_FAIL_EXECUTE,
+    STATUS_OK,
+    Receiver,
+    Stored,
+    UploadError,
+    sweep_stale,
+)
+from t0dqm.servers.upload_stats import UploadStats
+
+__all__ = ["STATUS_BAD_REQUEST", "STATUS_ERROR_PARAMETER", "STATUS_FAIL_EXECUTE", "STATUS_OK", "Stored",
+           "UploadError", "UploadServer", "make_server", "server_ssl_context"]
+
+log = logging.getLogger("t0dqm.servers.upload")
+
+# Pieces and reads: an upload that starts while fewer than MANY_UPLOADS run reads 256 KiB per recv() and
+# hands 512 KiB pieces to the workers (fewer events per byte); later ones read 64 KiB pieces (memory per
+# connection stays ~200 KiB: 50 parallel uploads fit in 64 MB of RSS).
+CHUNK, BIG_RECV = 1 << 19, 1 << 18
+MANY_UPLOADS, SMALL_RECV, SMALL_CHUNK = 2, 1 << 16, 1 << 16
+WORKERS = 8  # threads hashing and writing the pieces (md5, crc32 and write release the GIL)
+FIELD_CHUNK = 1024
+MAX_OVERHEAD = 1 << 16  # multipart framing and the small fields, beyond the file itself
+DEFAULT_MAX_SIZE = 8 << 30
+DEFAULT_MAX_UPLOADS = 64
+DEFAULT_TIMEOUT = 30.0
+RETRY_AFTER = 30
+RX_BOUNDARY = re.compile(r'boundary="?([^";]+)"?')
+
+
+def answer(http: int, code: int, message: str, detail: str, body: str) -> web.Response:
+    headers = {"Dqm-Status-Code": str(code), "Dqm-Status-Message": message,
+               "Dqm-Status-Detail": detail.replace("\r", " ").replace("\n", "; ")}
+    return web.Response(status=http, text=body, headers=headers)
+
+
+def framing_error(status: int, message: str) -> web.Response:
+    """The answer to a request aiohttp's parser refused (bad request line, too many or too long headers)."""
+    return answer(status, STATUS_BAD_REQUEST, "Malformed request", message, "Bad request\n")
+
+
+class UploadService:
+    """The request handler: admission, streaming the multipart body into a Receiver, the answer."""
+
+    def __init__(self, box: Path, *, max_size: int, max_uploads: int, limits: webserve.Limits, tls: bool,
+                 allow: AllowList | None, stats: UploadStats) -> None:
+        self.box, self.max_size, self.max_uploads = box, max_size, max_uploads
+        self.limits, self.tls, self.allow, self.stats = limits, tls, allow, stats
+        self.in_flight = 0
+        self.scrape = webserve.prometheus(stats.registry, max_scrapes=2)
+        self.workers = ThreadPoolExecutor(max_workers=WORKERS, thread_name_prefix="upload")
+
+    async def __call__(self, request: web.BaseRequest) -> web.StreamResponse:
+        if request.method == "GET" and request.path == "/metrics":
+            return await self.scrape(request)
+        if request.method != "POST" or not request.path.rstrip("/").endswith("/data/put"):
+            return self._refuse(request, UploadError(STATUS_BAD_REQUEST, "Not found", request.path, http=404),
+                                body="Not found\n")
+        started = time.monotonic()
+        outcome, resp = await self._upload(request)
+        self.stats.requests.labels(outcome).inc()
+        self.stats.duration.labels(outcome).observe(time.monotonic() - started)
+        return resp
+
+    def _refuse(self, request: web.BaseRequest, exc: UploadError, body: str | None = None,
+                headers: dict[str, str] | None = None) -> web.Response:
+        log.warning("upload refused from %s: %s", request.remote, exc)
+        self.stats.refusals.labels(str(exc.code), str(exc.http)).inc()
+        resp = answer(exc.http, exc.code, exc.message, exc.detail, body or f"{exc.message}\n")
+        resp.headers.update(headers or {})
+        resp.force_close()
+        return resp
+
+    def _admit(self, request: web.BaseRequest, dn: str | None) -> tuple[UploadError, str | None, dict[str, str]] | None:
+        """Why the request is refused before its body is read (error, body, extra headers), or None."""
+        if self.allow is not None and not self.allow.allows(dn):
+            return UploadError(STATUS_ERROR_PARAMETER, "Certificate subject not allowed",
+                               f"the certificate subject {dn or '(none)'} is not on this server's upload "
+                               "allow-list; ask the DQM operators to add it", http=403), None, {}
+        if request.headers.get("Content-Encoding", "identity").strip().lower() not in ("identity", ""):
+            return UploadError(STATUS_BAD_REQUEST, "Malformed request",
+                               "compressed request bodies are not accepted", http=415), "Bad request\n", {}
+        length = request.headers.get("Content-Length")
+        if length is None or not length.isdigit() or "chunked" in request.headers.get("Transfer-Encoding", ""):
+            return UploadError(STATUS_BAD_REQUEST, "Length required", "send Content-Length",
+                               http=411), "Length required\n", {}
+        ctype = request.headers.get("Content-Type", "")
+        if not ctype.lower().startswith("multipart/form-data") or not RX_BOUNDARY.search(ctype):
+            return UploadError(STATUS_BAD_REQUEST, "Malformed request",
+                               "expected multipart/form-data with a boundary", http=400), "Bad request\n", {}
+        if int(length) > self.max_size + MAX_OVERHEAD:
+            return UploadError(STATUS_ERROR_PARAMETER, "File too large",
+                               f"request of {length} bytes exceeds the limit {self.max_size}",
+                               http=413), "Too large\n", {}
+        if self.in_flight >= self.max_uploads:
+            return UploadError(STATUS_FAIL_EXECUTE, "Server busy",
+                               f"{self.in_flight} uploads in progress (max_uploads {self.max_uploads}); "
+                               f"retry in {RETRY_AFTER} s", http=503), "Busy\n", {"Retry-After": str(RETRY_AFTER)}
+        return None
+
+    async def _upload(self, request: web.BaseRequest) -> tuple[str, web.StreamResponse]:
+        transport = request.transport
+        dn = peer_dn(transport.get_extra_info("peercert")) if transport is not None and self.tls else None
+        refusal = self._admit(request, dn)
+        if refusal is not None:
+            exc, body, headers = refusal
+            return "refused", self._refuse(request, exc, body, headers)
+        source = origin_source("https" if self.tls else "http", request.remote or "unknown", dn)
+        receiver = Receiver(self.box, self.max_size)
+        if self.in_flight >= MANY_UPLOADS:  # many at once: small reads, little memory per connection
+            webserve.set_recv_size(request, SMALL_RECV)
+        else:  # few: big reads and pieces, fewer events per byte
+            webserve.set_recv_size(request, BIG_RECV)
+            request.content.set_read_chunk_size(CHUNK)
+        self.in_flight += 1
+        self.stats.in_flight.inc()
+        webserve.reading_body(request, True)
+        try:
+            return await self._receive_and_land(request, receiver, source)
+        finally:
+            receiver.cleanup()
+            webserve.reading_body(request, False)
+            self.in_flight -= 1
+            self.stats.in_flight.dec()
+            self.stats.received_bytes.inc(receiver.size)
+
+    async def _receive_and_land(self, request: web.BaseRequest, receiver: Receiver,
+                                source: str) -> tuple[str, web.StreamResponse]:
+        timeout = self.limits.timeout
+        try:
+            if request.headers.get("Expect", "").lower() == "100-continue":
+                await request.writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+            try:
+                await self._receive(request, receiver)
+            except (ValueError, RuntimeError, AssertionError, HttpProcessingError) as exc:
+                raise self._malformed(request, exc) from None
+            stored = await self._in_thread(receiver.complete, source)
+        except UploadError as exc:
+            receiver.cleanup()
+            resp = self._refuse(request, exc)
+            try:
+                await self._drain(request)  # the client sends its whole body before it reads the answer
+            except webserve.Stalled:
+                await webserve.send(request, resp, timeout)
+                webserve.close_now(request)
+            return "refused", resp
+        except webserve.Stalled as exc:
+            receiver.cleanup()
+            log.warning("upload from %s timed out after %d bytes: %s", request.remote, receiver.size, exc)
+            resp = answer(408, STATUS_FAIL_EXECUTE, "Request timeout", str(exc), "Request timeout\n")
+            self.stats.refusals.labels(str(STATUS_FAIL_EXECUTE), "408").inc()
+            await webserve.send(request, resp, timeout)
+            webserve.close_now(request)
+            return "timeout", resp
+        except ConnectionError as exc:
+            receiver.cleanup()
+            log.info("upload from %s: the client went away after %d bytes (%s)", request.remote, receiver.size,
+                     exc or type(exc).__name__)
+            return "disconnected", web.Response(status=400)
+        except OSError as exc:
+            receiver.cleanup()
+            log.exception("upload failed")
+            return "error", self._refuse(request, UploadError(STATUS_FAIL_EXECUTE, "Failed to save file data",
+                                                              str(exc)), body="Failed\n")
+        self.stats.saved_bytes.inc(stored.size)
+        log.info("saved %s size %d md5 %s from %s", stored.path, stored.size, stored.md5, source)
+        try:
+            await self._drain(request)  # the epilogue, if any: keeps the connection usable
+        except webserve.Stalled:
+            webserve.close_now(request)
+        return "saved", answer(200, STATUS_OK, "File saved", f"Wrote {stored.size} bytes", "Thanks.\n")
+
+    async def _receive(self, request: web.BaseRequest, receiver: Receiver) -> None:
+        timeout = self.limits.timeout
+        reader = MultipartReader(request.headers, request.content, max_field_size=self.limits.max_field_size,
+                                 max_headers=self.limits.max_headers)
+        while (part := await webserve.within(timeout, reader.next())) is not None:
+            if isinstance(part, MultipartReader):
+                raise UploadError(STATUS_BAD_REQUEST, "Malformed multipart body", "nested multipart part",
+                                  http=400)
+            receiver.start(part.name, part.filename)
+            if part.name == "file":
+                await self._stream_file(part, receiver)
+            else:  # small reads: the reader looks one read ahead for the boundary, a big read would swallow
+                while not part.at_eof():  # the start of the file with the field
+                    chunk = await webserve.within(timeout, part.read_chunk(FIELD_CHUNK))
+                    if chunk:
+                        receiver.data(chunk)
+            receiver.end()
+
+    async def _stream_file(self, part: Any, receiver: Receiver) -> None:
+        """The file part: hashing and writing a piece run in a worker thread (the GIL is released by both)
+        while the event loop reads the next piece; one piece per upload in flight, smaller pieces when many
+        uploads run at once."""
+        loop = asyncio.get_running_loop()
+        size = CHUNK if self.in_flight < MANY_UPLOADS else SMALL_CHUNK
+        pending: asyncio.Future[None] | None = None
+        try:
+            while not part.at_eof():
+                chunk = await webserve.within(self.limits.timeout, part.read_chunk(size))
+                if pending is not None:
+                    await pending
+                    pending = None
+                if chunk:
+                    pending = loop.run_in_executor(self.workers, receiver.data, chunk)
+            if pending is not None:
+                await pending
+                pending = None
+        finally:
+            if pending is not None:  # never close the temp file under a running write
+                await asyncio.wait([pending])
+
+    @staticmethod
+    def _malformed(request: web.BaseRequest, exc: BaseException) -> UploadError:
+        content, length = request.content, request.content_length or 0
+        if getattr(request.protocol, "half_closed", False) and content.total_bytes < length:
+            return UploadError(STATUS_BAD_REQUEST, "Truncated request", "connection closed before the body ended",
+                               http=400)
+        if content.at_eof():
+            return UploadError(STATUS_BAD_REQUEST, "Malformed multipart body",
+                               "body ended before the closing boundary", http=400)
+        return UploadError(STATUS_BAD_REQUEST, "Malformed multipart body", str(exc)[:200], http=400)
+
+    async def _drain(self, request: web.BaseRequest) -> None:
+        """Read and discard the rest of the body (at most Content-Length, each read within the timeout)."""
+        content = request.content
+        try:
+            while not content.at_eof():
+                if not await webserve.within(self.limits.timeout, content.readany()):
+                    break
+        except (ConnectionError, ValueError, HttpProcessingError):
+            pass
+
+    @staticmethod
+    async def _in_thread(func: Any, *args: Any) -> Any:
+        """Run blocking work in a thread; on cancellation wait for it, so cleanup never races it."""
+        task = asyncio.ensure_future(asyncio.to_thread(func, *args))
+        try:
+            return await asyncio.shield(task)
+        except asyncio.CancelledError:
+            await asyncio.wait([task])
+            raise
+
+
+class UploadServer(webserve.Hosted):
+    """The upload endpoint, bound at construction; ``start()``/``stop()`` or ``serve_forever()``."""
+
+    def __init__(self, address: tuple[str, int], dropbox_dir: str | os.PathLike[str], *,
+                 max_size: int = DEFAULT_MAX_SIZE, ssl_context: ssl.SSLContext | None = None,
+                 max_uploads: int = DEFAULT_MAX_UPLOADS, limits: webserve.Limits | None = None,
+                 allow: AllowList | None = None) -> None:
+        if allow is not None and ssl_context is None:
+            raise ValueError("an allow-list of certificate subjects needs TLS with client certificates")
+        if max_uploads < 1 or max_size < 1:
+            raise ValueError("max_uploads and max_size must be positive")
+        self.dropbox = Path(dropbox_dir)
+        self.max_size = max_size
+        self.stats = UploadStats()
+        limits = limits or webserve.Limits(timeout=DEFAULT_TIMEOUT)
+        self.service = UploadService(self.dropbox, max_size=max_size, max_uploads=max_uploads, limits=limits,
+                                     tls=ssl_context is not None, allow=allow, stats=self.stats)
+        super().__init__(self.service, address[0], address[1], limits=limits, ssl_context=ssl_context,
+                         error_response=framing_error, name="upload")
+        self.stats.connections.set_function(lambda: self._server.open_connections if self._server else 0)
+        sweep_stale(self.dropbox, max(3600.0, 10 * limits.timeout))
+
+    async def _close(self) -> None:
+        await super()._close()
+        self.service.workers.shutdown(wait=True)  # the handlers are done: nothing is pending
+
+
+def make_server(host: str, port: int, dropbox_dir: str | os.PathLike[str], *, max_size: int = DEFAULT_MAX_SIZE,
+                cert: str | None = None, key: str | None = None, ca: str | None = None,
+                max_uploads: int = DEFAULT_MAX_UPLOADS, timeout: float = DEFAULT_TIMEOUT,
+                max_connections: int = 1024, allowed_dns: str | None = None) -> UploadServer:
+    """The endpoint on ``host:port``; TLS when ``cert`` is given, and then ``ca`` is required."""
+    context = None
+    if cert:
+        if not ca:
+            raise ValueError("TLS needs a CA: clients must present a certificate (ca= / --ca)")
+        context = server_ssl_context(cert, key or cert, ca)
+    elif key or ca or allowed_dns:
+        raise ValueError("key, ca and allowed_dns need a server certificate (TLS)")
+    limits = webserve.Limits(timeout=timeout, max_connections=max_connections)
+    allow = AllowList(allowed_dns) if allowed_dns else None
+    return UploadServer((host, port), dropbox_dir, max_size=max_size, ssl_context=context,
+                        max_uploads=max_uploads, limits=limits, allow=allow)
