@@ -26,7 +26,7 @@ import logging
 import re
 import time
 import uuid
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -340,7 +340,7 @@ def poll_rules(ctx: Context, now: float | None = None, force: bool = False) -> O
 
 # ---------------------------------------------------------------------------------------------- release
 
-def check_release(gw: RucioGateway, rows: list[Mapping[str, Any]], t0_disk: str) -> tuple[str | None, str]:
+def check_release(gw: RucioGateway, rows: Sequence[Mapping[str, Any]], t0_disk: str) -> tuple[str | None, str]:
     """The guard before removing a block's Tier-0 disk rule: (rule id, "") when every endpoint rule exists
     and is OK and the Tier-0 rule is ours, on this block, to the Tier-0 disk; else (None, reason)."""
     t0 = [r for r in rows if r["role"] == policy.T0_DISK]

@@ -18,6 +18,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+from t0dqm import deleter
 from t0dqm.catalog import outputs as catalog_outputs
 from t0dqm.catalog.db import Catalog
 from t0dqm.clients.rucio import RucioRefused, RucioUnavailable
@@ -88,8 +89,6 @@ def plan(catalog: Catalog, now: float, min_days: int) -> tuple[RetentionRun, dic
 def run_retention(catalog: Catalog, settings: Any, *, now: float | None = None, min_days: int | None = None,
                   dry_run: bool = True) -> RetentionRun:
     """Plan and apply retention; in dry-run the deleter audits what would go and no row changes."""
-    from t0dqm import deleter
-
     now = time.time() if now is None else float(now)
     min_days = int(settings["retention"]["min_days"] if min_days is None else min_days)
     run, rows = plan(catalog, now, min_days)

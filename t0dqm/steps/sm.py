@@ -13,6 +13,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+from t0dqm import deleter
 from t0dqm.catalog.alarms import raise_alarm
 from t0dqm.policies import storage_manager
 from t0dqm.policies.storage_manager import SMFile, SMPlan
@@ -71,8 +72,6 @@ class SMExecution:
 
 def execute(plan: SMPlan, *, dry_run: bool, catalog: Any, settings: Any) -> SMExecution:
     """Delete every planned file through the guarded deleter; refusals and errors are collected."""
-    from t0dqm import deleter
-
     ex = SMExecution(dry_run=dry_run)
     for d in plan.delete:
         reason = f"mode={plan.mode}" + (" unchecked" if d.unchecked else "")

@@ -12,12 +12,14 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from t0dqm import deleter
 from t0dqm.catalog import streamer as catalog_streamer
 from t0dqm.clients.rundone import Prefetching, RunStreamDone
 from t0dqm.formats import eosdump
 from t0dqm.formats.streamer_names import AREA, StreamerUnit
 from t0dqm.policies import streamer as policy
 from t0dqm.steps.next import Context, LeaseBusy, Outcome
+from t0dqm.storage import StorageError
 
 STREAMER_TASK = "t0dqm.tasks.streamer.streamer_cleanup"
 
@@ -155,16 +157,13 @@ def execute(targets: list[Target], *, dry_run: bool, reason: str = "tier0 stream
             delete: Callable[..., bool] | None = None) -> Execution:
     """Delete every target through the guarded deleter (an audit row each)."""
     if delete is None:
-        from t0dqm.deleter import delete
-    from t0dqm.deleter import DeletionRefused
-    from t0dqm.storage import StorageError
-
+        delete = deleter.delete
     ex = Execution(dry_run=dry_run)
     for t in targets:
         try:
             existed = delete(t.target, rule=f"streamer:{t.rule}", reason=reason, size=t.size,
                              checksum=t.checksum or None, dry_run=dry_run)
-        except DeletionRefused as exc:
+        except deleter.DeletionRefused as exc:
             ex.refused.append(str(exc))
             continue
         except (StorageError, OSError) as exc:
