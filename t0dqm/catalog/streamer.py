@@ -1,4 +1,4 @@
-"""Tier-0 streamer units (table ``streamer_units``): what the streamer cleanup did with each (label, stream, run)."""
+"""Tier-0 streamer units (table ``streamer_units``): what the streamer cleanup did with each unit."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""CLI: ``t0dqm streamer plan|clean``, the Tier-0 streamer cleanup from the EOS dump (t0dqm.steps.streamer)."""
+"""CLI: ``t0dqm streamer plan|clean``, the Tier-0 streamer cleanup from the EOS dump (steps.streamer)."""
 
 from __future__ import annotations
 
