@@ -47,8 +47,10 @@ TASK_MODULES = (
     "t0dqm.tasks.sync",
     "t0dqm.tasks.health",
     "t0dqm.tasks.streamer",
+    "t0dqm.tasks.sm",
+    "t0dqm.tasks.retention",
     "t0dqm.tasks.gui",
-    "t0dqm.tasks.tier0",
+    "t0dqm.tasks.placement",
 )
 
 BOUNDED_TRANSPORT = "t0dqm.broker_transport:Transport"

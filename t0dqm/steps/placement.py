@@ -22,25 +22,26 @@ and to kill at any line:
 
 from __future__ import annotations
 
+import logging
 import re
 import time
 import uuid
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import insert, select, update
-from sqlalchemy.exc import IntegrityError
-
 from t0dqm import storage
+from t0dqm.catalog import outputs
 from t0dqm.catalog.alarms import clear_alarm, raise_alarm
-from t0dqm.catalog.db import Catalog, quarantine, t0_outputs, t0_rules
+from t0dqm.catalog.db import Catalog
 from t0dqm.clients.rucio import RucioGateway, RucioRefused, gateway
 from t0dqm.formats import datasets
 from t0dqm.policies import placement as policy
-from t0dqm.steps import retention as outputs
+from t0dqm.steps.next import Context, LeaseBusy, Outcome
 
-ENTITY = "t0rule"
+REGISTER_TASK = "t0dqm.tasks.tier0.register_output"
+POLL_TASK = "t0dqm.tasks.tier0.poll_rules"
+ENTITY = outputs.RULE_ENTITY
 STEP = "t0-register"
 ADLER_RE = re.compile(r"^[0-9a-f]{8}$")
 FINAL = ("removed", "missing")  # rule rows no longer polled
@@ -104,9 +105,7 @@ def _subscriptions(settings: Any) -> policy.Subscriptions:
 
 
 def _quarantine(catalog: Catalog, name: str, reason: str) -> None:
-    with catalog.begin() as conn:
-        conn.execute(insert(quarantine).values(path=name, name=name[:512], step=STEP, reason=reason,
-                                               created_at=time.time()))
+    outputs.quarantine_request(catalog, name, reason, STEP)
 
 
 def register(catalog: Catalog, settings: Any, dataset: str, files: Iterable[Mapping[str, Any]], *,
@@ -141,8 +140,7 @@ def register(catalog: Catalog, settings: Any, dataset: str, files: Iterable[Mapp
     now = time.time()
     with catalog.begin() as conn:
         for f in parsed:
-            row = conn.execute(select(t0_outputs.c.block, t0_outputs.c.size, t0_outputs.c.adler32)
-                               .where(t0_outputs.c.path == f.path)).first()
+            row = outputs.registered(conn, f.path)
             if row is not None and (row.block != block or row.size != f.size or row.adler32 != f.adler32):
                 conflicts.append(f"{f.path} is already registered (block {row.block}, size {row.size}, "
                                  f"adler32 {row.adler32})")
@@ -151,7 +149,7 @@ def register(catalog: Catalog, settings: Any, dataset: str, files: Iterable[Mapp
                 outputs.record_output(catalog, f.path, f.size, f.adler32, required, created_at, dataset=dataset,
                                       block=block, lfn=f.lfn, conn=conn)
             for e in endpoints:
-                _add_rule_row(catalog, conn, block, dataset, e, now)
+                outputs.add_rule_row(catalog, conn, block, dataset, e.rse, e.role, now)
     if conflicts:
         _quarantine(catalog, dataset, "; ".join(conflicts))
         raise PlacementRefused("; ".join(conflicts))
@@ -174,59 +172,18 @@ def register(catalog: Catalog, settings: Any, dataset: str, files: Iterable[Mapp
     return result
 
 
-def _add_rule_row(catalog: Catalog, conn: Any, block: str, dataset: str, e: policy.Endpoint, now: float) -> None:
-    exists = conn.execute(select(t0_rules.c.id).where(t0_rules.c.block == block, t0_rules.c.rse == e.rse)).first()
-    if exists is not None:
-        return
-    try:
-        with conn.begin_nested():
-            row_id = conn.execute(insert(t0_rules).values(
-                block=block, dataset=dataset, rse=e.rse, role=e.role, rule_id=None, state="pending",
-                state_since=now, created_at=now, updated_at=now)).inserted_primary_key[0]
-    except IntegrityError:  # recorded concurrently
-        return
-    catalog.audit(conn, entity=ENTITY, entity_id=int(row_id), action="rule-planned", to_state="pending",
-                  path=block, detail=f"{e.role} {e.rse}")
-
-
 def _activity(settings: Any, role: str) -> str:
     cfg = settings["rucio"]
     return cfg["tape_activity"] if role == policy.TAPE else cfg["activity"]
 
 
-def _block_files(catalog: Catalog, block: str) -> list[dict[str, Any]]:
-    with catalog.read() as conn:
-        rows = conn.execute(select(t0_outputs.c.lfn, t0_outputs.c.size, t0_outputs.c.adler32)
-                            .where(t0_outputs.c.block == block).order_by(t0_outputs.c.lfn)).all()
-    return [{"name": r.lfn, "bytes": int(r.size), "adler32": r.adler32} for r in rows]
-
-
-def _rule_rows(catalog: Catalog, block: str) -> list[dict[str, Any]]:
-    with catalog.read() as conn:
-        return [dict(r) for r in conn.execute(select(t0_rules).where(t0_rules.c.block == block)
-                                              .order_by(t0_rules.c.role, t0_rules.c.rse)).mappings()]
-
-
-def _set_rule(catalog: Catalog, row: Mapping[str, Any], *, action: str | None = None, detail: str | None = None,
-              now: float | None = None, **values: Any) -> None:
-    now = time.time() if now is None else now
-    if "state" in values and values["state"] != row["state"]:
-        values.setdefault("state_since", now)
-    with catalog.begin() as conn:
-        conn.execute(update(t0_rules).where(t0_rules.c.id == row["id"]).values(updated_at=now, **values))
-        if action:
-            catalog.audit(conn, entity=ENTITY, entity_id=int(row["id"]), action=action, from_state=row["state"],
-                          to_state=values.get("state", row["state"]), path=row["block"],
-                          detail=detail or f"{row['role']} {row['rse']} rule {values.get('rule_id', row['rule_id'])}")
-
-
 def sync_block(catalog: Catalog, settings: Any, block: str, *, gw: RucioGateway | None = None) -> list[dict]:
     """Create in Rucio what the block's pending rule rows lack; returns the rule rows after."""
-    rows = _rule_rows(catalog, block)
+    rows = outputs.rule_rows(catalog, block)
     pending = [r for r in rows if r["state"] == "pending"]
     if pending:
         gw = gw or gateway(settings)
-        files = _block_files(catalog, block)
+        files = outputs.block_files(catalog, block)
         subs = _subscriptions(settings)
         try:
             gw.ensure_block(rows[0]["dataset"], block, files, subs.t0_disk)
@@ -235,16 +192,16 @@ def sync_block(catalog: Catalog, settings: Any, block: str, *, gw: RucioGateway 
                                                int(settings["rucio"]["priority"]))
                 info = gw.rule(rule_id)
                 state = str(info["state"]) if info else "REPLICATING"
-                _set_rule(catalog, row, action="rule-create" if created else "rule-reuse", rule_id=rule_id,
+                outputs.set_rule(catalog, row, action="rule-create" if created else "rule-reuse", rule_id=rule_id,
                           state=state, checked_at=time.time(), error=None)
         except RucioRefused as exc:
             for row in pending:
-                _set_rule(catalog, row, error=str(exc)[:2000])
+                outputs.set_rule(catalog, row, error=str(exc)[:2000])
             raise_alarm(catalog, f"t0-rule-refused:{block}", f"Rucio refused the rules of {block}: {exc}",
                         severity="critical")
             raise
         clear_alarm(catalog, f"t0-rule-refused:{block}")
-        rows = _rule_rows(catalog, block)
+        rows = outputs.rule_rows(catalog, block)
     return [{k: r[k] for k in ("rse", "role", "rule_id", "state", "error")} for r in rows]
 
 
@@ -281,19 +238,17 @@ def poll(catalog: Catalog, settings: Any, *, now: float | None = None, gw: Rucio
     gw = gw or gateway(settings)
     stuck_after = float(settings["rucio"]["stuck_alarm_after"])
     run = PollRun()
-    with catalog.read() as conn:
-        blocks = [b for (b,) in conn.execute(select(t0_rules.c.block).where(t0_rules.c.state.not_in(FINAL))
-                                             .distinct().order_by(t0_rules.c.block))]
+    blocks = outputs.live_rule_blocks(catalog, FINAL)
     for block in blocks:
         run.blocks += 1
-        if any(r["state"] == "pending" for r in _rule_rows(catalog, block)):
+        if any(r["state"] == "pending" for r in outputs.rule_rows(catalog, block)):
             try:
-                before = sum(1 for r in _rule_rows(catalog, block) if r["state"] == "pending")
+                before = sum(1 for r in outputs.rule_rows(catalog, block) if r["state"] == "pending")
                 sync_block(catalog, settings, block, gw=gw)
                 run.created += before
             except RucioRefused as exc:
                 run.refused.append(f"{block}: {exc}")
-        for row in _rule_rows(catalog, block):
+        for row in outputs.rule_rows(catalog, block):
             if row["state"] in FINAL or row["rule_id"] is None:
                 continue
             _poll_rule(catalog, settings, gw, row, now, stuck_after, run)
@@ -305,7 +260,7 @@ def _poll_rule(catalog: Catalog, settings: Any, gw: RucioGateway, row: Mapping[s
     info = gw.rule(row["rule_id"])
     run.checked += 1
     if info is None:
-        _set_rule(catalog, row, action="rule-missing", state="missing", checked_at=now, now=now,
+        outputs.set_rule(catalog, row, action="rule-missing", state="missing", checked_at=now, now=now,
                   error="rule no longer in Rucio")
         raise_alarm(catalog, _missing_key(row),
                     f"Rucio rule {row['rule_id']} ({row['role']} {row['rse']}) of {row['block']} disappeared; "
@@ -330,11 +285,11 @@ def _poll_rule(catalog: Catalog, settings: Any, gw: RucioGateway, row: Mapping[s
                     f"Rucio rule {row['rule_id']} ({row['role']} {row['rse']}) of {row['block']} is scheduled "
                     f"for deletion at {info['expires_at']}; {what}", severity="critical")
         run.missing.append(f"{row['block']} {row['rse']}")
-        _set_rule(catalog, row, action="rule-expiring" if row["error"] is None else None, state=state,
+        outputs.set_rule(catalog, row, action="rule-expiring" if row["error"] is None else None, state=state,
                   checked_at=now, now=now, error=f"scheduled for deletion at {info['expires_at']}")
         return
     changed = state != row["state"]
-    _set_rule(catalog, row, action="rule-state" if changed else None, state=state, checked_at=now, now=now,
+    outputs.set_rule(catalog, row, action="rule-state" if changed else None, state=state, checked_at=now, now=now,
               error=(info.get("error") or None))
     if row["error"] and str(row["error"]).startswith("scheduled for deletion"):
         clear_alarm(catalog, _missing_key(row))
@@ -348,16 +303,44 @@ def _poll_rule(catalog: Catalog, settings: Any, gw: RucioGateway, row: Mapping[s
     elif state in HEALTHY:
         clear_alarm(catalog, _stuck_key(row))
     if state == "OK" and row["role"] != policy.T0_DISK:
-        with catalog.read() as conn:
-            paths = [p for (p,) in conn.execute(select(t0_outputs.c.path).where(t0_outputs.c.block == row["block"]))]
-        for path in paths:
+        for path in outputs.block_paths(catalog, row["block"]):
             if outputs.mark_endpoint_done(catalog, path, row["rse"]):
                 run.endpoints_done += 1
 
 
+def register_output(ctx: Context, dataset: str, files: list[dict[str, Any]], needed_by: int = 0,
+                    block: str | None = None) -> Outcome:
+    """The register_output task's step: ``register``, a refusal returned (and logged) instead of raised."""
+    try:
+        result = register(ctx.catalog, ctx.settings, dataset, files, needed_by=needed_by, block=block)
+    except PlacementRefused as exc:
+        ctx.log("t0-register-refused", logging.ERROR, dataset=dataset, reason=str(exc))
+        return Outcome({"refused": str(exc), "dataset": dataset})
+    except RucioRefused as exc:  # recorded on the rule rows, alarm raised; the poll retries later
+        ctx.log("t0-register-rucio-refused", logging.ERROR, dataset=dataset, reason=str(exc))
+        return Outcome({"rucio_refused": str(exc), "dataset": dataset})
+    ctx.log("t0-register", dataset=dataset, block=result["block"], files=result["files"],
+            site=result["placement"]["site"], notice=result.get("notice"))
+    return Outcome(result)
+
+
+def poll_rules(ctx: Context, now: float | None = None, force: bool = False) -> Outcome:
+    """The beat's rule poll (one at a time; skipped while ``rucio.url`` is unset)."""
+    settings = ctx.settings
+    if not settings["rucio"]["url"] and not force:
+        return Outcome({"skipped": "rucio.url is not set"})
+    try:
+        with ctx.lease("t0-rules-poll", seconds=settings["tasks"]["time_limit"]):
+            run = poll(ctx.catalog, settings, now=now)
+    except LeaseBusy:
+        return Outcome({"skipped": "another rule poll is running"})
+    ctx.log("t0-rules-poll", **run.as_dict())
+    return Outcome(run.as_dict())
+
+
 # ---------------------------------------------------------------------------------------------- release
 
-def check_release(gw: RucioGateway, rows: list[Mapping[str, Any]], t0_disk: str) -> tuple[str | None, str]:
+def check_release(gw: RucioGateway, rows: Sequence[Mapping[str, Any]], t0_disk: str) -> tuple[str | None, str]:
     """The guard before removing a block's Tier-0 disk rule: (rule id, "") when every endpoint rule exists
     and is OK and the Tier-0 rule is ours, on this block, to the Tier-0 disk; else (None, reason)."""
     t0 = [r for r in rows if r["role"] == policy.T0_DISK]
@@ -417,20 +400,18 @@ def release(catalog: Catalog, settings: Any, items: list[dict[str, Any]], rows: 
         return run
     gw = gw or gateway(settings)
     for block, due in sorted(by_block.items()):
-        with catalog.read() as conn:
-            live = conn.execute(select(t0_outputs.c.id).where(
-                t0_outputs.c.block == block, t0_outputs.c.state.in_(("present", "deleting")))).all()
-        if len(live) != len(due):
-            run.kept_partial.append(f"{block}: {len(live) - len(due)} of {len(live)} files still kept")
+        live = outputs.count_live_files(catalog, block)
+        if live != len(due):
+            run.kept_partial.append(f"{block}: {live - len(due)} of {live} files still kept")
             continue
-        rule_rows = _rule_rows(catalog, block)
+        rule_rows = outputs.rule_rows(catalog, block)
         t0_row = next((r for r in rule_rows if r["role"] == policy.T0_DISK), None)
         resuming = all(r["state"] == "deleting" for r in due)
         if resuming and t0_row is not None and t0_row["rule_id"] and (
                 t0_row["state"] in FINAL or gw.rule(t0_row["rule_id"]) is None):
             # a run stopped after removing the rule (since purged by Rucio): only the bookkeeping is left
             if t0_row["state"] not in FINAL:
-                _set_rule(catalog, t0_row, action="remove-rule", state="removed", detail="already gone in Rucio")
+                outputs.set_rule(catalog, t0_row, action="remove-rule", state="removed", detail="already gone in Rucio")
             _finish(catalog, due, block)
             run.released.append(block)
             run.files += len(due)
@@ -443,19 +424,19 @@ def release(catalog: Catalog, settings: Any, items: list[dict[str, Any]], rows: 
         if dry_run:
             with catalog.begin() as conn:
                 catalog.audit(conn, entity=ENTITY, entity_id=int(t0_row["id"]), action="dry-run-remove-rule",
-                              path=block, rule=outputs.RULE, detail=f"{subs.t0_disk} rule {rule_id}")
+                              path=block, rule=outputs.RETENTION_RULE, detail=f"{subs.t0_disk} rule {rule_id}")
             run.released.append(block)
             run.files += len(due)
             continue
-        taken = [r for r in due if outputs._take(catalog, r)]
+        taken = [r for r in due if outputs.take(catalog, r, outputs.RETENTION_RULE)]
         if len(taken) != len(due):
             for r in taken:
                 if r["state"] == "present":
-                    outputs._set_state(catalog, int(r["id"]), "present", detail="block release lost a race")
+                    outputs.set_state(catalog, int(r["id"]), "present", detail="block release lost a race")
             run.lost_race.append(block)
             continue
         gw.delete_rule(rule_id)
-        _set_rule(catalog, t0_row, action="remove-rule", state="removed", detail=f"{subs.t0_disk} rule {rule_id}")
+        outputs.set_rule(catalog, t0_row, action="remove-rule", state="removed", detail=f"{subs.t0_disk} rule {rule_id}")
         _finish(catalog, due, block)
         run.released.append(block)
         run.files += len(due)
@@ -463,10 +444,7 @@ def release(catalog: Catalog, settings: Any, items: list[dict[str, Any]], rows: 
 
 
 def _finish(catalog: Catalog, due: list[Mapping[str, Any]], block: str) -> None:
-    with catalog.begin() as conn:
-        for r in due:
-            catalog.transition(conn, outputs.ENTITY, int(r["id"]), ("present", "deleting"), "released",
-                               detail=f"Tier-0 disk rule of {block} removed")
+    outputs.mark_released(catalog, [int(r["id"]) for r in due], block)
 
 
 # ------------------------------------------------------------------------------------------------ views
@@ -474,35 +452,4 @@ def _finish(catalog: Catalog, due: list[Mapping[str, Any]], block: str) -> None:
 def listing(catalog: Catalog, *, dataset: str | None = None, state: str | None = None,
             limit: int = 200) -> list[dict[str, Any]]:
     """Blocks with their files' states, rules and retention facts, newest first (``t0dqm t0 output ls``)."""
-    q = select(t0_outputs).where(t0_outputs.c.block.is_not(None))
-    if dataset:
-        q = q.where(t0_outputs.c.dataset == dataset)
-    with catalog.read() as conn:
-        files = list(conn.execute(q.order_by(t0_outputs.c.created_at.desc(), t0_outputs.c.path)).mappings())
-        blocks: dict[str, dict[str, Any]] = {}
-        for f in files:
-            b = blocks.setdefault(f["block"], {"block": f["block"], "dataset": f["dataset"], "files": 0, "bytes": 0,
-                                               "created_at": f["created_at"], "states": {}, "needed_by": 0,
-                                               "endpoints_required": set(), "endpoints_done": None})
-            b["files"] += 1
-            b["bytes"] += int(f["size"])
-            b["states"][f["state"]] = b["states"].get(f["state"], 0) + 1
-            b["needed_by"] = max(b["needed_by"], int(f["needed_by"] or 0))
-            b["endpoints_required"] |= outputs._load(f["endpoints_required"])
-            done = outputs._load(f["endpoints_done"])
-            b["endpoints_done"] = done if b["endpoints_done"] is None else (b["endpoints_done"] & done)
-            b["created_at"] = min(b["created_at"], f["created_at"])
-        out = []
-        for b in blocks.values():
-            if state and state not in b["states"]:
-                continue
-            rules = conn.execute(select(t0_rules).where(t0_rules.c.block == b["block"])
-                                 .order_by(t0_rules.c.role, t0_rules.c.rse)).mappings()
-            b["rules"] = [{k: r[k] for k in ("rse", "role", "rule_id", "state", "state_since", "error")}
-                          for r in rules]
-            b["endpoints_required"] = sorted(b["endpoints_required"])
-            b["endpoints_done"] = sorted(b["endpoints_done"] or ())
-            out.append(b)
-            if len(out) >= limit:
-                break
-    return out
+    return outputs.block_listing(catalog, dataset=dataset, state=state, limit=limit)

@@ -1,19 +1,27 @@
 """Streamer cleanup end to end: dump -> aggregates -> pure policy -> targets -> guarded deleter.
 
-Shared by ``t0dqm streamer plan/clean`` and the ``streamer_cleanup`` task.
+Shared by ``t0dqm streamer plan/clean`` and the ``streamer_cleanup`` task (step ``cleanup``).
 """
 
 from __future__ import annotations
 
+import logging
 import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
+from t0dqm import deleter
+from t0dqm.catalog import streamer as catalog_streamer
 from t0dqm.clients.rundone import Prefetching, RunStreamDone
 from t0dqm.formats import eosdump
 from t0dqm.formats.streamer_names import AREA, StreamerUnit
 from t0dqm.policies import streamer as policy
+from t0dqm.steps.next import Context, LeaseBusy, Outcome
+from t0dqm.storage import StorageError
+
+STREAMER_TASK = "t0dqm.tasks.streamer.streamer_cleanup"
 
 
 class CleanupError(RuntimeError):
@@ -149,16 +157,13 @@ def execute(targets: list[Target], *, dry_run: bool, reason: str = "tier0 stream
             delete: Callable[..., bool] | None = None) -> Execution:
     """Delete every target through the guarded deleter (an audit row each)."""
     if delete is None:
-        from t0dqm.deleter import delete
-    from t0dqm.deleter import DeletionRefused
-    from t0dqm.storage import StorageError
-
+        delete = deleter.delete
     ex = Execution(dry_run=dry_run)
     for t in targets:
         try:
             existed = delete(t.target, rule=f"streamer:{t.rule}", reason=reason, size=t.size,
                              checksum=t.checksum or None, dry_run=dry_run)
-        except DeletionRefused as exc:
+        except deleter.DeletionRefused as exc:
             ex.refused.append(str(exc))
             continue
         except (StorageError, OSError) as exc:
@@ -170,3 +175,37 @@ def execute(targets: list[Target], *, dry_run: bool, reason: str = "tier0 stream
         else:
             ex.missing += 1
     return ex
+
+
+def cleanup(ctx: Context, dry_run: bool | None = None, now: float | None = None, force: bool = False) -> Outcome:
+    """Plan and apply the streamer cleanup (one at a time); its result is the plan and what was done."""
+    settings = ctx.settings
+    cfg = settings["streamer"]
+    if not cfg["enabled"] and not force:
+        return Outcome({"skipped": "streamer.enabled is false"})
+    if not cfg["dump"]:
+        ctx.log("streamer-no-dump", logging.ERROR)
+        return Outcome({"refused": "streamer.dump is not set"})
+    if dry_run is None:
+        dry_run = bool(settings["deletion"]["dry_run"])
+    try:
+        with ctx.lease("streamer-cleanup", seconds=settings["tasks"]["long_time_limit"]):
+            try:
+                result = make_plan(
+                    cfg["dump"], now=now, quota_bytes=cfg["quota_bytes"], done_url=cfg["done_url"] or None,
+                    skip_runs=read_skip_runs(cfg["skip_runs_file"] or None),
+                    max_dump_age=cfg["max_dump_age"], transfertest_days=cfg["transfertest_days"],
+                    age_days=cfg["age_days"], http_timeout=settings.timeout("http"))
+                targets = list_targets(result, cfg.get("base") or None)
+            except (eosdump.DumpError, CleanupError) as exc:
+                ctx.log("streamer-dump-refused", logging.ERROR, error=str(exc))
+                return Outcome({"refused": str(exc)})
+            ex = execute(targets, dry_run=dry_run)
+            catalog_streamer.record_units(ctx.catalog, result.plan.delete, dry_run)
+    except LeaseBusy:
+        return Outcome({"skipped": "another streamer cleanup is running"})
+    out: dict[str, Any] = {**result.plan.as_dict(), "execution": ex.as_dict(), "dump": result.summary.as_dict()}
+    ctx.log("streamer-cleanup", units=len(result.plan.delete), files=ex.deleted_files,
+            bytes=ex.deleted_bytes, refused=len(ex.refused), errors=len(ex.errors), dry_run=dry_run,
+            malformed=result.summary.malformed)
+    return Outcome(out)

@@ -69,7 +69,7 @@ def stems(paths: list[str]) -> list[str]:
 
 
 def test_sm_cleanup_occupancy_then_age(area: tuple[config.Settings, dict[str, Path]]) -> None:
-    from t0dqm.tasks.streamer import sm_cleanup
+    from t0dqm.tasks.sm import sm_cleanup
 
     settings, paths = area
     kw = {"now": NOW, "occupancy": 0.45}
@@ -109,7 +109,7 @@ def test_sm_cleanup_occupancy_then_age(area: tuple[config.Settings, dict[str, Pa
 
 def test_sm_cleanup_statvfs_refusals_and_beat(area: tuple[config.Settings, dict[str, Path]]) -> None:
     import beat_schedule
-    from t0dqm.tasks.streamer import sm_cleanup
+    from t0dqm.tasks.sm import sm_cleanup
 
     settings, paths = area
     # occupancy read from the area with statvfs when not given
@@ -135,7 +135,7 @@ def test_sm_cleanup_statvfs_refusals_and_beat(area: tuple[config.Settings, dict[
 
 
 def test_sm_cleanup_disabled_or_unconfigured(settings: config.Settings) -> None:
-    from t0dqm.tasks.streamer import sm_cleanup
+    from t0dqm.tasks.sm import sm_cleanup
 
     assert sm_cleanup.apply().get() == {"skipped": "storage_manager.enabled is false"}
     assert sm_cleanup.apply(kwargs={"force": True}).get() == {"refused": "storage_manager.listing is not set"}

@@ -22,6 +22,7 @@ from click.testing import CliRunner
 from sqlalchemy import select, update
 
 from t0dqm import config, storage
+from t0dqm.catalog import outputs as catalog_outputs
 from t0dqm.catalog.alarms import active_alarms
 from t0dqm.catalog.db import audit, get_catalog, quarantine, reset_catalogs, t0_outputs, t0_rules
 from t0dqm.cli import cli
@@ -241,7 +242,7 @@ def test_rule_states_drive_retention_which_removes_only_the_t0_disk_rule(t0cfg: 
     # at its endpoint, still needed by processing
     assert outputs.run_retention(cat, t0cfg, now=later, dry_run=False).kept == {"needed-by-processing": 3}
     for f in files:
-        assert outputs.set_needed_by(cat, f["path"], 0)
+        assert catalog_outputs.set_needed_by(cat, f["path"], 0)
     # younger than 7 days
     assert outputs.run_retention(cat, t0cfg, now=time.time(), dry_run=False).kept == {"minimum-age": 3}
     # dry-run first: the guard runs, the audit says what would go, nothing changes
@@ -285,7 +286,7 @@ def test_stuck_rule_raises_an_alarm_after_the_configured_time(t0cfg: config.Sett
     assert "STUCK" in alarm_keys(t0cfg)[key]["message"]
     # a stuck endpoint is not an endpoint reached: nothing released
     for f in files:
-        assert outputs.set_needed_by(cat, f["path"], 0)
+        assert catalog_outputs.set_needed_by(cat, f["path"], 0)
     assert outputs.run_retention(cat, t0cfg, now=t + 30 * DAY, dry_run=False).kept == {"not-at-endpoints": 2}
     # the transfer recovers (the replicas arrive, the judge-repairer re-evaluates the rule): the rule goes
     # OK, the alarm clears, the endpoint is done
@@ -332,7 +333,7 @@ def test_disappearing_rule_alarms_and_blocks_retention(t0cfg: config.Settings, a
 
 def test_rucio_down_retries_and_deletes_nothing(tmp_path: Path, rucio: RucioServer, admin: Any,
                                                 monkeypatch: pytest.MonkeyPatch) -> None:
-    from t0dqm.tasks.tier0 import register_output
+    from t0dqm.tasks.placement import register_output
 
     dead = f"http://127.0.0.1:{services.free_port()}"
     settings = use(write_config(tmp_path / "down.toml", tmp_path / "root", dead, rucio))
@@ -352,7 +353,7 @@ def test_rucio_down_retries_and_deletes_nothing(tmp_path: Path, rucio: RucioServ
         assert len(rows(settings, t0_outputs)) == 2
         # the endpoint marked done by hand: still no rule to remove, nothing is deleted
         for f in files:
-            outputs.mark_endpoint_done(cat, f["path"], "T1_IT_CNAF_Tape")
+            catalog_outputs.mark_endpoint_done(cat, f["path"], "T1_IT_CNAF_Tape")
         later = time.time() + 8 * DAY
         ret = outputs.run_retention(cat, settings, now=later, dry_run=False)
         assert ret.rucio is not None and ret.rucio["refused"] == [f"{block}: no recorded Tier-0 disk rule"]
@@ -368,7 +369,7 @@ def test_rucio_down_retries_and_deletes_nothing(tmp_path: Path, rucio: RucioServ
         cat = get_catalog(settings.catalog_url)
         with pytest.raises(RucioUnavailable):
             outputs.run_retention(cat, settings, now=later, dry_run=False)
-        from t0dqm.tasks.streamer import retention_cleanup
+        from t0dqm.tasks.retention import retention_cleanup
 
         assert "nothing released" in retention_cleanup.apply(kwargs={"now": later, "dry_run": False}).get()["refused"]
         assert {r["state"] for r in rows(settings, t0_outputs)} == {"present"}
@@ -416,7 +417,7 @@ def test_without_rucio_retention_deletes_local_and_xrootd_copies(tmp_path: Path,
         later = time.time() + 8 * DAY
         assert outputs.run_retention(cat, settings, now=later, dry_run=False).kept == {"not-at-endpoints": 3}
         for f in local + remote:
-            assert outputs.mark_endpoint_done(cat, f["path"], "T1_IT_CNAF_Tape")
+            assert catalog_outputs.mark_endpoint_done(cat, f["path"], "T1_IT_CNAF_Tape")
         dry = outputs.run_retention(cat, settings, now=later, dry_run=True)
         assert sorted(dry.deleted) == sorted(f["path"] for f in local + remote) and dry.rucio is None
         assert all(Path(f["path"]).exists() for f in local) and storage.stat(remote[0]["path"], 30) is not None

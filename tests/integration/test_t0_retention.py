@@ -11,6 +11,7 @@ from click.testing import CliRunner
 from sqlalchemy import select, update
 
 from t0dqm import config
+from t0dqm.catalog import outputs as catalog_outputs
 from t0dqm.catalog.db import audit, get_catalog, t0_outputs
 from t0dqm.cli import cli
 from t0dqm.steps import retention as outputs
@@ -42,10 +43,10 @@ def disk(settings: config.Settings, tmp_path: Path, monkeypatch: pytest.MonkeyPa
         p = where / f"{name}.root"
         p.write_bytes(b"x" * (100 + len(name)))
         paths[name] = p
-        outputs.record_output(cat, str(p), p.stat().st_size, "0000abcd", ENDPOINTS, created_at=NOW - age)
+        catalog_outputs.record_output(cat, str(p), p.stat().st_size, "0000abcd", ENDPOINTS, created_at=NOW - age)
         for endpoint in done:
-            assert outputs.mark_endpoint_done(cat, str(p), endpoint)
-        assert outputs.set_needed_by(cat, str(p), needed)
+            assert catalog_outputs.mark_endpoint_done(cat, str(p), endpoint)
+        assert catalog_outputs.set_needed_by(cat, str(p), needed)
     return paths
 
 
@@ -63,13 +64,13 @@ def path_audit(settings: config.Settings) -> list[tuple[str, str, int, str]]:
 def test_registration_api(settings: config.Settings) -> None:
     cat = get_catalog(settings.catalog_url)
     path = str(settings.flavour_root / "a.root")
-    first = outputs.record_output(cat, path, 5, "00000001", ["B", "A", "A"])
-    assert outputs.record_output(cat, path, 999, None, ["C"]) == first  # idempotent, facts kept
-    assert outputs.mark_endpoint_done(cat, path, "A") and outputs.mark_endpoint_done(cat, path, "A")
-    assert not outputs.mark_endpoint_done(cat, "/nope", "A")
-    assert outputs.set_needed_by(cat, path, 3) and not outputs.set_needed_by(cat, "/nope", 1)
+    first = catalog_outputs.record_output(cat, path, 5, "00000001", ["B", "A", "A"])
+    assert catalog_outputs.record_output(cat, path, 999, None, ["C"]) == first  # idempotent, facts kept
+    assert catalog_outputs.mark_endpoint_done(cat, path, "A") and catalog_outputs.mark_endpoint_done(cat, path, "A")
+    assert not catalog_outputs.mark_endpoint_done(cat, "/nope", "A")
+    assert catalog_outputs.set_needed_by(cat, path, 3) and not catalog_outputs.set_needed_by(cat, "/nope", 1)
     with pytest.raises(ValueError):
-        outputs.set_needed_by(cat, path, -1)
+        catalog_outputs.set_needed_by(cat, path, -1)
     with cat.read() as conn:
         row = conn.execute(select(t0_outputs)).mappings().one()
     assert (row["size"], json.loads(row["endpoints_required"]), json.loads(row["endpoints_done"]),
@@ -77,7 +78,7 @@ def test_registration_api(settings: config.Settings) -> None:
 
 
 def test_dry_run_then_execute(settings: config.Settings, disk: dict[str, Path]) -> None:
-    from t0dqm.tasks.streamer import retention_cleanup
+    from t0dqm.tasks.retention import retention_cleanup
 
     runner = CliRunner()
     # disabled by default: the beat task does nothing
@@ -117,12 +118,12 @@ def test_dry_run_then_execute(settings: config.Settings, disk: dict[str, Path]) 
     assert states(settings) == {"released": "deleted", "exactly7": "deleted", "young": "present",
                                 "one-endpoint": "present", "needed": "present", "outside": "present"}
     # a deleted output cannot be claimed by processing any more
-    assert not outputs.set_needed_by(get_catalog(settings.catalog_url), str(disk["released"]), 1)
+    assert not catalog_outputs.set_needed_by(get_catalog(settings.catalog_url), str(disk["released"]), 1)
 
     # the missing endpoint arrives: released at the next run; the needed one once its jobs finish
     cat = get_catalog(settings.catalog_url)
-    outputs.mark_endpoint_done(cat, str(disk["one-endpoint"]), ENDPOINTS[1])
-    outputs.set_needed_by(cat, str(disk["needed"]), 0)
+    catalog_outputs.mark_endpoint_done(cat, str(disk["one-endpoint"]), ENDPOINTS[1])
+    catalog_outputs.set_needed_by(cat, str(disk["needed"]), 0)
     res = retention_cleanup.apply(kwargs={"dry_run": False, "now": NOW, "force": True}).get()
     assert sorted(Path(p).stem for p in res["execution"]["deleted"]) == ["needed", "one-endpoint"]
     assert {n for n, p in disk.items() if not p.exists()} == {"exactly7", "released", "needed", "one-endpoint"}
@@ -135,9 +136,9 @@ def test_lost_race_and_resume(settings: config.Settings, disk: dict[str, Path]) 
     run, rows = outputs.plan(cat, NOW, 7)
     row = rows[str(disk["released"])]
     # a job registers itself after the plan was made: the conditional take refuses
-    assert outputs.set_needed_by(cat, str(disk["released"]), 1)
-    assert outputs._take(cat, row) is False
-    assert outputs.set_needed_by(cat, str(disk["released"]), 0)
+    assert catalog_outputs.set_needed_by(cat, str(disk["released"]), 1)
+    assert catalog_outputs.take(cat, row) is False
+    assert catalog_outputs.set_needed_by(cat, str(disk["released"]), 0)
     # a run killed after taking the row ("deleting") is finished by the next run, whatever the facts now
     with cat.begin() as conn:
         conn.execute(update(t0_outputs).where(t0_outputs.c.path == str(disk["young"])).values(state="deleting"))

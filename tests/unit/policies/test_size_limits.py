@@ -1,8 +1,10 @@
+"""Tier-0 file size limits (t0dqm.policies.size_limits)."""
+
 from __future__ import annotations
 
 import pytest
 
-from t0dqm.policies import retention, size_limits
+from t0dqm.policies import size_limits
 from t0dqm.policies.size_limits import GiB
 
 
@@ -27,17 +29,3 @@ def test_configurable_limits_and_errors():
         size_limits.check("aod", 1)
     with pytest.raises(ValueError):
         size_limits.check("raw", -1)
-
-
-def out(age_days, endpoints=("T1_A",), done=("T1_A",), needed=False):  # noqa: N802
-    return retention.T0Output("x", 1000 * 86400 - age_days * 86400, frozenset(endpoints), frozenset(done), needed)
-
-
-def test_retention():
-    now = 1000 * 86400
-    assert retention.decide(out(6.99), now).reason == "minimum-age"
-    assert retention.decide(out(7), now).delete
-    assert retention.decide(out(8, done=()), now).reason == "not-at-endpoints:T1_A"
-    assert retention.decide(out(8, needed=True), now).reason == "needed-by-processing"
-    assert retention.decide(out(8, endpoints=(), done=()), now).reason == "no-endpoints"
-    assert [d.name for d in retention.plan_retention([out(8), out(1)], now)] == ["x"]

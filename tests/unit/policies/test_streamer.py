@@ -4,7 +4,8 @@ import pytest
 
 from t0dqm.policies import streamer as p
 
-from .helpers import DAY, NOW
+NOW = 1_700_000_000
+DAY = 86400
 
 
 def U(label, stream, run, size, mtime, files=1, **kw):  # noqa: N802

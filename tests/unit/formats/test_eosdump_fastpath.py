@@ -11,7 +11,7 @@ import pytest
 from t0dqm.formats import eosdump
 from t0dqm.formats.streamer_names import parse_unit_dir
 
-from .helpers import DAY, NOW, scanner, write_dump  # noqa: F401 - scanner: autouse
+from .eosdump_helpers import DAY, NOW, scanner, write_dump  # noqa: F401 - scanner: autouse
 
 AREA = b"/store/t0streamer/"
 CUT = (NOW - 7 * DAY, 0)

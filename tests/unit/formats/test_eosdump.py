@@ -9,7 +9,7 @@ import pytest
 from t0dqm.formats import eosdump
 from t0dqm.formats.streamer_names import StreamerUnit, file_path
 
-from .helpers import DAY, NOW, line, scanner, unit_lines, write_dump  # noqa: F401 - scanner: autouse
+from .eosdump_helpers import DAY, NOW, line, scanner, unit_lines, write_dump  # noqa: F401 - scanner: autouse
 
 
 def agg(path, **kw):

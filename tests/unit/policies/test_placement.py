@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import itertools
 import random
 
 import pytest
 
 from t0dqm.policies import placement as policy
-from t0dqm.steps import placement
 
 TB = 10**12
 SUBS = policy.Subscriptions(sites={"ZeroBias": "T1_IT_CNAF", "JetMET": "T1_DE_KIT", "Muon": "T1_US_FNAL"},
@@ -187,52 +185,3 @@ def test_plan_properties_on_random_inputs() -> None:
         assert assign == result.assignment
         for pd, site in result.assignment.items():
             assert site in usable or vols.get(pd, 0) == 0, "every PD with volume ends on a site with free tape"
-
-
-# --------------------------------------------------------------------------------- file list, LFN, block
-
-def test_lfn_and_file_checks() -> None:
-    assert placement.lfn_of("/eos/cms/tier0/store/data/Run2024A/ZeroBias/RAW/v1/a.root") == \
-        "/store/data/Run2024A/ZeroBias/RAW/v1/a.root"
-    assert placement.lfn_of("root://eoscms.cern.ch//eos/cms/store/t0/a.root") == "/store/t0/a.root"
-    with pytest.raises(placement.PlacementRefused, match="no /store/"):
-        placement.lfn_of("/data/a.root")
-    good = {"path": "/d/store/a.root", "size": 3, "adler32": "1a2b"}
-    files = placement.parse_files([good])
-    assert files[0].adler32 == "00001a2b" and files[0].lfn == "/store/a.root"
-    for bad, needle in [({"path": "/d/store/a.root", "size": -1, "adler32": "1"}, "size"),
-                        ({"path": "/d/store/a.root", "size": True, "adler32": "1"}, "size"),
-                        ({"path": "/d/store/a.root", "size": 1, "adler32": "xyz"}, "adler32"),
-                        ({"path": "/d/store/a.root", "size": 1, "adler32": "123456789"}, "adler32"),
-                        ({"size": 1, "adler32": "1"}, "missing path"),
-                        ("/d/store/a.root", "expected an object")]:
-        with pytest.raises(placement.PlacementRefused, match=needle):
-            placement.parse_files([bad])
-    with pytest.raises(placement.PlacementRefused, match="appears twice"):
-        placement.parse_files([good, dict(good, path="/other/store/a.root")])
-    with pytest.raises(placement.PlacementRefused, match="no files"):
-        placement.parse_files([])
-
-
-def test_block_name_is_stable_and_order_free() -> None:
-    files = placement.parse_files([{"path": f"/d/store/{i}.root", "size": 1, "adler32": "1"} for i in range(3)])
-    names = {placement.block_name("/A/B-v1/RAW", list(p)) for p in itertools.permutations(files)}
-    assert len(names) == 1 and next(iter(names)).startswith("/A/B-v1/RAW#")
-    assert placement.block_name("/A/B-v1/RAW", files[:2]) not in names
-
-
-# ------------------------------------------------------------------------------- beat entry and routing
-
-def test_rule_poll_is_scheduled_only_with_rucio_and_tasks_route_to_ops() -> None:
-    import beat_schedule
-    from t0dqm import config
-    from t0dqm.celery import route_for_task
-
-    without = beat_schedule.build(config.load(None, environ={}))
-    assert "t0-rules-poll" not in without
-    with_rucio = beat_schedule.build(config.load(None, environ={"T0DQM_RUCIO__URL": "https://rucio.example",
-                                                                 "T0DQM_RUCIO__POLL_INTERVAL": "120"}))
-    assert with_rucio["t0-rules-poll"] == {"task": "t0dqm.tasks.tier0.poll_rules", "schedule": 120.0}
-    settings = config.load(None, environ={"T0DQM_FLAVOUR": "offline"})
-    assert route_for_task("t0dqm.tasks.tier0.register_output", settings) == "offline.ops"
-    assert route_for_task("t0dqm.tasks.tier0.poll_rules", settings) == "offline.ops"

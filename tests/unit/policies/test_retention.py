@@ -43,3 +43,17 @@ def test_plan_lists_only_released_sorted() -> None:
     outputs = [out(8 * DAY, name="b"), out(8 * DAY, name="a"), out(6 * DAY, name="c"),
                out(8 * DAY, needed=True, name="d"), out(8 * DAY, done=(), name="e")]
     assert [d.name for d in retention.plan_retention(outputs, NOW)] == ["a", "b"]
+
+
+def out_days(age_days, endpoints=("T1_A",), done=("T1_A",), needed=False):  # noqa: N802
+    return retention.T0Output("x", 1000 * 86400 - age_days * 86400, frozenset(endpoints), frozenset(done), needed)
+
+
+def test_retention():
+    now = 1000 * 86400
+    assert retention.decide(out_days(6.99), now).reason == "minimum-age"
+    assert retention.decide(out_days(7), now).delete
+    assert retention.decide(out_days(8, done=()), now).reason == "not-at-endpoints:T1_A"
+    assert retention.decide(out_days(8, needed=True), now).reason == "needed-by-processing"
+    assert retention.decide(out_days(8, endpoints=(), done=()), now).reason == "no-endpoints"
+    assert [d.name for d in retention.plan_retention([out_days(8), out_days(1)], now)] == ["x"]
