@@ -35,7 +35,7 @@ def upload(paths: tuple[str, ...], box: str | None) -> None:
 def _receive_pass(settings: config.Settings, do_index: bool) -> dict[str, int]:
     from t0dqm.catalog.db import get_catalog
     from t0dqm.formats import dropbox
-    from t0dqm.tasks.receive import receive_one
+    from t0dqm.steps.receive import receive_one
 
     catalog = get_catalog(settings.catalog_url)
     counts: dict[str, int] = {}
@@ -151,7 +151,7 @@ def import_legacy(directory: str, dry_run: bool, do_index: bool) -> None:
     """Record original .dqminfo files under DIRECTORY (inside the repository) in the catalog; they are
     Python literals, read safely, never eval'ed."""
     from t0dqm.catalog.db import get_catalog
-    from t0dqm.tasks.receive import import_legacy as run_import
+    from t0dqm.steps.receive import import_legacy as run_import
 
     settings = config.get()
     counts = run_import(directory, settings, get_catalog(settings.catalog_url), dry_run=dry_run, index=do_index)
