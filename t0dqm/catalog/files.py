@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterable, Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import insert, select, update
 from sqlalchemy.engine import Connection as Connection  # re-exported: the type of ``conn`` for callers
@@ -18,6 +18,11 @@ from sqlalchemy.exc import IntegrityError
 
 from t0dqm.catalog.db import Catalog, audit, files, leases, quarantine
 from t0dqm.catalog.states import INDEX_FAILED, INDEX_SKIPPED
+
+if TYPE_CHECKING:
+    from typing import TypeAlias
+
+    AnyRow: TypeAlias = Row[*tuple[Any, ...]]
 
 # -- receive: upload claims (catalog leases taken and released a batch at a time) -------------------------
 
@@ -85,7 +90,9 @@ def insert_file(conn: Connection, row: Mapping[str, Any]) -> int | None:
     """Insert one file row in a savepoint; its id, or None when a row with its path exists."""
     try:
         with conn.begin_nested():
-            return int(conn.execute(insert(files).values(**row)).inserted_primary_key[0])
+            key = conn.execute(insert(files).values(**row)).inserted_primary_key
+            assert key is not None
+            return int(key[0])
     except IntegrityError:
         return None
 
@@ -155,21 +162,21 @@ def set_index_state(catalog: Catalog, file_ids: Iterable[int], expected: Iterabl
     return [i for i in ids if i in moved]
 
 
-def versions_of(conn: Connection, runs: Sequence[int], datasets: Sequence[str]) -> list[Row[Any]]:
+def versions_of(conn: Connection, runs: Sequence[int], datasets: Sequence[str]) -> list[AnyRow]:
     """(path, run, dataset, subsystem, version, state) of every row of these runs and datasets."""
     return list(conn.execute(select(files.c.path, files.c.run, files.c.dataset, files.c.subsystem,
                                     files.c.version, files.c.state)
                              .where(files.c.run.in_(runs), files.c.dataset.in_(datasets))).all())
 
 
-def row_by_id(conn: Connection, file_id: int) -> Row[Any] | None:
+def row_by_id(conn: Connection, file_id: int) -> AnyRow | None:
     """The whole file row, or None."""
     return conn.execute(select(files).where(files.c.id == file_id)).first()
 
 
-def index_rows(conn: Connection, ids: Sequence[int], chunk: int = 500) -> list[Row[Any]]:
+def index_rows(conn: Connection, ids: Sequence[int], chunk: int = 500) -> list[AnyRow]:
     """(id, cls, run, version, dataset, index_state, path) of these rows (``chunk`` ids per query)."""
-    out: list[Row[Any]] = []
+    out: list[AnyRow] = []
     for start in range(0, len(ids), chunk):
         out += conn.execute(select(files.c.id, files.c.cls, files.c.run, files.c.version, files.c.dataset,
                                    files.c.index_state, files.c.path).where(files.c.id.in_(ids[start:start + chunk])))
@@ -181,6 +188,6 @@ def ids_in_index_state(conn: Connection, state: str) -> list[int]:
     return [r[0] for r in conn.execute(select(files.c.id).where(files.c.index_state == state))]
 
 
-def class_and_run(conn: Connection, ids: Sequence[int]) -> list[Row[Any]]:
+def class_and_run(conn: Connection, ids: Sequence[int]) -> list[AnyRow]:
     """(id, cls, run) of these rows."""
     return list(conn.execute(select(files.c.id, files.c.cls, files.c.run).where(files.c.id.in_(ids))).all())

@@ -7,7 +7,7 @@ function takes a ``Connection`` inside the caller's transaction.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import and_, func, insert, or_, select, update
 from sqlalchemy.engine import Connection, Row
@@ -15,6 +15,11 @@ from sqlalchemy.sql import Select
 
 from t0dqm.catalog.db import alarms, audit, files
 from t0dqm.catalog.states import INDEX_SKIPPED, REMOVED
+
+if TYPE_CHECKING:
+    from typing import TypeAlias
+
+    AnyRow: TypeAlias = Row[*tuple[Any, ...]]
 
 ALARM_UNREACHABLE = "gui-register:unreachable"
 
@@ -24,15 +29,15 @@ _COLUMNS = (files.c.id, files.c.path, files.c.cls, files.c.run, files.c.version,
 
 # -- the Registrar's rows ------------------------------------------------------------------------------
 
-def rows_by_ids(conn: Connection, ids: Sequence[int]) -> list[Row[Any]]:
+def rows_by_ids(conn: Connection, ids: Sequence[int]) -> list[AnyRow]:
     """(id, path, cls, run, version, dataset, subsystem, state, index_state, gui_registered_at) of these
     rows."""
     return list(conn.execute(select(*_COLUMNS).where(files.c.id.in_(list(ids)))).all())
 
 
-def rows_of_runs(conn: Connection, runs: Sequence[int], chunk: int = 500) -> list[Row[Any]]:
+def rows_of_runs(conn: Connection, runs: Sequence[int], chunk: int = 500) -> list[AnyRow]:
     """The same columns for every row of these runs (``chunk`` runs per query)."""
-    out: list[Row[Any]] = []
+    out: list[AnyRow] = []
     for start in range(0, len(runs), chunk):
         out += conn.execute(select(*_COLUMNS).where(files.c.run.in_(runs[start:start + chunk])))
     return out
