@@ -36,7 +36,7 @@ def main() -> None:
     from t0dqm.catalog.db import get_catalog
     from t0dqm.dev import simulate
     from t0dqm.formats import dropbox
-    from t0dqm.tasks.receive import Receiver
+    from t0dqm.steps.receive import Receiver
 
     root = Path(tempfile.mkdtemp(prefix="t0dqm-bench-claims-"))
     try:

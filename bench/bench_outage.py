@@ -43,7 +43,7 @@ def setup(root: Path, broker: str, files: int) -> Any:
     from t0dqm.catalog.db import archives, get_catalog
     from t0dqm.dev import simulate
     from t0dqm.formats import dropbox
-    from t0dqm.tasks.receive import Receiver
+    from t0dqm.steps.receive import Receiver
 
     env = {"T0DQM_ROOT": str(root), "T0DQM_FLAVOUR": "dev", "T0DQM_BROKER_URL": broker,
            "T0DQM_RECONCILE__STALE_SECONDS": "0"}

@@ -12,7 +12,7 @@ from sqlalchemy import func, select
 from t0dqm import config
 from t0dqm.catalog import counts as running_counts
 from t0dqm.catalog.db import Catalog, alarms, quarantine, t0_outputs, t0_rules
-from t0dqm.steps.gui import counts as gui_counts
+from t0dqm.catalog.gui import counts as gui_counts
 
 
 @dataclass
@@ -25,7 +25,7 @@ class Snapshot:
     index: dict[str, int] = field(default_factory=dict)
     archives: dict[str, int] = field(default_factory=dict)
     quarantined: int = 0
-    gui: dict[str, int] = field(default_factory=dict)  # DQM GUI registration (t0dqm.steps.gui.counts)
+    gui: dict[str, int] = field(default_factory=dict)  # DQM GUI registration (t0dqm.catalog.gui.counts)
     gui_url: str = ""
     t0_outputs: dict[str, int] = field(default_factory=dict)  # Tier-0 disk outputs per state
     t0_rules: dict[str, int] = field(default_factory=dict)  # their Rucio rules per state

@@ -12,6 +12,7 @@ from t0dqm import config
 COMMAND_MODULES = (
     "t0dqm.cli.stack",
     "t0dqm.cli.dqm",
+    "t0dqm.cli.receive",
     "t0dqm.cli.index",
     "t0dqm.cli.archive",
     "t0dqm.cli.streamer",

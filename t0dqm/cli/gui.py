@@ -30,6 +30,7 @@ def register(everything: bool, run: int | None, url: str | None, check: bool | N
     --all or --run. Exit 1 when the GUI is unreachable or refused a file.
     """
     from t0dqm import config
+    from t0dqm.catalog import gui as gui_rows
     from t0dqm.catalog.db import get_catalog
     from t0dqm.steps import gui as g
 
@@ -42,7 +43,7 @@ def register(everything: bool, run: int | None, url: str | None, check: bool | N
     catalog = get_catalog(settings.catalog_url)
     force = everything or run is not None
     with catalog.read() as conn:
-        ids = g.missing_ids(conn, run=run, everything=everything)
+        ids = gui_rows.missing_ids(conn, run=run, everything=everything)
     registrar = g.Registrar(settings, catalog, g.client_for(settings, base))
     if force:  # an explicit request sends again what was left with a reason
         registrar.forget_reasons(ids)
@@ -72,13 +73,13 @@ def removed(as_json: bool) -> None:
     """Files the GUI still lists whose ROOT file version or quota control deleted (the GUI has no removal
     call; docs/operations.md says what to do with them)."""
     from t0dqm import config
+    from t0dqm.catalog import gui as gui_rows
     from t0dqm.catalog.db import get_catalog
     from t0dqm.policies import gui as policy
-    from t0dqm.steps import gui as g
 
     settings = config.get()
     with get_catalog(settings.catalog_url).read() as conn:
-        rows = g.removed_but_registered(conn)
+        rows = gui_rows.removed_but_registered(conn)
     gs = settings["gui"]
     for row in rows:
         facts = policy.FileFacts(id=row["id"], path=row["path"], cls=row["cls"], run=row["run"],

@@ -17,8 +17,8 @@ from sqlalchemy import func, select
 
 from t0dqm import config
 from t0dqm.catalog.db import Catalog, archives, files, quarantine
+from t0dqm.catalog.gui import counts as gui_counts
 from t0dqm.catalog.states import INDEX_SKIPPED, INDEXED, archive_safe_states
-from t0dqm.steps.gui import counts as gui_counts
 
 # Short cycles so the demo finishes in a minute or two (production values are in config.DEFAULTS).
 DEMO_ENV = {

@@ -27,10 +27,13 @@ from typing import Any
 from t0dqm import config, deleter, storage
 from t0dqm.formats import dropbox, rootcheck
 from t0dqm.policies import collect as policy
+from t0dqm.steps.next import Context, LeaseBusy, Outcome
 
 log = logging.getLogger("t0dqm.steps.collect")
 
 ZOMBIE, INCOMPLETE, OK = "zombie", "incomplete", "ok"
+COLLECT_TASK = "t0dqm.tasks.collect.collect"
+CLEAN_TASK = "t0dqm.tasks.collect.clean_producer"
 STATE_FILE = ".collector.json"
 STOP_FILE = ".stop"
 STAGING = ".staging"
@@ -438,3 +441,38 @@ def _alarm(settings: config.Settings, catalog: Any, p: Producer, plan: policy.Cl
                            f"to 50 % (need {plan.to_free} bytes, done files hold {plan.freed})", severity="critical")
     else:
         alarms.clear_alarm(catalog, key)
+
+
+# -- steps (the tasks of t0dqm.tasks.collect call these, on the producer host) ---------------------------
+
+def collect(ctx: Context, host: str) -> Outcome:
+    """One collection cycle for every producer of ``host`` (single runner per producer via a lease)."""
+    out: dict[str, Any] = {}
+    for producer in producers(ctx.settings, host):
+        try:
+            with ctx.lease(f"collect:{producer.key}", 900):
+                report = Collector(producer, ctx.settings).run_once()
+        except LeaseBusy:
+            out[str(producer.dir)] = "busy"
+            continue
+        if report.uploaded or report.bad or report.failed or report.placeholders:
+            ctx.log("collected", producer=str(producer.dir), **report.as_dict())
+        out[str(producer.dir)] = report.as_dict()
+    ctx.catalog.acquire_lease(f"heartbeat:collect:{host}", host, 86400)  # health: collector alive
+    return Outcome(out)
+
+
+def clean_producer(ctx: Context, host: str) -> Outcome:
+    """Producer disk cleaner for every producer of ``host``: >= 90 % use -> done files down to 50 %."""
+    out: dict[str, Any] = {}
+    for producer in producers(ctx.settings, host):
+        try:
+            with ctx.lease(f"clean-producer:{producer.key}", 1800):
+                report = clean_once(producer, ctx.settings, catalog=ctx.catalog)
+        except LeaseBusy:
+            out[str(producer.dir)] = "busy"
+            continue
+        if report.act:
+            ctx.log("producer-clean", producer=str(producer.dir), **report.as_dict())
+        out[str(producer.dir)] = report.as_dict()
+    return Outcome(out)

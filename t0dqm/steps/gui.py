@@ -31,18 +31,20 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import and_, func, insert, or_, select, update
-
 from t0dqm import config
+from t0dqm.catalog import gui as rows
 from t0dqm.catalog.alarms import clear_alarm, raise_alarm
-from t0dqm.catalog.db import Catalog, audit, files
+from t0dqm.catalog.db import Catalog
+from t0dqm.catalog.gui import ALARM_UNREACHABLE
 from t0dqm.catalog.states import INDEX_SKIPPED, REMOVED
 from t0dqm.policies import gui as policy
+from t0dqm.steps.next import Context, Next, Outcome
 
 logger = logging.getLogger("t0dqm.steps.gui")
 
+REGISTER_TASK = "t0dqm.tasks.gui.register"
+CHECK_TASK = "t0dqm.tasks.gui.check"
 REGISTER_PATH = "/api/v1/register"
-ALARM_UNREACHABLE = "gui-register:unreachable"
 ALARM_REJECTED = "gui-register:rejected"
 ALARM_UNREADABLE = "gui-unreadable"
 
@@ -139,10 +141,6 @@ def _facts(row: Any) -> policy.FileFacts:
                             indexed=row.index_state != INDEX_SKIPPED)
 
 
-_COLUMNS = (files.c.id, files.c.path, files.c.cls, files.c.run, files.c.version, files.c.dataset,
-            files.c.subsystem, files.c.state, files.c.index_state, files.c.gui_registered_at)
-
-
 class Registrar:
     def __init__(self, settings: config.Settings, catalog: Catalog, client: GuiClient | None = None) -> None:
         self.settings = settings
@@ -156,13 +154,10 @@ class Registrar:
         if not ids:
             return [], []
         with self.catalog.read() as conn:
-            cands = [_facts(r) for r in conn.execute(select(*_COLUMNS).where(files.c.id.in_(list(ids))))]
+            cands = [_facts(r) for r in rows.rows_by_ids(conn, ids)]
             keys = {(f.run, f.dataset) for f in cands}
-            group: list[policy.FileFacts] = []
             runs = sorted({run for run, _ in keys})
-            for start in range(0, len(runs), 500):
-                rows = conn.execute(select(*_COLUMNS).where(files.c.run.in_(runs[start:start + 500])))
-                group += [f for f in map(_facts, rows) if (f.run, f.dataset) in keys]
+            group = [f for f in map(_facts, rows.rows_of_runs(conn, runs)) if (f.run, f.dataset) in keys]
         return cands, group
 
     def _mark(self, ids: Iterable[int], **values: Any) -> None:
@@ -170,16 +165,13 @@ class Registrar:
         if not ids:
             return
         with self.catalog.begin() as conn:
-            for start in range(0, len(ids), 500):
-                conn.execute(update(files).where(files.c.id.in_(ids[start:start + 500])).values(**values))
+            rows.set_values(conn, ids, **values)
 
     def _registered(self, batch: Sequence[policy.Sample]) -> None:
         """``gui_registered_at`` and one audit row per file (what the GUI was told), in one transaction."""
         now = time.time()
         with self.catalog.begin() as conn:
-            conn.execute(update(files).where(files.c.id.in_([s.file_id for s in batch]))
-                         .values(gui_registered_at=now, gui_reason=None))
-            conn.execute(insert(audit), [
+            rows.mark_registered(conn, [s.file_id for s in batch], now, [
                 {"at": now, "host": self.catalog.host, "entity": "file", "entity_id": s.file_id,
                  "action": "gui-register", "path": s.file, "detail": f"{s.dataset} run {s.run}",
                  "rule": self.client.base} for s in batch])
@@ -193,9 +185,7 @@ class Registrar:
         if not reasons:
             return
         with self.catalog.begin() as conn:
-            for file_id, reason in reasons.items():
-                conn.execute(update(files).where(files.c.id == file_id, files.c.gui_registered_at.is_(None))
-                             .values(gui_reason=reason[:1000]))
+            rows.note_reasons(conn, reasons)
 
     # -- one pass -------------------------------------------------------------------------------------
     def _plan(self, ids: Sequence[int], force: bool) -> policy.Plan:
@@ -278,69 +268,59 @@ class Registrar:
         return counts
 
 
-# -- what is missing ---------------------------------------------------------------------------------------
+# -- steps (the tasks of t0dqm.tasks.gui call these) ---------------------------------------------------
 
-def missing_ids(conn: Any, *, older_than: float | None = None, run: int | None = None, everything: bool = False,
-                limit: int = 100000) -> list[int]:
-    """Rows the GUI should have and has not: not registered, not refused nor left with a reason, ROOT file
-    present, indexed. ``older_than``: received before this time (reconcile leaves fresh files to the
-    chain). ``everything`` / ``run``: every present row (of the run), registered or not."""
-    query = select(files.c.id).where(files.c.state != REMOVED, files.c.index_state != INDEX_SKIPPED)
-    if not everything and run is None:
-        query = query.where(and_(files.c.gui_registered_at.is_(None), files.c.gui_reason.is_(None)))
-    if run is not None:
-        query = query.where(files.c.run == int(run))
-    if older_than is not None:
-        query = query.where(files.c.created_at < older_than)
-    return [r[0] for r in conn.execute(query.order_by(files.c.id).limit(limit))]
+def chunks(ids: Sequence[int], size: int) -> list[list[int]]:
+    size = max(1, int(size))
+    return [list(ids[i:i + size]) for i in range(0, len(ids), size)]
 
 
-def _removed_registered_query() -> Any:
-    newer = files.alias("newer")
-    replaced = select(newer.c.id).where(
-        newer.c.run == files.c.run, newer.c.dataset == files.c.dataset,
-        or_(newer.c.subsystem == files.c.subsystem, and_(newer.c.subsystem.is_(None), files.c.subsystem.is_(None))),
-        newer.c.version > files.c.version, newer.c.gui_registered_at.is_not(None)).exists()
-    return (select(files.c.id, files.c.cls, files.c.run, files.c.dataset, files.c.subsystem, files.c.version,
-                   files.c.path, files.c.gui_registered_at)
-            .where(files.c.state == REMOVED, files.c.gui_registered_at.is_not(None), ~replaced))
+def registration_next(settings: config.Settings, file_ids: Iterable[int | None]) -> list[Next]:
+    """The registration of newly committed files (nothing when ``gui.register_url`` is empty)."""
+    ids = [int(i) for i in file_ids if i is not None]
+    if not (ids and enabled(settings)):
+        return []
+    return [Next(REGISTER_TASK, (chunk,)) for chunk in chunks(ids, settings["gui"]["batch"])]
 
 
-def removed_but_registered(conn: Any, limit: int | None = None) -> list[dict[str, Any]]:
-    """Registered rows whose ROOT file version or quota control deleted and that no newer registered
-    version of the same sample replaced in the GUI: the GUI still points at a missing file."""
-    query = _removed_registered_query().order_by(files.c.run, files.c.id)
-    if limit is not None:
-        query = query.limit(limit)
-    return [dict(r) for r in conn.execute(query).mappings()]
+def register(ctx: Context, file_ids: Sequence[int], force: bool = False, *, tries: int = 1,
+             last_try: bool = True) -> Outcome:
+    """Register these files with the GUI (the newest version of each sample; registered ones only with
+    ``force``); next: the check of what was registered (``gui.check_readable``). When the GUI is down:
+    GuiUnavailable (the task retries), or on the ``last_try`` the unreachable alarm (reconcile sends
+    the files again)."""
+    settings = ctx.settings
+    if not enabled(settings):
+        return Outcome({"off": len(file_ids)})
+    g = settings["gui"]
+    try:
+        result = Registrar(settings, ctx.catalog).register([int(i) for i in file_ids], force=bool(force))
+    except GuiUnavailable as exc:
+        if not last_try:
+            raise
+        raise_alarm(ctx.catalog, ALARM_UNREACHABLE,
+                    f"DQM GUI {g['register_url']} did not take {len(file_ids)} file(s) after "
+                    f"{tries} tries: {exc}; reconcile sends them again", "warning")
+        ctx.log("gui-register-unreachable", files=len(file_ids), error=str(exc))
+        return Outcome({"unreachable": len(file_ids)})
+    nexts = [Next(CHECK_TASK, (result.registered,))] if result.registered and g["check_readable"] else []
+    ctx.log("gui-register", **result.counts())
+    return Outcome(result.counts(), next=nexts)
 
 
-def counts(conn: Any) -> dict[str, int]:
-    """registered (ROOT file present); waiting (present, not yet registered); not_sent (left with a
-    reason, see ``files.gui_reason``); removed_registered (see :func:`removed_but_registered`).
-    Aggregated in SQL: a few rows come back, whatever the catalog holds."""
-    registered, has_reason = files.c.gui_registered_at.is_not(None), files.c.gui_reason.is_not(None)
-    groups = (registered, has_reason, files.c.state, files.c.index_state)
-    rows = conn.execute(select(*groups, func.count()).group_by(*groups)).all()
-    out = {"registered": 0, "waiting": 0, "not_sent": 0, "removed_registered": 0}
-    for is_registered, reason, state, index_state, n in rows:
-        if state == REMOVED or (index_state == INDEX_SKIPPED and not is_registered):
-            continue
-        if is_registered:
-            out["registered"] += n
-        else:
-            out["not_sent" if reason else "waiting"] += n
-    out["removed_registered"] = conn.execute(
-        select(func.count()).select_from(_removed_registered_query().subquery())).scalar_one()
-    return out
+def retry_delay(settings: config.Settings, retries: int) -> float:
+    """Seconds before the next try of a registration (``gui.retry_base`` doubling up to ``gui.retry_cap``)."""
+    g = settings["gui"]
+    return policy.retry_delay(retries, g["retry_base"], g["retry_cap"])
 
 
-def unreachable_recently(conn: Any, now: float, window: float) -> bool:
-    """The unreachable alarm is active and was raised within ``window`` seconds (back off)."""
-    from t0dqm.catalog.db import alarms
-
-    row = conn.execute(select(alarms.c.last_at).where(alarms.c.key == ALARM_UNREACHABLE,
-                                                      alarms.c.active.is_(True))).first()
-    return row is not None and row.last_at > now - window
-
-
+def check(ctx: Context, file_ids: Sequence[int]) -> Outcome:
+    """Read each registered sample's top folder in the GUI; a 5xx raises the unreadable alarm."""
+    settings = ctx.settings
+    if not enabled(settings):
+        return Outcome({})
+    registrar = Registrar(settings, ctx.catalog)
+    counts = registrar.check(registrar.samples([int(i) for i in file_ids]), budget=240.0)
+    if counts["unreadable"]:
+        ctx.log("gui-unreadable", **counts)
+    return Outcome(counts)

@@ -29,15 +29,21 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
-from sqlalchemy import insert, select, update
-
 from t0dqm import config
-from t0dqm.catalog.db import Catalog, audit, files, worker_identity
+from t0dqm.catalog import files
+from t0dqm.catalog.db import Catalog, worker_identity
+from t0dqm.catalog.files import set_index_state
 from t0dqm.catalog.states import INDEX_FAILED, INDEX_PARTIAL, INDEX_PENDING, INDEX_SKIPPED, INDEXED, REMOVED
 from t0dqm.formats import naming, rootcheck
 from t0dqm.policies import run_deletion, versions
+from t0dqm.steps.next import Context, Next, Outcome
 
 logger = logging.getLogger("t0dqm.steps.index")
+
+MERGE_TASK = "t0dqm.tasks.index.merge"
+IMPORT_TASK = "t0dqm.tasks.index.import_file"
+DELETE_RUNS_TASK = "t0dqm.tasks.index.delete_runs"
+MERGE_DELAY = 0.5  # seconds
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS samples (
@@ -137,43 +143,6 @@ def attach_uri(partial: Path) -> str:
 
 def _uri(path: Path, query: str = "") -> str:
     return f"file:{quote(str(path))}" + (f"?{query}" if query else "")
-
-
-# -- catalog helpers --------------------------------------------------------------------------------
-
-def set_index_state(catalog: Catalog, file_ids: Iterable[int], expected: Iterable[str], new: str,
-                    reason: str | None = None, reasons: dict[int, str] | None = None) -> list[int]:
-    """Conditionally move files' index_state (one transaction, audited); returns the ids that moved, in the
-    given order. Set-wise: one select, one update per (previous state, reason), one audit insert."""
-    ids = list(dict.fromkeys(file_ids))
-    if not ids:
-        return []
-    expected = list(expected)
-    now = time.time()
-    moved: set[int] = set()
-    with catalog.begin() as conn:
-        for start in range(0, len(ids), 500):
-            chunk = ids[start:start + 500]
-            current = dict(conn.execute(select(files.c.id, files.c.index_state).where(files.c.id.in_(chunk))).all())
-            groups: dict[tuple[str, str | None], list[int]] = {}
-            for file_id in chunk:
-                if current.get(file_id) in expected:
-                    groups.setdefault((current[file_id], (reasons or {}).get(file_id, reason)), []).append(file_id)
-            rows: list[dict[str, Any]] = []
-            for (previous, why), group in groups.items():
-                result = conn.execute(update(files).where(files.c.id.in_(group), files.c.index_state == previous)
-                                      .values(index_state=new, updated_at=now,
-                                              reason=why if new in (INDEX_FAILED, INDEX_SKIPPED) else None))
-                if result.rowcount != len(group):  # some moved under us (several writers): see which we moved
-                    group = [r[0] for r in conn.execute(select(files.c.id).where(
-                        files.c.id.in_(group), files.c.index_state == new, files.c.updated_at == now))]
-                moved.update(group)
-                rows += [dict(at=now, host=catalog.host, entity="file", entity_id=file_id, action="index",
-                              from_state=previous, to_state=new, path=None, size=None, checksum=None, rule=None,
-                              detail=why) for file_id in group]
-            if rows:
-                conn.execute(insert(audit), rows)
-    return [i for i in ids if i in moved]
 
 
 # -- import -----------------------------------------------------------------------------------------
@@ -307,10 +276,7 @@ def _superseded_many(catalog: Catalog, rows: list[Any]) -> dict[int, int]:
     if not rows:
         return {}
     with catalog.read() as conn:
-        others = conn.execute(select(files.c.path, files.c.run, files.c.dataset, files.c.subsystem,
-                                     files.c.version, files.c.state)
-                              .where(files.c.run.in_(sorted({r.run for r in rows})),
-                                     files.c.dataset.in_(sorted({r.dataset for r in rows})))).all()
+        others = files.versions_of(conn, sorted({r.run for r in rows}), sorted({r.dataset for r in rows}))
     by_sample: dict[tuple[int, str], list[versions.VersionedFile]] = {}
     for o in others:
         by_sample.setdefault((o.run, o.dataset), []).append(
@@ -349,7 +315,7 @@ def import_one(file_id: int, settings: config.Settings, catalog: Catalog) -> str
     there is no such row). Idempotent: indexed, skipped, failed and partial files are left alone.
     Receive normally writes the partial itself; this is for recovery and reprocessing."""
     with catalog.read() as conn:
-        row = conn.execute(select(files).where(files.c.id == file_id)).first()
+        row = files.row_by_id(conn, file_id)
     if row is None:
         return "missing"
     if row.index_state in (INDEXED, INDEX_SKIPPED, INDEX_FAILED):
@@ -435,11 +401,8 @@ def _pending_partials(settings: config.Settings, catalog: Catalog,
     ids = sorted({fid for contents in partials.values() for fid, _ in contents})
     found: dict[int, Any] = {}
     with catalog.read() as conn:
-        for start in range(0, len(ids), 500):
-            chunk = ids[start:start + 500]
-            for row in conn.execute(select(files.c.id, files.c.cls, files.c.run, files.c.version, files.c.dataset,
-                                           files.c.index_state, files.c.path).where(files.c.id.in_(chunk))):
-                found[row.id] = row
+        for row in files.index_rows(conn, ids):
+            found[row.id] = row
     ready: dict[int, tuple[Any, Path]] = {}
     settled: list[Path] = []
     for partial, contents in partials.items():
@@ -581,7 +544,7 @@ def _merge_attached(conn: sqlite3.Connection, alias: str, partial: Path, file_id
 def reset_failed(settings: config.Settings, catalog: Catalog) -> list[tuple[int, str]]:
     """Send failed files back: to 'partial' when a partial index holds their sample, else to 'pending'."""
     with catalog.read() as conn:
-        ids = [r[0] for r in conn.execute(select(files.c.id).where(files.c.index_state == INDEX_FAILED))]
+        ids = files.ids_in_index_state(conn, INDEX_FAILED)
     kept = {fid for contents in list_partials(settings).values() for fid, _ in contents} if ids else set()
     out: list[tuple[int, str]] = []
     for file_id in ids:
@@ -693,3 +656,53 @@ def delete_runs(settings: config.Settings, catalog: Catalog, *, dry_run: bool | 
                               path=f"{d.run}{d.dataset}", rule=d.rule,
                               detail=f"{d.reason}; {removed} sample(s)")
     return list(decisions)
+
+
+# -- steps (the tasks of t0dqm.tasks.index call these) ------------------------------------------------
+
+def merge_next() -> Next:
+    """One merge, unless one is already waiting (its marker goes when it starts listing partials, see
+    t0dqm.tasks.queued); a short countdown lets one merge pick up the partials of many imports."""
+    return Next(MERGE_TASK, countdown=MERGE_DELAY)
+
+
+def import_file(ctx: Context, file_id: int) -> Outcome:
+    """Read the file's monitor elements into a partial index; next: a merge."""
+    state = import_one(int(file_id), ctx.settings, ctx.catalog)
+    if state == INDEX_PARTIAL:
+        return Outcome(state, next=[merge_next()])
+    if state not in ("indexed",):
+        ctx.log("import", file_id=file_id, index_state=state)
+    return Outcome(state)
+
+
+def merge(ctx: Context) -> Outcome:
+    """Single writer: merge every ready partial index into the main index."""
+    try:
+        counts = merge_all(ctx.settings, ctx.catalog,
+                           max_seconds=max(60.0, ctx.settings["tasks"]["long_soft_time_limit"] - 60))
+    except MergeBusy:
+        return Outcome({})
+    if counts["indexed"] or counts["failed"]:
+        ctx.log("merge", **counts)
+    return Outcome(counts)
+
+
+def trim_runs(ctx: Context, dry_run: bool | None = None) -> Outcome:
+    """Remove runs from the index by run type, lumis and age (configuration run_deletion)."""
+    try:
+        decisions = delete_runs(ctx.settings, ctx.catalog, dry_run=dry_run)
+    except MergeBusy:
+        return Outcome([])
+    if decisions:
+        ctx.log("delete-runs", runs=len(decisions), dry_run=dry_run)
+    return Outcome([d.__dict__ for d in decisions])
+
+
+def by_priority(conn: files.Connection, ids: Iterable[int]) -> list[int]:
+    """The ids in import order: class priority, then run, then id."""
+    ids = list(ids)
+    if not ids:
+        return []
+    rows = files.class_and_run(conn, ids)
+    return [r.id for r in sorted(rows, key=lambda r: (naming.class_priority(r.cls), r.run, r.id))]

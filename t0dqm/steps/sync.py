@@ -45,9 +45,12 @@ from typing import Any
 
 from t0dqm import config, deleter, storage
 from t0dqm.policies import mirror as policy
+from t0dqm.steps.next import Context, LeaseBusy, Outcome
 
 log = logging.getLogger("t0dqm.steps.sync")
 
+ONLINE_SYNC_TASK = "t0dqm.tasks.sync.online_sync"
+PARTIAL_MIRROR_TASK = "t0dqm.tasks.sync.partial_mirror"
 CHUNK = 1 << 20
 USER_AGENT = "t0dqm-online-sync/1"
 MAX_DEPTH = 16  # the online GUI's tree is a few levels deep; deeper means a listing that loops
@@ -373,3 +376,32 @@ def partial_mirror_from_settings(settings: config.Settings, catalog: Any = None)
     total = int(cfg["quota"]) if cfg["quota"] else None
     return partial_mirror(settings.repository, cfg["dest"], folders, total, settings=settings, catalog=catalog,
                           timeout=settings.timeout("copy"))
+
+
+# -- steps (the tasks of t0dqm.tasks.sync call these) ----------------------------------------------------
+
+def run_online_sync(ctx: Context) -> Outcome:
+    """Mirror the online GUI's listing into the repository (one runner at a time)."""
+    try:
+        with ctx.lease("online-sync", ctx.settings["tasks"]["long_time_limit"]):
+            report = online_sync_from_settings(ctx.settings)
+    except LeaseBusy:
+        return Outcome(None)
+    if report is None:
+        return Outcome(None)
+    ctx.log("online-sync", downloaded=len(report.downloaded), up_to_date=report.up_to_date,
+            skipped_archived=len(report.skipped_archived), errors=len(report.errors), bytes=report.bytes)
+    return Outcome(report.as_dict())
+
+
+def run_partial_mirror(ctx: Context) -> Outcome:
+    """Bring the size-limited mirror up to date (one runner at a time)."""
+    try:
+        with ctx.lease("partial-mirror", ctx.settings["tasks"]["long_time_limit"]):
+            report = partial_mirror_from_settings(ctx.settings, catalog=ctx.catalog)
+    except LeaseBusy:
+        return Outcome(None)
+    if report is None:
+        return Outcome(None)
+    ctx.log("partial-mirror", copied=len(report.copied), deleted=len(report.deleted), errors=len(report.errors))
+    return Outcome(report.as_dict())

@@ -1,8 +1,8 @@
 """Tasks: collect producer files and clean producer disks (fileCollector2, producerFileCleaner).
 
 Both run on the producer host itself, consuming its own queue ``collect.<host>``
-(:func:`t0dqm.celery.collect_queue`); :func:`producer_schedule` gives the beat entries, one pair per
-configured producer host.
+(:func:`t0dqm.celery.collect_queue`); the beat entries are one pair per configured producer host
+(:mod:`t0dqm.beat`). The work is in :mod:`t0dqm.steps.collect`.
 """
 
 from __future__ import annotations
@@ -11,7 +11,11 @@ from typing import Any
 
 from t0dqm.celery import app, collect_queue
 from t0dqm.steps import collect as collector
-from t0dqm.tasks.base import LeaseBusy, T0Task
+from t0dqm.steps.collect import CLEAN_TASK, COLLECT_TASK
+from t0dqm.steps.next import Outcome
+from t0dqm.tasks.base import T0Task
+
+__all__ = ["clean_producer", "collect", "send"]
 
 
 def send(task_name: str, host: str) -> Any:
@@ -19,37 +23,13 @@ def send(task_name: str, host: str) -> Any:
     return app.signature(task_name, args=(host,)).apply_async(queue=collect_queue(host))
 
 
-@app.task(base=T0Task, bind=True, name="t0dqm.tasks.collect.collect", soft_time_limit=600, time_limit=660)
-def collect(self: T0Task, host: str) -> dict[str, Any]:
+@app.task(base=T0Task, bind=True, name=COLLECT_TASK, soft_time_limit=600, time_limit=660)
+def collect(self: T0Task, host: str) -> Outcome:
     """One collection cycle for every producer of ``host`` (single runner per producer via a lease)."""
-    out: dict[str, Any] = {}
-    for producer in collector.producers(self.settings, host):
-        try:
-            with self.lease(f"collect:{producer.key}", 900):
-                report = collector.Collector(producer, self.settings).run_once()
-        except LeaseBusy:
-            out[str(producer.dir)] = "busy"
-            continue
-        if report.uploaded or report.bad or report.failed or report.placeholders:
-            self.log("collected", producer=str(producer.dir), **report.as_dict())
-        out[str(producer.dir)] = report.as_dict()
-    self.catalog.acquire_lease(f"heartbeat:collect:{host}", host, 86400)  # health: collector alive
-    return out
+    return collector.collect(self.context, host)
 
 
-@app.task(base=T0Task, bind=True, name="t0dqm.tasks.collect.clean_producer", soft_time_limit=1800,
-          time_limit=1860)
-def clean_producer(self: T0Task, host: str) -> dict[str, Any]:
+@app.task(base=T0Task, bind=True, name=CLEAN_TASK, soft_time_limit=1800, time_limit=1860)
+def clean_producer(self: T0Task, host: str) -> Outcome:
     """Producer disk cleaner for every producer of ``host``: >= 90 % use -> done files down to 50 %."""
-    out: dict[str, Any] = {}
-    for producer in collector.producers(self.settings, host):
-        try:
-            with self.lease(f"clean-producer:{producer.key}", 1800):
-                report = collector.clean_once(producer, self.settings, catalog=self.catalog)
-        except LeaseBusy:
-            out[str(producer.dir)] = "busy"
-            continue
-        if report.act:
-            self.log("producer-clean", producer=str(producer.dir), **report.as_dict())
-        out[str(producer.dir)] = report.as_dict()
-    return out
+    return collector.clean_producer(self.context, host)

@@ -1,38 +1,24 @@
-"""Tasks: online sync (visDQMOnlineSyncDaemon) and the partial mirror (visDQMAfsSync), queue ``sync``."""
+"""Tasks: online sync (visDQMOnlineSyncDaemon) and the partial mirror (visDQMAfsSync), queue ``sync``.
+The work is in :mod:`t0dqm.steps.sync`."""
 
 from __future__ import annotations
 
-from typing import Any
-
 from t0dqm.celery import app
 from t0dqm.steps import sync
-from t0dqm.tasks.base import LeaseBusy, T0Task, long_limits
+from t0dqm.steps.next import Outcome
+from t0dqm.steps.sync import ONLINE_SYNC_TASK, PARTIAL_MIRROR_TASK
+from t0dqm.tasks.base import T0Task, long_limits
+
+__all__ = ["online_sync", "partial_mirror"]
 
 
-@app.task(base=T0Task, bind=True, name="t0dqm.tasks.sync.online_sync", **long_limits())
-def online_sync(self: T0Task) -> dict[str, Any] | None:
+@app.task(base=T0Task, bind=True, name=ONLINE_SYNC_TASK, **long_limits())
+def online_sync(self: T0Task) -> Outcome:
     """Mirror the online GUI's listing into the repository (one runner at a time)."""
-    try:
-        with self.lease("online-sync", self.settings["tasks"]["long_time_limit"]):
-            report = sync.online_sync_from_settings(self.settings)
-    except LeaseBusy:
-        return None
-    if report is None:
-        return None
-    self.log("online-sync", downloaded=len(report.downloaded), up_to_date=report.up_to_date,
-             skipped_archived=len(report.skipped_archived), errors=len(report.errors), bytes=report.bytes)
-    return report.as_dict()
+    return sync.run_online_sync(self.context)
 
 
-@app.task(base=T0Task, bind=True, name="t0dqm.tasks.sync.partial_mirror", **long_limits())
-def partial_mirror(self: T0Task) -> dict[str, Any] | None:
+@app.task(base=T0Task, bind=True, name=PARTIAL_MIRROR_TASK, **long_limits())
+def partial_mirror(self: T0Task) -> Outcome:
     """Bring the size-limited mirror up to date (one runner at a time)."""
-    try:
-        with self.lease("partial-mirror", self.settings["tasks"]["long_time_limit"]):
-            report = sync.partial_mirror_from_settings(self.settings, catalog=self.catalog)
-    except LeaseBusy:
-        return None
-    if report is None:
-        return None
-    self.log("partial-mirror", copied=len(report.copied), deleted=len(report.deleted), errors=len(report.errors))
-    return report.as_dict()
+    return sync.run_partial_mirror(self.context)

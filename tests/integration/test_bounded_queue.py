@@ -18,7 +18,7 @@ from t0dqm.catalog.db import files, get_catalog, members, reset_catalogs
 from t0dqm.celery import queue_name
 from t0dqm.dev import services, simulate
 from t0dqm.formats import dropbox
-from t0dqm.tasks.receive import Receiver
+from t0dqm.steps.receive import Receiver
 from tests.conftest import make_settings
 
 N = 12

@@ -27,7 +27,7 @@ from t0dqm.cli import cli
 from t0dqm.formats import dropbox, eosdump, legacy, naming
 from t0dqm.servers import upload as upload_server
 from t0dqm.steps import sync
-from t0dqm.tasks.receive import receive_one
+from t0dqm.steps.receive import receive_one
 from tests.corpus import build
 from tests.corpus.cases import CASES, ENTRIES, Case, by_entry
 from tests.integration.workerproc import point_app, worker

@@ -13,6 +13,7 @@ from click.testing import CliRunner
 from sqlalchemy import select, update
 
 from t0dqm import config
+from t0dqm.catalog import gui as gui_rows
 from t0dqm.catalog.alarms import active_alarms
 from t0dqm.catalog.db import files, get_catalog, reset_catalogs
 from t0dqm.catalog.states import REMOVED
@@ -20,7 +21,7 @@ from t0dqm.cli import cli
 from t0dqm.dev import simulate
 from t0dqm.formats import dropbox
 from t0dqm.steps import gui as g
-from t0dqm.tasks.receive import receive_one
+from t0dqm.steps.receive import receive_one
 from tests.conftest import make_settings
 from tests.gui_server import FakeGui, fake_gui
 
@@ -93,8 +94,8 @@ def test_register_payloads_batches_and_idempotence(gsettings: config.Settings, g
     assert sorted(t.entity_id for t in trail) == sorted(ids) and {t.rule for t in trail} == {gui.url}
     assert {t.path for t in trail} == {s["file"] for s in by_key.values()}
     with get_catalog().read() as conn:
-        assert g.counts(conn) == {"registered": 5, "waiting": 0, "not_sent": 0, "removed_registered": 0}
-        assert g.missing_ids(conn) == []
+        assert gui_rows.counts(conn) == {"registered": 5, "waiting": 0, "not_sent": 0, "removed_registered": 0}
+        assert gui_rows.missing_ids(conn) == []
     assert registrar(gsettings).register(ids).counts()["requests"] == 0  # nothing new: nothing sent
 
 
@@ -123,8 +124,8 @@ def test_400_bisects_keeps_message_alarms_and_is_not_resent(gsettings: config.Se
     (alarm,) = [a for a in active_alarms(get_catalog()) if a["key"] == g.ALARM_REJECTED]
     assert "Please provide a readable file" in alarm["message"] and alarm["severity"] == "critical"
     with get_catalog().read() as conn:
-        assert g.missing_ids(conn) == []  # reconcile leaves it alone
-        assert g.counts(conn)["not_sent"] == 1
+        assert gui_rows.missing_ids(conn) == []  # reconcile leaves it alone
+        assert gui_rows.counts(conn)["not_sent"] == 1
     # the operator fixes the cause and sends the run again
     gui.refuse.clear()
     env = {"T0DQM_ROOT": str(gsettings.root), "T0DQM_GUI__REGISTER_URL": gui.url}
@@ -160,6 +161,7 @@ def test_500_and_no_connection_are_unavailable(gsettings: config.Settings, gui: 
 
 def test_task_retries_with_backoff_then_alarms_and_reconcile_backs_off(gsettings: config.Settings,
                                                                        gui: FakeGui) -> None:
+    from t0dqm.policies import gui as policy
     from t0dqm.tasks import gui as tasks
     from t0dqm.tasks.recovery import RECOVERERS
 
@@ -189,7 +191,7 @@ def test_task_retries_with_backoff_then_alarms_and_reconcile_backs_off(gsettings
     assert tasks.register.apply(args=[ids]).get()["registered"] == 2
     assert not [a for a in active_alarms(get_catalog()) if a["key"] == g.ALARM_UNREACHABLE]
     assert tasks.register.max_retries >= 3
-    assert [tasks.policy.retry_delay(n, 5, 600) for n in range(4)] == [5.0, 10.0, 20.0, 40.0]
+    assert [policy.retry_delay(n, 5, 600) for n in range(4)] == [5.0, 10.0, 20.0, 40.0]
 
 
 def test_check_alarms_when_the_gui_cannot_read(gsettings: config.Settings, gui: FakeGui) -> None:
@@ -215,7 +217,7 @@ def test_removed_files_stay_registered_and_status_shows_counts(gsettings: config
     with get_catalog().begin() as conn:
         conn.execute(update(files).where(files.c.id == ids[0]).values(state=REMOVED))
     with get_catalog().read() as conn:
-        assert g.counts(conn) == {"registered": 1, "waiting": 1, "not_sent": 0, "removed_registered": 1}
+        assert gui_rows.counts(conn) == {"registered": 1, "waiting": 1, "not_sent": 0, "removed_registered": 1}
     env = {"T0DQM_ROOT": str(gsettings.root), "T0DQM_GUI__REGISTER_URL": gui.url,
            "T0DQM_BROKER_URL": "redis://127.0.0.1:9/0"}
     out = CliRunner().invoke(cli, ["status"], env=env)
@@ -235,8 +237,8 @@ def test_removed_files_stay_registered_and_status_shows_counts(gsettings: config
     with get_catalog().begin() as conn:
         conn.execute(update(files).where(files.c.id == ids[2]).values(state=REMOVED))
     with get_catalog().read() as conn:
-        assert [r["id"] for r in g.removed_but_registered(conn)] == [ids[0]]
-        assert g.counts(conn)["removed_registered"] == 1
+        assert [r["id"] for r in gui_rows.removed_but_registered(conn)] == [ids[0]]
+        assert gui_rows.counts(conn)["removed_registered"] == 1
 
 
 def test_off_without_url_and_config_validation(tmp_path: Path) -> None:
@@ -277,8 +279,8 @@ def test_gui_revision_adds_the_columns_and_keeps_rows(backend: str, tmp_path: Pa
         assert cat.upgrade() == head()
         assert {"gui_registered_at", "gui_reason"} <= {c["name"] for c in inspect(cat.engine).get_columns("files")}
         with cat.read() as conn:
-            assert g.missing_ids(conn, older_than=time.time()) == [1]
-            assert g.counts(conn)["waiting"] == 1
+            assert gui_rows.missing_ids(conn, older_than=time.time()) == [1]
+            assert gui_rows.counts(conn)["waiting"] == 1
         with cat.begin() as conn:
             conn.execute(insert(files).values(path="b/y.root", name="y.root", cls="offline_data", run=6, version=1,
                                               dataset="/A/B/C", size=1, adler32="1", mtime=now, state="received",

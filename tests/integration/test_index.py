@@ -16,7 +16,7 @@ from t0dqm.cli import cli
 from t0dqm.dev import simulate
 from t0dqm.formats import dropbox
 from t0dqm.steps import index as dqmindex
-from t0dqm.tasks.receive import receive_one
+from t0dqm.steps.receive import receive_one
 from tests.conftest import make_settings
 
 ONLINE = "DQM_V0001_Ecal_R000300001.root"
@@ -212,7 +212,7 @@ def test_delete_runs(settings: config.Settings) -> None:
 # -- partial indexes written by receive (one per batch) ---------------------------------------------------
 
 def batch_filed(settings: config.Settings, names: list[str]) -> list[int]:
-    from t0dqm.tasks.receive import Receiver
+    from t0dqm.steps.receive import Receiver
 
     src = settings.root / "src"
     src.mkdir(parents=True, exist_ok=True)
@@ -316,7 +316,7 @@ RECEIVE_ELSEWHERE = """
 import sys
 from t0dqm import config
 from t0dqm.catalog.db import get_catalog
-from t0dqm.tasks.receive import Receiver
+from t0dqm.steps.receive import Receiver
 settings = config.get()
 out = Receiver(settings, get_catalog(settings.catalog_url)).receive_many(sys.argv[1:], index=True)
 print(" ".join(o.status + ":" + str(o.index_state) for o in out))

@@ -16,8 +16,8 @@ from t0dqm import config
 from t0dqm.catalog.db import files, get_catalog, quarantine
 from t0dqm.dev import simulate
 from t0dqm.formats import dropbox, rootcheck
-from t0dqm.tasks import receive
-from t0dqm.tasks.receive import Receiver, receive_one
+from t0dqm.steps import receive
+from t0dqm.steps.receive import Receiver, receive_one
 
 ONLINE = "DQM_V0001_Ecal_R000300001.root"
 MERGED = "DQM_V0001_R000300001.root"

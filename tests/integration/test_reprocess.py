@@ -16,7 +16,7 @@ from t0dqm.catalog.db import archives, audit, files, get_catalog, members, quara
 from t0dqm.dev import simulate
 from t0dqm.formats import dropbox
 from t0dqm.steps import reprocess
-from t0dqm.tasks.receive import receive_one
+from t0dqm.steps.receive import receive_one
 
 pytestmark = pytest.mark.integration
 

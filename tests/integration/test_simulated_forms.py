@@ -13,7 +13,7 @@ from t0dqm.catalog.db import get_catalog
 from t0dqm.dev import simulate
 from t0dqm.formats import dropbox
 from t0dqm.steps import index as dqmindex
-from t0dqm.tasks.receive import receive_one
+from t0dqm.steps.receive import receive_one
 from tests import rootmap
 
 FORMS = {

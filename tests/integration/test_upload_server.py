@@ -302,8 +302,8 @@ def test_uploaded_file_is_received_indexed_and_zipped(settings: object, dqm_file
     from t0dqm import config
     from t0dqm.catalog.db import files, get_catalog, members
     from t0dqm.steps import index as dqmindex
+    from t0dqm.steps.receive import receive_one
     from t0dqm.tasks import archive
-    from t0dqm.tasks.receive import receive_one
 
     current = config.get()
     catalog = get_catalog(current.catalog_url)
