@@ -57,13 +57,13 @@ def active_alarms(catalog: Catalog) -> list[dict[str, Any]]:
 
 # -- reads and claims of the notifiers (t0dqm.notify), status and metrics ------------------------------------
 
-def active_and_recent(conn: Connection, since: float) -> list[Row[Any]]:
+def active_and_recent(conn: Connection, since: float) -> list[Row[*tuple[Any, ...]]]:
     """Active alarms and those changed since ``since``, active first, then newest first."""
     return list(conn.execute(select(alarms).where(or_(alarms.c.active.is_(True), alarms.c.last_at >= since))
                              .order_by(alarms.c.active.desc(), alarms.c.last_at.desc())).all())
 
 
-def active_oldest_first(conn: Connection) -> list[Row[Any]]:
+def active_oldest_first(conn: Connection) -> list[Row[*tuple[Any, ...]]]:
     """Active alarms in the order they were first raised (the notifiers' worklist)."""
     return list(conn.execute(select(alarms).where(alarms.c.active.is_(True)).order_by(alarms.c.first_at)).all())
 
