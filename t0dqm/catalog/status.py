@@ -1,9 +1,9 @@
 """Read-only views across the catalog: the operator's counts (``t0dqm status``, the metrics exporter), the
 archive listing of ``t0dqm archive``, and the progress and invariant checks of ``t0dqm demo`` and the chaos runs.
 
-File and archive totals per state come from the running counts (t0dqm.catalog.counts), not from here:
-these queries either read small tables or run in development tools, never on a production scrape's hot path
-except :func:`oldest_waiting_since`, which reads indexed minima.
+File and archive totals per state come from the running counts (t0dqm.catalog.counts), not from here. On a
+scrape, the metrics exporter reads only :func:`unresolved_quarantined` and :func:`oldest_waiting_since`;
+the rest serve the operator's commands and the development tools.
 """
 
 from __future__ import annotations
