@@ -556,42 +556,38 @@ class Catalog:
     # -- heartbeats -------------------------------------------------------------------------------
     def beat(self, identity: str, role: str, where: str, started_at: float) -> float:
         """Insert or refresh a process's heartbeat row; the database time of the beat."""
-        host, _, rest = identity.partition(":")
-        pid = int(rest.split(":", 1)[0])
+        from t0dqm.catalog import heartbeats as hb
+
         with self.begin() as conn:
-            now = db_now(conn)
-            result = conn.execute(update(heartbeats).where(heartbeats.c.identity == identity)
-                                  .values(beat_at=now, role=role, locator=where))
-            if result.rowcount == 0:
-                conn.execute(insert(heartbeats).values(identity=identity, host=host, pid=pid, role=role,
-                                                       locator=where, started_at=started_at, beat_at=now))
-        return now
+            return hb.beat(conn, identity, role, where, started_at)
 
     def forget(self, identity: str) -> None:
         """Remove a process's heartbeat (clean exit): whatever it still holds is free at once."""
+        from t0dqm.catalog import heartbeats as hb
+
         with self.begin() as conn:
-            conn.execute(heartbeats.delete().where(heartbeats.c.identity == identity))
+            hb.forget(conn, identity)
 
     def reap_heartbeats(self, older_than: float) -> int:
         """Drop heartbeat rows older than ``older_than`` seconds (long-dead processes)."""
+        from t0dqm.catalog import heartbeats as hb
+
         with self.begin() as conn:
-            return conn.execute(heartbeats.delete().where(
-                heartbeats.c.beat_at < db_now(conn) - older_than)).rowcount
+            return hb.reap(conn, older_than)
 
     def record_beat_run(self, name: str, at: float, sent_by: str) -> None:
         """The elected beat sent schedule entry ``name`` at ``at``."""
+        from t0dqm.catalog import heartbeats as hb
+
         with self.begin() as conn:
-            result = conn.execute(update(beat_runs).where(beat_runs.c.name == name).values(
-                last_run_at=at, runs=beat_runs.c.runs + 1, sent_by=sent_by))
-            if result.rowcount == 0:
-                conn.execute(insert(beat_runs).values(name=name, last_run_at=at, runs=1, sent_by=sent_by))
+            hb.record_beat_run(conn, name, at, sent_by)
 
     def beat_last_runs(self, prefix: str) -> dict[str, float]:
         """Entry name (without ``prefix``) -> when the elected beat last sent it."""
+        from t0dqm.catalog import heartbeats as hb
+
         with self.read() as conn:
-            rows = conn.execute(select(beat_runs.c.name, beat_runs.c.last_run_at)
-                                .where(beat_runs.c.name.startswith(prefix, autoescape=True)))
-            return {name[len(prefix):]: at for name, at in rows}
+            return hb.beat_last_runs(conn, prefix)
 
     def lease_report(self) -> list[dict[str, Any]]:
         """Every named lease with its holder's state: live, expired, or dead and why (operators)."""
@@ -605,10 +601,10 @@ class Catalog:
 
     def live_processes(self) -> list[RowMapping]:
         """Heartbeat rows with a fresh beat, newest first (health, status)."""
+        from t0dqm.catalog import heartbeats as hb
+
         with self.read() as conn:
-            now = db_now(conn)
-            return list(conn.execute(select(heartbeats).where(heartbeats.c.beat_at >= now - self.stale_after)
-                                     .order_by(heartbeats.c.beat_at.desc())).mappings())
+            return hb.live(conn, self.stale_after)
 
     # -- queries ----------------------------------------------------------------------------------
     def get(self, entity: str, row_id: int) -> RowMapping | None:

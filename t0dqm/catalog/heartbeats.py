@@ -1,14 +1,70 @@
-"""Who is alive and what it holds: reads of the named leases (beat election, metrics, chaos runs).
+"""Who is alive and what it holds: the heartbeat rows of live processes, the elected beat's record of its runs,
+and reads of the named leases (beat election, metrics, chaos runs).
 
-Taking, renewing and releasing a lease, and writing heartbeats, are Catalog methods (t0dqm.catalog.db).
+The Catalog methods (t0dqm.catalog.db: beat, forget, reap_heartbeats, record_beat_run, beat_last_runs,
+live_processes) open the transaction and call these. Taking, renewing and releasing a lease, and judging a
+holder dead (dead_owners), stay in t0dqm.catalog.db with the claims they guard.
 """
 
 from __future__ import annotations
 
-from sqlalchemy import select
-from sqlalchemy.engine import Connection
+from sqlalchemy import insert, select, update
+from sqlalchemy.engine import Connection, RowMapping
 
-from t0dqm.catalog.db import leases
+from t0dqm.catalog.db import beat_runs, db_now, heartbeats, leases
+
+# -- heartbeats ----------------------------------------------------------------------------------------------
+
+
+def beat(conn: Connection, identity: str, role: str, where: str, started_at: float) -> float:
+    """Insert or refresh a process's heartbeat row; the database time of the beat."""
+    host, _, rest = identity.partition(":")
+    pid = int(rest.split(":", 1)[0])
+    now = db_now(conn)
+    result = conn.execute(update(heartbeats).where(heartbeats.c.identity == identity)
+                          .values(beat_at=now, role=role, locator=where))
+    if result.rowcount == 0:
+        conn.execute(insert(heartbeats).values(identity=identity, host=host, pid=pid, role=role,
+                                               locator=where, started_at=started_at, beat_at=now))
+    return now
+
+
+def forget(conn: Connection, identity: str) -> None:
+    """Remove a process's heartbeat (clean exit)."""
+    conn.execute(heartbeats.delete().where(heartbeats.c.identity == identity))
+
+
+def reap(conn: Connection, older_than: float) -> int:
+    """Drop heartbeat rows older than ``older_than`` seconds; how many."""
+    return int(conn.execute(heartbeats.delete().where(
+        heartbeats.c.beat_at < db_now(conn) - older_than)).rowcount)
+
+
+def live(conn: Connection, stale_after: float) -> list[RowMapping]:
+    """Heartbeat rows with a beat fresher than ``stale_after`` seconds, newest first."""
+    now = db_now(conn)
+    return list(conn.execute(select(heartbeats).where(heartbeats.c.beat_at >= now - stale_after)
+                             .order_by(heartbeats.c.beat_at.desc())).mappings())
+
+
+# -- the elected beat's runs (t0dqm.beat_election) -----------------------------------------------------------
+
+def record_beat_run(conn: Connection, name: str, at: float, sent_by: str) -> None:
+    """The elected beat sent schedule entry ``name`` at ``at``."""
+    result = conn.execute(update(beat_runs).where(beat_runs.c.name == name).values(
+        last_run_at=at, runs=beat_runs.c.runs + 1, sent_by=sent_by))
+    if result.rowcount == 0:
+        conn.execute(insert(beat_runs).values(name=name, last_run_at=at, runs=1, sent_by=sent_by))
+
+
+def beat_last_runs(conn: Connection, prefix: str) -> dict[str, float]:
+    """Entry name (without ``prefix``) -> when the elected beat last sent it."""
+    rows = conn.execute(select(beat_runs.c.name, beat_runs.c.last_run_at)
+                        .where(beat_runs.c.name.startswith(prefix, autoescape=True)))
+    return {name[len(prefix):]: at for name, at in rows}
+
+
+# -- named leases --------------------------------------------------------------------------------------------
 
 
 def lease_owner(conn: Connection, name: str) -> str | None:
