@@ -15,7 +15,7 @@ from sqlalchemy import func, or_, select
 from sqlalchemy.engine import Connection, Row, RowMapping
 
 from t0dqm.catalog import states
-from t0dqm.catalog.db import archives, files, members, quarantine, t0_outputs, t0_rules
+from t0dqm.catalog.db import TABLES, archives, files, members, quarantine, t0_outputs, t0_rules
 from t0dqm.catalog.queries import not_member
 from t0dqm.catalog.states import INDEX_SKIPPED, INDEXED
 
@@ -149,16 +149,12 @@ def archive_claimants(conn: Connection, state: str, now: float) -> list[str]:
         archives.c.state == state, archives.c.claimed_until > now))]
 
 
-def archives_claimed_by(conn: Connection, owner_like: str, now: float) -> list[int]:
-    """Ids of the archives under an unexpired claim whose holder matches the LIKE pattern ``owner_like``."""
-    return [r[0] for r in conn.execute(select(archives.c.id).where(
-        archives.c.claimed_by.like(owner_like), archives.c.claimed_until > now))]
-
-
-def files_claimed_by(conn: Connection, owner_like: str, now: float) -> list[int]:
-    """Ids of the files under an unexpired claim whose holder matches the LIKE pattern ``owner_like``."""
-    return [r[0] for r in conn.execute(select(files.c.id).where(
-        files.c.claimed_by.like(owner_like), files.c.claimed_until > now))]
+def claimed_by(conn: Connection, entity: str, owner_like: str, now: float) -> list[int]:
+    """Ids of the ``entity`` rows (file, archive) under an unexpired claim whose holder matches the LIKE
+    pattern ``owner_like``."""
+    table = TABLES[entity]
+    return [r[0] for r in conn.execute(select(table.c.id).where(
+        table.c.claimed_by.like(owner_like), table.c.claimed_until > now))]
 
 
 def archive_ids_at(conn: Connection, paths: list[str]) -> list[int]:

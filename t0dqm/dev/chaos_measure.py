@@ -224,8 +224,8 @@ def held_by(catalog: Catalog, host: str, now: float | None = None) -> Held:
     like = f"{host}:%"
     held = Held()
     with catalog.read() as conn:
-        held.archives = views.archives_claimed_by(conn, like, now)
-        held.files = views.files_claimed_by(conn, like, now)
+        held.archives = views.claimed_by(conn, "archive", like, now)
+        held.files = views.claimed_by(conn, "file", like, now)
         held.leases = heartbeats.unexpired_held_by(conn, like, now)
         zip_paths = [name[len("zip:"):] for name in held.leases if name.startswith("zip:")]
         if zip_paths:
