@@ -23,7 +23,8 @@ from celery.beat import ScheduleEntry, Scheduler
 from sqlalchemy.exc import SQLAlchemyError
 
 from t0dqm import config
-from t0dqm.catalog.db import Catalog, get_catalog, leases
+from t0dqm.catalog import heartbeats
+from t0dqm.catalog.db import Catalog, get_catalog
 from t0dqm.identity import process_identity
 
 logger = logging.getLogger("t0dqm.beat")
@@ -35,10 +36,8 @@ def leader_lease_name(settings: config.Settings) -> str:
 
 def current_leader(catalog: Catalog, settings: config.Settings) -> str | None:
     """The owner of the beat leader lease, if any (status, tests)."""
-    from sqlalchemy import select
-
     with catalog.read() as conn:
-        return conn.execute(select(leases.c.owner).where(leases.c.name == leader_lease_name(settings))).scalar()
+        return heartbeats.lease_owner(conn, leader_lease_name(settings))
 
 
 class ElectedScheduler(Scheduler):

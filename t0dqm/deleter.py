@@ -10,10 +10,9 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from sqlalchemy import select
-
 from t0dqm import config, storage
-from t0dqm.catalog.db import Catalog, archives, files, get_catalog
+from t0dqm.catalog import audit
+from t0dqm.catalog.db import Catalog, get_catalog
 from t0dqm.catalog.states import archive_safe_states
 
 
@@ -64,10 +63,7 @@ def _check_archived(catalog: Catalog, resolved: str, settings: config.Settings) 
         return
     rel = str(path.relative_to(repo))
     with catalog.read() as conn:
-        row = conn.execute(
-            select(files.c.id, archives.c.state)
-            .select_from(files.outerjoin(archives, files.c.archive_id == archives.c.id))
-            .where(files.c.path == rel)).first()
+        row = audit.file_archive_state(conn, rel)
     if row is None:
         raise DeletionRefused(f"refusing {resolved}: not in the catalog")
     safe = archive_safe_states(settings["archive"]["require_tape"])

@@ -26,10 +26,9 @@ from dataclasses import dataclass
 from email.message import EmailMessage
 from typing import Any, Protocol
 
-from sqlalchemy import or_, select, update
-
 from t0dqm import config
-from t0dqm.catalog.db import Catalog, alarms
+from t0dqm.catalog import alarms
+from t0dqm.catalog.db import Catalog
 
 log = logging.getLogger("t0dqm.notify")
 
@@ -167,20 +166,14 @@ def list_alarms(catalog: Catalog, recent_seconds: float = 86400, now: float | No
     """Active alarms and those cleared within ``recent_seconds``, newest first."""
     now = time.time() if now is None else now
     with catalog.read() as conn:
-        rows = conn.execute(select(alarms).where(or_(alarms.c.active.is_(True),
-                                                     alarms.c.last_at >= now - recent_seconds))
-                            .order_by(alarms.c.active.desc(), alarms.c.last_at.desc())).all()
+        rows = alarms.active_and_recent(conn, now - recent_seconds)
     return [_row_to_alarm(r) for r in rows]
 
 
 def _claim(catalog: Catalog, alarm: Alarm, now: float, min_interval: float) -> bool:
     """Set notified_at=now only if it is still due (one dispatcher wins)."""
     with catalog.begin() as conn:
-        cond = alarms.c.notified_at.is_(None) if alarm.notified_at is None else \
-            alarms.c.notified_at == alarm.notified_at
-        result = conn.execute(update(alarms).where(alarms.c.key == alarm.key, alarms.c.active.is_(True), cond)
-                              .values(notified_at=now))
-        return result.rowcount == 1
+        return alarms.claim_notification(conn, alarm.key, alarm.notified_at, now)
 
 
 def dispatch_pending(catalog: Catalog, settings: config.Settings, notifiers: Sequence[Notifier] | None = None,
@@ -194,7 +187,7 @@ def dispatch_pending(catalog: Catalog, settings: config.Settings, notifiers: Seq
     min_interval = float(settings["alarms"]["min_interval"])
     notifiers = list(notifiers) if notifiers is not None else notifiers_from_settings(settings)
     with catalog.read() as conn:
-        rows = conn.execute(select(alarms).where(alarms.c.active.is_(True)).order_by(alarms.c.first_at)).all()
+        rows = alarms.active_oldest_first(conn)
     sent = 0
     for alarm in (_row_to_alarm(r) for r in rows):
         if not is_due(alarm, now, min_interval) or not _claim(catalog, alarm, now, min_interval):
@@ -210,6 +203,5 @@ def dispatch_pending(catalog: Catalog, settings: config.Settings, notifiers: Seq
             sent += 1
         else:
             with catalog.begin() as conn:
-                conn.execute(update(alarms).where(alarms.c.key == alarm.key, alarms.c.notified_at == now)
-                             .values(notified_at=alarm.notified_at))
+                alarms.unclaim_notification(conn, alarm.key, now, alarm.notified_at)
     return sent

@@ -7,11 +7,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import redis
-from sqlalchemy import func, select
 
 from t0dqm import config
+from t0dqm.catalog import alarms
 from t0dqm.catalog import counts as running_counts
-from t0dqm.catalog.db import Catalog, alarms, quarantine, t0_outputs, t0_rules
+from t0dqm.catalog import status as views
+from t0dqm.catalog.db import Catalog
 from t0dqm.catalog.gui import counts as gui_counts
 
 
@@ -59,14 +60,11 @@ def catalog_counts(catalog: Catalog) -> dict[str, Any]:
             "files": _nonzero(running_counts.by(totals, "state", "file")),
             "index": _nonzero(running_counts.by(totals, "index_state", "file")),
             "archives": _nonzero(running_counts.by(totals, "state", "archive")),
-            "t0_outputs": dict(conn.execute(select(t0_outputs.c.state, func.count())
-                                            .group_by(t0_outputs.c.state)).all()),
-            "t0_rules": dict(conn.execute(select(t0_rules.c.state, func.count()).group_by(t0_rules.c.state)).all()),
-            "quarantined": conn.execute(select(func.count()).select_from(quarantine)
-                                        .where(quarantine.c.resolved_at.is_(None))).scalar_one(),
+            "t0_outputs": views.t0_output_states(conn),
+            "t0_rules": views.t0_rule_states(conn),
+            "quarantined": views.unresolved_quarantined(conn),
             "gui": gui_counts(conn),
-            "active_alarms": [dict(r) for r in conn.execute(
-                select(alarms).where(alarms.c.active.is_(True)).order_by(alarms.c.last_at.desc())).mappings()],
+            "active_alarms": alarms.active_newest_first(conn),
         }
 
 

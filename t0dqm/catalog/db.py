@@ -9,9 +9,10 @@ Timestamps are float seconds since the epoch (UTC).
 from __future__ import annotations
 
 import os
+import re
 import threading
 import time
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
@@ -37,7 +38,7 @@ from sqlalchemy import (
     text,
     update,
 )
-from sqlalchemy.engine import Connection
+from sqlalchemy.engine import Connection, RowMapping
 from sqlalchemy.exc import IntegrityError
 
 from t0dqm.identity import (
@@ -48,7 +49,8 @@ from t0dqm.identity import (
     worker_identity,
 )
 
-__all__ = ["Catalog", "get_catalog", "reset_catalogs", "worker_identity", "dead_owners", "db_now"]
+__all__ = ["Catalog", "Connection", "DatabaseRefused", "get_catalog", "reset_catalogs", "worker_identity",
+           "dead_owners", "db_now", "prepare_empty_database"]
 
 metadata = MetaData()
 
@@ -286,7 +288,7 @@ alarms = Table(
 # Running totals per (entity, cls, state, index_state) of files and archives: rows and bytes (schema 3).
 # Triggers append to count_deltas in the writer's transaction; t0dqm.catalog.counts folds them into counts.
 # Archives use '' for cls and index_state.
-def _count_key(primary_key: bool) -> list[Column]:
+def _count_key(primary_key: bool) -> list[Column[str]]:
     return [Column(name, String(size), nullable=False, primary_key=primary_key)
             for name, size in (("entity", 16), ("cls", 32), ("state", 16), ("index_state", 16))]
 
@@ -554,42 +556,38 @@ class Catalog:
     # -- heartbeats -------------------------------------------------------------------------------
     def beat(self, identity: str, role: str, where: str, started_at: float) -> float:
         """Insert or refresh a process's heartbeat row; the database time of the beat."""
-        host, _, rest = identity.partition(":")
-        pid = int(rest.split(":", 1)[0])
+        from t0dqm.catalog import heartbeats as hb
+
         with self.begin() as conn:
-            now = db_now(conn)
-            result = conn.execute(update(heartbeats).where(heartbeats.c.identity == identity)
-                                  .values(beat_at=now, role=role, locator=where))
-            if result.rowcount == 0:
-                conn.execute(insert(heartbeats).values(identity=identity, host=host, pid=pid, role=role,
-                                                       locator=where, started_at=started_at, beat_at=now))
-        return now
+            return hb.beat(conn, identity, role, where, started_at)
 
     def forget(self, identity: str) -> None:
         """Remove a process's heartbeat (clean exit): whatever it still holds is free at once."""
+        from t0dqm.catalog import heartbeats as hb
+
         with self.begin() as conn:
-            conn.execute(heartbeats.delete().where(heartbeats.c.identity == identity))
+            hb.forget(conn, identity)
 
     def reap_heartbeats(self, older_than: float) -> int:
         """Drop heartbeat rows older than ``older_than`` seconds (long-dead processes)."""
+        from t0dqm.catalog import heartbeats as hb
+
         with self.begin() as conn:
-            return conn.execute(heartbeats.delete().where(
-                heartbeats.c.beat_at < db_now(conn) - older_than)).rowcount
+            return hb.reap(conn, older_than)
 
     def record_beat_run(self, name: str, at: float, sent_by: str) -> None:
         """The elected beat sent schedule entry ``name`` at ``at``."""
+        from t0dqm.catalog import heartbeats as hb
+
         with self.begin() as conn:
-            result = conn.execute(update(beat_runs).where(beat_runs.c.name == name).values(
-                last_run_at=at, runs=beat_runs.c.runs + 1, sent_by=sent_by))
-            if result.rowcount == 0:
-                conn.execute(insert(beat_runs).values(name=name, last_run_at=at, runs=1, sent_by=sent_by))
+            hb.record_beat_run(conn, name, at, sent_by)
 
     def beat_last_runs(self, prefix: str) -> dict[str, float]:
         """Entry name (without ``prefix``) -> when the elected beat last sent it."""
+        from t0dqm.catalog import heartbeats as hb
+
         with self.read() as conn:
-            rows = conn.execute(select(beat_runs.c.name, beat_runs.c.last_run_at)
-                                .where(beat_runs.c.name.startswith(prefix, autoescape=True)))
-            return {name[len(prefix):]: at for name, at in rows}
+            return hb.beat_last_runs(conn, prefix)
 
     def lease_report(self) -> list[dict[str, Any]]:
         """Every named lease with its holder's state: live, expired, or dead and why (operators)."""
@@ -601,15 +599,15 @@ class Catalog:
                  "holder": ("expired" if r["expires_at"] < now else f"dead: {dead[r['owner']]}"
                             if r["owner"] in dead else "live")} for r in rows]
 
-    def live_processes(self) -> list[Mapping[str, Any]]:
+    def live_processes(self) -> list[RowMapping]:
         """Heartbeat rows with a fresh beat, newest first (health, status)."""
+        from t0dqm.catalog import heartbeats as hb
+
         with self.read() as conn:
-            now = db_now(conn)
-            return list(conn.execute(select(heartbeats).where(heartbeats.c.beat_at >= now - self.stale_after)
-                                     .order_by(heartbeats.c.beat_at.desc())).mappings())
+            return hb.live(conn, self.stale_after)
 
     # -- queries ----------------------------------------------------------------------------------
-    def get(self, entity: str, row_id: int) -> Mapping[str, Any] | None:
+    def get(self, entity: str, row_id: int) -> RowMapping | None:
         table = TABLES[entity]
         with self.read() as conn:
             return conn.execute(select(table).where(table.c.id == row_id)).mappings().first()
@@ -619,6 +617,41 @@ class Catalog:
         col = table.c[column]
         with self.read() as conn:
             return {k: v for k, v in conn.execute(select(col, func.count()).group_by(col)).all()}
+
+
+class DatabaseRefused(RuntimeError):
+    """The database cannot take a new catalog (unreachable, or it holds one already); the message says why."""
+
+
+def prepare_empty_database(url: str) -> str:
+    """The catalog database must hold no t0dqm catalog; a missing PostgreSQL database is created.
+    Returns what was done, for the log (chaos runs on PostgreSQL)."""
+    from sqlalchemy import inspect
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import OperationalError
+
+    engine = create_engine(url)
+    try:
+        with engine.connect() as conn:
+            tables = inspect(conn).get_table_names()
+    except OperationalError as exc:
+        parsed = make_url(url)
+        name = parsed.database or ""
+        if not url.startswith("postgresql") or "does not exist" not in str(exc) or not re.fullmatch(r"\w+", name):
+            raise DatabaseRefused(f"catalog {parsed.render_as_string(hide_password=True)}: {exc.orig}") from None
+        admin = create_engine(parsed.set(database="postgres"), isolation_level="AUTOCOMMIT")
+        try:
+            with admin.connect() as conn:
+                conn.execute(text(f'CREATE DATABASE "{name}"'))
+        finally:
+            admin.dispose()
+        return f"created database {name}"
+    finally:
+        engine.dispose()
+    if "files" in tables:
+        raise DatabaseRefused(f"catalog {make_url(url).render_as_string(hide_password=True)} already holds a "
+                              "t0dqm catalog: give the URL of an empty (or missing) database")
+    return "empty database"
 
 
 _catalogs: dict[str, Catalog] = {}

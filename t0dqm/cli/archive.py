@@ -6,10 +6,10 @@ import time
 from pathlib import Path
 
 import click
-from sqlalchemy import or_, select
 
 from t0dqm import config, storage
-from t0dqm.catalog.db import archives, get_catalog, members
+from t0dqm.catalog import status as views
+from t0dqm.catalog.db import get_catalog
 from t0dqm.catalog.states import ARCHIVE_STATES
 from t0dqm.formats import zipper
 
@@ -35,11 +35,8 @@ def ls(state: str | None) -> None:
     """List archives: serial, files, bytes, state, age (since first write) and path."""
     settings = config.get()
     catalog = get_catalog(settings.catalog_url)
-    query = select(archives).order_by(archives.c.pattern, archives.c.serial)
-    if state:
-        query = query.where(archives.c.state == state)
     with catalog.read() as conn:
-        rows = conn.execute(query).mappings().all()
+        rows = views.list_archives(conn, state)
     now = time.time()
     click.echo(f"{'serial':>6} {'files':>6} {'bytes':>14} {'state':<9} {'age':>7}  path")
     for r in rows:
@@ -59,18 +56,14 @@ def restore(zip_name: str, dest: str, member: str | None) -> None:
     settings = config.get()
     catalog = get_catalog(settings.catalog_url)
     with catalog.read() as conn:
-        cond = or_(archives.c.path == zip_name, archives.c.path.like(f"%/{zip_name}"))
-        if zip_name.isdigit():
-            cond = or_(cond, archives.c.id == int(zip_name))
-        rows = conn.execute(select(archives).where(cond)).mappings().all()
+        rows = views.archives_named(conn, zip_name)
         if len(rows) != 1:
             raise click.ClickException(f"{zip_name}: {len(rows)} archives match; give the path relative to the "
                                        "zip root")
         arch = rows[0]
         wanted = None
         if member:
-            wanted = conn.execute(select(members).where(members.c.archive_id == arch["id"],
-                                                        members.c.name == member)).mappings().first()
+            wanted = views.member_named(conn, arch["id"], member)
             if wanted is None:
                 raise click.ClickException(f"{member} is not a member of {arch['path']}")
     if not arch["adler32"]:

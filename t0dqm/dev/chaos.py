@@ -25,11 +25,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import func, select
 from sqlalchemy.exc import OperationalError
 
 from t0dqm import config, storage
-from t0dqm.catalog.db import Catalog, archives, audit, files, leases, members, quarantine
+from t0dqm.catalog import audit, heartbeats
+from t0dqm.catalog import status as views
+from t0dqm.catalog.db import Catalog
 from t0dqm.catalog.states import INDEXED, archive_safe_states
 from t0dqm.dev import services
 from t0dqm.dev.chaos_ns import children
@@ -228,10 +229,8 @@ class Chaos:
         now = time.time()
         cat = self.catalog()
         with cat.read() as conn:
-            zip_owners = [r[0] for r in conn.execute(select(leases.c.owner).where(
-                leases.c.name.like("zip:%"), leases.c.expires_at > now))]
-            copiers = [r[0] for r in conn.execute(select(archives.c.claimed_by).where(
-                archives.c.state == "frozen", archives.c.claimed_until > now))]
+            zip_owners = heartbeats.unexpired_owners(conn, "zip:%", now)
+            copiers = views.archive_claimants(conn, "frozen", now)
         cat.dispose()
         return zip_owners, copiers
 
@@ -301,7 +300,7 @@ class Chaos:
         assert self.settings and self.xrootd
         cat = self.catalog()
         with cat.read() as conn:
-            rows = conn.execute(select(archives.c.id, archives.c.path).where(archives.c.state == "copied")).all()
+            rows = views.archives_in_state(conn, "copied")
         cat.dispose()
         self.rng.shuffle(rows)
         for row in rows:
@@ -328,8 +327,7 @@ class Chaos:
         cat = self.catalog()
         try:
             with cat.read() as conn:
-                left = conn.execute(select(func.count()).select_from(archives).where(
-                    archives.c.state.in_(["open", "frozen", "copied"]))).scalar_one()
+                left = views.count_archives_in(conn, ["open", "frozen", "copied"])
         finally:
             cat.dispose()
         return left == 0
@@ -503,15 +501,11 @@ class Chaos:
         n_good, n_bad = self.expected()
         cat = self.catalog()
         with cat.read() as conn:
-            rows = conn.execute(select(files.c.id, files.c.name, files.c.path, files.c.index_state,
-                                       files.c.archive_id, files.c.adler32)).all()
-            arch = {r.id: r for r in conn.execute(select(archives))}
-            mem = conn.execute(select(members.c.file_id, members.c.archive_id, members.c.name,
-                                      members.c.adler32)).all()
-            n_quarantined = conn.execute(select(func.count()).select_from(quarantine)
-                                         .where(quarantine.c.reason != "")).scalar_one()
-            deletes = conn.execute(select(audit.c.path, audit.c.at, audit.c.rule)
-                                   .where(audit.c.action == "delete")).all()
+            rows = views.all_files_brief(conn)
+            arch = views.all_archives(conn)
+            mem = views.all_members(conn)
+            n_quarantined = views.quarantined_with_reason(conn)
+            deletes = audit.deletions(conn)
         cat.dispose()
         index_counts: dict[int, int] = {}
         for sample in dqmindex.Index(settings).samples():

@@ -14,7 +14,6 @@ file (t0dqm.dev.chaos_measure).
 from __future__ import annotations
 
 import os
-import re
 import secrets
 import shutil
 import signal
@@ -25,10 +24,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import func, select
-
 from t0dqm import config
-from t0dqm.catalog.db import files, leases
+from t0dqm.catalog import heartbeats
+from t0dqm.catalog import status as views
 from t0dqm.catalog.states import INDEX_PARTIAL
 from t0dqm.dev import chaos_ns, services
 from t0dqm.dev.chaos import Chaos, ChaosOptions, Echo, _pids_of, chaos_env
@@ -82,32 +80,12 @@ def elections_available() -> bool:
 def prepare_database(url: str) -> str:
     """The catalog database must hold no t0dqm catalog; a missing PostgreSQL database is created.
     Returns what was done, for the log."""
-    from sqlalchemy import create_engine, inspect, text
-    from sqlalchemy.engine import make_url
-    from sqlalchemy.exc import OperationalError
+    from t0dqm.catalog.db import DatabaseRefused, prepare_empty_database
 
-    engine = create_engine(url)
     try:
-        with engine.connect() as conn:
-            tables = inspect(conn).get_table_names()
-    except OperationalError as exc:
-        parsed = make_url(url)
-        name = parsed.database or ""
-        if not url.startswith("postgresql") or "does not exist" not in str(exc) or not re.fullmatch(r"\w+", name):
-            raise ChaosError(f"catalog {parsed.render_as_string(hide_password=True)}: {exc.orig}") from None
-        admin = create_engine(parsed.set(database="postgres"), isolation_level="AUTOCOMMIT")
-        try:
-            with admin.connect() as conn:
-                conn.execute(text(f'CREATE DATABASE "{name}"'))
-        finally:
-            admin.dispose()
-        return f"created database {name}"
-    finally:
-        engine.dispose()
-    if "files" in tables:
-        raise ChaosError(f"catalog {make_url(url).render_as_string(hide_password=True)} already holds a t0dqm "
-                         "catalog: give the URL of an empty (or missing) database")
-    return "empty database"
+        return prepare_empty_database(url)
+    except DatabaseRefused as exc:
+        raise ChaosError(str(exc)) from None
 
 
 @dataclass
@@ -522,8 +500,7 @@ class MultiHostChaos(Chaos):
         cat = self.catalog()
         try:
             with cat.read() as conn:
-                return int(conn.execute(select(func.count()).select_from(files).where(
-                    files.c.index_state == INDEX_PARTIAL)).scalar_one())
+                return views.count_files_in_index_state(conn, INDEX_PARTIAL)
         finally:
             cat.dispose()
 
@@ -532,8 +509,7 @@ class MultiHostChaos(Chaos):
         cat = self.catalog()
         try:
             with cat.read() as conn:
-                return conn.execute(select(leases.c.owner).where(
-                    leases.c.name == name, leases.c.expires_at > time.time())).scalar()
+                return heartbeats.unexpired_lease_owner(conn, name, time.time())
         finally:
             cat.dispose()
 

@@ -18,13 +18,10 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import func, select
-from sqlalchemy.engine import Connection
-
 from t0dqm import config
-from t0dqm.catalog import states
-from t0dqm.catalog.db import Catalog, archives, audit, files, leases, members
-from t0dqm.catalog.queries import not_member
+from t0dqm.catalog import audit, heartbeats
+from t0dqm.catalog import status as views
+from t0dqm.catalog.db import Catalog, Connection
 from t0dqm.formats import dropbox
 from t0dqm.tasks.queued import PRIORITY_STEPS, queue_lists
 
@@ -37,21 +34,10 @@ ITEM_TASKS = ("t0dqm.tasks.receive.receive_batch", "t0dqm.tasks.receive.receive_
 
 def pending_items(conn: Connection, settings: config.Settings) -> dict[str, int]:
     """Items waiting at each queue's steps (the bound a queue's depth is held to)."""
-    def count(query: Any) -> int:
-        return int(conn.execute(query).scalar_one())
-
-    to_zip = count(select(func.count()).select_from(files).where(
-        files.c.state == states.RECEIVED, files.c.zippat.is_not(None), not_member()))
-    # freeze is one step per zip pattern: the patterns of open archives and of files still to zip
-    patterns = {r[0] for r in conn.execute(select(archives.c.pattern).where(archives.c.state == states.OPEN))}
-    patterns |= {r[0] for r in conn.execute(select(files.c.zippat).distinct().where(
-        files.c.state == states.RECEIVED, files.c.zippat.is_not(None), not_member()))}
-    to_tape = count(select(func.count()).select_from(archives).where(
-        archives.c.state.in_([states.FROZEN, states.COPIED])))
-    to_index = count(select(func.count()).select_from(files).where(files.c.index_state == states.INDEX_PENDING))
-    to_merge = count(select(func.count()).select_from(files).where(files.c.index_state == states.INDEX_PARTIAL))
-    return {"receive": len(dropbox.scan_entries(settings.dropbox)), "index": to_index, "index-merge": to_merge,
-            "archive": to_zip + len(patterns), "tape": to_tape, "cleanup": 0, "sync": 0, "ops": 0}
+    pending = views.pending_at_steps(conn)
+    return {"receive": len(dropbox.scan_entries(settings.dropbox)), "index": pending["index"],
+            "index-merge": pending["index-merge"], "archive": pending["archive"], "tape": pending["tape"],
+            "cleanup": 0, "sync": 0, "ops": 0}
 
 
 @dataclass
@@ -238,15 +224,12 @@ def held_by(catalog: Catalog, host: str, now: float | None = None) -> Held:
     like = f"{host}:%"
     held = Held()
     with catalog.read() as conn:
-        held.archives = [r[0] for r in conn.execute(select(archives.c.id).where(
-            archives.c.claimed_by.like(like), archives.c.claimed_until > now))]
-        held.files = [r[0] for r in conn.execute(select(files.c.id).where(
-            files.c.claimed_by.like(like), files.c.claimed_until > now))]
-        held.leases = [r[0] for r in conn.execute(select(leases.c.name).where(
-            leases.c.owner.like(like), leases.c.expires_at > now))]
+        held.archives = views.claimed_by(conn, "archive", like, now)
+        held.files = views.claimed_by(conn, "file", like, now)
+        held.leases = heartbeats.unexpired_held_by(conn, like, now)
         zip_paths = [name[len("zip:"):] for name in held.leases if name.startswith("zip:")]
         if zip_paths:
-            held.zips = [r[0] for r in conn.execute(select(archives.c.id).where(archives.c.path.in_(zip_paths)))]
+            held.zips = views.archive_ids_at(conn, zip_paths)
     return held
 
 
@@ -258,9 +241,7 @@ def takeover(catalog: Catalog, held: Held, killed_at: float, dead_host: str) -> 
     missing = 0
     with catalog.read() as conn:
         def first_audit(entity: str, item: int) -> float | None:
-            return conn.execute(select(func.min(audit.c.at)).where(
-                audit.c.entity == entity, audit.c.entity_id == item, audit.c.at > killed_at,
-                audit.c.host != dead_host)).scalar()
+            return audit.first_change_after(conn, entity, item, killed_at, dead_host)
 
         for entity, ids in (("archive", held.archives), ("file", held.files)):
             for item in ids:
@@ -270,8 +251,7 @@ def takeover(catalog: Catalog, held: Held, killed_at: float, dead_host: str) -> 
                 else:
                     delays.append(at - killed_at)
         for archive_id in held.zips:
-            added = conn.execute(select(func.min(members.c.added_at)).where(
-                members.c.archive_id == archive_id, members.c.added_at > killed_at)).scalar()
+            added = views.first_member_added_after(conn, archive_id, killed_at)
             moved = first_audit("archive", archive_id)
             candidates = [t for t in (added, moved) if t is not None]
             if candidates:
@@ -287,8 +267,7 @@ def takeover(catalog: Catalog, held: Held, killed_at: float, dead_host: str) -> 
 def first_index_after(catalog: Catalog, at: float) -> float | None:
     """Seconds from ``at`` to the next file moved to indexed (by a merge), if any."""
     with catalog.read() as conn:
-        when = conn.execute(select(func.min(audit.c.at)).where(
-            audit.c.action == "index", audit.c.to_state == states.INDEXED, audit.c.at > at)).scalar()
+        when = audit.first_indexed_after(conn, at)
     return round(when - at, 1) if when is not None else None
 
 

@@ -13,12 +13,11 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import func, select
-
 from t0dqm import config
-from t0dqm.catalog.db import Catalog, archives, files, quarantine
+from t0dqm.catalog import status as views
+from t0dqm.catalog.db import Catalog
 from t0dqm.catalog.gui import counts as gui_counts
-from t0dqm.catalog.states import INDEX_SKIPPED, INDEXED, archive_safe_states
+from t0dqm.catalog.states import archive_safe_states
 
 # Short cycles so the demo finishes in a minute or two (production values are in config.DEFAULTS).
 DEMO_ENV = {
@@ -36,16 +35,7 @@ DEMO_ENV = {
 def progress(catalog: Catalog, require_tape: bool) -> dict[str, int]:
     safe = archive_safe_states(require_tape)
     with catalog.read() as conn:
-        n_files = conn.execute(select(func.count()).select_from(files)).scalar_one()
-        indexed = conn.execute(select(func.count()).select_from(files)
-                               .where(files.c.index_state.in_([INDEXED, INDEX_SKIPPED]))).scalar_one()
-        archived = conn.execute(
-            select(func.count()).select_from(files.join(archives, files.c.archive_id == archives.c.id))
-            .where(archives.c.state.in_(list(safe)))).scalar_one()
-        zipped = conn.execute(select(func.count()).select_from(files)
-                              .where(files.c.archive_id.is_not(None))).scalar_one()
-        n_quarantined = conn.execute(select(func.count()).select_from(quarantine)).scalar_one()
-        arch = dict(conn.execute(select(archives.c.state, func.count()).group_by(archives.c.state)).all())
+        n_files, indexed, archived, zipped, n_quarantined, arch = views.progress(conn, safe)
         gui = gui_counts(conn)
     return {"received": n_files, "indexed": indexed, "zipped": zipped, "archived": archived,
             "gui_registered": gui["registered"], "gui_waiting": gui["waiting"], "gui_not_sent": gui["not_sent"],

@@ -25,11 +25,11 @@ from typing import Any
 import redis
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector, CollectorRegistry
-from sqlalchemy import func, select
 
 from t0dqm import config
-from t0dqm.catalog import counts, queries, states
-from t0dqm.catalog.db import Catalog, alarms, archives, files, leases, quarantine
+from t0dqm.catalog import alarms, counts, heartbeats, states
+from t0dqm.catalog import status as views
+from t0dqm.catalog.db import Catalog
 from t0dqm.formats import dropbox
 
 log = logging.getLogger("t0dqm.servers.metrics")
@@ -59,17 +59,7 @@ def oldest_waiting(conn: Any, settings: config.Settings, now: float) -> dict[str
     def age(value: Any) -> float:
         return max(0.0, now - float(value)) if value is not None else 0.0
 
-    out = {
-        "index": age(conn.execute(select(func.min(files.c.created_at)).where(
-            files.c.index_state.in_([states.INDEX_PENDING, states.INDEX_PARTIAL]),
-            files.c.state != states.REMOVED)).scalar()),
-        "zip": age(conn.execute(select(func.min(files.c.created_at)).where(
-            files.c.state == states.RECEIVED, files.c.zippat.is_not(None), queries.not_member())).scalar()),
-        "stage": age(conn.execute(select(func.min(archives.c.frozen_at)).where(
-            archives.c.state == states.FROZEN)).scalar()),
-        "verify": age(conn.execute(select(func.min(archives.c.copied_at)).where(
-            archives.c.state == states.COPIED)).scalar()),
-    }
+    out = {step: age(since) for step, since in views.oldest_waiting_since(conn).items()}
     mtimes = []
     for cand in dropbox.scan(settings.dropbox):
         try:
@@ -152,11 +142,9 @@ class T0Collector(Collector):
             archive_states = counts.by(totals, "state", "archive")
             archived = sum(counts.by(totals, "state", "archive", states=safe, measure="bytes").values())
             used = counts.by(totals, "cls", "file", states=PRESENT, measure="bytes")
-            by_severity = dict(conn.execute(select(alarms.c.severity, func.count())
-                                            .where(alarms.c.active.is_(True)).group_by(alarms.c.severity)).all())
-            quarantined = conn.execute(select(func.count()).select_from(quarantine)
-                                       .where(quarantine.c.resolved_at.is_(None))).scalar_one()
-            beat = conn.execute(select(leases.c.heartbeat_at).where(leases.c.name == "heartbeat:beat")).scalar()
+            by_severity = alarms.active_by_severity(conn)
+            quarantined = views.unresolved_quarantined(conn)
+            beat = heartbeats.lease_heartbeat_at(conn, "heartbeat:beat")
             waiting = oldest_waiting(conn, settings, now)
 
         def gauge(name: str, doc: str, label: str, values: dict[str, Any], keys: tuple[str, ...] = ()) -> Metric:
