@@ -29,7 +29,9 @@ class ExternalOnlyIn(Contract):
 
     def _allowed_line(self, line: str) -> bool:
         for sub in self.allowed_submodules or []:  # type: ignore[attr-defined]
-            pattern = rf"^\s*(from\s+{re.escape(sub)}(\.\w+)*\s+import\b|import\s+{re.escape(sub)}(\.\w+)*\s*$)"
+            pattern = (
+                rf"^\s*(from\s+{re.escape(sub)}(\.\w+)*\s+import\b|import\s+{re.escape(sub)}(\.\w+)*\s*$)"
+            )
             if re.match(pattern, line):
                 return True
         return False
