@@ -121,8 +121,13 @@ def slot_taken(folder: Path, name: str) -> bool:
     return any(os.path.lexists(folder / (name + suffix)) for suffix in ("", *MARKERS))
 
 
-def upload(path: str | os.PathLike[str], dropbox: str | os.PathLike[str], *, declared_size: int | None = None,
-           source: str | None = None) -> Path:
+def upload(
+    path: str | os.PathLike[str],
+    dropbox: str | os.PathLike[str],
+    *,
+    declared_size: int | None = None,
+    source: str | None = None,
+) -> Path:
     """Upload one file into the dropbox; return the path of the uploaded file.
 
     The name is checked as the upload handler did (charset and shape). ``declared_size`` lets tests
@@ -209,8 +214,11 @@ def scan_entries(dropbox: str | os.PathLike[str]) -> list[tuple[str, str, bool]]
     box = os.fspath(dropbox)
     out: list[tuple[tuple, str, str, bool]] = []
     try:
-        slots = sorted(e.name for e in os.scandir(box)  # a symlinked slot may point outside: never follow
-                       if e.is_dir(follow_symlinks=False) and RX_SLOT.match(e.name))
+        slots = sorted(
+            e.name
+            for e in os.scandir(box)  # a symlinked slot may point outside: never follow
+            if e.is_dir(follow_symlinks=False) and RX_SLOT.match(e.name)
+        )
     except FileNotFoundError:
         return []
     for slot in slots:
@@ -242,6 +250,12 @@ def scan(dropbox: str | os.PathLike[str], limit: int | None = None) -> list[Cand
     out = []
     for slot, name, claimed in entries:
         folder = box / slot
-        out.append(Candidate(folder / name, folder / (name + (CLAIMED if claimed else ORIGIN)), _classified(name)[0],
-                             claimed))
+        out.append(
+            Candidate(
+                folder / name,
+                folder / (name + (CLAIMED if claimed else ORIGIN)),
+                _classified(name)[0],
+                claimed,
+            )
+        )
     return out

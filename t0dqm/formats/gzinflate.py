@@ -34,8 +34,9 @@ class GzipCorrupt(Exception):
     pass
 
 
-def inflate(path: str | os.PathLike[str], out: Callable[[bytes], object],
-            stop: Callable[[], bool] | None = None) -> None:
+def inflate(
+    path: str | os.PathLike[str], out: Callable[[bytes], object], stop: Callable[[], bool] | None = None
+) -> None:
     """Inflate every member of ``path``, handing pieces to ``out``; GzipTruncated / GzipCorrupt."""
     d = _zlib.decompressobj(31)
     started = False
@@ -52,7 +53,7 @@ def inflate(path: str | os.PathLike[str], out: Callable[[bytes], object],
                 started = True
                 try:
                     data = d.decompress(raw)
-                except Exception as exc:  # zlib.error / isal error
+                except Exception as exc:  # noqa: BLE001 - zlib.error or isal's error: any is a corrupt stream
                     raise GzipCorrupt(f"gzip error: {exc}") from None
                 if d.eof:
                     raw = d.unused_data
@@ -70,7 +71,8 @@ def _writer(fd: int) -> Callable[[bytes], None]:
     def write(data: bytes) -> None:
         view = memoryview(data)
         while view:
-            view = view[os.write(fd, view):]
+            view = view[os.write(fd, view) :]
+
     return write
 
 

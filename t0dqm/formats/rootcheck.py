@@ -125,7 +125,7 @@ def _open(path: str | os.PathLike[str]) -> Any:
     _check_header(path)
     try:
         return uproot.open(os.fspath(path))
-    except Exception as exc:  # uproot raises OSError, ValueError, DeserializationError, ...
+    except Exception as exc:  # noqa: BLE001 - uproot raises OSError, ValueError, DeserializationError, ...
         raise RootCheckError(f"cannot open: {_short(exc)}") from None
 
 
@@ -145,13 +145,14 @@ def _walk(directory: Any, folders: tuple[str, ...] = ()) -> Iterator[Key]:
         item = Key(folders, name, key.fClassName, key)
         yield item
         if key.fClassName in DIR_CLASSES:
-            yield from _walk(key.get(), folders + (name,))
+            yield from _walk(key.get(), (*folders, name))
 
 
 BUFFER_LIMIT = 64 * 1024 * 1024  # files up to this size are read whole; bigger ones with pread
 
 
 # -- the walk: check and monitor elements --------------------------------------------------------------
+
 
 def _scalar(item: Key) -> tuple[str, str, int | float | str] | None:
     """(name, kind, value) of a TObjString scalar, None if it is not in DQM form."""
@@ -187,7 +188,7 @@ def _verdict(items: list[Key], strict: bool, scalar: Any) -> str:
                 have_run_summary = True
             if item.name == EVENT_INFO:
                 content: list[Key] = []
-                current[item.folders + (item.name,)] = content
+                current[(*item.folders, item.name)] = content
                 event_infos.append(content)
         elif item.folders in current:
             current[item.folders].append(item)
@@ -210,8 +211,7 @@ def _verdict(items: list[Key], strict: bool, scalar: Any) -> str:
                     values[parsed[0]] = parsed[2]
         missing = [s for s in STRICT_SCALARS if s not in values]
         if not missing:
-            return (f"VERIFY: Good to go; R={values['iRun']}:L={values['iLumiSection']}"
-                    f":E={values['iEvent']}")
+            return f"VERIFY: Good to go; R={values['iRun']}:L={values['iLumiSection']}:E={values['iEvent']}"
         if first_missing is None:
             first_missing = missing
     assert first_missing is not None
@@ -251,8 +251,9 @@ def _examine(items: list[Key], strict: bool | None, mes: bool) -> Inspection:
     return Inspection(check, _elements(items, scalar) if mes else [])
 
 
-def _examine_native(path: str | os.PathLike[str], data: bytes | bytearray | memoryview | None,
-                    strict: bool | None, mes: bool) -> Inspection:
+def _examine_native(
+    path: str | os.PathLike[str], data: bytes | bytearray | memoryview | None, strict: bool | None, mes: bool
+) -> Inspection:
     """The native walk; RootCheckError for a verdict or a bad header, any other exception: use uproot."""
     if data is not None:
         head = bytes(data[:40])
@@ -284,14 +285,19 @@ def _examine_uproot(path: str | os.PathLike[str], strict: bool | None, mes: bool
             return _examine(list(_walk(rfile)), strict, mes)
         except RootCheckError:
             raise
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - whatever uproot raises on a damaged file is the verdict
             raise RootCheckError(f"cannot read: {_short(exc)}") from None
     finally:
         rfile.close()
 
 
-def inspect(path: str | os.PathLike[str], strict: bool | None, *, mes: bool = True,
-            data: bytes | bytearray | memoryview | None = None) -> Inspection:
+def inspect(
+    path: str | os.PathLike[str],
+    strict: bool | None,
+    *,
+    mes: bool = True,
+    data: bytes | bytearray | memoryview | None = None,
+) -> Inspection:
     """One walk over a DQM ROOT file: validate it (strict or loose; no check when ``strict`` is None) and
     list its monitor elements. ``data``: the file's bytes when the caller has already read them (receive
     reads the file once for its checksums). Raises RootCheckError(reason)."""
@@ -342,7 +348,7 @@ def run_numbers(path: str | os.PathLike[str]) -> list[int]:
                     if m and sub.fClassName in DIR_CLASSES:
                         runs.append(int(m.group(1)))
         return sorted(set(runs))
-    except Exception as exc:
+    except Exception as exc:  # noqa: BLE001 - whatever uproot raises on a damaged file is the verdict
         raise RootCheckError(f"cannot read: {_short(exc)}") from None
     finally:
         rfile.close()

@@ -70,7 +70,7 @@ def _string(buf: Any, pos: int) -> tuple[str, int]:
         pos += 4
     if n < 0 or pos + n > len(buf):
         raise Unreadable("string outside its record")
-    return bytes(buf[pos:pos + n]).decode(errors="surrogateescape"), pos + n
+    return bytes(buf[pos : pos + n]).decode(errors="surrogateescape"), pos + n
 
 
 def _skip_string(buf: bytes, pos: int) -> int:
@@ -83,7 +83,7 @@ def _skip_string(buf: bytes, pos: int) -> int:
 class NativeKey:
     """One TKey record; ``get()`` reads a TObjString's text (the only objects the checks read)."""
 
-    __slots__ = ("src", "seek", "keylen", "nbytes", "objlen")
+    __slots__ = ("keylen", "nbytes", "objlen", "seek", "src")
 
     def __init__(self, src: Source, seek: int, keylen: int, nbytes: int, objlen: int) -> None:
         if seek < 0 or keylen < 0 or nbytes < keylen or objlen < 0:
@@ -120,12 +120,12 @@ def decompress(raw: Any, objlen: int) -> bytes:
     out: list[bytes] = []
     pos = 0
     while pos < len(raw):
-        head = bytes(raw[pos:pos + 9])
+        head = bytes(raw[pos : pos + 9])
         if len(head) < 9 or head[:2] != b"ZL":
             raise Unreadable(f"compression {head[:2]!r}")
         csize = head[3] | head[4] << 8 | head[5] << 16
         usize = head[6] | head[7] << 8 | head[8] << 16
-        block = zlib.decompress(raw[pos + 9:pos + 9 + csize])
+        block = zlib.decompress(raw[pos + 9 : pos + 9 + csize])
         if len(block) != usize:
             raise Unreadable("bad compressed block")
         out.append(block)
@@ -159,7 +159,7 @@ def dir_keys(src: Source, at: int) -> list[tuple[str, str, NativeKey]]:
         else:
             pos += _KEY_SMALL.size
         n = buf[pos]
-        classname = buf[pos + 1:pos + 1 + n].decode(errors="surrogateescape") if n != 255 else None
+        classname = buf[pos + 1 : pos + 1 + n].decode(errors="surrogateescape") if n != 255 else None
         pos = _skip_string(buf, pos) if n == 255 else pos + 1 + n
         if classname is None:
             raise Unreadable("long class name")
@@ -167,7 +167,7 @@ def dir_keys(src: Source, at: int) -> list[tuple[str, str, NativeKey]]:
         if n == 255:
             name, pos = _string(buf, pos)
         else:
-            name = buf[pos + 1:pos + 1 + n].decode(errors="surrogateescape")
+            name = buf[pos + 1 : pos + 1 + n].decode(errors="surrogateescape")
             pos += 1 + n
         pos = _skip_string(buf, pos)  # title
         if pos > size:
@@ -198,7 +198,7 @@ def walk(src: Source, top: int) -> list[Key]:
             seen.add(name)
             out.append(Key(folders, name, classname, key))
             if classname in DIR_CLASSES:
-                visit(key.data_start, folders + (name,), inner)
+                visit(key.data_start, (*folders, name), inner)
 
     visit(top, (), frozenset())
     return out
@@ -208,4 +208,4 @@ def top_directory(head: Any, begin: int) -> int:
     """Seek of the top directory record: after the file's TKey and name (fBEGIN + fNbytesName)."""
     version = int.from_bytes(head[4:8], "big")
     at = 36 if version >= 1000000 else 28
-    return begin + int.from_bytes(head[at:at + 4], "big")
+    return begin + int.from_bytes(head[at : at + 4], "big")
