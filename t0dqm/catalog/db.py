@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 import threading
 import time
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
@@ -37,7 +37,7 @@ from sqlalchemy import (
     text,
     update,
 )
-from sqlalchemy.engine import Connection
+from sqlalchemy.engine import Connection, RowMapping
 from sqlalchemy.exc import IntegrityError
 
 from t0dqm.identity import (
@@ -286,7 +286,7 @@ alarms = Table(
 # Running totals per (entity, cls, state, index_state) of files and archives: rows and bytes (schema 3).
 # Triggers append to count_deltas in the writer's transaction; t0dqm.catalog.counts folds them into counts.
 # Archives use '' for cls and index_state.
-def _count_key(primary_key: bool) -> list[Column]:
+def _count_key(primary_key: bool) -> list[Column[str]]:
     return [Column(name, String(size), nullable=False, primary_key=primary_key)
             for name, size in (("entity", 16), ("cls", 32), ("state", 16), ("index_state", 16))]
 
@@ -601,7 +601,7 @@ class Catalog:
                  "holder": ("expired" if r["expires_at"] < now else f"dead: {dead[r['owner']]}"
                             if r["owner"] in dead else "live")} for r in rows]
 
-    def live_processes(self) -> list[Mapping[str, Any]]:
+    def live_processes(self) -> list[RowMapping]:
         """Heartbeat rows with a fresh beat, newest first (health, status)."""
         with self.read() as conn:
             now = db_now(conn)
@@ -609,7 +609,7 @@ class Catalog:
                                      .order_by(heartbeats.c.beat_at.desc())).mappings())
 
     # -- queries ----------------------------------------------------------------------------------
-    def get(self, entity: str, row_id: int) -> Mapping[str, Any] | None:
+    def get(self, entity: str, row_id: int) -> RowMapping | None:
         table = TABLES[entity]
         with self.read() as conn:
             return conn.execute(select(table).where(table.c.id == row_id)).mappings().first()

@@ -27,6 +27,7 @@ import urllib.parse
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from t0dqm import storage
 from t0dqm.formats import naming
@@ -189,13 +190,13 @@ def _unlink_if_same(path: Path, ours: Path) -> None:
         pass
 
 
-def sort_key(c: Candidate) -> tuple:
+def sort_key(c: Candidate) -> tuple[Any, ...]:
     """Run desc, version asc, release desc, dataset desc; names that do not classify last."""
     return _classified(c.name)[1]
 
 
 @functools.lru_cache(maxsize=65536)
-def _classified(name: str) -> tuple[naming.DqmName | None, tuple]:
+def _classified(name: str) -> tuple[naming.DqmName | None, tuple[Any, ...]]:
     """(classification or None, sort key) of an upload name; cached, as every scan sees the same names."""
     try:
         info: naming.DqmName | None = naming.classify(name)
@@ -212,7 +213,7 @@ def scan_entries(dropbox: str | os.PathLike[str]) -> list[tuple[str, str, bool]]
     daemon sorted them; plain strings, for the scanner's hot path. Whether a claim's receiver is alive is
     the catalog's business (receive takes the upload's lease or reports it busy)."""
     box = os.fspath(dropbox)
-    out: list[tuple[tuple, str, str, bool]] = []
+    out: list[tuple[tuple[Any, ...], str, str, bool]] = []
     try:
         slots = sorted(
             e.name

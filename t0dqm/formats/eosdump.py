@@ -24,6 +24,7 @@ import sys
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from typing import cast
 
 from t0dqm.formats.streamer_names import AREA, TRANSFERTEST_LABELS, StreamerUnit, parse_unit_dir
 
@@ -489,5 +490,5 @@ def iter_unit_files(
             rec = parse_line(line)
             if rec is None:
                 continue
-            if sel is True or rec.mtime < sel:
+            if sel is True or rec.mtime < cast(Mtime, sel):  # sel: True or a cutoff here
                 yield unit, rec

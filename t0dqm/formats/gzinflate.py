@@ -14,11 +14,15 @@ import os
 import sys
 import zlib
 from collections.abc import Callable
+from types import ModuleType
 
+_zlib: ModuleType
 try:  # ISA-L inflates 2-3x faster than zlib; a dependency, zlib kept as a fallback.
-    from isal import isal_zlib as _zlib  # type: ignore[import-not-found]
+    from isal import isal_zlib
+
+    _zlib = isal_zlib
 except ImportError:  # pragma: no cover - depends on the environment
-    _zlib = zlib  # type: ignore[assignment]
+    _zlib = zlib
 
 READ_SIZE = 8 << 10  # inflated pieces (~30 KiB) stay below malloc's mmap threshold: no page faults per piece
 EXIT_TRUNCATED = 3

@@ -76,7 +76,7 @@ def _string(buf: Any, pos: int) -> tuple[str, int]:
 def _skip_string(buf: bytes, pos: int) -> int:
     n = buf[pos]
     if n == 255:
-        return pos + 5 + _I32.unpack_from(buf, pos + 1)[0]
+        return pos + 5 + int(_I32.unpack_from(buf, pos + 1)[0])
     return pos + 1 + n
 
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from typing import cast
 
 Mtime = tuple[int, int]
 DAY = 86400
@@ -154,7 +155,7 @@ def plan_streamer_cleanup(
                     u.run,
                     u.old_files,
                     u.old_bytes,
-                    tuple(u.old_newest_mtime),
+                    cast(Mtime, tuple(u.old_newest_mtime)),
                     "transfertest-age",
                 )
             )
@@ -185,7 +186,7 @@ def plan_streamer_cleanup(
                 not_eligible += 1
                 continue
             deletions.append(
-                Deletion(u.label, u.stream, u.run, u.files, u.bytes, tuple(u.newest_mtime), rule)
+                Deletion(u.label, u.stream, u.run, u.files, u.bytes, cast(Mtime, tuple(u.newest_mtime)), rule)
             )
             total -= u.bytes
     return StreamerPlan(
