@@ -6,7 +6,7 @@ PYTEST_ARGS ?=
 
 RUCIO_VENV ?= .venv-rucio
 
-.PHONY: deps venv rucio-venv demo up test lint bench clean
+.PHONY: deps venv rucio-venv demo up test check lint bench clean
 
 deps:
 	bash ops/install-deps.sh
@@ -37,6 +37,14 @@ up: venv
 
 test: deps venv rucio-venv
 	$(PY) -m pytest -q $(PYTEST_ARGS)
+
+# Static checks, run by CI before the tests: formatting, lint, types (strict on policies, catalog, formats)
+# and the import contracts that hold the layers (pyproject.toml: [tool.importlinter]).
+check: venv
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/mypy
+	$(VENV)/bin/lint-imports
 
 lint: venv
 	$(VENV)/bin/ruff check .

@@ -43,11 +43,19 @@ class DatasetName:
     alca: str | None = None
 
     def __str__(self) -> str:
-        return build(self.kind, pd=self.pd, era=self.era, version=self.version, tier=self.tier, alca=self.alca)
+        return build(
+            self.kind, pd=self.pd, era=self.era, version=self.version, tier=self.tier, alca=self.alca
+        )
 
     def as_dict(self) -> dict[str, object]:
-        return {"kind": self.kind, "pd": self.pd, "era": self.era, "version": self.version,
-                "tier": self.tier, "alca": self.alca}
+        return {
+            "kind": self.kind,
+            "pd": self.pd,
+            "era": self.era,
+            "version": self.version,
+            "tier": self.tier,
+            "alca": self.alca,
+        }
 
 
 def error_dataset(pd: str) -> str:
@@ -76,7 +84,9 @@ def _check(kind: str, pd: str, era: str, version: int, tier: str, alca: str | No
         raise DatasetNameError(f"tier {tier!r} is not valid for {kind}; allowed: {', '.join(allowed)}")
 
 
-def build(kind: str, *, pd: str, era: str, version: int, tier: str | None = None, alca: str | None = None) -> str:
+def build(
+    kind: str, *, pd: str, era: str, version: int, tier: str | None = None, alca: str | None = None
+) -> str:
     """Build a dataset name; tier defaults to ALCARECO with alca, else FEVT/RAW/RECO."""
     if tier is None:
         tier = ALCA_TIER if alca is not None else DEFAULT_TIER.get(kind, "")
@@ -99,6 +109,8 @@ def parse(name: str) -> DatasetName:
     kind = {"Express": "express", "PromptReco": "promptreco", None: "repack"}[step]
     if kind == "repack" and alca is not None:
         raise DatasetNameError(f"processed dataset {proc!r} follows no Tier-0 convention")
-    result = DatasetName(kind=kind, pd=pd, era=p.group("era"), version=int(p.group("v")), tier=tier, alca=alca)
+    result = DatasetName(
+        kind=kind, pd=pd, era=p.group("era"), version=int(p.group("v")), tier=tier, alca=alca
+    )
     _check(result.kind, result.pd, result.era, result.version, result.tier, result.alca)
     return result

@@ -27,6 +27,7 @@ import urllib.parse
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from t0dqm import storage
 from t0dqm.formats import naming
@@ -121,8 +122,13 @@ def slot_taken(folder: Path, name: str) -> bool:
     return any(os.path.lexists(folder / (name + suffix)) for suffix in ("", *MARKERS))
 
 
-def upload(path: str | os.PathLike[str], dropbox: str | os.PathLike[str], *, declared_size: int | None = None,
-           source: str | None = None) -> Path:
+def upload(
+    path: str | os.PathLike[str],
+    dropbox: str | os.PathLike[str],
+    *,
+    declared_size: int | None = None,
+    source: str | None = None,
+) -> Path:
     """Upload one file into the dropbox; return the path of the uploaded file.
 
     The name is checked as the upload handler did (charset and shape). ``declared_size`` lets tests
@@ -184,13 +190,13 @@ def _unlink_if_same(path: Path, ours: Path) -> None:
         pass
 
 
-def sort_key(c: Candidate) -> tuple:
+def sort_key(c: Candidate) -> tuple[Any, ...]:
     """Run desc, version asc, release desc, dataset desc; names that do not classify last."""
     return _classified(c.name)[1]
 
 
 @functools.lru_cache(maxsize=65536)
-def _classified(name: str) -> tuple[naming.DqmName | None, tuple]:
+def _classified(name: str) -> tuple[naming.DqmName | None, tuple[Any, ...]]:
     """(classification or None, sort key) of an upload name; cached, as every scan sees the same names."""
     try:
         info: naming.DqmName | None = naming.classify(name)
@@ -207,10 +213,13 @@ def scan_entries(dropbox: str | os.PathLike[str]) -> list[tuple[str, str, bool]]
     daemon sorted them; plain strings, for the scanner's hot path. Whether a claim's receiver is alive is
     the catalog's business (receive takes the upload's lease or reports it busy)."""
     box = os.fspath(dropbox)
-    out: list[tuple[tuple, str, str, bool]] = []
+    out: list[tuple[tuple[Any, ...], str, str, bool]] = []
     try:
-        slots = sorted(e.name for e in os.scandir(box)  # a symlinked slot may point outside: never follow
-                       if e.is_dir(follow_symlinks=False) and RX_SLOT.match(e.name))
+        slots = sorted(
+            e.name
+            for e in os.scandir(box)  # a symlinked slot may point outside: never follow
+            if e.is_dir(follow_symlinks=False) and RX_SLOT.match(e.name)
+        )
     except FileNotFoundError:
         return []
     for slot in slots:
@@ -242,6 +251,12 @@ def scan(dropbox: str | os.PathLike[str], limit: int | None = None) -> list[Cand
     out = []
     for slot, name, claimed in entries:
         folder = box / slot
-        out.append(Candidate(folder / name, folder / (name + (CLAIMED if claimed else ORIGIN)), _classified(name)[0],
-                             claimed))
+        out.append(
+            Candidate(
+                folder / name,
+                folder / (name + (CLAIMED if claimed else ORIGIN)),
+                _classified(name)[0],
+                claimed,
+            )
+        )
     return out

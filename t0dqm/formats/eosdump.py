@@ -24,6 +24,7 @@ import sys
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from typing import cast
 
 from t0dqm.formats.streamer_names import AREA, TRANSFERTEST_LABELS, StreamerUnit, parse_unit_dir
 
@@ -45,8 +46,10 @@ def _warn_slow() -> None:
     global _warned
     if _scan is None and not _warned:
         _warned = True
-        log.warning("t0dqm.formats._dumpscan is not built (no C compiler at install?): reading the dump "
-                    "with the pure-Python parser, several times slower")
+        log.warning(
+            "t0dqm.formats._dumpscan is not built (no C compiler at install?): reading the dump "
+            "with the pure-Python parser, several times slower"
+        )
 
 
 class DumpError(Exception):
@@ -90,16 +93,26 @@ class DumpSummary:
     unrecognised_bytes: int = 0
 
     def as_dict(self) -> dict[str, object]:
-        return {"dump": self.path, "dump_mtime": self.dump_mtime, "lines": self.lines,
-                "malformed": self.malformed, "area_files": self.area_files, "area_bytes": self.area_bytes,
-                "other_area_files": self.other_area_files, "units": len(self.units),
-                "unrecognised_files": self.unrecognised_files, "unrecognised_bytes": self.unrecognised_bytes}
+        return {
+            "dump": self.path,
+            "dump_mtime": self.dump_mtime,
+            "lines": self.lines,
+            "malformed": self.malformed,
+            "area_files": self.area_files,
+            "area_bytes": self.area_bytes,
+            "other_area_files": self.other_area_files,
+            "units": len(self.units),
+            "unrecognised_files": self.unrecognised_files,
+            "unrecognised_bytes": self.unrecognised_bytes,
+        }
 
 
 # ---------------------------------------------------------------------------------------- input checks
 
-def check_dump(path: str | os.PathLike[str], *, max_age: float | None = DEFAULT_MAX_AGE,
-               now: float | None = None) -> float:
+
+def check_dump(
+    path: str | os.PathLike[str], *, max_age: float | None = DEFAULT_MAX_AGE, now: float | None = None
+) -> float:
     """Return the dump's mtime (symlinks followed); DumpError if missing or older than ``max_age`` s."""
     try:
         st = os.stat(path)
@@ -170,7 +183,11 @@ class _Inflater:
         try:
             self.proc = subprocess.Popen(
                 [sys.executable, "-m", "t0dqm.formats.gzinflate", os.fspath(path), str(w)],
-                stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, pass_fds=[w])
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.PIPE,
+                pass_fds=[w],
+            )
         except BaseException:
             os.close(r)
             raise
@@ -223,6 +240,7 @@ def iter_chunks(path: str | os.PathLike[str], block: int | None = None) -> Itera
 
 # ------------------------------------------------------------------------------------------ line parser
 
+
 def _pair(text: bytes) -> Mtime | None:
     s, dot, ns = text.partition(b".")
     if not dot or not s.isdigit() or not ns.isdigit():
@@ -239,8 +257,13 @@ def parse_line(line: bytes | str) -> Record | None:
     if len(parts) != 5:
         return None
     p, sz, ck, ct, mt = parts
-    if not (p.startswith(b"path=/") and sz.startswith(b"size=") and ck.startswith(b"checksum=")
-            and ct.startswith(b"ctime=") and mt.startswith(b"mtime=")):
+    if not (
+        p.startswith(b"path=/")
+        and sz.startswith(b"size=")
+        and ck.startswith(b"checksum=")
+        and ct.startswith(b"ctime=")
+        and mt.startswith(b"mtime=")
+    ):
         return None
     size = sz[5:]
     if not size.isdigit():
@@ -249,12 +272,22 @@ def parse_line(line: bytes | str) -> Record | None:
     mtime = _pair(mt[6:])
     if ctime is None or mtime is None:
         return None
-    return Record(path=p[5:].decode("utf-8", "surrogateescape"), size=int(size),
-                  checksum=ck[9:].decode("ascii", "replace"), ctime=ctime, mtime=mtime)
+    return Record(
+        path=p[5:].decode("utf-8", "surrogateescape"),
+        size=int(size),
+        checksum=ck[9:].decode("ascii", "replace"),
+        ctime=ctime,
+        mtime=mtime,
+    )
 
 
-def iter_records(path: str | os.PathLike[str], *, max_age: float | None = DEFAULT_MAX_AGE,
-                 now: float | None = None, malformed: list[int] | None = None) -> Iterator[Record]:
+def iter_records(
+    path: str | os.PathLike[str],
+    *,
+    max_age: float | None = DEFAULT_MAX_AGE,
+    now: float | None = None,
+    malformed: list[int] | None = None,
+) -> Iterator[Record]:
     """Generator of every well-formed record; ``malformed[0]`` (if given) counts the others."""
     check_dump(path, max_age=max_age, now=now)
     for chunk in iter_chunks(path):
@@ -270,6 +303,7 @@ def iter_records(path: str | os.PathLike[str], *, max_age: float | None = DEFAUL
 
 
 # ------------------------------------------------------------------------------------------- aggregator
+
 
 class _Aggregator:
     def __init__(self, summary: DumpSummary, split_cutoff: Mtime | None, split_labels: frozenset[str]):
@@ -309,8 +343,7 @@ class _Aggregator:
             return
         agg.files += 1
         agg.bytes += size
-        if mtime > agg.newest:
-            agg.newest = mtime
+        agg.newest = max(agg.newest, mtime)
         if split and mtime < self.split_cutoff:  # type: ignore[operator]
             agg.old_files += 1
             agg.old_bytes += size
@@ -335,7 +368,7 @@ class _Aggregator:
                 s.malformed += 1
                 continue
             p = rec.path.encode("utf-8", "surrogateescape")
-            self.add(p[:p.rfind(b"/")], rec.size, rec.mtime)
+            self.add(p[: p.rfind(b"/")], rec.size, rec.mtime)
 
     def finish(self) -> DumpSummary:
         """Drop folders looked up for lines that all turned out malformed."""
@@ -352,14 +385,16 @@ class _Aggregator:
         if cut is None:
             runs, odd, other, malformed = _scan(c, _AREA_B, None, 0)
         else:
-            runs, odd, other, malformed = _scan(c, _AREA_B, min(max(cut[0], _I64[0]), _I64[1]),
-                                                min(max(cut[1], _I64[0]), _I64[1]))
+            runs, odd, other, malformed = _scan(
+                c, _AREA_B, min(max(cut[0], _I64[0]), _I64[1]), min(max(cut[1], _I64[0]), _I64[1])
+            )
         self.merge(runs, other, malformed)
         for line in odd:
             self.slow(line)
 
-    def merge(self, runs: list[tuple[bytes, int, int, int, int, int, int, int, int]], other: int,
-              malformed: int) -> None:
+    def merge(
+        self, runs: list[tuple[bytes, int, int, int, int, int, int, int, int]], other: int, malformed: int
+    ) -> None:
         """Fold the scanner's runs (folder, files, bytes, newest s, ns, and files / bytes / newest s,
         ns of those before the split cutoff, newest s -1 when none) and line counts into the summary."""
         s = self.s
@@ -380,8 +415,7 @@ class _Aggregator:
                 continue
             ua.files += m
             ua.bytes += size
-            if (ms, mns) > ua.newest:
-                ua.newest = (ms, mns)
+            ua.newest = max(ua.newest, (ms, mns))
             if split and old_m:
                 ua.old_files += old_m
                 ua.old_bytes += old_size
@@ -419,8 +453,10 @@ def aggregate(
         if a.newest == (-1, 0):  # pragma: no cover - a unit always has a file
             a.newest = (0, 0)
     if require_area and summary.area_files == 0:
-        raise DumpError(f"dump {path} has no file under {AREA} ({summary.lines} lines, "
-                        f"{summary.malformed} malformed): refusing to act on it")
+        raise DumpError(
+            f"dump {path} has no file under {AREA} ({summary.lines} lines, "
+            f"{summary.malformed} malformed): refusing to act on it"
+        )
     return summary
 
 
@@ -442,7 +478,7 @@ def iter_unit_files(
             if _AREA_B not in line:
                 continue
             sp = line.rfind(b" size=")
-            d = line[5:line.rfind(b"/", 0, sp)] if sp > 0 else b""
+            d = line[5 : line.rfind(b"/", 0, sp)] if sp > 0 else b""
             hit = cache.get(d)
             if hit is None:
                 unit = parse_unit_dir(d.decode("utf-8", "surrogateescape")) if d else None
@@ -454,5 +490,5 @@ def iter_unit_files(
             rec = parse_line(line)
             if rec is None:
                 continue
-            if sel is True or rec.mtime < sel:
+            if sel is True or rec.mtime < cast(Mtime, sel):  # sel: True or a cutoff here
                 yield unit, rec

@@ -14,11 +14,15 @@ import os
 import sys
 import zlib
 from collections.abc import Callable
+from types import ModuleType
 
+_zlib: ModuleType
 try:  # ISA-L inflates 2-3x faster than zlib; a dependency, zlib kept as a fallback.
-    from isal import isal_zlib as _zlib  # type: ignore[import-not-found]
+    from isal import isal_zlib
+
+    _zlib = isal_zlib
 except ImportError:  # pragma: no cover - depends on the environment
-    _zlib = zlib  # type: ignore[assignment]
+    _zlib = zlib
 
 READ_SIZE = 8 << 10  # inflated pieces (~30 KiB) stay below malloc's mmap threshold: no page faults per piece
 EXIT_TRUNCATED = 3
@@ -34,8 +38,9 @@ class GzipCorrupt(Exception):
     pass
 
 
-def inflate(path: str | os.PathLike[str], out: Callable[[bytes], object],
-            stop: Callable[[], bool] | None = None) -> None:
+def inflate(
+    path: str | os.PathLike[str], out: Callable[[bytes], object], stop: Callable[[], bool] | None = None
+) -> None:
     """Inflate every member of ``path``, handing pieces to ``out``; GzipTruncated / GzipCorrupt."""
     d = _zlib.decompressobj(31)
     started = False
@@ -52,7 +57,7 @@ def inflate(path: str | os.PathLike[str], out: Callable[[bytes], object],
                 started = True
                 try:
                     data = d.decompress(raw)
-                except Exception as exc:  # zlib.error / isal error
+                except Exception as exc:  # noqa: BLE001 - zlib.error or isal's error: any is a corrupt stream
                     raise GzipCorrupt(f"gzip error: {exc}") from None
                 if d.eof:
                     raw = d.unused_data
@@ -70,7 +75,8 @@ def _writer(fd: int) -> Callable[[bytes], None]:
     def write(data: bytes) -> None:
         view = memoryview(data)
         while view:
-            view = view[os.write(fd, view):]
+            view = view[os.write(fd, view) :]
+
     return write
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import ast
 import io
+import itertools
 import json
 import os
 import tokenize
@@ -35,12 +36,17 @@ def _check_node(node: ast.AST, source: str, depth: int = 0) -> None:
         raise LegacyFormatError(f"{source}: nested deeper than {MAX_DEPTH} levels")
     if isinstance(node, ast.Constant):
         if not isinstance(node.value, _ALLOWED_CONST):
-            raise LegacyFormatError(f"{source}: {type(node.value).__name__} literal not allowed "
-                                    f"(line {node.lineno})")
+            raise LegacyFormatError(
+                f"{source}: {type(node.value).__name__} literal not allowed (line {node.lineno})"
+            )
         return
-    if isinstance(node, ast.UnaryOp) and isinstance(node.op, (ast.USub, ast.UAdd)) \
-            and isinstance(node.operand, ast.Constant) and isinstance(node.operand.value, (int, float)) \
-            and not isinstance(node.operand.value, bool):
+    if (
+        isinstance(node, ast.UnaryOp)
+        and isinstance(node.op, (ast.USub, ast.UAdd))
+        and isinstance(node.operand, ast.Constant)
+        and isinstance(node.operand.value, (int, float))
+        and not isinstance(node.operand.value, bool)
+    ):
         return
     if isinstance(node, (ast.List, ast.Tuple)):
         for elt in node.elts:
@@ -67,16 +73,20 @@ def _strip_long_suffix(text: str) -> str:
     except (tokenize.TokenError, SyntaxError, IndentationError):
         return text
     cuts: list[tuple[int, int]] = []  # (line, col) of an "L" glued to a preceding number
-    for prev, tok in zip(tokens, tokens[1:], strict=False):
-        if (tok.type == tokenize.NAME and tok.string in ("L", "l") and prev.type == tokenize.NUMBER
-                and prev.end == tok.start):
+    for prev, tok in itertools.pairwise(tokens):
+        if (
+            tok.type == tokenize.NAME
+            and tok.string in ("L", "l")
+            and prev.type == tokenize.NUMBER
+            and prev.end == tok.start
+        ):
             cuts.append(tok.start)
     if not cuts:
         return text
     lines = text.splitlines(keepends=True)
     for row, col in reversed(cuts):
         line = lines[row - 1]
-        lines[row - 1] = line[:col] + line[col + 1:]
+        lines[row - 1] = line[:col] + line[col + 1 :]
     return "".join(lines)
 
 
@@ -151,8 +161,9 @@ def check_dqminfo(info: dict[str, Any], source: str = "<info>") -> dict[str, Any
     return info
 
 
-def find_info_files(directory: str | os.PathLike[str],
-                    suffixes: tuple[str, ...] = (".dqminfo",)) -> Iterator[Path]:
+def find_info_files(
+    directory: str | os.PathLike[str], suffixes: tuple[str, ...] = (".dqminfo",)
+) -> Iterator[Path]:
     """Every info file below ``directory`` (sorted, symlinks not followed)."""
     for root, dirs, files in os.walk(directory):
         dirs.sort()

@@ -207,8 +207,18 @@ def classify(name: str, mtime: float | None = None, *, require_v1: bool = True) 
             raise InvalidName(name, f"relval dataset era {era!r} is not a CMSSW release")
     elif "CMSSW" in era:
         raise InvalidName(name, f"CMSSW era {era!r} but the data is not relval")
-    return DqmName(cls, run, version, dataset, era=era, primds=primds, procds=procds, tier=tier,
-                   release=release, mtime=mtime)
+    return DqmName(
+        cls,
+        run,
+        version,
+        dataset,
+        era=era,
+        primds=primds,
+        procds=procds,
+        tier=tier,
+        release=release,
+        mtime=mtime,
+    )
 
 
 def _release_dir(release: str, parts: int) -> str:
@@ -257,8 +267,10 @@ def zip_pattern(info: DqmName, mtime: float | None = None) -> str:
     if c == ONLINE_DATA:
         return f"OnlineData/{run // 10000:05d}xxxx/DQM_Online_R{run // 100:07d}xx_S%04d.zip"
     if c == OFFLINE_DATA:
-        return (f"OfflineData/{info.era}/{info.primds}/"
-                f"DQM_Offline_{info.era}_{info.primds}_R{run // 100:07d}xx_S%04d.zip")
+        return (
+            f"OfflineData/{info.era}/{info.primds}/"
+            f"DQM_Offline_{info.era}_{info.primds}_R{run // 100:07d}xx_S%04d.zip"
+        )
     if c == RELVAL_DATA:
         rel = _need(info.release)
         return f"RelValData/{_release_dir(rel, 2)}_x_x/DQM_RelValData_{rel}_{info.primds}_S%04d.zip"

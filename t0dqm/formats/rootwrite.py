@@ -37,7 +37,9 @@ DIR_RECORD = 60  # TDirectoryFile::Sizeof(): 48 bytes + 12 spare for 64-bit seek
 MIN_COMPRESS = 256  # ROOT compresses objects longer than this
 MAX_BLOCK = 0xFFFFFF  # largest compression block (3-byte sizes)
 _KEY = struct.Struct(">ihiIhhii")  # fNbytes fVersion fObjlen fDatime fKeylen fCycle fSeekKey fSeekPdir
-_DIR = struct.Struct(">hIIiiiii")  # fVersion fDatimeC fDatimeM fNbytesKeys fNbytesName fSeekDir fSeekParent fSeekKeys
+_DIR = struct.Struct(
+    ">hIIiiiii"
+)  # fVersion fDatimeC fDatimeM fNbytesKeys fNbytesName fSeekDir fSeekParent fSeekKeys
 _FREE = struct.Struct(">hii")  # TFree version 1: fFirst fLast (inclusive)
 _HEADER = struct.Struct(">4siiiiiiiBiii")
 
@@ -49,8 +51,14 @@ class RootWriteError(ValueError):
 def datime(when: float) -> int:
     """ROOT's packed TDatime (local time, as ROOT writes it)."""
     t = time.localtime(when)
-    return ((t.tm_year - 1995) << 26 | t.tm_mon << 22 | t.tm_mday << 17 | t.tm_hour << 12
-            | t.tm_min << 6 | t.tm_sec)
+    return (
+        (t.tm_year - 1995) << 26
+        | t.tm_mon << 22
+        | t.tm_mday << 17
+        | t.tm_hour << 12
+        | t.tm_min << 6
+        | t.tm_sec
+    )
 
 
 def tstring(text: str | bytes) -> bytes:
@@ -67,7 +75,7 @@ def compress(payload: bytes, level: int) -> bytes:
         return payload
     out = []
     for start in range(0, len(payload), MAX_BLOCK):
-        chunk = payload[start:start + MAX_BLOCK]
+        chunk = payload[start : start + MAX_BLOCK]
         packed = zlib.compress(chunk, level)
         out.append(b"ZL\x08" + len(packed).to_bytes(3, "little") + len(chunk).to_bytes(3, "little") + packed)
     data = b"".join(out)
@@ -103,8 +111,15 @@ class RootWriter:
     small-key TList payload, as read from another file's StreamerInfo key).
     """
 
-    def __init__(self, name: str, *, title: str = "", compression: int = 1, streamer_info: bytes = b"",
-                 when: float | None = None) -> None:
+    def __init__(
+        self,
+        name: str,
+        *,
+        title: str = "",
+        compression: int = 1,
+        streamer_info: bytes = b"",
+        when: float | None = None,
+    ) -> None:
         self.level = compression
         self.streamer_info = streamer_info
         self.now = time.time() if when is None else when
@@ -163,13 +178,13 @@ class RootWriter:
                 break
             if first < seg[0]:
                 segments.insert(i, [first, last])
-                seg = segments[i]
+                seg = segments[i]  # noqa: PLW2901 - the new segment is the one marked after the loop
                 break
         else:  # pragma: no cover - the tail segment always follows a released record
             raise RootWriteError(f"record at {first} is past the tail free segment")
         if seg is segments[-1]:  # the gap joined the tail: the file ends where the gap starts
             self.end = seg[0]
-            del self.buf[self.end:]
+            del self.buf[self.end :]
         else:
             self._mark(seg[0], seg[1] - seg[0] + 1)
 
@@ -190,8 +205,9 @@ class RootWriter:
     def _keylen(self, classname: str, name: str, title: str) -> int:
         return _KEY.size + len(self._strings(classname, name, title))
 
-    def _write_key(self, classname: str, name: str, title: str, payload: bytes, pdir: int,
-                   cycle: int = 1) -> tuple[int, int, bytes]:
+    def _write_key(
+        self, classname: str, name: str, title: str, payload: bytes, pdir: int, cycle: int = 1
+    ) -> tuple[int, int, bytes]:
         """Write one key record; (seek, nbytes, key header)."""
         strings = self._strings(classname, name, title)
         keylen = _KEY.size + len(strings)
@@ -212,8 +228,12 @@ class RootWriter:
         strings = self._strings("TDirectory", name, title)
         keylen = _KEY.size + len(strings)
         seek = self._alloc(keylen + DIR_RECORD)
-        head = _KEY.pack(keylen + DIR_RECORD, KEY_VERSION, DIR_RECORD, self.datime, keylen, 1, seek,
-                         parent.seek_dir) + strings
+        head = (
+            _KEY.pack(
+                keylen + DIR_RECORD, KEY_VERSION, DIR_RECORD, self.datime, keylen, 1, seek, parent.seek_dir
+            )
+            + strings
+        )
         self._put(seek, head)
         child = Directory(name, title, seek, keylen, parent)
         self._write_dir_header(child)
@@ -230,8 +250,21 @@ class RootWriter:
 
     def _write_dir_header(self, d: Directory) -> None:
         parent = d.parent.seek_dir if d.parent else 0
-        record = _DIR.pack(DIR_VERSION, self.datime, self.datime, d.nbytes_keys, d.nbytes_name, d.seek_dir,
-                           parent, d.seek_keys) + struct.pack(">h", 1) + d.uuid + bytes(12)
+        record = (
+            _DIR.pack(
+                DIR_VERSION,
+                self.datime,
+                self.datime,
+                d.nbytes_keys,
+                d.nbytes_name,
+                d.seek_dir,
+                parent,
+                d.seek_keys,
+            )
+            + struct.pack(">h", 1)
+            + d.uuid
+            + bytes(12)
+        )
         self._put(d.seek_dir + d.nbytes_name, record)
 
     def _write_keys(self, d: Directory) -> None:
@@ -244,7 +277,9 @@ class RootWriter:
         keylen = _KEY.size + len(strings)
         nbytes = keylen + len(payload)  # key lists are never compressed
         seek = self._alloc(nbytes)
-        head = _KEY.pack(nbytes, KEY_VERSION, len(payload), self.datime, keylen, 1, seek, d.seek_dir) + strings
+        head = (
+            _KEY.pack(nbytes, KEY_VERSION, len(payload), self.datime, keylen, 1, seek, d.seek_dir) + strings
+        )
         self._put(seek, head + payload)
         d.seek_keys, d.nbytes_keys = seek, nbytes
         self._write_dir_header(d)
@@ -261,7 +296,8 @@ class RootWriter:
         if self.seek_info:
             self._release(self.seek_info, self.nbytes_info)
         self.seek_info, self.nbytes_info, _ = self._write_key(
-            "TList", "StreamerInfo", "Doubly linked list", self.streamer_info, self.top.seek_dir)
+            "TList", "StreamerInfo", "Doubly linked list", self.streamer_info, self.top.seek_dir
+        )
 
     def _write_free(self) -> None:
         """TFile::WriteFree: the free segments list, sized before its own key takes space."""
@@ -274,16 +310,33 @@ class RootWriter:
         seek = self._alloc(keylen + planned)
         payload = b"".join(_FREE.pack(1, first, last) for first, last in self.free)
         payload = payload.ljust(planned, b"\0")  # one segment fewer when the key filled a gap exactly
-        head = _KEY.pack(keylen + planned, KEY_VERSION, planned, self.datime, keylen, 1, seek,
-                         self.top.seek_dir) + strings
+        head = (
+            _KEY.pack(keylen + planned, KEY_VERSION, planned, self.datime, keylen, 1, seek, self.top.seek_dir)
+            + strings
+        )
         self._put(seek, head + payload)
         self.seek_free, self.nbytes_free = seek, keylen + planned
 
     def _write_header(self) -> None:
         compress_setting = 100 + self.level if self.level > 0 else 0
-        head = _HEADER.pack(b"root", FILE_VERSION, BEGIN, self.end, self.seek_free, self.nbytes_free,
-                            len(self.free), self.top.nbytes_name, 4, compress_setting, self.seek_info,
-                            self.nbytes_info) + struct.pack(">h", 1) + self.top.uuid
+        head = (
+            _HEADER.pack(
+                b"root",
+                FILE_VERSION,
+                BEGIN,
+                self.end,
+                self.seek_free,
+                self.nbytes_free,
+                len(self.free),
+                self.top.nbytes_name,
+                4,
+                compress_setting,
+                self.seek_info,
+                self.nbytes_info,
+            )
+            + struct.pack(">h", 1)
+            + self.top.uuid
+        )
         self._put(0, head)
 
     def close(self) -> bytes:
@@ -294,5 +347,5 @@ class RootWriter:
             self._write_free()
             self._write_header()
             self.closed = True
-            del self.buf[self.end:]
+            del self.buf[self.end :]
         return bytes(self.buf)

@@ -82,7 +82,7 @@ def parse_unit_dir(directory: str) -> StreamerUnit | None:
     i = directory.find(AREA)
     if i < 0:
         return None
-    parts = directory[i + len(AREA):].rstrip("/").split("/")
+    parts = directory[i + len(AREA) :].rstrip("/").split("/")
     if len(parts) != 5:
         return None
     label, stream, d1, d2, d3 = parts

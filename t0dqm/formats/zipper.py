@@ -76,6 +76,7 @@ def _write_member(zf: zipfile.ZipFile, source: str | os.PathLike[str], name: str
 
 # -- inspection -----------------------------------------------------------------------------------
 
+
 def matches(zip_path: str | os.PathLike[str], members: Sequence[Member]) -> bool:
     """True when the zip's central directory and its local headers agree and list exactly the
     catalog's members (names and sizes), all stored. An absent zip matches an empty member list."""
@@ -90,9 +91,11 @@ def matches(zip_path: str | os.PathLike[str], members: Sequence[Member]) -> bool
     except (zipfile.BadZipFile, OSError, ValueError, struct.error):
         return False
     central = [(i.filename, i.file_size, i.header_offset) for i in infos]
-    return (all(i.compress_type == zipfile.ZIP_STORED for i in infos)
-            and central == [(loc.name, loc.size, loc.offset) for loc in local]
-            and {name: size for name, size, _ in central} == {m.name: m.size for m in members})
+    return (
+        all(i.compress_type == zipfile.ZIP_STORED for i in infos)
+        and central == [(loc.name, loc.size, loc.offset) for loc in local]
+        and {name: size for name, size, _ in central} == {m.name: m.size for m in members}
+    )
 
 
 @dataclass(frozen=True)
@@ -133,15 +136,24 @@ def _local_headers(fh: BinaryIO, file_size: int) -> list[_Local]:
         end = data_offset + csize
         if end > file_size:
             break
-        date_time = ((mdate >> 9) + 1980, (mdate >> 5) & 0xF, mdate & 0x1F,
-                     mtime >> 11, (mtime >> 5) & 0x3F, (mtime & 0x1F) * 2)
+        date_time = (
+            (mdate >> 9) + 1980,
+            (mdate >> 5) & 0xF,
+            mdate & 0x1F,
+            mtime >> 11,
+            (mtime >> 5) & 0x3F,
+            (mtime & 0x1F) * 2,
+        )
         out.append(_Local(name, offset, data_offset, csize, crc, date_time, end))
         offset = end
     return out
 
 
-def repair(zip_path: str | os.PathLike[str], members: Sequence[Member],
-           sources: Mapping[str, str | os.PathLike[str]] | None = None) -> str:
+def repair(
+    zip_path: str | os.PathLike[str],
+    members: Sequence[Member],
+    sources: Mapping[str, str | os.PathLike[str]] | None = None,
+) -> str:
     """Make the zip hold exactly the catalog's members. Returns what was done: "ok", "cut" (torn or
     uncommitted trailing members removed, central directory rewritten) or "rebuilt" (from sources).
 
@@ -156,8 +168,11 @@ def repair(zip_path: str | os.PathLike[str], members: Sequence[Member],
         with open(path, "r+b") as fh:
             size = os.fstat(fh.fileno()).st_size
             lead = _local_headers(fh, size)[: len(members)]
-            if len(lead) == len(members) and len({loc.name for loc in lead}) == len(members) and all(
-                    loc.name in wanted and wanted[loc.name].size == loc.size for loc in lead):
+            if (
+                len(lead) == len(members)
+                and len({loc.name for loc in lead}) == len(members)
+                and all(loc.name in wanted and wanted[loc.name].size == loc.size for loc in lead)
+            ):
                 _cut(fh, lead)
         if matches(path, members):
             return "cut"
@@ -188,8 +203,9 @@ def _cut(fh: BinaryIO, lead: Sequence[_Local]) -> None:
     os.fsync(fh.fileno())
 
 
-def rebuild(zip_path: str | os.PathLike[str], members: Sequence[Member],
-            sources: Mapping[str, str | os.PathLike[str]]) -> None:
+def rebuild(
+    zip_path: str | os.PathLike[str], members: Sequence[Member], sources: Mapping[str, str | os.PathLike[str]]
+) -> None:
     """Rewrite the zip from its members' repository files (temp file, fsync, atomic rename); every
     source must have the size and adler32 the catalog records."""
     path = Path(zip_path)
@@ -204,8 +220,10 @@ def rebuild(zip_path: str | os.PathLike[str], members: Sequence[Member],
                 for m in members:
                     got = _write_member(zf, sources[m.name], m.name)
                     if got.size != m.size or got.adler32 != m.adler32:
-                        raise SourceMismatch(f"{sources[m.name]}: {got.size} bytes adler32 {got.adler32}, "
-                                             f"catalog says {m.size} bytes adler32 {m.adler32}")
+                        raise SourceMismatch(
+                            f"{sources[m.name]}: {got.size} bytes adler32 {got.adler32}, "
+                            f"catalog says {m.size} bytes adler32 {m.adler32}"
+                        )
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)
@@ -218,9 +236,16 @@ def rebuild(zip_path: str | os.PathLike[str], members: Sequence[Member],
 
 # -- append ---------------------------------------------------------------------------------------
 
-def append(zip_path: str | os.PathLike[str], source: str | os.PathLike[str], name: str,
-           members: Sequence[Member], *, sources: Mapping[str, str | os.PathLike[str]] | None = None,
-           expected_adler32: str | None = None) -> Member:
+
+def append(
+    zip_path: str | os.PathLike[str],
+    source: str | os.PathLike[str],
+    name: str,
+    members: Sequence[Member],
+    *,
+    sources: Mapping[str, str | os.PathLike[str]] | None = None,
+    expected_adler32: str | None = None,
+) -> Member:
     """Append ``source`` as stored member ``name`` to the zip (created if absent) and fsync it.
 
     ``members`` is the catalog's list for this zip: a zip that does not match it (torn by a crash,
@@ -248,6 +273,7 @@ def append(zip_path: str | os.PathLike[str], source: str | os.PathLike[str], nam
 
 
 # -- whole-file checksum --------------------------------------------------------------------------
+
 
 def _adler_range(fh: BinaryIO, start: int, length: int, value: int = 1) -> int:
     fh.seek(start)
@@ -304,4 +330,3 @@ def extract(zip_path: str | os.PathLike[str], name: str, dest: str | os.PathLike
     finally:
         if tmp:
             Path(tmp).unlink(missing_ok=True)
-

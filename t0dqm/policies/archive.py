@@ -83,8 +83,9 @@ def is_full(size: int, max_zip_bytes: int, min_member_bytes: int = MEMBER_FIXED_
     return size + min_member_bytes + END_RECORD_BYTES > max_zip_bytes
 
 
-def freeze_decisions(archives: Iterable[ArchiveFacts], now: float, freeze_age: float,
-                     max_zip_bytes: int) -> list[FreezeDecision]:
+def freeze_decisions(
+    archives: Iterable[ArchiveFacts], now: float, freeze_age: float, max_zip_bytes: int
+) -> list[FreezeDecision]:
     """Every open serial but the newest of its pattern freezes at once; the newest when its first write
     is at least ``freeze_age`` old, or when it is full. Empty archives are never frozen (they are
     reused by the next file of the pattern)."""
@@ -119,8 +120,9 @@ def backoff_delay(tries: int, base: float, cap: float | None = None) -> float:
     return min(delay, cap) if cap is not None else delay
 
 
-def retry_decision(tries_before: int, now: float, max_tries: int, base: float,
-                   cap: float | None = None) -> RetryDecision:
+def retry_decision(
+    tries_before: int, now: float, max_tries: int, base: float, cap: float | None = None
+) -> RetryDecision:
     """After a failed attempt: when to try again, or give up once ``max_tries`` attempts failed."""
     tries = tries_before + 1
     if tries >= max_tries:
@@ -153,18 +155,21 @@ class VerifyDecision:
     reason: str
 
 
-def verify_decision(expected_size: int, expected_adler32: str, remote: RemoteFacts | None,
-                    require_tape: bool) -> VerifyDecision:
+def verify_decision(
+    expected_size: int, expected_adler32: str, remote: RemoteFacts | None, require_tape: bool
+) -> VerifyDecision:
     """Judge the endpoint's copy: missing or different -> re-stage; matching -> verified, or on_tape
     when the endpoint reports a tape copy. Without ``require_tape`` a verified archive is final."""
     if remote is None:
         return VerifyDecision(states.FROZEN, True, False, "missing at the endpoint")
     if remote.size != expected_size:
-        return VerifyDecision(states.FROZEN, True, False,
-                              f"size at the endpoint {remote.size} != {expected_size}")
+        return VerifyDecision(
+            states.FROZEN, True, False, f"size at the endpoint {remote.size} != {expected_size}"
+        )
     if remote.adler32 is None or remote.adler32.lower().lstrip("0") != expected_adler32.lower().lstrip("0"):
-        return VerifyDecision(states.FROZEN, True, False,
-                              f"adler32 at the endpoint {remote.adler32} != {expected_adler32}")
+        return VerifyDecision(
+            states.FROZEN, True, False, f"adler32 at the endpoint {remote.adler32} != {expected_adler32}"
+        )
     if remote.on_tape:
         return VerifyDecision(states.ON_TAPE, False, True, "on tape")
     if require_tape:

@@ -20,7 +20,8 @@ from dataclasses import dataclass, field
 
 RX_PRODUCER = re.compile(
     r"^(?P<prefix>DQM|Playback|Playback_full)_V(?P<version>\d{4})_(?P<subsys>[A-Za-z0-9]+)"
-    r"_R(?P<run>\d{9})(?:_T(?P<snap>\d{8}))?\.root(?P<done>_d)?$")
+    r"_R(?P<run>\d{9})(?:_T(?P<snap>\d{8}))?\.root(?P<done>_d)?$"
+)
 
 KEEP_DONE = 2
 ORPHAN_WAIT = 15 * 60
@@ -60,10 +61,18 @@ def parse(path: str, mtime: float = 0.0, size: int = 0) -> ProducerFile | None:
     if not m:
         return None
     snap = m.group("snap")
-    return ProducerFile(path=path, name=name, prefix=m.group("prefix"), version=int(m.group("version")),
-                        subsystem=m.group("subsys"), run=int(m.group("run")),
-                        snapshot=int(snap) if snap is not None else None, mtime=mtime, size=size,
-                        done=m.group("done") is not None)
+    return ProducerFile(
+        path=path,
+        name=name,
+        prefix=m.group("prefix"),
+        version=int(m.group("version")),
+        subsystem=m.group("subsys"),
+        run=int(m.group("run")),
+        snapshot=int(snap) if snap is not None else None,
+        mtime=mtime,
+        size=size,
+        done=m.group("done") is not None,
+    )
 
 
 @dataclass(frozen=True)
@@ -98,7 +107,11 @@ def plan_collect(files: Iterable[ProducerFile], open_paths: Iterable[str] = ()) 
     for final in sorted(finals, key=lambda f: (-f.run, f.subsystem, f.name)):
         if final.path in busy:
             continue
-        jobs.append(CollectJob(final, tuple(snapshot_order(snaps.get((final.prefix, final.subsystem, final.run), [])))))
+        jobs.append(
+            CollectJob(
+                final, tuple(snapshot_order(snaps.get((final.prefix, final.subsystem, final.run), [])))
+            )
+        )
     return jobs
 
 
@@ -121,8 +134,11 @@ def done_to_delete(done_files: Iterable[ProducerFile], keep: int = KEEP_DONE) ->
             groups.setdefault(f.key, []).append(f)
     out: list[ProducerFile] = []
     for key in sorted(groups):
-        ranked = sorted(groups[key], key=lambda f: (f.snapshot is not None, f.snapshot or 0, f.mtime, f.name),
-                        reverse=True)
+        ranked = sorted(
+            groups[key],
+            key=lambda f: (f.snapshot is not None, f.snapshot or 0, f.mtime, f.name),
+            reverse=True,
+        )
         out.extend(ranked[keep:])
     return out
 
@@ -141,9 +157,16 @@ def final_path_for(snapshot: ProducerFile) -> str:
     return f"{folder}{snapshot.prefix}_V{snapshot.version:04d}_{snapshot.subsystem}_R{snapshot.run:09d}.root"
 
 
-def plan_orphans(snapshots: Iterable[ProducerFile], existing_paths: Iterable[str], done_newest_mtime:
-                 Mapping[tuple[str, int], float], *, last_upload: float, last_seen_run: int, now: float,
-                 wait: float = ORPHAN_WAIT) -> OrphanDecision:
+def plan_orphans(
+    snapshots: Iterable[ProducerFile],
+    existing_paths: Iterable[str],
+    done_newest_mtime: Mapping[tuple[str, int], float],
+    *,
+    last_upload: float,
+    last_seen_run: int,
+    now: float,
+    wait: float = ORPHAN_WAIT,
+) -> OrphanDecision:
     """The orphan-snapshot rule; nothing happens until ``wait`` seconds passed without an upload.
 
     Snapshots of runs newer than the last seen final are left alone (the run may still be going).
@@ -168,6 +191,7 @@ def plan_orphans(snapshots: Iterable[ProducerFile], existing_paths: Iterable[str
 
 
 # -- producer cleaner -----------------------------------------------------------------------------
+
 
 @dataclass(frozen=True)
 class DiskUsage:
@@ -196,9 +220,17 @@ def _run_order_key(f: ProducerFile) -> tuple[int, str, int, str]:
     return (f.run, f.subsystem, f.snapshot or 0, f.name)
 
 
-def plan_clean(usage: DiskUsage, done_files: Iterable[ProducerFile], *, collect_names: Iterable[tuple[str, float]] = (),
-               collect_dirs: Iterable[str] = (), open_paths: Iterable[str] = (), other_done: Iterable[tuple[str, int]] = (),
-               top: float = CLEAN_TOP, bottom: float = CLEAN_BOTTOM) -> CleanPlan:
+def plan_clean(
+    usage: DiskUsage,
+    done_files: Iterable[ProducerFile],
+    *,
+    collect_names: Iterable[tuple[str, float]] = (),
+    collect_dirs: Iterable[str] = (),
+    open_paths: Iterable[str] = (),
+    other_done: Iterable[tuple[str, int]] = (),
+    top: float = CLEAN_TOP,
+    bottom: float = CLEAN_BOTTOM,
+) -> CleanPlan:
     """Decide the producer cleaner's deletions.
 
     ``done_files`` are producer files in the done folder (``other_done``: (path, size) of anything else
@@ -242,5 +274,12 @@ def plan_clean(usage: DiskUsage, done_files: Iterable[ProducerFile], *, collect_
     for d in sorted(collect_dirs):
         collect.append(d)
         reasons[d] = "subfolder in the collect folder"
-    return CleanPlan(act=True, to_free=to_free, delete=tuple(delete), freed=freed, short=available < to_free,
-                     collect_delete=tuple(collect), reasons=reasons)
+    return CleanPlan(
+        act=True,
+        to_free=to_free,
+        delete=tuple(delete),
+        freed=freed,
+        short=available < to_free,
+        collect_delete=tuple(collect),
+        reasons=reasons,
+    )

@@ -56,8 +56,13 @@ class Sample:
     file: str
 
     def payload(self) -> dict[str, object]:
-        return {"dataset": self.dataset, "run": self.run, "lumi": 0, "file": self.file,
-                "fileformat": FILEFORMAT_TDIRECTORY}
+        return {
+            "dataset": self.dataset,
+            "run": self.run,
+            "lumi": 0,
+            "file": self.file,
+            "fileformat": FILEFORMAT_TDIRECTORY,
+        }
 
 
 @dataclass(frozen=True)
@@ -76,8 +81,9 @@ def gui_dataset(f: FileFacts, online_dataset: str, online_subsystem_dataset: str
     """The GUI dataset of a file (three parts; BadDataset otherwise)."""
     if f.cls == naming.ONLINE_DATA:
         if f.subsystem:
-            return check_dataset(online_subsystem_dataset.format(subsystem=f.subsystem),
-                                 "gui.online_subsystem_dataset")
+            return check_dataset(
+                online_subsystem_dataset.format(subsystem=f.subsystem), "gui.online_subsystem_dataset"
+            )
         return check_dataset(online_dataset, "gui.online_dataset")
     return check_dataset(f.dataset)
 
@@ -93,8 +99,16 @@ def archive_url_path(run: int, dataset: str) -> str:
     return f"/api/v1/archive/{int(run)}/{quote(dataset.strip('/'))}/"
 
 
-def plan(candidates: Iterable[FileFacts], group: Iterable[FileFacts], *, repository: str,
-         online_dataset: str, online_subsystem_dataset: str, prefix: str = "", force: bool = False) -> Plan:
+def plan(
+    candidates: Iterable[FileFacts],
+    group: Iterable[FileFacts],
+    *,
+    repository: str,
+    online_dataset: str,
+    online_subsystem_dataset: str,
+    prefix: str = "",
+    force: bool = False,
+) -> Plan:
     """Which candidates to send and which to leave, with the reason.
 
     ``group``: every catalog row sharing run and dataset with a candidate (candidates included), so a
@@ -143,7 +157,7 @@ def plan(candidates: Iterable[FileFacts], group: Iterable[FileFacts], *, reposit
 
 def batches(samples: Sequence[Sample], size: int) -> list[list[Sample]]:
     size = max(1, int(size))
-    return [list(samples[i:i + size]) for i in range(0, len(samples), size)]
+    return [list(samples[i : i + size]) for i in range(0, len(samples), size)]
 
 
 def retry_delay(retries: int, base: float, cap: float) -> float:

@@ -82,7 +82,9 @@ class HealthFacts:
     broker_error: str | None = None
     beat_heartbeat_at: float | None = None
     beat_known: bool = True  # False when the catalog could not be read
-    collectors: Mapping[str, float | None] = field(default_factory=dict)  # host -> last activity (None = never)
+    collectors: Mapping[str, float | None] = field(
+        default_factory=dict
+    )  # host -> last activity (None = never)
     waiting: Sequence[WaitingItem] = ()
     waiting_totals: Mapping[str, int] = field(default_factory=dict)  # step -> items over the limit (if known)
     steps_checked: Sequence[str] = STEPS
@@ -113,6 +115,7 @@ class HealthDecision:
 
 # -- helpers ---------------------------------------------------------------------------------------
 
+
 def latency_limits(latency_seconds: float, verify_delay: float) -> dict[str, float]:
     """Seconds an item may wait at each step: the latency rule, plus the verify delay for verify
     (a copied archive is only checked once that delay has passed, by design)."""
@@ -134,16 +137,17 @@ def human_seconds(seconds: float) -> str:
 
 def family(key: str) -> str:
     """``health:queue:archive`` -> ``queue``."""
-    return key[len(PREFIX):].split(":", 1)[0] if key.startswith(PREFIX) else ""
+    return key[len(PREFIX) :].split(":", 1)[0] if key.startswith(PREFIX) else ""
 
 
 def subject(key: str) -> str:
     """``health:queue:archive`` -> ``archive`` ('' for keys without one)."""
-    rest = key[len(PREFIX):].split(":", 1)
+    rest = key[len(PREFIX) :].split(":", 1)
     return rest[1] if len(rest) > 1 else ""
 
 
 # -- rules -----------------------------------------------------------------------------------------
+
 
 def queue_alarm(q: QueueFacts, limits: Limits) -> AlarmSpec | None:
     """Not consumed: canary unanswered and nobody listens, or unanswered for longer than canary_max_age."""
@@ -152,20 +156,31 @@ def queue_alarm(q: QueueFacts, limits: Limits) -> AlarmSpec | None:
     key = f"{PREFIX}queue:{q.name}"
     waited = human_seconds(q.canary_waited)
     if q.consumers is not None and not q.consumers:
-        return AlarmSpec(key, "critical", f"queue {q.name} is not consumed: no worker answering the "
-                                          f"inspection listens on it; canary unanswered for {waited}")
+        return AlarmSpec(
+            key,
+            "critical",
+            f"queue {q.name} is not consumed: no worker answering the "
+            f"inspection listens on it; canary unanswered for {waited}",
+        )
     if q.canary_waited >= limits.canary_max_age:
         who = ", ".join(q.consumers) if q.consumers else "unknown workers"
-        return AlarmSpec(key, "critical", f"queue {q.name} is not consumed: {who} listen on it but a canary "
-                                          f"has waited {waited} (worker stopped, hung or saturated)")
+        return AlarmSpec(
+            key,
+            "critical",
+            f"queue {q.name} is not consumed: {who} listen on it but a canary "
+            f"has waited {waited} (worker stopped, hung or saturated)",
+        )
     return None
 
 
 def backlog_alarm(q: QueueFacts, limits: Limits) -> AlarmSpec | None:
     if q.depth is None or q.depth <= limits.max_queue_depth:
         return None
-    return AlarmSpec(f"{PREFIX}backlog:{q.name}", "warning",
-                     f"{q.depth} messages wait on queue {q.name} (limit {limits.max_queue_depth})")
+    return AlarmSpec(
+        f"{PREFIX}backlog:{q.name}",
+        "warning",
+        f"{q.depth} messages wait on queue {q.name} (limit {limits.max_queue_depth})",
+    )
 
 
 def beat_alarm(facts: HealthFacts, limits: Limits) -> AlarmSpec | None:
@@ -173,13 +188,20 @@ def beat_alarm(facts: HealthFacts, limits: Limits) -> AlarmSpec | None:
         return None
     key = f"{PREFIX}beat"
     if facts.beat_heartbeat_at is None:
-        return AlarmSpec(key, "critical", "no beat heartbeat recorded: beat is not running, or no worker "
-                                          "consumes the ops queue")
+        return AlarmSpec(
+            key,
+            "critical",
+            "no beat heartbeat recorded: beat is not running, or no worker consumes the ops queue",
+        )
     age = facts.now - facts.beat_heartbeat_at
     if age > limits.beat_max_age:
-        return AlarmSpec(key, "critical", f"last beat heartbeat {human_seconds(age)} ago (limit "
-                                          f"{human_seconds(limits.beat_max_age)}): beat is down, or no worker "
-                                          f"consumes the ops queue")
+        return AlarmSpec(
+            key,
+            "critical",
+            f"last beat heartbeat {human_seconds(age)} ago (limit "
+            f"{human_seconds(limits.beat_max_age)}): beat is down, or no worker "
+            f"consumes the ops queue",
+        )
     return None
 
 
@@ -197,10 +219,14 @@ def latency_alarms(facts: HealthFacts, limits: Limits) -> list[AlarmSpec]:
         items = sorted(over[step], key=lambda i: (i.since, i.item))
         oldest = items[0]
         count = max(len(items), int(facts.waiting_totals.get(step, 0)))
-        out.append(AlarmSpec(
-            f"{PREFIX}latency:{step}", "critical",
-            f"{count} item(s) waited longer than {human_seconds(limits.latency[step])} at step {step}; "
-            f"oldest {oldest.item} for {human_seconds(facts.now - oldest.since)}"))
+        out.append(
+            AlarmSpec(
+                f"{PREFIX}latency:{step}",
+                "critical",
+                f"{count} item(s) waited longer than {human_seconds(limits.latency[step])} at step {step}; "
+                f"oldest {oldest.item} for {human_seconds(facts.now - oldest.since)}",
+            )
+        )
     return out
 
 
@@ -209,18 +235,26 @@ def collector_alarms(facts: HealthFacts, limits: Limits) -> list[AlarmSpec]:
     for host in sorted(facts.collectors):
         last = facts.collectors[host]
         if last is not None and facts.now - last > limits.collector_max_age:
-            out.append(AlarmSpec(f"{PREFIX}collector:{host}", "warning",
-                                 f"collector on {host} last active {human_seconds(facts.now - last)} ago "
-                                 f"(limit {human_seconds(limits.collector_max_age)})"))
+            out.append(
+                AlarmSpec(
+                    f"{PREFIX}collector:{host}",
+                    "warning",
+                    f"collector on {host} last active {human_seconds(facts.now - last)} ago "
+                    f"(limit {human_seconds(limits.collector_max_age)})",
+                )
+            )
     return out
 
 
 def quarantine_alarm(facts: HealthFacts) -> AlarmSpec | None:
     if not facts.quarantined:
         return None
-    return AlarmSpec(f"{PREFIX}quarantine", "warning",
-                     f"{facts.quarantined} upload(s) quarantined; see `t0dqm retry-bad --list`, fix the cause, "
-                     f"then `t0dqm retry-bad`")
+    return AlarmSpec(
+        f"{PREFIX}quarantine",
+        "warning",
+        f"{facts.quarantined} upload(s) quarantined; see `t0dqm retry-bad --list`, fix the cause, "
+        f"then `t0dqm retry-bad`",
+    )
 
 
 def evaluated(key: str, facts: HealthFacts) -> bool:
@@ -258,21 +292,31 @@ def decide(facts: HealthFacts, limits: Limits) -> HealthDecision:
     raised.extend(collector_alarms(facts, limits))
     raised.extend(a for a in (quarantine_alarm(facts),) if a is not None)
     keys = {a.key for a in raised}
-    clear = tuple(sorted(k for k in set(facts.active_keys)
-                         if k.startswith(PREFIX) and k not in keys and evaluated(k, facts)))
+    clear = tuple(
+        sorted(
+            k
+            for k in set(facts.active_keys)
+            if k.startswith(PREFIX) and k not in keys and evaluated(k, facts)
+        )
+    )
     return HealthDecision(tuple(raised), clear)
 
 
 def limits_from(cfg: Mapping[str, Any], latency_seconds: float, verify_delay: float) -> Limits:
     """Limits from the ``health`` settings table (missing keys take DEFAULTS)."""
     merged = {**DEFAULTS, **dict(cfg)}
-    return Limits(canary_max_age=float(merged["canary_max_age"]), max_queue_depth=int(merged["max_queue_depth"]),
-                  beat_max_age=float(merged["beat_max_age"]),
-                  collector_max_age=float(merged["collector_max_age"]),
-                  latency=latency_limits(latency_seconds, verify_delay))
+    return Limits(
+        canary_max_age=float(merged["canary_max_age"]),
+        max_queue_depth=int(merged["max_queue_depth"]),
+        beat_max_age=float(merged["beat_max_age"]),
+        collector_max_age=float(merged["collector_max_age"]),
+        latency=latency_limits(latency_seconds, verify_delay),
+    )
 
 
-def queues_to_check(all_base: Iterable[str], cfg: Mapping[str, Any], producer_hosts: Iterable[str]) -> list[str]:
+def queues_to_check(
+    all_base: Iterable[str], cfg: Mapping[str, Any], producer_hosts: Iterable[str]
+) -> list[str]:
     """Base queue names to send canaries to: configured ones (or all), minus skipped, plus collect.<host>."""
     merged = {**DEFAULTS, **dict(cfg)}
     chosen = list(merged["queues"]) or list(all_base)

@@ -34,7 +34,9 @@ class MirrorPlan:
     used: dict[str, int] = field(default_factory=dict)
 
 
-def folder_quotas(folders: Mapping[str, int | None], total: int | None, safety: float = SAFETY) -> dict[str, int]:
+def folder_quotas(
+    folders: Mapping[str, int | None], total: int | None, safety: float = SAFETY
+) -> dict[str, int]:
     """Effective quota per folder: explicit quotas as given, the remainder of ``total`` shared evenly
     by the folders without one; every quota reduced by ``safety``. Raises ValueError when a folder has
     no quota and no total is given."""
@@ -56,9 +58,10 @@ def folder_of(path: str, folders: Iterable[str]) -> str | None:
     best = None
     for folder in folders:
         prefix = folder.strip("/")
-        if path == prefix or path.startswith(prefix + "/"):
-            if best is None or len(prefix) > len(best.strip("/")):
-                best = folder
+        if (path == prefix or path.startswith(prefix + "/")) and (
+            best is None or len(prefix) > len(best.strip("/"))
+        ):
+            best = folder
     return best
 
 
@@ -72,13 +75,22 @@ def newest_versions(files: Iterable[FileInfo]) -> list[FileInfo]:
             continue
         key = info.sample_key
         current = best.get(key)
-        if current is None or info.version > current[0] or (info.version == current[0] and f.mtime > current[1].mtime):
+        if (
+            current is None
+            or info.version > current[0]
+            or (info.version == current[0] and f.mtime > current[1].mtime)
+        ):
             best[key] = (info.version, f)
     return [f for _, f in best.values()]
 
 
-def plan_mirror(source: Iterable[FileInfo], dest: Iterable[FileInfo], folders: Mapping[str, int | None],
-                total: int | None = None, safety: float = SAFETY) -> MirrorPlan:
+def plan_mirror(
+    source: Iterable[FileInfo],
+    dest: Iterable[FileInfo],
+    folders: Mapping[str, int | None],
+    total: int | None = None,
+    safety: float = SAFETY,
+) -> MirrorPlan:
     """Decide what the mirror holds, what to copy and what to delete (see module doc)."""
     quotas = folder_quotas(folders, total, safety)
     by_folder: dict[str, list[FileInfo]] = {k: [] for k in folders}
@@ -98,11 +110,15 @@ def plan_mirror(source: Iterable[FileInfo], dest: Iterable[FileInfo], folders: M
             total_used += f.size
         used[folder] = total_used
     dest_map = {f.path: f for f in dest}
-    copy = [p for p, f in sorted(selected.items())
-            if p not in dest_map or dest_map[p].size != f.size or int(dest_map[p].mtime) != int(f.mtime)]
+    copy = [
+        p
+        for p, f in sorted(selected.items())
+        if p not in dest_map or dest_map[p].size != f.size or int(dest_map[p].mtime) != int(f.mtime)
+    ]
     delete = sorted(p for p in dest_map if p not in selected)
-    return MirrorPlan(selected=tuple(sorted(selected)), copy=tuple(copy), delete=tuple(delete), quotas=quotas,
-                      used=used)
+    return MirrorPlan(
+        selected=tuple(sorted(selected)), copy=tuple(copy), delete=tuple(delete), quotas=quotas, used=used
+    )
 
 
 # -- online sync ----------------------------------------------------------------------------------
@@ -112,8 +128,9 @@ DOWNLOAD = "download"
 UP_TO_DATE = "up-to-date"
 
 
-def online_sync_action(local: FileInfo | None, remote_size: int | None, remote_mtime: float | None,
-                       info_exists: bool) -> str:
+def online_sync_action(
+    local: FileInfo | None, remote_size: int | None, remote_mtime: float | None, info_exists: bool
+) -> str:
     """What the online sync does with one remote file.
 
     Missing locally: ``download``, unless its ``.dqminfo`` exists (the file was archived and removed:

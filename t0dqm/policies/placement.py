@@ -45,26 +45,36 @@ def from_config(cfg: Mapping[str, Any]) -> Subscriptions:
     """Subscriptions from the ``subscriptions`` configuration table; SubscriptionError when invalid."""
     default = cfg.get("default_site", "T1_US_FNAL")
     if not isinstance(default, str) or not SITE_RE.match(default):
-        raise SubscriptionError(f"subscriptions.default_site must be a Tier-0/Tier-1 site like T1_US_FNAL, "
-                                f"got {default!r}")
+        raise SubscriptionError(
+            f"subscriptions.default_site must be a Tier-0/Tier-1 site like T1_US_FNAL, got {default!r}"
+        )
     t0_disk = cfg.get("t0_disk", "T0_CH_CERN_Disk")
-    if not isinstance(t0_disk, str) or not RSE_RE.match(t0_disk) or not t0_disk.startswith("T0_") \
-            or not t0_disk.endswith("_Disk"):
-        raise SubscriptionError(f"subscriptions.t0_disk must be a Tier-0 disk RSE like T0_CH_CERN_Disk, "
-                                f"got {t0_disk!r}")
+    if (
+        not isinstance(t0_disk, str)
+        or not RSE_RE.match(t0_disk)
+        or not t0_disk.startswith("T0_")
+        or not t0_disk.endswith("_Disk")
+    ):
+        raise SubscriptionError(
+            f"subscriptions.t0_disk must be a Tier-0 disk RSE like T0_CH_CERN_Disk, got {t0_disk!r}"
+        )
     sites = cfg.get("sites", {})
     if not isinstance(sites, Mapping):
-        raise SubscriptionError("subscriptions.sites must be a table PD = \"T1_XX_Site\"")
+        raise SubscriptionError('subscriptions.sites must be a table PD = "T1_XX_Site"')
     for pd, site in sites.items():
         if not PD_RE.match(str(pd)):
             raise SubscriptionError(f"subscriptions.sites: {pd!r} is not a primary dataset name")
         if not isinstance(site, str) or not SITE_RE.match(site):
-            raise SubscriptionError(f"subscriptions.sites.{pd}: {site!r} is not a Tier-0/Tier-1 site "
-                                    f"(rules go to Tier-0 and Tier-1 sites only)")
+            raise SubscriptionError(
+                f"subscriptions.sites.{pd}: {site!r} is not a Tier-0/Tier-1 site "
+                f"(rules go to Tier-0 and Tier-1 sites only)"
+            )
     tiers = cfg.get("disk_tiers", [])
     if not isinstance(tiers, (list, tuple)) or not all(isinstance(t, str) and t.isupper() for t in tiers):
         raise SubscriptionError(f"subscriptions.disk_tiers must be a list of data tiers, got {tiers!r}")
-    return Subscriptions(sites=dict(sites), default_site=default, t0_disk=t0_disk, disk_tiers=frozenset(tiers))
+    return Subscriptions(
+        sites=dict(sites), default_site=default, t0_disk=t0_disk, disk_tiers=frozenset(tiers)
+    )
 
 
 def tape_rse(site: str) -> str:
@@ -77,7 +87,7 @@ def disk_rse(site: str) -> str:
 
 def base_pd(pd: str) -> str:
     """The PD whose placement an ``<PD>-Error`` dataset (repack output over the hard limit) follows."""
-    return pd[: -len(ERROR_SUFFIX)] if pd.endswith(ERROR_SUFFIX) else pd
+    return pd.removesuffix(ERROR_SUFFIX)
 
 
 @dataclass(frozen=True)
@@ -89,7 +99,13 @@ class Placement:
     reason: str
 
     def as_dict(self) -> dict[str, Any]:
-        return {"pd": self.pd, "tier": self.tier, "site": self.site, "known": self.known, "reason": self.reason}
+        return {
+            "pd": self.pd,
+            "tier": self.tier,
+            "site": self.site,
+            "known": self.known,
+            "reason": self.reason,
+        }
 
 
 def site_for(subs: Subscriptions, pd: str, tier: str) -> Placement:
@@ -100,8 +116,13 @@ def site_for(subs: Subscriptions, pd: str, tier: str) -> Placement:
     via = f" (as {key})" if key != pd else ""
     if site is not None:
         return Placement(pd, tier, site, True, f"{key} is assigned to {site}{via}{follows}")
-    return Placement(pd, tier, subs.default_site, False,
-                     f"{key} is a new PD: default site {subs.default_site}{via}{follows}")
+    return Placement(
+        pd,
+        tier,
+        subs.default_site,
+        False,
+        f"{key} is a new PD: default site {subs.default_site}{via}{follows}",
+    )
 
 
 @dataclass(frozen=True)
@@ -124,6 +145,7 @@ def endpoints(subs: Subscriptions, pd: str, tier: str) -> tuple[Placement, tuple
 
 
 # ------------------------------------------------------------------------------------------------ plan
+
 
 def _tb(n: float) -> str:
     return f"{n / 1e15:.2f} PB" if abs(n) >= 1e15 else f"{n / 1e12:.1f} TB"
@@ -151,8 +173,15 @@ class SiteRow:
     after: int
 
     def as_dict(self) -> dict[str, Any]:
-        return {"site": self.site, "free": self.free, "share": round(self.share, 6), "target": round(self.target),
-                "before": self.before, "after": self.after, "fits": self.after <= self.free}
+        return {
+            "site": self.site,
+            "free": self.free,
+            "share": round(self.share, 6),
+            "target": round(self.target),
+            "before": self.before,
+            "after": self.after,
+            "fits": self.after <= self.free,
+        }
 
 
 @dataclass
@@ -164,13 +193,23 @@ class Plan:
     notes: list[str] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, Any]:
-        return {"total": self.total, "moves": [m.as_dict() for m in self.moves],
-                "sites": [s.as_dict() for s in self.sites], "assignment": dict(sorted(self.assignment.items())),
-                "notes": list(self.notes)}
+        return {
+            "total": self.total,
+            "moves": [m.as_dict() for m in self.moves],
+            "sites": [s.as_dict() for s in self.sites],
+            "assignment": dict(sorted(self.assignment.items())),
+            "notes": list(self.notes),
+        }
 
 
-def plan(subs: Subscriptions, volumes: Mapping[str, int], free: Mapping[str, int], *,
-         min_gain_fraction: float = 0.01, max_moves: int | None = None) -> Plan:
+def plan(
+    subs: Subscriptions,
+    volumes: Mapping[str, int],
+    free: Mapping[str, int],
+    *,
+    min_gain_fraction: float = 0.01,
+    max_moves: int | None = None,
+) -> Plan:
     """Propose a redistribution of the PDs over the sites in proportion to their free tape space.
 
     ``volumes``: expected bytes per PD (a PD not yet in the configuration sits on the default site);
@@ -199,8 +238,10 @@ def plan(subs: Subscriptions, volumes: Mapping[str, int], free: Mapping[str, int
     assign = {pd: site_for(subs, pd, "RAW").site for pd in vols}
     for pd in sorted(volumes):
         if pd not in subs.sites:
-            notes.append(f"{pd} is not in subscriptions.sites: counted on the default site {subs.default_site}")
-    before = {s: 0 for s in usable}
+            notes.append(
+                f"{pd} is not in subscriptions.sites: counted on the default site {subs.default_site}"
+            )
+    before = dict.fromkeys(usable, 0)
     for pd, site in assign.items():
         if site in before:
             before[site] += vols[pd]
@@ -216,10 +257,17 @@ def plan(subs: Subscriptions, volumes: Mapping[str, int], free: Mapping[str, int
         moves.append(Move(pd, v, src, dst, why))
 
     # PDs on a site with no free tape listed: to the site furthest below its target, largest PD first.
-    for pd in sorted((p for p, s in assign.items() if s not in usable and vols[p] > 0), key=lambda p: (-vols[p], p)):
+    for pd in sorted(
+        (p for p, s in assign.items() if s not in usable and vols[p] > 0), key=lambda p: (-vols[p], p)
+    ):
         dst = min(usable, key=lambda s: (load[s] - target[s], s))
-        record(pd, assign[pd], dst, f"{assign[pd]} has no free tape listed; {dst} is furthest below its "
-                                    f"target ({_tb(load[dst])} of {_tb(target[dst])})")
+        record(
+            pd,
+            assign[pd],
+            dst,
+            f"{assign[pd]} has no free tape listed; {dst} is furthest below its "
+            f"target ({_tb(load[dst])} of {_tb(target[dst])})",
+        )
     min_gain = max(1.0, min_gain_fraction * total)
     limit = max_moves if max_moves is not None else 10 * max(1, len(vols))
     while len(moves) < limit:
@@ -238,10 +286,15 @@ def plan(subs: Subscriptions, volumes: Mapping[str, int], free: Mapping[str, int
         if best is None:
             break
         gain, pd, src, dst = best
-        record(pd, src, dst, f"{src} holds {_tb(load[src])} for a target of {_tb(target[src])} "
-                             f"({share[src]:.0%} of the free tape); {dst} holds {_tb(load[dst])} for "
-                             f"{_tb(target[dst])} ({share[dst]:.0%}): moving {pd} ({_tb(vols[pd])}) cuts "
-                             f"the imbalance by {_tb(gain)}")
+        record(
+            pd,
+            src,
+            dst,
+            f"{src} holds {_tb(load[src])} for a target of {_tb(target[src])} "
+            f"({share[src]:.0%} of the free tape); {dst} holds {_tb(load[dst])} for "
+            f"{_tb(target[dst])} ({share[dst]:.0%}): moving {pd} ({_tb(vols[pd])}) cuts "
+            f"the imbalance by {_tb(gain)}",
+        )
     rows = [SiteRow(s, usable[s], share[s], target[s], before[s], load[s]) for s in sorted(usable)]
     for row in rows:
         if row.after > row.free:

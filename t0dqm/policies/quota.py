@@ -69,8 +69,13 @@ def excess(used: int, quota: int, fraction: float = DEFAULT_FRACTION) -> int:
     return used - int(quota * fraction) if used > quota else 0
 
 
-def plan_class(cls: str, files: Iterable[QuotaFile], quota: int,
-               fraction: float = DEFAULT_FRACTION, used: int | None = None) -> QuotaPlan:
+def plan_class(
+    cls: str,
+    files: Iterable[QuotaFile],
+    quota: int,
+    fraction: float = DEFAULT_FRACTION,
+    used: int | None = None,
+) -> QuotaPlan:
     """Plan for one class; files of other classes and absent files are ignored.
 
     ``used``: the class's usage when ``files`` are only its oldest present files (the catalog walks
@@ -97,13 +102,17 @@ def plan_class(cls: str, files: Iterable[QuotaFile], quota: int,
             blocked.append(f)
             continue
         after -= f.size
-        chosen.append(QuotaDeletion(
-            f, RULE, f"{cls} uses {used} bytes > quota {quota}; oldest archived file, down to {target}"))
+        chosen.append(
+            QuotaDeletion(
+                f, RULE, f"{cls} uses {used} bytes > quota {quota}; oldest archived file, down to {target}"
+            )
+        )
     return QuotaPlan(cls, quota, used, target, tuple(chosen), tuple(blocked), after)
 
 
-def plan_quota(files: Iterable[QuotaFile], quotas: Mapping[str, int],
-               fraction: float = DEFAULT_FRACTION) -> dict[str, QuotaPlan]:
+def plan_quota(
+    files: Iterable[QuotaFile], quotas: Mapping[str, int], fraction: float = DEFAULT_FRACTION
+) -> dict[str, QuotaPlan]:
     """Plans for every class with a quota (classes without one are never touched)."""
     files = list(files)
     return {cls: plan_class(cls, files, quota, fraction) for cls, quota in sorted(quotas.items())}

@@ -43,7 +43,10 @@ def decide(output: T0Output, now: float, min_days: int = 7) -> RetentionDecision
     return RetentionDecision(output.name, True, "released")
 
 
-def plan_retention(outputs: Iterable[T0Output], now: float, min_days: int = 7) -> tuple[RetentionDecision, ...]:
+def plan_retention(
+    outputs: Iterable[T0Output], now: float, min_days: int = 7
+) -> tuple[RetentionDecision, ...]:
     """Decisions for every output that may be deleted now, sorted by name."""
-    return tuple(sorted((d for d in (decide(o, now, min_days) for o in outputs) if d.delete),
-                        key=lambda d: d.name))
+    return tuple(
+        sorted((d for d in (decide(o, now, min_days) for o in outputs) if d.delete), key=lambda d: d.name)
+    )

@@ -97,8 +97,10 @@ def parse_rules(rules: Iterable[Mapping[str, Any]]) -> tuple[RunRule, ...]:
             raise ValueError(f"run_deletion.rules[{i}]: unknown keys {sorted(unknown)}")
         rtype = str(rule.get("type", "")).upper()
         if rtype not in RUN_TYPES:
-            raise ValueError(f"run_deletion.rules[{i}].type must be one of {', '.join(RUN_TYPES)}, "
-                             f"got {rule.get('type')!r}")
+            raise ValueError(
+                f"run_deletion.rules[{i}].type must be one of {', '.join(RUN_TYPES)}, "
+                f"got {rule.get('type')!r}"
+            )
         keep = rule.get("keep_days")
         if isinstance(keep, bool) or not isinstance(keep, (int, float)) or keep < 0:
             raise ValueError(f"run_deletion.rules[{i}].keep_days must be a number >= 0, got {keep!r}")
@@ -126,16 +128,24 @@ def keep_days_for(run: IndexRun, rules: Iterable[RunRule]) -> RunRule | None:
     """The applicable rule with the longest keep_days, None when none applies."""
     best: RunRule | None = None
     for rule in rules:
-        if rule.type == run.run_type and (run.lumis or 0) >= rule.min_lumis:
-            if best is None or rule.keep_days > best.keep_days:
-                best = rule
+        if (
+            rule.type == run.run_type
+            and (run.lumis or 0) >= rule.min_lumis
+            and (best is None or rule.keep_days > best.keep_days)
+        ):
+            best = rule
     return best
 
 
-def plan_run_deletion(runs: Iterable[IndexRun], now: float,
-                      rules: Iterable[RunRule | Mapping[str, Any]] = DEFAULT_RULES, *,
-                      max_age_days: float = MAX_AGE_DAYS, unmatched_keep_days: float | None = None,
-                      min_subsystems: int | None = None) -> tuple[RunDecision, ...]:
+def plan_run_deletion(
+    runs: Iterable[IndexRun],
+    now: float,
+    rules: Iterable[RunRule | Mapping[str, Any]] = DEFAULT_RULES,
+    *,
+    max_age_days: float = MAX_AGE_DAYS,
+    unmatched_keep_days: float | None = None,
+    min_subsystems: int | None = None,
+) -> tuple[RunDecision, ...]:
     """One decision per (run, dataset), ordered by run type, run and dataset."""
     runs = list(runs)
     parsed = tuple(r if isinstance(r, RunRule) else parse_rules([r])[0] for r in rules)
@@ -144,13 +154,21 @@ def plan_run_deletion(runs: Iterable[IndexRun], now: float,
         newest[r.run_type] = max(newest.get(r.run_type, r.run), r.run)
     out: list[RunDecision] = []
     for r in sorted(runs, key=lambda x: (x.run_type, x.run, x.dataset)):
-        out.append(_decide(r, now, parsed, newest[r.run_type], max_age_days, unmatched_keep_days,
-                           min_subsystems))
+        out.append(
+            _decide(r, now, parsed, newest[r.run_type], max_age_days, unmatched_keep_days, min_subsystems)
+        )
     return tuple(out)
 
 
-def _decide(r: IndexRun, now: float, rules: tuple[RunRule, ...], newest: int, max_age_days: float,
-            unmatched_keep_days: float | None, min_subsystems: int | None) -> RunDecision:
+def _decide(
+    r: IndexRun,
+    now: float,
+    rules: tuple[RunRule, ...],
+    newest: int,
+    max_age_days: float,
+    unmatched_keep_days: float | None,
+    min_subsystems: int | None,
+) -> RunDecision:
     def keep(rule: str, reason: str) -> RunDecision:
         return RunDecision(r.run, r.dataset, False, rule, reason)
 
@@ -172,18 +190,27 @@ def _decide(r: IndexRun, now: float, rules: tuple[RunRule, ...], newest: int, ma
         if unmatched_keep_days is None:
             return keep("no-rule", f"no rule for {r.run_type} with {r.lumis} lumis; kept until max age")
         if age_days > unmatched_keep_days:
-            return delete("no-rule", f"no rule for {r.run_type}; ended {age_days:.1f} days ago > "
-                                     f"{unmatched_keep_days:g} days")
+            return delete(
+                "no-rule",
+                f"no rule for {r.run_type}; ended {age_days:.1f} days ago > {unmatched_keep_days:g} days",
+            )
         return keep("no-rule", f"no rule for {r.run_type}; ended {age_days:.1f} days ago")
     if age_days > rule.keep_days:
-        return delete(rule.name, f"{r.run_type} with {r.lumis} lumis ended {age_days:.1f} days ago > "
-                                 f"{rule.keep_days:g} days")
-    return keep(rule.name, f"{r.run_type} with {r.lumis} lumis ended {age_days:.1f} days ago <= "
-                           f"{rule.keep_days:g} days")
+        return delete(
+            rule.name,
+            f"{r.run_type} with {r.lumis} lumis ended {age_days:.1f} days ago > {rule.keep_days:g} days",
+        )
+    return keep(
+        rule.name,
+        f"{r.run_type} with {r.lumis} lumis ended {age_days:.1f} days ago <= {rule.keep_days:g} days",
+    )
 
 
-def runs_to_delete(runs: Iterable[IndexRun], now: float,
-                   rules: Iterable[RunRule | Mapping[str, Any]] = DEFAULT_RULES,
-                   **options: Any) -> tuple[RunDecision, ...]:
+def runs_to_delete(
+    runs: Iterable[IndexRun],
+    now: float,
+    rules: Iterable[RunRule | Mapping[str, Any]] = DEFAULT_RULES,
+    **options: Any,
+) -> tuple[RunDecision, ...]:
     """Only the deletions of :func:`plan_run_deletion`."""
     return tuple(d for d in plan_run_deletion(runs, now, rules, **options) if d.delete)

@@ -103,7 +103,9 @@ def _older(mtime: float, now: float, limit: int) -> bool:
 
 def _plan(deletions: list[SMDeletion], mode: str, limit: int | None) -> SMPlan:
     deletions.sort(key=lambda d: d.path)
-    return SMPlan(delete=tuple(deletions), bytes=sum(d.size for d in deletions), mode=mode, limit_seconds=limit)
+    return SMPlan(
+        delete=tuple(deletions), bytes=sum(d.size for d in deletions), mode=mode, limit_seconds=limit
+    )
 
 
 def plan_occupancy(files: Iterable[SMFile], occupancy: float, now: float) -> SMPlan:

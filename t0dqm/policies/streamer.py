@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from typing import cast
 
 Mtime = tuple[int, int]
 DAY = 86400
@@ -55,8 +56,15 @@ class Deletion:
     rule: str
 
     def as_dict(self) -> dict[str, object]:
-        return {"label": self.label, "stream": self.stream, "run": self.run, "files": self.files,
-                "bytes": self.bytes, "newest_mtime": format_mtime(self.newest_mtime), "rule": self.rule}
+        return {
+            "label": self.label,
+            "stream": self.stream,
+            "run": self.run,
+            "files": self.files,
+            "bytes": self.bytes,
+            "newest_mtime": format_mtime(self.newest_mtime),
+            "rule": self.rule,
+        }
 
 
 @dataclass(frozen=True)
@@ -69,8 +77,12 @@ class StreamerPlan:
     not_eligible_units: int = 0
 
     def as_dict(self) -> dict[str, object]:
-        return {"total_bytes": self.total_bytes, "quota_bytes": self.quota_bytes,
-                "after_bytes": self.after_bytes, "delete": [d.as_dict() for d in self.delete]}
+        return {
+            "total_bytes": self.total_bytes,
+            "quota_bytes": self.quota_bytes,
+            "after_bytes": self.after_bytes,
+            "delete": [d.as_dict() for d in self.delete],
+        }
 
 
 def format_mtime(mtime: Mtime) -> str:
@@ -136,8 +148,17 @@ def plan_streamer_cleanup(
         if u.old_files:
             if u.old_newest_mtime is None or tuple(u.old_newest_mtime) >= tt_cut:
                 raise ValueError(f"unit {u.label}/{u.stream}/{u.run}: old part is not older than the cutoff")
-            deletions.append(Deletion(u.label, u.stream, u.run, u.old_files, u.old_bytes,
-                                      tuple(u.old_newest_mtime), "transfertest-age"))
+            deletions.append(
+                Deletion(
+                    u.label,
+                    u.stream,
+                    u.run,
+                    u.old_files,
+                    u.old_bytes,
+                    cast(Mtime, tuple(u.old_newest_mtime)),
+                    "transfertest-age",
+                )
+            )
             total -= u.old_bytes
     candidates = []
     skipped_bytes = 0
@@ -164,11 +185,18 @@ def plan_streamer_cleanup(
             else:
                 not_eligible += 1
                 continue
-            deletions.append(Deletion(u.label, u.stream, u.run, u.files, u.bytes, tuple(u.newest_mtime), rule))
+            deletions.append(
+                Deletion(u.label, u.stream, u.run, u.files, u.bytes, cast(Mtime, tuple(u.newest_mtime)), rule)
+            )
             total -= u.bytes
-    return StreamerPlan(total_bytes=total_after_tt, quota_bytes=int(quota_bytes), after_bytes=total,
-                        delete=tuple(deletions), skipped_runs_bytes=skipped_bytes,
-                        not_eligible_units=not_eligible)
+    return StreamerPlan(
+        total_bytes=total_after_tt,
+        quota_bytes=int(quota_bytes),
+        after_bytes=total,
+        delete=tuple(deletions),
+        skipped_runs_bytes=skipped_bytes,
+        not_eligible_units=not_eligible,
+    )
 
 
 def walk_candidates(units: Iterable[UnitStats], skip_runs: Iterable[int] = ()) -> list[UnitStats]:

@@ -68,10 +68,10 @@ def decide(file: VersionedFile, newest: int) -> VersionDecision:
     if file.version >= newest:
         return VersionDecision(file, KEEP, RULE, f"newest version V{file.version:04d}")
     if file.archived:
-        return VersionDecision(file, DELETE, RULE,
-                               f"superseded by V{newest:04d}; archive verified on tape")
-    return VersionDecision(file, WAIT, RULE,
-                           f"superseded by V{newest:04d}; kept until its archive is verified on tape")
+        return VersionDecision(file, DELETE, RULE, f"superseded by V{newest:04d}; archive verified on tape")
+    return VersionDecision(
+        file, WAIT, RULE, f"superseded by V{newest:04d}; kept until its archive is verified on tape"
+    )
 
 
 def plan_versions(files: Iterable[VersionedFile]) -> tuple[VersionDecision, ...]:

@@ -10,7 +10,7 @@ import pytest
 import uproot
 
 from t0dqm.dev import simulate
-from t0dqm.formats import naming, rootcheck
+from t0dqm.formats import naming, rootcheck, rootkeys
 from t0dqm.formats.rootcheck import ME, RootCheckError, check_root_file, read_monitor_elements
 
 
@@ -179,7 +179,7 @@ def test_dqm_style_key_names_are_parsed_without_reading():
         def get(self):  # pragma: no cover - must not be called
             raise AssertionError("object read")
 
-    item = rootcheck._Key(("DQMData", "Run 5", "Ecal", "Run summary", "EventInfo"), "<iRun>i=5</iRun>",
+    item = rootkeys.Key(("DQMData", "Run 5", "Ecal", "Run summary", "EventInfo"), "<iRun>i=5</iRun>",
                           "TObjString", NoRead())
     assert rootcheck._scalar(item) == ("iRun", "INT", 5)
     assert rootcheck._me_path(item.folders, "iRun") == "Ecal/EventInfo/iRun"
@@ -232,7 +232,7 @@ def test_compressed_scalars(tmp_path):
             native, reference = _native_and_uproot(path, False)
             assert native == reference
         else:
-            with pytest.raises(rootcheck._Unreadable):
+            with pytest.raises(rootkeys.Unreadable):
                 rootcheck._examine_native(path, None, False, True)
         (me,) = rootcheck.inspect(path, False).mes  # uproot decides when the native reader cannot
         assert me == ME("Ecal/long", "STRING", "abc" * 3000)
@@ -243,18 +243,18 @@ def test_native_reader_refuses_loops_and_bad_records(tmp_path, monkeypatch):
     data = path.read_bytes()
     head = data[:40]
     begin, end = rootcheck._validate_header(head, len(data))
-    src = rootcheck._Source(end, data)
-    top = rootcheck._top_directory(head, begin)
-    assert len(rootcheck._walk_native(src, top)) > 40
-    with pytest.raises(rootcheck._Unreadable):
+    src = rootkeys.Source(end, data)
+    top = rootkeys.top_directory(head, begin)
+    assert len(rootkeys.walk(src, top)) > 40
+    with pytest.raises(rootkeys.Unreadable):
         src.get(end + 1, end + 10)  # outside the file
-    with pytest.raises(rootcheck._Unreadable):
-        rootcheck._NativeKey(src, 100, 50, 10, 0)  # fNbytes < fKeylen
+    with pytest.raises(rootkeys.Unreadable):
+        rootkeys.NativeKey(src, 100, 50, 10, 0)  # fNbytes < fKeylen
     # a directory that contains itself is refused, not walked forever
-    monkeypatch.setattr(rootcheck, "_dir_keys",
-                        lambda s, at: [("TDirectory", "again", rootcheck._NativeKey(s, top, 0, 0, 0))])
-    with pytest.raises(rootcheck._Unreadable, match="loop"):
-        rootcheck._walk_native(src, top)
+    monkeypatch.setattr(rootkeys, "dir_keys",
+                        lambda s, at: [("TDirectory", "again", rootkeys.NativeKey(s, top, 0, 0, 0))])
+    with pytest.raises(rootkeys.Unreadable, match="loop"):
+        rootkeys.walk(src, top)
     # and inspect() then lets uproot decide (the real file is fine)
     assert rootcheck.inspect(path, False).check == "VERIFY: Good to go"
 

@@ -13,7 +13,7 @@ import pytest
 import uproot
 
 from t0dqm.dev import simulate
-from t0dqm.formats import naming, rootcheck, rootwrite
+from t0dqm.formats import naming, rootcheck, rootkeys, rootwrite
 from tests import rootmap
 
 
@@ -166,6 +166,6 @@ def test_compression_follows_root_rules():
     assert int.from_bytes(packed[3:6], "little") == len(packed) - 9
     assert int.from_bytes(packed[6:9], "little") == len(text)
     assert zlib.decompress(packed[9:]) == text
-    assert rootcheck._decompress(packed, len(text)) == text
+    assert rootkeys.decompress(packed, len(text)) == text
     assert rootwrite.compress(text, 0) == text
     assert rootwrite.tstring("x" * 300)[:5] == b"\xff" + struct.pack(">i", 300)

@@ -4,11 +4,12 @@ command (for writing a new revision) falls back to the configured catalog URL.""
 from __future__ import annotations
 
 from alembic import context
+from sqlalchemy.engine import Connection
 
 from t0dqm.catalog.db import make_engine, metadata
 
 
-def run(connection) -> None:  # noqa: ANN001 - a SQLAlchemy Connection
+def run(connection: Connection) -> None:
     context.configure(connection=connection, target_metadata=metadata,
                       render_as_batch=connection.dialect.name == "sqlite")
     with context.begin_transaction():

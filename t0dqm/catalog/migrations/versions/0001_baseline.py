@@ -8,6 +8,8 @@ Revises:
 
 from __future__ import annotations
 
+from typing import Any
+
 import sqlalchemy as sa
 from alembic import op
 
@@ -17,7 +19,7 @@ branch_labels = None
 depends_on = None
 
 
-def _claim_columns() -> list[sa.Column]:
+def _claim_columns() -> list[sa.Column[Any]]:
     return [sa.Column("claimed_by", sa.String(128)), sa.Column("claimed_until", sa.Float)]
 
 

@@ -28,7 +28,7 @@ PRESENT = "state IN ('received', 'zipped')"
 UNCHECKED = "versions_checked_at IS NULL"
 
 
-def _key(primary_key: bool) -> list[sa.Column]:
+def _key(primary_key: bool) -> list[sa.Column[str]]:
     return [sa.Column(name, sa.String(size), nullable=False, primary_key=primary_key)
             for name, size in (("entity", 16), ("cls", 32), ("state", 16), ("index_state", 16))]
 
