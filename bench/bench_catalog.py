@@ -280,9 +280,10 @@ def _decision(name: str, settings: Any, catalog: Any) -> Any:
         facts = health.catalog_facts(catalog, settings)
         items, totals = health.waiting_items(catalog, settings, limits, now, int(cfg["max_items"]))
         return len(items) + len(facts)
-    from t0dqm.tasks import archive, tape  # noqa: F401 - registers the recoverers
+    from t0dqm.steps import tape
+    from t0dqm.steps.reconcile import RECOVERERS
+    from t0dqm.tasks import archive  # noqa: F401 - registers the recoverers
     from t0dqm.tasks import index as index_tasks  # noqa: F401
-    from t0dqm.tasks.recovery import RECOVERERS
 
     with catalog.read() as conn:
         if name == "reconcile":
