@@ -255,7 +255,7 @@ def _decision(name: str, settings: Any, catalog: Any) -> Any:
     now = time.time()
     if name == "baseline":
         return 0
-    from t0dqm.tasks import cleanup
+    from t0dqm.steps import cleanup
 
     if name == "version_control":  # the decision: worklist + policy
         return sum(d.delete for d in cleanup.plan_version_control(settings, catalog).decisions)

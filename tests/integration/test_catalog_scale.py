@@ -22,7 +22,7 @@ from t0dqm.catalog import counts, queries
 from t0dqm.catalog.db import Catalog, archives, files, get_catalog, reset_catalogs
 from t0dqm.catalog.states import REMOVED, archive_safe_states
 from t0dqm.policies import quota, versions
-from t0dqm.tasks import cleanup
+from t0dqm.steps import cleanup
 from tests.conftest import make_settings
 
 CLASSES = ("online_data", "offline_data", "relval_mc")
