@@ -273,7 +273,7 @@ def _decision(name: str, settings: Any, catalog: Any) -> Any:
         return len(generate_latest(make_registry(settings, catalog, broker_url="redis://127.0.0.1:9/0", prefix="")))
     if name == "health_queries":
         from t0dqm.policies import health as policy
-        from t0dqm.tasks import health
+        from t0dqm.steps import health
 
         cfg = health.health_settings(settings)
         limits = policy.limits_from(cfg, settings["alarms"]["latency_seconds"], settings["archive"]["verify_delay"])

@@ -1,4 +1,6 @@
-"""Catalog queries of the periodic decisions. Each one costs what its candidates cost, not what the catalog holds.
+"""Catalog queries of the periodic decisions (version and quota control, the health check).
+
+Each one costs what its candidates cost, not what the catalog holds.
 
 - Version control reads a worklist. It holds the samples, as (run, dataset), that have a row with
   ``versions_checked_at IS NULL``: a new version arrived, or an older version still waits for its archive.
@@ -23,8 +25,8 @@ from sqlalchemy import and_, case, exists, func, literal, literal_column, select
 from sqlalchemy.engine import Connection, Row
 from sqlalchemy.sql.elements import ColumnElement
 
-from t0dqm.catalog.db import archives, files, members
-from t0dqm.catalog.states import RECEIVED, REMOVED, ZIPPED
+from t0dqm.catalog.db import alarms, archives, files, leases, members, quarantine
+from t0dqm.catalog.states import INDEX_PARTIAL, INDEX_PENDING, RECEIVED, REMOVED, ZIPPED
 
 PRESENT = (RECEIVED, ZIPPED)
 
@@ -146,3 +148,59 @@ def quota_prefix(conn: Connection, cls: str, excess: int, safe: Sequence[str], u
         size = min(size * 4, max_chunk)
     return out, True
 
+
+
+# -- health: what waits, and the heartbeats ----------------------------------------------------------
+
+def _oldest(conn: Connection, label: Any, since: Any, table: Any, cond: Sequence[Any],
+            limit: int) -> tuple[list[tuple[str, float]], int]:
+    """(label, since) of the first ``limit`` rows matching ``cond``, oldest first, and how many match."""
+    rows = conn.execute(select(label, since).where(*cond).order_by(since).limit(limit)).all()
+    total = int(conn.execute(select(func.count()).select_from(table).where(*cond)).scalar() or 0)
+    return [(str(r[0]), float(r[1])) for r in rows], total
+
+
+def waiting_index(conn: Connection, older_than: float, limit: int) -> tuple[list[tuple[str, float]], int]:
+    """Files still to index (pending or partial, not removed) created before ``older_than``."""
+    cond = (files.c.index_state.in_([INDEX_PENDING, INDEX_PARTIAL]), files.c.state != REMOVED,
+            files.c.created_at < older_than)
+    return _oldest(conn, files.c.path, files.c.created_at, files, cond, limit)
+
+
+def waiting_zip(conn: Connection, older_than: float, limit: int) -> tuple[list[tuple[str, float]], int]:
+    """Received files with a zip pattern in no archive, created before ``older_than``."""
+    cond = (files.c.state == RECEIVED, files.c.zippat.is_not(None), not_member(), files.c.created_at < older_than)
+    return _oldest(conn, files.c.path, files.c.created_at, files, cond, limit)
+
+
+def waiting_archives(conn: Connection, state: str, since_column: str, older_than: float,
+                     limit: int) -> tuple[list[tuple[str, float]], int]:
+    """Archives in ``state`` whose ``since_column`` (frozen_at, copied_at) is before ``older_than``."""
+    column = archives.c[since_column]
+    cond = (archives.c.state == state, column.is_not(None), column < older_than)
+    return _oldest(conn, archives.c.path, column, archives, cond, limit)
+
+
+def lease_heartbeat(conn: Connection, name: str) -> float | None:
+    """When the holder of lease ``name`` last renewed it."""
+    found = conn.execute(select(leases.c.heartbeat_at).where(leases.c.name == name)).scalar()
+    return float(found) if found is not None else None
+
+
+def collector_heartbeat(conn: Connection, host: str) -> float | None:
+    """The last sign of life of the collector of producer host ``host`` (its heartbeat or a collect lease)."""
+    last = conn.execute(select(func.max(leases.c.heartbeat_at)).where(
+        (leases.c.name == f"heartbeat:collect:{host}") | leases.c.name.like(f"collect:{host}:%"))).scalar()
+    return float(last) if last is not None else None
+
+
+def quarantined_count(conn: Connection) -> int:
+    """Quarantined files not resolved yet."""
+    return int(conn.execute(select(func.count()).select_from(quarantine)
+                            .where(quarantine.c.resolved_at.is_(None))).scalar_one())
+
+
+def active_alarm_keys(conn: Connection, prefix: str) -> list[str]:
+    """Keys of the active alarms starting with ``prefix``."""
+    return [str(r[0]) for r in conn.execute(select(alarms.c.key).where(
+        alarms.c.active.is_(True), alarms.c.key.like(f"{prefix}%")))]

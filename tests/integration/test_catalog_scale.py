@@ -230,9 +230,9 @@ def test_periodic_decisions_send_no_not_in_subquery(scale_settings: config.Setti
 
     from t0dqm.policies import health as health_policy
     from t0dqm.servers.metrics import make_registry
-    from t0dqm.steps import tape
+    from t0dqm.steps import health, tape
     from t0dqm.steps.reconcile import RECOVERERS
-    from t0dqm.tasks import archive, health, index  # noqa: F401 - registers the recoverers
+    from t0dqm.tasks import archive, index  # noqa: F401 - registers the recoverers
 
     rng = random.Random(3)
     cat = get_catalog()
