@@ -22,7 +22,7 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 
 from sqlalchemy import and_, case, exists, func, literal, literal_column, select, tuple_, update
-from sqlalchemy.engine import Connection, Row
+from sqlalchemy.engine import Connection, Row, RowMapping
 from sqlalchemy.sql.elements import ColumnElement
 
 from t0dqm.catalog.db import alarms, archives, files, leases, members, quarantine
@@ -204,3 +204,58 @@ def active_alarm_keys(conn: Connection, prefix: str) -> list[str]:
     """Keys of the active alarms starting with ``prefix``."""
     return [str(r[0]) for r in conn.execute(select(alarms.c.key).where(
         alarms.c.active.is_(True), alarms.c.key.like(f"{prefix}%")))]
+
+
+# -- reprocess and retry-bad (operator tools) ---------------------------------------------------------
+
+def _run_filter(run: int, dataset: str | None) -> list[ColumnElement[bool]]:
+    cond = [files.c.run == run]
+    if dataset:
+        cond.append(files.c.dataset == dataset)
+    return cond
+
+
+def run_files_index_states(conn: Connection, run: int, dataset: str | None) -> Sequence[Row[Any]]:
+    """(id, path, index_state, state) of the run's files (of ``dataset`` only, if given), by id."""
+    return conn.execute(select(files.c.id, files.c.path, files.c.index_state, files.c.state)
+                        .where(*_run_filter(run, dataset)).order_by(files.c.id)).all()
+
+
+def reset_index_state(conn: Connection, file_id: int, from_state: str, to_state: str, now: float) -> bool:
+    """Move the file's index state from ``from_state`` (only) to ``to_state``, its reason cleared."""
+    return bool(conn.execute(update(files).where(files.c.id == file_id, files.c.index_state == from_state)
+                             .values(index_state=to_state, reason=None, updated_at=now)).rowcount == 1)
+
+
+def run_files_outside_archives(conn: Connection, run: int, dataset: str | None) -> Sequence[Row[Any]]:
+    """(id, path, state, zippat) of the run's files that are in no archive, by id."""
+    return conn.execute(select(files.c.id, files.c.path, files.c.state, files.c.zippat)
+                        .where(*_run_filter(run, dataset), not_member())
+                        .order_by(files.c.id)).all()
+
+
+def run_archives(conn: Connection, run: int, dataset: str | None) -> Sequence[RowMapping]:
+    """Whole rows of the archives holding a file of the run, by id."""
+    ids = select(members.c.archive_id).join(files, files.c.id == members.c.file_id).where(
+        *_run_filter(run, dataset))
+    return conn.execute(select(archives).where(archives.c.id.in_(ids)).order_by(archives.c.id)).mappings().all()
+
+
+def clear_archive_backoff(conn: Connection, archive_id: int, state: str, now: float) -> None:
+    """The archive's next try is due now (while it is still in ``state``)."""
+    conn.execute(update(archives).where(archives.c.id == archive_id, archives.c.state == state)
+                 .values(next_try_at=None, updated_at=now))
+
+
+def unresolved_quarantine(conn: Connection, ids: Sequence[int] | None = None) -> list[dict[str, Any]]:
+    """Unresolved quarantine rows (all, or those ``ids``), oldest first."""
+    query = select(quarantine).where(quarantine.c.resolved_at.is_(None))
+    if ids:
+        query = query.where(quarantine.c.id.in_(list(ids)))
+    return [dict(r) for r in conn.execute(query.order_by(quarantine.c.id)).mappings()]
+
+
+def resolve_quarantine(conn: Connection, row_id: int, now: float) -> bool:
+    """Mark the quarantine row resolved; False when it already was."""
+    return bool(conn.execute(update(quarantine).where(quarantine.c.id == row_id, quarantine.c.resolved_at.is_(None))
+                             .values(resolved_at=now)).rowcount == 1)
