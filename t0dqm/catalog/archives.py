@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeAlias
 
 from sqlalchemy import func, insert, select, update
 from sqlalchemy.engine import Connection, Row, RowMapping
@@ -18,6 +18,8 @@ from sqlalchemy.engine import Connection, Row, RowMapping
 from t0dqm.catalog import states
 from t0dqm.catalog.db import alarms, archives, audit, files, members
 from t0dqm.formats import zipper
+
+AnyRow: TypeAlias = "Row[*tuple[Any, ...]]"  # any result row
 
 # -- members ---------------------------------------------------------------------------------------
 
@@ -136,7 +138,7 @@ def update_archive(conn: Connection, archive_id: int, **values: Any) -> None:
 
 # -- trouble ---------------------------------------------------------------------------------------
 
-def trouble(conn: Connection, max_tries: int) -> Sequence[Row[Any]]:
+def trouble(conn: Connection, max_tries: int) -> Sequence[AnyRow]:
     """(path, state, tries, reason) of archives failed, in conflict, or retrying past the try limit."""
     return conn.execute(select(archives.c.path, archives.c.state, archives.c.tries, archives.c.reason).where(
         (archives.c.state.in_([states.FAILED, states.CONFLICT]))
@@ -167,7 +169,7 @@ def due_frozen(conn: Connection, now: float, dead: Sequence[int]) -> list[int]:
 
 
 def verify_candidates(conn: Connection, verifiable: Sequence[str], now: float,
-                      dead: Sequence[int]) -> Sequence[Row[Any]]:
+                      dead: Sequence[int]) -> Sequence[AnyRow]:
     """(id, copied_at, next_try_at) of the unclaimed archives in ``verifiable`` states."""
     free = archives.c.claimed_until.is_(None) | (archives.c.claimed_until < now) | archives.c.id.in_(list(dead))
     return conn.execute(select(archives.c.id, archives.c.copied_at, archives.c.next_try_at).where(

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterable, Sequence
-from typing import Any
+from typing import Any, TypeAlias, cast
 
 from sqlalchemy import and_, case, exists, func, literal, literal_column, select, tuple_, update
 from sqlalchemy.engine import Connection, Row, RowMapping
@@ -28,12 +28,13 @@ from sqlalchemy.sql.elements import ColumnElement
 from t0dqm.catalog.db import alarms, archives, files, leases, members, quarantine
 from t0dqm.catalog.states import INDEX_PARTIAL, INDEX_PENDING, RECEIVED, REMOVED, ZIPPED
 
+AnyRow: TypeAlias = "Row[*tuple[Any, ...]]"  # any result row
 PRESENT = (RECEIVED, ZIPPED)
 
 
 def const_in(column: Any, values: Iterable[str]) -> ColumnElement[bool]:
     """``column IN ('a', 'b')`` with literal constants (matches a partial index's predicate)."""
-    return column.in_([literal_column("'" + v.replace("'", "''") + "'") for v in values])
+    return cast(ColumnElement[bool], column.in_([literal_column("'" + v.replace("'", "''") + "'") for v in values]))
 
 
 def present() -> ColumnElement[bool]:
@@ -68,10 +69,10 @@ def version_worklist_query(batch: int) -> Any:
                          .outerjoin(archives, files.c.archive_id == archives.c.id)))
 
 
-def version_worklist(conn: Connection, batch: int) -> tuple[list[Row[Any]], bool]:
+def version_worklist(conn: Connection, batch: int) -> tuple[list[AnyRow], bool]:
     """Every row (all versions, any state) of up to ``batch`` samples on the worklist, with its archive
     state; and whether the batch was full (more samples wait)."""
-    rows = conn.execute(version_worklist_query(batch)).all()
+    rows = list(conn.execute(version_worklist_query(batch)).all())
     return rows, len({(r.run, r.dataset) for r in rows}) >= batch
 
 
@@ -124,13 +125,13 @@ def quota_chunk_query(conn: Connection, cls: str, safe: Sequence[str], unguarded
 
 
 def quota_prefix(conn: Connection, cls: str, excess: int, safe: Sequence[str], unguarded: bool,
-                 max_rows: int = 200_000, first_chunk: int = 256, max_chunk: int = 16384) -> tuple[list[Row[Any]], bool]:
+                 max_rows: int = 200_000, first_chunk: int = 256, max_chunk: int = 16384) -> tuple[list[AnyRow], bool]:
     """The oldest present files of ``cls``, in order, up to the first one that brings the archived bytes
     freed to ``excess``. Also returns whether the walk stopped at ``max_rows`` before reaching it.
 
     Unarchived files inside the prefix come too: the policy reports them as blocking.
     """
-    out: list[Row[Any]] = []
+    out: list[AnyRow] = []
     if excess <= 0:
         return out, False
     carried, after, size = 0, None, first_chunk
@@ -215,7 +216,7 @@ def _run_filter(run: int, dataset: str | None) -> list[ColumnElement[bool]]:
     return cond
 
 
-def run_files_index_states(conn: Connection, run: int, dataset: str | None) -> Sequence[Row[Any]]:
+def run_files_index_states(conn: Connection, run: int, dataset: str | None) -> Sequence[AnyRow]:
     """(id, path, index_state, state) of the run's files (of ``dataset`` only, if given), by id."""
     return conn.execute(select(files.c.id, files.c.path, files.c.index_state, files.c.state)
                         .where(*_run_filter(run, dataset)).order_by(files.c.id)).all()
@@ -227,7 +228,7 @@ def reset_index_state(conn: Connection, file_id: int, from_state: str, to_state:
                              .values(index_state=to_state, reason=None, updated_at=now)).rowcount == 1)
 
 
-def run_files_outside_archives(conn: Connection, run: int, dataset: str | None) -> Sequence[Row[Any]]:
+def run_files_outside_archives(conn: Connection, run: int, dataset: str | None) -> Sequence[AnyRow]:
     """(id, path, state, zippat) of the run's files that are in no archive, by id."""
     return conn.execute(select(files.c.id, files.c.path, files.c.state, files.c.zippat)
                         .where(*_run_filter(run, dataset), not_member())

@@ -160,7 +160,7 @@ def zip_file(ctx: Context, file_id: int) -> Outcome:
     return Outcome("busy")
 
 
-def _note_file_problem(ctx: Context, row: Mapping[str, Any], reason: str) -> None:
+def _note_file_problem(ctx: Context, row: Mapping[Any, Any], reason: str) -> None:
     with ctx.catalog.begin() as conn:
         db.set_file_reason(conn, row["id"], reason, time.time())
         ctx.catalog.audit(conn, entity="file", entity_id=row["id"], action="zip-problem", path=row["path"],
@@ -169,7 +169,7 @@ def _note_file_problem(ctx: Context, row: Mapping[str, Any], reason: str) -> Non
     ctx.log("zip-problem", logging.WARNING, file_id=row["id"], reason=reason)
 
 
-def _append_locked(ctx: Context, row: Mapping[str, Any], archive_id: int, source: Path) -> str:
+def _append_locked(ctx: Context, row: Mapping[Any, Any], archive_id: int, source: Path) -> str:
     """Under the zip lease: re-check, append, commit. "zipped", "already", "again" or a problem."""
     settings, catalog = ctx.settings, ctx.catalog
     with catalog.read() as conn:
@@ -208,7 +208,7 @@ def _append_locked(ctx: Context, row: Mapping[str, Any], archive_id: int, source
     return "zipped"
 
 
-def _fail_archive(ctx: Context, arch: Mapping[str, Any], reason: str) -> None:
+def _fail_archive(ctx: Context, arch: Mapping[Any, Any], reason: str) -> None:
     with ctx.catalog.begin() as conn:
         ctx.catalog.transition(conn, "archive", arch["id"], arch["state"], states.FAILED, reason=reason,
                                detail=reason)
@@ -216,7 +216,7 @@ def _fail_archive(ctx: Context, arch: Mapping[str, Any], reason: str) -> None:
     update_trouble_alarm(ctx.catalog, ctx.settings)
 
 
-def _archive_facts(rows: Iterable[Mapping[str, Any]]) -> list[policy.ArchiveFacts]:
+def _archive_facts(rows: Iterable[Mapping[Any, Any]]) -> list[policy.ArchiveFacts]:
     return [policy.ArchiveFacts(r["id"], r["pattern"], r["serial"], r["state"], r["size"], r["nfiles"],
                                 r["first_write"]) for r in rows]
 
@@ -254,7 +254,7 @@ def freeze(ctx: Context, pattern: str | None = None, archive_ids: list[int] | No
 def freeze_one(ctx: Context, archive_id: int, reason: str) -> Outcome:
     """Freeze one open, non-empty archive under its zip lease; its stage follows."""
     settings, catalog = ctx.settings, ctx.catalog
-    arch = catalog.get("archive", archive_id)
+    arch: Any = catalog.get("archive", archive_id)
     if arch is None or arch["state"] != states.OPEN or arch["nfiles"] == 0:
         return Outcome("skipped")
     name, owner = f"zip:{arch['path']}", _owner(ctx)
