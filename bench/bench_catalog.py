@@ -255,7 +255,7 @@ def _decision(name: str, settings: Any, catalog: Any) -> Any:
     now = time.time()
     if name == "baseline":
         return 0
-    from t0dqm.tasks import cleanup
+    from t0dqm.steps import cleanup
 
     if name == "version_control":  # the decision: worklist + policy
         return sum(d.delete for d in cleanup.plan_version_control(settings, catalog).decisions)
@@ -273,16 +273,17 @@ def _decision(name: str, settings: Any, catalog: Any) -> Any:
         return len(generate_latest(make_registry(settings, catalog, broker_url="redis://127.0.0.1:9/0", prefix="")))
     if name == "health_queries":
         from t0dqm.policies import health as policy
-        from t0dqm.tasks import health
+        from t0dqm.steps import health
 
         cfg = health.health_settings(settings)
         limits = policy.limits_from(cfg, settings["alarms"]["latency_seconds"], settings["archive"]["verify_delay"])
         facts = health.catalog_facts(catalog, settings)
         items, totals = health.waiting_items(catalog, settings, limits, now, int(cfg["max_items"]))
         return len(items) + len(facts)
-    from t0dqm.tasks import archive, tape  # noqa: F401 - registers the recoverers
+    from t0dqm.steps import tape
+    from t0dqm.steps.reconcile import RECOVERERS
+    from t0dqm.tasks import archive  # noqa: F401 - registers the recoverers
     from t0dqm.tasks import index as index_tasks  # noqa: F401
-    from t0dqm.tasks.recovery import RECOVERERS
 
     with catalog.read() as conn:
         if name == "reconcile":

@@ -135,7 +135,7 @@ def pg_drop(admin_url: str, name: str) -> None:
     admin.dispose()
 
 
-def pg_connect(url: str):  # noqa: ANN201 - psycopg2 connection
+def pg_connect(url: str):
     import psycopg2
 
     return psycopg2.connect(url.replace("postgresql+psycopg2://", "postgresql://"))
@@ -171,7 +171,7 @@ def merge_pg(url: str, ready: list[tuple[Row, Path]]) -> float:
     return seconds
 
 
-def pg_query(conn, sql: str, args: tuple) -> float:  # noqa: ANN001
+def pg_query(conn, sql: str, args: tuple) -> float:
     started = time.perf_counter()
     with conn.cursor() as cur:
         cur.execute(sql, args)
@@ -182,7 +182,7 @@ def pg_query(conn, sql: str, args: tuple) -> float:  # noqa: ANN001
 
 # -- reads ------------------------------------------------------------------------------------------
 
-def read_once(backend: str, target: str, run: int, conn=None) -> float:  # noqa: ANN001
+def read_once(backend: str, target: str, run: int, conn=None) -> float:
     dataset = "/Global/Online/ALL"
     if backend == "pg":
         return (pg_query(conn, SAMPLES_SQL.format(p="%s"), (run,))
@@ -192,7 +192,7 @@ def read_once(backend: str, target: str, run: int, conn=None) -> float:  # noqa:
             + sqlite_query(path, MES_SQL.format(p="?", same="IS"), (run, dataset)))
 
 
-def reader_loop(backend: str, target: str, runs: list[int], stop, out) -> None:  # noqa: ANN001
+def reader_loop(backend: str, target: str, runs: list[int], stop, out) -> None:
     conn = pg_connect(target) if backend == "pg" else None
     latencies, errors = [], 0
     i = 0

@@ -71,7 +71,7 @@ def pending(settings: Any) -> int:
     import time
 
     from t0dqm.catalog.db import get_catalog
-    from t0dqm.tasks.recovery import RECOVERERS
+    from t0dqm.steps.reconcile import RECOVERERS
 
     with get_catalog(settings.catalog_url).read() as conn:
         return sum(len(list(fn(conn, settings, time.time()))) for fn in RECOVERERS.values())
@@ -82,7 +82,7 @@ def outage(settings: Any, client: Any, seconds: int, timing: dict[str, int]) -> 
     from celery.schedules import schedule
 
     from t0dqm.celery import app, queue_name
-    from t0dqm.tasks.ops import reconcile
+    from t0dqm.tasks.reconcile import reconcile
     from t0dqm.tasks.tape import verify_due
 
     scheduler = Scheduler(app, lazy=True)

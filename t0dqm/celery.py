@@ -38,6 +38,7 @@ from t0dqm.servers import flower_guard
 # Every task module; routes are by module (see route_for_task).
 TASK_MODULES = (
     "t0dqm.tasks.ops",
+    "t0dqm.tasks.reconcile",
     "t0dqm.tasks.receive",
     "t0dqm.tasks.index",
     "t0dqm.tasks.archive",

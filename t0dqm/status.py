@@ -14,6 +14,7 @@ from t0dqm.catalog import counts as running_counts
 from t0dqm.catalog import status as views
 from t0dqm.catalog.db import Catalog
 from t0dqm.catalog.gui import counts as gui_counts
+from t0dqm.tasks.queued import queue_depths
 
 
 @dataclass
@@ -33,20 +34,6 @@ class Snapshot:
     active_alarms: list[dict[str, Any]] = field(default_factory=list)
     # messages sent / skipped (already queued) / received per step, and received per file
     messages: dict[str, Any] = field(default_factory=dict)
-
-
-def queue_depths(broker_url: str, queues: list[str], timeout: float = 2.0) -> dict[str, int]:
-    """Messages waiting per queue (kombu's Redis transport keeps each queue in a list of its name)."""
-    from t0dqm.celery import redis_client
-
-    client = redis_client(broker_url, timeout)
-    try:
-        pipe = client.pipeline(transaction=False)
-        for q in queues:
-            pipe.llen(q)
-        return dict(zip(queues, pipe.execute(), strict=True))
-    finally:
-        client.close()
 
 
 def _nonzero(by_state: dict[str, int]) -> dict[str, int]:

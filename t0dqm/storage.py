@@ -126,7 +126,7 @@ def join(base: str, *parts: str) -> str:
 _client_configured = False
 
 
-def _xrootd_client():  # noqa: ANN202 - the XRootD.client module
+def _xrootd_client():
     """The XRootD client module, configured once: timeouts are checked every second (the default
     resolution of 15 s would make a dead endpoint cost 15 s per call whatever timeout we pass)."""
     global _client_configured
@@ -138,11 +138,11 @@ def _xrootd_client():  # noqa: ANN202 - the XRootD.client module
     return client
 
 
-def _fs(server: str):  # noqa: ANN202 - XRootD type
+def _fs(server: str):
     return _xrootd_client().FileSystem(server)
 
 
-def _check(status, what: str, url: str) -> None:  # noqa: ANN001
+def _check(status, what: str, url: str) -> None:
     if not status.ok:
         if status.errno == 3011 or "No such file" in status.message or "not found" in status.message.lower():
             raise NotFound(f"{what} {url}: {status.message.strip()}")

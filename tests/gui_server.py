@@ -80,7 +80,7 @@ def fake_gui() -> Iterator[FakeGui]:
             self.end_headers()
             self.wfile.write(data)
 
-        def do_POST(self) -> None:  # noqa: N802
+        def do_POST(self) -> None:
             body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
             with state.lock:
                 try:
@@ -91,7 +91,7 @@ def fake_gui() -> Iterator[FakeGui]:
                 status, answer = state.handle_register(body) if self.path == "/api/v1/register" else (404, None)
             self._answer(status, answer)
 
-        def do_GET(self) -> None:  # noqa: N802
+        def do_GET(self) -> None:
             with state.lock:
                 state.requests.append(("GET", self.path, None))
                 status, answer = (state.handle_archive(self.path) if self.path.startswith("/api/v1/archive/")

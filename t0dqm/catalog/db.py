@@ -49,8 +49,17 @@ from t0dqm.identity import (
     worker_identity,
 )
 
-__all__ = ["Catalog", "Connection", "DatabaseRefused", "get_catalog", "reset_catalogs", "worker_identity",
-           "dead_owners", "db_now", "prepare_empty_database"]
+__all__ = [
+    "Catalog",
+    "Connection",
+    "DatabaseRefused",
+    "db_now",
+    "dead_owners",
+    "get_catalog",
+    "prepare_empty_database",
+    "reset_catalogs",
+    "worker_identity",
+]
 
 metadata = MetaData()
 
@@ -350,7 +359,7 @@ def dead_owners(conn: Connection, owners: Iterable[str | None], stale_after: flo
             why = "process gone (same machine)"
         else:
             continue
-        dead.update({owner: why for owner in holders})
+        dead.update(dict.fromkeys(holders, why))
     return dead
 
 
@@ -499,7 +508,7 @@ class Catalog:
             return True
 
     def _takeover_reason(self, conn: Connection, holder: str | None, until: float | None,
-                         now: float) -> str | None | bool:
+                         now: float) -> str | bool | None:
         """None: free; a reason string: held by someone gone; False: held by a live holder."""
         if holder is None or until is None:
             return None

@@ -1,4 +1,6 @@
-"""Catalog queries of the periodic decisions. Each one costs what its candidates cost, not what the catalog holds.
+"""Catalog queries of the periodic decisions (version and quota control, the health check).
+
+Each one costs what its candidates cost, not what the catalog holds.
 
 - Version control reads a worklist. It holds the samples, as (run, dataset), that have a row with
   ``versions_checked_at IS NULL``: a new version arrived, or an older version still waits for its archive.
@@ -17,21 +19,22 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterable, Sequence
-from typing import Any
+from typing import Any, TypeAlias, cast
 
 from sqlalchemy import and_, case, exists, func, literal, literal_column, select, tuple_, update
-from sqlalchemy.engine import Connection, Row
+from sqlalchemy.engine import Connection, Row, RowMapping
 from sqlalchemy.sql.elements import ColumnElement
 
-from t0dqm.catalog.db import archives, files, members
-from t0dqm.catalog.states import RECEIVED, REMOVED, ZIPPED
+from t0dqm.catalog.db import alarms, archives, files, leases, members, quarantine
+from t0dqm.catalog.states import INDEX_PARTIAL, INDEX_PENDING, RECEIVED, REMOVED, ZIPPED
 
+AnyRow: TypeAlias = "Row[*tuple[Any, ...]]"  # any result row
 PRESENT = (RECEIVED, ZIPPED)
 
 
 def const_in(column: Any, values: Iterable[str]) -> ColumnElement[bool]:
     """``column IN ('a', 'b')`` with literal constants (matches a partial index's predicate)."""
-    return column.in_([literal_column("'" + v.replace("'", "''") + "'") for v in values])
+    return cast(ColumnElement[bool], column.in_([literal_column("'" + v.replace("'", "''") + "'") for v in values]))
 
 
 def present() -> ColumnElement[bool]:
@@ -66,10 +69,10 @@ def version_worklist_query(batch: int) -> Any:
                          .outerjoin(archives, files.c.archive_id == archives.c.id)))
 
 
-def version_worklist(conn: Connection, batch: int) -> tuple[list[Row[Any]], bool]:
+def version_worklist(conn: Connection, batch: int) -> tuple[list[AnyRow], bool]:
     """Every row (all versions, any state) of up to ``batch`` samples on the worklist, with its archive
     state; and whether the batch was full (more samples wait)."""
-    rows = conn.execute(version_worklist_query(batch)).all()
+    rows = list(conn.execute(version_worklist_query(batch)).all())
     return rows, len({(r.run, r.dataset) for r in rows}) >= batch
 
 
@@ -122,13 +125,13 @@ def quota_chunk_query(conn: Connection, cls: str, safe: Sequence[str], unguarded
 
 
 def quota_prefix(conn: Connection, cls: str, excess: int, safe: Sequence[str], unguarded: bool,
-                 max_rows: int = 200_000, first_chunk: int = 256, max_chunk: int = 16384) -> tuple[list[Row[Any]], bool]:
+                 max_rows: int = 200_000, first_chunk: int = 256, max_chunk: int = 16384) -> tuple[list[AnyRow], bool]:
     """The oldest present files of ``cls``, in order, up to the first one that brings the archived bytes
     freed to ``excess``. Also returns whether the walk stopped at ``max_rows`` before reaching it.
 
     Unarchived files inside the prefix come too: the policy reports them as blocking.
     """
-    out: list[Row[Any]] = []
+    out: list[AnyRow] = []
     if excess <= 0:
         return out, False
     carried, after, size = 0, None, first_chunk
@@ -146,3 +149,114 @@ def quota_prefix(conn: Connection, cls: str, excess: int, safe: Sequence[str], u
         size = min(size * 4, max_chunk)
     return out, True
 
+
+
+# -- health: what waits, and the heartbeats ----------------------------------------------------------
+
+def _oldest(conn: Connection, label: Any, since: Any, table: Any, cond: Sequence[Any],
+            limit: int) -> tuple[list[tuple[str, float]], int]:
+    """(label, since) of the first ``limit`` rows matching ``cond``, oldest first, and how many match."""
+    rows = conn.execute(select(label, since).where(*cond).order_by(since).limit(limit)).all()
+    total = int(conn.execute(select(func.count()).select_from(table).where(*cond)).scalar() or 0)
+    return [(str(r[0]), float(r[1])) for r in rows], total
+
+
+def waiting_index(conn: Connection, older_than: float, limit: int) -> tuple[list[tuple[str, float]], int]:
+    """Files still to index (pending or partial, not removed) created before ``older_than``."""
+    cond = (files.c.index_state.in_([INDEX_PENDING, INDEX_PARTIAL]), files.c.state != REMOVED,
+            files.c.created_at < older_than)
+    return _oldest(conn, files.c.path, files.c.created_at, files, cond, limit)
+
+
+def waiting_zip(conn: Connection, older_than: float, limit: int) -> tuple[list[tuple[str, float]], int]:
+    """Received files with a zip pattern in no archive, created before ``older_than``."""
+    cond = (files.c.state == RECEIVED, files.c.zippat.is_not(None), not_member(), files.c.created_at < older_than)
+    return _oldest(conn, files.c.path, files.c.created_at, files, cond, limit)
+
+
+def waiting_archives(conn: Connection, state: str, since_column: str, older_than: float,
+                     limit: int) -> tuple[list[tuple[str, float]], int]:
+    """Archives in ``state`` whose ``since_column`` (frozen_at, copied_at) is before ``older_than``."""
+    column = archives.c[since_column]
+    cond = (archives.c.state == state, column.is_not(None), column < older_than)
+    return _oldest(conn, archives.c.path, column, archives, cond, limit)
+
+
+def lease_heartbeat(conn: Connection, name: str) -> float | None:
+    """When the holder of lease ``name`` last renewed it."""
+    found = conn.execute(select(leases.c.heartbeat_at).where(leases.c.name == name)).scalar()
+    return float(found) if found is not None else None
+
+
+def collector_heartbeat(conn: Connection, host: str) -> float | None:
+    """The last sign of life of the collector of producer host ``host`` (its heartbeat or a collect lease)."""
+    last = conn.execute(select(func.max(leases.c.heartbeat_at)).where(
+        (leases.c.name == f"heartbeat:collect:{host}") | leases.c.name.like(f"collect:{host}:%"))).scalar()
+    return float(last) if last is not None else None
+
+
+def quarantined_count(conn: Connection) -> int:
+    """Quarantined files not resolved yet."""
+    return int(conn.execute(select(func.count()).select_from(quarantine)
+                            .where(quarantine.c.resolved_at.is_(None))).scalar_one())
+
+
+def active_alarm_keys(conn: Connection, prefix: str) -> list[str]:
+    """Keys of the active alarms starting with ``prefix``."""
+    return [str(r[0]) for r in conn.execute(select(alarms.c.key).where(
+        alarms.c.active.is_(True), alarms.c.key.like(f"{prefix}%")))]
+
+
+# -- reprocess and retry-bad (operator tools) ---------------------------------------------------------
+
+def _run_filter(run: int, dataset: str | None) -> list[ColumnElement[bool]]:
+    cond = [files.c.run == run]
+    if dataset:
+        cond.append(files.c.dataset == dataset)
+    return cond
+
+
+def run_files_index_states(conn: Connection, run: int, dataset: str | None) -> Sequence[AnyRow]:
+    """(id, path, index_state, state) of the run's files (of ``dataset`` only, if given), by id."""
+    return conn.execute(select(files.c.id, files.c.path, files.c.index_state, files.c.state)
+                        .where(*_run_filter(run, dataset)).order_by(files.c.id)).all()
+
+
+def reset_index_state(conn: Connection, file_id: int, from_state: str, to_state: str, now: float) -> bool:
+    """Move the file's index state from ``from_state`` (only) to ``to_state``, its reason cleared."""
+    return bool(conn.execute(update(files).where(files.c.id == file_id, files.c.index_state == from_state)
+                             .values(index_state=to_state, reason=None, updated_at=now)).rowcount == 1)
+
+
+def run_files_outside_archives(conn: Connection, run: int, dataset: str | None) -> Sequence[AnyRow]:
+    """(id, path, state, zippat) of the run's files that are in no archive, by id."""
+    return conn.execute(select(files.c.id, files.c.path, files.c.state, files.c.zippat)
+                        .where(*_run_filter(run, dataset), not_member())
+                        .order_by(files.c.id)).all()
+
+
+def run_archives(conn: Connection, run: int, dataset: str | None) -> Sequence[RowMapping]:
+    """Whole rows of the archives holding a file of the run, by id."""
+    ids = select(members.c.archive_id).join(files, files.c.id == members.c.file_id).where(
+        *_run_filter(run, dataset))
+    return conn.execute(select(archives).where(archives.c.id.in_(ids)).order_by(archives.c.id)).mappings().all()
+
+
+def clear_archive_backoff(conn: Connection, archive_id: int, state: str, now: float) -> None:
+    """The archive's next try is due now (while it is still in ``state``)."""
+    conn.execute(update(archives).where(archives.c.id == archive_id, archives.c.state == state)
+                 .values(next_try_at=None, updated_at=now))
+
+
+def unresolved_quarantine(conn: Connection, ids: Sequence[int] | None = None) -> list[dict[str, Any]]:
+    """Unresolved quarantine rows (all, or those ``ids``), oldest first."""
+    query = select(quarantine).where(quarantine.c.resolved_at.is_(None))
+    if ids:
+        query = query.where(quarantine.c.id.in_(list(ids)))
+    return [dict(r) for r in conn.execute(query.order_by(quarantine.c.id)).mappings()]
+
+
+def resolve_quarantine(conn: Connection, row_id: int, now: float) -> bool:
+    """Mark the quarantine row resolved; False when it already was."""
+    return bool(conn.execute(update(quarantine).where(quarantine.c.id == row_id, quarantine.c.resolved_at.is_(None))
+                             .values(resolved_at=now)).rowcount == 1)

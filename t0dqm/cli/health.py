@@ -4,13 +4,24 @@ from __future__ import annotations
 
 import json
 import time
+from typing import Any
 
 import click
 
-__all__ = ["health", "metrics", "reprocess", "retry_bad"]
+__all__ = ["health", "metrics", "reprocess", "retry_bad"]  # the commands (attached by t0dqm.cli)
 
 
-def _app_and_catalog():  # noqa: ANN202 - (app, settings, catalog)
+def celery_sender(name: str, args: tuple[Any, ...]) -> None:
+    """Send a task by name through the t0dqm app (routing by module), unless a message for that step
+    and item already waits in its queue (t0dqm.tasks.queued). What reprocess and retry-bad send with."""
+    from t0dqm import config
+    from t0dqm.celery import app
+    from t0dqm.tasks.base import send_once
+
+    send_once(app, config.get(), [(app.signature(name), args, {})], strict=True)
+
+
+def _app_and_catalog():
     """The Celery app re-pointed at the CLI's settings, and the catalog."""
     from t0dqm import celery as t0celery
     from t0dqm import config
@@ -83,7 +94,7 @@ def reprocess(run: int, dataset: str | None, from_step: str) -> None:
     from t0dqm.steps import reprocess as rp
 
     _app, settings, catalog = _app_and_catalog()
-    actions = rp.reprocess(settings, catalog, run, dataset=dataset, from_step=from_step)
+    actions = rp.reprocess(settings, catalog, run, dataset=dataset, from_step=from_step, send=celery_sender)
     for action in actions:
         click.echo(action.line())
     sent = sum(1 for a in actions if a.task)
@@ -107,7 +118,7 @@ def retry_bad(ids: tuple[int, ...], list_only: bool) -> None:
             when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(row["created_at"]))
             click.echo(f"{row['id']:>5} {when} {row['step']:<8} {row['path']}: {row['reason']}")
         return
-    actions = rp.retry_bad(settings, catalog, ids=list(ids) or None)
+    actions = rp.retry_bad(settings, catalog, ids=list(ids) or None, send=celery_sender)
     if not actions:
         click.echo("nothing quarantined")
     for action in actions:

@@ -9,7 +9,7 @@ import click
 
 from t0dqm import config
 
-__all__ = ["upload", "receive", "import_legacy"]
+__all__ = ["import_legacy", "receive", "upload"]
 
 
 @click.command("upload")

@@ -11,7 +11,7 @@ import click
 from t0dqm import config
 from t0dqm.cli.common import root_option
 
-__all__ = ["up", "status", "demo", "db", "chaos"]
+__all__ = ["chaos", "db", "demo", "status", "up"]
 
 
 @click.command("up")

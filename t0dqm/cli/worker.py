@@ -13,7 +13,7 @@ import click
 from t0dqm import config
 from t0dqm.cli.common import root_option
 
-__all__ = ["worker", "beat"]
+__all__ = ["beat", "worker"]
 
 PASS_THROUGH = {"ignore_unknown_options": True, "allow_interspersed_args": False}
 

@@ -86,7 +86,7 @@ class RucioGateway:
         """Run ``fn(client)`` with the errors translated."""
         try:
             return fn(self._connect())
-        except Exception as exc:  # noqa: BLE001 - translated, then raised
+        except Exception as exc:
             translated = _translate(exc)
             if translated is exc:
                 raise

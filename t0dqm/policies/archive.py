@@ -1,7 +1,7 @@
 """Archive decisions (pure): which zip serial takes a file, what to freeze, when to retry a stage or
 verify, what a verification means, and how to summarise failures in one alarm.
 
-Facts come in as plain data (no I/O here); the tasks in t0dqm.tasks.archive and t0dqm.tasks.tape
+Facts come in as plain data (no I/O here); the steps in t0dqm.steps.archive and t0dqm.steps.tape
 gather them and apply the decisions.
 """
 

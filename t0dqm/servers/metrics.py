@@ -89,7 +89,7 @@ class T0Collector(Collector):
 
     def _broker(self) -> Iterator[Metric]:
         from t0dqm.celery import all_queues, queue_name, redis_client
-        from t0dqm.status import queue_depths
+        from t0dqm.tasks.queued import queue_depths
 
         up = GaugeMetricFamily("t0dqm_broker_up", "1 when the broker answered this scrape")
         depth = GaugeMetricFamily("t0dqm_queue_depth", "Messages waiting per queue", labels=["queue"])

@@ -39,6 +39,7 @@ from t0dqm.catalog.gui import ALARM_UNREACHABLE
 from t0dqm.catalog.states import INDEX_SKIPPED, REMOVED
 from t0dqm.policies import gui as policy
 from t0dqm.steps.next import Context, Next, Outcome
+from t0dqm.steps.reconcile import Resume, recoverer
 
 logger = logging.getLogger("t0dqm.steps.gui")
 
@@ -324,3 +325,15 @@ def check(ctx: Context, file_ids: Sequence[int]) -> Outcome:
     if counts["unreadable"]:
         ctx.log("gui-unreadable", **counts)
     return Outcome(counts)
+
+
+@recoverer("gui-register")
+def _recover_registrations(conn: rows.Connection, settings: Any, now: float) -> Iterable[Resume]:
+    """Files received more than ``reconcile.stale_seconds`` ago that the GUI does not have yet."""
+    if not enabled(settings):
+        return []
+    stale = settings["reconcile"]["stale_seconds"]
+    if rows.unreachable_recently(conn, now, stale):
+        return []
+    ids = rows.missing_ids(conn, older_than=now - stale, limit=5000)
+    return [Resume(REGISTER_TASK, (chunk,)) for chunk in chunks(ids, settings["gui"]["batch"])]

@@ -33,10 +33,12 @@ from t0dqm import config
 from t0dqm.catalog import files
 from t0dqm.catalog.db import Catalog, worker_identity
 from t0dqm.catalog.files import set_index_state
+from t0dqm.catalog.recovery import stale_ids
 from t0dqm.catalog.states import INDEX_FAILED, INDEX_PARTIAL, INDEX_PENDING, INDEX_SKIPPED, INDEXED, REMOVED
 from t0dqm.formats import naming, rootcheck
 from t0dqm.policies import run_deletion, versions
 from t0dqm.steps.next import Context, Next, Outcome
+from t0dqm.steps.reconcile import Resume, recoverer
 
 logger = logging.getLogger("t0dqm.steps.index")
 
@@ -706,3 +708,21 @@ def by_priority(conn: files.Connection, ids: Iterable[int]) -> list[int]:
         return []
     rows = files.class_and_run(conn, ids)
     return [r.id for r in sorted(rows, key=lambda r: (naming.class_priority(r.cls), r.run, r.id))]
+
+
+@recoverer("index-import")
+def _recover_imports(conn: files.Connection, settings: Any, now: float) -> Iterable[Resume]:
+    stale = stale_ids(conn, "file", "index_state", [INDEX_PENDING], now, settings["reconcile"]["stale_seconds"])
+    return [Resume(IMPORT_TASK, (file_id,)) for file_id in by_priority(conn, stale)]
+
+
+@recoverer("index-merge")
+def _recover_merge(conn: files.Connection, settings: Any, now: float) -> Iterable[Resume]:
+    """Stale partial files: a merge; those whose partial index is gone (lost, unreadable): import again."""
+    stale = stale_ids(conn, "file", "index_state", [INDEX_PARTIAL], now, settings["reconcile"]["stale_seconds"])
+    if not stale:
+        return []
+    held = {fid for contents in list_partials(settings).values() for fid, _ in contents}
+    lost = [file_id for file_id in stale if file_id not in held]
+    out = [Resume(MERGE_TASK)] if len(lost) < len(stale) else []
+    return out + [Resume(IMPORT_TASK, (file_id,)) for file_id in by_priority(conn, lost)]

@@ -267,7 +267,7 @@ class Receiver:
                     outcomes[i] = Outcome("quarantined", rel, reason=exc.reason)
                 except SoftTimeLimitExceeded:
                     raise
-                except Exception as exc:  # noqa: BLE001 - one upload's problem must not stop the batch
+                except Exception as exc:
                     if raise_errors:
                         raise
                     errors.append(exc)
@@ -286,7 +286,7 @@ class Receiver:
                                     outcomes)
                     except SoftTimeLimitExceeded:
                         raise
-                    except Exception:  # noqa: BLE001 - the files are filed; import_file indexes them
+                    except Exception:
                         logger.exception("partial index of a receive batch failed; the files stay pending")
         self.errors = errors
         self._taken = {}

@@ -17,6 +17,9 @@ messages go out only after the change committed. Steps, in chain order:
 
 :func:`retry_bad` re-queues quarantined uploads: ``.origin.bad`` back to ``.origin``, the ``.bad``
 marker removed, the quarantine row resolved (audited), and ``receive_file`` sent.
+
+Both send through the ``send`` callable they are given (the CLI passes one that goes through the
+broker, :func:`t0dqm.cli.health.celery_sender`): a step never talks to the broker itself.
 """
 
 from __future__ import annotations
@@ -28,11 +31,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import select, update
-
 from t0dqm import config
 from t0dqm.catalog import queries, states
-from t0dqm.catalog.db import Catalog, archives, files, members, quarantine
+from t0dqm.catalog.db import Catalog
 from t0dqm.formats import dropbox
 
 STEPS = ("receive", "index", "zip", "stage", "verify")
@@ -62,15 +63,6 @@ class Action:
         return f"{self.step:<8} {self.item}: {self.did}"
 
 
-def celery_sender(name: str, args: tuple[Any, ...]) -> None:
-    """Send a task by name through the t0dqm app (routing by module), unless a message for that step
-    and item already waits in its queue (t0dqm.tasks.queued)."""
-    from t0dqm.celery import app
-    from t0dqm.tasks.base import send_once
-
-    send_once(app, config.get(), [(app.signature(name), args, {})], strict=True)
-
-
 def steps_from(step: str) -> tuple[str, ...]:
     if step not in STEPS:
         raise ValueError(f"unknown step {step!r}; choose one of {', '.join(STEPS)}")
@@ -81,13 +73,6 @@ def _audit(catalog: Catalog, conn: Any, entity: str, entity_id: int | None, path
            from_state: str | None = None, to_state: str | None = None) -> None:
     catalog.audit(conn, entity=entity, entity_id=entity_id, action="reprocess", path=path, from_state=from_state,
                   to_state=to_state, rule="operator", detail=detail)
-
-
-def _file_filter(run: int, dataset: str | None) -> list[Any]:
-    cond = [files.c.run == run]
-    if dataset:
-        cond.append(files.c.dataset == dataset)
-    return cond
 
 
 def _receive(settings: config.Settings, catalog: Catalog, run: int, dataset: str | None) -> list[Action]:
@@ -108,8 +93,7 @@ def _index(settings: config.Settings, catalog: Catalog, run: int, dataset: str |
     out: list[Action] = []
     merge = False
     with catalog.read() as conn:
-        rows = conn.execute(select(files.c.id, files.c.path, files.c.index_state, files.c.state)
-                            .where(*_file_filter(run, dataset)).order_by(files.c.id)).all()
+        rows = queries.run_files_index_states(conn, run, dataset)
     for row in rows:
         state = row.index_state
         if row.state == states.REMOVED and state != states.INDEX_PARTIAL:
@@ -118,8 +102,7 @@ def _index(settings: config.Settings, catalog: Catalog, run: int, dataset: str |
         if state == states.INDEX_FAILED:
             new = states.INDEX_PARTIAL if partial_path(settings, row.id).exists() else states.INDEX_PENDING
             with catalog.begin() as conn:
-                moved = conn.execute(update(files).where(files.c.id == row.id, files.c.index_state == state)
-                                     .values(index_state=new, reason=None, updated_at=time.time())).rowcount == 1
+                moved = queries.reset_index_state(conn, row.id, state, new, time.time())
                 if moved:
                     _audit(catalog, conn, "file", row.id, row.path, f"index {state} -> {new}", state, new)
             if not moved:
@@ -145,9 +128,7 @@ def _index(settings: config.Settings, catalog: Catalog, run: int, dataset: str |
 def _zip(settings: config.Settings, catalog: Catalog, run: int, dataset: str | None) -> list[Action]:
     out = []
     with catalog.read() as conn:
-        rows = conn.execute(select(files.c.id, files.c.path, files.c.state, files.c.zippat)
-                            .where(*_file_filter(run, dataset), queries.not_member())
-                            .order_by(files.c.id)).all()
+        rows = queries.run_files_outside_archives(conn, run, dataset)
     for row in rows:
         if row.state != states.RECEIVED or not row.zippat:
             out.append(Action("zip", row.path, f"skipped: {row.state}{'' if row.zippat else ', no zip pattern'}"))
@@ -160,9 +141,7 @@ def _zip(settings: config.Settings, catalog: Catalog, run: int, dataset: str | N
 
 def _run_archives(catalog: Catalog, run: int, dataset: str | None) -> list[Any]:
     with catalog.read() as conn:
-        ids = select(members.c.archive_id).join(files, files.c.id == members.c.file_id).where(
-            *_file_filter(run, dataset))
-        return conn.execute(select(archives).where(archives.c.id.in_(ids)).order_by(archives.c.id)).mappings().all()
+        return list(queries.run_archives(conn, run, dataset))
 
 
 def _stage(settings: config.Settings, catalog: Catalog, run: int, dataset: str | None) -> list[Action]:
@@ -186,8 +165,7 @@ def _stage(settings: config.Settings, catalog: Catalog, run: int, dataset: str |
             out.append(Action("stage", arch["path"], f"{state} -> frozen, sent", TASKS["stage"], (arch["id"],)))
         elif state == states.FROZEN:
             with catalog.begin() as conn:
-                conn.execute(update(archives).where(archives.c.id == arch["id"], archives.c.state == states.FROZEN)
-                             .values(next_try_at=None, updated_at=time.time()))
+                queries.clear_archive_backoff(conn, arch["id"], states.FROZEN, time.time())
                 _audit(catalog, conn, "archive", arch["id"], arch["path"], f"clear back-off, send {TASKS['stage']}")
             out.append(Action("stage", arch["path"], "back-off cleared, sent", TASKS["stage"], (arch["id"],)))
         else:
@@ -203,8 +181,7 @@ def _verify(settings: config.Settings, catalog: Catalog, run: int, dataset: str 
             out.append(Action("verify", arch["path"], f"left {arch['state']}"))
             continue
         with catalog.begin() as conn:
-            conn.execute(update(archives).where(archives.c.id == arch["id"], archives.c.state == arch["state"])
-                         .values(next_try_at=None, updated_at=time.time()))
+            queries.clear_archive_backoff(conn, arch["id"], arch["state"], time.time())
             _audit(catalog, conn, "archive", arch["id"], arch["path"], f"clear back-off, send {TASKS['verify']}")
         due = (arch["copied_at"] or 0) + float(settings["archive"]["verify_delay"])
         note = "" if due <= time.time() else f" (runs after the verify delay, {time.ctime(due)})"
@@ -215,13 +192,12 @@ def _verify(settings: config.Settings, catalog: Catalog, run: int, dataset: str 
 STEP_FUNCTIONS = {"receive": _receive, "index": _index, "zip": _zip, "stage": _stage, "verify": _verify}
 
 
-def reprocess(settings: config.Settings, catalog: Catalog, run: int, *, dataset: str | None = None,
-              from_step: str = "index", send: Sender | None = None) -> list[Action]:
+def reprocess(settings: config.Settings, catalog: Catalog, run: int, *, send: Sender, dataset: str | None = None,
+              from_step: str = "index") -> list[Action]:
     """Take run ``run`` (and ``dataset``) back to ``from_step`` and every later step; returns the actions.
 
-    Messages are sent (through ``send``, default the Celery app) after each state change committed.
+    Messages are sent (through ``send``) after each state change committed.
     """
-    send = send or celery_sender
     out: list[Action] = []
     for step in steps_from(from_step):
         actions = STEP_FUNCTIONS[step](settings, catalog, run, dataset)
@@ -236,31 +212,26 @@ def reprocess(settings: config.Settings, catalog: Catalog, run: int, *, dataset:
 
 def quarantined(catalog: Catalog, ids: list[int] | None = None) -> list[dict[str, Any]]:
     """Unresolved quarantine rows (all, or those ``ids``), oldest first."""
-    query = select(quarantine).where(quarantine.c.resolved_at.is_(None))
-    if ids:
-        query = query.where(quarantine.c.id.in_(ids))
     with catalog.read() as conn:
-        return [dict(r) for r in conn.execute(query.order_by(quarantine.c.id)).mappings()]
+        return queries.unresolved_quarantine(conn, ids)
 
 
 def _resolve(catalog: Catalog, row: dict[str, Any], detail: str) -> bool:
     with catalog.begin() as conn:
-        done = conn.execute(update(quarantine).where(quarantine.c.id == row["id"], quarantine.c.resolved_at.is_(None))
-                            .values(resolved_at=time.time())).rowcount == 1
+        done = queries.resolve_quarantine(conn, row["id"], time.time())
         if done:
             catalog.audit(conn, entity="path", action="retry-bad", path=row["path"], rule="operator",
                           detail=f"{detail}; was: {row['reason']}")
     return done
 
 
-def retry_bad(settings: config.Settings, catalog: Catalog, *, ids: list[int] | None = None,
-              send: Sender | None = None) -> list[Action]:
+def retry_bad(settings: config.Settings, catalog: Catalog, *, send: Sender,
+              ids: list[int] | None = None) -> list[Action]:
     """Re-queue quarantined uploads (after an operator fixed the cause); see the module docstring.
 
     Order: restore ``.origin`` first (so a crash never loses the upload), then drop the marker, then
     resolve the row; an upload that was meanwhile received or removed only gets its row resolved.
     """
-    send = send or celery_sender
     out: list[Action] = []
     seen: set[str] = set()
     for row in quarantined(catalog, ids):

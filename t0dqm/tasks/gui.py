@@ -11,17 +11,11 @@ reconcile, which sends whatever is still missing and backs off while that alarm 
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-from typing import Any
-
-from t0dqm.catalog import gui as gui_rows
-from t0dqm.catalog.files import Connection
 from t0dqm.celery import app
 from t0dqm.steps import gui
 from t0dqm.steps.gui import CHECK_TASK, REGISTER_TASK
 from t0dqm.steps.next import Outcome
 from t0dqm.tasks.base import T0Task
-from t0dqm.tasks.recovery import Resume, recoverer
 
 __all__ = ["CHECK_TASK", "REGISTER_TASK", "check", "register"]
 
@@ -41,15 +35,3 @@ def register(self: T0Task, file_ids: list[int], force: bool = False) -> Outcome:
 def check(self: T0Task, file_ids: list[int]) -> Outcome:
     """Read each registered sample's top folder in the GUI; a 5xx raises the unreadable alarm."""
     return gui.check(self.context, file_ids)
-
-
-@recoverer("gui-register")
-def _recover_registrations(conn: Connection, settings: Any, now: float) -> Iterable[Resume]:
-    """Files received more than ``reconcile.stale_seconds`` ago that the GUI does not have yet."""
-    if not gui.enabled(settings):
-        return []
-    stale = settings["reconcile"]["stale_seconds"]
-    if gui_rows.unreachable_recently(conn, now, stale):
-        return []
-    ids = gui_rows.missing_ids(conn, older_than=now - stale, limit=5000)
-    return [Resume(REGISTER_TASK, (chunk,)) for chunk in gui.chunks(ids, settings["gui"]["batch"])]

@@ -1,4 +1,4 @@
-"""Tasks: health (aliveCheck's successor) and alarm notification.
+"""Tasks: health (aliveCheck's successor) and alarm notification; the broker probes of the check.
 
 ``check`` (beat, 5 min, queue ops) gathers facts, asks :mod:`t0dqm.policies.health` which alarms to
 raise and clear, applies that, then dispatches due notifications. ``notify`` (beat, 1 min) only
@@ -11,44 +11,39 @@ Proof of consumption: a canary ``t0dqm.tasks.ops.noop`` is sent to EACH queue wi
 so the next check knows how long the queue has not consumed anything, and whether it consumed the
 previous canary since (a busy queue that moves is not a dead one). The queue the check itself was
 delivered from is consumed by definition.
+
+The canaries, the worker inspection and the queue depths are probes of the broker (they send to
+queues), so they stay here, with :func:`run_check` that feeds them to the step; the catalog facts and
+applying the decision are :mod:`t0dqm.steps.health`.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import os
 import time
 import uuid
-from collections.abc import Iterable, Sequence
-from dataclasses import asdict, dataclass, field
+from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from celery import Celery
-from sqlalchemy import func, select
 
 from t0dqm import config
-from t0dqm.catalog import counts, queries, states
-from t0dqm.catalog.db import Catalog, alarms, archives, files, leases, quarantine
+from t0dqm.catalog import counts
+from t0dqm.catalog.db import Catalog
 from t0dqm.celery import BASE_QUEUES, app, queue_name
-from t0dqm.formats import dropbox
 from t0dqm.policies import health as policy
+from t0dqm.steps import health as steps_health
+from t0dqm.steps.health import CheckReport, health_settings, producer_hosts, summary_lines
 from t0dqm.tasks.base import LeaseBusy, T0Task, metrics_client
 
 log = logging.getLogger("t0dqm.tasks.health")
 
 CANARY_TASK = "t0dqm.tasks.ops.noop"
-BEAT_LEASE = "heartbeat:beat"
 POLL = 0.05
 
-
-def health_settings(settings: config.Settings) -> dict[str, Any]:
-    """The ``health`` table with defaults (policy.DEFAULTS)."""
-    return {**policy.DEFAULTS, **dict(settings.data.get("health", {}) or {})}
-
-
-def producer_hosts(settings: config.Settings) -> list[str]:
-    return sorted({str(p["host"]) for p in settings.data.get("producers", []) or []})
+__all__ = ["CheckReport", "canaries", "check", "consumers", "gather_facts", "notify", "run_check", "summary_lines"]
 
 
 # -- canaries --------------------------------------------------------------------------------------
@@ -133,97 +128,15 @@ def consumers(celery_app: Celery, timeout: float) -> dict[str, list[str]] | None
     return {q: sorted(ws) for q, ws in out.items()}
 
 
-# -- catalog facts ---------------------------------------------------------------------------------
-
-def _since_items(conn: Any, step: str, query: Any, count_query: Any, limit: int) -> tuple[list[policy.WaitingItem], int]:
-    rows = conn.execute(query.limit(limit)).all()
-    total = int(conn.execute(count_query).scalar() or 0)
-    return [policy.WaitingItem(step, str(r[0]), float(r[1])) for r in rows], total
-
-
-def waiting_items(catalog: Catalog, settings: config.Settings, limits: policy.Limits, now: float,
-                  max_items: int) -> tuple[list[policy.WaitingItem], dict[str, int]]:
-    """Items waiting longer than their step's limit (oldest first, at most max_items per step)."""
-    items: list[policy.WaitingItem] = []
-    totals: dict[str, int] = {}
-    lim = limits.latency
-    with catalog.read() as conn:
-        index_states = [states.INDEX_PENDING, states.INDEX_PARTIAL]
-        cond = (files.c.index_state.in_(index_states), files.c.state != states.REMOVED,
-                files.c.created_at < now - lim["index"])
-        got, totals["index"] = _since_items(
-            conn, "index", select(files.c.path, files.c.created_at).where(*cond).order_by(files.c.created_at),
-            select(func.count()).select_from(files).where(*cond), max_items)
-        items += got
-        cond = (files.c.state == states.RECEIVED, files.c.zippat.is_not(None), queries.not_member(),
-                files.c.created_at < now - lim["zip"])
-        got, totals["zip"] = _since_items(
-            conn, "zip", select(files.c.path, files.c.created_at).where(*cond).order_by(files.c.created_at),
-            select(func.count()).select_from(files).where(*cond), max_items)
-        items += got
-        for step, state, column in (("stage", states.FROZEN, archives.c.frozen_at),
-                                    ("verify", states.COPIED, archives.c.copied_at)):
-            cond = (archives.c.state == state, column.is_not(None), column < now - lim[step])
-            got, totals[step] = _since_items(
-                conn, step, select(archives.c.path, column).where(*cond).order_by(column),
-                select(func.count()).select_from(archives).where(*cond), max_items)
-            items += got
-    receive = []
-    for cand in dropbox.scan(settings.dropbox):
-        try:
-            since = os.stat(cand.origin).st_mtime
-        except FileNotFoundError:
-            continue
-        if since < now - lim["receive"]:
-            receive.append(policy.WaitingItem("receive", str(cand.path.relative_to(settings.dropbox)), since))
-    receive.sort(key=lambda i: i.since)
-    totals["receive"] = len(receive)
-    items += receive[:max_items]
-    return items, totals
-
-
-def catalog_facts(catalog: Catalog, settings: config.Settings) -> dict[str, Any]:
-    """Beat heartbeat, collector activity per producer host, quarantined count, active health alarms."""
-    hosts = producer_hosts(settings)
-    with catalog.read() as conn:
-        beat = conn.execute(select(leases.c.heartbeat_at).where(leases.c.name == BEAT_LEASE)).scalar()
-        collectors: dict[str, float | None] = {}
-        for host in hosts:
-            last = conn.execute(select(func.max(leases.c.heartbeat_at)).where(
-                (leases.c.name == f"heartbeat:collect:{host}") | leases.c.name.like(f"collect:{host}:%"))).scalar()
-            collectors[host] = float(last) if last is not None else None
-        quarantined = conn.execute(select(func.count()).select_from(quarantine)
-                                   .where(quarantine.c.resolved_at.is_(None))).scalar_one()
-        active = [r[0] for r in conn.execute(select(alarms.c.key).where(
-            alarms.c.active.is_(True), alarms.c.key.like(f"{policy.PREFIX}%")))]
-    return {"beat_heartbeat_at": float(beat) if beat is not None else None, "collectors": collectors,
-            "quarantined": int(quarantined), "active_keys": active}
-
-
 # -- the check -------------------------------------------------------------------------------------
-
-@dataclass
-class CheckReport:
-    healthy: bool
-    raised: list[dict[str, str]] = field(default_factory=list)
-    cleared: list[str] = field(default_factory=list)
-    queues: dict[str, dict[str, Any]] = field(default_factory=dict)
-    broker_error: str | None = None
-    notified: int = 0
-    seconds: float = 0.0
-
-    def as_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
 
 def gather_facts(settings: config.Settings, catalog: Catalog, celery_app: Celery, *,
                  self_queue: str | None = None, now: float | None = None) -> tuple[policy.HealthFacts, policy.Limits]:
     """Every fact the policy needs (broker, canaries, workers, depths, beat, collectors, waiting items)."""
-    from t0dqm.status import queue_depths
+    from t0dqm.tasks.queued import queue_depths
 
     now = time.time() if now is None else now
     cfg = health_settings(settings)
-    limits = policy.limits_from(cfg, settings["alarms"]["latency_seconds"], settings["archive"]["verify_delay"])
     bases = policy.queues_to_check(BASE_QUEUES, cfg, producer_hosts(settings))
     names = {base: queue_name(base, settings) for base in bases}
     broker_error: str | None = None
@@ -242,22 +155,7 @@ def gather_facts(settings: config.Settings, catalog: Catalog, celery_app: Celery
         outcome = outcomes.get(full, CanaryOutcome(policy.CANARY_UNKNOWN))
         who = None if listening is None else tuple(listening.get(full, ()))
         queue_facts.append(policy.QueueFacts(full, outcome.status, outcome.waited, who, depths.get(full)))
-    known = catalog_facts(catalog, settings)
-    waiting, totals = waiting_items(catalog, settings, limits, now, int(cfg["max_items"]))
-    facts = policy.HealthFacts(now=now, queues=tuple(queue_facts), broker_error=broker_error,
-                               beat_heartbeat_at=known["beat_heartbeat_at"], collectors=known["collectors"],
-                               waiting=tuple(waiting), waiting_totals=totals, quarantined=known["quarantined"],
-                               active_keys=tuple(known["active_keys"]))
-    return facts, limits
-
-
-def apply(catalog: Catalog, decision: policy.HealthDecision) -> None:
-    from t0dqm.catalog.alarms import clear_alarm, raise_alarm
-
-    for spec in decision.raise_:
-        raise_alarm(catalog, spec.key, spec.message, severity=spec.severity)
-    for key in decision.clear:
-        clear_alarm(catalog, key)
+    return steps_health.facts(settings, catalog, tuple(queue_facts), broker_error, now)
 
 
 def run_check(settings: config.Settings, catalog: Catalog, celery_app: Celery | None = None, *,
@@ -266,17 +164,9 @@ def run_check(settings: config.Settings, catalog: Catalog, celery_app: Celery | 
     started = time.monotonic()
     celery_app = celery_app or app
     facts, limits = gather_facts(settings, catalog, celery_app, self_queue=self_queue)
-    decision = policy.decide(facts, limits)
-    apply(catalog, decision)
-    report = CheckReport(healthy=decision.healthy, raised=[asdict(a) for a in decision.raise_],
-                         cleared=list(decision.clear), broker_error=facts.broker_error,
-                         queues={q.name: {"canary": q.canary, "waited": round(q.canary_waited, 3),
-                                          "consumers": None if q.consumers is None else list(q.consumers),
-                                          "depth": q.depth} for q in facts.queues})
+    report = steps_health.decide(catalog, facts, limits)
     if notify:
-        from t0dqm.notify import dispatch_pending
-
-        report.notified = dispatch_pending(catalog, settings)
+        report.notified = steps_health.notify(settings, catalog)
     report.seconds = round(time.monotonic() - started, 3)
     return report
 
@@ -286,12 +176,12 @@ def _delivered_from(task: T0Task) -> str | None:
     return info.get("routing_key") or None
 
 
-@app.task(base=T0Task, bind=True, name="t0dqm.tasks.health.check", soft_time_limit=120, time_limit=150)
+@app.task(base=T0Task, bind=True, name=steps_health.CHECK_TASK, soft_time_limit=120, time_limit=150)
 def check(self: T0Task) -> dict[str, Any]:
     """Beat (5 min): canaries, workers, depths, beat heartbeat, collectors, latency -> alarms, notify.
     Skips (with a log line) while a previous check still runs; folds the running counts' deltas."""
     try:
-        with self.lease("health:check", seconds=150):
+        with self.lease(steps_health.CHECK_LEASE, seconds=150):
             counts.compact(self.catalog)
             report = run_check(self.settings, self.catalog, self.app, self_queue=_delivered_from(self))
     except LeaseBusy:
@@ -302,25 +192,7 @@ def check(self: T0Task) -> dict[str, Any]:
     return report.as_dict()
 
 
-@app.task(base=T0Task, bind=True, name="t0dqm.tasks.health.notify", soft_time_limit=240, time_limit=300)
+@app.task(base=T0Task, bind=True, name=steps_health.NOTIFY_TASK, soft_time_limit=240, time_limit=300)
 def notify(self: T0Task) -> int:
     """Beat (1 min): send due alarm notifications (rate-limited per alarm key)."""
-    from t0dqm.notify import dispatch_pending
-
-    return dispatch_pending(self.catalog, self.settings)
-
-
-def summary_lines(report: CheckReport, queues: Iterable[str] | None = None) -> list[str]:
-    """Human-readable lines for the CLI."""
-    lines = [f"health   {'OK' if report.healthy else 'UNHEALTHY'} ({report.seconds:.1f} s)"]
-    if report.broker_error:
-        lines.append(f"broker   {report.broker_error}")
-    for name in queues or sorted(report.queues):
-        q = report.queues[name]
-        who = "?" if q["consumers"] is None else (", ".join(q["consumers"]) or "-")
-        lines.append(f"  {name:<24} canary={q['canary']:<10} depth={q['depth']!s:<6} workers={who}")
-    for a in report.raised:
-        lines.append(f"  RAISE [{a['severity']}] {a['key']}: {a['message']}")
-    for key in report.cleared:
-        lines.append(f"  clear {key}")
-    return lines
+    return steps_health.notify(self.settings, self.catalog)

@@ -9,18 +9,11 @@ run deletion rules. The work is in :mod:`t0dqm.steps.index`.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-from typing import Any
-
-from t0dqm.catalog.db import files
-from t0dqm.catalog.files import Connection
-from t0dqm.catalog.states import INDEX_PARTIAL, INDEX_PENDING
 from t0dqm.celery import app
 from t0dqm.steps import index as dqmindex
 from t0dqm.steps.index import DELETE_RUNS_TASK, IMPORT_TASK, MERGE_DELAY, MERGE_TASK
 from t0dqm.steps.next import Outcome
 from t0dqm.tasks.base import T0Task, long_limits
-from t0dqm.tasks.recovery import Resume, recoverer, stale_ids
 
 __all__ = ["IMPORT_TASK", "MERGE_DELAY", "MERGE_TASK", "delete_runs", "import_file", "merge"]
 
@@ -41,21 +34,3 @@ def merge(self: T0Task) -> Outcome:
 def delete_runs(self: T0Task, dry_run: bool | None = None) -> Outcome:
     """Remove runs from the index by run type, lumis and age (configuration run_deletion)."""
     return dqmindex.trim_runs(self.context, dry_run=dry_run)
-
-
-@recoverer("index-import")
-def _recover_imports(conn: Connection, settings: Any, now: float) -> Iterable[Resume]:
-    stale = stale_ids(conn, files, "index_state", [INDEX_PENDING], now, settings["reconcile"]["stale_seconds"])
-    return [Resume(IMPORT_TASK, (file_id,)) for file_id in dqmindex.by_priority(conn, stale)]
-
-
-@recoverer("index-merge")
-def _recover_merge(conn: Connection, settings: Any, now: float) -> Iterable[Resume]:
-    """Stale partial files: a merge; those whose partial index is gone (lost, unreadable): import again."""
-    stale = stale_ids(conn, files, "index_state", [INDEX_PARTIAL], now, settings["reconcile"]["stale_seconds"])
-    if not stale:
-        return []
-    held = {fid for contents in dqmindex.list_partials(settings).values() for fid, _ in contents}
-    lost = [file_id for file_id in stale if file_id not in held]
-    out = [Resume(MERGE_TASK)] if len(lost) < len(stale) else []
-    return out + [Resume(IMPORT_TASK, (file_id,)) for file_id in dqmindex.by_priority(conn, lost)]

@@ -1,4 +1,7 @@
-"""Tasks: operations (reconcile, beat heartbeat, no-op probes used by health checks and benchmarks)."""
+"""Tasks: operations (beat heartbeat, no-op probes used by health checks and benchmarks).
+
+Reconcile, named ``t0dqm.tasks.ops.reconcile`` (queue ops), lives in :mod:`t0dqm.tasks.reconcile`.
+"""
 
 from __future__ import annotations
 
@@ -7,40 +10,6 @@ from typing import Any
 
 from t0dqm.celery import app
 from t0dqm.tasks.base import T0Task
-from t0dqm.tasks.recovery import RECOVERERS
-
-
-@app.task(base=T0Task, bind=True, name="t0dqm.tasks.ops.reconcile", soft_time_limit=240, time_limit=300)
-def reconcile(self: T0Task) -> dict[str, int]:
-    """Re-enqueue every step whose row is stale (lease expired or not moved for a while).
-
-    Redis is only the conveyor: after a flush, a lost message or a killed worker, this is what finds
-    the work again. It runs under a lease so two beats cannot double the traffic, and sends nothing for a
-    (step, item) that already has a message waiting (t0dqm.tasks.queued): a queue whose consumer is down
-    holds at most one message per pending item however often reconcile runs. A marker left by a lost
-    message (older than reconcile.orphan_grace, its queue empty) is replaced and the step re-sent.
-    """
-    from t0dqm.tasks.base import LeaseBusy
-
-    settings = self.settings
-    now = time.time()
-    try:
-        with self.lease("reconcile", seconds=240):
-            with self.catalog.read() as conn:
-                resumes = {name: list(fn(conn, settings, now)) for name, fn in RECOVERERS.items()}
-    except LeaseBusy:
-        return {}
-    sent: dict[str, int] = {}
-    stale = 0
-    for name, found in resumes.items():
-        stale += len(found)
-        n = self.enqueue_many([(app.signature(r.task), r.args, {}) for r in found],
-                              orphan_grace=float(settings["reconcile"]["orphan_grace"])) if found else 0
-        if n:
-            sent[name] = n
-    if stale:
-        self.log("reconcile", resumed=sent, stale=stale, already_queued=stale - sum(sent.values()))
-    return sent
 
 
 @app.task(base=T0Task, bind=True, name="t0dqm.tasks.ops.beat_heartbeat", soft_time_limit=20, time_limit=30)

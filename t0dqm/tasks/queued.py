@@ -146,3 +146,17 @@ def message_counts(client: redis.Redis, prefix: str, files: int) -> dict[str, An
     received = sum(steps.get(task, {}).get("received", 0) for task in CHAIN_STEPS)
     return {"steps": dict(sorted(steps.items())), "received": received,
             "per_file": round(received / files, 3) if files else None}
+
+
+def queue_depths(broker_url: str, queues: list[str], timeout: float = 2.0) -> dict[str, int]:
+    """Messages waiting per queue (kombu's Redis transport keeps each queue in a list of its name)."""
+    from t0dqm.celery import redis_client
+
+    client = redis_client(broker_url, timeout)
+    try:
+        pipe = client.pipeline(transaction=False)
+        for q in queues:
+            pipe.llen(q)
+        return dict(zip(queues, pipe.execute(), strict=True))
+    finally:
+        client.close()

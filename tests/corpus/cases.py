@@ -35,7 +35,7 @@ class Case:
     expect: dict[str, Any] = field(default_factory=dict)
 
 
-def _c(id: str, entry: str, expect: dict[str, Any], **spec: Any) -> Case:  # noqa: A002 - short
+def _c(id: str, entry: str, expect: dict[str, Any], **spec: Any) -> Case:
     return Case(id, entry, spec, expect)
 
 

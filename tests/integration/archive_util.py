@@ -15,7 +15,7 @@ from sqlalchemy import insert, select, update
 from t0dqm import config
 from t0dqm.catalog import states
 from t0dqm.catalog.db import archives, files, get_catalog, leases, members
-from t0dqm.tasks.recovery import RECOVERERS
+from t0dqm.steps.reconcile import RECOVERERS
 
 PATTERN = "OfflineData/Run2024A/ZeroBias/DQM_Offline_Run2024A_ZeroBias_R0003800xx_S%04d.zip"
 
@@ -109,7 +109,8 @@ def run_killed(settings: config.Settings, code: str) -> int:
 
 def capture_sends(monkeypatch: object) -> list[tuple[str, tuple]]:
     """Record the next steps tasks send instead of going to a broker (tests drive them explicitly)."""
-    from t0dqm.tasks import tape
+    from t0dqm.steps import tape
+    from t0dqm.steps.next import Next
     from t0dqm.tasks.base import T0Task
 
     sent: list[tuple[str, tuple]] = []
@@ -125,7 +126,7 @@ def capture_sends(monkeypatch: object) -> list[tuple[str, tuple]]:
     monkeypatch.setattr(T0Task, "enqueue", enqueue)  # type: ignore[attr-defined]
     monkeypatch.setattr(T0Task, "enqueue_many", enqueue_many)  # type: ignore[attr-defined]
     monkeypatch.setattr(tape, "_later",  # type: ignore[attr-defined]
-                        lambda task, name, archive_id, delay: sent.append((name, (archive_id,))))
+                        lambda name, archive_id, delay: [Next(name, (archive_id,))])
     return sent
 
 

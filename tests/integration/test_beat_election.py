@@ -91,7 +91,7 @@ def dev_settings(tmp_path: Path) -> Iterator[config.Settings]:
     config.reset(None)
 
 
-def test_only_the_leader_sends_and_the_standby_takes_over(cat: Catalog, redis_server, tmp_path: Path,  # noqa: ANN001
+def test_only_the_leader_sends_and_the_standby_takes_over(cat: Catalog, redis_server, tmp_path: Path,
                                                           dev_settings: config.Settings) -> None:
     url = redis_server.url
     redislib.Redis.from_url(url).flushdb()
@@ -121,7 +121,7 @@ def test_only_the_leader_sends_and_the_standby_takes_over(cat: Catalog, redis_se
     assert row["detail"].startswith(f"from beatA:{pid_a}:") and f"to beatB:{pid_b}:" in row["detail"]
 
 
-def test_a_clean_stop_hands_over_at_once(cat: Catalog, redis_server, tmp_path: Path,  # noqa: ANN001
+def test_a_clean_stop_hands_over_at_once(cat: Catalog, redis_server, tmp_path: Path,
                                          dev_settings: config.Settings) -> None:
     """Heartbeats that go stale only after 10 minutes: B can lead within the deadline only because A
     gave the lease back when it stopped."""

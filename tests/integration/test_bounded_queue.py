@@ -62,7 +62,7 @@ def test_reconcile_keeps_one_message_per_pending_item(idle_stack: config.Setting
 
     from t0dqm.celery import all_queues, app
     from t0dqm.status import messages
-    from t0dqm.tasks.ops import reconcile
+    from t0dqm.tasks.reconcile import reconcile
 
     settings = idle_stack
     client = redis.Redis.from_url(redis_server.url)
@@ -178,7 +178,8 @@ def test_a_message_lost_with_a_killed_worker_is_resent_after_the_grace(
     from t0dqm.celery import app
     from t0dqm.status import messages
     from t0dqm.tasks import queued
-    from t0dqm.tasks.ops import noop, reconcile
+    from t0dqm.tasks.ops import noop
+    from t0dqm.tasks.reconcile import reconcile
 
     settings = idle_stack
     client = redis.Redis.from_url(redis_server.url)
@@ -221,15 +222,17 @@ def test_tape_countdown_sends_keep_one_message_per_archive(idle_stack: config.Se
     """tape._later (a stage retry, a verification after verify_delay) goes through the markers too: the
     same archive asked again and again leaves one message per step; one due too late sends nothing."""
     from t0dqm.celery import app
-    from t0dqm.tasks import queued, tape
+    from t0dqm.steps import tape
+    from t0dqm.steps.next import Outcome
+    from t0dqm.tasks import queued
     from t0dqm.tasks.ops import noop
 
     client = redis.Redis.from_url(redis_server.url)
     prefix = app.conf.t0dqm_prefix
     for _ in range(5):
-        tape._later(noop, "t0dqm.tasks.tape.stage", 4, 30.0)
-        tape._later(noop, "t0dqm.tasks.tape.verify", 4, 30.0)
-        tape._later(noop, "t0dqm.tasks.tape.stage", 5, tape.SOON + 1)  # found later by verify_due
+        noop.send_next(Outcome(next=tape._later("t0dqm.tasks.tape.stage", 4, 30.0)))
+        noop.send_next(Outcome(next=tape._later("t0dqm.tasks.tape.verify", 4, 30.0)))
+        noop.send_next(Outcome(next=tape._later("t0dqm.tasks.tape.stage", 5, tape.SOON + 1)))  # found later by verify_due
     tape_queue = queue_name("tape", idle_stack)
     bodies = client.lrange(tape_queue, 0, -1)
     assert len(bodies) == 2 and all(b'"eta"' in body for body in bodies), bodies

@@ -21,7 +21,7 @@ def new_file(cat: Catalog, path: str = "a/DQM_V0001_R000123456.root") -> int:
             index_state="pending", created_at=now, updated_at=now, attempts=0)).inserted_primary_key[0]
 
 
-def _race(url: str, row_id: int, barrier, results) -> None:  # noqa: ANN001
+def _race(url: str, row_id: int, barrier, results) -> None:
     cat = Catalog(url, host="racer")
     barrier.wait()
     with cat.begin() as conn:
@@ -31,7 +31,7 @@ def _race(url: str, row_id: int, barrier, results) -> None:  # noqa: ANN001
     cat.dispose()
 
 
-def _claim(url: str, row_id: int, barrier, results) -> None:  # noqa: ANN001
+def _claim(url: str, row_id: int, barrier, results) -> None:
     cat = Catalog(url, host="racer")
     barrier.wait()
     results.put(cat.claim("file", row_id, "received", 60))
@@ -40,7 +40,7 @@ def _claim(url: str, row_id: int, barrier, results) -> None:  # noqa: ANN001
 
 
 @pytest.mark.parametrize("worker", [_race, _claim])
-def test_two_processes_one_winner(catalog_url: str, worker) -> None:  # noqa: ANN001
+def test_two_processes_one_winner(catalog_url: str, worker) -> None:
     cat = Catalog(catalog_url)
     cat.upgrade()
     wins = []

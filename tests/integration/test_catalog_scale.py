@@ -22,7 +22,7 @@ from t0dqm.catalog import counts, queries
 from t0dqm.catalog.db import Catalog, archives, files, get_catalog, reset_catalogs
 from t0dqm.catalog.states import REMOVED, archive_safe_states
 from t0dqm.policies import quota, versions
-from t0dqm.tasks import cleanup
+from t0dqm.steps import cleanup
 from tests.conftest import make_settings
 
 CLASSES = ("online_data", "offline_data", "relval_mc")
@@ -230,8 +230,9 @@ def test_periodic_decisions_send_no_not_in_subquery(scale_settings: config.Setti
 
     from t0dqm.policies import health as health_policy
     from t0dqm.servers.metrics import make_registry
-    from t0dqm.tasks import archive, health, index, tape  # noqa: F401 - registers the recoverers
-    from t0dqm.tasks.recovery import RECOVERERS
+    from t0dqm.steps import health, tape
+    from t0dqm.steps.reconcile import RECOVERERS
+    from t0dqm.tasks import archive, index  # noqa: F401 - registers the recoverers
 
     rng = random.Random(3)
     cat = get_catalog()

@@ -48,7 +48,7 @@ def test_routes_keep_queues_apart() -> None:
     assert route_for_task("t0dqm.tasks.tape.stage", online) == "online.tape"
 
 
-def test_pickled_message_is_refused(celery_stack: config.Settings, redis_server) -> None:  # noqa: ANN001
+def test_pickled_message_is_refused(celery_stack: config.Settings, redis_server) -> None:
     """A message in pickle format never executes: the worker rejects content it does not accept."""
     from kombu import Connection
 
@@ -69,7 +69,7 @@ def test_pickled_message_is_refused(celery_stack: config.Settings, redis_server)
     assert pickle.dumps(marker)  # the payload itself was a valid pickle
 
 
-def test_config_env_overrides_and_validation(tmp_path) -> None:  # noqa: ANN001
+def test_config_env_overrides_and_validation(tmp_path) -> None:
     cfg = tmp_path / "t.toml"
     cfg.write_text('flavour = "offline"\n[quota]\nonline_data = 5\n')
     s = config.load(cfg, environ={"T0DQM_QUOTA__OFFLINE_DATA": "7", "T0DQM_ROOT": str(tmp_path)})

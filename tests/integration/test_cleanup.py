@@ -13,8 +13,8 @@ from t0dqm.catalog.alarms import active_alarms, clear_alarm, raise_alarm
 from t0dqm.catalog.db import alarms, archives, audit, files, get_catalog
 from t0dqm.dev import simulate
 from t0dqm.formats import dropbox
+from t0dqm.steps import cleanup
 from t0dqm.steps.receive import receive_one
-from t0dqm.tasks import cleanup
 from tests.conftest import make_settings
 
 OFFLINE = "DQM_V0001_R000300002__ZeroBias__Run2024A-PromptReco-v1__DQMIO.root"

@@ -21,7 +21,7 @@ def test_demo_registers_its_files_with_the_gui(tmp_path: Path) -> None:
         registered = gui.files()
     out = run.stdout + run.stderr
     assert run.returncode == 0, out[-5000:]
-    counts = {m[0].strip(): int(m[1]) for m in re.findall(r"^\s*(\S.*?)\s{2,}(\d+)$", run.stdout, re.M)}
+    counts = {m[0].strip(): int(m[1]) for m in re.findall(r"^\s*(\S.*?)\s{2,}(\d+)$", run.stdout, re.MULTILINE)}
     n_good = counts["files in (good)"]
     assert counts["registered with the DQM GUI"] == n_good == len(registered) == 16
     assert all(Path(f).is_file() and str(tmp_path) in f for f in registered)

@@ -181,7 +181,7 @@ def deploy_redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[services.
     service.stop()
 
 
-def probe(broker: str):  # noqa: ANN201 - a bare Celery app for the control API
+def probe(broker: str):
     from celery import Celery
 
     app = Celery(broker=broker)

@@ -15,7 +15,7 @@ from t0dqm.dev import simulate
 from t0dqm.steps import index as dqmindex
 
 
-def _wait(predicate, timeout: float = 120.0, step: float = 0.3):  # noqa: ANN001, ANN202
+def _wait(predicate, timeout: float = 120.0, step: float = 0.3):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         value = predicate()

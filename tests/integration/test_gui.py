@@ -162,8 +162,8 @@ def test_500_and_no_connection_are_unavailable(gsettings: config.Settings, gui: 
 def test_task_retries_with_backoff_then_alarms_and_reconcile_backs_off(gsettings: config.Settings,
                                                                        gui: FakeGui) -> None:
     from t0dqm.policies import gui as policy
+    from t0dqm.steps.reconcile import RECOVERERS
     from t0dqm.tasks import gui as tasks
-    from t0dqm.tasks.recovery import RECOVERERS
 
     ids = [filed(gsettings, n) for n in (MERGED, OFFLINE)]
     gui.register_status = 503

@@ -143,7 +143,7 @@ def test_redis_over_tls_end_to_end(redis_tls: tuple[str, dict[str, Path]], tmp_p
     _round_trip(settings, root, tmp_path / "worker.log", T0DQM_BROKER_URL=url, T0DQM_BROKER_SSL__CA_CERTS=ca)
     # the stack's own clients (readiness ping, queue depths) use the same TLS options
     from t0dqm.dev.stack import LocalStack
-    from t0dqm.status import queue_depths
+    from t0dqm.tasks.queued import queue_depths
 
     stack_settings = make_settings(tmp_path / "stack", broker_url=url, broker_ssl__ca_certs=ca)
     stack = LocalStack(stack_settings, extra_env={"T0DQM_BROKER_SSL__CA_CERTS": ca})

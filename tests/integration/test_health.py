@@ -19,6 +19,7 @@ from t0dqm import config
 from t0dqm.catalog.db import Catalog, alarms, files, get_catalog, reset_catalogs
 from t0dqm.dev import services
 from t0dqm.dev.stack import LocalStack
+from t0dqm.steps import health as steps_health
 from t0dqm.tasks import health as th
 from tests.conftest import make_settings
 
@@ -68,7 +69,7 @@ def _active(catalog: Catalog) -> dict[str, int]:
 
 
 def _beat(catalog: Catalog) -> None:
-    catalog.acquire_lease(th.BEAT_LEASE, "beat", 3600)
+    catalog.acquire_lease(steps_health.BEAT_LEASE, "beat", 3600)
 
 
 def test_stopped_worker_raises_one_alarm_and_sigcont_clears_it(two_workers) -> None:

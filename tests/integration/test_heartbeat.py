@@ -17,9 +17,9 @@ from sqlalchemy import select, update
 
 from t0dqm import heartbeat
 from t0dqm.catalog.db import Catalog, audit, db_now, files, heartbeats
+from t0dqm.catalog.recovery import dead_claim_ids
 from t0dqm.dev.hosts import can_rename, on_host
 from t0dqm.identity import locator
-from t0dqm.tasks.recovery import dead_claim_ids
 from tests.integration.test_catalog import new_file
 from tests.integration.workerproc import REPO, t0dqm_env
 
@@ -164,7 +164,7 @@ def test_ensure_beats_synchronously_and_a_clean_stop_forgets(cat: Catalog) -> No
         assert conn.execute(select(heartbeats)).all() == []
 
 
-def wait_for(predicate, deadline: float = 120.0):  # noqa: ANN001, ANN201
+def wait_for(predicate, deadline: float = 120.0):
     """Poll an end state until a generous deadline (the state is asserted, not the time it took)."""
     end = time.monotonic() + deadline
     while True:
@@ -174,7 +174,7 @@ def wait_for(predicate, deadline: float = 120.0):  # noqa: ANN001, ANN201
         time.sleep(0.2)
 
 
-def test_plain_celery_worker_and_pool_children_beat(cat: Catalog, redis_server, tmp_path: Path) -> None:  # noqa: ANN001
+def test_plain_celery_worker_and_pool_children_beat(cat: Catalog, redis_server, tmp_path: Path) -> None:
     env = t0dqm_env(tmp_path / "root", T0DQM_CATALOG_URL=cat.url, T0DQM_BROKER_URL=redis_server.url,
                     T0DQM_HOST="hostW")
     proc = subprocess.Popen([sys.executable, "-m", "celery", "-A", "t0dqm", "worker", "-Q", "dev.ops", "-c", "2",

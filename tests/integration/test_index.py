@@ -72,7 +72,7 @@ def test_merge_failure_is_kept_and_retried(settings: config.Settings) -> None:
         dqmindex.import_one(file_id, settings, cat)
     bad = ids[1]
 
-    def flaky(conn, partial: Path, file_id: int) -> bool:  # noqa: ANN001
+    def flaky(conn, partial: Path, file_id: int) -> bool:
         if file_id == bad:
             raise OSError("disk full")
         return dqmindex.merge_partial(conn, partial, file_id)
@@ -102,7 +102,7 @@ def test_crash_between_index_commit_and_catalog_update(settings: config.Settings
     dqmindex.import_one(file_id, settings, cat)
     real = dqmindex.set_index_state
 
-    def crash(catalog, ids, expected, new, *a, **k):  # noqa: ANN001, ANN002, ANN003, ANN202
+    def crash(catalog, ids, expected, new, *a, **k):
         if new == "indexed":
             raise KeyboardInterrupt
         return real(catalog, ids, expected, new, *a, **k)
@@ -155,7 +155,7 @@ def test_merge_order_by_class_priority(settings: config.Settings, monkeypatch: p
         dqmindex.import_one(i, settings, cat)
     order: list[int] = []
 
-    def record(conn, partial, file_id):  # noqa: ANN001, ANN202
+    def record(conn, partial, file_id):
         order.append(file_id)
         return dqmindex.merge_partial(conn, partial, file_id)
 
@@ -165,9 +165,8 @@ def test_merge_order_by_class_priority(settings: config.Settings, monkeypatch: p
 
 def test_merge_is_single_writer(settings: config.Settings) -> None:
     cat = get_catalog()
-    with dqmindex.merge_lease(settings, cat):
-        with pytest.raises(dqmindex.MergeBusy):
-            dqmindex.merge_all(settings, cat)
+    with dqmindex.merge_lease(settings, cat), pytest.raises(dqmindex.MergeBusy):
+        dqmindex.merge_all(settings, cat)
 
 
 def test_cli_ls_and_show(settings: config.Settings) -> None:
@@ -234,7 +233,7 @@ def test_batch_partial_with_a_failed_sample_is_kept_and_retried(settings: config
     assert dqmindex.import_one(ids[1], settings, cat) == "partial"  # already in the batch's partial
     bad = ids[1]
 
-    def flaky(conn, partial: Path, file_id: int) -> bool:  # noqa: ANN001
+    def flaky(conn, partial: Path, file_id: int) -> bool:
         if file_id == bad:
             raise OSError("disk full")
         return dqmindex.merge_partial(conn, partial, file_id)

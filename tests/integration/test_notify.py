@@ -30,7 +30,7 @@ class Mailbox:
     def __init__(self) -> None:
         self.messages: list[Any] = []
 
-    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:  # noqa: N802 - aiosmtpd API
+    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
         self.messages.append(envelope)
         return "250 OK"
 
@@ -52,13 +52,13 @@ def webhook() -> Iterator[tuple[str, list[dict[str, Any]]]]:
     received: list[dict[str, Any]] = []
 
     class Handler(BaseHTTPRequestHandler):
-        def do_POST(self) -> None:  # noqa: N802 - stdlib name
+        def do_POST(self) -> None:
             body = self.rfile.read(int(self.headers["Content-Length"]))
             received.append(json.loads(body))
             self.send_response(204)
             self.end_headers()
 
-        def log_message(self, format: str, *args: object) -> None:  # noqa: A002
+        def log_message(self, format: str, *args: object) -> None:
             pass
 
     server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
@@ -145,7 +145,7 @@ def test_sound_plays_file_or_speaks_or_logs(tmp_path: Path, caplog: pytest.LogCa
     player.chmod(player.stat().st_mode | stat.S_IEXEC)
     alarm = notify.Alarm("k", "warning", "disk full", 1.0, 2.0, 1)
 
-    def which_in(path: Path):  # noqa: ANN202
+    def which_in(path: Path):
         return lambda name: str(path / name) if (path / name).exists() and os.access(path / name, os.X_OK) else None
 
     notify.SoundNotifier("/sounds/alarm.wav", which=which_in(bindir)).send(alarm)

@@ -17,7 +17,8 @@ from sqlalchemy import insert
 from t0dqm import config
 from t0dqm.catalog.db import files, get_catalog
 from t0dqm.tasks import archive as archive_tasks  # noqa: F401 - registers the zip recoverer
-from t0dqm.tasks import cleanup, ops
+from t0dqm.tasks import cleanup
+from t0dqm.tasks import reconcile as reconcile_tasks
 from t0dqm.tasks.base import T0Task
 from tests.integration.test_cleanup import OFFLINE, archive, file_state, filed
 
@@ -97,6 +98,6 @@ def test_reconcile_skips_while_its_previous_run_holds_the_lease(
             version=1, dataset="/A/B/C", size=1, adler32="00000001", mtime=old, zippat="z/p_S%04d.zip",
             state="received", index_state="indexed", created_at=old, updated_at=old,
             attempts=0)).inserted_primary_key[0]
-    held, free = run_held_then_free(caplog, ops.reconcile, "reconcile")
+    held, free = run_held_then_free(caplog, reconcile_tasks.reconcile, "reconcile")
     assert held == {} and free == {"zip": 1}
     assert sent == [("t0dqm.tasks.archive.zip_file", file_id)]

@@ -46,7 +46,7 @@ def fill_done(p: collector.Producer) -> dict[str, Path]:
     }
 
 
-def alarm_row(key_prefix: str):  # noqa: ANN201
+def alarm_row(key_prefix: str):
     with get_catalog(config.get().catalog_url).read() as conn:
         return conn.execute(select(alarms_table).where(alarms_table.c.key.like(key_prefix + "%"))).first()
 

@@ -37,7 +37,7 @@ def up(settings: config.Settings, name: str, **kw: object) -> Path:
     return dropbox.upload(make(settings, name, **kw), settings.dropbox)
 
 
-def rows(table=files) -> list[dict]:  # noqa: ANN001
+def rows(table=files) -> list[dict]:
     with get_catalog().read() as conn:
         return [dict(r) for r in conn.execute(select(table)).mappings()]
 
@@ -182,7 +182,7 @@ def test_killed_mid_receive_is_recovered(settings: config.Settings, monkeypatch:
     receiver = Receiver(settings, get_catalog())
     original = getattr(Receiver, where)
 
-    def dies_after(self, *a, **k):  # noqa: ANN001, ANN002, ANN003, ANN202
+    def dies_after(self, *a, **k):
         original(self, *a, **k)
         raise Killed()
     monkeypatch.setattr(Receiver, where, dies_after)
@@ -228,7 +228,7 @@ def test_claim_is_a_catalog_lease_not_a_flock(settings: config.Settings) -> None
         assert conn.execute(select(leases).where(leases.c.name == name)).first() is None  # released
 
 
-def _receive_in_process(root: str, path: str, barrier, out) -> None:  # noqa: ANN001
+def _receive_in_process(root: str, path: str, barrier, out) -> None:
     from tests.conftest import make_settings
 
     config.reset(make_settings(Path(root)))
@@ -254,7 +254,7 @@ def test_two_concurrent_receivers_file_once(settings: config.Settings) -> None:
     assert len({r["path"] for r in rows()}) == 4
 
 
-def _batch_in_process(root: str, catalog_url: str, paths: list[str], barrier, out) -> None:  # noqa: ANN001
+def _batch_in_process(root: str, catalog_url: str, paths: list[str], barrier, out) -> None:
     from tests.conftest import make_settings
 
     current = make_settings(Path(root), catalog_url=catalog_url)
@@ -405,7 +405,7 @@ def test_batch_unexpected_error_leaves_only_that_upload(settings: config.Setting
     uploads = [up(settings, name) for name in _names(3)]
     original = Receiver._link
 
-    def flaky(self, p, target, dqinfo):  # noqa: ANN001, ANN202
+    def flaky(self, p, target, dqinfo):
         if p == uploads[1]:
             raise RuntimeError("disk trouble")
         return original(self, p, target, dqinfo)
@@ -443,7 +443,7 @@ def test_batch_killed_midway_and_rerun(settings: config.Settings, monkeypatch: p
         original = Receiver._link
         calls = []
 
-        def dies(self, *a, **k):  # noqa: ANN001, ANN002, ANN003, ANN202
+        def dies(self, *a, **k):
             original(self, *a, **k)
             calls.append(1)
             if len(calls) == 3:
@@ -452,14 +452,14 @@ def test_batch_killed_midway_and_rerun(settings: config.Settings, monkeypatch: p
     elif where == "_record_many":  # rows committed, claims still there
         original_record = Receiver._record_many
 
-        def dies_after(self, *a, **k):  # noqa: ANN001, ANN002, ANN003, ANN202
+        def dies_after(self, *a, **k):
             original_record(self, *a, **k)
             raise Killed()
         monkeypatch.setattr(Receiver, "_record_many", dies_after)
     elif where == "index":  # claims removed, partial index written, rows still pending
         original_mark = dqmindex.set_index_state
 
-        def dies(catalog, ids, expected, new, *a, **k):  # noqa: ANN001, ANN002, ANN003, ANN202
+        def dies(catalog, ids, expected, new, *a, **k):
             if new == "partial":
                 raise Killed()
             return original_mark(catalog, ids, expected, new, *a, **k)
@@ -467,7 +467,7 @@ def test_batch_killed_midway_and_rerun(settings: config.Settings, monkeypatch: p
     else:  # "mark": rows marked partial, the task dies before enqueueing the merge
         original_index = Receiver._index
 
-        def dies_after_index(self, *a, **k):  # noqa: ANN001, ANN002, ANN003, ANN202
+        def dies_after_index(self, *a, **k):
             original_index(self, *a, **k)
             raise Killed()
         monkeypatch.setattr(Receiver, "_index", dies_after_index)
@@ -502,7 +502,7 @@ def test_batch_partial_index_failure_leaves_files_pending(settings: config.Setti
 
     uploads = [up(settings, name) for name in _names(2)]
 
-    def full(*a, **k):  # noqa: ANN002, ANN003, ANN202
+    def full(*a, **k):
         raise OSError("disk full")
 
     monkeypatch.setattr(dqmindex, "write_batch_partial", full)

@@ -20,7 +20,7 @@ def stack_env() -> dict[str, str]:
     return {"reconcile__stale_seconds": "2", "reconcile__lease_seconds": "30"}
 
 
-def test_flushing_redis_mid_flight_loses_nothing(celery_stack: config.Settings, redis_server,  # noqa: ANN001
+def test_flushing_redis_mid_flight_loses_nothing(celery_stack: config.Settings, redis_server,
                                                 tmp_path: Path) -> None:
     settings = celery_stack
     n = 30

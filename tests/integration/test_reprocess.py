@@ -208,9 +208,10 @@ def test_retry_bad_resolves_rows_of_uploads_already_gone(settings) -> None:
 
 def test_cli_reprocess_and_retry_bad_list(settings, populated, monkeypatch) -> None:
     from t0dqm.cli import cli
+    from t0dqm.cli import health as cli_health
 
     sent: list[tuple[str, tuple]] = []
-    monkeypatch.setattr(reprocess, "celery_sender", lambda name, args: sent.append((name, args)))
+    monkeypatch.setattr(cli_health, "celery_sender", lambda name, args: sent.append((name, args)))
     env = {"T0DQM_ROOT": str(settings.root), "T0DQM_FLAVOUR": settings.flavour}
     out = CliRunner().invoke(cli, ["reprocess", "--run", "100", "--from-step", "verify"], env=env)
     assert out.exit_code == 0, out.output

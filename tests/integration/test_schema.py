@@ -86,7 +86,7 @@ def test_postgresql_is_checked_not_migrated(pg_url: str) -> None:
 
 
 @pytest.mark.parametrize("kind", ["worker", "beat"])
-def test_worker_and_beat_refuse_another_revision(kind: str, pg_url: str, redis_server, tmp_path: Path) -> None:  # noqa: ANN001
+def test_worker_and_beat_refuse_another_revision(kind: str, pg_url: str, redis_server, tmp_path: Path) -> None:
     stamp_to(pg_url, "0001_baseline")
     args = {"worker": ["worker", "-Q", "dev.ops", "-P", "solo", "--without-gossip", "--without-mingle"],
             "beat": ["beat", "-s", str(tmp_path / "beat-schedule")]}[kind]

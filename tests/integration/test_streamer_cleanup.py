@@ -27,7 +27,7 @@ DONE_RUNS = {300002}
 
 
 class DoneHandler(BaseHTTPRequestHandler):
-    def do_GET(self) -> None:  # noqa: N802
+    def do_GET(self) -> None:
         q = parse_qs(urlparse(self.path).query)
         done = int(q["run"][0]) in DONE_RUNS
         body = json.dumps({"result": [done]}).encode()

@@ -400,7 +400,7 @@ def test_gateway_never_deletes_a_rule_it_did_not_check(t0cfg: config.Settings, a
 # ----------------------------------------------------------------------------------------- no Rucio
 
 def test_without_rucio_retention_deletes_local_and_xrootd_copies(tmp_path: Path, xrootd_dir: str) -> None:
-    server = xrootd_dir.split("//store/")[0]
+    server = xrootd_dir.split("//store/", maxsplit=1)[0]
     settings = use(write_config(tmp_path / "norucio.toml", tmp_path / "root", "", None,
                                 extra=f'[deletion]\nextra_roots = ["{server}//store"]\n'))
     try:

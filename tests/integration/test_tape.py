@@ -16,6 +16,8 @@ from t0dqm import config, storage
 from t0dqm.catalog import states
 from t0dqm.catalog.db import alarms, archives, audit, get_catalog, reset_catalogs
 from t0dqm.dev import services
+from t0dqm.steps import archive as steps_archive
+from t0dqm.steps import tape as steps_tape
 from t0dqm.tasks import archive as archive_tasks
 from t0dqm.tasks import tape
 from tests.conftest import make_settings
@@ -159,7 +161,7 @@ def test_repeatedly_bad_copies_end_in_failed_with_one_alarm(tsettings: config.Se
                 break
         assert state(tsettings, aid) == states.FAILED
     found = active_alarms(tsettings)
-    assert [a["key"] for a in found] == [archive_tasks.TROUBLE_ALARM]
+    assert [a["key"] for a in found] == [steps_archive.TROUBLE_ALARM]
     assert found[0]["message"].startswith("2 archive(s) need attention (2 failed)")
 
 
@@ -200,7 +202,7 @@ def test_outage_past_the_limit_fails_with_one_alarm(tmp_path: Path, sent: list) 
         _ids, aids = frozen_archives(settings, 4)
         results = [tape.stage(aid) for aid in aids for _ in range(3)]
         assert results == ["retry", "retry", states.FAILED] * 2
-        assert [a["key"] for a in active_alarms(settings)] == [archive_tasks.TROUBLE_ALARM]
+        assert [a["key"] for a in active_alarms(settings)] == [steps_archive.TROUBLE_ALARM]
     finally:
         reset_catalogs()
         config.reset(None)
@@ -230,7 +232,7 @@ def test_conflicting_target_is_left_untouched(tsettings: config.Settings, tmp_pa
     assert storage.checksum(target, 10) == theirs and storage.stat(target, 10).size == 12345
     assert (tsettings.zip_root / arch["path"]).exists()
     found = active_alarms(tsettings)
-    assert [a["key"] for a in found] == [archive_tasks.TROUBLE_ALARM] and "conflict" in found[0]["message"]
+    assert [a["key"] for a in found] == [steps_archive.TROUBLE_ALARM] and "conflict" in found[0]["message"]
     assert tape.clean_zips()["cleaned"] == 0
 
 
@@ -302,7 +304,7 @@ def test_index_backup_copies_checked_and_keeps_the_last_n(tmp_path: Path, xrootd
         for day in ("20240101", "20240102", "20240103"):
             assert tape.backup_index(day=day)["copied"] == 2
         assert tape.backup_index(day="20240103") == {"copied": 0, "unchanged": 2, "dropped": 0}
-        base = storage.join(xrootd_dir, tape.BACKUP_DIR)
+        base = storage.join(xrootd_dir, steps_tape.BACKUP_DIR)
         assert [e.name for e in storage.listdir(base, 10)] == ["20240102", "20240103"]
         copy = storage.join(base, "20240103", "sub", "streamers.dat")
         assert storage.checksum(copy, 10) == storage.adler32_file(settings.index_dir / "sub" / "streamers.dat")

@@ -158,7 +158,7 @@ def test_place_moves_on_when_another_uploader_links_first(tmp_path: Path,
     assert (box / "0000" / ONLINE).read_bytes() == b"another host's upload"
 
 
-def _uploader(src: str, box: str, n: int, out) -> None:  # noqa: ANN001
+def _uploader(src: str, box: str, n: int, out) -> None:
     out.put([str(dropbox.upload(src, box)) for _ in range(n)])
 
 

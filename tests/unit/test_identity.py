@@ -11,7 +11,7 @@ from t0dqm import config
 from t0dqm.identity import gone_from_this_machine, holder_process, locator, process_identity, worker_identity
 
 
-def _child_identity(queue) -> None:  # noqa: ANN001
+def _child_identity(queue) -> None:
     queue.put(process_identity())
 
 
@@ -29,7 +29,7 @@ def test_identity_is_per_process_and_new_after_fork() -> None:
     assert theirs != mine and theirs.split(":")[0] == host and theirs.split(":")[1] == str(child.pid)
 
 
-def test_host_part_is_the_configured_host(tmp_path) -> None:  # noqa: ANN001
+def test_host_part_is_the_configured_host(tmp_path) -> None:
     settings = config.load(None, environ={"T0DQM_ROOT": str(tmp_path), "T0DQM_HOST": "p5-host:1"})
     config.reset(settings)
     try:

@@ -37,7 +37,7 @@ def test_alert_rules_load_and_use_known_metrics() -> None:
         anchor = rule["annotations"]["runbook"].partition("#")[2]
         if anchor:
             headings = {re.sub(r"[^a-z0-9 -]", "", h.lower()).replace(" ", "-")
-                        for h in re.findall(r"^## (.+)$", runbook, re.M)}
+                        for h in re.findall(r"^## (.+)$", runbook, re.MULTILINE)}
             assert anchor in headings, (rule["alert"], anchor)
 
 

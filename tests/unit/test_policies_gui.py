@@ -17,7 +17,7 @@ def facts(i: int, cls: str = "offline_data", run: int = 300002, version: int = 1
                      dataset=dataset, subsystem=subsystem, **kw)
 
 
-def plan(cands, group=(), **kw):  # noqa: ANN001, ANN201
+def plan(cands, group=(), **kw):
     return policy.plan(cands, group, repository="/data/repo", online_dataset=ONLINE,
                        online_subsystem_dataset=SUB, **kw)
 

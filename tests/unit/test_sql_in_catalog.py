@@ -20,19 +20,6 @@ PACKAGE = Path(t0dqm.__file__).parent
 CATALOG = "t0dqm.catalog"
 DB = "t0dqm.catalog.db"
 
-# Modules still being converted on other branches of the issue 15 sweep (steps-A, steps-B, steps-C), as they
-# stood when this check was written. The lead empties this set at the merge; an entry a module no longer needs
-# fails test_pending_entries_are_still_needed, so the set cannot outlive the work.
-PENDING = frozenset({
-    "t0dqm.steps.reprocess",
-    "t0dqm.tasks.archive",
-    "t0dqm.tasks.health",
-    "t0dqm.tasks.index",
-    "t0dqm.tasks.recovery",
-    "t0dqm.tasks.tape",
-})
-
-
 def table_names() -> frozenset[str]:
     """Names in t0dqm.catalog.db bound to a table, the metadata, or a dict of tables."""
     return frozenset(name for name, value in vars(db).items()
@@ -147,12 +134,7 @@ def test_relative_imports_resolve_from_the_module_or_package() -> None:
 
 
 def test_no_sql_outside_catalog() -> None:
-    found = {module: hits for module, hits in scan().items() if module not in PENDING}
+    found = scan()
     assert found == {}, ("SQL outside t0dqm/catalog: move the queries into a catalog module (by entity) and call "
                          "it with the connection:\n" + "\n".join(f"{module}: {hit}" for module, hits in
                                                                 sorted(found.items()) for hit in hits))
-
-
-def test_pending_entries_are_still_needed() -> None:
-    stale = sorted(PENDING - set(scan()))
-    assert stale == [], f"no SQL left in {', '.join(stale)}: remove them from PENDING in {Path(__file__).name}"

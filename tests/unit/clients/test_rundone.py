@@ -31,7 +31,7 @@ class Handler(BaseHTTPRequestHandler):
     # "slow" requests wait for this (set at teardown), so the client's timeout always fires first
     release = threading.Event()
 
-    def do_GET(self):  # noqa: N802
+    def do_GET(self):
         q = parse_qs(urlparse(self.path).query)
         run, stream = int(q["run"][0]), q["stream"][0]
         with Handler.lock:

@@ -281,4 +281,4 @@ def test_area_only_in_file_name_and_cut_extremes():
         agg = eosdump._Aggregator(s, cut, frozenset({"Data"}))
         agg.chunk(data)
         a = next(iter(agg.finish().units.values()))
-        assert a.old_files == int((1700000000, 5) < cut)
+        assert a.old_files == int(cut > (1700000000, 5))

@@ -139,8 +139,8 @@ def test_over_capacity_is_noted() -> None:
 
 
 def test_max_moves_and_bad_inputs() -> None:
-    subs = policy.Subscriptions(sites={p: "T1_IT_CNAF" for p in "ABCDEF"})
-    vols = {p: 10 * TB for p in "ABCDEF"}
+    subs = policy.Subscriptions(sites=dict.fromkeys("ABCDEF", "T1_IT_CNAF"))
+    vols = dict.fromkeys("ABCDEF", 10 * TB)
     free = {"T1_IT_CNAF": 10 * TB, "T1_DE_KIT": 10 * TB, "T1_ES_PIC": 10 * TB}
     assert len(policy.plan(subs, vols, free, max_moves=1).moves) == 1
     assert len(policy.plan(subs, vols, free).moves) == 4  # two PDs per site

@@ -45,7 +45,7 @@ def test_plan_lists_only_released_sorted() -> None:
     assert [d.name for d in retention.plan_retention(outputs, NOW)] == ["a", "b"]
 
 
-def out_days(age_days, endpoints=("T1_A",), done=("T1_A",), needed=False):  # noqa: N802
+def out_days(age_days, endpoints=("T1_A",), done=("T1_A",), needed=False):
     return retention.T0Output("x", 1000 * 86400 - age_days * 86400, frozenset(endpoints), frozenset(done), needed)
 
 

@@ -9,7 +9,7 @@ H = 3600
 D = 86400
 
 
-def F(path, age, checked=True, repacked=False, run=1, tier0_off=False, size=10):  # noqa: N802
+def F(path, age, checked=True, repacked=False, run=1, tier0_off=False, size=10):
     return sm.SMFile(path=path, run=run, size=size, mtime=NOW - age, checked=checked, repacked=repacked,
                      tier0_off=tier0_off)
 

@@ -8,7 +8,7 @@ NOW = 1_700_000_000
 DAY = 86400
 
 
-def U(label, stream, run, size, mtime, files=1, **kw):  # noqa: N802
+def U(label, stream, run, size, mtime, files=1, **kw):
     m = mtime if isinstance(mtime, tuple) else (mtime, 0)
     return p.UnitStats(label, stream, run, files, size, m, **kw)
 

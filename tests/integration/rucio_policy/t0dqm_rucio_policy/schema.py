@@ -8,7 +8,7 @@
 import copy
 
 from rucio.common.schema import generic
-from rucio.common.schema.generic import *  # noqa: F401,F403 - every other definition stays generic
+from rucio.common.schema.generic import *  # noqa: F403 - every other definition stays generic
 
 _RSE_PATTERN = "^([A-Za-z0-9]+([_-][A-Za-z0-9]+)*)$"
 
