@@ -37,6 +37,7 @@ from pydantic_settings import (
     EnvSettingsSource,
     PydanticBaseSettingsSource,
     SettingsConfigDict,
+    SettingsError,
     TomlConfigSettingsSource,
 )
 
@@ -735,13 +736,18 @@ def _config_error(exc: ValidationError, environ: Mapping[str, str]) -> ConfigErr
     return ConfigError("; ".join(dict.fromkeys(_message(e, environ) for e in exc.errors())))
 
 
+def _head(name: str) -> str:
+    """The top-level key of a T0DQM_* variable (T0DQM_QUOTA__ONLINE_DATA -> quota)."""
+    return name.upper()[len(ENV_PREFIX):].split("__", 1)[0].lower()
+
+
 def _check_env_names(environ: Mapping[str, str]) -> None:
     """An unknown T0DQM_* variable is an error (tables' unknown keys are caught by the models)."""
     for name in environ:
         upper = name.upper()
         if not upper.startswith(ENV_PREFIX) or upper in NOT_CONFIG_ENV:
             continue
-        head = upper[len(ENV_PREFIX):].split("__", 1)[0].lower()
+        head = _head(name)
         if head not in Config.model_fields:
             raise ConfigError(f"{name}: {head} is not a configuration key (known: {', '.join(Config.model_fields)})")
 
@@ -938,6 +944,9 @@ def load(path: str | os.PathLike[str] | None = None, environ: Mapping[str, str] 
         model = Config()
     except ValidationError as exc:
         raise _config_error(exc, env) from None
+    except SettingsError as exc:  # a table or list in the environment that is not JSON
+        names = [n for n in env if n.upper().startswith(ENV_PREFIX) and f'"{_head(n)}"' in str(exc)]
+        raise ConfigError(f"{', '.join(names) or 'environment'}: tables and lists are JSON here ({exc})") from None
     finally:
         _SOURCES.reset(token)
     return Settings(model=model, source=str(path) if path else None)

@@ -169,6 +169,12 @@ def test_json_for_whole_tables_and_lists_in_the_environment() -> None:
     assert s.producers[0].done == "/y" and s.beat.enabled == ["reconcile"] and s.health.queues == ["ops"]
 
 
+def test_a_list_in_the_environment_that_is_not_json() -> None:
+    with pytest.raises(config.ConfigError, match="T0DQM_DELETION__EXTRA_ROOTS: tables and lists are JSON"):
+        config.load(None, environ={"T0DQM_DELETION__EXTRA_ROOTS": "/a"})
+    assert config.load(None, environ={"T0DQM_DELETION__EXTRA_ROOTS": '["/a"]'}).deletion.extra_roots == ["/a"]
+
+
 def test_non_config_variables_are_ignored() -> None:
     s = config.load(None, environ={"T0DQM_RUCIO_VENV": "/x", "T0DQM_TEST_PG": "postgresql://", "HOME": "/"})
     assert s.data == config.DEFAULTS
