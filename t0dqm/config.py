@@ -671,12 +671,6 @@ class Config(BaseSettings):
         return tuple(out)
 
 
-TABLES: dict[str, type[Table]] = {}
-for _name, _info in Config.model_fields.items():
-    if isinstance(_info.annotation, type) and issubclass(_info.annotation, Table):
-        TABLES[_name] = _info.annotation
-
-
 # -- errors ---------------------------------------------------------------------------------------------
 
 def _dotted(loc: tuple[int | str, ...]) -> str:
