@@ -67,10 +67,19 @@ class T0Task(Task):
     reject_on_worker_lost = True
     autoretry_for = RETRYABLE
     retry_backoff = 2
-    retry_backoff_max = 600
     retry_jitter = True
-    max_retries = 6
     typing = True
+
+    @property
+    def max_retries(self) -> int:  # type: ignore[override]
+        """Autoretry attempts (configuration ``tasks.max_retries``; a task's ``max_retries=`` option wins)."""
+        return int(config.get()["tasks"]["max_retries"])
+
+    @property
+    def retry_backoff_max(self) -> int:
+        """Cap of the autoretry back-off in seconds (configuration ``tasks.retry_backoff_max``; Celery reads it
+        when it builds the task)."""
+        return int(config.get()["tasks"]["retry_backoff_max"])
 
     @property
     def settings(self) -> config.Settings:
