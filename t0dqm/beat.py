@@ -11,7 +11,6 @@ from typing import Any
 from celery.schedules import crontab
 
 from t0dqm.queues import collect_queue
-from t0dqm.steps.sync import mirror_settings, sync_settings
 
 COLLECT_INTERVAL = 10.0
 CLEAN_INTERVAL = 4 * 3600.0
@@ -21,13 +20,13 @@ MIRROR_INTERVAL = 3 * 3600.0
 
 def build(settings: Any) -> dict[str, dict[str, Any]]:
     """Schedule entries for the settings' flavour; optional families only when enabled."""
-    reconcile_every = settings["reconcile"]["interval"]
+    reconcile_every = settings.reconcile.interval
     schedule: dict[str, dict[str, Any]] = {
         "reconcile": {"task": "t0dqm.tasks.ops.reconcile", "schedule": float(reconcile_every)},
         "beat-heartbeat": {"task": "t0dqm.tasks.ops.beat_heartbeat", "schedule": 30.0},
     }
     optional: dict[str, dict[str, Any]] = {
-        "receive-scan": {"task": "t0dqm.tasks.receive.scan", "schedule": float(settings["receive"]["scan_interval"])},
+        "receive-scan": {"task": "t0dqm.tasks.receive.scan", "schedule": float(settings.receive.scan_interval)},
         "create-info": {"task": "t0dqm.tasks.receive.create_info", "schedule": 4 * 3600.0},
         "index-merge": {"task": "t0dqm.tasks.index.merge", "schedule": 10.0},
         "index-delete-runs": {"task": "t0dqm.tasks.index.delete_runs", "schedule": 900.0},
@@ -44,23 +43,23 @@ def build(settings: Any) -> dict[str, dict[str, Any]]:
         "t0-retention": {"task": "t0dqm.tasks.streamer.retention_cleanup",
                          "schedule": crontab(hour=6, minute=0)},
         "t0-rules-poll": {"task": "t0dqm.tasks.tier0.poll_rules",
-                          "schedule": float(settings["rucio"]["poll_interval"])},
+                          "schedule": float(settings.rucio.poll_interval)},
         "sm-cleanup-age": {"task": "t0dqm.tasks.streamer.sm_cleanup", "kwargs": {"mode": "age"},
                            "schedule": crontab(hour="3,15", minute=30)},
         "sm-cleanup-occupancy": {"task": "t0dqm.tasks.streamer.sm_cleanup", "kwargs": {"mode": "occupancy"},
                                  "schedule": 900.0},
     }
-    enabled = set(settings.data.get("beat", {}).get("enabled", list(optional)))
-    if not settings["streamer"]["enabled"]:
+    enabled = set(settings.beat.get("enabled", list(optional)))
+    if not settings.streamer.enabled:
         enabled.discard("streamer-cleanup")
-    if not settings["retention"]["enabled"]:
+    if not settings.retention.enabled:
         enabled.discard("t0-retention")
-    if not settings["rucio"]["url"]:
+    if not settings.rucio.url:
         enabled.discard("t0-rules-poll")
-    if not settings["storage_manager"]["enabled"]:
+    if not settings.storage_manager.enabled:
         enabled.discard("sm-cleanup-age")
         enabled.discard("sm-cleanup-occupancy")
-    if not settings["run_deletion"]["enabled"]:
+    if not settings.run_deletion.enabled:
         enabled.discard("index-delete-runs")
     for name, entry in optional.items():
         if name in enabled:
@@ -68,7 +67,7 @@ def build(settings: Any) -> dict[str, dict[str, Any]]:
     schedule.update(producer_schedule(settings))
     schedule.update(sync_schedule(settings))
     # [beat.every] zip_freeze = 5  -> run that entry every 5 s (demo, chaos, tests)
-    for key, seconds in settings.data.get("beat", {}).get("every", {}).items():
+    for key, seconds in settings.beat.every.items():
         name = key.replace("_", "-")
         if name in schedule:
             schedule[name] = dict(schedule[name], schedule=float(seconds))
@@ -79,7 +78,7 @@ def producer_schedule(settings: Any) -> dict[str, dict[str, Any]]:
     """Beat entries for every producer host in the ``producers`` setting (collect 10 s, clean 4 h), each on
     the host's own queue ``collect.<host>``."""
     entries: dict[str, dict[str, Any]] = {}
-    hosts = sorted({p["host"] for p in settings.data.get("producers", []) or []})
+    hosts = sorted({p["host"] for p in settings.producers})
     for host in hosts:
         queue = collect_queue(host, settings)
         entries[f"collect-{host}"] = {"task": "t0dqm.tasks.collect.collect", "schedule": COLLECT_INTERVAL,
@@ -92,8 +91,8 @@ def producer_schedule(settings: Any) -> dict[str, dict[str, Any]]:
 def sync_schedule(settings: Any) -> dict[str, dict[str, Any]]:
     """Beat entries for the configured sync families (online sync 4 h, partial mirror 3 h)."""
     entries: dict[str, dict[str, Any]] = {}
-    if sync_settings(settings)["url"]:
+    if settings.sync.url:
         entries["online-sync"] = {"task": "t0dqm.tasks.sync.online_sync", "schedule": ONLINE_SYNC_INTERVAL}
-    if mirror_settings(settings)["dest"]:
+    if settings.mirror.dest:
         entries["partial-mirror"] = {"task": "t0dqm.tasks.sync.partial_mirror", "schedule": MIRROR_INTERVAL}
     return entries

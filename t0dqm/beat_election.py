@@ -72,7 +72,7 @@ class ElectedScheduler(Scheduler):
 
     @property
     def standby_interval(self) -> float:
-        return float(self.settings["heartbeat"]["interval"])
+        return float(self.settings.heartbeat.interval)
 
     def elect(self) -> bool:
         """Take or renew the leader lease; False (and no sending) when another beat holds it or the
@@ -81,7 +81,7 @@ class ElectedScheduler(Scheduler):
         try:
             with self._catalog_call():
                 won = self.catalog.acquire_lease(leader_lease_name(settings), self.owner,
-                                                 float(settings["heartbeat"]["leader_lease"]))
+                                                 float(settings.heartbeat.leader_lease))
         except SQLAlchemyError as exc:
             if self.leading:
                 logger.warning("beat: catalog unreachable, not sending until it is back: %s", exc)

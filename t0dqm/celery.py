@@ -80,9 +80,9 @@ def broker_ssl_options(settings: config.Settings, url: str) -> dict[str, object]
         return None
     import ssl
 
-    cfg = settings["broker_ssl"]
+    cfg = settings.broker_ssl
     reqs = {"required": ssl.CERT_REQUIRED, "optional": ssl.CERT_OPTIONAL, "none": ssl.CERT_NONE}
-    options: dict[str, object] = {"ssl_cert_reqs": reqs[cfg["cert_reqs"]]}
+    options: dict[str, object] = {"ssl_cert_reqs": reqs[cfg.cert_reqs]}
     for key in ("ca_certs", "certfile", "keyfile"):
         if cfg[key]:
             options[f"ssl_{key}"] = cfg[key]
@@ -100,8 +100,8 @@ def redis_client(url: str, timeout: float = 2.0, settings: config.Settings | Non
 
 def configure(app: Celery, settings: config.Settings) -> None:
     broker = resolve_broker_url(settings)
-    backend = settings["result_backend"] or broker
-    tasks = settings["tasks"]
+    backend = settings.result_backend or broker
+    tasks = settings.tasks
     transport = {"visibility_timeout": VISIBILITY_TIMEOUT, "socket_timeout": 30, "socket_connect_timeout": 10,
                  "health_check_interval": 25, "retry_on_timeout": True}
     prefix = settings.queue_prefix
@@ -119,8 +119,8 @@ def configure(app: Celery, settings: config.Settings) -> None:
         task_reject_on_worker_lost=True,
         task_acks_on_failure_or_timeout=True,
         worker_prefetch_multiplier=1,
-        task_soft_time_limit=tasks["soft_time_limit"],
-        task_time_limit=tasks["time_limit"],
+        task_soft_time_limit=tasks.soft_time_limit,
+        task_time_limit=tasks.time_limit,
         broker_transport_options=transport,
         result_backend_transport_options=transport,
         broker_connection_retry=True,

@@ -29,7 +29,7 @@ def _inside(path: Path, root: Path) -> bool:
 
 
 def allowed_roots(settings: config.Settings) -> list[str]:
-    extra = settings.data.get("deletion", {}).get("extra_roots", [])
+    extra = settings.deletion.extra_roots
     return [str(p) for p in settings.deletion_roots] + list(extra)
 
 
@@ -59,14 +59,14 @@ def _check_archived(catalog: Catalog, resolved: str, settings: config.Settings) 
     path = Path(resolved)
     if path.suffix != ".root" or not _inside(path, repo):
         return
-    if not settings["deletion"]["require_verified"]:
+    if not settings.deletion.require_verified:
         return
     rel = str(path.relative_to(repo))
     with catalog.read() as conn:
         row = audit.file_archive_state(conn, rel)
     if row is None:
         raise DeletionRefused(f"refusing {resolved}: not in the catalog")
-    safe = archive_safe_states(settings["archive"]["require_tape"])
+    safe = archive_safe_states(settings.archive.require_tape)
     if row.state not in safe:
         raise DeletionRefused(f"refusing {resolved}: archive not verified on tape (state {row.state})")
 
@@ -81,7 +81,7 @@ def delete(target: str, *, rule: str, reason: str | None = None, dry_run: bool |
     settings = settings or config.get()
     catalog = catalog or get_catalog(settings.catalog_url)
     if dry_run is None:
-        dry_run = bool(settings["deletion"]["dry_run"])
+        dry_run = bool(settings.deletion.dry_run)
     canonical = check_target(target, settings)
     if not storage.is_remote(canonical):
         _check_archived(catalog, canonical, settings)

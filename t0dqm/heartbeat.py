@@ -28,7 +28,7 @@ REAP_EVERY = 100  # beats between two reaps
 def _settings() -> tuple[float, str]:
     from t0dqm import config
 
-    return float(config.get()["heartbeat"]["interval"]), config.get().catalog_url
+    return float(config.get().heartbeat.interval), config.get().catalog_url
 
 
 class Heartbeat:

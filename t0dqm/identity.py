@@ -33,7 +33,7 @@ def host_name() -> str:
     try:
         from t0dqm import config
 
-        configured = config.get().data.get("host") or ""
+        configured = config.get().model.host or ""
     except Exception:  # noqa: BLE001 - identity must not depend on a readable configuration
         configured = ""
     return (configured or socket.gethostname()).replace(":", "_")

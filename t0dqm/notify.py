@@ -142,18 +142,18 @@ class SoundNotifier:
 
 
 def notifiers_from_settings(settings: config.Settings) -> list[Notifier]:
-    cfg = settings["alarms"]
+    cfg = settings.alarms
     timeout = settings.timeout("http")
     out: list[Notifier] = [LogNotifier()]
-    to = [a.strip() for a in str(cfg.get("email_to", "")).split(",") if a.strip()]
-    if cfg.get("smtp_host") and to:
-        sender = cfg.get("email_from") or f"t0dqm@{socket.gethostname()}"
-        out.append(EmailNotifier(cfg["smtp_host"], to, sender, timeout))
-    if cfg.get("webhook_url"):
-        out.append(WebhookNotifier(cfg["webhook_url"], timeout, {"flavour": settings.flavour,
+    to = [a.strip() for a in str(cfg.email_to).split(",") if a.strip()]
+    if cfg.smtp_host and to:
+        sender = cfg.email_from or f"t0dqm@{socket.gethostname()}"
+        out.append(EmailNotifier(cfg.smtp_host, to, sender, timeout))
+    if cfg.webhook_url:
+        out.append(WebhookNotifier(cfg.webhook_url, timeout, {"flavour": settings.flavour,
                                                                  "host": socket.gethostname()}))
-    if cfg.get("sound") or cfg.get("sound_file"):
-        out.append(SoundNotifier(cfg.get("sound_file", ""), timeout=timeout))
+    if cfg.sound or cfg.sound_file:
+        out.append(SoundNotifier(cfg.sound_file, timeout=timeout))
     return out
 
 
@@ -184,7 +184,7 @@ def dispatch_pending(catalog: Catalog, settings: config.Settings, notifiers: Seq
     deliver is released (notified_at restored) so the next dispatch tries again.
     """
     now = time.time() if now is None else now
-    min_interval = float(settings["alarms"]["min_interval"])
+    min_interval = float(settings.alarms.min_interval)
     notifiers = list(notifiers) if notifiers is not None else notifiers_from_settings(settings)
     with catalog.read() as conn:
         rows = alarms.active_oldest_first(conn)

@@ -69,7 +69,7 @@ def snapshot(settings: config.Settings, catalog: Catalog, *, with_workers: bool 
     counts = catalog_counts(catalog)
     snap.files, snap.index, snap.archives = counts["files"], counts["index"], counts["archives"]
     snap.quarantined, snap.active_alarms = counts["quarantined"], counts["active_alarms"]
-    snap.gui, snap.gui_url = counts["gui"], settings["gui"]["register_url"]
+    snap.gui, snap.gui_url = counts["gui"], settings.gui.register_url
     snap.t0_outputs, snap.t0_rules = counts["t0_outputs"], counts["t0_rules"]
     if snap.broker_error is None:
         snap.messages = messages(snap.broker_url, app.conf.t0dqm_prefix, sum(snap.files.values()))

@@ -329,7 +329,7 @@ def db_now(conn: Connection) -> float:
 def stale_after_default() -> float:
     from t0dqm import config
 
-    return float(config.get()["heartbeat"]["stale_after"])
+    return float(config.get().heartbeat.stale_after)
 
 
 def dead_owners(conn: Connection, owners: Iterable[str | None], stale_after: float | None = None) -> dict[str, str]:

@@ -37,7 +37,7 @@ def register(everything: bool, run: int | None, url: str | None, check: bool | N
     if everything and run is not None:
         raise click.UsageError("--all and --run exclude each other")
     settings = config.get()
-    base = url or settings["gui"]["register_url"]
+    base = url or settings.gui.register_url
     if not base:
         raise click.UsageError("no GUI: set gui.register_url (T0DQM_GUI__REGISTER_URL) or pass --url")
     catalog = get_catalog(settings.catalog_url)
@@ -53,7 +53,7 @@ def register(everything: bool, run: int | None, url: str | None, check: bool | N
         raise click.ClickException(f"DQM GUI unreachable: {exc}") from None
     out = {"url": base, "candidates": len(ids), **result.counts()}
     checked: dict[str, int] = {}
-    if check if check is not None else settings["gui"]["check_readable"]:
+    if check if check is not None else settings.gui.check_readable:
         checked = registrar.check(result.registered_samples(), budget=3600.0)
     if as_json:
         click.echo(json.dumps({**out, "check": checked} if checked else out, sort_keys=True))
@@ -80,16 +80,16 @@ def removed(as_json: bool) -> None:
     settings = config.get()
     with get_catalog(settings.catalog_url).read() as conn:
         rows = gui_rows.removed_but_registered(conn)
-    gs = settings["gui"]
+    gs = settings.gui
     for row in rows:
         facts = policy.FileFacts(id=row["id"], path=row["path"], cls=row["cls"], run=row["run"],
                                  version=row["version"], dataset=row["dataset"], subsystem=row["subsystem"])
         try:
-            dataset = policy.gui_dataset(facts, gs["online_dataset"], gs["online_subsystem_dataset"])
+            dataset = policy.gui_dataset(facts, gs.online_dataset, gs.online_subsystem_dataset)
         except policy.BadDataset:
             dataset = row["dataset"]
         item = {"file_id": row["id"], "run": row["run"], "dataset": dataset,
-                "file": policy.gui_file(row["path"], str(settings.repository), gs["file_prefix"])}
+                "file": policy.gui_file(row["path"], str(settings.repository), gs.file_prefix)}
         click.echo(json.dumps(item) if as_json else f"{item['run']:>9}  {item['dataset']}  {item['file']}")
     if not as_json:
         click.echo(f"{len(rows)} registered file(s) whose ROOT file is gone", err=True)

@@ -70,9 +70,9 @@ def metrics_serve(address: str | None, port: int | None) -> None:
     from t0dqm.servers import metrics as t0metrics
 
     _app, settings, catalog = _app_and_catalog()
-    cfg = settings["metrics"]
-    address = address or cfg["address"]
-    port = int(port if port is not None else cfg["port"])
+    cfg = settings.metrics
+    address = address or cfg.address
+    port = int(port if port is not None else cfg.port)
     server = t0metrics.serve(settings, address, port, t0metrics.make_registry(settings, catalog))
     click.echo(f"metrics on http://{address}:{server.server_port}/metrics")
     try:

@@ -65,7 +65,7 @@ def upload_server(host: str | None, port: int | None, dropbox: str | None, max_s
     from t0dqm.servers import upload as us
 
     settings = config.get()
-    cfg = settings["upload"]
+    cfg = settings.upload
 
     def pick(value: object, key: str) -> object:
         return value if value is not None else (cfg[key] or None)

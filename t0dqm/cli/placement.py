@@ -89,7 +89,7 @@ def subscriptions() -> None:
 
 
 def _subs() -> Any:
-    return policy.from_config(config.get()["subscriptions"])
+    return policy.from_config(config.get().subscriptions)
 
 
 @subscriptions.command("show")
@@ -165,7 +165,7 @@ def subscriptions_plan(volumes: str | None, free: tuple[str, ...], min_gain: flo
                        as_json: bool) -> None:
     """Propose a redistribution of the PDs in proportion to the sites' free tape (nothing is changed)."""
     vols = read_json(volumes, "--volumes") if volumes else _catalog_volumes()
-    free_map = _site_bytes(free) if free else dict(config.get()["subscriptions"]["free_tape"])
+    free_map = _site_bytes(free) if free else dict(config.get().subscriptions.free_tape)
     try:
         result = policy.plan(_subs(), vols, free_map, min_gain_fraction=min_gain, max_moves=max_moves)
     except policy.SubscriptionError as exc:
@@ -250,7 +250,7 @@ def output_ls(dataset: str | None, state: str | None, limit: int, as_json: bool)
     settings = config.get()
     blocks = placement.listing(get_catalog(settings.catalog_url), dataset=dataset, state=state, limit=limit)
     now = time.time()
-    min_days = int(settings["retention"]["min_days"])
+    min_days = int(settings.retention.min_days)
     for b in blocks:
         facts = retention.T0Output(name=b["block"], created=b["created_at"],
                                    endpoints=frozenset(b["endpoints_required"]),
@@ -292,7 +292,7 @@ def output_needed(block: str, jobs: int) -> None:
 def output_poll(now: float | None) -> None:
     """Read every live rule's state from Rucio now (what the beat task does): endpoints done, alarms."""
     settings = config.get()
-    if not settings["rucio"]["url"]:
+    if not settings.rucio.url:
         raise click.ClickException("no Rucio server configured (rucio.url)")
     try:
         run = placement.poll(get_catalog(settings.catalog_url), settings, now=now)

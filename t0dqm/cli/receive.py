@@ -40,7 +40,7 @@ def _receive_pass(settings: config.Settings, do_index: bool) -> dict[str, int]:
     catalog = get_catalog(settings.catalog_url)
     counts: dict[str, int] = {}
     filed: list[int] = []
-    for cand in dropbox.scan(settings.dropbox, limit=int(settings["receive"]["batch"])):
+    for cand in dropbox.scan(settings.dropbox, limit=int(settings.receive.batch)):
         out = receive_one(cand.path, settings, catalog)
         counts[out.status] = counts.get(out.status, 0) + 1
         detail = out.target if out.status == "filed" else (out.reason or "")
@@ -70,7 +70,7 @@ def receive(once: bool, do_index: bool) -> None:
         if once:
             click.echo(json.dumps(counts, sort_keys=True))
             return
-        time.sleep(float(settings["receive"]["scan_interval"]))
+        time.sleep(float(settings.receive.scan_interval))
 
 
 @click.command("import-legacy")

@@ -33,7 +33,7 @@ def t0_retention(execute: bool, dry_run: bool, now: float | None, min_days: int 
     settings = config.get()
     catalog = get_catalog(settings.catalog_url)
     now = time.time() if now is None else now
-    min_days = settings["retention"]["min_days"] if min_days is None else min_days
+    min_days = settings.retention.min_days if min_days is None else min_days
     if not execute and not dry_run:
         run, _rows = outputs.plan(catalog, now, int(min_days))
         echo_json(run.as_dict())

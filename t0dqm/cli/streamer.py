@@ -43,20 +43,20 @@ def _plan_options(f: Any) -> Any:
 
 def _make_plan(dump: str | None, quota: int | None, done_url: str | None, skip_runs: str | None,
                now: float | None, max_dump_age: float | None) -> Any:
-    cfg = config.get()["streamer"]
-    dump = dump or cfg["dump"]
+    cfg = config.get().streamer
+    dump = dump or cfg.dump
     if not dump:
         raise click.UsageError("no dump: give --dump or set streamer.dump in the configuration")
     try:
-        skip = cleanup.read_skip_runs(skip_runs or cfg["skip_runs_file"] or None)
+        skip = cleanup.read_skip_runs(skip_runs or cfg.skip_runs_file or None)
     except (OSError, ValueError) as exc:
         raise click.ClickException(f"skip-runs: {exc}") from None
     try:
         return cleanup.make_plan(
-            dump, now=now, quota_bytes=cfg["quota_bytes"] if quota is None else quota,
-            done_url=done_url if done_url is not None else (cfg["done_url"] or None), skip_runs=skip,
-            max_dump_age=cfg["max_dump_age"] if max_dump_age is None else max_dump_age,
-            transfertest_days=cfg["transfertest_days"], age_days=cfg["age_days"],
+            dump, now=now, quota_bytes=cfg.quota_bytes if quota is None else quota,
+            done_url=done_url if done_url is not None else (cfg.done_url or None), skip_runs=skip,
+            max_dump_age=cfg.max_dump_age if max_dump_age is None else max_dump_age,
+            transfertest_days=cfg.transfertest_days, age_days=cfg.age_days,
             http_timeout=config.get().timeout("http"))
     except eosdump.DumpError as exc:
         raise click.ClickException(f"dump refused, nothing deleted: {exc}") from None
@@ -109,7 +109,7 @@ def streamer_clean(dump: str | None, quota: int | None, done_url: str | None, sk
         click.echo("plan only: nothing deleted (give --execute to delete)", err=True)
         return
     try:
-        targets = cleanup.list_targets(result, base or config.get()["streamer"].get("base") or None)
+        targets = cleanup.list_targets(result, base or config.get().streamer.base or None)
     except (cleanup.CleanupError, eosdump.DumpError) as exc:
         _print_plan(result, as_json)
         raise click.ClickException(str(exc)) from None

@@ -30,7 +30,7 @@ class RucioRefused(RuntimeError):
 
 def configured(settings: Any) -> bool:
     """True when a Rucio server is configured (``rucio.url``)."""
-    return bool(settings["rucio"]["url"])
+    return bool(settings.rucio.url)
 
 
 def _creds(cfg: Mapping[str, Any]) -> dict[str, str]:
@@ -195,8 +195,8 @@ _local = threading.local()
 
 def gateway(settings: Any) -> RucioGateway:
     """The process's (and thread's) gateway for the configured Rucio server; RucioRefused when none."""
-    cfg = settings["rucio"]
-    if not cfg["url"]:
+    cfg = settings.rucio
+    if not cfg.url:
         raise RucioRefused("no Rucio server configured (rucio.url)")
     key = tuple(sorted((k, str(v)) for k, v in cfg.items()))
     cached = getattr(_local, "gateways", None)
@@ -204,5 +204,5 @@ def gateway(settings: Any) -> RucioGateway:
         cached = _local.gateways = {}
     gw = cached.get(key)
     if gw is None:
-        gw = cached[key] = RucioGateway(cfg, float(cfg["timeout"]))
+        gw = cached[key] = RucioGateway(cfg, float(cfg.timeout))
     return gw

@@ -446,7 +446,7 @@ class Chaos:
         assert self.settings
         cat = self.catalog()
         try:
-            p = progress(cat, self.settings["archive"]["require_tape"])
+            p = progress(cat, self.settings.archive.require_tape)
         except OperationalError as exc:  # the catalog's disk may be the fault of the moment
             return f"catalog unavailable: {exc.orig}"
         finally:
@@ -469,7 +469,7 @@ class Chaos:
             cat = self.catalog()
             try:
                 self.restart_dead_workers()
-                p = progress(cat, self.settings["archive"]["require_tape"])
+                p = progress(cat, self.settings.archive.require_tape)
             except OperationalError:  # the catalog refuses us for a while: ask again
                 p = None
             finally:
@@ -497,7 +497,7 @@ class Chaos:
 
         assert self.settings
         settings = self.settings
-        safe = archive_safe_states(settings["archive"]["require_tape"])
+        safe = archive_safe_states(settings.archive.require_tape)
         n_good, n_bad = self.expected()
         cat = self.catalog()
         with cat.read() as conn:

@@ -71,7 +71,7 @@ def write_producer_files(settings: config.Settings, per_host: int, seed: int) ->
 
     subsystems = ("Pixel", "Ecal", "Hcal", "Muons", "Tracking", "L1T")
     count = 0
-    for h, entry in enumerate(settings["producers"]):
+    for h, entry in enumerate(settings.producers):
         folder = Path(entry["dir"])
         folder.mkdir(parents=True, exist_ok=True)
         for i in range(per_host):
@@ -97,7 +97,7 @@ def run_demo(settings: config.Settings, *, n_files: int, n_broken: int, timeout:
     if (settings.flavour_root / "catalog.sqlite").exists():  # never mix with an earlier run's files
         os.environ["T0DQM_ROOT"] = str(settings.root / time.strftime("demo-%Y%m%d-%H%M%S"))
         settings = config.load(settings.source)
-    if not settings["producers"]:  # two simulated producer hosts feed the chain through their collectors
+    if not settings.producers:  # two simulated producer hosts feed the chain through their collectors
         source = producer_config(settings.flavour_root)
         os.environ["T0DQM_CONFIG"] = str(source)
         settings = config.load(source)
@@ -107,7 +107,7 @@ def run_demo(settings: config.Settings, *, n_files: int, n_broken: int, timeout:
     ok = False
     try:
         stack.start(concurrency=2, flower=False)
-        hosts = sorted({p["host"] for p in settings["producers"]})
+        hosts = sorted({p["host"] for p in settings.producers})
         for host in hosts:  # what runs on each producer host: a worker on its own collect queue
             stack.start_worker(f"collect-{host}", 1, queues=[collect_queue(host, settings)])
         echo(f"stack    broker {stack.broker_url}, data {settings.flavour_root}, logs {stack.log_dir}")
@@ -121,7 +121,7 @@ def run_demo(settings: config.Settings, *, n_files: int, n_broken: int, timeout:
         n_good = len(manifest) - n_bad + n_collected
         echo(f"uploaded {len(manifest)} files to {settings.dropbox}")
         catalog = Catalog(settings.catalog_url)
-        require_tape = settings["archive"]["require_tape"]
+        require_tape = settings.archive.require_tape
         last = None
         while time.monotonic() - started < timeout:
             p = progress(catalog, require_tape)

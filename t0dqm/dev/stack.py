@@ -104,9 +104,9 @@ class LocalStack:
         return self._spawn("beat", self.celery_args("beat", "-s", str(schedule), "--loglevel", "INFO"))
 
     def start_flower(self) -> Child:
-        flower = self.settings["flower"]
-        address, port = flower["address"], int(flower["port"])
-        auth = flower["basic_auth"]
+        flower = self.settings.flower
+        address, port = flower.address, int(flower.port)
+        auth = flower.basic_auth
         if not auth:
             if not _loopback(address):
                 raise config.ConfigError("flower.basic_auth is required when Flower binds beyond loopback")

@@ -97,7 +97,7 @@ class T0Collector(Collector):
                                     labels=["task", "outcome"])
         secs = CounterMetricFamily("t0dqm_task_seconds", "Seconds spent in each task", labels=["task"])
         try:
-            hosts = sorted({str(p["host"]) for p in self.settings.data.get("producers", []) or []})
+            hosts = sorted({str(p["host"]) for p in self.settings.producers})
             queues = all_queues(self.settings) + [queue_name(f"collect.{h}", self.settings) for h in hosts]
             for q, n in queue_depths(self.broker_url, queues).items():
                 depth.add_metric([q], n)
@@ -134,7 +134,7 @@ class T0Collector(Collector):
     def _catalog_families(self) -> Iterator[Metric]:
         now = time.time()
         settings = self.settings
-        safe = states.archive_safe_states(bool(settings["archive"]["require_tape"]))
+        safe = states.archive_safe_states(bool(settings.archive.require_tape))
         with self.catalog.read() as conn:
             totals = counts.totals(conn)  # running counts: no scan of files or archives
             file_states = counts.by(totals, "state", "file")
@@ -162,7 +162,7 @@ class T0Collector(Collector):
         g = GaugeMetricFamily("t0dqm_archived_bytes", f"Bytes in archives safe at the endpoint ({', '.join(safe)})")
         g.add_metric([], float(archived))
         yield g
-        quotas = {str(k): int(v) for k, v in settings["quota"].items()}
+        quotas = {str(k): int(v) for k, v in settings.quota.items()}
         yield gauge("t0dqm_quota_used_bytes", "Bytes of present ROOT files per class", "class", used, tuple(quotas))
         yield gauge("t0dqm_quota_bytes", "Configured quota per class", "class", quotas)
         ratio = GaugeMetricFamily("t0dqm_quota_use_ratio", "Used / quota per class", labels=["class"])
@@ -203,9 +203,9 @@ def serve(settings: config.Settings, address: str = "127.0.0.1", port: int = 980
     connections, scrapes collected at once), as the upload endpoint is."""
     from t0dqm.servers import webserve
 
-    cfg = settings.data.get("metrics", {})
-    limits = webserve.Limits(timeout=float(cfg.get("timeout", 30)), max_connections=int(cfg.get("max_connections", 64)))
-    server = webserve.Hosted(webserve.prometheus(registry or make_registry(settings), int(cfg.get("max_scrapes", 4))),
+    cfg = settings.metrics
+    limits = webserve.Limits(timeout=float(cfg.timeout), max_connections=int(cfg.max_connections))
+    server = webserve.Hosted(webserve.prometheus(registry or make_registry(settings), int(cfg.max_scrapes)),
                              address, port, limits=limits, name="metrics")
     server.start()
     return server

@@ -46,7 +46,7 @@ member_sources = db.member_sources
 def update_trouble_alarm(catalog: Catalog, settings: Settings) -> str | None:
     """One summarised alarm for every archive that is failed, in conflict, or still retrying past
     the try limit; cleared when there is none."""
-    max_tries = int(settings["archive"]["stage_max_tries"])
+    max_tries = int(settings.archive.stage_max_tries)
     with catalog.read() as conn:
         rows = db.trouble(conn, max_tries)
     message = policy.summarise([policy.Trouble(r.path, r.state, r.tries, r.reason) for r in rows])
@@ -85,7 +85,7 @@ def _ensure_archive(catalog: Catalog, pattern: str, serial: int) -> int:
 
 def zip_lease_seconds(settings: Settings) -> float:
     """How long a zip lease outlives a killed holder (archive.zip_lease)."""
-    return float(settings["archive"].get("zip_lease", ZIP_LEASE_SECONDS))
+    return float(settings.archive.zip_lease)
 
 
 def wait_lease(catalog: Catalog, name: str, owner: str, seconds: float = ZIP_LEASE_SECONDS,
@@ -122,7 +122,7 @@ def zip_file(ctx: Context, file_id: int) -> Outcome:
     task retries).
     """
     settings, catalog = ctx.settings, ctx.catalog
-    max_bytes = int(settings["archive"]["max_zip_bytes"])
+    max_bytes = int(settings.archive.max_zip_bytes)
     for _ in range(10):  # a chosen serial may fill up or freeze before we hold its lease
         with catalog.read() as conn:
             row = db.file_row(conn, file_id)
@@ -179,7 +179,7 @@ def _append_locked(ctx: Context, row: Mapping[Any, Any], archive_id: int, source
         current = db.member_list(conn, archive_id)
         sources = db.member_sources(conn, archive_id, settings.repository)
     need = row["size"] + policy.member_overhead(row["name"]) + policy.END_RECORD_BYTES
-    fits = arch["nfiles"] == 0 or arch["size"] + need <= int(settings["archive"]["max_zip_bytes"])
+    fits = arch["nfiles"] == 0 or arch["size"] + need <= int(settings.archive.max_zip_bytes)
     if arch["state"] != states.OPEN or not fits or any(m.name == row["name"] for m in current):
         return "again"
     zip_abs = settings.zip_root / arch["path"]
@@ -224,8 +224,8 @@ def _archive_facts(rows: Iterable[Mapping[Any, Any]]) -> list[policy.ArchiveFact
 def _freeze_wanted(catalog: Catalog, pattern: str, settings: Settings) -> bool:
     with catalog.read() as conn:
         rows = db.archives_of_pattern(conn, pattern)
-    return bool(policy.freeze_decisions(_archive_facts(rows), time.time(), settings["archive"]["freeze_age"],
-                                        settings["archive"]["max_zip_bytes"]))
+    return bool(policy.freeze_decisions(_archive_facts(rows), time.time(), settings.archive.freeze_age,
+                                        settings.archive.max_zip_bytes))
 
 
 # -- freeze -----------------------------------------------------------------------------------------
@@ -237,8 +237,8 @@ def freeze(ctx: Context, pattern: str | None = None, archive_ids: list[int] | No
     settings, catalog = ctx.settings, ctx.catalog
     with catalog.read() as conn:
         rows = db.archives_of_open_patterns(conn, pattern)
-    decisions = policy.freeze_decisions(_archive_facts(rows), time.time(), settings["archive"]["freeze_age"],
-                                        settings["archive"]["max_zip_bytes"])
+    decisions = policy.freeze_decisions(_archive_facts(rows), time.time(), settings.archive.freeze_age,
+                                        settings.archive.max_zip_bytes)
     wanted = {d.archive_id: d.reason for d in decisions}
     for extra in archive_ids or ():
         wanted.setdefault(int(extra), "requested")
@@ -294,7 +294,7 @@ def freeze_one(ctx: Context, archive_id: int, reason: str) -> Outcome:
 @recoverer("zip")
 def _recover_zip(conn: Any, settings: Settings, now: float) -> Iterator[Resume]:
     """Received files with a zip pattern that are not in an archive yet."""
-    ids = stale_ids(conn, "file", "state", [states.RECEIVED], now, settings["reconcile"]["stale_seconds"])
+    ids = stale_ids(conn, "file", "state", [states.RECEIVED], now, settings.reconcile.stale_seconds)
     if not ids:
         return
     in_archive = db.files_in_archives(conn, ids)
@@ -308,9 +308,9 @@ def _recover_zip(conn: Any, settings: Settings, now: float) -> Iterator[Resume]:
 def _recover_freeze(conn: Any, settings: Settings, now: float) -> Iterator[Resume]:
     """Open archives the policy wants frozen (the beat does the same; this covers a missed beat)."""
     rows = db.archives_of_open_patterns(conn)
-    decisions = policy.freeze_decisions(_archive_facts(rows), now, settings["archive"]["freeze_age"],
-                                        settings["archive"]["max_zip_bytes"])
-    stale = now - settings["reconcile"]["stale_seconds"]
+    decisions = policy.freeze_decisions(_archive_facts(rows), now, settings.archive.freeze_age,
+                                        settings.archive.max_zip_bytes)
+    stale = now - settings.reconcile.stale_seconds
     by_id = {r["id"]: r for r in rows}
     patterns = sorted({by_id[d.archive_id]["pattern"] for d in decisions if by_id[d.archive_id]["updated_at"] < stale})
     for pattern in patterns:

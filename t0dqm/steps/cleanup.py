@@ -44,8 +44,8 @@ VERSION_BATCH = 5000  # samples per version control run (the worklist is normall
 
 def _archived(settings: config.Settings) -> Callable[[str | None], bool]:
     """archive state -> may its members be deleted locally (see deletion.require_verified)."""
-    safe = archive_safe_states(settings["archive"]["require_tape"])
-    unguarded = not settings["deletion"]["require_verified"]
+    safe = archive_safe_states(settings.archive.require_tape)
+    unguarded = not settings.deletion.require_verified
     return lambda state: unguarded or state in safe
 
 
@@ -53,7 +53,7 @@ def _remove(catalog: Catalog, settings: config.Settings, file_id: int, path: str
             size: int, adler32: str, dry_run: bool | None) -> Removal:
     """Delete one repository ROOT file through the guard; mark the row removed when it is gone."""
     if dry_run is None:
-        dry_run = bool(settings["deletion"]["dry_run"])
+        dry_run = bool(settings.deletion.dry_run)
     target = str(settings.repository / path)
     try:
         existed = deleter.delete(target, rule=rule, reason=reason, dry_run=dry_run, size=size, checksum=adler32,
@@ -127,9 +127,9 @@ def plan_quota_control(settings: config.Settings, catalog: Catalog) -> tuple[dic
                                                                              dict[int, Any], tuple[str, ...]]:
     """Per class with a quota: usage from the running counts; when over, the oldest present files up
     to the target (t0dqm.catalog.queries.quota_prefix); the quota policy decides over them."""
-    safe = archive_safe_states(settings["archive"]["require_tape"])
-    unguarded = not settings["deletion"]["require_verified"]
-    quotas = {str(k): int(v) for k, v in settings["quota"].items()}
+    safe = archive_safe_states(settings.archive.require_tape)
+    unguarded = not settings.deletion.require_verified
+    quotas = {str(k): int(v) for k, v in settings.quota.items()}
     plans: dict[str, quota.QuotaPlan] = {}
     rows_by_id: dict[int, Any] = {}
     truncated: list[str] = []
@@ -187,7 +187,7 @@ def _summary(removals: Iterable[Removal]) -> dict[str, int]:
 def run_version_control(ctx: Context, dry_run: bool | None = None) -> dict[str, int]:
     """Beat: keep the newest version; drop older ROOT files once their archive is verified."""
     try:
-        with ctx.lease("cleanup:version-control", seconds=ctx.settings["tasks"]["long_time_limit"]):
+        with ctx.lease("cleanup:version-control", seconds=ctx.settings.tasks.long_time_limit):
             counts.compact(ctx.catalog)
             removals = version_control(ctx.settings, ctx.catalog, dry_run)
     except LeaseBusy:
@@ -201,7 +201,7 @@ def run_version_control(ctx: Context, dry_run: bool | None = None) -> dict[str, 
 def run_quota_control(ctx: Context, dry_run: bool | None = None) -> dict[str, int]:
     """Beat: per-class quota, oldest archived files first, down to 95 %; alarm when blocked."""
     try:
-        with ctx.lease("cleanup:quota", seconds=ctx.settings["tasks"]["long_time_limit"]):
+        with ctx.lease("cleanup:quota", seconds=ctx.settings.tasks.long_time_limit):
             counts.compact(ctx.catalog)
             report = quota_control(ctx.settings, ctx.catalog, dry_run)
     except LeaseBusy:

@@ -54,7 +54,7 @@ class Producer:
 def producers(settings: config.Settings, host: str | None = None) -> list[Producer]:
     """Configured producers (``producers`` key), optionally only those of ``host``."""
     out = []
-    for entry in settings.data.get("producers", []) or []:
+    for entry in settings.producers:
         if host is not None and entry["host"] != host:
             continue
         d = Path(entry["dir"]).resolve()

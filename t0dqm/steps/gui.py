@@ -102,18 +102,14 @@ class GuiClient:
         return self._call(urllib.request.Request(self.base + policy.archive_url_path(run, dataset)))
 
 
-def gui_settings(settings: config.Settings) -> dict[str, Any]:
-    return settings["gui"]
-
-
 def enabled(settings: config.Settings) -> bool:
-    return bool(gui_settings(settings)["register_url"])
+    return bool(settings.gui.register_url)
 
 
 def client_for(settings: config.Settings, url: str | None = None) -> GuiClient:
-    g = gui_settings(settings)
-    return GuiClient(url or g["register_url"], timeout=float(g["timeout"] or settings.timeout("http")),
-                     cert=g["cert"], key=g["key"], ca=g["ca"])
+    g = settings.gui
+    return GuiClient(url or g.register_url, timeout=float(g.timeout or settings.timeout("http")),
+                     cert=g.cert, key=g.key, ca=g.ca)
 
 
 @dataclass
@@ -147,7 +143,7 @@ class Registrar:
         self.settings = settings
         self.catalog = catalog
         self.client = client or client_for(settings)
-        self.g = gui_settings(settings)
+        self.g = settings.gui
 
     # -- catalog --------------------------------------------------------------------------------------
     def _load(self, ids: Sequence[int]) -> tuple[list[policy.FileFacts], list[policy.FileFacts]]:
@@ -192,9 +188,9 @@ class Registrar:
     def _plan(self, ids: Sequence[int], force: bool) -> policy.Plan:
         cands, group = self._load(ids)
         return policy.plan(cands, group, repository=str(self.settings.repository),
-                           online_dataset=self.g["online_dataset"],
-                           online_subsystem_dataset=self.g["online_subsystem_dataset"],
-                           prefix=self.g["file_prefix"], force=force)
+                           online_dataset=self.g.online_dataset,
+                           online_subsystem_dataset=self.g.online_subsystem_dataset,
+                           prefix=self.g.file_prefix, force=force)
 
     def samples(self, ids: Sequence[int]) -> list[policy.Sample]:
         """The GUI samples of these files (newest versions only), registered or not."""
@@ -206,7 +202,7 @@ class Registrar:
         decided = self._plan(ids, force)
         result = Result(skipped=dict(decided.skip), samples=list(decided.send))
         self._note(result.skipped)
-        for batch in policy.batches(decided.send, self.g["batch"]):
+        for batch in policy.batches(decided.send, self.g.batch):
             self._send(batch, result)
         if result.rejected:
             first = next(iter(result.rejected.items()))
@@ -281,7 +277,7 @@ def registration_next(settings: config.Settings, file_ids: Iterable[int | None])
     ids = [int(i) for i in file_ids if i is not None]
     if not (ids and enabled(settings)):
         return []
-    return [Next(REGISTER_TASK, (chunk,)) for chunk in chunks(ids, settings["gui"]["batch"])]
+    return [Next(REGISTER_TASK, (chunk,)) for chunk in chunks(ids, settings.gui.batch)]
 
 
 def register(ctx: Context, file_ids: Sequence[int], force: bool = False, *, tries: int = 1,
@@ -293,26 +289,26 @@ def register(ctx: Context, file_ids: Sequence[int], force: bool = False, *, trie
     settings = ctx.settings
     if not enabled(settings):
         return Outcome({"off": len(file_ids)})
-    g = settings["gui"]
+    g = settings.gui
     try:
         result = Registrar(settings, ctx.catalog).register([int(i) for i in file_ids], force=bool(force))
     except GuiUnavailable as exc:
         if not last_try:
             raise
         raise_alarm(ctx.catalog, ALARM_UNREACHABLE,
-                    f"DQM GUI {g['register_url']} did not take {len(file_ids)} file(s) after "
+                    f"DQM GUI {g.register_url} did not take {len(file_ids)} file(s) after "
                     f"{tries} tries: {exc}; reconcile sends them again", "warning")
         ctx.log("gui-register-unreachable", files=len(file_ids), error=str(exc))
         return Outcome({"unreachable": len(file_ids)})
-    nexts = [Next(CHECK_TASK, (result.registered,))] if result.registered and g["check_readable"] else []
+    nexts = [Next(CHECK_TASK, (result.registered,))] if result.registered and g.check_readable else []
     ctx.log("gui-register", **result.counts())
     return Outcome(result.counts(), next=nexts)
 
 
 def retry_delay(settings: config.Settings, retries: int) -> float:
     """Seconds before the next try of a registration (``gui.retry_base`` doubling up to ``gui.retry_cap``)."""
-    g = settings["gui"]
-    return policy.retry_delay(retries, g["retry_base"], g["retry_cap"])
+    g = settings.gui
+    return policy.retry_delay(retries, g.retry_base, g.retry_cap)
 
 
 def check(ctx: Context, file_ids: Sequence[int]) -> Outcome:
@@ -332,8 +328,8 @@ def _recover_registrations(conn: rows.Connection, settings: Any, now: float) -> 
     """Files received more than ``reconcile.stale_seconds`` ago that the GUI does not have yet."""
     if not enabled(settings):
         return []
-    stale = settings["reconcile"]["stale_seconds"]
+    stale = settings.reconcile.stale_seconds
     if rows.unreachable_recently(conn, now, stale):
         return []
     ids = rows.missing_ids(conn, older_than=now - stale, limit=5000)
-    return [Resume(REGISTER_TASK, (chunk,)) for chunk in chunks(ids, settings["gui"]["batch"])]
+    return [Resume(REGISTER_TASK, (chunk,)) for chunk in chunks(ids, settings.gui.batch)]

@@ -27,19 +27,19 @@ BEAT_LEASE = "heartbeat:beat"
 CHECK_LEASE = "health:check"
 
 
-def health_settings(settings: config.Settings) -> dict[str, Any]:
-    """The ``health`` table with defaults (policy.DEFAULTS)."""
-    return {**policy.DEFAULTS, **dict(settings.data.get("health", {}) or {})}
+def health_settings(settings: config.Settings) -> config.Health:
+    """The ``health`` table (its defaults are policy.DEFAULTS)."""
+    return settings.health
 
 
 def producer_hosts(settings: config.Settings) -> list[str]:
-    return sorted({str(p["host"]) for p in settings.data.get("producers", []) or []})
+    return sorted({str(p["host"]) for p in settings.producers})
 
 
 def limits(settings: config.Settings) -> policy.Limits:
     """The per-step latency limits of the health check."""
-    return policy.limits_from(health_settings(settings), settings["alarms"]["latency_seconds"],
-                              settings["archive"]["verify_delay"])
+    return policy.limits_from(health_settings(settings), settings.alarms.latency_seconds,
+                              settings.archive.verify_delay)
 
 
 # -- catalog facts ---------------------------------------------------------------------------------
@@ -94,7 +94,7 @@ def facts(settings: config.Settings, catalog: Catalog, queues: tuple[policy.Queu
     cfg = health_settings(settings)
     lim = limits(settings)
     known = catalog_facts(catalog, settings)
-    waiting, totals = waiting_items(catalog, settings, lim, now, int(cfg["max_items"]))
+    waiting, totals = waiting_items(catalog, settings, lim, now, int(cfg.max_items))
     found = policy.HealthFacts(now=now, queues=queues, broker_error=broker_error,
                                beat_heartbeat_at=known["beat_heartbeat_at"], collectors=known["collectors"],
                                waiting=tuple(waiting), waiting_totals=totals, quarantined=known["quarantined"],

@@ -357,7 +357,7 @@ def merge_lease(settings: config.Settings, catalog: Catalog, seconds: float | No
     """The single-writer lease on the flavour's index (merge, run deletion); MergeBusy when taken."""
     name = merge_lease_name(settings)
     owner = f"{worker_identity()}:{uuid.uuid4().hex[:8]}"
-    if not catalog.acquire_lease(name, owner, seconds or settings["reconcile"]["lease_seconds"]):
+    if not catalog.acquire_lease(name, owner, seconds or settings.reconcile.lease_seconds):
         raise MergeBusy(name)
     try:
         yield
@@ -640,17 +640,17 @@ def delete_runs(settings: config.Settings, catalog: Catalog, *, dry_run: bool | 
                 now: float | None = None) -> list[run_deletion.RunDecision]:
     """Apply the run deletion rules (configuration ``run_deletion``) under the merge lease; returns the
     deletions (done, or only planned in dry-run). Every one is audited in the catalog."""
-    conf = settings["run_deletion"]
+    conf = settings.run_deletion
     if dry_run is None:
-        dry_run = bool(conf.get("dry_run", settings["deletion"]["dry_run"]))
+        dry_run = bool(conf.get("dry_run", settings.deletion.dry_run))
     idx = Index(settings)
-    options: dict[str, Any] = {"max_age_days": conf.get("max_age_days", run_deletion.MAX_AGE_DAYS)}
+    options: dict[str, Any] = {"max_age_days": conf.max_age_days}
     for key in ("unmatched_keep_days", "min_subsystems"):
         if conf.get(key) is not None:
             options[key] = conf[key]
     with merge_lease(settings, catalog):
         decisions = run_deletion.runs_to_delete(idx.runs(), time.time() if now is None else now,
-                                                conf.get("rules", run_deletion.DEFAULT_RULES), **options)
+                                                conf.rules, **options)
         for d in decisions:
             removed = 0 if dry_run else idx.delete_run(d.run, d.dataset, d.rule, d.reason)
             with catalog.begin() as conn:
@@ -682,7 +682,7 @@ def merge(ctx: Context) -> Outcome:
     """Single writer: merge every ready partial index into the main index."""
     try:
         counts = merge_all(ctx.settings, ctx.catalog,
-                           max_seconds=max(60.0, ctx.settings["tasks"]["long_soft_time_limit"] - 60))
+                           max_seconds=max(60.0, ctx.settings.tasks.long_soft_time_limit - 60))
     except MergeBusy:
         return Outcome({})
     if counts["indexed"] or counts["failed"]:
@@ -712,14 +712,14 @@ def by_priority(conn: files.Connection, ids: Iterable[int]) -> list[int]:
 
 @recoverer("index-import")
 def _recover_imports(conn: files.Connection, settings: Any, now: float) -> Iterable[Resume]:
-    stale = stale_ids(conn, "file", "index_state", [INDEX_PENDING], now, settings["reconcile"]["stale_seconds"])
+    stale = stale_ids(conn, "file", "index_state", [INDEX_PENDING], now, settings.reconcile.stale_seconds)
     return [Resume(IMPORT_TASK, (file_id,)) for file_id in by_priority(conn, stale)]
 
 
 @recoverer("index-merge")
 def _recover_merge(conn: files.Connection, settings: Any, now: float) -> Iterable[Resume]:
     """Stale partial files: a merge; those whose partial index is gone (lost, unreadable): import again."""
-    stale = stale_ids(conn, "file", "index_state", [INDEX_PARTIAL], now, settings["reconcile"]["stale_seconds"])
+    stale = stale_ids(conn, "file", "index_state", [INDEX_PARTIAL], now, settings.reconcile.stale_seconds)
     if not stale:
         return []
     held = {fid for contents in list_partials(settings).values() for fid, _ in contents}

@@ -101,7 +101,7 @@ def block_name(dataset: str, files: list[OutputFile]) -> str:
 
 
 def _subscriptions(settings: Any) -> policy.Subscriptions:
-    return policy.from_config(settings["subscriptions"])
+    return policy.from_config(settings.subscriptions)
 
 
 def _quarantine(catalog: Catalog, name: str, reason: str) -> None:
@@ -164,7 +164,7 @@ def register(catalog: Catalog, settings: Any, dataset: str, files: Iterable[Mapp
                   f"{placement.site}; add it to subscriptions.sites to place it elsewhere")
         result["notice"] = notice
         raise_alarm(catalog, f"t0-new-pd:{policy.base_pd(name.pd)}", notice, severity="info")
-    if settings["rucio"]["url"]:
+    if settings.rucio.url:
         result["rules"] = sync_block(catalog, settings, block, gw=gw)
     else:
         result["rules"] = []
@@ -173,8 +173,8 @@ def register(catalog: Catalog, settings: Any, dataset: str, files: Iterable[Mapp
 
 
 def _activity(settings: Any, role: str) -> str:
-    cfg = settings["rucio"]
-    return cfg["tape_activity"] if role == policy.TAPE else cfg["activity"]
+    cfg = settings.rucio
+    return cfg.tape_activity if role == policy.TAPE else cfg.activity
 
 
 def sync_block(catalog: Catalog, settings: Any, block: str, *, gw: RucioGateway | None = None) -> list[dict]:
@@ -189,7 +189,7 @@ def sync_block(catalog: Catalog, settings: Any, block: str, *, gw: RucioGateway 
             gw.ensure_block(rows[0]["dataset"], block, files, subs.t0_disk)
             for row in pending:
                 rule_id, created = gw.add_rule(block, row["rse"], _activity(settings, row["role"]),
-                                               int(settings["rucio"]["priority"]))
+                                               int(settings.rucio.priority))
                 info = gw.rule(rule_id)
                 state = str(info["state"]) if info else "REPLICATING"
                 outputs.set_rule(catalog, row, action="rule-create" if created else "rule-reuse", rule_id=rule_id,
@@ -236,7 +236,7 @@ def poll(catalog: Catalog, settings: Any, *, now: float | None = None, gw: Rucio
     """Read the state of every live rule; mark endpoints done, alarm on STUCK and on vanished rules."""
     now = time.time() if now is None else float(now)
     gw = gw or gateway(settings)
-    stuck_after = float(settings["rucio"]["stuck_alarm_after"])
+    stuck_after = float(settings.rucio.stuck_alarm_after)
     run = PollRun()
     blocks = outputs.live_rule_blocks(catalog, FINAL)
     for block in blocks:
@@ -327,10 +327,10 @@ def register_output(ctx: Context, dataset: str, files: list[dict[str, Any]], nee
 def poll_rules(ctx: Context, now: float | None = None, force: bool = False) -> Outcome:
     """The beat's rule poll (one at a time; skipped while ``rucio.url`` is unset)."""
     settings = ctx.settings
-    if not settings["rucio"]["url"] and not force:
+    if not settings.rucio.url and not force:
         return Outcome({"skipped": "rucio.url is not set"})
     try:
-        with ctx.lease("t0-rules-poll", seconds=settings["tasks"]["time_limit"]):
+        with ctx.lease("t0-rules-poll", seconds=settings.tasks.time_limit):
             run = poll(ctx.catalog, settings, now=now)
     except LeaseBusy:
         return Outcome({"skipped": "another rule poll is running"})

@@ -686,7 +686,7 @@ def receive_one(path: str | os.PathLike[str], settings: config.Settings | None =
 
 def per_task(settings: config.Settings) -> int:
     """Uploads per receive_batch message (configuration ``receive.per_task``, default PER_TASK)."""
-    return max(1, int(settings["receive"].get("per_task", PER_TASK)))
+    return max(1, int(settings.receive.per_task))
 
 
 @dataclass
@@ -736,9 +736,9 @@ def scan(ctx: Context, dedupe: Dedupe) -> steps_next.Outcome:
             entries = dropbox.scan_entries(settings.dropbox)
     except LeaseBusy:
         return steps_next.Outcome(0)
-    ttl = max(30, int(settings["reconcile"]["stale_seconds"]))
+    ttl = max(30, int(settings.reconcile.stale_seconds))
     rels = [f"{slot}/{name}" for slot, name, _claimed in entries]
-    fresh, more = dedupe(rels, ttl, int(settings["receive"]["batch"]))
+    fresh, more = dedupe(rels, ttl, int(settings.receive.batch))
     size = per_task(settings)
     nexts = [Next(BATCH_TASK, (fresh[start:start + size],)) for start in range(0, len(fresh), size)]
     if more:
@@ -751,7 +751,7 @@ def scan(ctx: Context, dedupe: Dedupe) -> steps_next.Outcome:
 def create_info(ctx: Context) -> steps_next.Outcome:
     """Repository OnlineData files without .dqminfo get one and go to zip (not to the index)."""
     try:
-        with ctx.lease("create-info", seconds=ctx.settings["tasks"]["long_time_limit"]):
+        with ctx.lease("create-info", seconds=ctx.settings.tasks.long_time_limit):
             ids = Receiver(ctx.settings, ctx.catalog).create_info()
     except LeaseBusy:
         return steps_next.Outcome(0)

@@ -57,4 +57,4 @@ def stale_steps(ctx: Context, now: float | None = None) -> dict[str, list[Next]]
 
 def orphan_grace(ctx: Context) -> float:
     """A marker older than this whose queue is empty guards a lost message (reconcile.orphan_grace)."""
-    return float(ctx.settings["reconcile"]["orphan_grace"])
+    return float(ctx.settings.reconcile.orphan_grace)

@@ -175,7 +175,7 @@ def _stage(settings: config.Settings, catalog: Catalog, run: int, dataset: str |
 
 def _verify(settings: config.Settings, catalog: Catalog, run: int, dataset: str | None) -> list[Action]:
     out = []
-    verifiable = [states.COPIED, states.VERIFIED] if settings["archive"]["require_tape"] else [states.COPIED]
+    verifiable = [states.COPIED, states.VERIFIED] if settings.archive.require_tape else [states.COPIED]
     for arch in _run_archives(catalog, run, dataset):
         if arch["state"] not in verifiable:
             out.append(Action("verify", arch["path"], f"left {arch['state']}"))
@@ -183,7 +183,7 @@ def _verify(settings: config.Settings, catalog: Catalog, run: int, dataset: str 
         with catalog.begin() as conn:
             queries.clear_archive_backoff(conn, arch["id"], arch["state"], time.time())
             _audit(catalog, conn, "archive", arch["id"], arch["path"], f"clear back-off, send {TASKS['verify']}")
-        due = (arch["copied_at"] or 0) + float(settings["archive"]["verify_delay"])
+        due = (arch["copied_at"] or 0) + float(settings.archive.verify_delay)
         note = "" if due <= time.time() else f" (runs after the verify delay, {time.ctime(due)})"
         out.append(Action("verify", arch["path"], "back-off cleared, sent" + note, TASKS["verify"], (arch["id"],)))
     return out

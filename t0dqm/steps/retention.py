@@ -90,11 +90,11 @@ def run_retention(catalog: Catalog, settings: Any, *, now: float | None = None, 
                   dry_run: bool = True) -> RetentionRun:
     """Plan and apply retention; in dry-run the deleter audits what would go and no row changes."""
     now = time.time() if now is None else float(now)
-    min_days = int(settings["retention"]["min_days"] if min_days is None else min_days)
+    min_days = int(settings.retention.min_days if min_days is None else min_days)
     run, rows = plan(catalog, now, min_days)
     run.execute, run.dry_run = True, dry_run
     # With Rucio, a placed output goes by removing its block's Tier-0 disk rule, never by deleting the file.
-    by_rule = [i for i in run.delete if settings["rucio"]["url"] and rows[i["path"]]["block"]]
+    by_rule = [i for i in run.delete if settings.rucio.url and rows[i["path"]]["block"]]
     if by_rule:
         run.rucio = placement.release(catalog, settings, by_rule, rows, dry_run=dry_run).as_dict()
     by_rule_paths = {i["path"] for i in by_rule}
@@ -131,12 +131,12 @@ def run_retention(catalog: Catalog, settings: Any, *, now: float | None = None, 
 def cleanup(ctx: Context, dry_run: bool | None = None, now: float | None = None, force: bool = False) -> Outcome:
     """The daily retention run (one at a time); its result is the plan and what was done."""
     settings = ctx.settings
-    if not settings["retention"]["enabled"] and not force:
+    if not settings.retention.enabled and not force:
         return Outcome({"skipped": "retention.enabled is false"})
     if dry_run is None:
-        dry_run = bool(settings["deletion"]["dry_run"])
+        dry_run = bool(settings.deletion.dry_run)
     try:
-        with ctx.lease("t0-retention", seconds=settings["tasks"]["long_time_limit"]):
+        with ctx.lease("t0-retention", seconds=settings.tasks.long_time_limit):
             run = run_retention(ctx.catalog, settings, now=now, dry_run=dry_run)
     except LeaseBusy:
         return Outcome({"skipped": "another retention cleanup is running"})

@@ -99,26 +99,26 @@ def cleanup(ctx: Context, mode: str = "occupancy", dry_run: bool | None = None, 
     ``occupancy`` overrides the statvfs reading of ``storage_manager.area`` (tests, operators).
     """
     settings = ctx.settings
-    cfg = settings["storage_manager"]
-    if not cfg["enabled"] and not force:
+    cfg = settings.storage_manager
+    if not cfg.enabled and not force:
         return Outcome({"skipped": "storage_manager.enabled is false"})
     if mode not in storage_manager.MODES:
         return Outcome({"refused": f"mode must be one of {storage_manager.MODES}, got {mode!r}"})
-    if not cfg["listing"]:
+    if not cfg.listing:
         ctx.log("sm-no-listing", logging.ERROR)
         return Outcome({"refused": "storage_manager.listing is not set"})
     if occupancy is None:
-        if not cfg["area"]:
+        if not cfg.area:
             ctx.log("sm-no-area", logging.ERROR)
             return Outcome({"refused": "storage_manager.area is not set"})
-        occupancy = _occupancy(cfg["area"])
+        occupancy = _occupancy(cfg.area)
     if dry_run is None:
-        dry_run = bool(settings["deletion"]["dry_run"])
+        dry_run = bool(settings.deletion.dry_run)
     now = time.time() if now is None else float(now)
     try:
-        with ctx.lease("sm-cleanup", seconds=settings["tasks"]["long_time_limit"]):
+        with ctx.lease("sm-cleanup", seconds=settings.tasks.long_time_limit):
             try:
-                files = read_listing(cfg["listing"])
+                files = read_listing(cfg.listing)
             except ListingError as exc:
                 ctx.log("sm-listing-refused", logging.ERROR, error=str(exc))
                 return Outcome({"refused": str(exc)})

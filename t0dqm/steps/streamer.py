@@ -180,23 +180,23 @@ def execute(targets: list[Target], *, dry_run: bool, reason: str = "tier0 stream
 def cleanup(ctx: Context, dry_run: bool | None = None, now: float | None = None, force: bool = False) -> Outcome:
     """Plan and apply the streamer cleanup (one at a time); its result is the plan and what was done."""
     settings = ctx.settings
-    cfg = settings["streamer"]
-    if not cfg["enabled"] and not force:
+    cfg = settings.streamer
+    if not cfg.enabled and not force:
         return Outcome({"skipped": "streamer.enabled is false"})
-    if not cfg["dump"]:
+    if not cfg.dump:
         ctx.log("streamer-no-dump", logging.ERROR)
         return Outcome({"refused": "streamer.dump is not set"})
     if dry_run is None:
-        dry_run = bool(settings["deletion"]["dry_run"])
+        dry_run = bool(settings.deletion.dry_run)
     try:
-        with ctx.lease("streamer-cleanup", seconds=settings["tasks"]["long_time_limit"]):
+        with ctx.lease("streamer-cleanup", seconds=settings.tasks.long_time_limit):
             try:
                 result = make_plan(
-                    cfg["dump"], now=now, quota_bytes=cfg["quota_bytes"], done_url=cfg["done_url"] or None,
-                    skip_runs=read_skip_runs(cfg["skip_runs_file"] or None),
-                    max_dump_age=cfg["max_dump_age"], transfertest_days=cfg["transfertest_days"],
-                    age_days=cfg["age_days"], http_timeout=settings.timeout("http"))
-                targets = list_targets(result, cfg.get("base") or None)
+                    cfg.dump, now=now, quota_bytes=cfg.quota_bytes, done_url=cfg.done_url or None,
+                    skip_runs=read_skip_runs(cfg.skip_runs_file or None),
+                    max_dump_age=cfg.max_dump_age, transfertest_days=cfg.transfertest_days,
+                    age_days=cfg.age_days, http_timeout=settings.timeout("http"))
+                targets = list_targets(result, cfg.base or None)
             except (eosdump.DumpError, CleanupError) as exc:
                 ctx.log("streamer-dump-refused", logging.ERROR, error=str(exc))
                 return Outcome({"refused": str(exc)})

@@ -54,19 +54,6 @@ PARTIAL_MIRROR_TASK = "t0dqm.tasks.sync.partial_mirror"
 CHUNK = 1 << 20
 USER_AGENT = "t0dqm-online-sync/1"
 MAX_DEPTH = 16  # the online GUI's tree is a few levels deep; deeper means a listing that loops
-SYNC_DEFAULTS: dict[str, Any] = {"url": "", "dest": "OnlineData/original", "connections": 5, "cert": "", "key": "",
-                                 "ca": "", "suffixes": [".root"]}
-MIRROR_DEFAULTS: dict[str, Any] = {"dest": "", "quota": 0, "folders": {}}
-
-
-def sync_settings(settings: config.Settings) -> dict[str, Any]:
-    return {**SYNC_DEFAULTS, **settings.data.get("sync", {})}
-
-
-def mirror_settings(settings: config.Settings) -> dict[str, Any]:
-    return {**MIRROR_DEFAULTS, **settings.data.get("mirror", {})}
-
-
 # -- HTTP -----------------------------------------------------------------------------------------
 
 class _Links(HTMLParser):
@@ -291,14 +278,14 @@ def x509_files(cfg: dict[str, Any], environ: dict[str, str] | os._Environ[str] =
 
 def online_sync_from_settings(settings: config.Settings) -> SyncReport | None:
     """Run the online sync as configured (``sync`` table); None when no URL is configured."""
-    cfg = sync_settings(settings)
-    if not cfg["url"]:
+    cfg = settings.sync
+    if not cfg.url:
         return None
     context = None
-    if cfg["url"].startswith("https:"):
+    if cfg.url.startswith("https:"):
         context = make_ssl_context(*x509_files(cfg))
-    return online_sync(cfg["url"], settings.repository / cfg["dest"], connections=int(cfg["connections"]),
-                       timeout=settings.timeout("http"), context=context, suffixes=cfg["suffixes"])
+    return online_sync(cfg.url, settings.repository / cfg.dest, connections=int(cfg.connections),
+                       timeout=settings.timeout("http"), context=context, suffixes=cfg.suffixes)
 
 
 # -- partial mirror -------------------------------------------------------------------------------
@@ -369,12 +356,12 @@ def remove_empty_dirs(top: Path) -> None:
 
 
 def partial_mirror_from_settings(settings: config.Settings, catalog: Any = None) -> MirrorReport | None:
-    cfg = mirror_settings(settings)
-    if not cfg["dest"]:
+    cfg = settings.mirror
+    if not cfg.dest:
         return None
-    folders = {k: (int(v) if v else None) for k, v in cfg["folders"].items()}
-    total = int(cfg["quota"]) if cfg["quota"] else None
-    return partial_mirror(settings.repository, cfg["dest"], folders, total, settings=settings, catalog=catalog,
+    folders = {k: (int(v) if v else None) for k, v in cfg.folders.items()}
+    total = int(cfg.quota) if cfg.quota else None
+    return partial_mirror(settings.repository, cfg.dest, folders, total, settings=settings, catalog=catalog,
                           timeout=settings.timeout("copy"))
 
 
@@ -383,7 +370,7 @@ def partial_mirror_from_settings(settings: config.Settings, catalog: Any = None)
 def run_online_sync(ctx: Context) -> Outcome:
     """Mirror the online GUI's listing into the repository (one runner at a time)."""
     try:
-        with ctx.lease("online-sync", ctx.settings["tasks"]["long_time_limit"]):
+        with ctx.lease("online-sync", ctx.settings.tasks.long_time_limit):
             report = online_sync_from_settings(ctx.settings)
     except LeaseBusy:
         return Outcome(None)
@@ -397,7 +384,7 @@ def run_online_sync(ctx: Context) -> Outcome:
 def run_partial_mirror(ctx: Context) -> Outcome:
     """Bring the size-limited mirror up to date (one runner at a time)."""
     try:
-        with ctx.lease("partial-mirror", ctx.settings["tasks"]["long_time_limit"]):
+        with ctx.lease("partial-mirror", ctx.settings.tasks.long_time_limit):
             report = partial_mirror_from_settings(ctx.settings, catalog=ctx.catalog)
     except LeaseBusy:
         return Outcome(None)

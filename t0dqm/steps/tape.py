@@ -42,11 +42,11 @@ SOON = 600  # retries due within this many seconds are also sent with a countdow
 
 def retry_base(settings: Settings) -> float:
     """Back-off unit in seconds (archive.retry_base, default 300): waits are 1, 3, 6, 10... units."""
-    return float(settings["archive"].get("retry_base", 300))
+    return float(settings.archive.retry_base)
 
 
 def retry_cap(settings: Settings) -> float:
-    return float(settings["archive"].get("retry_cap", 86400))
+    return float(settings.archive.retry_cap)
 
 
 def target_url(settings: Settings, path: str) -> str:
@@ -172,7 +172,7 @@ def _mark_copied(ctx: Context, arch: Mapping[str, Any], detail: str) -> Outcome:
     if not ok:
         return Outcome("skipped")
     ctx.log("copied", archive=arch["path"], detail=detail)
-    return Outcome(states.COPIED, _later(VERIFY_TASK, arch["id"], float(settings["archive"]["verify_delay"])))
+    return Outcome(states.COPIED, _later(VERIFY_TASK, arch["id"], float(settings.archive.verify_delay)))
 
 
 def _conflict(ctx: Context, arch: Mapping[str, Any], size: int, adler: str | None) -> str:
@@ -196,7 +196,7 @@ def _give_up(ctx: Context, arch: Mapping[str, Any], reason: str) -> None:
 
 def _retry_or_fail(ctx: Context, arch: Mapping[str, Any], attempt: int, reason: str) -> Outcome:
     settings = ctx.settings
-    decision = policy.retry_decision(attempt - 1, time.time(), int(settings["archive"]["stage_max_tries"]),
+    decision = policy.retry_decision(attempt - 1, time.time(), int(settings.archive.stage_max_tries),
                                      retry_base(settings), retry_cap(settings))
     if decision.give_up:
         _give_up(ctx, arch, f"stage failed {decision.tries} times; last: {reason}")
@@ -212,7 +212,7 @@ def _retry_or_fail(ctx: Context, arch: Mapping[str, Any], attempt: int, reason: 
 # -- verify -----------------------------------------------------------------------------------------
 
 def _verifiable(settings: Settings) -> list[str]:
-    return [states.COPIED, states.VERIFIED] if settings["archive"]["require_tape"] else [states.COPIED]
+    return [states.COPIED, states.VERIFIED] if settings.archive.require_tape else [states.COPIED]
 
 
 def verify(ctx: Context, archive_id: int) -> Outcome:
@@ -224,7 +224,7 @@ def verify(ctx: Context, archive_id: int) -> Outcome:
     if arch["state"] not in _verifiable(settings):
         return Outcome(arch["state"])
     if not policy.verify_due(arch["copied_at"], arch["next_try_at"], time.time(),
-                             float(settings["archive"]["verify_delay"])):
+                             float(settings.archive.verify_delay)):
         return Outcome("not-due")
     if not catalog.claim("archive", archive_id, _verifiable(settings), settings.timeout("io") * 3 + 60):
         return Outcome("busy")
@@ -238,7 +238,7 @@ def _verify_claimed(ctx: Context, arch: Mapping[str, Any]) -> Outcome:
     catalog, settings = ctx.catalog, ctx.settings
     target = target_url(settings, arch["path"])
     io = settings.timeout("io")
-    max_tries = int(settings["archive"]["stage_max_tries"])
+    max_tries = int(settings.archive.stage_max_tries)
     try:
         remote = storage.stat(target, io)
         facts = None
@@ -247,7 +247,7 @@ def _verify_claimed(ctx: Context, arch: Mapping[str, Any]) -> Outcome:
     except storage.StorageError as exc:
         return Outcome(_verify_later(ctx, arch, f"endpoint error: {exc}"))
     decision = policy.verify_decision(arch["size"], arch["adler32"] or "", facts,
-                                      bool(settings["archive"]["require_tape"]))
+                                      bool(settings.archive.require_tape))
     now = time.time()
     if decision.restage:
         with catalog.read() as conn:
@@ -296,7 +296,7 @@ def _verify_later(ctx: Context, arch: Mapping[str, Any], reason: str) -> str:
         db.update_archive(conn, arch["id"], tries=decision.tries, next_try_at=decision.next_try_at, reason=reason,
                           updated_at=time.time())
     ctx.log("verify-retry", logging.WARNING, archive=arch["path"], tries=decision.tries, reason=reason)
-    if decision.tries >= int(settings["archive"]["stage_max_tries"]):
+    if decision.tries >= int(settings.archive.stage_max_tries):
         update_trouble_alarm(ctx.catalog, settings)
     return "retry"
 
@@ -307,7 +307,7 @@ def _due(conn: Any, settings: Settings, now: float) -> tuple[list[int], list[int
     """(frozen archives whose stage is due, copied archives whose verification is due)."""
     dead = dead_claim_ids(conn, "archive", "state", [states.FROZEN, *_verifiable(settings)], now)
     frozen = db.due_frozen(conn, now, dead)
-    delay = float(settings["archive"]["verify_delay"])
+    delay = float(settings.archive.verify_delay)
     rows = db.verify_candidates(conn, _verifiable(settings), now, dead)
     copied = [r.id for r in rows if policy.verify_due(r.copied_at, r.next_try_at, now, delay)]
     return frozen, copied
@@ -318,7 +318,7 @@ def verify_due(ctx: Context) -> Outcome:
     summarised alarm refreshed."""
     with ctx.catalog.read() as conn:
         frozen, copied = _due(conn, ctx.settings, time.time())
-    grace = float(ctx.settings["reconcile"]["orphan_grace"])
+    grace = float(ctx.settings.reconcile.orphan_grace)
     steps = ([Next(STAGE_TASK, (archive_id,)) for archive_id in frozen]
              + [Next(VERIFY_TASK, (archive_id,)) for archive_id in copied])
     update_trouble_alarm(ctx.catalog, ctx.settings)
@@ -329,7 +329,7 @@ def verify_due(ctx: Context) -> Outcome:
 def _recover_tape(conn: Any, settings: Settings, now: float) -> Iterator[Resume]:
     """Frozen archives whose stage is due and copied ones whose verification is due (lost messages,
     killed workers: their claims have expired)."""
-    stale = now - settings["reconcile"]["stale_seconds"]
+    stale = now - settings.reconcile.stale_seconds
     frozen, copied = _due(conn, settings, now)
     recent = db.recently_moved(conn, frozen + copied, stale)
     for archive_id in frozen:
@@ -345,8 +345,8 @@ def clean_zips(ctx: Context) -> dict[str, int]:
     """Remove local zips whose archive is safe at the endpoint (guarded deleter, audited); the
     archive becomes ``cleaned``. One runner at a time (lease ``tape:clean_zips``)."""
     catalog, settings = ctx.catalog, ctx.settings
-    safe = [s for s in states.archive_safe_states(bool(settings["archive"]["require_tape"])) if s != states.CLEANED]
-    dry_run = bool(settings["deletion"]["dry_run"])
+    safe = [s for s in states.archive_safe_states(bool(settings.archive.require_tape)) if s != states.CLEANED]
+    dry_run = bool(settings.deletion.dry_run)
     out = {"cleaned": 0, "missing": 0, "refused": 0, "dry_run": 0}
     try:
         with ctx.lease("tape:clean_zips", seconds=3600):
@@ -436,7 +436,7 @@ def backup_index(ctx: Context, day: str | None = None) -> dict[str, int]:
                     out["copied"] += 1
                 finally:
                     snap.unlink(missing_ok=True)
-            out["dropped"] = _rotate_backups(ctx, base, int(settings["archive"]["index_backups_kept"]))
+            out["dropped"] = _rotate_backups(ctx, base, int(settings.archive.index_backups_kept))
     except LeaseBusy:
         return out
     ctx.log("index-backup", day=day, **out)

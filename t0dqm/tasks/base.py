@@ -36,8 +36,8 @@ RETRYABLE = (StorageError, OperationalError, redis.ConnectionError, redis.Timeou
 
 def long_limits() -> dict[str, int]:
     """Time limits for tasks that move whole archives or scan whole areas."""
-    tasks = config.get()["tasks"]
-    return {"soft_time_limit": tasks["long_soft_time_limit"], "time_limit": tasks["long_time_limit"]}
+    tasks = config.get().tasks
+    return {"soft_time_limit": tasks.long_soft_time_limit, "time_limit": tasks.long_time_limit}
 
 
 __all__ = ["RETRYABLE", "LeaseBusy", "T0Task", "long_limits", "metrics_client", "send_once"]
@@ -73,13 +73,13 @@ class T0Task(Task):
     @property
     def max_retries(self) -> int:  # type: ignore[override]
         """Autoretry attempts (configuration ``tasks.max_retries``; a task's ``max_retries=`` option wins)."""
-        return int(config.get()["tasks"]["max_retries"])
+        return int(config.get().tasks.max_retries)
 
     @property
     def retry_backoff_max(self) -> int:
         """Cap of the autoretry back-off in seconds (configuration ``tasks.retry_backoff_max``; Celery reads it
         when it builds the task)."""
-        return int(config.get()["tasks"]["retry_backoff_max"])
+        return int(config.get().tasks.retry_backoff_max)
 
     @property
     def settings(self) -> config.Settings:
@@ -149,7 +149,7 @@ class T0Task(Task):
     def lease(self, name: str, seconds: float | None = None) -> Iterator[str]:
         """Hold a named catalog lease for the block (single writer); raise LeaseBusy if taken."""
         owner = f"{worker_identity()}:{getattr(self.request, 'id', '')}"
-        seconds = seconds or self.settings["reconcile"]["lease_seconds"]
+        seconds = seconds or self.settings.reconcile.lease_seconds
         if not self.catalog.acquire_lease(name, owner, seconds):
             # a periodic run that overlaps the previous one skips instead of piling up
             self.log("skipped", reason="lease held by a previous run", lease=name)
@@ -233,7 +233,7 @@ def send_once(app: Any, settings: config.Settings, items: Items, *, orphan_grace
     names = [getattr(task, "name", str(task)) for task, _args, _kwargs in items]
     keys = [queued.item_key(prefix, name, args, kwargs)
             for name, (_task, args, kwargs) in zip(names, items, strict=True)]
-    ttl = int(settings["reconcile"].get("queued_ttl", queued.DEFAULT_TTL))
+    ttl = int(settings.reconcile.queued_ttl)
     countdowns = [_countdown(task) for task, _args, _kwargs in items]
     ttls = [ttl if c is None else int(c) + queued.ETA_GRACE for c in countdowns]
     now = time.time()

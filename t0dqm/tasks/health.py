@@ -145,9 +145,9 @@ def gather_facts(settings: config.Settings, catalog: Catalog, celery_app: Celery
     listening: dict[str, list[str]] | None = None
     try:
         depths = queue_depths(celery_app.conf.broker_url, list(names.values()))
-        outcomes = canaries(celery_app, list(names.values()), float(cfg["canary_timeout"]), self_queue=self_queue,
+        outcomes = canaries(celery_app, list(names.values()), float(cfg.canary_timeout), self_queue=self_queue,
                             now=now)
-        listening = consumers(celery_app, float(cfg["inspect_timeout"]))
+        listening = consumers(celery_app, float(cfg.inspect_timeout))
     except Exception as exc:  # noqa: BLE001 - the broker is down: that is the finding
         broker_error = f"{type(exc).__name__}: {exc}"
     queue_facts = []

@@ -86,7 +86,7 @@ FROZEN_DEFAULTS: dict[str, Any] = {
 CALL_SITE_DEFAULTS: dict[str, Any] = {
     "health": dict(health_policy.DEFAULTS),  # tasks/health.py: {**policy.DEFAULTS, **health}
     "receive": {"per_task": 25},  # tasks/receive.py PER_TASK
-    "sync": {"suffixes": [".root"]},  # steps/sync.py SYNC_DEFAULTS
+    "sync": {"suffixes": [".root"]},
     "beat": {"every": {}},  # beat.py: .get("every", {}); enabled unset = every optional entry
 }
 
