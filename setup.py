@@ -2,5 +2,13 @@
 
 from setuptools import Extension, setup
 
-setup(ext_modules=[Extension("t0dqm.formats._dumpscan", ["t0dqm/formats/_dumpscan.c"],
-                             extra_compile_args=["-O2"], optional=True)])
+setup(
+    ext_modules=[
+        Extension(
+            "t0dqm.formats._dumpscan",
+            ["t0dqm/formats/_dumpscan.c"],
+            extra_compile_args=["-O2"],
+            optional=True,
+        )
+    ]
+)

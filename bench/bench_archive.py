@@ -53,8 +53,15 @@ def run_t0dqm(sources: list[tuple[Path, str]], work: Path, endpoint: str) -> tup
     from t0dqm.tasks import tape
     from t0dqm.tasks.base import T0Task
 
-    settings = config.load(None, environ={"T0DQM_ROOT": str(work), "T0DQM_FLAVOUR": "dev",
-                                          "T0DQM_ARCHIVE_ENDPOINT": endpoint, "T0DQM_ARCHIVE__VERIFY_DELAY": "0"})
+    settings = config.load(
+        None,
+        environ={
+            "T0DQM_ROOT": str(work),
+            "T0DQM_FLAVOUR": "dev",
+            "T0DQM_ARCHIVE_ENDPOINT": endpoint,
+            "T0DQM_ARCHIVE__VERIFY_DELAY": "0",
+        },
+    )
     config.reset(settings)
     T0Task.send_next = lambda self, outcome: 0  # type: ignore[method-assign]  # tasks driven here
     catalog = get_catalog(settings.catalog_url)
@@ -65,10 +72,27 @@ def run_t0dqm(sources: list[tuple[Path, str]], work: Path, endpoint: str) -> tup
         os.link(path, settings.repository / rel)
         now = time.time()
         with catalog.begin() as conn:
-            ids.append(conn.execute(insert(files).values(
-                path=rel, name=path.name, cls="offline_data", run=0, version=1, dataset="/ZeroBias/A/DQMIO",
-                size=path.stat().st_size, adler32=cks, mtime=now, zippat=PATTERN, state="received",
-                index_state="pending", created_at=now, updated_at=now, attempts=0)).inserted_primary_key[0])
+            ids.append(
+                conn.execute(
+                    insert(files).values(
+                        path=rel,
+                        name=path.name,
+                        cls="offline_data",
+                        run=0,
+                        version=1,
+                        dataset="/ZeroBias/A/DQMIO",
+                        size=path.stat().st_size,
+                        adler32=cks,
+                        mtime=now,
+                        zippat=PATTERN,
+                        state="received",
+                        index_state="pending",
+                        created_at=now,
+                        updated_at=now,
+                        attempts=0,
+                    )
+                ).inserted_primary_key[0]
+            )
     start = time.perf_counter()
     for fid in ids:
         assert archive_tasks.zip_file(fid) == "zipped"
@@ -80,8 +104,15 @@ def run_t0dqm(sources: list[tuple[Path, str]], work: Path, endpoint: str) -> tup
         assert tape.verify(aid) == "verified"
     elapsed = time.perf_counter() - start
     with catalog.read() as conn:
-        groups = [[r[0] for r in conn.execute(select(members.c.name).where(members.c.archive_id == aid)
-                                              .order_by(members.c.added_at))] for aid in aids]
+        groups = [
+            [
+                r[0]
+                for r in conn.execute(
+                    select(members.c.name).where(members.c.archive_id == aid).order_by(members.c.added_at)
+                )
+            ]
+            for aid in aids
+        ]
     reset_catalogs()
     config.reset(None)
     return elapsed, groups
@@ -93,8 +124,12 @@ def run_raw(groups: list[list[str]], work: Path, endpoint: str) -> float:
     for serial, names in enumerate(groups, 1):
         zpath = work / (PATTERN % serial).rsplit("/", 1)[1]
         subprocess.run(["zip", "-0", "-j", "-q", str(zpath), *[str(SRC / n) for n in names]], check=True)
-        subprocess.run(["xrdcp", "-s", "-f", "--cksum", "adler32:source", str(zpath),
-                        f"{endpoint}/{zpath.name}"], check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        subprocess.run(
+            ["xrdcp", "-s", "-f", "--cksum", "adler32:source", str(zpath), f"{endpoint}/{zpath.name}"],
+            check=True,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
     return time.perf_counter() - start
 
 
@@ -126,15 +161,23 @@ def main() -> None:
         server.stop()
         shutil.rmtree(xrd_base, ignore_errors=True)
 
-    print(f"{len(sources)} files x {args.file_mb} MB = {total / (1 << 30):.2f} GiB, zips <= 1.99 GiB, "
-          f"{os.cpu_count()} CPUs")
-    print(f"{'round':>5} {'zips':>4} {'t0dqm s':>8} {'t0dqm MB/s':>10} {'raw s':>7} {'raw MB/s':>9} {'ratio':>6}")
+    print(
+        f"{len(sources)} files x {args.file_mb} MB = {total / (1 << 30):.2f} GiB, zips <= 1.99 GiB, "
+        f"{os.cpu_count()} CPUs"
+    )
+    print(
+        f"{'round':>5} {'zips':>4} {'t0dqm s':>8} {'t0dqm MB/s':>10} {'raw s':>7} {'raw MB/s':>9} {'ratio':>6}"
+    )
     for rnd, _n, nzips, ours, raw in rows:
-        print(f"{rnd:>5} {nzips:>4} {ours:>8.2f} {total / ours / 1e6:>10.0f} {raw:>7.2f} "
-              f"{total / raw / 1e6:>9.0f} {ours / raw:>6.2f}")
+        print(
+            f"{rnd:>5} {nzips:>4} {ours:>8.2f} {total / ours / 1e6:>10.0f} {raw:>7.2f} "
+            f"{total / raw / 1e6:>9.0f} {ours / raw:>6.2f}"
+        )
     best_ours, best_raw = min(r[3] for r in rows), min(r[4] for r in rows)
-    print(f"best: t0dqm {total / best_ours / 1e6:.0f} MB/s, raw {total / best_raw / 1e6:.0f} MB/s, "
-          f"ratio {best_ours / best_raw:.2f} (target <= 1.0)")
+    print(
+        f"best: t0dqm {total / best_ours / 1e6:.0f} MB/s, raw {total / best_raw / 1e6:.0f} MB/s, "
+        f"ratio {best_ours / best_raw:.2f} (target <= 1.0)"
+    )
 
 
 if __name__ == "__main__":

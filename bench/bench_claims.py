@@ -26,7 +26,9 @@ if str(REPO) not in sys.path:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--batches", type=int, default=8)
     parser.add_argument("--per-batch", type=int, default=25)
     args = parser.parse_args()
@@ -63,8 +65,10 @@ def main() -> None:
             assert [o.status for o in outcomes] == ["filed"] * len(batch), outcomes
         per_file = [1000 * w / args.per_batch for w in walls]
         print(f"t0dqm from {Path(t0dqm.__file__).parent}")
-        print(f"median {statistics.median(per_file):.2f} ms per upload; batch walls "
-              + " ".join(f"{w:.3f}" for w in walls))
+        print(
+            f"median {statistics.median(per_file):.2f} ms per upload; batch walls "
+            + " ".join(f"{w:.3f}" for w in walls)
+        )
     finally:
         shutil.rmtree(root, ignore_errors=True)
 

@@ -48,14 +48,17 @@ CREATE TABLE monitor_elements (sample_id BIGINT NOT NULL, path TEXT NOT NULL, ki
 CREATE INDEX ix_me_sample ON monitor_elements (sample_id);
 """
 SAMPLES_SQL = "SELECT * FROM samples WHERE run = {p} ORDER BY run DESC, dataset, subsystem, version"
-MES_SQL = ("SELECT s.subsystem, s.version, m.path, m.kind, m.value FROM samples s "
-           "JOIN monitor_elements m ON m.sample_id = s.id WHERE s.run = {p} AND s.dataset = {p} AND s.version = "
-           "(SELECT MAX(version) FROM samples t WHERE t.run = s.run AND t.dataset = s.dataset AND "
-           "t.subsystem {same} s.subsystem) ORDER BY m.path")
+MES_SQL = (
+    "SELECT s.subsystem, s.version, m.path, m.kind, m.value FROM samples s "
+    "JOIN monitor_elements m ON m.sample_id = s.id WHERE s.run = {p} AND s.dataset = {p} AND s.version = "
+    "(SELECT MAX(version) FROM samples t WHERE t.run = s.run AND t.dataset = s.dataset AND "
+    "t.subsystem {same} s.subsystem) ORDER BY m.path"
+)
 
 
-def make_partials(folder: Path, n: int, per: int, n_mes: int, seed: int,
-                  first_id: int = 0) -> list[tuple[Row, Path]]:
+def make_partials(
+    folder: Path, n: int, per: int, n_mes: int, seed: int, first_id: int = 0
+) -> list[tuple[Row, Path]]:
     """n batch partial indexes of ``per`` samples with ``n_mes`` elements each (a receive batch each)."""
     rng = random.Random(seed)
     out: list[tuple[Row, Path]] = []
@@ -66,10 +69,19 @@ def make_partials(folder: Path, n: int, per: int, n_mes: int, seed: int,
             file_id += 1
             run = 300000 + rng.randrange(2000)
             sub = rng.choice(SUBSYSTEMS)
-            row = Row(file_id, run, "/Global/Online/ALL", 1, "online_data", sub,
-                      f"OnlineData/{run:09d}/DQM_V0001_{sub}_R{run:09d}_{file_id}.root")
-            mes = [rootcheck.ME(f"{sub}/Folder{j % 20}/h{j}", "TH1F" if j % 5 else "INT", None if j % 5 else j)
-                   for j in range(n_mes)]
+            row = Row(
+                file_id,
+                run,
+                "/Global/Online/ALL",
+                1,
+                "online_data",
+                sub,
+                f"OnlineData/{run:09d}/DQM_V0001_{sub}_R{run:09d}_{file_id}.root",
+            )
+            mes = [
+                rootcheck.ME(f"{sub}/Folder{j % 20}/h{j}", "TH1F" if j % 5 else "INT", None if j % 5 else j)
+                for j in range(n_mes)
+            ]
             entries.append((row, mes, dqmindex.RunFacts("COLLISIONS", 100, 1.7e9, None)))
         path = dqmindex._write_partial_file(folder / f"batch-{first_id}-{k}.sqlite", entries)
         out += [(row, path) for row, _mes, _facts in entries]
@@ -77,6 +89,7 @@ def make_partials(folder: Path, n: int, per: int, n_mes: int, seed: int,
 
 
 # -- SQLite -----------------------------------------------------------------------------------------
+
 
 def sqlite_writer(path: Path, mode: str) -> sqlite3.Connection:
     conn = sqlite3.connect(f"file:{path}", timeout=60, isolation_level=None, uri=True)
@@ -90,7 +103,7 @@ def merge_sqlite(path: Path, mode: str, ready: list[tuple[Row, Path]]) -> float:
     conn = sqlite_writer(path, mode)
     started = time.perf_counter()
     for start in range(0, len(ready), dqmindex.MERGE_BATCH):
-        done, failed = dqmindex._merge_batch(conn, ready[start:start + dqmindex.MERGE_BATCH], None)
+        _done, failed = dqmindex._merge_batch(conn, ready[start : start + dqmindex.MERGE_BATCH], None)
         assert not failed, failed
     seconds = time.perf_counter() - started
     conn.close()
@@ -108,6 +121,7 @@ def sqlite_query(path: Path, sql: str, args: tuple) -> float:
 
 
 # -- PostgreSQL -------------------------------------------------------------------------------------
+
 
 def pg_database(admin_url: str) -> tuple[str, str]:
     """A fresh database with the index tables; (name, URL)."""
@@ -148,18 +162,21 @@ def merge_pg(url: str, ready: list[tuple[Row, Path]]) -> float:
     started = time.perf_counter()
     for start in range(0, len(partials), dqmindex.ATTACH_MAX):
         with conn, conn.cursor() as cur:  # one transaction per group, as the SQLite merge
-            for partial in partials[start:start + dqmindex.ATTACH_MAX]:
+            for partial in partials[start : start + dqmindex.ATTACH_MAX]:
                 src = sqlite3.connect(dqmindex.attach_uri(partial), uri=True)
                 try:
                     samples = src.execute(f"SELECT id, {columns} FROM samples").fetchall()
                     buf = io.StringIO()
                     for sample in samples:
-                        cur.execute(f"INSERT INTO samples ({columns}) VALUES ({', '.join(['%s'] * 13)}) "
-                                    "RETURNING id", sample[1:])
+                        cur.execute(
+                            f"INSERT INTO samples ({columns}) VALUES ({', '.join(['%s'] * 13)}) RETURNING id",
+                            sample[1:],
+                        )
                         new_id = cur.fetchone()[0]
                         for path, kind, value in src.execute(
-                                "SELECT path, kind, value FROM monitor_elements WHERE sample_id = ? ORDER BY rowid",
-                                (sample[0],)):
+                            "SELECT path, kind, value FROM monitor_elements WHERE sample_id = ? ORDER BY rowid",
+                            (sample[0],),
+                        ):
                             text = NULL if value is None else value
                             buf.write(f"{new_id}\t{path}\t{kind}\t{text}\n")
                     buf.seek(0)
@@ -182,14 +199,17 @@ def pg_query(conn, sql: str, args: tuple) -> float:
 
 # -- reads ------------------------------------------------------------------------------------------
 
+
 def read_once(backend: str, target: str, run: int, conn=None) -> float:
     dataset = "/Global/Online/ALL"
     if backend == "pg":
-        return (pg_query(conn, SAMPLES_SQL.format(p="%s"), (run,))
-                + pg_query(conn, MES_SQL.format(p="%s", same="IS NOT DISTINCT FROM"), (run, dataset)))
+        return pg_query(conn, SAMPLES_SQL.format(p="%s"), (run,)) + pg_query(
+            conn, MES_SQL.format(p="%s", same="IS NOT DISTINCT FROM"), (run, dataset)
+        )
     path = Path(target)
-    return (sqlite_query(path, SAMPLES_SQL.format(p="?"), (run,))
-            + sqlite_query(path, MES_SQL.format(p="?", same="IS"), (run, dataset)))
+    return sqlite_query(path, SAMPLES_SQL.format(p="?"), (run,)) + sqlite_query(
+        path, MES_SQL.format(p="?", same="IS"), (run, dataset)
+    )
 
 
 def reader_loop(backend: str, target: str, runs: list[int], stop, out) -> None:
@@ -205,8 +225,15 @@ def reader_loop(backend: str, target: str, runs: list[int], stop, out) -> None:
     out.put((latencies, errors))
 
 
-def run_backend(backend: str, workdir: Path, base: list[tuple[Row, Path]], fresh: list[tuple[Row, Path]],
-                runs: list[int], admin_url: str, reads: int) -> dict[str, float]:
+def run_backend(
+    backend: str,
+    workdir: Path,
+    base: list[tuple[Row, Path]],
+    fresh: list[tuple[Row, Path]],
+    runs: list[int],
+    admin_url: str,
+    reads: int,
+) -> dict[str, float]:
     """A fresh index filled with ``base``; then ``fresh`` is merged into it (timed) while a reader process
     loops on it (the GUI while a merge commits); then idle reads."""
     pg_name = None
@@ -222,7 +249,9 @@ def run_backend(backend: str, workdir: Path, base: list[tuple[Row, Path]], fresh
         stop, out = ctx.Event(), ctx.Queue()
         reader = ctx.Process(target=reader_loop, args=(backend, target, runs, stop, out))
         reader.start()
-        merge_seconds = merge_pg(target, fresh) if backend == "pg" else merge_sqlite(Path(target), mode, fresh)
+        merge_seconds = (
+            merge_pg(target, fresh) if backend == "pg" else merge_sqlite(Path(target), mode, fresh)
+        )
         stop.set()
         busy, errors = out.get(timeout=120)
         reader.join(30)
@@ -233,9 +262,14 @@ def run_backend(backend: str, workdir: Path, base: list[tuple[Row, Path]], fresh
         else:
             for suffix in ("", "-wal", "-shm", "-journal"):
                 Path(target + suffix).unlink(missing_ok=True)
-        return {"merge_s": merge_seconds, "read_idle_ms": 1000 * statistics.median(idle),
-                "read_busy_ms": 1000 * statistics.median(busy) if busy else float("nan"),
-                "read_busy_p99_ms": 1000 * _p99(busy), "reads_busy": len(busy), "read_errors": errors}
+        return {
+            "merge_s": merge_seconds,
+            "read_idle_ms": 1000 * statistics.median(idle),
+            "read_busy_ms": 1000 * statistics.median(busy) if busy else float("nan"),
+            "read_busy_p99_ms": 1000 * _p99(busy),
+            "reads_busy": len(busy),
+            "read_errors": errors,
+        }
     finally:
         if pg_name:
             pg_drop(admin_url, pg_name)
@@ -249,7 +283,9 @@ def _p99(values: list[float]) -> float:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--partials", type=int, default=100)
     parser.add_argument("--per-partial", type=int, default=10)
     parser.add_argument("--mes", type=int, default=300)
@@ -261,8 +297,9 @@ def main() -> None:
     workdir = Path(tempfile.mkdtemp(prefix="t0dqm-bench-index-"))
     try:
         base = make_partials(workdir / "partial", args.partials, args.per_partial, args.mes, seed=1)
-        ready = make_partials(workdir / "partial", args.partials, args.per_partial, args.mes, seed=2,
-                              first_id=len(base))
+        ready = make_partials(
+            workdir / "partial", args.partials, args.per_partial, args.mes, seed=2, first_id=len(base)
+        )
         runs = sorted({row.run for row, _ in base})
         random.Random(2).shuffle(runs)
         backends = args.backends.split(",")
@@ -272,18 +309,26 @@ def main() -> None:
                 results[backend].append(run_backend(backend, workdir, base, ready, runs, args.pg, args.reads))
         samples = len(ready)
         mes = samples * args.mes
-        print(f"merged: {args.partials} partials x {args.per_partial} samples x {args.mes} elements = {samples} "
-              f"samples, {mes} elements, into an index holding as many; medians of {args.repeat} runs")
-        print("| backend | merge s | samples/s | elements/s | read idle ms | read during merge ms (p50 / p99) "
-              "| reads during merge | read errors |")
+        print(
+            f"merged: {args.partials} partials x {args.per_partial} samples x {args.mes} elements = {samples} "
+            f"samples, {mes} elements, into an index holding as many; medians of {args.repeat} runs"
+        )
+        print(
+            "| backend | merge s | samples/s | elements/s | read idle ms | read during merge ms (p50 / p99) "
+            "| reads during merge | read errors |"
+        )
         print("|---|---|---|---|---|---|---|---|")
         for backend, runs_ in results.items():
+
             def med(key: str, runs_: list[dict[str, float]] = runs_) -> float:
                 return statistics.median(r[key] for r in runs_)
+
             merge_s = med("merge_s")
-            print(f"| {backend} | {merge_s:.2f} | {samples / merge_s:.0f} | {mes / merge_s:.0f} | "
-                  f"{med('read_idle_ms'):.2f} | {med('read_busy_ms'):.2f} / {med('read_busy_p99_ms'):.2f} | "
-                  f"{med('reads_busy'):.0f} | {med('read_errors'):.0f} |")
+            print(
+                f"| {backend} | {merge_s:.2f} | {samples / merge_s:.0f} | {mes / merge_s:.0f} | "
+                f"{med('read_idle_ms'):.2f} | {med('read_busy_ms'):.2f} / {med('read_busy_p99_ms'):.2f} | "
+                f"{med('reads_busy'):.0f} | {med('read_errors'):.0f} |"
+            )
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
 

@@ -45,8 +45,12 @@ def setup(root: Path, broker: str, files: int) -> Any:
     from t0dqm.formats import dropbox
     from t0dqm.steps.receive import Receiver
 
-    env = {"T0DQM_ROOT": str(root), "T0DQM_FLAVOUR": "dev", "T0DQM_BROKER_URL": broker,
-           "T0DQM_RECONCILE__STALE_SECONDS": "0"}
+    env = {
+        "T0DQM_ROOT": str(root),
+        "T0DQM_FLAVOUR": "dev",
+        "T0DQM_BROKER_URL": broker,
+        "T0DQM_RECONCILE__STALE_SECONDS": "0",
+    }
     settings = config.load(None, environ=env)
     config.reset(settings)
     t0celery.reload(settings)
@@ -86,9 +90,14 @@ def outage(settings: Any, client: Any, seconds: int, timing: dict[str, int]) -> 
     from t0dqm.tasks.tape import verify_due
 
     scheduler = Scheduler(app, lazy=True)
-    beat = {key: ScheduleEntry(name=key, task=task, schedule=schedule(float(timing[key])), app=app)
-            for key, task in (("freeze", "t0dqm.tasks.archive.freeze"), ("merge", "t0dqm.tasks.index.merge"),
-                              ("scan", "t0dqm.tasks.receive.scan"))}
+    beat = {
+        key: ScheduleEntry(name=key, task=task, schedule=schedule(float(timing[key])), app=app)
+        for key, task in (
+            ("freeze", "t0dqm.tasks.archive.freeze"),
+            ("merge", "t0dqm.tasks.index.merge"),
+            ("scan", "t0dqm.tasks.receive.scan"),
+        )
+    }
     names = [queue_name(q, settings) for q in QUEUES]
     peak = 0
     for t in range(seconds):
@@ -120,8 +129,9 @@ def run(files: int, seconds: int, timing_name: str, markers: bool, workdir: Path
             from t0dqm.celery import queue_name
 
             client.delete(queue_name(q, settings))
-        client.delete(*(list(client.scan_iter(match="*queued:*")) + list(client.scan_iter(match="*metrics:*"))
-                        or ["-"]))
+        client.delete(
+            *(list(client.scan_iter(match="*queued:*")) + list(client.scan_iter(match="*metrics:*")) or ["-"])
+        )
         if not markers:
             queued.reserve = lambda _client, keys, _ttls: [True] * len(keys)  # every send goes out
         waiting = pending(settings)
@@ -143,7 +153,9 @@ def _sent(client: Any) -> int:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--files", type=int, default=250)
     parser.add_argument("--outage", type=int, default=600, help="simulated seconds without consumers")
     args = parser.parse_args()
@@ -151,16 +163,21 @@ def main() -> None:
     os.environ.pop("T0DQM_CONFIG", None)
     try:
         print(f"{args.files} files; {args.outage} s outage of every consumer but ops; all stale at once")
-        print("| beat timing | markers | pending (step, item) | peak queue depth | depth at the end (index / archive "
-              "/ tape / receive / index-merge) | messages sent |")
+        print(
+            "| beat timing | markers | pending (step, item) | peak queue depth | depth at the end (index / archive "
+            "/ tape / receive / index-merge) | messages sent |"
+        )
         print("|---|---|---|---|---|---|")
         for timing in TIMINGS:
             for markers in (False, True):
                 r = run(args.files, args.outage, timing, markers, workdir)
                 f = r["final"]
-                print(f"| {timing} | {'after (on)' if markers else 'before (off)'} | {r['pending']} | {r['peak']} | "
-                      f"{f['index']} / {f['archive']} / {f['tape']} / {f['receive']} / {f['index-merge']} | "
-                      f"{r['sent']} |", flush=True)
+                print(
+                    f"| {timing} | {'after (on)' if markers else 'before (off)'} | {r['pending']} | {r['peak']} | "
+                    f"{f['index']} / {f['archive']} / {f['tape']} / {f['receive']} / {f['index-merge']} | "
+                    f"{r['sent']} |",
+                    flush=True,
+                )
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
 

@@ -68,10 +68,16 @@ def _indexed_times(catalog_url: str) -> dict[str, float]:
 
     engine = create_engine(catalog_url)
     with engine.connect() as conn:
-        received = {r[0]: r[1][5:] for r in conn.execute(text(
-            "SELECT entity_id, detail FROM audit WHERE action = 'receive'"))}
-        indexed = {r[0]: r[1] for r in conn.execute(text(
-            "SELECT entity_id, at FROM audit WHERE action = 'index' AND to_state = 'indexed'"))}
+        received = {
+            r[0]: r[1][5:]
+            for r in conn.execute(text("SELECT entity_id, detail FROM audit WHERE action = 'receive'"))
+        }
+        indexed = {
+            r[0]: r[1]
+            for r in conn.execute(
+                text("SELECT entity_id, at FROM audit WHERE action = 'index' AND to_state = 'indexed'")
+            )
+        }
     engine.dispose()
     return {received[i]: at for i, at in indexed.items() if i in received}
 
@@ -108,8 +114,16 @@ def _cpu(meters: dict[str, object]) -> dict[str, float]:
     return {name: meter() for name, meter in meters.items()}  # type: ignore[operator]
 
 
-def _run_phase(label: str, sources: list[Path], rate: float | None, dropbox: Path, catalog_url: str,
-               scan_interval: float, timeout: float, meters: dict[str, object]) -> dict[str, float]:
+def _run_phase(
+    label: str,
+    sources: list[Path],
+    rate: float | None,
+    dropbox: Path,
+    catalog_url: str,
+    scan_interval: float,
+    timeout: float,
+    meters: dict[str, object],
+) -> dict[str, float]:
     from t0dqm.celery import app
     from t0dqm.formats import dropbox as dbx
 
@@ -143,12 +157,19 @@ def _run_phase(label: str, sources: list[Path], rate: float | None, dropbox: Pat
     first, last = min(uploaded.values()), max(got.values()) if got else time.time()
     cpu_after = _cpu(meters)
     cpu = {name: 1000 * (cpu_after[name] - cpu_before[name]) / max(1, len(uploaded)) for name in meters}
-    return {"phase": label, "files": len(uploaded), "indexed": len(got), "cpu": cpu,
-            "load": (load_before, os.getloadavg()[0]),
-            "seconds": last - first, "files_per_s": len(got) / (last - first) if got else 0.0,
-            "p50": _percentile(latencies, 50), "p99": _percentile(latencies, 99),
-            "max": max(latencies) if latencies else float("nan"),
-            "mean": statistics.fmean(latencies) if latencies else float("nan")}
+    return {
+        "phase": label,
+        "files": len(uploaded),
+        "indexed": len(got),
+        "cpu": cpu,
+        "load": (load_before, os.getloadavg()[0]),
+        "seconds": last - first,
+        "files_per_s": len(got) / (last - first) if got else 0.0,
+        "p50": _percentile(latencies, 50),
+        "p99": _percentile(latencies, 99),
+        "max": max(latencies) if latencies else float("nan"),
+        "mean": statistics.fmean(latencies) if latencies else float("nan"),
+    }
 
 
 def _redis_pid(url: str) -> int:
@@ -166,8 +187,12 @@ def main() -> None:
     parser.add_argument("--steady", type=int, default=1000, help="steady phase uploads")
     parser.add_argument("--rate", type=float, default=50.0, help="steady phase upload rate (files/s)")
     parser.add_argument("--hists", type=int, default=200, help="histograms per file")
-    parser.add_argument("--concurrency", type=int, default=os.cpu_count() or 2,
-                        help="prefork processes of the receive+index worker")
+    parser.add_argument(
+        "--concurrency",
+        type=int,
+        default=os.cpu_count() or 2,
+        help="prefork processes of the receive+index worker",
+    )
     parser.add_argument("--scan-interval", type=float, default=0.5)
     parser.add_argument("--per-task", type=int, default=25, help="uploads per receive_batch message")
     parser.add_argument("--timeout", type=float, default=600.0)
@@ -179,9 +204,15 @@ def main() -> None:
 
     redis = services.start_redis(tmp / "redis", persistent=False)
     redis_pid = _redis_pid(redis.url)
-    env = dict(os.environ, T0DQM_ROOT=str(tmp / "root"), T0DQM_FLAVOUR="dev", T0DQM_BROKER_URL=redis.url,
-               T0DQM_RECEIVE__BATCH="5000",
-               T0DQM_RECEIVE__PER_TASK=str(args.per_task), PYTHONPATH=str(REPO))
+    env = dict(
+        os.environ,
+        T0DQM_ROOT=str(tmp / "root"),
+        T0DQM_FLAVOUR="dev",
+        T0DQM_BROKER_URL=redis.url,
+        T0DQM_RECEIVE__BATCH="5000",
+        T0DQM_RECEIVE__PER_TASK=str(args.per_task),
+        PYTHONPATH=str(REPO),
+    )
     os.environ.update({k: v for k, v in env.items() if k.startswith("T0DQM_")})
     from t0dqm import celery as t0celery
     from t0dqm import config
@@ -190,18 +221,39 @@ def main() -> None:
     settings = config.load()
     t0celery.reload(settings)
     get_catalog(settings.catalog_url)  # schema before the workers start
-    celery = [sys.executable, "-m", "celery", "-A", "t0dqm", "worker", "--loglevel", "WARNING", "--without-gossip",
-              "--without-mingle", "--without-heartbeat"]
+    celery = [
+        sys.executable,
+        "-m",
+        "celery",
+        "-A",
+        "t0dqm",
+        "worker",
+        "--loglevel",
+        "WARNING",
+        "--without-gossip",
+        "--without-mingle",
+        "--without-heartbeat",
+    ]
     prefix = settings.queue_prefix
     logs = tmp / "logs"
     logs.mkdir()
     workers = [
-        subprocess.Popen([*celery, "-Q", f"{prefix}receive,{prefix}index", "-c", str(args.concurrency),
-                          "-n", "recv@%h"], env=env, cwd=REPO, stdout=open(logs / "recv.log", "w"),
-                         stderr=subprocess.STDOUT, start_new_session=True),
-        subprocess.Popen([*celery, "-Q", f"{prefix}index-merge,{prefix}ops", "-c", "1", "-n", "merge@%h"],
-                         env=env, cwd=REPO, stdout=open(logs / "merge.log", "w"), stderr=subprocess.STDOUT,
-                         start_new_session=True),
+        subprocess.Popen(
+            [*celery, "-Q", f"{prefix}receive,{prefix}index", "-c", str(args.concurrency), "-n", "recv@%h"],
+            env=env,
+            cwd=REPO,
+            stdout=open(logs / "recv.log", "w"),
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        ),
+        subprocess.Popen(
+            [*celery, "-Q", f"{prefix}index-merge,{prefix}ops", "-c", "1", "-n", "merge@%h"],
+            env=env,
+            cwd=REPO,
+            stdout=open(logs / "merge.log", "w"),
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        ),
     ]
     try:
         from t0dqm.dev import simulate
@@ -219,15 +271,35 @@ def main() -> None:
             "bench (uploads)": lambda: _pid_cpu(os.getpid()),
         }
         results = [
-            _run_phase("burst", sources[: args.files], None, settings.dropbox, settings.catalog_url,
-                       args.scan_interval, args.timeout, meters),
-            _run_phase(f"steady {args.rate:g}/s", sources[args.files:], args.rate, settings.dropbox,
-                       settings.catalog_url, args.scan_interval, args.timeout, meters),
+            _run_phase(
+                "burst",
+                sources[: args.files],
+                None,
+                settings.dropbox,
+                settings.catalog_url,
+                args.scan_interval,
+                args.timeout,
+                meters,
+            ),
+            _run_phase(
+                f"steady {args.rate:g}/s",
+                sources[args.files :],
+                args.rate,
+                settings.dropbox,
+                settings.catalog_url,
+                args.scan_interval,
+                args.timeout,
+                meters,
+            ),
         ]
         import redis as redislib
 
-        metrics = {k.decode(): float(v) for k, v in redislib.Redis.from_url(redis.url).hgetall(
-            f"{t0celery.app.conf.t0dqm_prefix}metrics:tasks").items()}
+        metrics = {
+            k.decode(): float(v)
+            for k, v in redislib.Redis.from_url(redis.url)
+            .hgetall(f"{t0celery.app.conf.t0dqm_prefix}metrics:tasks")
+            .items()
+        }
     finally:
         for w in workers:
             try:
@@ -241,25 +313,35 @@ def main() -> None:
                 os.killpg(w.pid, signal.SIGKILL)
         redis.stop()
     size = templates[False].stat().st_size
-    print(f"\nreceive + import, {args.hists} histograms/file (~{size // 1024} KiB), {os.cpu_count()} CPUs, "
-          f"worker -c {args.concurrency} + merge -c 1, scan every {args.scan_interval:g} s, "
-          f"{args.per_task} uploads per receive_batch")
-    print(f"{'phase':<16}{'files':>7}{'indexed':>9}{'seconds':>9}{'files/s':>9}{'p50 s':>8}{'p99 s':>8}{'max s':>8}")
+    print(
+        f"\nreceive + import, {args.hists} histograms/file (~{size // 1024} KiB), {os.cpu_count()} CPUs, "
+        f"worker -c {args.concurrency} + merge -c 1, scan every {args.scan_interval:g} s, "
+        f"{args.per_task} uploads per receive_batch"
+    )
+    print(
+        f"{'phase':<16}{'files':>7}{'indexed':>9}{'seconds':>9}{'files/s':>9}{'p50 s':>8}{'p99 s':>8}{'max s':>8}"
+    )
     for r in results:
-        print(f"{r['phase']:<16}{r['files']:>7}{r['indexed']:>9}{r['seconds']:>9.1f}{r['files_per_s']:>9.1f}"
-              f"{r['p50']:>8.2f}{r['p99']:>8.2f}{r['max']:>8.2f}")
+        print(
+            f"{r['phase']:<16}{r['files']:>7}{r['indexed']:>9}{r['seconds']:>9.1f}{r['files_per_s']:>9.1f}"
+            f"{r['p50']:>8.2f}{r['p99']:>8.2f}{r['max']:>8.2f}"
+        )
     print("\nCPU ms per file (user + system), and the 1-minute load average before -> after the phase:")
     names = list(results[0]["cpu"])
     print(f"{'phase':<16}" + "".join(f"{n:>18}" for n in names) + f"{'workers':>10}{'load':>14}")
     for r in results:
         workers_ms = r["cpu"]["receive worker"] + r["cpu"]["merge worker"]
-        print(f"{r['phase']:<16}" + "".join(f"{r['cpu'][n]:>18.1f}" for n in names) + f"{workers_ms:>10.1f}"
-              f"{r['load'][0]:>7.2f}->{r['load'][1]:<5.2f}")
+        print(
+            f"{r['phase']:<16}" + "".join(f"{r['cpu'][n]:>18.1f}" for n in names) + f"{workers_ms:>10.1f}"
+            f"{r['load'][0]:>7.2f}->{r['load'][1]:<5.2f}"
+        )
     print("\ntask time in workers (sum over all calls):")
     for key in sorted(k for k in metrics if k.endswith(":seconds")):
         task = key[: -len(":seconds")]
         calls = metrics.get(f"{task}:ok", 0) + metrics.get(f"{task}:error", 0)
-        print(f"  {task:<40}{calls:>7.0f} calls {metrics[key]:>8.1f} s  {1000 * metrics[key] / max(calls, 1):>7.1f} ms/call")
+        print(
+            f"  {task:<40}{calls:>7.0f} calls {metrics[key]:>8.1f} s  {1000 * metrics[key] / max(calls, 1):>7.1f} ms/call"
+        )
     if args.keep:
         print(f"kept {tmp}")
     else:

@@ -21,7 +21,12 @@ from t0dqm.dev import simulate
 SHAPES = (  # (label, subsystems, histograms, strict)
     ("online subsystem, 60 histograms, loose", ["Ecal"], 60, False),
     ("offline, 4 subsystems, 200 histograms", ["Ecal", "Hcal", "Pixel", "DT"], 200, True),
-    ("merged online, 6 subsystems, 2000 histograms", ["Ecal", "Hcal", "Pixel", "DT", "CSC", "L1T"], 2000, True),
+    (
+        "merged online, 6 subsystems, 2000 histograms",
+        ["Ecal", "Hcal", "Pixel", "DT", "CSC", "L1T"],
+        2000,
+        True,
+    ),
 )
 
 
@@ -34,7 +39,9 @@ def main() -> None:
         path = Path(tmp) / "DQM_V0001_R000367013.root"
         for fn in writers.values():  # warm-up: templates, StreamerInfo
             fn(path, 367013, ["Ecal"], 10)
-        print("| file | rootwrite median ms | uproot median ms | uproot / rootwrite | size (rootwrite / uproot) |")
+        print(
+            "| file | rootwrite median ms | uproot median ms | uproot / rootwrite | size (rootwrite / uproot) |"
+        )
         print("| --- | ---: | ---: | ---: | ---: |")
         for label, subs, n, strict in SHAPES:
             times: dict[str, list[float]] = {k: [] for k in writers}
@@ -45,8 +52,10 @@ def main() -> None:
                     sizes[key] = fn(path, 367013, subs, n, strict)
                     times[key].append(time.perf_counter() - start)
             med = {k: statistics.median(v) * 1000 for k, v in times.items()}
-            print(f"| {label} | {med['rootwrite']:.1f} | {med['uproot']:.1f} | "
-                  f"{med['uproot'] / med['rootwrite']:.2f} | {sizes['rootwrite']} / {sizes['uproot']} |")
+            print(
+                f"| {label} | {med['rootwrite']:.1f} | {med['uproot']:.1f} | "
+                f"{med['uproot'] / med['rootwrite']:.2f} | {sizes['rootwrite']} / {sizes['uproot']} |"
+            )
 
 
 if __name__ == "__main__":

@@ -80,9 +80,21 @@ def drop_database(admin_url: str, url: str) -> None:
 def frozen_archive(cat: Catalog) -> int:
     now = time.time()
     with cat.begin() as conn:
-        return conn.execute(insert(archives).values(
-            path="bench/x_S0001.zip", pattern="bench/x_S%04d.zip", serial=1, state="frozen", nfiles=1, size=10,
-            adler32="00000001", tries=0, created_at=now, updated_at=now, frozen_at=now)).inserted_primary_key[0]
+        return conn.execute(
+            insert(archives).values(
+                path="bench/x_S0001.zip",
+                pattern="bench/x_S%04d.zip",
+                serial=1,
+                state="frozen",
+                nfiles=1,
+                size=10,
+                adler32="00000001",
+                tries=0,
+                created_at=now,
+                updated_at=now,
+                frozen_at=now,
+            )
+        ).inserted_primary_key[0]
 
 
 def takeover_at(cat: Catalog, action: str, path: str | None = None) -> float | None:
@@ -103,37 +115,77 @@ def one_run(admin_url: str, work: Path) -> dict[str, float]:
         cat.upgrade()
         archive_id = frozen_archive(cat)
         env = {k: v for k, v in os.environ.items() if not k.startswith("T0DQM_")}
-        env.update(T0DQM_ROOT=str(work / "root"), T0DQM_FLAVOUR="dev", T0DQM_CATALOG_URL=url,
-                   T0DQM_BROKER_URL=redis.url, PYTHONUNBUFFERED="1")
+        env.update(
+            T0DQM_ROOT=str(work / "root"),
+            T0DQM_FLAVOUR="dev",
+            T0DQM_CATALOG_URL=url,
+            T0DQM_BROKER_URL=redis.url,
+            PYTHONUNBUFFERED="1",
+        )
         celery = [sys.executable, "-m", "celery", "-A", "t0dqm"]
         quiet = {"cwd": REPO, "stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL}
 
         def beat(host: str) -> subprocess.Popen[str]:
-            return on_host(host, [*celery, "beat", "-s", str(work / f"beat-{host}")], env, own_pids=True,
-                           start_new_session=True, **quiet)
+            return on_host(
+                host,
+                [*celery, "beat", "-s", str(work / f"beat-{host}")],
+                env,
+                own_pids=True,
+                start_new_session=True,
+                **quiet,
+            )
 
         host_a = [beat("hostA")]
         procs += host_a
         wait(lambda: (current_leader(cat, settings) or "").startswith("hostA:"), 120, "beat A leads")
         procs.append(beat("hostB"))
-        procs.append(on_host("hostB", [*celery, "worker", "-Q", "tape,ops,index-merge", "-c", "2",
-                                       "--without-gossip", "--without-mingle"], env, own_pids=True,
-                             start_new_session=True, **quiet))
-        holder = on_host("hostA", [sys.executable, "-c", HOLDER, str(archive_id)], env, own_pids=True, cwd=REPO,
-                         stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+        procs.append(
+            on_host(
+                "hostB",
+                [
+                    *celery,
+                    "worker",
+                    "-Q",
+                    "tape,ops,index-merge",
+                    "-c",
+                    "2",
+                    "--without-gossip",
+                    "--without-mingle",
+                ],
+                env,
+                own_pids=True,
+                start_new_session=True,
+                **quiet,
+            )
+        )
+        holder = on_host(
+            "hostA",
+            [sys.executable, "-c", HOLDER, str(archive_id)],
+            env,
+            own_pids=True,
+            cwd=REPO,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+        )
         host_a.append(holder)
         procs.append(holder)
         assert holder.stdout is not None and json.loads(holder.stdout.readline())["claimed"]
-        wait(lambda: sum(p["role"] == "worker-child" for p in cat.live_processes()) == 2, 120, "hostB worker up")
+        wait(
+            lambda: sum(p["role"] == "worker-child" for p in cat.live_processes()) == 2,
+            120,
+            "hostB worker up",
+        )
         killed = time.time()
         for proc in host_a:
             proc.kill()  # SIGKILL; --kill-child takes the namespace's processes with it
         for proc in host_a:
             proc.wait(60)
         times = {}
-        for label, action, path in (("beat leader", "lease-takeover", "beat-leader:dev"),
-                                    ("merge lease", "lease-takeover", "index-merge:dev"),
-                                    ("archive claim", "claim-takeover", None)):
+        for label, action, path in (
+            ("beat leader", "lease-takeover", "beat-leader:dev"),
+            ("merge lease", "lease-takeover", "index-merge:dev"),
+            ("archive claim", "claim-takeover", None),
+        ):
             at = wait(lambda a=action, p=path: takeover_at(cat, a, p), 600, label)
             times[label] = at - killed
         return times
@@ -154,8 +206,10 @@ def one_run(admin_url: str, work: Path) -> dict[str, float]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--repeat", type=int, default=3)
-    parser.add_argument("--pg", default=os.environ.get("T0DQM_TEST_PG",
-                                                      "postgresql+psycopg2://postgres@127.0.0.1:5432/postgres"))
+    parser.add_argument(
+        "--pg",
+        default=os.environ.get("T0DQM_TEST_PG", "postgresql+psycopg2://postgres@127.0.0.1:5432/postgres"),
+    )
     args = parser.parse_args()
     if not can_rename():
         sys.exit("bench_takeover needs root (unshare) to give hostA its own namespaces")

@@ -69,8 +69,10 @@ def upload(port: int, path: Path, md5: str) -> tuple[int, float]:
     pre = b""
     for key, value in (("size", str(size)), ("checksum", f"md5:{md5}")):
         pre += f'--{boundary}\r\nContent-Disposition: form-data; name="{key}"\r\n\r\n{value}\r\n'.encode()
-    pre += (f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="{path.name}"\r\n'
-            f"Content-Type: application/octet-stream\r\n\r\n").encode()
+    pre += (
+        f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="{path.name}"\r\n'
+        f"Content-Type: application/octet-stream\r\n\r\n"
+    ).encode()
     post = f"\r\n--{boundary}--\r\n".encode()
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=600)
     start = time.perf_counter()
@@ -100,7 +102,7 @@ def client_main(port: int, path: str, md5: str, n: int) -> None:
         go.wait()
         out = (-1, 0.0)
         for attempt in range(RETRIES):  # as a harvesting job would: the old server's listen backlog is 5,
-            try:                         # a burst of connections gets some of them reset
+            try:  # a burst of connections gets some of them reset
                 out = upload(port, Path(path), md5)
                 break
             except OSError as exc:
@@ -117,8 +119,15 @@ def client_main(port: int, path: str, md5: str, n: int) -> None:
         t.start()
     for t in threads:
         t.join()
-    print(json.dumps({"statuses": [s for s, _ in results], "seconds": time.perf_counter() - start,
-                      "retries": len(retries)}))
+    print(
+        json.dumps(
+            {
+                "statuses": [s for s, _ in results],
+                "seconds": time.perf_counter() - start,
+                "retries": len(retries),
+            }
+        )
+    )
 
 
 def peak_rss_mb(pid: int) -> float:
@@ -147,15 +156,21 @@ def run_once(impl: str, oldpath: Path, work: Path, source: tuple[Path, str], n: 
     if impl == "before":
         code = SERVER.format(path=str(oldpath), module="t0dqm.servers.upload", box=str(box), extra="")
     else:
-        code = SERVER.format(path=str(ROOT), module="t0dqm.servers.upload", box=str(box),
-                             extra=f", max_uploads={max(64, n)}")
+        code = SERVER.format(
+            path=str(ROOT), module="t0dqm.servers.upload", box=str(box), extra=f", max_uploads={max(64, n)}"
+        )
     server = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True, cwd=str(work))
     try:
         assert server.stdout is not None
         port = int(server.stdout.readline())
         idle, cpu0 = rss_mb(server.pid), cpu_seconds(server.pid)
-        out = subprocess.run([sys.executable, __file__, "--client", str(port), str(source[0]), source[1], str(n)],
-                             capture_output=True, text=True, timeout=1800, check=True)
+        out = subprocess.run(
+            [sys.executable, __file__, "--client", str(port), str(source[0]), source[1], str(n)],
+            capture_output=True,
+            text=True,
+            timeout=1800,
+            check=True,
+        )
         result = json.loads(out.stdout)
         peak, cpu = peak_rss_mb(server.pid), cpu_seconds(server.pid) - cpu0
     finally:
@@ -167,13 +182,21 @@ def run_once(impl: str, oldpath: Path, work: Path, source: tuple[Path, str], n: 
     assert len(stored) == ok and all(p.stat().st_size == source[0].stat().st_size for p in stored)
     shutil.rmtree(box, ignore_errors=True)
     total = ok * source[0].stat().st_size
-    return {"mb_s": total / result["seconds"] / 1e6, "seconds": result["seconds"], "peak_rss_mb": peak,
-            "idle_rss_mb": idle, "cpu_s_per_gb": cpu / (total / 1e9), "failed": n - ok,
-            "retries": result["retries"]}
+    return {
+        "mb_s": total / result["seconds"] / 1e6,
+        "seconds": result["seconds"],
+        "peak_rss_mb": peak,
+        "idle_rss_mb": idle,
+        "cpu_s_per_gb": cpu / (total / 1e9),
+        "failed": n - ok,
+        "retries": result["retries"],
+    }
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--before", default="b248399", help="git revision of the http.server implementation")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--big-mb", type=int, default=1024)
@@ -189,18 +212,23 @@ def main() -> None:
         work = Path(tmp)
         oldpath = work / "old"
         oldpath.mkdir()
-        archive = subprocess.run(["git", "-C", str(ROOT), "archive", args.before, "t0dqm"], capture_output=True,
-                                 check=True).stdout
+        archive = subprocess.run(
+            ["git", "-C", str(ROOT), "archive", args.before, "t0dqm"], capture_output=True, check=True
+        ).stdout
         subprocess.run(["tar", "-x", "-C", str(oldpath)], input=archive, check=True)  # the whole old package
-        scenarios = [(f"1 x {args.big_mb} MiB", make_source(args.big_mb), 1),
-                     (f"{args.n} x {args.small_mb} MiB parallel", make_source(args.small_mb), args.n)]
+        scenarios = [
+            (f"1 x {args.big_mb} MiB", make_source(args.big_mb), 1),
+            (f"{args.n} x {args.small_mb} MiB parallel", make_source(args.small_mb), args.n),
+        ]
         results: dict[tuple[str, str], list[dict[str, float]]] = {}
         for _ in range(args.rounds):
             for label, source, n in scenarios:
                 for impl in ("before", "after"):
                     results.setdefault((label, impl), []).append(run_once(impl, oldpath, work, source, n))
-        print(f"| scenario | server | MB/s (median of {args.rounds}) | server CPU s/GB | peak RSS MB (median, max) "
-              "| idle RSS MB | connections reset, retried | failed uploads |")
+        print(
+            f"| scenario | server | MB/s (median of {args.rounds}) | server CPU s/GB | peak RSS MB (median, max) "
+            "| idle RSS MB | connections reset, retried | failed uploads |"
+        )
         print("| --- | --- | --- | --- | --- | --- | --- | --- |")
         for (label, impl), runs in results.items():
             speed = statistics.median(r["mb_s"] for r in runs)
@@ -208,8 +236,10 @@ def main() -> None:
             idle = statistics.median(r["idle_rss_mb"] for r in runs)
             cpu = statistics.median(r["cpu_s_per_gb"] for r in runs)
             failed, retried = sum(r["failed"] for r in runs), sum(r["retries"] for r in runs)
-            print(f"| {label} | {impl} | {speed:.0f} | {cpu:.2f} | {statistics.median(peaks):.0f}, {max(peaks):.0f} "
-                  f"| {idle:.0f} | {retried} | {failed} of {len(runs) * (args.n if 'parallel' in label else 1)} |")
+            print(
+                f"| {label} | {impl} | {speed:.0f} | {cpu:.2f} | {statistics.median(peaks):.0f}, {max(peaks):.0f} "
+                f"| {idle:.0f} | {retried} | {failed} of {len(runs) * (args.n if 'parallel' in label else 1)} |"
+            )
         for label, _source, _n in scenarios:
             b = statistics.median(r["mb_s"] for r in results[(label, "before")])
             a = statistics.median(r["mb_s"] for r in results[(label, "after")])

@@ -26,7 +26,10 @@ def build(settings: Any) -> dict[str, dict[str, Any]]:
         "beat-heartbeat": {"task": "t0dqm.tasks.ops.beat_heartbeat", "schedule": 30.0},
     }
     optional: dict[str, dict[str, Any]] = {
-        "receive-scan": {"task": "t0dqm.tasks.receive.scan", "schedule": float(settings.receive.scan_interval)},
+        "receive-scan": {
+            "task": "t0dqm.tasks.receive.scan",
+            "schedule": float(settings.receive.scan_interval),
+        },
         "create-info": {"task": "t0dqm.tasks.receive.create_info", "schedule": 4 * 3600.0},
         "index-merge": {"task": "t0dqm.tasks.index.merge", "schedule": 10.0},
         "index-delete-runs": {"task": "t0dqm.tasks.index.delete_runs", "schedule": 900.0},
@@ -38,16 +41,28 @@ def build(settings: Any) -> dict[str, dict[str, Any]]:
         "index-backup": {"task": "t0dqm.tasks.tape.backup_index", "schedule": crontab(hour=7, minute=0)},
         "health": {"task": "t0dqm.tasks.health.check", "schedule": 300.0},
         "health-notify": {"task": "t0dqm.tasks.health.notify", "schedule": 60.0},
-        "streamer-cleanup": {"task": "t0dqm.tasks.streamer.streamer_cleanup",
-                             "schedule": crontab(hour=5, minute=0)},
-        "t0-retention": {"task": "t0dqm.tasks.streamer.retention_cleanup",
-                         "schedule": crontab(hour=6, minute=0)},
-        "t0-rules-poll": {"task": "t0dqm.tasks.tier0.poll_rules",
-                          "schedule": float(settings.rucio.poll_interval)},
-        "sm-cleanup-age": {"task": "t0dqm.tasks.streamer.sm_cleanup", "kwargs": {"mode": "age"},
-                           "schedule": crontab(hour="3,15", minute=30)},
-        "sm-cleanup-occupancy": {"task": "t0dqm.tasks.streamer.sm_cleanup", "kwargs": {"mode": "occupancy"},
-                                 "schedule": 900.0},
+        "streamer-cleanup": {
+            "task": "t0dqm.tasks.streamer.streamer_cleanup",
+            "schedule": crontab(hour=5, minute=0),
+        },
+        "t0-retention": {
+            "task": "t0dqm.tasks.streamer.retention_cleanup",
+            "schedule": crontab(hour=6, minute=0),
+        },
+        "t0-rules-poll": {
+            "task": "t0dqm.tasks.tier0.poll_rules",
+            "schedule": float(settings.rucio.poll_interval),
+        },
+        "sm-cleanup-age": {
+            "task": "t0dqm.tasks.streamer.sm_cleanup",
+            "kwargs": {"mode": "age"},
+            "schedule": crontab(hour="3,15", minute=30),
+        },
+        "sm-cleanup-occupancy": {
+            "task": "t0dqm.tasks.streamer.sm_cleanup",
+            "kwargs": {"mode": "occupancy"},
+            "schedule": 900.0,
+        },
     }
     enabled = set(settings.beat.get("enabled", list(optional)))
     if not settings.streamer.enabled:
@@ -81,10 +96,18 @@ def producer_schedule(settings: Any) -> dict[str, dict[str, Any]]:
     hosts = sorted({p["host"] for p in settings.producers})
     for host in hosts:
         queue = collect_queue(host, settings)
-        entries[f"collect-{host}"] = {"task": "t0dqm.tasks.collect.collect", "schedule": COLLECT_INTERVAL,
-                                      "args": (host,), "options": {"queue": queue, "expires": COLLECT_INTERVAL * 6}}
-        entries[f"clean-producer-{host}"] = {"task": "t0dqm.tasks.collect.clean_producer", "schedule": CLEAN_INTERVAL,
-                                             "args": (host,), "options": {"queue": queue, "expires": 3600.0}}
+        entries[f"collect-{host}"] = {
+            "task": "t0dqm.tasks.collect.collect",
+            "schedule": COLLECT_INTERVAL,
+            "args": (host,),
+            "options": {"queue": queue, "expires": COLLECT_INTERVAL * 6},
+        }
+        entries[f"clean-producer-{host}"] = {
+            "task": "t0dqm.tasks.collect.clean_producer",
+            "schedule": CLEAN_INTERVAL,
+            "args": (host,),
+            "options": {"queue": queue, "expires": 3600.0},
+        }
     return entries
 
 

@@ -80,8 +80,9 @@ class ElectedScheduler(Scheduler):
         settings = self.settings
         try:
             with self._catalog_call():
-                won = self.catalog.acquire_lease(leader_lease_name(settings), self.owner,
-                                                 float(settings.heartbeat.leader_lease))
+                won = self.catalog.acquire_lease(
+                    leader_lease_name(settings), self.owner, float(settings.heartbeat.leader_lease)
+                )
         except SQLAlchemyError as exc:
             if self.leading:
                 logger.warning("beat: catalog unreachable, not sending until it is back: %s", exc)

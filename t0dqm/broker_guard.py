@@ -19,9 +19,11 @@ from t0dqm import config
 EXIT_STATUS = 78  # EX_CONFIG
 
 NOT_SET = "no broker URL: set T0DQM_BROKER_URL (configuration key broker_url)"
-MESSAGE = ("t0dqm: no broker URL for this {what}: set T0DQM_BROKER_URL (configuration key broker_url), "
-           "e.g. redis://:password@redis-host:6379/0, or pass celery -b URL. Only `t0dqm up`, `t0dqm demo` "
-           "and `t0dqm chaos` start an embedded Redis.")
+MESSAGE = (
+    "t0dqm: no broker URL for this {what}: set T0DQM_BROKER_URL (configuration key broker_url), "
+    "e.g. redis://:password@redis-host:6379/0, or pass celery -b URL. Only `t0dqm up`, `t0dqm demo` "
+    "and `t0dqm chaos` start an embedded Redis."
+)
 
 
 def explicit_broker(settings: config.Settings, environ: Mapping[str, str]) -> str:
@@ -34,7 +36,9 @@ def problem(what: str, settings: config.Settings, environ: Mapping[str, str]) ->
     return None if explicit_broker(settings, environ) else MESSAGE.format(what=what)
 
 
-def check(what: str, settings: config.Settings | None = None, environ: Mapping[str, str] | None = None) -> None:
+def check(
+    what: str, settings: config.Settings | None = None, environ: Mapping[str, str] | None = None
+) -> None:
     """Exit the process with a clear message when :func:`problem` finds one."""
     why = problem(what, settings or config.get(), os.environ if environ is None else environ)
     if why:

@@ -102,8 +102,13 @@ def configure(app: Celery, settings: config.Settings) -> None:
     broker = resolve_broker_url(settings)
     backend = settings.result_backend or broker
     tasks = settings.tasks
-    transport = {"visibility_timeout": VISIBILITY_TIMEOUT, "socket_timeout": 30, "socket_connect_timeout": 10,
-                 "health_check_interval": 25, "retry_on_timeout": True}
+    transport = {
+        "visibility_timeout": VISIBILITY_TIMEOUT,
+        "socket_timeout": 30,
+        "socket_connect_timeout": 10,
+        "health_check_interval": 25,
+        "retry_on_timeout": True,
+    }
     prefix = settings.queue_prefix
     app.conf.update(
         broker_url=broker or None,
@@ -131,8 +136,9 @@ def configure(app: Celery, settings: config.Settings) -> None:
         result_expires=86400,
         task_default_queue=queue_name("ops", settings),
         task_queues=[Queue(q, Exchange(q, type="direct"), routing_key=q) for q in all_queues(settings)],
-        task_routes=(lambda name, args, kwargs, options, task=None, **kw:
-                     {"queue": route_for_task(name, settings)},),
+        task_routes=(
+            lambda name, args, kwargs, options, task=None, **kw: {"queue": route_for_task(name, settings)},
+        ),
         task_create_missing_queues=True,
         task_default_exchange=queue_name("ops", settings),
         task_default_routing_key=queue_name("ops", settings),

@@ -49,8 +49,18 @@ FLAVOURS = ("online", "offline", "relval", "dev")
 
 ENV_PREFIX = "T0DQM_"
 # T0DQM_* variables that are not configuration keys (read elsewhere: scripts, tests, compose files).
-NOT_CONFIG_ENV = frozenset({"T0DQM_CONFIG", "T0DQM_WORKER_ROLES", "T0DQM_TEST_PG", "T0DQM_RUCIO_VENV",
-                            "T0DQM_DQMGUI_PROD", "T0DQM_FLOWER_AUTH", "T0DQM_REDIS_PASSWORD", "T0DQM_PG_PASSWORD"})
+NOT_CONFIG_ENV = frozenset(
+    {
+        "T0DQM_CONFIG",
+        "T0DQM_WORKER_ROLES",
+        "T0DQM_TEST_PG",
+        "T0DQM_RUCIO_VENV",
+        "T0DQM_DQMGUI_PROD",
+        "T0DQM_FLOWER_AUTH",
+        "T0DQM_REDIS_PASSWORD",
+        "T0DQM_PG_PASSWORD",
+    }
+)
 
 # Per-class quotas in GiB (NOTES.md: offline-production table).
 DEFAULT_QUOTAS_GIB = {
@@ -79,6 +89,7 @@ class _EnvText(str):
 
 
 # -- value types: one validator per kind, the same messages from the file and the environment -----------
+
 
 def _int_text(text: str) -> int:
     low = text.strip().lower()
@@ -119,7 +130,11 @@ def _number(minimum: int | None) -> Callable[[Any], int | float]:
                 value = _number_text(value)
             except ValueError:
                 raise _Bad(f"{want}, got {str(value)!r}") from None
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or (minimum is not None and value < minimum):
+        if (
+            isinstance(value, bool)
+            or not isinstance(value, (int, float))
+            or (minimum is not None and value < minimum)
+        ):
             raise _Bad(f"{want}, got {value!r}")
         return value
 
@@ -162,6 +177,7 @@ def _choice(value: str, allowed: tuple[str, ...], say: str) -> str:
 
 
 # -- tables ---------------------------------------------------------------------------------------------
+
 
 class Table(BaseModel):
     """A configuration table. Read-only; also a mapping (``t["key"]``, ``t.get``, ``dict(t)``) for the
@@ -350,8 +366,15 @@ class RunRule(Table):
 
 
 def _default_run_rules() -> list[RunRule]:
-    rows = [("COLLISIONS", 730, 0), ("COSMICS", 180, 50), ("COSMICS", 90, 25), ("COSMICS", 30, 0),
-            ("TEST", 20, 100), ("TEST", 10, 25), ("TEST", 1, 0)]
+    rows = [
+        ("COLLISIONS", 730, 0),
+        ("COSMICS", 180, 50),
+        ("COSMICS", 90, 25),
+        ("COSMICS", 30, 0),
+        ("TEST", 20, 100),
+        ("TEST", 10, 25),
+        ("TEST", 1, 0),
+    ]
     return [RunRule(type=t, keep_days=k, min_lumis=m) for t, k, m in rows]
 
 
@@ -502,8 +525,9 @@ class Gui(Table):
 
         try:
             check_dataset(self.online_dataset, "gui.online_dataset")
-            check_dataset(str(self.online_subsystem_dataset).format(subsystem="Ecal"),
-                          "gui.online_subsystem_dataset")
+            check_dataset(
+                str(self.online_subsystem_dataset).format(subsystem="Ecal"), "gui.online_subsystem_dataset"
+            )
         except (BadDataset, KeyError, IndexError, ValueError) as exc:
             raise ConfigError(str(exc)) from None
         return self
@@ -572,7 +596,8 @@ class Beat(Table):
 
 # How Config() finds its sources: None = only the values given (Settings(data=...)); else (toml path, environ).
 _SOURCES: contextvars.ContextVar[tuple[str | None, Mapping[str, str]] | None] = contextvars.ContextVar(
-    "t0dqm_config_sources", default=None)
+    "t0dqm_config_sources", default=None
+)
 
 
 class _EnvSource(EnvSettingsSource):
@@ -583,15 +608,24 @@ class _EnvSource(EnvSettingsSource):
         super().__init__(settings_cls)
 
     def _load_env_vars(self) -> Mapping[str, str | None]:
-        return {k.lower(): _EnvText(v) for k, v in self._environ.items()
-                if k.upper().startswith(ENV_PREFIX) and k.upper() not in NOT_CONFIG_ENV}
+        return {
+            k.lower(): _EnvText(v)
+            for k, v in self._environ.items()
+            if k.upper().startswith(ENV_PREFIX) and k.upper() not in NOT_CONFIG_ENV
+        }
 
 
 class Config(BaseSettings):
     """Every configuration key, typed, with its default."""
 
-    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, env_nested_delimiter="__", case_sensitive=False,
-                                      extra="forbid", frozen=True, validate_default=True)
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX,
+        env_nested_delimiter="__",
+        case_sensitive=False,
+        extra="forbid",
+        frozen=True,
+        validate_default=True,
+    )
 
     flavour: Text = "dev"
     # Data root: dropbox, repository, zips, quarantine, index all live below it unless overridden.
@@ -654,12 +688,14 @@ class Config(BaseSettings):
         return value
 
     @classmethod
-    def settings_customise_sources(cls, settings_cls: type[BaseSettings],
-                                   init_settings: PydanticBaseSettingsSource,
-                                   env_settings: PydanticBaseSettingsSource,
-                                   dotenv_settings: PydanticBaseSettingsSource,
-                                   file_secret_settings: PydanticBaseSettingsSource,
-                                   ) -> tuple[PydanticBaseSettingsSource, ...]:
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
         """Highest priority first: given values, then the environment, then the TOML file, then defaults."""
         sources = _SOURCES.get()
         if sources is None:
@@ -672,6 +708,7 @@ class Config(BaseSettings):
 
 
 # -- errors ---------------------------------------------------------------------------------------------
+
 
 def _dotted(loc: tuple[int | str, ...]) -> str:
     out = ""
@@ -732,7 +769,7 @@ def _config_error(exc: ValidationError, environ: Mapping[str, str]) -> ConfigErr
 
 def _head(name: str) -> str:
     """The top-level key of a T0DQM_* variable (T0DQM_QUOTA__ONLINE_DATA -> quota)."""
-    return name.upper()[len(ENV_PREFIX):].split("__", 1)[0].lower()
+    return name.upper()[len(ENV_PREFIX) :].split("__", 1)[0].lower()
 
 
 def _check_env_names(environ: Mapping[str, str]) -> None:
@@ -743,10 +780,13 @@ def _check_env_names(environ: Mapping[str, str]) -> None:
             continue
         head = _head(name)
         if head not in Config.model_fields:
-            raise ConfigError(f"{name}: {head} is not a configuration key (known: {', '.join(Config.model_fields)})")
+            raise ConfigError(
+                f"{name}: {head} is not a configuration key (known: {', '.join(Config.model_fields)})"
+            )
 
 
 # -- building -------------------------------------------------------------------------------------------
+
 
 def validate(data: Mapping[str, Any]) -> Config:
     """The Config of plain values (defaults for what is missing); ConfigError naming the bad key."""
@@ -786,7 +826,7 @@ class Settings:
     ``Settings(data=..., source=...)`` validates ``data``; ``settings["quota"]["online_data"]`` reads the dump.
     """
 
-    __slots__ = ("model", "data", "source")
+    __slots__ = ("data", "model", "source")
 
     if TYPE_CHECKING:
         model: Config
@@ -819,8 +859,9 @@ class Settings:
         upload: Upload
         beat: Beat
 
-    def __init__(self, data: Mapping[str, Any] | None = None, source: str | None = None, *,
-                 model: Config | None = None) -> None:
+    def __init__(
+        self, data: Mapping[str, Any] | None = None, source: str | None = None, *, model: Config | None = None
+    ) -> None:
         model = validate(data or {}) if model is None else model
         object.__setattr__(self, "model", model)
         object.__setattr__(self, "data", dump(model))
@@ -940,7 +981,9 @@ def load(path: str | os.PathLike[str] | None = None, environ: Mapping[str, str] 
         raise _config_error(exc, env) from None
     except SettingsError as exc:  # a table or list in the environment that is not JSON
         names = [n for n in env if n.upper().startswith(ENV_PREFIX) and f'"{_head(n)}"' in str(exc)]
-        raise ConfigError(f"{', '.join(names) or 'environment'}: tables and lists are JSON here ({exc})") from None
+        raise ConfigError(
+            f"{', '.join(names) or 'environment'}: tables and lists are JSON here ({exc})"
+        ) from None
     finally:
         _SOURCES.reset(token)
     return Settings(model=model, source=str(path) if path else None)

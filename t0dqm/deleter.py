@@ -71,9 +71,18 @@ def _check_archived(catalog: Catalog, resolved: str, settings: config.Settings) 
         raise DeletionRefused(f"refusing {resolved}: archive not verified on tape (state {row.state})")
 
 
-def delete(target: str, *, rule: str, reason: str | None = None, dry_run: bool | None = None,
-           size: int | None = None, checksum: str | None = None, entity_id: int | None = None,
-           catalog: Catalog | None = None, settings: config.Settings | None = None) -> bool:
+def delete(
+    target: str,
+    *,
+    rule: str,
+    reason: str | None = None,
+    dry_run: bool | None = None,
+    size: int | None = None,
+    checksum: str | None = None,
+    entity_id: int | None = None,
+    catalog: Catalog | None = None,
+    settings: config.Settings | None = None,
+) -> bool:
     """Delete one file after the guard's checks; True if it was deleted (or would be, in dry-run).
 
     False when the file was already gone (still audited). Raises DeletionRefused when refused.
@@ -91,12 +100,17 @@ def delete(target: str, *, rule: str, reason: str | None = None, dry_run: bool |
     if size is None:
         st = storage.stat(canonical, timeout)
         size = st.size if st else None
-    if dry_run:
-        existed = storage.stat(canonical, timeout) is not None
-    else:
-        existed = storage.remove(canonical, timeout)
+    existed = storage.stat(canonical, timeout) is not None if dry_run else storage.remove(canonical, timeout)
     with catalog.begin() as conn:
-        catalog.audit(conn, entity="path", entity_id=entity_id,
-                      action="dry-run-delete" if dry_run else ("delete" if existed else "delete-missing"),
-                      path=canonical, size=size, checksum=checksum, rule=rule, detail=reason)
+        catalog.audit(
+            conn,
+            entity="path",
+            entity_id=entity_id,
+            action="dry-run-delete" if dry_run else ("delete" if existed else "delete-missing"),
+            path=canonical,
+            size=size,
+            checksum=checksum,
+            rule=rule,
+            detail=reason,
+        )
     return existed

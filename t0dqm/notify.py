@@ -85,9 +85,11 @@ class EmailNotifier:
         msg["Subject"] = alarm.subject
         msg["From"] = self.sender
         msg["To"] = ", ".join(self.to)
-        msg.set_content(f"{alarm.message}\n\nkey: {alarm.key}\nseverity: {alarm.severity}\ncount: {alarm.count}\n"
-                        f"first: {time.ctime(alarm.first_at)}\nlast: {time.ctime(alarm.last_at)}\n"
-                        f"host: {socket.gethostname()}\n")
+        msg.set_content(
+            f"{alarm.message}\n\nkey: {alarm.key}\nseverity: {alarm.severity}\ncount: {alarm.count}\n"
+            f"first: {time.ctime(alarm.first_at)}\nlast: {time.ctime(alarm.last_at)}\n"
+            f"host: {socket.gethostname()}\n"
+        )
         with smtplib.SMTP(self.host, self.port, timeout=self.timeout) as smtp:
             smtp.send_message(msg)
 
@@ -99,9 +101,15 @@ class WebhookNotifier:
         self.url, self.timeout, self.extra = url, timeout, extra or {}
 
     def send(self, alarm: Alarm) -> None:
-        body = json.dumps({**alarm.as_dict(), **self.extra, "text": f"{alarm.subject}: {alarm.message}"}).encode()
-        req = urllib.request.Request(self.url, data=body, method="POST",
-                                     headers={"Content-Type": "application/json", "User-Agent": "t0dqm-notify/1"})
+        body = json.dumps(
+            {**alarm.as_dict(), **self.extra, "text": f"{alarm.subject}: {alarm.message}"}
+        ).encode()
+        req = urllib.request.Request(
+            self.url,
+            data=body,
+            method="POST",
+            headers={"Content-Type": "application/json", "User-Agent": "t0dqm-notify/1"},
+        )
         with urllib.request.urlopen(req, timeout=self.timeout) as resp:
             if resp.status >= 300:
                 raise OSError(f"webhook {self.url} answered {resp.status}")
@@ -116,8 +124,9 @@ class SoundNotifier:
 
     name = "sound"
 
-    def __init__(self, sound_file: str = "", which: Callable[[str], str | None] = shutil.which,
-                 timeout: float = 30) -> None:
+    def __init__(
+        self, sound_file: str = "", which: Callable[[str], str | None] = shutil.which, timeout: float = 30
+    ) -> None:
         self.sound_file, self.which, self.timeout = sound_file, which, timeout
 
     def command(self, alarm: Alarm) -> list[str] | None:
@@ -135,10 +144,16 @@ class SoundNotifier:
     def send(self, alarm: Alarm) -> None:
         cmd = self.command(alarm)
         if cmd is None:
-            log.warning("sound alarm for %s: no sound player (%s) or speech tool (%s) found", alarm.key,
-                        "/".join(PLAYERS), "/".join(SPEAKERS))
+            log.warning(
+                "sound alarm for %s: no sound player (%s) or speech tool (%s) found",
+                alarm.key,
+                "/".join(PLAYERS),
+                "/".join(SPEAKERS),
+            )
             return
-        subprocess.run(cmd, check=True, timeout=self.timeout, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        subprocess.run(
+            cmd, check=True, timeout=self.timeout, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        )
 
 
 def notifiers_from_settings(settings: config.Settings) -> list[Notifier]:
@@ -150,16 +165,27 @@ def notifiers_from_settings(settings: config.Settings) -> list[Notifier]:
         sender = cfg.email_from or f"t0dqm@{socket.gethostname()}"
         out.append(EmailNotifier(cfg.smtp_host, to, sender, timeout))
     if cfg.webhook_url:
-        out.append(WebhookNotifier(cfg.webhook_url, timeout, {"flavour": settings.flavour,
-                                                                 "host": socket.gethostname()}))
+        out.append(
+            WebhookNotifier(
+                cfg.webhook_url, timeout, {"flavour": settings.flavour, "host": socket.gethostname()}
+            )
+        )
     if cfg.sound or cfg.sound_file:
         out.append(SoundNotifier(cfg.sound_file, timeout=timeout))
     return out
 
 
 def _row_to_alarm(row: Any) -> Alarm:
-    return Alarm(row.key, row.severity, row.message, row.first_at, row.last_at, row.count, bool(row.active),
-                 row.notified_at)
+    return Alarm(
+        row.key,
+        row.severity,
+        row.message,
+        row.first_at,
+        row.last_at,
+        row.count,
+        bool(row.active),
+        row.notified_at,
+    )
 
 
 def list_alarms(catalog: Catalog, recent_seconds: float = 86400, now: float | None = None) -> list[Alarm]:
@@ -176,8 +202,12 @@ def _claim(catalog: Catalog, alarm: Alarm, now: float, min_interval: float) -> b
         return alarms.claim_notification(conn, alarm.key, alarm.notified_at, now)
 
 
-def dispatch_pending(catalog: Catalog, settings: config.Settings, notifiers: Sequence[Notifier] | None = None,
-                     now: float | None = None) -> int:
+def dispatch_pending(
+    catalog: Catalog,
+    settings: config.Settings,
+    notifiers: Sequence[Notifier] | None = None,
+    now: float | None = None,
+) -> int:
     """Send every due alarm through every notifier; return how many alarms were sent.
 
     A notifier that fails is logged and does not stop the others; an alarm none of the notifiers could

@@ -19,8 +19,16 @@ SPECIAL_ROUTES = {
     "t0dqm.tasks.streamer.streamer_cleanup": "cleanup",
 }
 MODULE_QUEUES = {
-    "ops": "ops", "receive": "receive", "index": "index", "archive": "archive", "tape": "tape",
-    "cleanup": "cleanup", "sync": "sync", "health": "ops", "streamer": "cleanup", "tier0": "ops",
+    "ops": "ops",
+    "receive": "receive",
+    "index": "index",
+    "archive": "archive",
+    "tape": "tape",
+    "cleanup": "cleanup",
+    "sync": "sync",
+    "health": "ops",
+    "streamer": "cleanup",
+    "tier0": "ops",
     "gui": "index",
 }
 

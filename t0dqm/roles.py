@@ -51,8 +51,10 @@ class Role:
 def candidates() -> list[Path]:
     """Where the roles file is looked for, in order."""
     found = [Path(os.environ[ROLES_ENV])] if os.environ.get(ROLES_ENV) else []
-    return found + [Path(__file__).resolve().parents[1] / "workers" / "roles.toml",  # source checkout
-                    Path(sys.prefix) / "share" / "t0dqm" / "workers" / "roles.toml"]  # pip-installed copy
+    return found + [
+        Path(__file__).resolve().parents[1] / "workers" / "roles.toml",  # source checkout
+        Path(sys.prefix) / "share" / "t0dqm" / "workers" / "roles.toml",
+    ]  # pip-installed copy
 
 
 def roles_file() -> Path:
@@ -71,7 +73,9 @@ def _role(name: str, table: object, source: Path) -> Role:
         raise RoleError(f"{where}: queues must be a non-empty list of queue base names")
     for q in queues:
         if q not in BASE_QUEUES and q not in (COLLECT, EVERY):
-            raise RoleError(f"{where}: unknown queue {q!r} (known: {', '.join(BASE_QUEUES)}, {COLLECT}, {EVERY})")
+            raise RoleError(
+                f"{where}: unknown queue {q!r} (known: {', '.join(BASE_QUEUES)}, {COLLECT}, {EVERY})"
+            )
     numbers = {}
     for key in ("concurrency", "prefetch"):
         value = table.get(key, 1)
@@ -84,8 +88,14 @@ def _role(name: str, table: object, source: Path) -> Role:
     unknown = sorted(set(table) - {"queues", "concurrency", "prefetch", "options", "why"})
     if unknown:
         raise RoleError(f"{where}: unknown key {unknown[0]!r}")
-    return Role(name, tuple(queues), numbers["concurrency"], numbers["prefetch"], tuple(options),
-                str(table.get("why", "")))
+    return Role(
+        name,
+        tuple(queues),
+        numbers["concurrency"],
+        numbers["prefetch"],
+        tuple(options),
+        str(table.get("why", "")),
+    )
 
 
 def load_roles(path: Path | None = None) -> dict[str, Role]:
@@ -103,12 +113,30 @@ def node_name(kind: str, settings: config.Settings, pid: int) -> str:
     return f"{kind}.{settings.flavour}.{pid}@%h"
 
 
-def worker_argv(role: Role, settings: config.Settings, *, host: str | None = None, pid: int | None = None,
-                extra: tuple[str, ...] = ()) -> list[str]:
+def worker_argv(
+    role: Role,
+    settings: config.Settings,
+    *,
+    host: str | None = None,
+    pid: int | None = None,
+    extra: tuple[str, ...] = (),
+) -> list[str]:
     """`celery` arguments (after the program) of a worker for ``role``; ``extra`` last, so it overrides."""
-    return ["-A", "t0dqm", "worker", "-Q", ",".join(role.queue_names(settings, host)),
-            "-c", str(role.concurrency), "--prefetch-multiplier", str(role.prefetch),
-            "-n", node_name(role.name, settings, os.getpid() if pid is None else pid), *role.options, *extra]
+    return [
+        "-A",
+        "t0dqm",
+        "worker",
+        "-Q",
+        ",".join(role.queue_names(settings, host)),
+        "-c",
+        str(role.concurrency),
+        "--prefetch-multiplier",
+        str(role.prefetch),
+        "-n",
+        node_name(role.name, settings, os.getpid() if pid is None else pid),
+        *role.options,
+        *extra,
+    ]
 
 
 def default_schedule(settings: config.Settings) -> Path:
@@ -116,9 +144,22 @@ def default_schedule(settings: config.Settings) -> Path:
     return Path(tempfile.gettempdir()) / f"t0dqm-{settings.flavour}-celerybeat-schedule"
 
 
-def beat_argv(settings: config.Settings, *, schedule: Path | None = None, pid: int | None = None,
-              extra: tuple[str, ...] = ()) -> list[str]:
+def beat_argv(
+    settings: config.Settings,
+    *,
+    schedule: Path | None = None,
+    pid: int | None = None,
+    extra: tuple[str, ...] = (),
+) -> list[str]:
     """`celery` arguments of a beat that answers `celery inspect ping` as beat.<flavour>.<pid>@host."""
-    return ["-A", "t0dqm", "beat", "-s", str(schedule or default_schedule(settings)),
-            "--enable-remote-control", "-n", node_name("beat", settings, os.getpid() if pid is None else pid),
-            *extra]
+    return [
+        "-A",
+        "t0dqm",
+        "beat",
+        "-s",
+        str(schedule or default_schedule(settings)),
+        "--enable-remote-control",
+        "-n",
+        node_name("beat", settings, os.getpid() if pid is None else pid),
+        *extra,
+    ]

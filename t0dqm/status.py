@@ -91,7 +91,10 @@ def messages(broker_url: str, prefix: str, files: int, timeout: float = 2.0) -> 
 
 
 def render(snap: Snapshot) -> str:
-    lines = [f"broker   {snap.broker_url or '(not set)'}" + (f"  (unreachable: {snap.broker_error})" if snap.broker_error else "")]
+    lines = [
+        f"broker   {snap.broker_url or '(not set)'}"
+        + (f"  (unreachable: {snap.broker_error})" if snap.broker_error else "")
+    ]
     lines.append(f"workers  {len(snap.workers)}")
     for name, queues in sorted(snap.workers.items()):
         lines.append(f"  {name}: {', '.join(queues)}")
@@ -103,10 +106,14 @@ def render(snap: Snapshot) -> str:
             lines.append(f"{title} " + "  ".join(f"{k}={v}" for k, v in sorted(counts.items())))
     lines.append(f"quarantined {snap.quarantined}")
     if snap.gui_url or any(snap.gui.values()):
-        lines.append(f"gui      {snap.gui_url or 'off'}  " + "  ".join(f"{k}={v}" for k, v in snap.gui.items()))
+        lines.append(
+            f"gui      {snap.gui_url or 'off'}  " + "  ".join(f"{k}={v}" for k, v in snap.gui.items())
+        )
     if snap.messages.get("per_file") is not None:
-        lines.append(f"messages {snap.messages['received']} received for the chain steps, "
-                     f"{snap.messages['per_file']} per file")
+        lines.append(
+            f"messages {snap.messages['received']} received for the chain steps, "
+            f"{snap.messages['per_file']} per file"
+        )
     lines.append(f"alarms   {len(snap.active_alarms)} active")
     for alarm in snap.active_alarms[:10]:
         lines.append(f"  [{alarm['severity']}] {alarm['key']}: {alarm['message']} (x{alarm['count']})")

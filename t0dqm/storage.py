@@ -155,6 +155,7 @@ def _timeout(value: float) -> int:
 
 # -- metadata -------------------------------------------------------------------------------------
 
+
 def stat(url: str, timeout: float) -> Stat | None:
     """Size, mtime and tape status, or None when the path does not exist."""
     if not is_remote(url):
@@ -172,8 +173,13 @@ def stat(url: str, timeout: float) -> Stat | None:
             return None
         raise StorageError(f"stat {url}: {status.message.strip()}")
     flags = info.flags
-    return Stat(size=info.size, mtime=float(info.modtime), is_dir=bool(flags & StatInfoFlags.IS_DIR),
-                on_tape=bool(flags & StatInfoFlags.BACKUP_EXISTS), offline=bool(flags & StatInfoFlags.OFFLINE))
+    return Stat(
+        size=info.size,
+        mtime=float(info.modtime),
+        is_dir=bool(flags & StatInfoFlags.IS_DIR),
+        on_tape=bool(flags & StatInfoFlags.BACKUP_EXISTS),
+        offline=bool(flags & StatInfoFlags.OFFLINE),
+    )
 
 
 def checksum(url: str, timeout: float) -> str:
@@ -185,7 +191,9 @@ def checksum(url: str, timeout: float) -> str:
     from XRootD.client.flags import QueryCode
 
     server, path = split_url(url)
-    status, reply = _fs(server).query(QueryCode.CHECKSUM, path + "?cks.type=adler32", timeout=_timeout(timeout))
+    status, reply = _fs(server).query(
+        QueryCode.CHECKSUM, path + "?cks.type=adler32", timeout=_timeout(timeout)
+    )
     _check(status, "checksum", url)
     text = reply.decode(errors="replace").strip("\x00 \n")
     kind, _, value = text.partition(" ")
@@ -238,12 +246,21 @@ def listdir(url: str, timeout: float) -> list[Entry]:
     status, listing = _fs(server).dirlist(path, DirListFlags.STAT, timeout=_timeout(timeout))
     _check(status, "listdir", url)
     return sorted(
-        (Entry(e.name, e.statinfo.size, float(e.statinfo.modtime), bool(e.statinfo.flags & StatInfoFlags.IS_DIR))
-         for e in listing),
-        key=lambda e: e.name)
+        (
+            Entry(
+                e.name,
+                e.statinfo.size,
+                float(e.statinfo.modtime),
+                bool(e.statinfo.flags & StatInfoFlags.IS_DIR),
+            )
+            for e in listing
+        ),
+        key=lambda e: e.name,
+    )
 
 
 # -- copy -----------------------------------------------------------------------------------------
+
 
 def _copy_local(src: str, dst: str, expected: str | None) -> str:
     os.makedirs(os.path.dirname(dst) or ".", exist_ok=True)
@@ -272,7 +289,9 @@ def _copy_local(src: str, dst: str, expected: str | None) -> str:
                 pass
 
 
-def copy(src: str, dst: str, *, timeout: float, expected_adler32: str | None = None, force: bool = False) -> str:
+def copy(
+    src: str, dst: str, *, timeout: float, expected_adler32: str | None = None, force: bool = False
+) -> str:
     """Copy src to dst (either may be root://), making parent directories, verified end to end.
 
     With ``expected_adler32`` the source is not re-read for its checksum (the caller computed it while
@@ -295,8 +314,15 @@ def copy(src: str, dst: str, *, timeout: float, expected_adler32: str | None = N
     # killed POSC copy's file open for ofs.persist (600 s) and every retry fails with "already opened"
     # or "text file busy". A plain leftover is removed by the next attempt instead, and a bad target
     # is removed by us below.
-    job = dict(force=force, mkdir=True, checksumtype="adler32", cptimeout=_timeout(timeout),
-               inittimeout=min(_timeout(timeout), 60), parallelchunks=4, chunksize=8 * CHUNK)
+    job = dict(
+        force=force,
+        mkdir=True,
+        checksumtype="adler32",
+        cptimeout=_timeout(timeout),
+        inittimeout=min(_timeout(timeout), 60),
+        parallelchunks=4,
+        chunksize=8 * CHUNK,
+    )
     if expected_adler32:
         job.update(checksummode="target", checksumpreset=expected_adler32)
     else:
@@ -309,8 +335,11 @@ def copy(src: str, dst: str, *, timeout: float, expected_adler32: str | None = N
     job_status = results[0]["status"] if results else status
     if not status.ok or not job_status.ok:
         message = (job_status.message or status.message).strip()
-        bad_checksum = "checksum" in message.lower() or getattr(job_status, "errno", 0) == 3019 \
+        bad_checksum = (
+            "checksum" in message.lower()
+            or getattr(job_status, "errno", 0) == 3019
             or getattr(job_status, "code", 0) == 305
+        )
         if bad_checksum:
             remove(dst, timeout)  # a target that failed its checksum is ours to remove
             raise ChecksumMismatch(f"copy {src} -> {dst}: checksum mismatch: {message}")

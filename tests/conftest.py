@@ -93,8 +93,9 @@ def stack_env() -> dict[str, str]:
 
 
 @pytest.fixture
-def celery_stack(tmp_path: Path, redis_server: services.Service,
-                 stack_env: dict[str, str]) -> Iterator[config.Settings]:
+def celery_stack(
+    tmp_path: Path, redis_server: services.Service, stack_env: dict[str, str]
+) -> Iterator[config.Settings]:
     """The t0dqm app pointed at the test Redis and a tmp root, with a worker thread consuming every queue."""
     import redis as redislib
     from celery.contrib.testing.worker import start_worker
@@ -107,8 +108,14 @@ def celery_stack(tmp_path: Path, redis_server: services.Service,
     t0celery.reload(current)
     app = t0celery.app
     app.loader.import_task_module("celery.contrib.testing.tasks")
-    with start_worker(app, pool="threads", concurrency=4, perform_ping_check=False, shutdown_timeout=30,
-                      queues=t0celery.all_queues(current)):
+    with start_worker(
+        app,
+        pool="threads",
+        concurrency=4,
+        perform_ping_check=False,
+        shutdown_timeout=30,
+        queues=t0celery.all_queues(current),
+    ):
         yield current
     reset_catalogs()
     config.reset(None)

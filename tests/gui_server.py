@@ -57,7 +57,7 @@ class FakeGui:
         return 201, None
 
     def handle_archive(self, path: str) -> tuple[int, dict[str, Any] | None]:
-        parts = unquote(path)[len("/api/v1/archive/"):].split("/")
+        parts = unquote(path)[len("/api/v1/archive/") :].split("/")
         run, dataset = int(parts[0]), "/" + "/".join(parts[1:4])
         sample = self.samples.get((dataset, run, 0))
         if sample is None:
@@ -88,14 +88,19 @@ def fake_gui() -> Iterator[FakeGui]:
                 except ValueError:
                     parsed = body
                 state.requests.append(("POST", self.path, parsed))
-                status, answer = state.handle_register(body) if self.path == "/api/v1/register" else (404, None)
+                status, answer = (
+                    state.handle_register(body) if self.path == "/api/v1/register" else (404, None)
+                )
             self._answer(status, answer)
 
         def do_GET(self) -> None:
             with state.lock:
                 state.requests.append(("GET", self.path, None))
-                status, answer = (state.handle_archive(self.path) if self.path.startswith("/api/v1/archive/")
-                                  else (404, None))
+                status, answer = (
+                    state.handle_archive(self.path)
+                    if self.path.startswith("/api/v1/archive/")
+                    else (404, None)
+                )
             self._answer(status, answer)
 
         def log_message(self, *_args: Any) -> None:

@@ -38,7 +38,7 @@ def _string(data: bytes, pos: int) -> tuple[str, int]:
     if n == 255:
         n = struct.unpack_from(">i", data, pos)[0]
         pos += 4
-    return data[pos:pos + n].decode(errors="replace"), pos + n
+    return data[pos : pos + n].decode(errors="replace"), pos + n
 
 
 def header(data: bytes) -> dict[str, int]:
@@ -53,8 +53,16 @@ def header(data: bytes) -> dict[str, int]:
     else:
         end, seek_free, nbytes_free, nfree, nbytes_name = struct.unpack_from(">iiiii", data, 12)
         seek_info = struct.unpack_from(">i", data, 37)[0]
-    return {"version": version, "begin": begin, "end": end, "seek_free": seek_free, "nbytes_free": nbytes_free,
-            "nfree": nfree, "nbytes_name": nbytes_name, "seek_info": seek_info}
+    return {
+        "version": version,
+        "begin": begin,
+        "end": end,
+        "seek_free": seek_free,
+        "nbytes_free": nbytes_free,
+        "nfree": nfree,
+        "nbytes_name": nbytes_name,
+        "seek_info": seek_info,
+    }
 
 
 def walk(data: bytes) -> list[Record]:

@@ -29,13 +29,27 @@ def raise_alarm(catalog: Catalog, key: str, message: str, severity: str = "warni
             if row is None:
                 try:
                     with conn.begin_nested():
-                        conn.execute(insert(alarms).values(key=key, severity=severity, message=message,
-                                                           first_at=now, last_at=now, count=1, active=True))
+                        conn.execute(
+                            insert(alarms).values(
+                                key=key,
+                                severity=severity,
+                                message=message,
+                                first_at=now,
+                                last_at=now,
+                                count=1,
+                                active=True,
+                            )
+                        )
                     return
                 except IntegrityError:  # raised concurrently: update instead
                     continue
-            values: dict[str, Any] = {"severity": severity, "message": message, "last_at": now,
-                                      "count": row[0] + 1, "active": True}
+            values: dict[str, Any] = {
+                "severity": severity,
+                "message": message,
+                "last_at": now,
+                "count": row[0] + 1,
+                "active": True,
+            }
             if not row.active:
                 values.update(first_at=now, count=1, notified_at=None)
             conn.execute(update(alarms).where(alarms.c.key == key).values(**values))
@@ -45,8 +59,11 @@ def raise_alarm(catalog: Catalog, key: str, message: str, severity: str = "warni
 def clear_alarm(catalog: Catalog, key: str) -> bool:
     """Mark the alarm inactive; True when it was active."""
     with catalog.begin() as conn:
-        result = conn.execute(update(alarms).where(alarms.c.key == key, alarms.c.active.is_(True))
-                              .values(active=False, last_at=time.time()))
+        result = conn.execute(
+            update(alarms)
+            .where(alarms.c.key == key, alarms.c.active.is_(True))
+            .values(active=False, last_at=time.time())
+        )
         return result.rowcount == 1
 
 
@@ -57,39 +74,59 @@ def active_alarms(catalog: Catalog) -> list[dict[str, Any]]:
 
 # -- reads and claims of the notifiers (t0dqm.notify), status and metrics ------------------------------------
 
+
 def active_and_recent(conn: Connection, since: float) -> list[Row[*tuple[Any, ...]]]:
     """Active alarms and those changed since ``since``, active first, then newest first."""
-    return list(conn.execute(select(alarms).where(or_(alarms.c.active.is_(True), alarms.c.last_at >= since))
-                             .order_by(alarms.c.active.desc(), alarms.c.last_at.desc())).all())
+    return list(
+        conn.execute(
+            select(alarms)
+            .where(or_(alarms.c.active.is_(True), alarms.c.last_at >= since))
+            .order_by(alarms.c.active.desc(), alarms.c.last_at.desc())
+        ).all()
+    )
 
 
 def active_oldest_first(conn: Connection) -> list[Row[*tuple[Any, ...]]]:
     """Active alarms in the order they were first raised (the notifiers' worklist)."""
-    return list(conn.execute(select(alarms).where(alarms.c.active.is_(True)).order_by(alarms.c.first_at)).all())
+    return list(
+        conn.execute(select(alarms).where(alarms.c.active.is_(True)).order_by(alarms.c.first_at)).all()
+    )
 
 
 def active_newest_first(conn: Connection) -> list[dict[str, Any]]:
     """Active alarms as dicts, most recently raised again first (status)."""
-    return [dict(r) for r in conn.execute(
-        select(alarms).where(alarms.c.active.is_(True)).order_by(alarms.c.last_at.desc())).mappings()]
+    return [
+        dict(r)
+        for r in conn.execute(
+            select(alarms).where(alarms.c.active.is_(True)).order_by(alarms.c.last_at.desc())
+        ).mappings()
+    ]
 
 
 def active_by_severity(conn: Connection) -> dict[str, int]:
     """Number of active alarms per severity (metrics)."""
-    return {str(k): int(v) for k, v in conn.execute(
-        select(alarms.c.severity, func.count()).where(alarms.c.active.is_(True)).group_by(alarms.c.severity)).all()}
+    return {
+        str(k): int(v)
+        for k, v in conn.execute(
+            select(alarms.c.severity, func.count())
+            .where(alarms.c.active.is_(True))
+            .group_by(alarms.c.severity)
+        ).all()
+    }
 
 
 def claim_notification(conn: Connection, key: str, notified_at: float | None, now: float) -> bool:
     """Set notified_at=now only if the alarm is active and its notified_at is still ``notified_at``
     (one dispatcher wins)."""
     cond = alarms.c.notified_at.is_(None) if notified_at is None else alarms.c.notified_at == notified_at
-    result = conn.execute(update(alarms).where(alarms.c.key == key, alarms.c.active.is_(True), cond)
-                          .values(notified_at=now))
+    result = conn.execute(
+        update(alarms).where(alarms.c.key == key, alarms.c.active.is_(True), cond).values(notified_at=now)
+    )
     return result.rowcount == 1
 
 
 def unclaim_notification(conn: Connection, key: str, now: float, notified_at: float | None) -> None:
     """Give back a claim taken at ``now``: notified_at is ``notified_at`` again (nothing was delivered)."""
-    conn.execute(update(alarms).where(alarms.c.key == key, alarms.c.notified_at == now)
-                 .values(notified_at=notified_at))
+    conn.execute(
+        update(alarms).where(alarms.c.key == key, alarms.c.notified_at == now).values(notified_at=notified_at)
+    )

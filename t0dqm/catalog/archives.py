@@ -26,17 +26,21 @@ AnyRow: TypeAlias = "Row[*tuple[Any, ...]]"  # any result row
 
 def member_list(conn: Connection, archive_id: int) -> list[zipper.Member]:
     """The archive's committed members in the order they were added."""
-    rows = conn.execute(select(members.c.name, members.c.size, members.c.adler32)
-                        .where(members.c.archive_id == archive_id)
-                        .order_by(members.c.added_at, members.c.name)).all()
+    rows = conn.execute(
+        select(members.c.name, members.c.size, members.c.adler32)
+        .where(members.c.archive_id == archive_id)
+        .order_by(members.c.added_at, members.c.name)
+    ).all()
     return [zipper.Member(r.name, r.size, r.adler32) for r in rows]
 
 
 def member_sources(conn: Connection, archive_id: int, repository: Path) -> dict[str, str]:
     """name -> repository path of each member (for rebuilding the zip)."""
-    rows = conn.execute(select(members.c.name, files.c.path)
-                        .select_from(members.join(files, members.c.file_id == files.c.id))
-                        .where(members.c.archive_id == archive_id)).all()
+    rows = conn.execute(
+        select(members.c.name, files.c.path)
+        .select_from(members.join(files, members.c.file_id == files.c.id))
+        .where(members.c.archive_id == archive_id)
+    ).all()
     return {r.name: str(repository / r.path) for r in rows}
 
 
@@ -48,22 +52,35 @@ def archive_of_file(conn: Connection, file_id: int) -> int | None:
 
 def archives_holding_name(conn: Connection, name: str, archive_ids: Sequence[int]) -> set[int]:
     """Which of ``archive_ids`` already have a member called ``name``."""
-    return {r[0] for r in conn.execute(select(members.c.archive_id).where(
-        members.c.name == name, members.c.archive_id.in_(list(archive_ids))))}
+    return {
+        r[0]
+        for r in conn.execute(
+            select(members.c.archive_id).where(
+                members.c.name == name, members.c.archive_id.in_(list(archive_ids))
+            )
+        )
+    }
 
 
-def insert_member(conn: Connection, archive_id: int, file_id: int, name: str, size: int, adler32: str,
-                  now: float) -> None:
-    conn.execute(insert(members).values(archive_id=archive_id, file_id=file_id, name=name, size=size,
-                                        adler32=adler32, added_at=now))
+def insert_member(
+    conn: Connection, archive_id: int, file_id: int, name: str, size: int, adler32: str, now: float
+) -> None:
+    conn.execute(
+        insert(members).values(
+            archive_id=archive_id, file_id=file_id, name=name, size=size, adler32=adler32, added_at=now
+        )
+    )
 
 
 def files_in_archives(conn: Connection, file_ids: Sequence[int]) -> set[int]:
     """Which of ``file_ids`` are members of an archive."""
-    return {r[0] for r in conn.execute(select(members.c.file_id).where(members.c.file_id.in_(list(file_ids))))}
+    return {
+        r[0] for r in conn.execute(select(members.c.file_id).where(members.c.file_id.in_(list(file_ids))))
+    }
 
 
 # -- the files an archive takes (read on the archives' behalf) -------------------------------------
+
 
 def file_row(conn: Connection, file_id: int) -> RowMapping | None:
     """The file's whole row."""
@@ -77,11 +94,16 @@ def set_file_reason(conn: Connection, file_id: int, reason: str, now: float) -> 
 
 def files_with_pattern(conn: Connection, file_ids: Sequence[int]) -> set[int]:
     """Which of ``file_ids`` have a zip pattern."""
-    return {r[0] for r in conn.execute(select(files.c.id).where(files.c.id.in_(list(file_ids)),
-                                                                 files.c.zippat.is_not(None)))}
+    return {
+        r[0]
+        for r in conn.execute(
+            select(files.c.id).where(files.c.id.in_(list(file_ids)), files.c.zippat.is_not(None))
+        )
+    }
 
 
 # -- archives --------------------------------------------------------------------------------------
+
 
 def archive_row(conn: Connection, archive_id: int) -> RowMapping:
     """The archive's whole row (it must exist)."""
@@ -90,16 +112,27 @@ def archive_row(conn: Connection, archive_id: int) -> RowMapping:
 
 def archive_id(conn: Connection, pattern: str, serial: int) -> int | None:
     """The id of the archive (pattern, serial), if it exists."""
-    found = conn.execute(select(archives.c.id).where(archives.c.pattern == pattern,
-                                                     archives.c.serial == serial)).scalar()
+    found = conn.execute(
+        select(archives.c.id).where(archives.c.pattern == pattern, archives.c.serial == serial)
+    ).scalar()
     return None if found is None else int(found)
 
 
 def insert_archive(conn: Connection, path: str, pattern: str, serial: int, now: float) -> int:
     """A new open, empty archive; raises IntegrityError when (pattern, serial) exists."""
-    result = conn.execute(insert(archives).values(
-        path=path, pattern=pattern, serial=serial, state=states.OPEN,
-        nfiles=0, size=0, tries=0, created_at=now, updated_at=now))
+    result = conn.execute(
+        insert(archives).values(
+            path=path,
+            pattern=pattern,
+            serial=serial,
+            state=states.OPEN,
+            nfiles=0,
+            size=0,
+            tries=0,
+            created_at=now,
+            updated_at=now,
+        )
+    )
     return int(result.inserted_primary_key[0])  # type: ignore[index]
 
 
@@ -110,16 +143,25 @@ def archives_of_pattern(conn: Connection, pattern: str) -> Sequence[RowMapping]:
 
 def count_append(conn: Connection, archive_id: int, size: int, now: float) -> int:
     """One more member in an open archive, now ``size`` bytes; 0 when it is no longer open."""
-    done = conn.execute(update(archives).where(archives.c.id == archive_id, archives.c.state == states.OPEN)
-                        .values(size=size, nfiles=archives.c.nfiles + 1, last_write=now,
-                                first_write=func.coalesce(archives.c.first_write, now), updated_at=now))
+    done = conn.execute(
+        update(archives)
+        .where(archives.c.id == archive_id, archives.c.state == states.OPEN)
+        .values(
+            size=size,
+            nfiles=archives.c.nfiles + 1,
+            last_write=now,
+            first_write=func.coalesce(archives.c.first_write, now),
+            updated_at=now,
+        )
+    )
     return int(done.rowcount)
 
 
 def archives_of_open_patterns(conn: Connection, pattern: str | None = None) -> Sequence[RowMapping]:
     """Every serial of each pattern that has an open serial (of ``pattern`` only, if given)."""
-    query = select(archives).where(archives.c.pattern.in_(
-        select(archives.c.pattern).where(archives.c.state == states.OPEN)))
+    query = select(archives).where(
+        archives.c.pattern.in_(select(archives.c.pattern).where(archives.c.state == states.OPEN))
+    )
     if pattern is not None:
         query = query.where(archives.c.pattern == pattern)
     return conn.execute(query).mappings().all()
@@ -127,8 +169,11 @@ def archives_of_open_patterns(conn: Connection, pattern: str | None = None) -> S
 
 def archives_in_states(conn: Connection, wanted: Iterable[str]) -> Sequence[RowMapping]:
     """Whole rows of the archives in these states, by id."""
-    return conn.execute(select(archives).where(archives.c.state.in_(list(wanted)))
-                        .order_by(archives.c.id)).mappings().all()
+    return (
+        conn.execute(select(archives).where(archives.c.state.in_(list(wanted))).order_by(archives.c.id))
+        .mappings()
+        .all()
+    )
 
 
 def update_archive(conn: Connection, archive_id: int, **values: Any) -> None:
@@ -138,46 +183,83 @@ def update_archive(conn: Connection, archive_id: int, **values: Any) -> None:
 
 # -- trouble ---------------------------------------------------------------------------------------
 
+
 def trouble(conn: Connection, max_tries: int) -> Sequence[AnyRow]:
     """(path, state, tries, reason) of archives failed, in conflict, or retrying past the try limit."""
-    return conn.execute(select(archives.c.path, archives.c.state, archives.c.tries, archives.c.reason).where(
-        (archives.c.state.in_([states.FAILED, states.CONFLICT]))
-        | ((archives.c.tries >= max_tries) & archives.c.state.in_([states.COPIED, states.VERIFIED]))
-    )).all()
+    return conn.execute(
+        select(archives.c.path, archives.c.state, archives.c.tries, archives.c.reason).where(
+            (archives.c.state.in_([states.FAILED, states.CONFLICT]))
+            | ((archives.c.tries >= max_tries) & archives.c.state.in_([states.COPIED, states.VERIFIED]))
+        )
+    ).all()
 
 
 def active_alarm_message(conn: Connection, key: str) -> str | None:
     """The message of the alarm ``key`` when it is active."""
-    found = conn.execute(select(alarms.c.message).where(alarms.c.key == key, alarms.c.active.is_(True))).scalar()
+    found = conn.execute(
+        select(alarms.c.message).where(alarms.c.key == key, alarms.c.active.is_(True))
+    ).scalar()
     return None if found is None else str(found)
 
 
 def restage_count(conn: Connection, archive_id: int) -> int:
     """How many times the archive was sent back to stage (audited)."""
-    return int(conn.execute(select(func.count()).select_from(audit).where(
-        audit.c.entity == "archive", audit.c.entity_id == archive_id, audit.c.action == "restage")).scalar() or 0)
+    return int(
+        conn.execute(
+            select(func.count())
+            .select_from(audit)
+            .where(audit.c.entity == "archive", audit.c.entity_id == archive_id, audit.c.action == "restage")
+        ).scalar()
+        or 0
+    )
 
 
 # -- due stages and verifications ------------------------------------------------------------------
 
+
 def due_frozen(conn: Connection, now: float, dead: Sequence[int]) -> list[int]:
     """Frozen archives, unclaimed (or claimed by a dead process), whose next try is due."""
-    free = archives.c.claimed_until.is_(None) | (archives.c.claimed_until < now) | archives.c.id.in_(list(dead))
-    return [r[0] for r in conn.execute(select(archives.c.id).where(
-        archives.c.state == states.FROZEN, free,
-        archives.c.next_try_at.is_(None) | (archives.c.next_try_at <= now)).order_by(archives.c.id))]
+    free = (
+        archives.c.claimed_until.is_(None) | (archives.c.claimed_until < now) | archives.c.id.in_(list(dead))
+    )
+    return [
+        r[0]
+        for r in conn.execute(
+            select(archives.c.id)
+            .where(
+                archives.c.state == states.FROZEN,
+                free,
+                archives.c.next_try_at.is_(None) | (archives.c.next_try_at <= now),
+            )
+            .order_by(archives.c.id)
+        )
+    ]
 
 
-def verify_candidates(conn: Connection, verifiable: Sequence[str], now: float,
-                      dead: Sequence[int]) -> Sequence[AnyRow]:
+def verify_candidates(
+    conn: Connection, verifiable: Sequence[str], now: float, dead: Sequence[int]
+) -> Sequence[AnyRow]:
     """(id, copied_at, next_try_at) of the unclaimed archives in ``verifiable`` states."""
-    free = archives.c.claimed_until.is_(None) | (archives.c.claimed_until < now) | archives.c.id.in_(list(dead))
-    return conn.execute(select(archives.c.id, archives.c.copied_at, archives.c.next_try_at).where(
-        archives.c.state.in_(list(verifiable)), free).order_by(archives.c.id)).all()
+    free = (
+        archives.c.claimed_until.is_(None) | (archives.c.claimed_until < now) | archives.c.id.in_(list(dead))
+    )
+    return conn.execute(
+        select(archives.c.id, archives.c.copied_at, archives.c.next_try_at)
+        .where(archives.c.state.in_(list(verifiable)), free)
+        .order_by(archives.c.id)
+    ).all()
 
 
 def recently_moved(conn: Connection, archive_ids: Sequence[int], since: float) -> set[int]:
     """Which of ``archive_ids`` moved after ``since`` and wait for nothing (unclaimed, no next try)."""
-    return {r[0] for r in conn.execute(select(archives.c.id).where(
-        archives.c.id.in_(list(archive_ids)), archives.c.updated_at >= since, archives.c.claimed_until.is_(None),
-        archives.c.next_try_at.is_(None)))}
+    return {
+        r[0]
+        for r in conn.execute(
+            select(archives.c.id).where(
+                archives.c.id.in_(list(archive_ids)),
+                archives.c.updated_at >= since,
+                archives.c.claimed_until.is_(None),
+                archives.c.next_try_at.is_(None),
+            )
+        )
+    }

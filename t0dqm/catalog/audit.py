@@ -16,27 +16,38 @@ from t0dqm.catalog.states import INDEXED
 
 def deletions(conn: Connection) -> list[Row[*tuple[Any, ...]]]:
     """(path, at, rule) of every audited real deletion."""
-    return list(conn.execute(select(audit.c.path, audit.c.at, audit.c.rule)
-                             .where(audit.c.action == "delete")).all())
+    return list(
+        conn.execute(select(audit.c.path, audit.c.at, audit.c.rule).where(audit.c.action == "delete")).all()
+    )
 
 
-def first_change_after(conn: Connection, entity: str, entity_id: int, after: float,
-                       other_than_host: str) -> float | None:
+def first_change_after(
+    conn: Connection, entity: str, entity_id: int, after: float, other_than_host: str
+) -> float | None:
     """When a host other than ``other_than_host`` first audited a change of this item after ``after``."""
-    at = conn.execute(select(func.min(audit.c.at)).where(
-        audit.c.entity == entity, audit.c.entity_id == entity_id, audit.c.at > after,
-        audit.c.host != other_than_host)).scalar()
+    at = conn.execute(
+        select(func.min(audit.c.at)).where(
+            audit.c.entity == entity,
+            audit.c.entity_id == entity_id,
+            audit.c.at > after,
+            audit.c.host != other_than_host,
+        )
+    ).scalar()
     return None if at is None else float(at)
 
 
 def first_indexed_after(conn: Connection, after: float) -> float | None:
     """When a file was first moved to indexed after ``after`` (None: not since)."""
-    at = conn.execute(select(func.min(audit.c.at)).where(
-        audit.c.action == "index", audit.c.to_state == INDEXED, audit.c.at > after)).scalar()
+    at = conn.execute(
+        select(func.min(audit.c.at)).where(
+            audit.c.action == "index", audit.c.to_state == INDEXED, audit.c.at > after
+        )
+    ).scalar()
     return None if at is None else float(at)
 
 
 # -- the guarded deleter (t0dqm.deleter) ---------------------------------------------------------------------
+
 
 def file_archive_state(conn: Connection, rel: str) -> Row[*tuple[Any, ...]] | None:
     """(id, state) of the repository file at ``rel`` and of its archive (state None: in no archive);
@@ -44,4 +55,5 @@ def file_archive_state(conn: Connection, rel: str) -> Row[*tuple[Any, ...]] | No
     return conn.execute(
         select(files.c.id, archives.c.state)
         .select_from(files.outerjoin(archives, files.c.archive_id == archives.c.id))
-        .where(files.c.path == rel)).first()
+        .where(files.c.path == rel)
+    ).first()

@@ -47,8 +47,10 @@ class Total(NamedTuple):
 def _values(table: str, row: str, sign: int) -> str:
     entity, cls, index_state, _ = _SPECS[table]
     minus = "-" if sign < 0 else ""
-    return (f"('{entity}', {cls.format(r=row)}, {row}.state, {index_state.format(r=row)}, {sign}, "
-            f"{minus}{row}.size)")
+    return (
+        f"('{entity}', {cls.format(r=row)}, {row}.state, {index_state.format(r=row)}, {sign}, "
+        f"{minus}{row}.size)"
+    )
 
 
 _INSERT = "INSERT INTO count_deltas (entity, cls, state, index_state, n, bytes) VALUES "
@@ -62,13 +64,19 @@ def _sqlite_ddl(table: str) -> list[str]:
     cols = _SPECS[table][3]
     name = f"t0dqm_count_{table}"
     return [
-        f"CREATE TRIGGER IF NOT EXISTS {name}_ins AFTER INSERT ON {table} BEGIN "
-        f"{_INSERT}{_values(table, 'NEW', 1)}; END",
-        f"CREATE TRIGGER IF NOT EXISTS {name}_del AFTER DELETE ON {table} BEGIN "
-        f"{_INSERT}{_values(table, 'OLD', -1)}; END",
-        f"CREATE TRIGGER IF NOT EXISTS {name}_upd AFTER UPDATE OF {', '.join(cols)} ON {table} "
-        f"WHEN {_changed(cols, 'IS NOT')} BEGIN "
-        f"{_INSERT}{_values(table, 'OLD', -1)}, {_values(table, 'NEW', 1)}; END",
+        (
+            f"CREATE TRIGGER IF NOT EXISTS {name}_ins AFTER INSERT ON {table} BEGIN "
+            f"{_INSERT}{_values(table, 'NEW', 1)}; END"
+        ),
+        (
+            f"CREATE TRIGGER IF NOT EXISTS {name}_del AFTER DELETE ON {table} BEGIN "
+            f"{_INSERT}{_values(table, 'OLD', -1)}; END"
+        ),
+        (
+            f"CREATE TRIGGER IF NOT EXISTS {name}_upd AFTER UPDATE OF {', '.join(cols)} ON {table} "
+            f"WHEN {_changed(cols, 'IS NOT')} BEGIN "
+            f"{_INSERT}{_values(table, 'OLD', -1)}, {_values(table, 'NEW', 1)}; END"
+        ),
     ]
 
 
@@ -76,15 +84,19 @@ def _postgresql_ddl(table: str) -> list[str]:
     cols = _SPECS[table][3]
     name = f"t0dqm_count_{table}"
     return [
-        f"CREATE OR REPLACE FUNCTION {name}() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN "
-        f"IF TG_OP <> 'INSERT' THEN {_INSERT}{_values(table, 'OLD', -1)}; END IF; "
-        f"IF TG_OP <> 'DELETE' THEN {_INSERT}{_values(table, 'NEW', 1)}; END IF; "
-        "RETURN NULL; END $$",
+        (
+            f"CREATE OR REPLACE FUNCTION {name}() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN "
+            f"IF TG_OP <> 'INSERT' THEN {_INSERT}{_values(table, 'OLD', -1)}; END IF; "
+            f"IF TG_OP <> 'DELETE' THEN {_INSERT}{_values(table, 'NEW', 1)}; END IF; "
+            "RETURN NULL; END $$"
+        ),
         f"DROP TRIGGER IF EXISTS {name}_insdel ON {table}",
         f"CREATE TRIGGER {name}_insdel AFTER INSERT OR DELETE ON {table} FOR EACH ROW EXECUTE FUNCTION {name}()",
         f"DROP TRIGGER IF EXISTS {name}_upd ON {table}",
-        f"CREATE TRIGGER {name}_upd AFTER UPDATE OF {', '.join(cols)} ON {table} FOR EACH ROW "
-        f"WHEN ({_changed(cols, 'IS DISTINCT FROM')}) EXECUTE FUNCTION {name}()",
+        (
+            f"CREATE TRIGGER {name}_upd AFTER UPDATE OF {', '.join(cols)} ON {table} FOR EACH ROW "
+            f"WHEN ({_changed(cols, 'IS DISTINCT FROM')}) EXECUTE FUNCTION {name}()"
+        ),
     ]
 
 
@@ -117,18 +129,21 @@ def rebuild(conn: Connection) -> None:
     conn.exec_driver_sql(
         "INSERT INTO counts (entity, cls, state, index_state, n, bytes) "
         "SELECT 'file', cls, state, index_state, count(*), coalesce(sum(size), 0) FROM files "
-        "GROUP BY cls, state, index_state")
+        "GROUP BY cls, state, index_state"
+    )
     conn.exec_driver_sql(
         "INSERT INTO counts (entity, cls, state, index_state, n, bytes) "
-        "SELECT 'archive', '', state, '', count(*), coalesce(sum(size), 0) FROM archives GROUP BY state")
+        "SELECT 'archive', '', state, '', count(*), coalesce(sum(size), 0) FROM archives GROUP BY state"
+    )
 
 
 def _upsert(conn: Connection) -> Any:
     module = postgresql if conn.dialect.name == "postgresql" else sqlite
     stmt = module.insert(counts)
-    return stmt.on_conflict_do_update(index_elements=list(KEY),
-                                      set_={"n": counts.c.n + stmt.excluded.n,
-                                            "bytes": counts.c.bytes + stmt.excluded.bytes})
+    return stmt.on_conflict_do_update(
+        index_elements=list(KEY),
+        set_={"n": counts.c.n + stmt.excluded.n, "bytes": counts.c.bytes + stmt.excluded.bytes},
+    )
 
 
 def compact(catalog: Catalog, chunk: int = 20000) -> int:
@@ -138,17 +153,21 @@ def compact(catalog: Catalog, chunk: int = 20000) -> int:
     while True:
         with catalog.begin() as conn:
             oldest = select(count_deltas.c.id).order_by(count_deltas.c.id).limit(chunk)
-            rows = conn.execute(delete(count_deltas).where(count_deltas.c.id.in_(oldest.scalar_subquery()))
-                                .returning(*(count_deltas.c[k] for k in KEY), count_deltas.c.n,
-                                           count_deltas.c.bytes)).all()
+            rows = conn.execute(
+                delete(count_deltas)
+                .where(count_deltas.c.id.in_(oldest.scalar_subquery()))
+                .returning(*(count_deltas.c[k] for k in KEY), count_deltas.c.n, count_deltas.c.bytes)
+            ).all()
             sums: dict[tuple[str, ...], list[int]] = {}
             for row in rows:
                 acc = sums.setdefault(tuple(row[:4]), [0, 0])
                 acc[0] += int(row.n)
                 acc[1] += int(row.bytes)
             if sums:  # sorted: two compactors update shared rows in one order (no deadlock)
-                conn.execute(_upsert(conn), [dict(zip(KEY, key, strict=True), n=n, bytes=b)
-                                             for key, (n, b) in sorted(sums.items())])
+                conn.execute(
+                    _upsert(conn),
+                    [dict(zip(KEY, key, strict=True), n=n, bytes=b) for key, (n, b) in sorted(sums.items())],
+                )
         folded += len(rows)
         if len(rows) < chunk:
             return folded
@@ -169,8 +188,14 @@ def totals(conn: Connection, entity: str | None = None) -> dict[Key, Total]:
     return {Key(*r[:4]): Total(int(r[4] or 0), int(r[5] or 0)) for r in rows}
 
 
-def by(totals_: Mapping[Key, Total], field: str, entity: str, *, states: tuple[str, ...] | None = None,
-       measure: str = "n") -> dict[str, int]:
+def by(
+    totals_: Mapping[Key, Total],
+    field: str,
+    entity: str,
+    *,
+    states: tuple[str, ...] | None = None,
+    measure: str = "n",
+) -> dict[str, int]:
     """Sum of ``measure`` (n or bytes) per ``field`` of one entity, optionally only rows in ``states``."""
     out: dict[str, int] = {}
     for key, total in totals_.items():
@@ -179,4 +204,3 @@ def by(totals_: Mapping[Key, Total], field: str, entity: str, *, states: tuple[s
         name = getattr(key, field)
         out[name] = out.get(name, 0) + getattr(total, measure)
     return out
-

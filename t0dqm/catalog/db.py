@@ -64,14 +64,16 @@ __all__ = [
 metadata = MetaData()
 
 meta = Table(
-    "meta", metadata,
+    "meta",
+    metadata,
     Column("key", String(64), primary_key=True),
     Column("value", Text, nullable=False),
 )
 
 # A DQM file filed in the repository. state: received -> zipped -> removed; index_state separately.
 files = Table(
-    "files", metadata,
+    "files",
+    metadata,
     Column("id", Integer, primary_key=True, autoincrement=True),
     Column("path", String(1024), nullable=False, unique=True),  # relative to the repository root
     Column("name", String(512), nullable=False),
@@ -105,18 +107,28 @@ files = Table(
     Index("ix_files_index_state", "index_state", "updated_at"),
     Index("ix_files_run", "run", "dataset"),
     # Version control's worklist: only samples with a new or a waiting version (schema 3).
-    Index("ix_files_versions_unchecked", "run", "dataset",
-          sqlite_where=text("versions_checked_at IS NULL"), postgresql_where=text("versions_checked_at IS NULL")),
+    Index(
+        "ix_files_versions_unchecked",
+        "run",
+        "dataset",
+        sqlite_where=text("versions_checked_at IS NULL"),
+        postgresql_where=text("versions_checked_at IS NULL"),
+    ),
     # Quota control: present files of a class, oldest first (schema 3).
-    Index("ix_files_present_age", "cls", "mtime",
-          sqlite_where=text("state IN ('received', 'zipped')"),
-          postgresql_where=text("state IN ('received', 'zipped')")),
+    Index(
+        "ix_files_present_age",
+        "cls",
+        "mtime",
+        sqlite_where=text("state IN ('received', 'zipped')"),
+        postgresql_where=text("state IN ('received', 'zipped')"),
+    ),
     Index("ix_files_gui", "gui_registered_at", "created_at"),
 )
 
 # Uploads that failed validation: never deleted, never retried forever.
 quarantine = Table(
-    "quarantine", metadata,
+    "quarantine",
+    metadata,
     Column("id", Integer, primary_key=True, autoincrement=True),
     Column("path", String(1024), nullable=False),
     Column("name", String(512), nullable=False),
@@ -129,7 +141,8 @@ quarantine = Table(
 
 # A zip archive. state: open -> frozen -> copied -> verified -> on_tape -> cleaned; failed, conflict.
 archives = Table(
-    "archives", metadata,
+    "archives",
+    metadata,
     Column("id", Integer, primary_key=True, autoincrement=True),
     Column("path", String(1024), nullable=False, unique=True),  # relative to the zip root
     Column("pattern", String(1024), nullable=False),
@@ -157,7 +170,8 @@ archives = Table(
 
 # Membership: a file is in exactly one archive (unique file_id).
 members = Table(
-    "members", metadata,
+    "members",
+    metadata,
     Column("archive_id", Integer, ForeignKey("archives.id"), nullable=False),
     Column("file_id", Integer, ForeignKey("files.id"), nullable=False, unique=True),
     Column("name", String(512), nullable=False),
@@ -169,7 +183,8 @@ members = Table(
 
 # Tier-0 streamer run/stream units seen in the dump and what was done with them.
 streamer_units = Table(
-    "streamer_units", metadata,
+    "streamer_units",
+    metadata,
     Column("id", Integer, primary_key=True, autoincrement=True),
     Column("label", String(64), nullable=False),
     Column("stream", String(128), nullable=False),
@@ -187,7 +202,8 @@ streamer_units = Table(
 # endpoints_required / endpoints_done: JSON text lists; needed_by: processing jobs still needing it.
 # state: present -> deleted (retention, t0dqm.tasks.streamer.retention_cleanup).
 t0_outputs = Table(
-    "t0_outputs", metadata,
+    "t0_outputs",
+    metadata,
     Column("id", Integer, primary_key=True, autoincrement=True),
     Column("path", String(2048), nullable=False, unique=True),  # deletion target: local path or root:// URL
     Column("size", Integer, nullable=False),
@@ -211,7 +227,8 @@ t0_outputs = Table(
 # state: pending (not yet created) -> a Rucio rule state (REPLICATING, OK, STUCK, SUSPENDED, ...)
 # -> removed (the T0 disk rule, by retention); missing when a recorded rule is no longer in Rucio.
 t0_rules = Table(
-    "t0_rules", metadata,
+    "t0_rules",
+    metadata,
     Column("id", Integer, primary_key=True, autoincrement=True),
     Column("block", String(600), nullable=False),
     Column("dataset", String(512), nullable=False),
@@ -230,7 +247,8 @@ t0_rules = Table(
 
 # Every state change and every deletion.
 audit = Table(
-    "audit", metadata,
+    "audit",
+    metadata,
     Column("id", Integer, primary_key=True, autoincrement=True),
     Column("at", Float, nullable=False),
     Column("host", String(128), nullable=False),
@@ -250,7 +268,8 @@ audit = Table(
 
 # Named leases: singleton jobs, single-writer sections, heartbeats.
 leases = Table(
-    "leases", metadata,
+    "leases",
+    metadata,
     Column("name", String(256), primary_key=True),
     Column("owner", String(256), nullable=False),
     Column("expires_at", Float, nullable=False),
@@ -261,7 +280,8 @@ leases = Table(
 # beat_at is the catalog database's clock (db_now), so hosts with skewed clocks agree on staleness.
 # locator: boot_id/pid-namespace/pid/start-time, for the same-machine shortcut (t0dqm.identity).
 heartbeats = Table(
-    "heartbeats", metadata,
+    "heartbeats",
+    metadata,
     Column("identity", String(256), primary_key=True),  # host:pid:token
     Column("host", String(256), nullable=False),
     Column("pid", Integer, nullable=False),
@@ -275,7 +295,8 @@ heartbeats = Table(
 # The elected beat's record of what it sent (t0dqm.beat_election): a standby that takes over goes on
 # from here instead of re-running every entry. last_run_at: seconds since the epoch (UTC).
 beat_runs = Table(
-    "beat_runs", metadata,
+    "beat_runs",
+    metadata,
     Column("name", String(256), primary_key=True),  # <flavour>:<schedule entry>
     Column("last_run_at", Float, nullable=False),
     Column("runs", Integer, nullable=False),
@@ -283,7 +304,8 @@ beat_runs = Table(
 )
 
 alarms = Table(
-    "alarms", metadata,
+    "alarms",
+    metadata,
     Column("key", String(256), primary_key=True),
     Column("severity", String(16), nullable=False),
     Column("message", Text, nullable=False),
@@ -294,22 +316,27 @@ alarms = Table(
     Column("active", Boolean, nullable=False, default=True),
 )
 
+
 # Running totals per (entity, cls, state, index_state) of files and archives: rows and bytes (schema 3).
 # Triggers append to count_deltas in the writer's transaction; t0dqm.catalog.counts folds them into counts.
 # Archives use '' for cls and index_state.
 def _count_key(primary_key: bool) -> list[Column[str]]:
-    return [Column(name, String(size), nullable=False, primary_key=primary_key)
-            for name, size in (("entity", 16), ("cls", 32), ("state", 16), ("index_state", 16))]
+    return [
+        Column(name, String(size), nullable=False, primary_key=primary_key)
+        for name, size in (("entity", 16), ("cls", 32), ("state", 16), ("index_state", 16))
+    ]
 
 
 counts = Table(
-    "counts", metadata,
+    "counts",
+    metadata,
     *_count_key(True),
     Column("n", BigInteger, nullable=False),
     Column("bytes", BigInteger, nullable=False),
 )
 count_deltas = Table(
-    "count_deltas", metadata,
+    "count_deltas",
+    metadata,
     Column("id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True),
     *_count_key(False),
     Column("n", Integer, nullable=False),
@@ -332,7 +359,9 @@ def stale_after_default() -> float:
     return float(config.get().heartbeat.stale_after)
 
 
-def dead_owners(conn: Connection, owners: Iterable[str | None], stale_after: float | None = None) -> dict[str, str]:
+def dead_owners(
+    conn: Connection, owners: Iterable[str | None], stale_after: float | None = None
+) -> dict[str, str]:
     """Owners among ``owners`` whose holding process is dead, with why. Dead: its heartbeat is older
     than ``stale_after`` seconds or absent, or it ran on this machine and its process is gone.
     Owners without a process identity are never judged dead here (they only expire)."""
@@ -345,9 +374,14 @@ def dead_owners(conn: Connection, owners: Iterable[str | None], stale_after: flo
         return {}
     stale = stale_after if stale_after is not None else stale_after_default()
     now = db_now(conn)
-    rows = {r.identity: r for r in conn.execute(
-        select(heartbeats.c.identity, heartbeats.c.beat_at, heartbeats.c.locator)
-        .where(heartbeats.c.identity.in_(list(by_process))))}
+    rows = {
+        r.identity: r
+        for r in conn.execute(
+            select(heartbeats.c.identity, heartbeats.c.beat_at, heartbeats.c.locator).where(
+                heartbeats.c.identity.in_(list(by_process))
+            )
+        )
+    }
     dead: dict[str, str] = {}
     for proc, holders in by_process.items():
         row = rows.get(proc)
@@ -443,18 +477,50 @@ class Catalog:
         self.read_engine.dispose()
 
     # -- audit and transitions -------------------------------------------------------------------
-    def audit(self, conn: Connection, *, entity: str, action: str, entity_id: int | None = None,
-              from_state: str | None = None, to_state: str | None = None, path: str | None = None,
-              size: int | None = None, checksum: str | None = None, rule: str | None = None,
-              detail: str | None = None) -> None:
-        conn.execute(insert(audit).values(
-            at=time.time(), host=self.host, entity=entity, entity_id=entity_id, action=action,
-            from_state=from_state, to_state=to_state, path=path, size=size, checksum=checksum,
-            rule=rule, detail=detail))
+    def audit(
+        self,
+        conn: Connection,
+        *,
+        entity: str,
+        action: str,
+        entity_id: int | None = None,
+        from_state: str | None = None,
+        to_state: str | None = None,
+        path: str | None = None,
+        size: int | None = None,
+        checksum: str | None = None,
+        rule: str | None = None,
+        detail: str | None = None,
+    ) -> None:
+        conn.execute(
+            insert(audit).values(
+                at=time.time(),
+                host=self.host,
+                entity=entity,
+                entity_id=entity_id,
+                action=action,
+                from_state=from_state,
+                to_state=to_state,
+                path=path,
+                size=size,
+                checksum=checksum,
+                rule=rule,
+                detail=detail,
+            )
+        )
 
-    def transition(self, conn: Connection, entity: str, row_id: int, expected: str | Iterable[str],
-                   new_state: str, *, release: bool = True, detail: str | None = None,
-                   **values: Any) -> bool:
+    def transition(
+        self,
+        conn: Connection,
+        entity: str,
+        row_id: int,
+        expected: str | Iterable[str],
+        new_state: str,
+        *,
+        release: bool = True,
+        detail: str | None = None,
+        **values: Any,
+    ) -> bool:
         """Move one row from an expected state to new_state; False if someone else got there first."""
         table = TABLES[entity]
         expected_states = [expected] if isinstance(expected, str) else list(expected)
@@ -466,15 +532,29 @@ class Catalog:
         if release and "claimed_by" in table.c:
             changes.update(claimed_by=None, claimed_until=None)
         result = conn.execute(
-            update(table).where(table.c.id == row_id, table.c.state == previous).values(**changes))
+            update(table).where(table.c.id == row_id, table.c.state == previous).values(**changes)
+        )
         if result.rowcount != 1:
             return False
-        self.audit(conn, entity=entity, entity_id=row_id, action="transition", from_state=previous,
-                   to_state=new_state, detail=detail)
+        self.audit(
+            conn,
+            entity=entity,
+            entity_id=row_id,
+            action="transition",
+            from_state=previous,
+            to_state=new_state,
+            detail=detail,
+        )
         return True
 
-    def claim(self, entity: str, row_id: int, states: str | Iterable[str], lease_seconds: float,
-              owner: str | None = None) -> bool:
+    def claim(
+        self,
+        entity: str,
+        row_id: int,
+        states: str | Iterable[str],
+        lease_seconds: float,
+        owner: str | None = None,
+    ) -> bool:
         """Take a claim on a row in one of ``states``; only one claimant holds it at a time.
 
         The claim lasts while its holder's heartbeat is fresh, up to ``lease_seconds`` (a ceiling
@@ -485,8 +565,11 @@ class Catalog:
         owner = owner or worker_identity()
         self._heartbeat(owner)
         with self.begin() as conn:
-            row = conn.execute(select(table.c.claimed_by, table.c.claimed_until).where(
-                table.c.id == row_id, table.c.state.in_(state_list))).first()
+            row = conn.execute(
+                select(table.c.claimed_by, table.c.claimed_until).where(
+                    table.c.id == row_id, table.c.state.in_(state_list)
+                )
+            ).first()
             if row is None:
                 return False
             holder, until = row
@@ -496,19 +579,29 @@ class Catalog:
                 return False
             result = conn.execute(
                 update(table)
-                .where(table.c.id == row_id, table.c.state.in_(state_list),
-                       table.c.claimed_by.is_not_distinct_from(holder),
-                       table.c.claimed_until.is_not_distinct_from(until))
-                .values(claimed_by=owner, claimed_until=now + lease_seconds))
+                .where(
+                    table.c.id == row_id,
+                    table.c.state.in_(state_list),
+                    table.c.claimed_by.is_not_distinct_from(holder),
+                    table.c.claimed_until.is_not_distinct_from(until),
+                )
+                .values(claimed_by=owner, claimed_until=now + lease_seconds)
+            )
             if result.rowcount != 1:
                 return False
             if why:
-                self.audit(conn, entity=entity, entity_id=row_id, action="claim-takeover",
-                           detail=f"from {holder}: {why}; to {owner}")
+                self.audit(
+                    conn,
+                    entity=entity,
+                    entity_id=row_id,
+                    action="claim-takeover",
+                    detail=f"from {holder}: {why}; to {owner}",
+                )
             return True
 
-    def _takeover_reason(self, conn: Connection, holder: str | None, until: float | None,
-                         now: float) -> str | bool | None:
+    def _takeover_reason(
+        self, conn: Connection, holder: str | None, until: float | None, now: float
+    ) -> str | bool | None:
         """None: free; a reason string: held by someone gone; False: held by a live holder."""
         if holder is None or until is None:
             return None
@@ -520,9 +613,11 @@ class Catalog:
         """Give a claim back; only its holder's (``owner``, default this thread) is cleared."""
         table = TABLES[entity]
         with self.begin() as conn:
-            conn.execute(update(table).where(table.c.id == row_id,
-                                             table.c.claimed_by == (owner or worker_identity()))
-                         .values(claimed_by=None, claimed_until=None))
+            conn.execute(
+                update(table)
+                .where(table.c.id == row_id, table.c.claimed_by == (owner or worker_identity()))
+                .values(claimed_by=None, claimed_until=None)
+            )
 
     # -- named leases -----------------------------------------------------------------------------
     def acquire_lease(self, name: str, owner: str, seconds: float) -> bool:
@@ -530,7 +625,9 @@ class Catalog:
         a dead process (stale heartbeat) or past its expiry is taken over, and audited."""
         self._heartbeat(owner)
         with self.begin() as conn:
-            row = conn.execute(select(leases.c.owner, leases.c.expires_at).where(leases.c.name == name)).first()
+            row = conn.execute(
+                select(leases.c.owner, leases.c.expires_at).where(leases.c.name == name)
+            ).first()
             now = time.time()
             values = {"owner": owner, "expires_at": now + seconds, "heartbeat_at": now}
             if row is None:
@@ -544,11 +641,19 @@ class Catalog:
             why = None if holder == owner else self._takeover_reason(conn, holder, expires, now)
             if why is False:
                 return False
-            result = conn.execute(update(leases).where(
-                leases.c.name == name, leases.c.owner == holder, leases.c.expires_at == expires).values(**values))
+            result = conn.execute(
+                update(leases)
+                .where(leases.c.name == name, leases.c.owner == holder, leases.c.expires_at == expires)
+                .values(**values)
+            )
             if result.rowcount == 1 and why:
-                self.audit(conn, entity="lease", action="lease-takeover", path=name,
-                           detail=f"from {holder}: {why}; to {owner}")
+                self.audit(
+                    conn,
+                    entity="lease",
+                    action="lease-takeover",
+                    path=name,
+                    detail=f"from {holder}: {why}; to {owner}",
+                )
             return result.rowcount == 1
 
     def release_lease(self, name: str, owner: str) -> None:
@@ -604,9 +709,21 @@ class Catalog:
             rows = conn.execute(select(leases).order_by(leases.c.name)).mappings().all()
             dead = dead_owners(conn, [r["owner"] for r in rows], self.stale_after)
         now = time.time()
-        return [{"name": r["name"], "owner": r["owner"], "expires_in": round(r["expires_at"] - now, 1),
-                 "holder": ("expired" if r["expires_at"] < now else f"dead: {dead[r['owner']]}"
-                            if r["owner"] in dead else "live")} for r in rows]
+        return [
+            {
+                "name": r["name"],
+                "owner": r["owner"],
+                "expires_in": round(r["expires_at"] - now, 1),
+                "holder": (
+                    "expired"
+                    if r["expires_at"] < now
+                    else f"dead: {dead[r['owner']]}"
+                    if r["owner"] in dead
+                    else "live"
+                ),
+            }
+            for r in rows
+        ]
 
     def live_processes(self) -> list[RowMapping]:
         """Heartbeat rows with a fresh beat, newest first (health, status)."""
@@ -625,7 +742,7 @@ class Catalog:
         table = TABLES[entity] if entity in TABLES else metadata.tables[entity]
         col = table.c[column]
         with self.read() as conn:
-            return {k: v for k, v in conn.execute(select(col, func.count()).group_by(col)).all()}
+            return dict(conn.execute(select(col, func.count()).group_by(col)).all())
 
 
 class DatabaseRefused(RuntimeError):
@@ -646,8 +763,14 @@ def prepare_empty_database(url: str) -> str:
     except OperationalError as exc:
         parsed = make_url(url)
         name = parsed.database or ""
-        if not url.startswith("postgresql") or "does not exist" not in str(exc) or not re.fullmatch(r"\w+", name):
-            raise DatabaseRefused(f"catalog {parsed.render_as_string(hide_password=True)}: {exc.orig}") from None
+        if (
+            not url.startswith("postgresql")
+            or "does not exist" not in str(exc)
+            or not re.fullmatch(r"\w+", name)
+        ):
+            raise DatabaseRefused(
+                f"catalog {parsed.render_as_string(hide_password=True)}: {exc.orig}"
+            ) from None
         admin = create_engine(parsed.set(database="postgres"), isolation_level="AUTOCOMMIT")
         try:
             with admin.connect() as conn:
@@ -658,8 +781,10 @@ def prepare_empty_database(url: str) -> str:
     finally:
         engine.dispose()
     if "files" in tables:
-        raise DatabaseRefused(f"catalog {make_url(url).render_as_string(hide_password=True)} already holds a "
-                              "t0dqm catalog: give the URL of an empty (or missing) database")
+        raise DatabaseRefused(
+            f"catalog {make_url(url).render_as_string(hide_password=True)} already holds a "
+            "t0dqm catalog: give the URL of an empty (or missing) database"
+        )
     return "empty database"
 
 

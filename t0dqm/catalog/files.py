@@ -36,8 +36,10 @@ def insert_leases(conn: Connection, names: Sequence[str], owner: str, expires_at
     """Lease rows for ``names`` held by ``owner`` (the rows Catalog.acquire_lease inserts), in a savepoint;
     IntegrityError when another holder took one meanwhile."""
     with conn.begin_nested():
-        conn.execute(insert(leases), [dict(name=n, owner=owner, expires_at=expires_at, heartbeat_at=now)
-                                      for n in names])
+        conn.execute(
+            insert(leases),
+            [dict(name=n, owner=owner, expires_at=expires_at, heartbeat_at=now) for n in names],
+        )
 
 
 def release_leases(conn: Connection, names: Iterable[str], owner: str) -> None:
@@ -58,16 +60,18 @@ def paths_of_runs(conn: Connection, runs: Sequence[int], chunk: int = 500) -> li
     """(path, run, dataset) of every row of these runs (``chunk`` runs per query)."""
     out: list[tuple[str, int, str]] = []
     for start in range(0, len(runs), chunk):
-        for path, run, dataset in conn.execute(select(files.c.path, files.c.run, files.c.dataset)
-                                               .where(files.c.run.in_(runs[start:start + chunk]))):
+        for path, run, dataset in conn.execute(
+            select(files.c.path, files.c.run, files.c.dataset).where(
+                files.c.run.in_(runs[start : start + chunk])
+            )
+        ):
             out.append((path, run, dataset))
     return out
 
 
 def ids_by_path(conn: Connection, paths: Sequence[str]) -> dict[str, int]:
     """{path: id} of the rows among ``paths`` that exist."""
-    return {path: file_id for path, file_id in conn.execute(select(files.c.path, files.c.id)
-                                                           .where(files.c.path.in_(paths)))}
+    return dict(conn.execute(select(files.c.path, files.c.id).where(files.c.path.in_(paths))))
 
 
 def id_by_path(conn: Connection, path: str) -> int | None:
@@ -97,16 +101,19 @@ def insert_file(conn: Connection, row: Mapping[str, Any]) -> int | None:
         return None
 
 
-def insert_files_audited(conn: Connection, rows: Sequence[Mapping[str, Any]],
-                         audit_rows: Sequence[Mapping[str, Any]]) -> list[int]:
+def insert_files_audited(
+    conn: Connection, rows: Sequence[Mapping[str, Any]], audit_rows: Sequence[Mapping[str, Any]]
+) -> list[int]:
     """Insert file rows (one multi-row insert) and their audit rows, in one savepoint; returns the new ids
     in the order of ``rows``. ``audit_rows[i]["entity_id"]`` is set to the id of ``rows[i]``.
     IntegrityError when one of the paths exists (the savepoint is rolled back)."""
     with conn.begin_nested():
         result = conn.execute(insert(files).returning(files.c.id, sort_by_parameter_order=True), list(rows))
         new_ids = [int(r[0]) for r in result]
-        conn.execute(insert(audit), [{**a, "entity_id": file_id}
-                                     for a, file_id in zip(audit_rows, new_ids, strict=True)])
+        conn.execute(
+            insert(audit),
+            [{**a, "entity_id": file_id} for a, file_id in zip(audit_rows, new_ids, strict=True)],
+        )
     return new_ids
 
 
@@ -116,9 +123,11 @@ def insert_files_audited(conn: Connection, rows: Sequence[Mapping[str, Any]],
 def quarantine_once(conn: Connection, *, path: str, name: str, step: str, reason: str, now: float) -> bool:
     """A quarantine row for the upload unless an unresolved one with the same reason exists; True when
     inserted (the caller audits it)."""
-    seen = conn.execute(select(quarantine.c.id).where(
-        quarantine.c.path == path, quarantine.c.reason == reason,
-        quarantine.c.resolved_at.is_(None))).first()
+    seen = conn.execute(
+        select(quarantine.c.id).where(
+            quarantine.c.path == path, quarantine.c.reason == reason, quarantine.c.resolved_at.is_(None)
+        )
+    ).first()
     if seen is not None:
         return False
     conn.execute(insert(quarantine).values(path=path, name=name, step=step, reason=reason, created_at=now))
@@ -127,8 +136,15 @@ def quarantine_once(conn: Connection, *, path: str, name: str, step: str, reason
 
 # -- index states -------------------------------------------------------------------------------------
 
-def set_index_state(catalog: Catalog, file_ids: Iterable[int], expected: Iterable[str], new: str,
-                    reason: str | None = None, reasons: dict[int, str] | None = None) -> list[int]:
+
+def set_index_state(
+    catalog: Catalog,
+    file_ids: Iterable[int],
+    expected: Iterable[str],
+    new: str,
+    reason: str | None = None,
+    reasons: dict[int, str] | None = None,
+) -> list[int]:
     """Conditionally move files' index_state (one transaction, audited); returns the ids that moved, in the
     given order. Set-wise: one select, one update per (previous state, reason), one audit insert."""
     ids = list(dict.fromkeys(file_ids))
@@ -139,24 +155,54 @@ def set_index_state(catalog: Catalog, file_ids: Iterable[int], expected: Iterabl
     moved: set[int] = set()
     with catalog.begin() as conn:
         for start in range(0, len(ids), 500):
-            chunk = ids[start:start + 500]
-            current = dict(conn.execute(select(files.c.id, files.c.index_state).where(files.c.id.in_(chunk))).all())
+            chunk = ids[start : start + 500]
+            current = dict(
+                conn.execute(select(files.c.id, files.c.index_state).where(files.c.id.in_(chunk))).all()
+            )
             groups: dict[tuple[str, str | None], list[int]] = {}
             for file_id in chunk:
                 if current.get(file_id) in expected:
-                    groups.setdefault((current[file_id], (reasons or {}).get(file_id, reason)), []).append(file_id)
+                    groups.setdefault((current[file_id], (reasons or {}).get(file_id, reason)), []).append(
+                        file_id
+                    )
             rows: list[dict[str, Any]] = []
             for (previous, why), group in groups.items():
-                result = conn.execute(update(files).where(files.c.id.in_(group), files.c.index_state == previous)
-                                      .values(index_state=new, updated_at=now,
-                                              reason=why if new in (INDEX_FAILED, INDEX_SKIPPED) else None))
+                result = conn.execute(
+                    update(files)
+                    .where(files.c.id.in_(group), files.c.index_state == previous)
+                    .values(
+                        index_state=new,
+                        updated_at=now,
+                        reason=why if new in (INDEX_FAILED, INDEX_SKIPPED) else None,
+                    )
+                )
                 if result.rowcount != len(group):  # some moved under us (several writers): see which we moved
-                    group = [r[0] for r in conn.execute(select(files.c.id).where(
-                        files.c.id.in_(group), files.c.index_state == new, files.c.updated_at == now))]
+                    group = [
+                        r[0]
+                        for r in conn.execute(
+                            select(files.c.id).where(
+                                files.c.id.in_(group), files.c.index_state == new, files.c.updated_at == now
+                            )
+                        )
+                    ]
                 moved.update(group)
-                rows += [dict(at=now, host=catalog.host, entity="file", entity_id=file_id, action="index",
-                              from_state=previous, to_state=new, path=None, size=None, checksum=None, rule=None,
-                              detail=why) for file_id in group]
+                rows += [
+                    dict(
+                        at=now,
+                        host=catalog.host,
+                        entity="file",
+                        entity_id=file_id,
+                        action="index",
+                        from_state=previous,
+                        to_state=new,
+                        path=None,
+                        size=None,
+                        checksum=None,
+                        rule=None,
+                        detail=why,
+                    )
+                    for file_id in group
+                ]
             if rows:
                 conn.execute(insert(audit), rows)
     return [i for i in ids if i in moved]
@@ -164,9 +210,13 @@ def set_index_state(catalog: Catalog, file_ids: Iterable[int], expected: Iterabl
 
 def versions_of(conn: Connection, runs: Sequence[int], datasets: Sequence[str]) -> list[AnyRow]:
     """(path, run, dataset, subsystem, version, state) of every row of these runs and datasets."""
-    return list(conn.execute(select(files.c.path, files.c.run, files.c.dataset, files.c.subsystem,
-                                    files.c.version, files.c.state)
-                             .where(files.c.run.in_(runs), files.c.dataset.in_(datasets))).all())
+    return list(
+        conn.execute(
+            select(
+                files.c.path, files.c.run, files.c.dataset, files.c.subsystem, files.c.version, files.c.state
+            ).where(files.c.run.in_(runs), files.c.dataset.in_(datasets))
+        ).all()
+    )
 
 
 def row_by_id(conn: Connection, file_id: int) -> AnyRow | None:
@@ -178,8 +228,17 @@ def index_rows(conn: Connection, ids: Sequence[int], chunk: int = 500) -> list[A
     """(id, cls, run, version, dataset, index_state, path) of these rows (``chunk`` ids per query)."""
     out: list[AnyRow] = []
     for start in range(0, len(ids), chunk):
-        out += conn.execute(select(files.c.id, files.c.cls, files.c.run, files.c.version, files.c.dataset,
-                                   files.c.index_state, files.c.path).where(files.c.id.in_(ids[start:start + chunk])))
+        out += conn.execute(
+            select(
+                files.c.id,
+                files.c.cls,
+                files.c.run,
+                files.c.version,
+                files.c.dataset,
+                files.c.index_state,
+                files.c.path,
+            ).where(files.c.id.in_(ids[start : start + chunk]))
+        )
     return out
 
 

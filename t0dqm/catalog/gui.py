@@ -23,11 +23,22 @@ if TYPE_CHECKING:
 
 ALARM_UNREACHABLE = "gui-register:unreachable"
 
-_COLUMNS = (files.c.id, files.c.path, files.c.cls, files.c.run, files.c.version, files.c.dataset,
-            files.c.subsystem, files.c.state, files.c.index_state, files.c.gui_registered_at)
+_COLUMNS = (
+    files.c.id,
+    files.c.path,
+    files.c.cls,
+    files.c.run,
+    files.c.version,
+    files.c.dataset,
+    files.c.subsystem,
+    files.c.state,
+    files.c.index_state,
+    files.c.gui_registered_at,
+)
 
 
 # -- the Registrar's rows ------------------------------------------------------------------------------
+
 
 def rows_by_ids(conn: Connection, ids: Sequence[int]) -> list[AnyRow]:
     """(id, path, cls, run, version, dataset, subsystem, state, index_state, gui_registered_at) of these
@@ -39,34 +50,47 @@ def rows_of_runs(conn: Connection, runs: Sequence[int], chunk: int = 500) -> lis
     """The same columns for every row of these runs (``chunk`` runs per query)."""
     out: list[AnyRow] = []
     for start in range(0, len(runs), chunk):
-        out += conn.execute(select(*_COLUMNS).where(files.c.run.in_(runs[start:start + chunk])))
+        out += conn.execute(select(*_COLUMNS).where(files.c.run.in_(runs[start : start + chunk])))
     return out
 
 
 def set_values(conn: Connection, ids: Sequence[int], chunk: int = 500, **values: Any) -> None:
     """Set columns of these rows (``chunk`` ids per statement)."""
     for start in range(0, len(ids), chunk):
-        conn.execute(update(files).where(files.c.id.in_(ids[start:start + chunk])).values(**values))
+        conn.execute(update(files).where(files.c.id.in_(ids[start : start + chunk])).values(**values))
 
 
-def mark_registered(conn: Connection, ids: Sequence[int], now: float,
-                    audit_rows: Sequence[Mapping[str, Any]]) -> None:
+def mark_registered(
+    conn: Connection, ids: Sequence[int], now: float, audit_rows: Sequence[Mapping[str, Any]]
+) -> None:
     """``gui_registered_at`` = now (reason cleared) for these rows, and their audit rows."""
-    conn.execute(update(files).where(files.c.id.in_(list(ids))).values(gui_registered_at=now, gui_reason=None))
+    conn.execute(
+        update(files).where(files.c.id.in_(list(ids))).values(gui_registered_at=now, gui_reason=None)
+    )
     conn.execute(insert(audit), list(audit_rows))
 
 
 def note_reasons(conn: Connection, reasons: Mapping[int, str]) -> None:
     """Why a row is not sent (only rows not registered meanwhile)."""
     for file_id, reason in reasons.items():
-        conn.execute(update(files).where(files.c.id == file_id, files.c.gui_registered_at.is_(None))
-                     .values(gui_reason=reason[:1000]))
+        conn.execute(
+            update(files)
+            .where(files.c.id == file_id, files.c.gui_registered_at.is_(None))
+            .values(gui_reason=reason[:1000])
+        )
 
 
 # -- what is missing ---------------------------------------------------------------------------------------
 
-def missing_ids(conn: Connection, *, older_than: float | None = None, run: int | None = None,
-                everything: bool = False, limit: int = 100000) -> list[int]:
+
+def missing_ids(
+    conn: Connection,
+    *,
+    older_than: float | None = None,
+    run: int | None = None,
+    everything: bool = False,
+    limit: int = 100000,
+) -> list[int]:
     """Rows the GUI should have and has not: not registered, not refused nor left with a reason, ROOT file
     present, indexed. ``older_than``: received before this time (reconcile leaves fresh files to the
     chain). ``everything`` / ``run``: every present row (of the run), registered or not."""
@@ -82,13 +106,30 @@ def missing_ids(conn: Connection, *, older_than: float | None = None, run: int |
 
 def _removed_registered_query() -> Select[Any]:
     newer = files.alias("newer")
-    replaced = select(newer.c.id).where(
-        newer.c.run == files.c.run, newer.c.dataset == files.c.dataset,
-        or_(newer.c.subsystem == files.c.subsystem, and_(newer.c.subsystem.is_(None), files.c.subsystem.is_(None))),
-        newer.c.version > files.c.version, newer.c.gui_registered_at.is_not(None)).exists()
-    return (select(files.c.id, files.c.cls, files.c.run, files.c.dataset, files.c.subsystem, files.c.version,
-                   files.c.path, files.c.gui_registered_at)
-            .where(files.c.state == REMOVED, files.c.gui_registered_at.is_not(None), ~replaced))
+    replaced = (
+        select(newer.c.id)
+        .where(
+            newer.c.run == files.c.run,
+            newer.c.dataset == files.c.dataset,
+            or_(
+                newer.c.subsystem == files.c.subsystem,
+                and_(newer.c.subsystem.is_(None), files.c.subsystem.is_(None)),
+            ),
+            newer.c.version > files.c.version,
+            newer.c.gui_registered_at.is_not(None),
+        )
+        .exists()
+    )
+    return select(
+        files.c.id,
+        files.c.cls,
+        files.c.run,
+        files.c.dataset,
+        files.c.subsystem,
+        files.c.version,
+        files.c.path,
+        files.c.gui_registered_at,
+    ).where(files.c.state == REMOVED, files.c.gui_registered_at.is_not(None), ~replaced)
 
 
 def removed_but_registered(conn: Connection, limit: int | None = None) -> list[dict[str, Any]]:
@@ -116,16 +157,28 @@ def counts(conn: Connection) -> dict[str, int]:
         else:
             out["not_sent" if reason else "waiting"] += n
     out["removed_registered"] = conn.execute(
-        select(func.count()).select_from(_removed_registered_query().subquery())).scalar_one()
+        select(func.count()).select_from(_removed_registered_query().subquery())
+    ).scalar_one()
     return out
 
 
 def unreachable_recently(conn: Connection, now: float, window: float) -> bool:
     """The unreachable alarm is active and was raised within ``window`` seconds (back off)."""
-    row = conn.execute(select(alarms.c.last_at).where(alarms.c.key == ALARM_UNREACHABLE,
-                                                      alarms.c.active.is_(True))).first()
+    row = conn.execute(
+        select(alarms.c.last_at).where(alarms.c.key == ALARM_UNREACHABLE, alarms.c.active.is_(True))
+    ).first()
     return row is not None and row.last_at > now - window
 
 
-__all__ = ["ALARM_UNREACHABLE", "counts", "mark_registered", "missing_ids", "note_reasons", "removed_but_registered",
-           "rows_by_ids", "rows_of_runs", "set_values", "unreachable_recently"]
+__all__ = [
+    "ALARM_UNREACHABLE",
+    "counts",
+    "mark_registered",
+    "missing_ids",
+    "note_reasons",
+    "removed_but_registered",
+    "rows_by_ids",
+    "rows_of_runs",
+    "set_values",
+    "unreachable_recently",
+]

@@ -21,11 +21,23 @@ def beat(conn: Connection, identity: str, role: str, where: str, started_at: flo
     host, _, rest = identity.partition(":")
     pid = int(rest.split(":", 1)[0])
     now = db_now(conn)
-    result = conn.execute(update(heartbeats).where(heartbeats.c.identity == identity)
-                          .values(beat_at=now, role=role, locator=where))
+    result = conn.execute(
+        update(heartbeats)
+        .where(heartbeats.c.identity == identity)
+        .values(beat_at=now, role=role, locator=where)
+    )
     if result.rowcount == 0:
-        conn.execute(insert(heartbeats).values(identity=identity, host=host, pid=pid, role=role,
-                                               locator=where, started_at=started_at, beat_at=now))
+        conn.execute(
+            insert(heartbeats).values(
+                identity=identity,
+                host=host,
+                pid=pid,
+                role=role,
+                locator=where,
+                started_at=started_at,
+                beat_at=now,
+            )
+        )
     return now
 
 
@@ -36,32 +48,45 @@ def forget(conn: Connection, identity: str) -> None:
 
 def reap(conn: Connection, older_than: float) -> int:
     """Drop heartbeat rows older than ``older_than`` seconds; how many."""
-    return int(conn.execute(heartbeats.delete().where(
-        heartbeats.c.beat_at < db_now(conn) - older_than)).rowcount)
+    return int(
+        conn.execute(heartbeats.delete().where(heartbeats.c.beat_at < db_now(conn) - older_than)).rowcount
+    )
 
 
 def live(conn: Connection, stale_after: float) -> list[RowMapping]:
     """Heartbeat rows with a beat fresher than ``stale_after`` seconds, newest first."""
     now = db_now(conn)
-    return list(conn.execute(select(heartbeats).where(heartbeats.c.beat_at >= now - stale_after)
-                             .order_by(heartbeats.c.beat_at.desc())).mappings())
+    return list(
+        conn.execute(
+            select(heartbeats)
+            .where(heartbeats.c.beat_at >= now - stale_after)
+            .order_by(heartbeats.c.beat_at.desc())
+        ).mappings()
+    )
 
 
 # -- the elected beat's runs (t0dqm.beat_election) -----------------------------------------------------------
 
+
 def record_beat_run(conn: Connection, name: str, at: float, sent_by: str) -> None:
     """The elected beat sent schedule entry ``name`` at ``at``."""
-    result = conn.execute(update(beat_runs).where(beat_runs.c.name == name).values(
-        last_run_at=at, runs=beat_runs.c.runs + 1, sent_by=sent_by))
+    result = conn.execute(
+        update(beat_runs)
+        .where(beat_runs.c.name == name)
+        .values(last_run_at=at, runs=beat_runs.c.runs + 1, sent_by=sent_by)
+    )
     if result.rowcount == 0:
         conn.execute(insert(beat_runs).values(name=name, last_run_at=at, runs=1, sent_by=sent_by))
 
 
 def beat_last_runs(conn: Connection, prefix: str) -> dict[str, float]:
     """Entry name (without ``prefix``) -> when the elected beat last sent it."""
-    rows = conn.execute(select(beat_runs.c.name, beat_runs.c.last_run_at)
-                        .where(beat_runs.c.name.startswith(prefix, autoescape=True)))
-    return {name[len(prefix):]: at for name, at in rows}
+    rows = conn.execute(
+        select(beat_runs.c.name, beat_runs.c.last_run_at).where(
+            beat_runs.c.name.startswith(prefix, autoescape=True)
+        )
+    )
+    return {name[len(prefix) :]: at for name, at in rows}
 
 
 # -- named leases --------------------------------------------------------------------------------------------
@@ -75,7 +100,9 @@ def lease_owner(conn: Connection, name: str) -> str | None:
 
 def unexpired_lease_owner(conn: Connection, name: str, now: float) -> str | None:
     """The owner of the named lease while it has not expired at ``now``."""
-    owner = conn.execute(select(leases.c.owner).where(leases.c.name == name, leases.c.expires_at > now)).scalar()
+    owner = conn.execute(
+        select(leases.c.owner).where(leases.c.name == name, leases.c.expires_at > now)
+    ).scalar()
     return None if owner is None else str(owner)
 
 
@@ -87,11 +114,19 @@ def lease_heartbeat_at(conn: Connection, name: str) -> float | None:
 
 def unexpired_owners(conn: Connection, name_like: str, now: float) -> list[str]:
     """Owners of the unexpired leases whose name matches the LIKE pattern ``name_like``."""
-    return [r[0] for r in conn.execute(select(leases.c.owner).where(
-        leases.c.name.like(name_like), leases.c.expires_at > now))]
+    return [
+        r[0]
+        for r in conn.execute(
+            select(leases.c.owner).where(leases.c.name.like(name_like), leases.c.expires_at > now)
+        )
+    ]
 
 
 def unexpired_held_by(conn: Connection, owner_like: str, now: float) -> list[str]:
     """Names of the unexpired leases whose owner matches the LIKE pattern ``owner_like``."""
-    return [r[0] for r in conn.execute(select(leases.c.name).where(
-        leases.c.owner.like(owner_like), leases.c.expires_at > now))]
+    return [
+        r[0]
+        for r in conn.execute(
+            select(leases.c.name).where(leases.c.owner.like(owner_like), leases.c.expires_at > now)
+        )
+    ]

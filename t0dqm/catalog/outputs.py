@@ -45,10 +45,20 @@ def _new_id(result: CursorResult[Any]) -> int:
 
 # --------------------------------------------------------------------------------------------- outputs
 
-def record_output(catalog: Catalog, path: str, size: int, adler32: str | None,
-                  endpoints_required: list[str] | tuple[str, ...] | set[str],
-                  created_at: float | None = None, *, dataset: str | None = None, block: str | None = None,
-                  lfn: str | None = None, conn: Connection | None = None) -> int:
+
+def record_output(
+    catalog: Catalog,
+    path: str,
+    size: int,
+    adler32: str | None,
+    endpoints_required: list[str] | tuple[str, ...] | set[str],
+    created_at: float | None = None,
+    *,
+    dataset: str | None = None,
+    block: str | None = None,
+    lfn: str | None = None,
+    conn: Connection | None = None,
+) -> int:
     """Register an output (idempotent on ``path``: an existing row keeps its facts); returns its id.
 
     ``dataset``/``block``/``lfn`` place it in Rucio (t0dqm.steps.placement); ``conn`` joins the caller's
@@ -56,23 +66,55 @@ def record_output(catalog: Catalog, path: str, size: int, adler32: str | None,
     """
     if conn is None:
         with catalog.begin() as own:
-            return record_output(catalog, path, size, adler32, endpoints_required, created_at, dataset=dataset,
-                                 block=block, lfn=lfn, conn=own)
+            return record_output(
+                catalog,
+                path,
+                size,
+                adler32,
+                endpoints_required,
+                created_at,
+                dataset=dataset,
+                block=block,
+                lfn=lfn,
+                conn=own,
+            )
     now = time.time()
     row_id = conn.execute(select(t0_outputs.c.id).where(t0_outputs.c.path == path)).scalar()
     if row_id is not None:
         return int(row_id)
     try:
         with conn.begin_nested():
-            row_id = _new_id(conn.execute(insert(t0_outputs).values(
-                path=path, size=int(size), adler32=adler32,
-                created_at=now if created_at is None else float(created_at),
-                endpoints_required=dump_set(list(endpoints_required)), endpoints_done="[]", needed_by=0,
-                state="present", updated_at=now, dataset=dataset, block=block, lfn=lfn)))
+            row_id = _new_id(
+                conn.execute(
+                    insert(t0_outputs).values(
+                        path=path,
+                        size=int(size),
+                        adler32=adler32,
+                        created_at=now if created_at is None else float(created_at),
+                        endpoints_required=dump_set(list(endpoints_required)),
+                        endpoints_done="[]",
+                        needed_by=0,
+                        state="present",
+                        updated_at=now,
+                        dataset=dataset,
+                        block=block,
+                        lfn=lfn,
+                    )
+                )
+            )
     except IntegrityError:  # registered concurrently
         return int(conn.execute(select(t0_outputs.c.id).where(t0_outputs.c.path == path)).scalar_one())
-    catalog.audit(conn, entity=ENTITY, entity_id=int(row_id), action="register", to_state="present",
-                  path=path, size=int(size), checksum=adler32, detail=block)
+    catalog.audit(
+        conn,
+        entity=ENTITY,
+        entity_id=int(row_id),
+        action="register",
+        to_state="present",
+        path=path,
+        size=int(size),
+        checksum=adler32,
+        detail=block,
+    )
     return int(row_id)
 
 
@@ -80,19 +122,23 @@ def mark_endpoint_done(catalog: Catalog, path: str, endpoint: str) -> bool:
     """Record that ``path`` reached ``endpoint``; False when the output is unknown."""
     for _attempt in range(10):
         with catalog.begin() as conn:
-            row = conn.execute(select(t0_outputs.c.id, t0_outputs.c.endpoints_done)
-                               .where(t0_outputs.c.path == path)).first()
+            row = conn.execute(
+                select(t0_outputs.c.id, t0_outputs.c.endpoints_done).where(t0_outputs.c.path == path)
+            ).first()
             if row is None:
                 return False
             done = load_set(row.endpoints_done)
             if endpoint in done:
                 return True
-            result = conn.execute(update(t0_outputs).where(
-                t0_outputs.c.id == row.id, t0_outputs.c.endpoints_done == row.endpoints_done).values(
-                endpoints_done=dump_set(done | {endpoint}), updated_at=time.time()))
+            result = conn.execute(
+                update(t0_outputs)
+                .where(t0_outputs.c.id == row.id, t0_outputs.c.endpoints_done == row.endpoints_done)
+                .values(endpoints_done=dump_set(done | {endpoint}), updated_at=time.time())
+            )
             if result.rowcount == 1:
-                catalog.audit(conn, entity=ENTITY, entity_id=row.id, action="endpoint-done", path=path,
-                              detail=endpoint)
+                catalog.audit(
+                    conn, entity=ENTITY, entity_id=row.id, action="endpoint-done", path=path, detail=endpoint
+                )
                 return True
     raise RuntimeError(f"could not record endpoint {endpoint} for {path}: too much contention")
 
@@ -108,21 +154,27 @@ def set_needed_by(catalog: Catalog, path: str, n: int) -> bool:
         cond = [t0_outputs.c.path == path]
         if n > 0:
             cond.append(t0_outputs.c.state == "present")
-        result = conn.execute(update(t0_outputs).where(*cond).values(needed_by=int(n), updated_at=time.time()))
+        result = conn.execute(
+            update(t0_outputs).where(*cond).values(needed_by=int(n), updated_at=time.time())
+        )
         return bool(result.rowcount == 1)
 
 
 def registered(conn: Connection, path: str) -> Any:
     """(block, size, adler32) of the output already registered at ``path``, else None."""
-    return conn.execute(select(t0_outputs.c.block, t0_outputs.c.size, t0_outputs.c.adler32)
-                        .where(t0_outputs.c.path == path)).first()
+    return conn.execute(
+        select(t0_outputs.c.block, t0_outputs.c.size, t0_outputs.c.adler32).where(t0_outputs.c.path == path)
+    ).first()
 
 
 def live_outputs(catalog: Catalog) -> list[RowMapping]:
     """Every output retention still acts on (present or deleting), by path."""
     with catalog.read() as conn:
-        return list(conn.execute(select(t0_outputs).where(t0_outputs.c.state.in_(LIVE))
-                                 .order_by(t0_outputs.c.path)).mappings())
+        return list(
+            conn.execute(
+                select(t0_outputs).where(t0_outputs.c.state.in_(LIVE)).order_by(t0_outputs.c.path)
+            ).mappings()
+        )
 
 
 def take(catalog: Catalog, row: Mapping[str, Any], rule: str = RETENTION_RULE) -> bool:
@@ -130,14 +182,28 @@ def take(catalog: Catalog, row: Mapping[str, Any], rule: str = RETENTION_RULE) -
     if row["state"] == "deleting":
         return True
     with catalog.begin() as conn:
-        result = conn.execute(update(t0_outputs).where(
-            t0_outputs.c.id == row["id"], t0_outputs.c.state == "present", t0_outputs.c.needed_by == 0,
-            t0_outputs.c.endpoints_required == row["endpoints_required"],
-            t0_outputs.c.endpoints_done == row["endpoints_done"]).values(state="deleting", updated_at=time.time()))
+        result = conn.execute(
+            update(t0_outputs)
+            .where(
+                t0_outputs.c.id == row["id"],
+                t0_outputs.c.state == "present",
+                t0_outputs.c.needed_by == 0,
+                t0_outputs.c.endpoints_required == row["endpoints_required"],
+                t0_outputs.c.endpoints_done == row["endpoints_done"],
+            )
+            .values(state="deleting", updated_at=time.time())
+        )
         if result.rowcount != 1:
             return False
-        catalog.audit(conn, entity=ENTITY, entity_id=row["id"], action="transition", from_state="present",
-                      to_state="deleting", rule=rule)
+        catalog.audit(
+            conn,
+            entity=ENTITY,
+            entity_id=row["id"],
+            action="transition",
+            from_state="present",
+            to_state="deleting",
+            rule=rule,
+        )
         return True
 
 
@@ -151,8 +217,14 @@ def mark_released(catalog: Catalog, row_ids: Iterable[int], block: str) -> None:
     """present/deleting -> released for the files of ``block`` whose Tier-0 disk rule was removed."""
     with catalog.begin() as conn:
         for row_id in row_ids:
-            catalog.transition(conn, ENTITY, int(row_id), ("present", "deleting"), "released",
-                               detail=f"Tier-0 disk rule of {block} removed")
+            catalog.transition(
+                conn,
+                ENTITY,
+                int(row_id),
+                ("present", "deleting"),
+                "released",
+                detail=f"Tier-0 disk rule of {block} removed",
+            )
 
 
 def block_paths(catalog: Catalog, block: str) -> list[str]:
@@ -164,62 +236,108 @@ def block_paths(catalog: Catalog, block: str) -> list[str]:
 def block_files(catalog: Catalog, block: str) -> list[dict[str, Any]]:
     """The block's files as Rucio wants them: name (LFN), bytes, adler32."""
     with catalog.read() as conn:
-        rows = conn.execute(select(t0_outputs.c.lfn, t0_outputs.c.size, t0_outputs.c.adler32)
-                            .where(t0_outputs.c.block == block).order_by(t0_outputs.c.lfn)).all()
+        rows = conn.execute(
+            select(t0_outputs.c.lfn, t0_outputs.c.size, t0_outputs.c.adler32)
+            .where(t0_outputs.c.block == block)
+            .order_by(t0_outputs.c.lfn)
+        ).all()
     return [{"name": r.lfn, "bytes": int(r.size), "adler32": r.adler32} for r in rows]
 
 
 def count_live_files(catalog: Catalog, block: str) -> int:
     """How many files of ``block`` retention still acts on (present or deleting)."""
     with catalog.read() as conn:
-        live = conn.execute(select(t0_outputs.c.id).where(
-            t0_outputs.c.block == block, t0_outputs.c.state.in_(LIVE))).all()
+        live = conn.execute(
+            select(t0_outputs.c.id).where(t0_outputs.c.block == block, t0_outputs.c.state.in_(LIVE))
+        ).all()
     return len(live)
 
 
 def raw_bytes_by_dataset(catalog: Catalog) -> list[tuple[str, int]]:
     """(dataset, bytes) of every RAW dataset registered."""
     with catalog.read() as conn:
-        return [(dataset, int(size or 0)) for dataset, size in conn.execute(
-            select(t0_outputs.c.dataset, func.sum(t0_outputs.c.size))
-            .where(t0_outputs.c.dataset.like("%/RAW")).group_by(t0_outputs.c.dataset))]
+        return [
+            (dataset, int(size or 0))
+            for dataset, size in conn.execute(
+                select(t0_outputs.c.dataset, func.sum(t0_outputs.c.size))
+                .where(t0_outputs.c.dataset.like("%/RAW"))
+                .group_by(t0_outputs.c.dataset)
+            )
+        ]
 
 
 def quarantine_request(catalog: Catalog, name: str, reason: str, step: str) -> None:
     """Record a refused registration in ``quarantine`` (the operator sees why)."""
     with catalog.begin() as conn:
-        conn.execute(insert(quarantine).values(path=name, name=name[:512], step=step, reason=reason,
-                                               created_at=time.time()))
+        conn.execute(
+            insert(quarantine).values(
+                path=name, name=name[:512], step=step, reason=reason, created_at=time.time()
+            )
+        )
 
 
 # ----------------------------------------------------------------------------------------------- rules
 
-def add_rule_row(catalog: Catalog, conn: Connection, block: str, dataset: str, rse: str, role: str,
-                 now: float) -> None:
+
+def add_rule_row(
+    catalog: Catalog, conn: Connection, block: str, dataset: str, rse: str, role: str, now: float
+) -> None:
     """A ``pending`` rule row for (block, rse) unless there is one (idempotent, audited)."""
-    exists = conn.execute(select(t0_rules.c.id).where(t0_rules.c.block == block, t0_rules.c.rse == rse)).first()
+    exists = conn.execute(
+        select(t0_rules.c.id).where(t0_rules.c.block == block, t0_rules.c.rse == rse)
+    ).first()
     if exists is not None:
         return
     try:
         with conn.begin_nested():
-            row_id = _new_id(conn.execute(insert(t0_rules).values(
-                block=block, dataset=dataset, rse=rse, role=role, rule_id=None, state="pending",
-                state_since=now, created_at=now, updated_at=now)))
+            row_id = _new_id(
+                conn.execute(
+                    insert(t0_rules).values(
+                        block=block,
+                        dataset=dataset,
+                        rse=rse,
+                        role=role,
+                        rule_id=None,
+                        state="pending",
+                        state_since=now,
+                        created_at=now,
+                        updated_at=now,
+                    )
+                )
+            )
     except IntegrityError:  # recorded concurrently
         return
-    catalog.audit(conn, entity=RULE_ENTITY, entity_id=int(row_id), action="rule-planned", to_state="pending",
-                  path=block, detail=f"{role} {rse}")
+    catalog.audit(
+        conn,
+        entity=RULE_ENTITY,
+        entity_id=int(row_id),
+        action="rule-planned",
+        to_state="pending",
+        path=block,
+        detail=f"{role} {rse}",
+    )
 
 
 def rule_rows(catalog: Catalog, block: str) -> list[dict[str, Any]]:
     """The rule rows of ``block``, by role and RSE."""
     with catalog.read() as conn:
-        return [dict(r) for r in conn.execute(select(t0_rules).where(t0_rules.c.block == block)
-                                              .order_by(t0_rules.c.role, t0_rules.c.rse)).mappings()]
+        return [
+            dict(r)
+            for r in conn.execute(
+                select(t0_rules).where(t0_rules.c.block == block).order_by(t0_rules.c.role, t0_rules.c.rse)
+            ).mappings()
+        ]
 
 
-def set_rule(catalog: Catalog, row: Mapping[str, Any], *, action: str | None = None, detail: str | None = None,
-             now: float | None = None, **values: Any) -> None:
+def set_rule(
+    catalog: Catalog,
+    row: Mapping[str, Any],
+    *,
+    action: str | None = None,
+    detail: str | None = None,
+    now: float | None = None,
+    **values: Any,
+) -> None:
     """Update a rule row (``state_since`` follows a state change); audited when ``action`` is given."""
     now = time.time() if now is None else now
     if "state" in values and values["state"] != row["state"]:
@@ -227,22 +345,38 @@ def set_rule(catalog: Catalog, row: Mapping[str, Any], *, action: str | None = N
     with catalog.begin() as conn:
         conn.execute(update(t0_rules).where(t0_rules.c.id == row["id"]).values(updated_at=now, **values))
         if action:
-            catalog.audit(conn, entity=RULE_ENTITY, entity_id=int(row["id"]), action=action,
-                          from_state=row["state"], to_state=values.get("state", row["state"]), path=row["block"],
-                          detail=detail or f"{row['role']} {row['rse']} rule {values.get('rule_id', row['rule_id'])}")
+            catalog.audit(
+                conn,
+                entity=RULE_ENTITY,
+                entity_id=int(row["id"]),
+                action=action,
+                from_state=row["state"],
+                to_state=values.get("state", row["state"]),
+                path=row["block"],
+                detail=detail or f"{row['role']} {row['rse']} rule {values.get('rule_id', row['rule_id'])}",
+            )
 
 
 def live_rule_blocks(catalog: Catalog, final: Iterable[str]) -> list[str]:
     """Blocks with a rule row not in a ``final`` state, by name."""
     with catalog.read() as conn:
-        return [b for (b,) in conn.execute(select(t0_rules.c.block).where(t0_rules.c.state.not_in(tuple(final)))
-                                           .distinct().order_by(t0_rules.c.block))]
+        return [
+            b
+            for (b,) in conn.execute(
+                select(t0_rules.c.block)
+                .where(t0_rules.c.state.not_in(tuple(final)))
+                .distinct()
+                .order_by(t0_rules.c.block)
+            )
+        ]
 
 
 # ------------------------------------------------------------------------------------------------ views
 
-def block_listing(catalog: Catalog, *, dataset: str | None = None, state: str | None = None,
-                  limit: int = 200) -> list[dict[str, Any]]:
+
+def block_listing(
+    catalog: Catalog, *, dataset: str | None = None, state: str | None = None, limit: int = 200
+) -> list[dict[str, Any]]:
     """Blocks with their files' states, rules and retention facts, newest first (``t0dqm t0 output ls``)."""
     q = select(t0_outputs).where(t0_outputs.c.block.is_not(None))
     if dataset:
@@ -251,9 +385,20 @@ def block_listing(catalog: Catalog, *, dataset: str | None = None, state: str | 
         files = list(conn.execute(q.order_by(t0_outputs.c.created_at.desc(), t0_outputs.c.path)).mappings())
         blocks: dict[str, dict[str, Any]] = {}
         for f in files:
-            b = blocks.setdefault(f["block"], {"block": f["block"], "dataset": f["dataset"], "files": 0, "bytes": 0,
-                                               "created_at": f["created_at"], "states": {}, "needed_by": 0,
-                                               "endpoints_required": set(), "endpoints_done": None})
+            b = blocks.setdefault(
+                f["block"],
+                {
+                    "block": f["block"],
+                    "dataset": f["dataset"],
+                    "files": 0,
+                    "bytes": 0,
+                    "created_at": f["created_at"],
+                    "states": {},
+                    "needed_by": 0,
+                    "endpoints_required": set(),
+                    "endpoints_done": None,
+                },
+            )
             b["files"] += 1
             b["bytes"] += int(f["size"])
             b["states"][f["state"]] = b["states"].get(f["state"], 0) + 1
@@ -266,10 +411,14 @@ def block_listing(catalog: Catalog, *, dataset: str | None = None, state: str | 
         for b in blocks.values():
             if state and state not in b["states"]:
                 continue
-            rules = conn.execute(select(t0_rules).where(t0_rules.c.block == b["block"])
-                                 .order_by(t0_rules.c.role, t0_rules.c.rse)).mappings()
-            b["rules"] = [{k: r[k] for k in ("rse", "role", "rule_id", "state", "state_since", "error")}
-                          for r in rules]
+            rules = conn.execute(
+                select(t0_rules)
+                .where(t0_rules.c.block == b["block"])
+                .order_by(t0_rules.c.role, t0_rules.c.rse)
+            ).mappings()
+            b["rules"] = [
+                {k: r[k] for k in ("rse", "role", "rule_id", "state", "state_since", "error")} for r in rules
+            ]
             b["endpoints_required"] = sorted(b["endpoints_required"])
             b["endpoints_done"] = sorted(b["endpoints_done"] or ())
             out.append(b)

@@ -84,8 +84,10 @@ def _known(rev: str | None) -> bool:
 
 
 def _newer_message(rev: str, url: str) -> str:
-    return (f"catalog {url} is at schema revision {rev}, unknown to this t0dqm (which needs {head()}): "
-            "a newer t0dqm migrated it; install that version on this host")
+    return (
+        f"catalog {url} is at schema revision {rev}, unknown to this t0dqm (which needs {head()}): "
+        "a newer t0dqm migrated it; install that version on this host"
+    )
 
 
 def upgrade(engine: Engine) -> str:
@@ -103,8 +105,10 @@ def upgrade(engine: Engine) -> str:
         if rev is not None and MigrationContext.configure(conn).get_current_revision() is None:
             command.stamp(cfg, rev)  # a pre-alembic catalog: record where it stands
         elif rev is None and inspect(conn).has_table("files"):
-            raise SchemaMismatch(f"catalog {url} has tables but no schema version: not a t0dqm catalog, "
-                                 "or one whose creation was interrupted; stamp it by hand (alembic stamp)")
+            raise SchemaMismatch(
+                f"catalog {url} has tables but no schema version: not a t0dqm catalog, "
+                "or one whose creation was interrupted; stamp it by hand (alembic stamp)"
+            )
         command.upgrade(cfg, "head")
     return head()
 
@@ -120,8 +124,10 @@ def check(engine: Engine) -> str:
     if not _known(rev):
         raise SchemaMismatch(_newer_message(str(rev), url))
     have = rev or "none (empty catalog)"
-    raise SchemaMismatch(f"catalog {url} is at schema revision {have}, this t0dqm needs {want}: "
-                         "run `t0dqm db upgrade` with this version first")
+    raise SchemaMismatch(
+        f"catalog {url} is at schema revision {have}, this t0dqm needs {want}: "
+        "run `t0dqm db upgrade` with this version first"
+    )
 
 
 def ensure(engine: Engine, read_engine: Engine | None = None) -> str:

@@ -17,12 +17,24 @@ def record_units(catalog: Catalog, deletions: Iterable[Deletion], dry_run: bool)
     state = "dry-run" if dry_run else "deleted"
     with catalog.begin() as conn:
         for d in deletions:
-            row = conn.execute(select(streamer_units.c.id).where(
-                streamer_units.c.label == d.label, streamer_units.c.stream == d.stream,
-                streamer_units.c.run == d.run)).first()
-            values = {"files": d.files, "bytes": d.bytes, "newest_mtime": d.newest_mtime[0], "state": state,
-                      "rule": d.rule, "updated_at": now}
+            row = conn.execute(
+                select(streamer_units.c.id).where(
+                    streamer_units.c.label == d.label,
+                    streamer_units.c.stream == d.stream,
+                    streamer_units.c.run == d.run,
+                )
+            ).first()
+            values = {
+                "files": d.files,
+                "bytes": d.bytes,
+                "newest_mtime": d.newest_mtime[0],
+                "state": state,
+                "rule": d.rule,
+                "updated_at": now,
+            }
             if row is None:
-                conn.execute(streamer_units.insert().values(label=d.label, stream=d.stream, run=d.run, **values))
+                conn.execute(
+                    streamer_units.insert().values(label=d.label, stream=d.stream, run=d.run, **values)
+                )
             else:
                 conn.execute(streamer_units.update().where(streamer_units.c.id == row.id).values(**values))

@@ -27,8 +27,13 @@ COMMAND_MODULES = (
 
 
 @click.group()
-@click.option("--config", "config_path", envvar="T0DQM_CONFIG", type=click.Path(dir_okay=False),
-              help="TOML configuration file (default: $T0DQM_CONFIG, else embedded defaults).")
+@click.option(
+    "--config",
+    "config_path",
+    envvar="T0DQM_CONFIG",
+    type=click.Path(dir_okay=False),
+    help="TOML configuration file (default: $T0DQM_CONFIG, else embedded defaults).",
+)
 @click.option("--root", type=click.Path(file_okay=False), default=None, help="Data root (overrides config).")
 def cli(config_path: str | None, root: str | None) -> None:
     """t0dqm: DQM and Tier-0 file operations."""

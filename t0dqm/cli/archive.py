@@ -42,8 +42,10 @@ def ls(state: str | None) -> None:
     for r in rows:
         age = _age(now - (r["first_write"] or r["created_at"]))
         click.echo(f"{r['serial']:>6} {r['nfiles']:>6} {r['size']:>14} {r['state']:<9} {age:>7}  {r['path']}")
-    click.echo(f"{len(rows)} archive(s), {sum(r['nfiles'] for r in rows)} file(s), "
-               f"{sum(r['size'] for r in rows)} bytes")
+    click.echo(
+        f"{len(rows)} archive(s), {sum(r['nfiles'] for r in rows)} file(s), "
+        f"{sum(r['size'] for r in rows)} bytes"
+    )
 
 
 @archive.command("restore")
@@ -58,8 +60,9 @@ def restore(zip_name: str, dest: str, member: str | None) -> None:
     with catalog.read() as conn:
         rows = views.archives_named(conn, zip_name)
         if len(rows) != 1:
-            raise click.ClickException(f"{zip_name}: {len(rows)} archives match; give the path relative to the "
-                                       "zip root")
+            raise click.ClickException(
+                f"{zip_name}: {len(rows)} archives match; give the path relative to the zip root"
+            )
         arch = rows[0]
         wanted = None
         if member:
@@ -67,24 +70,34 @@ def restore(zip_name: str, dest: str, member: str | None) -> None:
             if wanted is None:
                 raise click.ClickException(f"{member} is not a member of {arch['path']}")
     if not arch["adler32"]:
-        raise click.ClickException(f"{arch['path']} is {arch['state']}: never frozen, nothing at the endpoint")
+        raise click.ClickException(
+            f"{arch['path']} is {arch['state']}: never frozen, nothing at the endpoint"
+        )
     source = storage.join(settings.archive_endpoint, arch["path"])
     local = Path(dest) / Path(arch["path"]).name
     if local.exists():
         raise click.ClickException(f"{local} exists; restore into an empty folder")
     local.parent.mkdir(parents=True, exist_ok=True)
     try:
-        got = storage.copy(source, str(local), timeout=settings.timeout("copy"), expected_adler32=arch["adler32"])
+        got = storage.copy(
+            source, str(local), timeout=settings.timeout("copy"), expected_adler32=arch["adler32"]
+        )
     except storage.StorageError as exc:
         raise click.ClickException(f"fetch failed: {exc}") from None
     if got != arch["adler32"] or local.stat().st_size != arch["size"]:
-        raise click.ClickException(f"{local}: adler32 {got}, {local.stat().st_size} bytes; catalog says "
-                                   f"{arch['adler32']}, {arch['size']} bytes")
+        raise click.ClickException(
+            f"{local}: adler32 {got}, {local.stat().st_size} bytes; catalog says "
+            f"{arch['adler32']}, {arch['size']} bytes"
+        )
     click.echo(f"restored {arch['path']} -> {local} ({arch['size']} bytes, adler32 {got} OK)")
     if wanted is not None:
         out = zipper.extract(local, wanted["name"], Path(dest) / wanted["name"])
         if out.adler32 != wanted["adler32"] or out.size != wanted["size"]:
-            raise click.ClickException(f"member {wanted['name']}: adler32 {out.adler32}, {out.size} bytes; "
-                                       f"catalog says {wanted['adler32']}, {wanted['size']} bytes")
-        click.echo(f"extracted {wanted['name']} -> {Path(dest) / wanted['name']} "
-                   f"({out.size} bytes, adler32 {out.adler32} OK)")
+            raise click.ClickException(
+                f"member {wanted['name']}: adler32 {out.adler32}, {out.size} bytes; "
+                f"catalog says {wanted['adler32']}, {wanted['size']} bytes"
+            )
+        click.echo(
+            f"extracted {wanted['name']} -> {Path(dest) / wanted['name']} "
+            f"({out.size} bytes, adler32 {out.adler32} OK)"
+        )

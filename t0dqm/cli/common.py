@@ -22,5 +22,10 @@ def _set_root(_ctx: click.Context, _param: click.Parameter, value: str | None) -
 
 def root_option(func: F) -> F:
     """`--root DIR` on a sub-command: the data root (same as `t0dqm --root DIR ...`)."""
-    return click.option("--root", type=click.Path(file_okay=False), expose_value=False, callback=_set_root,
-                        help="Data root (default: config root, ./t0dqm-data).")(func)
+    return click.option(
+        "--root",
+        type=click.Path(file_okay=False),
+        expose_value=False,
+        callback=_set_root,
+        help="Data root (default: config root, ./t0dqm-data).",
+    )(func)

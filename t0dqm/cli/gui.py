@@ -15,12 +15,19 @@ def gui() -> None:
 
 
 @gui.command("register")
-@click.option("--all", "everything", is_flag=True,
-              help="Every file whose ROOT file is present, registered or not (re-register).")
+@click.option(
+    "--all",
+    "everything",
+    is_flag=True,
+    help="Every file whose ROOT file is present, registered or not (re-register).",
+)
 @click.option("--run", type=int, default=None, help="Every file of this run, registered or not.")
 @click.option("--url", default=None, help="GUI base URL (default: gui.register_url).")
-@click.option("--check/--no-check", default=None,
-              help="Read each sample's top folder afterwards (default: gui.check_readable).")
+@click.option(
+    "--check/--no-check",
+    default=None,
+    help="Read each sample's top folder afterwards (default: gui.check_readable).",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the counts as JSON.")
 def register(everything: bool, run: int | None, url: str | None, check: bool | None, as_json: bool) -> None:
     """Register files with the GUI, here and now (no worker needed).
@@ -82,14 +89,25 @@ def removed(as_json: bool) -> None:
         rows = gui_rows.removed_but_registered(conn)
     gs = settings.gui
     for row in rows:
-        facts = policy.FileFacts(id=row["id"], path=row["path"], cls=row["cls"], run=row["run"],
-                                 version=row["version"], dataset=row["dataset"], subsystem=row["subsystem"])
+        facts = policy.FileFacts(
+            id=row["id"],
+            path=row["path"],
+            cls=row["cls"],
+            run=row["run"],
+            version=row["version"],
+            dataset=row["dataset"],
+            subsystem=row["subsystem"],
+        )
         try:
             dataset = policy.gui_dataset(facts, gs.online_dataset, gs.online_subsystem_dataset)
         except policy.BadDataset:
             dataset = row["dataset"]
-        item = {"file_id": row["id"], "run": row["run"], "dataset": dataset,
-                "file": policy.gui_file(row["path"], str(settings.repository), gs.file_prefix)}
+        item = {
+            "file_id": row["id"],
+            "run": row["run"],
+            "dataset": dataset,
+            "file": policy.gui_file(row["path"], str(settings.repository), gs.file_prefix),
+        }
         click.echo(json.dumps(item) if as_json else f"{item['run']:>9}  {item['dataset']}  {item['file']}")
     if not as_json:
         click.echo(f"{len(rows)} registered file(s) whose ROOT file is gone", err=True)

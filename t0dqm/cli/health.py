@@ -87,8 +87,14 @@ def metrics_serve(address: str | None, port: int | None) -> None:
 @click.command("reprocess")
 @click.option("--run", "run", type=int, required=True, help="Run number.")
 @click.option("--dataset", default=None, help="Only this dataset (default: every dataset of the run).")
-@click.option("--from-step", "from_step", type=click.Choice(["receive", "index", "zip", "stage", "verify"]),
-              default="index", show_default=True, help="First step to redo; every later step follows.")
+@click.option(
+    "--from-step",
+    "from_step",
+    type=click.Choice(["receive", "index", "zip", "stage", "verify"]),
+    default="index",
+    show_default=True,
+    help="First step to redo; every later step follows.",
+)
 def reprocess(run: int, dataset: str | None, from_step: str) -> None:
     """Take a run's files and archives back to a step and enqueue it (audited); prints what it did."""
     from t0dqm.steps import reprocess as rp
@@ -98,7 +104,9 @@ def reprocess(run: int, dataset: str | None, from_step: str) -> None:
     for action in actions:
         click.echo(action.line())
     sent = sum(1 for a in actions if a.task)
-    click.echo(f"{sent} message(s) sent for run {run}{' ' + dataset if dataset else ''} from step {from_step}")
+    click.echo(
+        f"{sent} message(s) sent for run {run}{' ' + dataset if dataset else ''} from step {from_step}"
+    )
 
 
 @click.command("retry-bad")

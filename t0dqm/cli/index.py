@@ -29,8 +29,10 @@ def index_ls(run: int | None, dataset: str | None, as_json: bool) -> None:
             click.echo(json.dumps(sample, sort_keys=True))
         else:
             sub = sample["subsystem"] or "-"
-            click.echo(f"{sample['run']:>9} {sample['dataset']:<60} V{sample['version']:04d} "
-                       f"{sample['cls']:<16} {sub:<12} {sample['n_mes']:>6} MEs  {sample['path']}")
+            click.echo(
+                f"{sample['run']:>9} {sample['dataset']:<60} V{sample['version']:04d} "
+                f"{sample['cls']:<16} {sub:<12} {sample['n_mes']:>6} MEs  {sample['path']}"
+            )
 
 
 @index.command("show")
@@ -75,6 +77,9 @@ def index_retry_failed(run_sync: bool) -> None:
     from t0dqm.celery import app
     from t0dqm.tasks.base import send_once
 
-    imports = [(app.signature(dqmindex.IMPORT_TASK), (file_id,), {})
-               for file_id, state in reset if state == "pending"]
+    imports = [
+        (app.signature(dqmindex.IMPORT_TASK), (file_id,), {})
+        for file_id, state in reset
+        if state == "pending"
+    ]
     send_once(app, settings, [*imports, (app.signature(dqmindex.MERGE_TASK), (), {})], strict=True)

@@ -21,17 +21,21 @@ def liveness(as_json: bool) -> None:
     settings = config.get()
     catalog = get_catalog(settings.catalog_url)
     now = time.time()
-    report = {"stale_after": catalog.stale_after,
-              "processes": [dict(r) for r in catalog.live_processes()],
-              "beat_leader": current_leader(catalog, settings),
-              "leases": catalog.lease_report()}
+    report = {
+        "stale_after": catalog.stale_after,
+        "processes": [dict(r) for r in catalog.live_processes()],
+        "beat_leader": current_leader(catalog, settings),
+        "leases": catalog.lease_report(),
+    }
     if as_json:
         click.echo(json.dumps(report, indent=2, default=str))
         return
     click.echo(f"live processes (heartbeat within {report['stale_after']:.0f} s): {len(report['processes'])}")
     for p in report["processes"]:
-        click.echo(f"  {p['identity']:<40} {p['role']:<13} beat {max(0.0, now - p['beat_at']):5.1f} s ago, "
-                   f"up {now - p['started_at']:.0f} s")
+        click.echo(
+            f"  {p['identity']:<40} {p['role']:<13} beat {max(0.0, now - p['beat_at']):5.1f} s ago, "
+            f"up {now - p['started_at']:.0f} s"
+        )
     click.echo(f"beat leader: {report['beat_leader'] or 'none'}")
     click.echo(f"leases: {len(report['leases'])}")
     for lease in report["leases"]:

@@ -36,8 +36,15 @@ def t0() -> None:
 @click.option("--refuse-gib", type=float, default=80.0, show_default=True, help="Streamer refuse limit.")
 @click.option("--json", "as_json", is_flag=True, help="Accepted for symmetry: the output is JSON.")
 @click.argument("size", type=click.IntRange(min=0))
-def size_check(kind: str, soft_gib: float, hard_gib: float, notify_gib: float, refuse_gib: float,
-               as_json: bool, size: int) -> None:
+def size_check(
+    kind: str,
+    soft_gib: float,
+    hard_gib: float,
+    notify_gib: float,
+    refuse_gib: float,
+    as_json: bool,
+    size: int,
+) -> None:
     """Verdict for a file of SIZE bytes: ok, soft, hard (raw) or ok, notify, refuse (streamer)."""
     try:
         limits = size_limits.SizeLimits(soft_gib, hard_gib, notify_gib, refuse_gib)
@@ -83,6 +90,7 @@ def dataset_parse(name: str) -> None:
 
 # ------------------------------------------------------------------------------------- subscriptions
 
+
 @t0.group()
 def subscriptions() -> None:
     """Where Tier-0 data goes: PD -> Tier-1 tape site (config table subscriptions)."""
@@ -100,9 +108,15 @@ def subscriptions_show(as_json: bool) -> None:
     rows = []
     for pd in sorted(subs.sites):
         _placement, eps = policy.endpoints(subs, pd, "RAW")
-        rows.append({"pd": pd, "site": subs.sites[pd], "rses": [e.rse for e in eps if e.role != policy.T0_DISK]})
-    out = {"default_site": subs.default_site, "t0_disk": subs.t0_disk, "disk_tiers": sorted(subs.disk_tiers),
-           "pds": rows}
+        rows.append(
+            {"pd": pd, "site": subs.sites[pd], "rses": [e.rse for e in eps if e.role != policy.T0_DISK]}
+        )
+    out = {
+        "default_site": subs.default_site,
+        "t0_disk": subs.t0_disk,
+        "disk_tiers": sorted(subs.disk_tiers),
+        "pds": rows,
+    }
     if as_json:
         echo_json(out)
         return
@@ -153,16 +167,31 @@ def _site_bytes(values: tuple[str, ...]) -> dict[str, int]:
 
 
 @subscriptions.command("plan")
-@click.option("--volumes", type=click.Path(dir_okay=False, exists=True), default=None,
-              help='JSON {"PD": bytes}: expected volume per PD (default: RAW bytes registered in the catalog).')
-@click.option("--free", "free", multiple=True, metavar="SITE=BYTES",
-              help="Free tape space of a site (repeat; default: config subscriptions.free_tape).")
-@click.option("--min-gain", type=click.FloatRange(0, 1), default=0.01, show_default=True,
-              help="Move a PD only when it cuts the imbalance by this fraction of the total volume.")
+@click.option(
+    "--volumes",
+    type=click.Path(dir_okay=False, exists=True),
+    default=None,
+    help='JSON {"PD": bytes}: expected volume per PD (default: RAW bytes registered in the catalog).',
+)
+@click.option(
+    "--free",
+    "free",
+    multiple=True,
+    metavar="SITE=BYTES",
+    help="Free tape space of a site (repeat; default: config subscriptions.free_tape).",
+)
+@click.option(
+    "--min-gain",
+    type=click.FloatRange(0, 1),
+    default=0.01,
+    show_default=True,
+    help="Move a PD only when it cuts the imbalance by this fraction of the total volume.",
+)
 @click.option("--max-moves", type=click.IntRange(min=0), default=None, help="At most this many moves.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
-def subscriptions_plan(volumes: str | None, free: tuple[str, ...], min_gain: float, max_moves: int | None,
-                       as_json: bool) -> None:
+def subscriptions_plan(
+    volumes: str | None, free: tuple[str, ...], min_gain: float, max_moves: int | None, as_json: bool
+) -> None:
     """Propose a redistribution of the PDs in proportion to the sites' free tape (nothing is changed)."""
     vols = read_json(volumes, "--volumes") if volumes else _catalog_volumes()
     free_map = _site_bytes(free) if free else dict(config.get().subscriptions.free_tape)
@@ -176,8 +205,10 @@ def subscriptions_plan(volumes: str | None, free: tuple[str, ...], min_gain: flo
     click.echo(f"total volume {fmt_bytes(result.total)}")
     click.echo(f"{'site':<16} {'free':>12} {'share':>6} {'target':>12} {'before':>12} {'after':>12}")
     for row in result.sites:
-        click.echo(f"{row.site:<16} {fmt_bytes(row.free):>12} {row.share:>6.1%} {fmt_bytes(int(row.target)):>12} "
-                   f"{fmt_bytes(row.before):>12} {fmt_bytes(row.after):>12}")
+        click.echo(
+            f"{row.site:<16} {fmt_bytes(row.free):>12} {row.share:>6.1%} {fmt_bytes(int(row.target)):>12} "
+            f"{fmt_bytes(row.before):>12} {fmt_bytes(row.after):>12}"
+        )
     click.echo(f"{len(result.moves)} moves")
     for m in result.moves:
         click.echo(f"  {m.pd}: {m.src} -> {m.dst} ({fmt_bytes(m.volume)}): {m.reason}")
@@ -189,6 +220,7 @@ def subscriptions_plan(volumes: str | None, free: tuple[str, ...], min_gain: flo
 
 # ------------------------------------------------------------------------------------------- outputs
 
+
 @t0.group()
 def output() -> None:
     """Tier-0 outputs: register (Rucio rules), list, release, poll rule states."""
@@ -197,13 +229,23 @@ def output() -> None:
 @output.command("add")
 @click.argument("dataset")
 @click.argument("files", nargs=-1)
-@click.option("--files-json", type=click.Path(dir_okay=False, exists=True), default=None,
-              help='JSON list [{"path", "size", "adler32"}] instead of FILES.')
-@click.option("--needed-by", type=click.IntRange(min=0), default=0, show_default=True,
-              help="Processing jobs that still need the files (retention waits for 0).")
+@click.option(
+    "--files-json",
+    type=click.Path(dir_okay=False, exists=True),
+    default=None,
+    help='JSON list [{"path", "size", "adler32"}] instead of FILES.',
+)
+@click.option(
+    "--needed-by",
+    type=click.IntRange(min=0),
+    default=0,
+    show_default=True,
+    help="Processing jobs that still need the files (retention waits for 0).",
+)
 @click.option("--block", default=None, help="Rucio block name DATASET#id (default: derived from the files).")
-def output_add(dataset: str, files: tuple[str, ...], files_json: str | None, needed_by: int,
-               block: str | None) -> None:
+def output_add(
+    dataset: str, files: tuple[str, ...], files_json: str | None, needed_by: int, block: str | None
+) -> None:
     """Register an output: DATASET and its FILES (local paths or root:// URLs; size and adler32 are read).
 
     Records the files and creates the Rucio rules (Tier-0 disk + the policy's tape site) when Rucio is
@@ -231,8 +273,10 @@ def output_add(dataset: str, files: tuple[str, ...], files_json: str | None, nee
     except placement.PlacementRefused as exc:
         raise click.ClickException(f"refused: {exc}") from None
     except RucioUnavailable as exc:
-        raise click.ClickException(f"{exc}; the output is recorded and its rules are created by the next "
-                                   f"rule poll (t0dqm t0 output poll)") from None
+        raise click.ClickException(
+            f"{exc}; the output is recorded and its rules are created by the next "
+            f"rule poll (t0dqm t0 output poll)"
+        ) from None
     except RucioRefused as exc:
         raise click.ClickException(f"Rucio refused the rules: {exc}") from None
     echo_json(result)
@@ -252,22 +296,32 @@ def output_ls(dataset: str | None, state: str | None, limit: int, as_json: bool)
     now = time.time()
     min_days = int(settings.retention.min_days)
     for b in blocks:
-        facts = retention.T0Output(name=b["block"], created=b["created_at"],
-                                   endpoints=frozenset(b["endpoints_required"]),
-                                   transferred_to=frozenset(b["endpoints_done"]),
-                                   needed_by_processing=b["needed_by"] > 0)
-        b["retention"] = ("released" if set(b["states"]) <= {"released", "deleted"}
-                          else retention.decide(facts, now, min_days).reason)
+        facts = retention.T0Output(
+            name=b["block"],
+            created=b["created_at"],
+            endpoints=frozenset(b["endpoints_required"]),
+            transferred_to=frozenset(b["endpoints_done"]),
+            needed_by_processing=b["needed_by"] > 0,
+        )
+        b["retention"] = (
+            "released"
+            if set(b["states"]) <= {"released", "deleted"}
+            else retention.decide(facts, now, min_days).reason
+        )
     if as_json:
         echo_json(blocks)
         return
     for b in blocks:
         states = " ".join(f"{k}={v}" for k, v in sorted(b["states"].items()))
-        click.echo(f"{b['block']}  files={b['files']} {fmt_bytes(b['bytes'])}  {states}  "
-                   f"needed_by={b['needed_by']}  retention: {b['retention']}")
+        click.echo(
+            f"{b['block']}  files={b['files']} {fmt_bytes(b['bytes'])}  {states}  "
+            f"needed_by={b['needed_by']}  retention: {b['retention']}"
+        )
         for r in b["rules"]:
-            click.echo(f"    {r['role']:<8} {r['rse']:<20} {r['state']:<12} {r['rule_id'] or '-'}"
-                       + (f"  ({r['error']})" if r["error"] else ""))
+            click.echo(
+                f"    {r['role']:<8} {r['rse']:<20} {r['state']:<12} {r['rule_id'] or '-'}"
+                + (f"  ({r['error']})" if r["error"] else "")
+            )
     click.echo(f"{len(blocks)} blocks", err=True)
 
 

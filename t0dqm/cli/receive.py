@@ -14,8 +14,13 @@ __all__ = ["import_legacy", "receive", "upload"]
 
 @click.command("upload")
 @click.argument("paths", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False))
-@click.option("--dropbox", "box", type=click.Path(file_okay=False), default=None,
-              help="Dropbox folder (default: the configured one).")
+@click.option(
+    "--dropbox",
+    "box",
+    type=click.Path(file_okay=False),
+    default=None,
+    help="Dropbox folder (default: the configured one).",
+)
 def upload(paths: tuple[str, ...], box: str | None) -> None:
     """Upload FILEs into the dropbox (uploads/NNNN/<name> + <name>.origin), as producers do."""
     from t0dqm.formats import dropbox, naming
@@ -59,8 +64,12 @@ def _receive_pass(settings: config.Settings, do_index: bool) -> dict[str, int]:
 
 @click.command("receive")
 @click.option("--once", is_flag=True, help="One scan, then exit (default: scan until interrupted).")
-@click.option("--index/--no-index", "do_index", default=False,
-              help="Also import and merge the received files into the index, synchronously.")
+@click.option(
+    "--index/--no-index",
+    "do_index",
+    default=False,
+    help="Also import and merge the received files into the index, synchronously.",
+)
 def receive(once: bool, do_index: bool) -> None:
     """Receive uploads synchronously, without a broker (imports and zips then wait for reconcile,
     or use --index)."""
@@ -76,8 +85,12 @@ def receive(once: bool, do_index: bool) -> None:
 @click.command("import-legacy")
 @click.argument("directory", type=click.Path(exists=True, file_okay=False))
 @click.option("--dry-run", is_flag=True, help="Report what would be imported, change nothing.")
-@click.option("--index/--no-index", "do_index", default=True,
-              help="Mark present files for import into the index (default) or not.")
+@click.option(
+    "--index/--no-index",
+    "do_index",
+    default=True,
+    help="Mark present files for import into the index (default) or not.",
+)
 def import_legacy(directory: str, dry_run: bool, do_index: bool) -> None:
     """Record original .dqminfo files under DIRECTORY (inside the repository) in the catalog; they are
     Python literals, read safely, never eval'ed."""
@@ -85,7 +98,9 @@ def import_legacy(directory: str, dry_run: bool, do_index: bool) -> None:
     from t0dqm.steps.receive import import_legacy as run_import
 
     settings = config.get()
-    counts = run_import(directory, settings, get_catalog(settings.catalog_url), dry_run=dry_run, index=do_index)
+    counts = run_import(
+        directory, settings, get_catalog(settings.catalog_url), dry_run=dry_run, index=do_index
+    )
     for error in counts["errors"]:
         click.echo(f"error: {error}", err=True)
     click.echo(json.dumps({k: (len(v) if k == "errors" else v) for k, v in counts.items()}, sort_keys=True))

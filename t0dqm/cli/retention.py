@@ -19,11 +19,18 @@ from t0dqm.steps import retention as outputs
 
 @click.command("retention")
 @click.option("--execute", is_flag=True, help="Really delete (guarded deleter, audited); default: plan only.")
-@click.option("--dry-run", is_flag=True,
-              help="Run every guard (the deleter's, Rucio's rule checks) and audit what would go; change nothing.")
+@click.option(
+    "--dry-run",
+    is_flag=True,
+    help="Run every guard (the deleter's, Rucio's rule checks) and audit what would go; change nothing.",
+)
 @click.option("--now", "now", type=float, default=None, help="Evaluate at this epoch (default: now).")
-@click.option("--min-days", type=click.IntRange(min=0), default=None,
-              help="Minimum days on the Tier-0 disk (default: config retention.min_days, 7).")
+@click.option(
+    "--min-days",
+    type=click.IntRange(min=0),
+    default=None,
+    help="Minimum days on the Tier-0 disk (default: config retention.min_days, 7).",
+)
 def t0_retention(execute: bool, dry_run: bool, now: float | None, min_days: int | None) -> None:
     """Tier-0 disk retention over the catalog's t0_outputs: print the plan as JSON; --execute deletes.
 
@@ -37,7 +44,9 @@ def t0_retention(execute: bool, dry_run: bool, now: float | None, min_days: int 
     if not execute and not dry_run:
         run, _rows = outputs.plan(catalog, now, int(min_days))
         echo_json(run.as_dict())
-        click.echo("plan only: nothing deleted (give --dry-run to check the guards, --execute to delete)", err=True)
+        click.echo(
+            "plan only: nothing deleted (give --dry-run to check the guards, --execute to delete)", err=True
+        )
         return
     try:
         run = outputs.run_retention(catalog, settings, now=now, min_days=min_days, dry_run=not execute)

@@ -19,16 +19,25 @@ def sm() -> None:
 
 
 @sm.command("plan")
-@click.option("--listing", required=True, type=click.Path(dir_okay=False, exists=True),
-              help='JSON lines {"path","run","size","mtime","checked","repacked","tier0_off"}.')
+@click.option(
+    "--listing",
+    required=True,
+    type=click.Path(dir_okay=False, exists=True),
+    help='JSON lines {"path","run","size","mtime","checked","repacked","tier0_off"}.',
+)
 @click.option("--occupancy", "occ", type=float, default=None, help="Occupancy fraction 0..1.")
-@click.option("--area", type=click.Path(exists=True), default=None,
-              help="Read the occupancy of this area with statvfs instead of --occupancy.")
+@click.option(
+    "--area",
+    type=click.Path(exists=True),
+    default=None,
+    help="Read the occupancy of this area with statvfs instead of --occupancy.",
+)
 @click.option("--mode", type=click.Choice(["occupancy", "age"]), default="occupancy", show_default=True)
 @click.option("--now", "now", type=float, default=None, help="Evaluate at this epoch (default: now).")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
-def sm_plan(listing: str, occ: float | None, area: str | None, mode: str, now: float | None,
-            as_json: bool) -> None:
+def sm_plan(
+    listing: str, occ: float | None, area: str | None, mode: str, now: float | None, as_json: bool
+) -> None:
     """Which P5 files the Storage Manager cleanup deletes (nothing is deleted)."""
     if occ is None:
         if area is None:

@@ -57,7 +57,9 @@ def up(concurrency: int, no_flower: bool) -> None:
 
 @click.command("status")
 @root_option
-@click.option("--watch", type=float, default=None, metavar="SECONDS", help="Live mode: refresh every SECONDS.")
+@click.option(
+    "--watch", type=float, default=None, metavar="SECONDS", help="Live mode: refresh every SECONDS."
+)
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 def status(watch: float | None, as_json: bool) -> None:
     """Workers, queue depths, items per state and active alarms."""
@@ -100,7 +102,9 @@ def db_upgrade() -> None:
         raise click.ClickException(str(exc)) from None
     finally:
         catalog.dispose()
-    click.echo(f"catalog {catalog.engine.url.render_as_string(hide_password=True)} at schema revision {revision}")
+    click.echo(
+        f"catalog {catalog.engine.url.render_as_string(hide_password=True)} at schema revision {revision}"
+    )
 
 
 @db.command("current")
@@ -120,7 +124,9 @@ def db_current() -> None:
 
 
 @db.command("recount")
-@click.option("--check", is_flag=True, help="Only compare the running counts with a recount; exit 1 when they differ.")
+@click.option(
+    "--check", is_flag=True, help="Only compare the running counts with a recount; exit 1 when they differ."
+)
 def db_recount(check: bool) -> None:
     """Count files and archives again into the running counts that metrics and quota control read
     (t0dqm.catalog.counts). They are kept by triggers; this is for after a bulk change made without them."""
@@ -139,7 +145,9 @@ def db_recount(check: bool) -> None:
         catalog.dispose()
     differ = sorted(k for k in set(before) | set(after) if before.get(k) != after.get(k))
     for key in differ:
-        click.echo(f"{'/'.join(key)}: running {tuple(before.get(key, (0, 0)))}, recount {tuple(after.get(key, (0, 0)))}")
+        click.echo(
+            f"{'/'.join(key)}: running {tuple(before.get(key, (0, 0)))}, recount {tuple(after.get(key, (0, 0)))}"
+        )
     click.echo(f"{len(differ)} count(s) differed" + ("" if check else "; recounted"))
     if check and differ:
         raise SystemExit(1)
@@ -150,15 +158,20 @@ def db_recount(check: bool) -> None:
 @click.option("--files", "n_files", default=40, show_default=True, help="Good files to simulate.")
 @click.option("--broken", default=5, show_default=True, help="Broken uploads to add.")
 @click.option("--timeout", default=600, show_default=True, help="Give up after this many seconds.")
-@click.option("--gui-url", default="", help="Register every received file with the new DQM GUI at this URL "
-              "(http://host:port) and wait until it has them all.")
+@click.option(
+    "--gui-url",
+    default="",
+    help="Register every received file with the new DQM GUI at this URL "
+    "(http://host:port) and wait until it has them all.",
+)
 def demo(n_files: int, broken: int, timeout: int, gui_url: str) -> None:
     """Run the main job end to end on the embedded stack, show progress and a summary; exit 0 only
     when all work is done with nothing lost."""
     from t0dqm.dev.demo import run_demo
 
-    ok = run_demo(config.get(), n_files=n_files, n_broken=broken, timeout=timeout, echo=click.echo,
-                  gui_url=gui_url)
+    ok = run_demo(
+        config.get(), n_files=n_files, n_broken=broken, timeout=timeout, echo=click.echo, gui_url=gui_url
+    )
     sys.exit(0 if ok else 1)
 
 
@@ -172,27 +185,75 @@ def demo(n_files: int, broken: int, timeout: int, gui_url: str) -> None:
 @click.option("--corruptions", default=5, show_default=True, help="Copies corrupted at the endpoint.")
 @click.option("--broken", default=10, show_default=True, help="Broken uploads mixed in.")
 @click.option("--timeout", default=1800.0, show_default=True, help="Give up after this many seconds.")
-@click.option("--hosts", "n_hosts", type=click.IntRange(min=1), default=None,
-              help="Run the workers on N simulated hosts (UTS namespaces with their own hostnames; needs root).")
-@click.option("--catalog-url", default="",
-              help="Catalog of the multi-host run (postgresql+psycopg2://...): an empty or missing database.")
-@click.option("--host-kills", default=1, show_default=True,
-              help="Multi-host: archive host SIGKILLed whole, replaced by a host with another name.")
+@click.option(
+    "--hosts",
+    "n_hosts",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Run the workers on N simulated hosts (UTS namespaces with their own hostnames; needs root).",
+)
+@click.option(
+    "--catalog-url",
+    default="",
+    help="Catalog of the multi-host run (postgresql+psycopg2://...): an empty or missing database.",
+)
+@click.option(
+    "--host-kills",
+    default=1,
+    show_default=True,
+    help="Multi-host: archive host SIGKILLed whole, replaced by a host with another name.",
+)
 @click.option("--beat-kills", default=1, show_default=True, help="Multi-host: beat leader SIGKILLed.")
 @click.option("--merge-kills", default=1, show_default=True, help="Multi-host: index-merge worker SIGKILLed.")
-@click.option("--host-outage", default=0.0, show_default=True, metavar="SECONDS",
-              help="Multi-host: also keep the archive host down this long (queue growth).")
-@click.option("--replace-delay", default=5.0, show_default=True, help="Seconds before a killed host is replaced.")
-@click.option("--beat-restart-delay", default=45.0, show_default=True,
-              help="Seconds before the killed beat is restarted (as a standby when elected).")
-@click.option("--merge-restart-delay", default=20.0, show_default=True,
-              help="Seconds before the killed index-merge worker is restarted.")
-@click.option("--standbys", type=click.Choice(["auto", "yes", "no"]), default="auto", show_default=True,
-              help="A second beat and index-merge worker on another host (auto: when this t0dqm elects them).")
-def chaos(n_files: int, seed: int, kills: int, redis_restarts: int, xrootd_outage: float, corruptions: int,
-          broken: int, timeout: float, n_hosts: int | None, catalog_url: str, host_kills: int, beat_kills: int,
-          merge_kills: int, host_outage: float, replace_delay: float, beat_restart_delay: float,
-          merge_restart_delay: float, standbys: str) -> None:
+@click.option(
+    "--host-outage",
+    default=0.0,
+    show_default=True,
+    metavar="SECONDS",
+    help="Multi-host: also keep the archive host down this long (queue growth).",
+)
+@click.option(
+    "--replace-delay", default=5.0, show_default=True, help="Seconds before a killed host is replaced."
+)
+@click.option(
+    "--beat-restart-delay",
+    default=45.0,
+    show_default=True,
+    help="Seconds before the killed beat is restarted (as a standby when elected).",
+)
+@click.option(
+    "--merge-restart-delay",
+    default=20.0,
+    show_default=True,
+    help="Seconds before the killed index-merge worker is restarted.",
+)
+@click.option(
+    "--standbys",
+    type=click.Choice(["auto", "yes", "no"]),
+    default="auto",
+    show_default=True,
+    help="A second beat and index-merge worker on another host (auto: when this t0dqm elects them).",
+)
+def chaos(
+    n_files: int,
+    seed: int,
+    kills: int,
+    redis_restarts: int,
+    xrootd_outage: float,
+    corruptions: int,
+    broken: int,
+    timeout: float,
+    n_hosts: int | None,
+    catalog_url: str,
+    host_kills: int,
+    beat_kills: int,
+    merge_kills: int,
+    host_outage: float,
+    replace_delay: float,
+    beat_restart_delay: float,
+    merge_restart_delay: float,
+    standbys: str,
+) -> None:
     """Push N files through the whole chain while injecting faults; check the invariants; exit 1 if
     any fails. With --hosts (or --catalog-url) the workers run on simulated hosts and whole hosts,
     the beat leader and the merge worker are killed too."""
@@ -204,18 +265,35 @@ def chaos(n_files: int, seed: int, kills: int, redis_restarts: int, xrootd_outag
     root = settings.root
     if (settings.flavour_root / "catalog.sqlite").exists() or (settings.flavour_root / "catalog").exists():
         root = root / time.strftime("chaos-%Y%m%d-%H%M%S")
-    common = dict(files=n_files, seed=seed, kills=kills, redis_restarts=redis_restarts, xrootd_outage=xrootd_outage,
-                  corruptions=corruptions, broken=broken, timeout=timeout)
+    common = dict(
+        files=n_files,
+        seed=seed,
+        kills=kills,
+        redis_restarts=redis_restarts,
+        xrootd_outage=xrootd_outage,
+        corruptions=corruptions,
+        broken=broken,
+        timeout=timeout,
+    )
     if n_hosts is None and not catalog_url:
         click.echo(f"chaos    {n_files} files, seed {seed}, root {root}")
         runner: Chaos = Chaos(root, ChaosOptions(**common), echo=click.echo)
     else:
         from t0dqm.dev.chaos_hosts import HostsOptions, MultiHostChaos
 
-        options = HostsOptions(**common, hosts=n_hosts or 1, catalog_url=catalog_url, host_kills=host_kills,
-                               beat_kills=beat_kills, merge_kills=merge_kills, host_outage=host_outage,
-                               replace_delay=replace_delay, beat_restart_delay=beat_restart_delay,
-                               merge_restart_delay=merge_restart_delay, standbys=standbys)
+        options = HostsOptions(
+            **common,
+            hosts=n_hosts or 1,
+            catalog_url=catalog_url,
+            host_kills=host_kills,
+            beat_kills=beat_kills,
+            merge_kills=merge_kills,
+            host_outage=host_outage,
+            replace_delay=replace_delay,
+            beat_restart_delay=beat_restart_delay,
+            merge_restart_delay=merge_restart_delay,
+            standbys=standbys,
+        )
         click.echo(f"chaos    {n_files} files on {options.hosts} hosts, seed {seed}, root {root}")
         runner = MultiHostChaos(root, options, echo=click.echo)
 

@@ -23,17 +23,38 @@ def streamer() -> None:
 
 def _plan_options(f: Any) -> Any:
     options = [
-        click.option("--dump", "dump", type=click.Path(dir_okay=False), default=None,
-                     help="EOS dump eos_files.txt.gz (default: config streamer.dump)."),
-        click.option("--quota", "quota", type=int, default=None,
-                     help="Quota in bytes (default: config streamer.quota_bytes, 750e12)."),
-        click.option("--done-url", default=None,
-                     help="run_stream_done URL (default: config streamer.done_url; none: no unit is done)."),
-        click.option("--skip-runs", type=click.Path(dir_okay=False, exists=True), default=None,
-                     help="File with one run number a line: never deleted."),
+        click.option(
+            "--dump",
+            "dump",
+            type=click.Path(dir_okay=False),
+            default=None,
+            help="EOS dump eos_files.txt.gz (default: config streamer.dump).",
+        ),
+        click.option(
+            "--quota",
+            "quota",
+            type=int,
+            default=None,
+            help="Quota in bytes (default: config streamer.quota_bytes, 750e12).",
+        ),
+        click.option(
+            "--done-url",
+            default=None,
+            help="run_stream_done URL (default: config streamer.done_url; none: no unit is done).",
+        ),
+        click.option(
+            "--skip-runs",
+            type=click.Path(dir_okay=False, exists=True),
+            default=None,
+            help="File with one run number a line: never deleted.",
+        ),
         click.option("--now", "now", type=float, default=None, help="Evaluate at this epoch (default: now)."),
-        click.option("--max-dump-age", type=float, default=None,
-                     help="Refuse a dump older than this many seconds (default: config, 48 h)."),
+        click.option(
+            "--max-dump-age",
+            type=float,
+            default=None,
+            help="Refuse a dump older than this many seconds (default: config, 48 h).",
+        ),
         click.option("--json", "as_json", is_flag=True, help="Print one JSON object."),
     ]
     for option in reversed(options):
@@ -41,8 +62,14 @@ def _plan_options(f: Any) -> Any:
     return f
 
 
-def _make_plan(dump: str | None, quota: int | None, done_url: str | None, skip_runs: str | None,
-               now: float | None, max_dump_age: float | None) -> Any:
+def _make_plan(
+    dump: str | None,
+    quota: int | None,
+    done_url: str | None,
+    skip_runs: str | None,
+    now: float | None,
+    max_dump_age: float | None,
+) -> Any:
     cfg = config.get().streamer
     dump = dump or cfg.dump
     if not dump:
@@ -53,11 +80,16 @@ def _make_plan(dump: str | None, quota: int | None, done_url: str | None, skip_r
         raise click.ClickException(f"skip-runs: {exc}") from None
     try:
         return cleanup.make_plan(
-            dump, now=now, quota_bytes=cfg.quota_bytes if quota is None else quota,
-            done_url=done_url if done_url is not None else (cfg.done_url or None), skip_runs=skip,
+            dump,
+            now=now,
+            quota_bytes=cfg.quota_bytes if quota is None else quota,
+            done_url=done_url if done_url is not None else (cfg.done_url or None),
+            skip_runs=skip,
             max_dump_age=cfg.max_dump_age if max_dump_age is None else max_dump_age,
-            transfertest_days=cfg.transfertest_days, age_days=cfg.age_days,
-            http_timeout=config.get().timeout("http"))
+            transfertest_days=cfg.transfertest_days,
+            age_days=cfg.age_days,
+            http_timeout=config.get().timeout("http"),
+        )
     except eosdump.DumpError as exc:
         raise click.ClickException(f"dump refused, nothing deleted: {exc}") from None
 
@@ -65,16 +97,21 @@ def _make_plan(dump: str | None, quota: int | None, done_url: str | None, skip_r
 def _print_plan(result: Any, as_json: bool, extra: dict[str, object] | None = None) -> None:
     plan = result.plan
     s = result.summary
-    click.echo(f"dump {result.dump}: {s.lines} lines, {s.malformed} malformed, {s.area_files} streamer "
-               f"files in {len(s.units)} units", err=True)
+    click.echo(
+        f"dump {result.dump}: {s.lines} lines, {s.malformed} malformed, {s.area_files} streamer "
+        f"files in {len(s.units)} units",
+        err=True,
+    )
     if as_json:
         out = plan.as_dict()
         if extra:
             out.update(extra)
         echo_json(out)
         return
-    click.echo(f"total {fmt_bytes(plan.total_bytes)} ({plan.total_bytes} B), quota "
-               f"{fmt_bytes(plan.quota_bytes)}, after {fmt_bytes(plan.after_bytes)} ({plan.after_bytes} B)")
+    click.echo(
+        f"total {fmt_bytes(plan.total_bytes)} ({plan.total_bytes} B), quota "
+        f"{fmt_bytes(plan.quota_bytes)}, after {fmt_bytes(plan.after_bytes)} ({plan.after_bytes} B)"
+    )
     click.echo(f"{'rule':<17} {'label':<23} {'stream':<24} {'run':>8} {'files':>7} {'bytes':>16}")
     for d in plan.delete:
         click.echo(f"{d.rule:<17} {d.label:<23} {d.stream:<24} {d.run:>8} {d.files:>7} {d.bytes:>16}")
@@ -85,8 +122,15 @@ def _print_plan(result: Any, as_json: bool, extra: dict[str, object] | None = No
 
 @streamer.command("plan")
 @_plan_options
-def streamer_plan(dump: str | None, quota: int | None, done_url: str | None, skip_runs: str | None,
-                  now: float | None, max_dump_age: float | None, as_json: bool) -> None:
+def streamer_plan(
+    dump: str | None,
+    quota: int | None,
+    done_url: str | None,
+    skip_runs: str | None,
+    now: float | None,
+    max_dump_age: float | None,
+    as_json: bool,
+) -> None:
     """Print what the streamer cleanup would delete (nothing is deleted)."""
     result = _make_plan(dump, quota, done_url, skip_runs, now, max_dump_age)
     _print_plan(result, as_json)
@@ -94,14 +138,25 @@ def streamer_plan(dump: str | None, quota: int | None, done_url: str | None, ski
 
 @streamer.command("clean")
 @_plan_options
-@click.option("--base", default=None,
-              help="Prefix for targets: local dir or root://host:port[//path]; the part of each dump path "
-                   "from /store/t0streamer/ on is appended (default: config streamer.base, else the dump "
-                   "path itself).")
+@click.option(
+    "--base",
+    default=None,
+    help="Prefix for targets: local dir or root://host:port[//path]; the part of each dump path "
+    "from /store/t0streamer/ on is appended (default: config streamer.base, else the dump "
+    "path itself).",
+)
 @click.option("--execute", is_flag=True, help="Really delete (through the guarded deleter, audited).")
-def streamer_clean(dump: str | None, quota: int | None, done_url: str | None, skip_runs: str | None,
-                   now: float | None, max_dump_age: float | None, as_json: bool, base: str | None,
-                   execute: bool) -> None:
+def streamer_clean(
+    dump: str | None,
+    quota: int | None,
+    done_url: str | None,
+    skip_runs: str | None,
+    now: float | None,
+    max_dump_age: float | None,
+    as_json: bool,
+    base: str | None,
+    execute: bool,
+) -> None:
     """Print the plan; with --execute delete its files through the guarded deleter."""
     result = _make_plan(dump, quota, done_url, skip_runs, now, max_dump_age)
     if not execute:

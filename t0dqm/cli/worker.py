@@ -36,13 +36,24 @@ def _exec_celery(args: list[str], dry_run: bool) -> None:
 @root_option
 @click.option("--role", help="Role from workers/roles.toml (see --list).")
 @click.option("--host", default=None, help="Producer host of the collect role (default: config host).")
-@click.option("--roles", "roles_path", type=click.Path(dir_okay=False, exists=True), default=None,
-              help="Roles file (default: $T0DQM_WORKER_ROLES, else workers/roles.toml).")
+@click.option(
+    "--roles",
+    "roles_path",
+    type=click.Path(dir_okay=False, exists=True),
+    default=None,
+    help="Roles file (default: $T0DQM_WORKER_ROLES, else workers/roles.toml).",
+)
 @click.option("--list", "list_roles", is_flag=True, help="List the roles and their queues for this flavour.")
 @click.option("--dry-run", is_flag=True, help="Print the celery command instead of running it.")
 @click.argument("celery_args", nargs=-1, type=click.UNPROCESSED)
-def worker(role: str | None, host: str | None, roles_path: str | None, list_roles: bool, dry_run: bool,
-           celery_args: tuple[str, ...]) -> None:
+def worker(
+    role: str | None,
+    host: str | None,
+    roles_path: str | None,
+    list_roles: bool,
+    dry_run: bool,
+    celery_args: tuple[str, ...],
+) -> None:
     """Run a Celery worker for one role: execs `celery -A t0dqm worker -Q <the flavour's queues> -c N
     --prefetch-multiplier P -n <role>.<flavour>.<pid>@<host>`; CELERY_ARGS go last (e.g. `-c 8`)."""
     from t0dqm.roles import RoleError, load_roles, worker_argv
@@ -54,7 +65,9 @@ def worker(role: str | None, host: str | None, roles_path: str | None, list_role
         raise click.ClickException(str(exc)) from None
     if list_roles:
         for r in roles.values():
-            click.echo(f"{r.name:<12} c={r.concurrency:<2} {','.join(r.queue_names(settings, host)):<40} {r.why}")
+            click.echo(
+                f"{r.name:<12} c={r.concurrency:<2} {','.join(r.queue_names(settings, host)):<40} {r.why}"
+            )
         return
     if not role:
         raise click.UsageError(f"--role is required (one of: {', '.join(roles)})")
@@ -65,8 +78,12 @@ def worker(role: str | None, host: str | None, roles_path: str | None, list_role
 
 @click.command("beat", context_settings=PASS_THROUGH)
 @root_option
-@click.option("--schedule", type=click.Path(dir_okay=False), default=None,
-              help="Beat's local state file (default: in the temp dir, never the shared data folder).")
+@click.option(
+    "--schedule",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="Beat's local state file (default: in the temp dir, never the shared data folder).",
+)
 @click.option("--dry-run", is_flag=True, help="Print the celery command instead of running it.")
 @click.argument("celery_args", nargs=-1, type=click.UNPROCESSED)
 def beat(schedule: str | None, dry_run: bool, celery_args: tuple[str, ...]) -> None:
@@ -74,5 +91,6 @@ def beat(schedule: str | None, dry_run: bool, celery_args: tuple[str, ...]) -> N
     -n beat.<flavour>.<pid>@<host>` (answers `celery inspect ping`); CELERY_ARGS go last."""
     from t0dqm.roles import beat_argv
 
-    _exec_celery(beat_argv(config.get(), schedule=Path(schedule) if schedule else None, extra=celery_args),
-                 dry_run)
+    _exec_celery(
+        beat_argv(config.get(), schedule=Path(schedule) if schedule else None, extra=celery_args), dry_run
+    )

@@ -48,7 +48,9 @@ def _translate(exc: BaseException) -> BaseException:
     import requests
     from rucio.common import exception as rex
 
-    if isinstance(exc, (rex.ServerConnectionException, requests.RequestException, TimeoutError, ConnectionError)):
+    if isinstance(
+        exc, (rex.ServerConnectionException, requests.RequestException, TimeoutError, ConnectionError)
+    ):
         return RucioUnavailable(f"Rucio server unreachable: {exc}")
     if isinstance(exc, (rex.DatabaseException, rex.ServiceUnavailable)):
         return RucioUnavailable(f"Rucio server error: {' '.join(str(exc).split())}")
@@ -75,10 +77,16 @@ class RucioGateway:
             from rucio.client import Client
 
             cfg = self.cfg
-            self._client = Client(rucio_host=cfg["url"], auth_host=cfg["auth_url"] or cfg["url"],
-                                  account=self.account or None, ca_cert=cfg["ca_cert"] or None,
-                                  auth_type=cfg["auth_type"], creds=_creds(cfg), timeout=self.timeout,
-                                  user_agent="t0dqm")
+            self._client = Client(
+                rucio_host=cfg["url"],
+                auth_host=cfg["auth_url"] or cfg["url"],
+                account=self.account or None,
+                ca_cert=cfg["ca_cert"] or None,
+                auth_type=cfg["auth_type"],
+                creds=_creds(cfg),
+                timeout=self.timeout,
+                user_agent="t0dqm",
+            )
             self.account = self._client.account
         return self._client
 
@@ -101,8 +109,10 @@ class RucioGateway:
         from rucio.common import exception as rex
 
         scope = self.scope
-        dids = [{"scope": scope, "name": f["name"], "bytes": int(f["bytes"]), "adler32": f["adler32"]}
-                for f in files]
+        dids = [
+            {"scope": scope, "name": f["name"], "bytes": int(f["bytes"]), "adler32": f["adler32"]}
+            for f in files
+        ]
         for add in (lambda c: c.add_container(scope, container), lambda c: c.add_dataset(scope, block)):
             try:
                 self.call(add)
@@ -149,9 +159,18 @@ class RucioGateway:
         if existing is not None:
             return existing["id"], False
         try:
-            ids = self.call(lambda c: c.add_replication_rule(
-                [{"scope": self.scope, "name": name}], 1, rse, lifetime=None, activity=activity,
-                priority=priority, grouping="DATASET", comment=COMMENT))
+            ids = self.call(
+                lambda c: c.add_replication_rule(
+                    [{"scope": self.scope, "name": name}],
+                    1,
+                    rse,
+                    lifetime=None,
+                    activity=activity,
+                    priority=priority,
+                    grouping="DATASET",
+                    comment=COMMENT,
+                )
+            )
             return ids[0], True
         except RucioRefused as exc:
             if not isinstance(exc.__cause__, rex.DuplicateRule):
@@ -187,7 +206,7 @@ class RucioGateway:
 
 def _chunks(items: list[T], size: int = CHUNK) -> Iterable[list[T]]:
     for i in range(0, len(items), size):
-        yield items[i:i + size]
+        yield items[i : i + size]
 
 
 _local = threading.local()

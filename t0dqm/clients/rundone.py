@@ -38,8 +38,16 @@ def is_done_reply(body: bytes | str) -> bool:
 class RunStreamDone:
     """Cached, thread-safe run_stream_done client."""
 
-    def __init__(self, url: str, *, timeout: float = 10.0, cache_ttl: float = 300.0, max_workers: int = 8,
-                 clock: Callable[[], float] = time.monotonic, max_body: int = 1 << 16):
+    def __init__(
+        self,
+        url: str,
+        *,
+        timeout: float = 10.0,
+        cache_ttl: float = 300.0,
+        max_workers: int = 8,
+        clock: Callable[[], float] = time.monotonic,
+        max_body: int = 1 << 16,
+    ):
         if not url.startswith(("http://", "https://")):
             raise ValueError(f"run_stream_done URL must be http(s)://, got {url!r}")
         self.url = url
@@ -114,7 +122,7 @@ class Prefetching:
         key = (int(run), stream)
         if key not in self._known:
             i = self._pos.get(key)
-            chunk = [key] if i is None else self.order[i:i + self.batch]
+            chunk = [key] if i is None else self.order[i : i + self.batch]
             chunk = [k for k in chunk if k not in self._known] or [key]
             self._known.update(self.client.many(chunk))
         return self._known[key]

@@ -105,8 +105,11 @@ class CatalogDisk:
         if os.geteuid() != 0 or not shutil.which("mount"):
             return False
         self.path.mkdir(parents=True, exist_ok=True)
-        result = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=256m", "tmpfs", str(self.path)],
-                                capture_output=True, timeout=30)
+        result = subprocess.run(
+            ["mount", "-t", "tmpfs", "-o", "size=256m", "tmpfs", str(self.path)],
+            capture_output=True,
+            timeout=30,
+        )
         self.mounted = result.returncode == 0
         return self.mounted
 
@@ -165,7 +168,9 @@ class Chaos:
         self.stack = LocalStack(self.settings, extra_env=env)
         self.stack.start(workers=2, concurrency=2, flower=False)
         self.stack.wait_ready()
-        self.echo(f"stack    broker {self.stack.broker_url}; endpoint {endpoint}; data {self.settings.flavour_root}")
+        self.echo(
+            f"stack    broker {self.stack.broker_url}; endpoint {endpoint}; data {self.settings.flavour_root}"
+        )
         if not (self.catalog_disk and self.catalog_disk.mounted):
             self.echo("note     catalog disk faults need root (tmpfs mount): not injected")
 
@@ -179,19 +184,22 @@ class Chaos:
 
         assert self.settings
         out = self.settings.flavour_root / "producer"
-        self.manifest = simulate.simulate(out, self.opt.files, self.opt.seed, broken=self.opt.broken,
-                                          n_hists=self.opt.hists)
+        self.manifest = simulate.simulate(
+            out, self.opt.files, self.opt.seed, broken=self.opt.broken, n_hists=self.opt.hists
+        )
         self.rng.shuffle(self.manifest)
 
     def upload_some(self, count: int) -> int:
         from t0dqm.formats import dropbox
 
         assert self.settings
-        batch = self.manifest[self.next_upload:self.next_upload + count]
+        batch = self.manifest[self.next_upload : self.next_upload + count]
         self.next_upload += len(batch)
         for entry in batch:
             declared = entry.get("declared_size")
-            dropbox.upload(entry["file"], self.settings.dropbox, **({"declared_size": declared} if declared else {}))
+            dropbox.upload(
+                entry["file"], self.settings.dropbox, **({"declared_size": declared} if declared else {})
+            )
             self.uploaded.append(entry)
         return len(batch)
 
@@ -280,8 +288,9 @@ class Chaos:
         shutil.rmtree(data_dir, ignore_errors=True)
         from t0dqm.dev.stack import embedded_redis_executable
 
-        self.stack.redis = services.start_redis(data_dir, port=port, persistent=True,
-                                                executable=embedded_redis_executable())
+        self.stack.redis = services.start_redis(
+            data_dir, port=port, persistent=True, executable=embedded_redis_executable()
+        )
         self.faults.add("redis-restart-empty", f"port {port}")
 
     def xrootd_outage(self) -> float:
@@ -347,8 +356,10 @@ class Chaos:
     def schedule(self, span: float) -> list[tuple[float, str]]:
         """Seeded fault times within the first ``span`` seconds."""
         plan: list[tuple[float, str]] = []
-        plan += [(self.rng.uniform(2, span * 0.7), "kill-targeted" if i % 2 else "kill")
-                 for i in range(self.opt.kills)]
+        plan += [
+            (self.rng.uniform(2, span * 0.7), "kill-targeted" if i % 2 else "kill")
+            for i in range(self.opt.kills)
+        ]
         plan += [(self.rng.uniform(span * 0.2, span * 0.8), "redis") for _ in range(self.opt.redis_restarts)]
         if self.opt.xrootd_outage > 0:
             plan.append((self.rng.uniform(span * 0.3, span * 0.6), "xrootd"))
@@ -414,13 +425,24 @@ class Chaos:
                             break  # not possible at this moment: due again next turn
                         plan.pop(0)
                     self.tick()
-                    if self.pending_corruptions and uploads_done and not plan and self.nothing_left_to_corrupt():
-                        self.faults.notes.append(f"corruptions not injected: {self.pending_corruptions} (no copy left)")
+                    if (
+                        self.pending_corruptions
+                        and uploads_done
+                        and not plan
+                        and self.nothing_left_to_corrupt()
+                    ):
+                        self.faults.notes.append(
+                            f"corruptions not injected: {self.pending_corruptions} (no copy left)"
+                        )
                         self.pending_corruptions = 0
                 except OperationalError as exc:
-                    self.echo(f"catalog  unavailable to the driver, trying again: {str(exc.orig).strip()[:120]}")
+                    self.echo(
+                        f"catalog  unavailable to the driver, trying again: {str(exc.orig).strip()[:120]}"
+                    )
                 if now - last_report >= 10:
-                    self.echo(f"[{now:6.0f}s] {self.progress_line()}  faults {sum(self.faults.counts.values())}")
+                    self.echo(
+                        f"[{now:6.0f}s] {self.progress_line()}  faults {sum(self.faults.counts.values())}"
+                    )
                     last_report = now
                 if not plan and not self.faults_pending() and uploads_done:
                     break
@@ -451,8 +473,10 @@ class Chaos:
             return f"catalog unavailable: {exc.orig}"
         finally:
             cat.dispose()
-        return (f"received {p['received']}  indexed {p['indexed']}  archived {p['archived']}  "
-                f"archives {p['archives_safe']}/{p['archives']}  quarantined {p['quarantined']}")
+        return (
+            f"received {p['received']}  indexed {p['indexed']}  archived {p['archived']}  "
+            f"archives {p['archives_safe']}/{p['archives']}  quarantined {p['quarantined']}"
+        )
 
     def expected(self) -> tuple[int, int]:
         good = sum(1 for e in self.uploaded if not e["broken"])
@@ -514,8 +538,13 @@ class Chaos:
         for m in mem:
             by_file.setdefault(m.file_id, []).append(m.archive_id)
         indexed_once = sum(1 for r in rows if r.index_state == INDEXED and index_counts.get(r.id) == 1)
-        in_one_verified = sum(1 for r in rows if len(by_file.get(r.id, [])) == 1
-                              and arch[by_file[r.id][0]].state in safe and r.archive_id == by_file[r.id][0])
+        in_one_verified = sum(
+            1
+            for r in rows
+            if len(by_file.get(r.id, [])) == 1
+            and arch[by_file[r.id][0]].state in safe
+            and r.archive_id == by_file[r.id][0]
+        )
         endpoint_ok, member_ok = self.check_endpoint(arch, mem, safe)
         early = self.deletions_before_verification(deletes, arch, rows)
         names_in = {e["name"] for e in self.uploaded if not e["broken"]}
@@ -524,17 +553,29 @@ class Chaos:
         lost += sum(1 for r in rows if r.id not in by_file or arch[by_file[r.id][0]].state not in safe)
         safe_archives = sum(1 for a in arch.values() if a.state in safe)
         result = {
-            "files in": n_good, "files filed": len(rows), "files indexed exactly once": indexed_once,
+            "files in": n_good,
+            "files filed": len(rows),
+            "files indexed exactly once": indexed_once,
             "files in exactly one verified archive": in_one_verified,
-            "archives verified": safe_archives, "archives whose endpoint checksum matches": endpoint_ok,
+            "archives verified": safe_archives,
+            "archives whose endpoint checksum matches": endpoint_ok,
             "members whose adler32 matches at the endpoint": member_ok,
             "deletions before verification": early,
-            "broken uploads": n_bad, "quarantined with reason": n_quarantined, "lost": lost,
+            "broken uploads": n_bad,
+            "quarantined with reason": n_quarantined,
+            "lost": lost,
             "faults": dict(self.faults.counts),
         }
-        result["ok"] = (len(rows) == n_good and indexed_once == n_good and in_one_verified == n_good
-                        and endpoint_ok == safe_archives == len(arch) and member_ok == len(mem)
-                        and early == 0 and n_quarantined == n_bad and lost == 0)
+        result["ok"] = (
+            len(rows) == n_good
+            and indexed_once == n_good
+            and in_one_verified == n_good
+            and endpoint_ok == safe_archives == len(arch)
+            and member_ok == len(mem)
+            and early == 0
+            and n_quarantined == n_bad
+            and lost == 0
+        )
         return result
 
     def check_endpoint(self, arch: dict[int, Any], mem: list[Any], safe: tuple[str, ...]) -> tuple[int, int]:
@@ -570,11 +611,11 @@ class Chaos:
         early = 0
         for d in deletes:
             if d.path.startswith(zip_root + "/"):
-                rel = d.path[len(zip_root) + 1:]
+                rel = d.path[len(zip_root) + 1 :]
                 when = verified_at.get(rel)
                 early += when is None or when > d.at
             elif d.path.startswith(repo + "/") and d.path.endswith(".root"):
-                archive_id = file_archive.get(d.path[len(repo) + 1:])
+                archive_id = file_archive.get(d.path[len(repo) + 1 :])
                 when = arch[archive_id].verified_at if archive_id in arch else None
                 early += when is None or when > d.at
         return early

@@ -209,7 +209,9 @@ class MultiHostChaos(Chaos):
             self.catalog_disk = CatalogDisk(flavour_root / "catalog")
             if self.opt.catalog_faults and self.catalog_disk.mount():
                 env["T0DQM_CATALOG_URL"] = f"sqlite:///{self.catalog_disk.path / 'catalog.sqlite'}"
-        self.redis = services.start_redis(flavour_root / "redis", password=secrets.token_hex(16), persistent=True)
+        self.redis = services.start_redis(
+            flavour_root / "redis", password=secrets.token_hex(16), persistent=True
+        )
         self.broker_url = self.redis.url
         env["T0DQM_BROKER_URL"] = self.broker_url
         os.environ.update(env)
@@ -222,7 +224,9 @@ class MultiHostChaos(Chaos):
         self.namespaces = chaos_ns.available()
         n_hosts = self.opt.hosts if self.namespaces else 1
         if not self.namespaces:
-            self.echo("note     simulated hosts need root (unshare/nsenter): running ONE host with every role")
+            self.echo(
+                "note     simulated hosts need root (unshare/nsenter): running ONE host with every role"
+            )
         self.standbys = {"yes": True, "no": False}.get(self.opt.standbys, elections_available())
         self.worker_cli = worker_cli_available()
         for spec in layout(n_hosts, self.standbys):
@@ -230,14 +234,19 @@ class MultiHostChaos(Chaos):
         self.names_used = n_hosts  # replacements are named after the last host
         self.wait_ready()
         assert self.settings
-        queues = {base: f"{self.settings.queue_prefix}{base}"
-                  for base in ("receive", "index", "index-merge", "archive", "tape", "cleanup", "sync", "ops")}
+        queues = {
+            base: f"{self.settings.queue_prefix}{base}"
+            for base in ("receive", "index", "index-merge", "archive", "tape", "cleanup", "sync", "ops")
+        }
         prefix = f"t0dqm:{self.settings.flavour}:"
-        self.sampler = Sampler(self.settings, self.broker_url, queues,
-                               (f"{prefix}metrics:tasks", f"{prefix}metrics:messages"))
+        self.sampler = Sampler(
+            self.settings, self.broker_url, queues, (f"{prefix}metrics:tasks", f"{prefix}metrics:messages")
+        )
         self.sampler.start()
-        self.echo(f"stack    broker {self.redis.url.split('@')[-1]} (password); endpoint {endpoint}; "
-                  f"catalog {self.settings.catalog_url.split('@')[-1]}")
+        self.echo(
+            f"stack    broker {self.redis.url.split('@')[-1]} (password); endpoint {endpoint}; "
+            f"catalog {self.settings.catalog_url.split('@')[-1]}"
+        )
         for host in self.hosts:
             self.echo(f"host     {host.name}: {self.describe(host.spec)}")
         if self.catalog_disk is None or not self.catalog_disk.mounted:
@@ -245,8 +254,13 @@ class MultiHostChaos(Chaos):
 
     def db_upgrade(self) -> None:
         """What an operator runs once per release, before starting workers."""
-        result = subprocess.run([sys.executable, "-m", "t0dqm", "db", "upgrade"], env=self.stack.env(),
-                                capture_output=True, text=True, timeout=300)
+        result = subprocess.run(
+            [sys.executable, "-m", "t0dqm", "db", "upgrade"],
+            env=self.stack.env(),
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
         if result.returncode != 0:
             raise ChaosError(f"t0dqm db upgrade failed: {result.stdout}{result.stderr}")
 
@@ -264,8 +278,12 @@ class MultiHostChaos(Chaos):
         host = Host(spec, ns=chaos_ns.SimulatedHost(spec.name) if self.namespaces else None)
         self.hosts.append(host)
         for role in spec.all_roles:
-            proc = Proc(spec.name, role, standby=role in spec.standby and role not in spec.roles,
-                        wrapped=host.ns is not None)
+            proc = Proc(
+                spec.name,
+                role,
+                standby=role in spec.standby and role not in spec.roles,
+                wrapped=host.ns is not None,
+            )
             host.procs.append(proc)
             self.spawn(proc)
         return host
@@ -286,15 +304,63 @@ class MultiHostChaos(Chaos):
         schedule.parent.mkdir(parents=True, exist_ok=True)
         if self.worker_cli:
             if proc.role == BEAT:
-                return [sys.executable, "-m", "t0dqm", "beat", "--schedule", str(schedule), "--loglevel", "INFO"]
-            return [sys.executable, "-m", "t0dqm", "worker", "--role", proc.role,
-                    "-c", str(ROLE_CONCURRENCY[proc.role]), "--loglevel", "INFO"]
+                return [
+                    sys.executable,
+                    "-m",
+                    "t0dqm",
+                    "beat",
+                    "--schedule",
+                    str(schedule),
+                    "--loglevel",
+                    "INFO",
+                ]
+            return [
+                sys.executable,
+                "-m",
+                "t0dqm",
+                "worker",
+                "--role",
+                proc.role,
+                "-c",
+                str(ROLE_CONCURRENCY[proc.role]),
+                "--loglevel",
+                "INFO",
+            ]
         if proc.role == BEAT:
-            return [sys.executable, "-m", "celery", "-A", "t0dqm", "beat", "-s", str(schedule), "--loglevel", "INFO"]
+            return [
+                sys.executable,
+                "-m",
+                "celery",
+                "-A",
+                "t0dqm",
+                "beat",
+                "-s",
+                str(schedule),
+                "--loglevel",
+                "INFO",
+            ]
         queues = queues_of((proc.role,), self.settings.queue_prefix)
-        return [sys.executable, "-m", "celery", "-A", "t0dqm", "worker", "-Q", ",".join(queues),
-                "-c", str(ROLE_CONCURRENCY[proc.role]), "-n", proc.node, "--prefetch-multiplier", "1", "-E",
-                "--loglevel", "INFO", "--without-gossip", "--without-mingle"]
+        return [
+            sys.executable,
+            "-m",
+            "celery",
+            "-A",
+            "t0dqm",
+            "worker",
+            "-Q",
+            ",".join(queues),
+            "-c",
+            str(ROLE_CONCURRENCY[proc.role]),
+            "-n",
+            proc.node,
+            "--prefetch-multiplier",
+            "1",
+            "-E",
+            "--loglevel",
+            "INFO",
+            "--without-gossip",
+            "--without-mingle",
+        ]
 
     def spawn(self, proc: Proc) -> None:
         args = self.command(proc)
@@ -384,7 +450,9 @@ class MultiHostChaos(Chaos):
             if (proc.role, proc.host) in seen:
                 proc.seen_at = now
             elif proc.alive() and now - proc.seen_at > WATCHDOG_SECONDS:
-                self.echo(f"watchdog {proc.node} has not answered a ping for {now - proc.seen_at:.0f} s: restarted")
+                self.echo(
+                    f"watchdog {proc.node} has not answered a ping for {now - proc.seen_at:.0f} s: restarted"
+                )
                 self.hung.append(f"{proc.node} at {time.time():.0f}")
                 proc.kill()
                 proc.restart_at = None
@@ -403,11 +471,15 @@ class MultiHostChaos(Chaos):
     def schedule(self, span: float) -> list[tuple[float, str]]:
         plan = super().schedule(span)
         if len([h for h in self.hosts if h.alive]) > 1:
-            plan += [(self.rng.uniform(span * 0.25, span * 0.55), "host-kill") for _ in range(self.opt.host_kills)]
+            plan += [
+                (self.rng.uniform(span * 0.25, span * 0.55), "host-kill") for _ in range(self.opt.host_kills)
+            ]
             if self.opt.host_outage > 0:
                 plan.append((span * 0.15, "host-outage"))
         plan += [(self.rng.uniform(span * 0.3, span * 0.6), "beat-kill") for _ in range(self.opt.beat_kills)]
-        plan += [(self.rng.uniform(span * 0.2, span * 0.6), "merge-kill") for _ in range(self.opt.merge_kills)]
+        plan += [
+            (self.rng.uniform(span * 0.2, span * 0.6), "merge-kill") for _ in range(self.opt.merge_kills)
+        ]
         return sorted(plan)
 
     def inject(self, kind: str) -> bool:
@@ -447,11 +519,18 @@ class MultiHostChaos(Chaos):
         delay = self.opt.host_outage if outage else self.opt.replace_delay
         spec = HostSpec(self.new_host_name(), host.spec.roles, host.spec.standby)
         self.replacements.append((time.monotonic() + delay, spec, outage))
-        self.events.append(Event("host-outage" if outage else "host-kill", host.name, at, held=held_now,
-                                 replacement=spec.name))
-        self.faults.add("host-outage" if outage else "host-kill",
-                        f"{host.name} ({held_now.count()} items held); {spec.name} replaces it in {delay:.0f} s")
-        self.echo(f"fault    {host.name} killed ({held_now.count()} items held); {spec.name} in {delay:.0f} s")
+        self.events.append(
+            Event(
+                "host-outage" if outage else "host-kill", host.name, at, held=held_now, replacement=spec.name
+            )
+        )
+        self.faults.add(
+            "host-outage" if outage else "host-kill",
+            f"{host.name} ({held_now.count()} items held); {spec.name} replaces it in {delay:.0f} s",
+        )
+        self.echo(
+            f"fault    {host.name} killed ({held_now.count()} items held); {spec.name} in {delay:.0f} s"
+        )
         return True
 
     def beat_leader(self) -> Proc | None:
@@ -469,7 +548,9 @@ class MultiHostChaos(Chaos):
         proc.kill()
         proc.restart_at = time.monotonic() + self.opt.beat_restart_delay
         self.events.append(Event("beat-kill", proc.host, at))
-        self.faults.add("beat-leader-kill", f"beat on {proc.host}; back in {self.opt.beat_restart_delay:.0f} s")
+        self.faults.add(
+            "beat-leader-kill", f"beat on {proc.host}; back in {self.opt.beat_restart_delay:.0f} s"
+        )
         return True
 
     def kill_merge_worker(self) -> bool:
@@ -492,8 +573,11 @@ class MultiHostChaos(Chaos):
         proc.kill()
         proc.restart_at = time.monotonic() + self.opt.merge_restart_delay
         self.events.append(Event("merge-kill", proc.host, at, partials=partials))
-        self.faults.add("merge-worker-kill", f"index-merge on {proc.host} ({'merging' if holder else 'idle'}, "
-                        f"{partials} partial); back in {self.opt.merge_restart_delay:.0f} s")
+        self.faults.add(
+            "merge-worker-kill",
+            f"index-merge on {proc.host} ({'merging' if holder else 'idle'}, "
+            f"{partials} partial); back in {self.opt.merge_restart_delay:.0f} s",
+        )
         return True
 
     def partial_files(self) -> int:
@@ -524,9 +608,13 @@ class MultiHostChaos(Chaos):
         out["hosts"] = {h.name: self.describe(h.spec) + ("" if h.alive else " (killed)") for h in self.hosts}
         out["simulated hosts (UTS namespaces)"] = self.namespaces
         out["standby beat and index-merge"] = self.standbys
-        out["started by"] = "t0dqm worker --role / t0dqm beat" if self.worker_cli else "celery -A t0dqm worker -Q"
+        out["started by"] = (
+            "t0dqm worker --role / t0dqm beat" if self.worker_cli else "celery -A t0dqm worker -Q"
+        )
         cat = self.catalog()
-        beat_logs = [self.stack.log_dir / f"{h.name}-{BEAT}.log" for h in self.hosts if BEAT in h.spec.all_roles]
+        beat_logs = [
+            self.stack.log_dir / f"{h.name}-{BEAT}.log" for h in self.hosts if BEAT in h.spec.all_roles
+        ]
         try:
             for i, ev in enumerate(self.events, 1):
                 label = f"{ev.kind} {i} ({ev.host})"
@@ -535,8 +623,10 @@ class MultiHostChaos(Chaos):
                 elif ev.kind == "beat-kill":
                     out[label] = {"first task sent after the kill (s)": first_send_after(beat_logs, ev.at)}
                 elif ev.kind == "merge-kill":
-                    out[label] = {"partial files at the kill": ev.partials,
-                                  "first file indexed after the kill (s)": first_index_after(cat, ev.at)}
+                    out[label] = {
+                        "partial files at the kill": ev.partials,
+                        "first file indexed after the kill (s)": first_index_after(cat, ev.at),
+                    }
         finally:
             cat.dispose()
         return out

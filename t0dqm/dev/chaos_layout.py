@@ -17,8 +17,16 @@ ROLES: tuple[str, ...] = ("receive", "index", "archive", "tape", "index-merge", 
 ROLE_QUEUES: dict[str, tuple[str, ...]] = {role: (role,) for role in ROLES}
 BEAT = "beat"
 # Processes per worker in the chaos run: the machine is small and shared.
-ROLE_CONCURRENCY: dict[str, int] = {"receive": 2, "index": 1, "archive": 2, "tape": 2, "index-merge": 1,
-                                    "ops": 1, "cleanup": 1, "sync": 1}
+ROLE_CONCURRENCY: dict[str, int] = {
+    "receive": 2,
+    "index": 1,
+    "archive": 2,
+    "tape": 2,
+    "index-merge": 1,
+    "ops": 1,
+    "cleanup": 1,
+    "sync": 1,
+}
 HOST_KINDS: tuple[tuple[str, ...], ...] = (
     ("receive", "index"),
     ("archive", "tape"),

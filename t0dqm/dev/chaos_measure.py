@@ -27,17 +27,31 @@ from t0dqm.tasks.queued import PRIORITY_STEPS, queue_lists
 
 BOUND_SLACK = 50  # target: queue depth <= pending items + 50
 # Tasks handling one item (a file, a batch of uploads, an archive): their runs per file are reported.
-ITEM_TASKS = ("t0dqm.tasks.receive.receive_batch", "t0dqm.tasks.receive.receive_file",
-              "t0dqm.tasks.index.import_file", "t0dqm.tasks.index.merge", "t0dqm.tasks.archive.zip_file",
-              "t0dqm.tasks.archive.freeze", "t0dqm.tasks.tape.stage", "t0dqm.tasks.tape.verify")
+ITEM_TASKS = (
+    "t0dqm.tasks.receive.receive_batch",
+    "t0dqm.tasks.receive.receive_file",
+    "t0dqm.tasks.index.import_file",
+    "t0dqm.tasks.index.merge",
+    "t0dqm.tasks.archive.zip_file",
+    "t0dqm.tasks.archive.freeze",
+    "t0dqm.tasks.tape.stage",
+    "t0dqm.tasks.tape.verify",
+)
 
 
 def pending_items(conn: Connection, settings: config.Settings) -> dict[str, int]:
     """Items waiting at each queue's steps (the bound a queue's depth is held to)."""
     pending = views.pending_at_steps(conn)
-    return {"receive": len(dropbox.scan_entries(settings.dropbox)), "index": pending["index"],
-            "index-merge": pending["index-merge"], "archive": pending["archive"], "tape": pending["tape"],
-            "cleanup": 0, "sync": 0, "ops": 0}
+    return {
+        "receive": len(dropbox.scan_entries(settings.dropbox)),
+        "index": pending["index"],
+        "index-merge": pending["index-merge"],
+        "archive": pending["archive"],
+        "tape": pending["tape"],
+        "cleanup": 0,
+        "sync": 0,
+        "ops": 0,
+    }
 
 
 @dataclass
@@ -48,8 +62,12 @@ class QueuePeak:
     worst_item_excess: int = -(1 << 30)  # the same counting only per-item (chain step) messages
 
     def as_dict(self) -> dict[str, int]:
-        return {"max depth": self.depth, "pending at max": self.pending, "max depth - pending": self.worst_excess,
-                "max per-item messages - pending": self.worst_item_excess}
+        return {
+            "max depth": self.depth,
+            "pending at max": self.pending,
+            "max depth - pending": self.worst_excess,
+            "max per-item messages - pending": self.worst_item_excess,
+        }
 
 
 RX_TASK = re.compile(rb'"task":\s*"([^"]+)"')
@@ -89,8 +107,14 @@ class Sampler(threading.Thread):
     """Samples queues, pending items and counters until stop(); results() once stopped (or any time:
     every read of the shared state holds the lock)."""
 
-    def __init__(self, settings: config.Settings, broker_url: str, queues: dict[str, str],
-                 counter_keys: tuple[str, ...], interval: float = 0.5) -> None:
+    def __init__(
+        self,
+        settings: config.Settings,
+        broker_url: str,
+        queues: dict[str, str],
+        counter_keys: tuple[str, ...],
+        interval: float = 0.5,
+    ) -> None:
         super().__init__(name="chaos-sampler", daemon=True)
         self.settings, self.broker_url, self.queues = settings, broker_url, queues  # base name -> Redis list
         self.counter_keys = counter_keys
@@ -133,14 +157,17 @@ class Sampler(threading.Thread):
             pipe.hgetall(key)
         replies = pipe.execute()
         per = 1 + len(PRIORITY_STEPS)
-        depths = {base: sum(replies[i * per:(i + 1) * per]) for i, base in enumerate(self.queues)}
+        depths = {base: sum(replies[i * per : (i + 1) * per]) for i, base in enumerate(self.queues)}
         unacked = replies[len(self.queues) * per]
-        hashes = replies[len(self.queues) * per + 1:]
+        hashes = replies[len(self.queues) * per + 1 :]
         with catalog.read() as conn:
             pending = pending_items(conn, self.settings)
         # per-item messages: looked at only when the whole depth breaks the bound (reading is costly)
-        items = {base: item_messages(client, self.queues[base]) for base, depth in depths.items()
-                 if depth - pending.get(base, 0) > BOUND_SLACK}
+        items = {
+            base: item_messages(client, self.queues[base])
+            for base, depth in depths.items()
+            if depth - pending.get(base, 0) > BOUND_SLACK
+        }
         with self._lock:
             self.samples += 1
             self.unacked_max = max(self.unacked_max, int(unacked))
@@ -161,7 +188,9 @@ class Sampler(threading.Thread):
             item_bound = all(p.worst_item_excess <= BOUND_SLACK for p in self.peaks.values())
             totals = {key: c.totals() for key, c in self.counters.items()}
             out: dict[str, Any] = {
-                "queue samples": self.samples, "queue samples missed": self.errors, "queues": peaks,
+                "queue samples": self.samples,
+                "queue samples missed": self.errors,
+                "queues": peaks,
                 f"queue depth <= pending + {BOUND_SLACK} at every sample": bound,
                 f"per-item messages <= pending + {BOUND_SLACK} at every sample": item_bound,
                 "max unacked (reserved) messages": self.unacked_max,
@@ -190,10 +219,15 @@ def messages_per_file(totals: dict[str, dict[str, float]], n_files: int) -> dict
             table = {task.rsplit(".", 1)[-1]: round(runs[task] / n, 2) for task in ITEM_TASKS if task in runs}
             out["task runs"] = dict(table, **{"all tasks": round(sum(runs.values()) / n, 2)})
         elif key.endswith(":metrics:messages") and counts:
-            for kind, title in (("received", "messages received"), ("sent", "messages sent"),
-                                ("deduped", "messages not sent (already queued)")):
+            for kind, title in (
+                ("received", "messages received"),
+                ("sent", "messages sent"),
+                ("deduped", "messages not sent (already queued)"),
+            ):
                 tasks = by_kind.get(kind, {})
-                table = {task.rsplit(".", 1)[-1]: round(tasks[task] / n, 2) for task in ITEM_TASKS if task in tasks}
+                table = {
+                    task.rsplit(".", 1)[-1]: round(tasks[task] / n, 2) for task in ITEM_TASKS if task in tasks
+                }
                 chain = sum(tasks.get(task, 0.0) for task in ITEM_TASKS)
                 out[title] = dict(table, **{"chain steps": round(chain / n, 2)})
     return out
@@ -204,6 +238,7 @@ def _text(value: Any) -> str:
 
 
 # -- take-over of a killed host's work ---------------------------------------------------------------
+
 
 @dataclass
 class Held:
@@ -227,7 +262,7 @@ def held_by(catalog: Catalog, host: str, now: float | None = None) -> Held:
         held.archives = views.claimed_by(conn, "archive", like, now)
         held.files = views.claimed_by(conn, "file", like, now)
         held.leases = heartbeats.unexpired_held_by(conn, like, now)
-        zip_paths = [name[len("zip:"):] for name in held.leases if name.startswith("zip:")]
+        zip_paths = [name[len("zip:") :] for name in held.leases if name.startswith("zip:")]
         if zip_paths:
             held.zips = views.archive_ids_at(conn, zip_paths)
     return held
@@ -240,6 +275,7 @@ def takeover(catalog: Catalog, held: Held, killed_at: float, dead_host: str) -> 
     delays: list[float] = []
     missing = 0
     with catalog.read() as conn:
+
         def first_audit(entity: str, item: int) -> float | None:
             return audit.first_change_after(conn, entity, item, killed_at, dead_host)
 
@@ -258,10 +294,13 @@ def takeover(catalog: Catalog, held: Held, killed_at: float, dead_host: str) -> 
                 delays.append(min(candidates) - killed_at)
             else:
                 missing += 1
-    return {"items held": held.count(), "leases held": len(held.leases),
-            "first taken over (s)": round(min(delays), 1) if delays else None,
-            "all taken over (s)": round(max(delays), 1) if delays and not missing else None,
-            "never taken over": missing}
+    return {
+        "items held": held.count(),
+        "leases held": len(held.leases),
+        "first taken over (s)": round(min(delays), 1) if delays else None,
+        "all taken over (s)": round(max(delays), 1) if delays and not missing else None,
+        "never taken over": missing,
+    }
 
 
 def first_index_after(catalog: Catalog, at: float) -> float | None:
@@ -286,7 +325,9 @@ def send_times(log: Path) -> list[float]:
     for line in text.splitlines():
         m = RX_SEND.match(line)
         if m:
-            out.append(datetime.strptime(m.group(1), "%Y-%m-%d %H:%M:%S").timestamp() + int(m.group(2)) / 1000)
+            out.append(
+                datetime.strptime(m.group(1), "%Y-%m-%d %H:%M:%S").timestamp() + int(m.group(2)) / 1000
+            )
     return out
 
 

@@ -48,9 +48,22 @@ def available() -> bool:
     if os.geteuid() != 0 or not (shutil.which("unshare") and shutil.which("nsenter")):
         return False
     try:
-        probe = subprocess.run(["unshare", "--uts", "--pid", "--fork", "--mount-proc", "--", "sh", "-c",
-                                "hostname t0dqm-probe && hostname && echo $$"],
-                               capture_output=True, text=True, timeout=10)
+        probe = subprocess.run(
+            [
+                "unshare",
+                "--uts",
+                "--pid",
+                "--fork",
+                "--mount-proc",
+                "--",
+                "sh",
+                "-c",
+                "hostname t0dqm-probe && hostname && echo $$",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=10,
+        )
     except (OSError, subprocess.TimeoutExpired):
         return False
     return probe.returncode == 0 and probe.stdout.split() == ["t0dqm-probe", "1"]
@@ -93,9 +106,24 @@ class SimulatedHost:
     def __init__(self, name: str, timeout: float = 20.0) -> None:
         self.name = name
         self.proc = subprocess.Popen(
-            ["unshare", "--uts", "--pid", "--fork", "--mount-proc", "--kill-child", "--",
-             sys.executable, "-c", INIT, name],
-            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, preexec_fn=_pdeathsig_kill)
+            [
+                "unshare",
+                "--uts",
+                "--pid",
+                "--fork",
+                "--mount-proc",
+                "--kill-child",
+                "--",
+                sys.executable,
+                "-c",
+                INIT,
+                name,
+            ],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            preexec_fn=_pdeathsig_kill,
+        )
         assert self.proc.stdout
         ready, _, _ = select.select([self.proc.stdout], [], [], timeout)
         line = self.proc.stdout.readline() if ready else b""
@@ -108,8 +136,20 @@ class SimulatedHost:
 
     def command(self, args: list[str], cwd: str) -> list[str]:
         """``args`` run inside this host (its hostname, pids and /proc), from ``cwd``."""
-        return ["nsenter", "-t", str(self.init_pid), "--uts", "--pid", "--mount", "--",
-                "sh", "-c", 'cd "$0" && exec "$@"', cwd, *args]
+        return [
+            "nsenter",
+            "-t",
+            str(self.init_pid),
+            "--uts",
+            "--pid",
+            "--mount",
+            "--",
+            "sh",
+            "-c",
+            'cd "$0" && exec "$@"',
+            cwd,
+            *args,
+        ]
 
     def kill(self) -> None:
         """SIGKILL pid 1: the kernel kills every process of the host."""

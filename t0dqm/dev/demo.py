@@ -37,16 +37,30 @@ def progress(catalog: Catalog, require_tape: bool) -> dict[str, int]:
     with catalog.read() as conn:
         n_files, indexed, archived, zipped, n_quarantined, arch = views.progress(conn, safe)
         gui = gui_counts(conn)
-    return {"received": n_files, "indexed": indexed, "zipped": zipped, "archived": archived,
-            "gui_registered": gui["registered"], "gui_waiting": gui["waiting"], "gui_not_sent": gui["not_sent"],
-            "quarantined": n_quarantined, "archives": sum(arch.values()),
-            "archives_safe": sum(v for k, v in arch.items() if k in safe), **{f"archives_{k}": v for k, v in arch.items()}}
+    return {
+        "received": n_files,
+        "indexed": indexed,
+        "zipped": zipped,
+        "archived": archived,
+        "gui_registered": gui["registered"],
+        "gui_waiting": gui["waiting"],
+        "gui_not_sent": gui["not_sent"],
+        "quarantined": n_quarantined,
+        "archives": sum(arch.values()),
+        "archives_safe": sum(v for k, v in arch.items() if k in safe),
+        **{f"archives_{k}": v for k, v in arch.items()},
+    }
 
 
 def done(p: dict[str, int], n_good: int, n_bad: int, gui: bool = False) -> bool:
-    return (p["received"] == n_good and p["indexed"] == n_good and p["archived"] == n_good
-            and p["quarantined"] == n_bad and p["archives"] == p["archives_safe"]
-            and (not gui or (p["gui_waiting"] == 0 and p["gui_registered"] + p["gui_not_sent"] == n_good)))
+    return (
+        p["received"] == n_good
+        and p["indexed"] == n_good
+        and p["archived"] == n_good
+        and p["quarantined"] == n_bad
+        and p["archives"] == p["archives_safe"]
+        and (not gui or (p["gui_waiting"] == 0 and p["gui_registered"] + p["gui_not_sent"] == n_good))
+    )
 
 
 PRODUCER_HOSTS = ("p5-dqm-a", "p5-dqm-b")
@@ -83,8 +97,17 @@ def write_producer_files(settings: config.Settings, per_host: int, seed: int) ->
     return count
 
 
-def run_demo(settings: config.Settings, *, n_files: int, n_broken: int, timeout: float,
-             echo: Callable[[str], Any] = print, seed: int = 7, per_host: int = 5, gui_url: str = "") -> bool:
+def run_demo(
+    settings: config.Settings,
+    *,
+    n_files: int,
+    n_broken: int,
+    timeout: float,
+    echo: Callable[[str], Any] = print,
+    seed: int = 7,
+    per_host: int = 5,
+    gui_url: str = "",
+) -> bool:
     """``gui_url``: register every received file with the DQM GUI there (and wait for it)."""
     from t0dqm.celery import collect_queue
     from t0dqm.dev.simulate import simulate
@@ -113,10 +136,18 @@ def run_demo(settings: config.Settings, *, n_files: int, n_broken: int, timeout:
         echo(f"stack    broker {stack.broker_url}, data {settings.flavour_root}, logs {stack.log_dir}")
         stack.wait_ready()
         n_collected = write_producer_files(settings, per_host, seed)
-        echo(f"producers {', '.join(hosts)}: {n_collected} online DQM files written, collected by collect.<host>")
+        echo(
+            f"producers {', '.join(hosts)}: {n_collected} online DQM files written, collected by collect.<host>"
+        )
         echo(f"harvesting uploading {n_files} DQM files and {n_broken} broken ones ...")
-        manifest = simulate(settings.flavour_root / "harvesting", n_files, seed, broken=n_broken, n_hists=60,
-                            dropbox=settings.dropbox)
+        manifest = simulate(
+            settings.flavour_root / "harvesting",
+            n_files,
+            seed,
+            broken=n_broken,
+            n_hists=60,
+            dropbox=settings.dropbox,
+        )
         n_bad = sum(1 for e in manifest if e["broken"])
         n_good = len(manifest) - n_bad + n_collected
         echo(f"uploaded {len(manifest)} files to {settings.dropbox}")
@@ -125,9 +156,11 @@ def run_demo(settings: config.Settings, *, n_files: int, n_broken: int, timeout:
         last = None
         while time.monotonic() - started < timeout:
             p = progress(catalog, require_tape)
-            line = (f"  received {p['received']}/{n_good}  indexed {p['indexed']}  zipped {p['zipped']}  "
-                    f"archived {p['archived']}  archives {p['archives_safe']}/{p['archives']} verified  "
-                    f"quarantined {p['quarantined']}/{n_bad}")
+            line = (
+                f"  received {p['received']}/{n_good}  indexed {p['indexed']}  zipped {p['zipped']}  "
+                f"archived {p['archived']}  archives {p['archives_safe']}/{p['archives']} verified  "
+                f"quarantined {p['quarantined']}/{n_bad}"
+            )
             if gui_url:
                 line += f"  in the GUI {p['gui_registered']}"
             if line != last:
@@ -147,8 +180,10 @@ def run_demo(settings: config.Settings, *, n_files: int, n_broken: int, timeout:
         if gui_url:
             echo(f"gui      {gui_url}: {p['gui_registered']} files registered (browse /api/v1/samples)")
         lost = n_good - p["received"]
-        echo(f"result   {'OK: all work done, nothing lost' if ok else f'NOT DONE (lost or pending: {lost})'} "
-             f"in {time.monotonic() - started:.1f}s")
+        echo(
+            f"result   {'OK: all work done, nothing lost' if ok else f'NOT DONE (lost or pending: {lost})'} "
+            f"in {time.monotonic() - started:.1f}s"
+        )
         catalog.dispose()
     finally:
         stack.stop()
@@ -157,16 +192,27 @@ def run_demo(settings: config.Settings, *, n_files: int, n_broken: int, timeout:
 
 
 def summary_table(p: dict[str, int], n_good: int, n_bad: int, n_collected: int = 0, gui: bool = False) -> str:
-    rows = [("files in (good)", n_good), ("  of which collected on producer hosts", n_collected),
-            ("files uploaded (broken)", n_bad),
-            ("received into repository", p["received"]), ("indexed", p["indexed"]),
-            ("in an archive", p["zipped"]), ("in a verified archive", p["archived"]),
-            ("quarantined with reason", p["quarantined"]), ("archives", p["archives"]),
-            ("archives verified (on tape where reported)", p["archives_safe"])]
+    rows = [
+        ("files in (good)", n_good),
+        ("  of which collected on producer hosts", n_collected),
+        ("files uploaded (broken)", n_bad),
+        ("received into repository", p["received"]),
+        ("indexed", p["indexed"]),
+        ("in an archive", p["zipped"]),
+        ("in a verified archive", p["archived"]),
+        ("quarantined with reason", p["quarantined"]),
+        ("archives", p["archives"]),
+        ("archives verified (on tape where reported)", p["archives_safe"]),
+    ]
     if gui:
         rows.append(("registered with the DQM GUI", p["gui_registered"]))
-    rows += [(f"archives in state {k[len('archives_'):]}", v) for k, v in sorted(p.items())
-             if k.startswith("archives_") and k not in ("archives_safe",)]
+    rows += [
+        (f"archives in state {k[len('archives_') :]}", v)
+        for k, v in sorted(p.items())
+        if k.startswith("archives_") and k not in ("archives_safe",)
+    ]
     width = max(len(r[0]) for r in rows)
-    return "\n".join([f"{'item':<{width}}  count", f"{'-' * width}  -----"] +
-                     [f"{name:<{width}}  {value}" for name, value in rows])
+    return "\n".join(
+        [f"{'item':<{width}}  count", f"{'-' * width}  -----"]
+        + [f"{name:<{width}}  {value}" for name, value in rows]
+    )

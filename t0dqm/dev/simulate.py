@@ -37,8 +37,25 @@ from typing import Any
 
 from t0dqm.formats import naming
 
-SUBSYSTEMS = ("Ecal", "Hcal", "Pixel", "SiStrip", "DT", "CSC", "RPC", "L1T", "HLT", "Tracking", "JetMET",
-              "Muons", "Egamma", "BeamMonitor", "GEM", "PixelPhase1", "Info")
+SUBSYSTEMS = (
+    "Ecal",
+    "Hcal",
+    "Pixel",
+    "SiStrip",
+    "DT",
+    "CSC",
+    "RPC",
+    "L1T",
+    "HLT",
+    "Tracking",
+    "JetMET",
+    "Muons",
+    "Egamma",
+    "BeamMonitor",
+    "GEM",
+    "PixelPhase1",
+    "Info",
+)
 FOLDERS = ("Occupancy", "Digis", "Clusters", "Timing", "Errors", "Noise")
 REPORT_PARTS = ("Barrel", "EndcapPlus", "EndcapMinus", "Forward")
 
@@ -52,11 +69,27 @@ BROKEN_REASONS = {
     "bad_name": "",  # the classification reason; depends on the name
 }
 
-_PRIMDS = ("ZeroBias", "JetHT", "SingleMuon", "EGamma", "MinimumBias", "Cosmics", "HLTPhysics", "Muon",
-           "JetMET", "DoubleMuon")
+_PRIMDS = (
+    "ZeroBias",
+    "JetHT",
+    "SingleMuon",
+    "EGamma",
+    "MinimumBias",
+    "Cosmics",
+    "HLTPhysics",
+    "Muon",
+    "JetMET",
+    "DoubleMuon",
+)
 _ERAS = ("Run2018", "Run2022", "Run2023", "Run2024", "Commissioning2024", "HIRun2023")
-_RELVAL_PRIMDS = ("RelValTTbar_14TeV", "RelValZMM_14", "RelValSingleMuPt10", "RelValMinBias_14TeV",
-                  "RelValQCD_FlatPt_15_3000HS_14", "RelValZEE_14")
+_RELVAL_PRIMDS = (
+    "RelValTTbar_14TeV",
+    "RelValZMM_14",
+    "RelValSingleMuPt10",
+    "RelValMinBias_14TeV",
+    "RelValQCD_FlatPt_15_3000HS_14",
+    "RelValZEE_14",
+)
 _RELEASES = ("CMSSW_12_4_0_pre3", "CMSSW_13_0_10", "CMSSW_13_3_0_pre2", "CMSSW_14_0_1", "CMSSW_14_1_0_pre5")
 _MC_ERAS = ("RunIISummer20UL18", "Run3Summer22", "Run3Winter24", "Phase2Fall22")
 _MC_PRIMDS = ("MinBias_TuneCP5_14TeV", "TTToSemiLeptonic", "DYJetsToLL_M-50", "QCD_Pt-15to7000")
@@ -116,15 +149,16 @@ def _streamer_info() -> bytes:
     nbytes, _v, objlen, _dt, keylen = struct.unpack_from(">ihiIh", data, seek_info)
     if nbytes - keylen != objlen:
         raise RuntimeError("uproot wrote a compressed StreamerInfo")
-    return data[seek_info + keylen:seek_info + nbytes]
+    return data[seek_info + keylen : seek_info + nbytes]
 
 
 def _scalar(name: str, code: str, value: object) -> str:
     return f"<{name}>{code}={value}</{name}>"
 
 
-def _layout(subsystems: Sequence[str], n_hists: int, strict: bool, run_summary: bool, lumi: int, events: int,
-            run: int) -> list[tuple[str, list[tuple[str, str, Any]], bool]]:
+def _layout(
+    subsystems: Sequence[str], n_hists: int, strict: bool, run_summary: bool, lumi: int, events: int, run: int
+) -> list[tuple[str, list[tuple[str, str, Any]], bool]]:
     """Per subsystem: (inner folder path, [(folder, key name, object)], strict) in writing order.
 
     Objects are histogram writables or scalar strings; folder is relative to ``<sub>/<inner>``.
@@ -149,14 +183,25 @@ def _layout(subsystems: Sequence[str], n_hists: int, strict: bool, run_summary: 
             items.append(("EventInfo", "reportSummary", _scalar("reportSummary", "f", 0.97)))
             items.append(("EventInfo", "reportSummaryMap", twos[-1]))
             for part in REPORT_PARTS:
-                items.append(("EventInfo/reportSummaryContents", f"{sub}{part}", _scalar(f"{sub}{part}", "f", 0.95)))
+                items.append(
+                    ("EventInfo/reportSummaryContents", f"{sub}{part}", _scalar(f"{sub}{part}", "f", 0.95))
+                )
         out.append((f"{sub}/{inner}", items, strict))
     return out
 
 
-def write_dqm_file(path: str | os.PathLike[str], run: int, subsystems: Sequence[str], n_hists: int = 200,
-                   strict: bool = True, *, lumi: int = 42, events: int = 123456,
-                   run_summary: bool = True, saved_twice: bool = False) -> int:
+def write_dqm_file(
+    path: str | os.PathLike[str],
+    run: int,
+    subsystems: Sequence[str],
+    n_hists: int = 200,
+    strict: bool = True,
+    *,
+    lumi: int = 42,
+    events: int = 123456,
+    run_summary: bool = True,
+    saved_twice: bool = False,
+) -> int:
     """Write a DQM ROOT file with ``n_hists`` histograms spread over ``subsystems``, as CMSSW's DQMStore
     writes the legacy format (see :mod:`t0dqm.formats.rootwrite`); return its size.
 
@@ -209,9 +254,17 @@ def write_dqm_file(path: str | os.PathLike[str], run: int, subsystems: Sequence[
     return len(data)
 
 
-def write_dqm_file_uproot(path: str | os.PathLike[str], run: int, subsystems: Sequence[str], n_hists: int = 200,
-                          strict: bool = True, *, lumi: int = 42, events: int = 123456,
-                          run_summary: bool = True) -> int:
+def write_dqm_file_uproot(
+    path: str | os.PathLike[str],
+    run: int,
+    subsystems: Sequence[str],
+    n_hists: int = 200,
+    strict: bool = True,
+    *,
+    lumi: int = 42,
+    events: int = 123456,
+    run_summary: bool = True,
+) -> int:
     """The same content written by uproot, as t0dqm simulated files before: scalar keys named after the
     element (``iRun``, the tag string as the TObjString's text) and free space left zeroed. The DQM GUI
     cannot read these; t0dqm's own checks accept both forms (a test input)."""
@@ -297,8 +350,13 @@ def make_names(n: int, seed: int) -> list[str]:
 def make_bad_name(rng: random.Random, serial: int = 0) -> str:
     """A name that passes the upload charset/shape check but fails classification."""
     template = _BAD_NAMES[serial % len(_BAD_NAMES)]
-    return template.format(sub=rng.choice(SUBSYSTEMS), run=rng.randint(2, 10000),
-                           bigrun=rng.randint(300000, 399999), pd=rng.choice(_PRIMDS), k=serial + 1)
+    return template.format(
+        sub=rng.choice(SUBSYSTEMS),
+        run=rng.randint(2, 10000),
+        bigrun=rng.randint(300000, 399999),
+        pd=rng.choice(_PRIMDS),
+        k=serial + 1,
+    )
 
 
 def content_for(name: str) -> tuple[int, list[str], bool]:
@@ -324,8 +382,9 @@ def md5_of(path: str | os.PathLike[str]) -> str:
     return h.hexdigest()
 
 
-def write_origin(path: str | os.PathLike[str], size: int | None = None, md5: str | None = None,
-                 source: str | None = None) -> Path:
+def write_origin(
+    path: str | os.PathLike[str], size: int | None = None, md5: str | None = None, source: str | None = None
+) -> Path:
     """Write ``<path>.origin`` = ``md5:<hex> <size> <source>`` (size/md5 may be overridden to lie)."""
     p = Path(path)
     size = p.stat().st_size if size is None else size
@@ -337,8 +396,9 @@ def write_origin(path: str | os.PathLike[str], size: int | None = None, md5: str
     return origin
 
 
-def write_broken(out_dir: str | os.PathLike[str], kind: str, rng: random.Random, serial: int = 0,
-                 n_hists: int = 20) -> dict[str, Any]:
+def write_broken(
+    out_dir: str | os.PathLike[str], kind: str, rng: random.Random, serial: int = 0, n_hists: int = 20
+) -> dict[str, Any]:
     """Write one broken file of ``kind`` (see BROKEN_KINDS) into ``out_dir``; return its manifest entry.
 
     size_mismatch files get a lying ``<name>.origin`` next to them (declared size = real size + 17).
@@ -360,7 +420,9 @@ def write_broken(out_dir: str | os.PathLike[str], kind: str, rng: random.Random,
         name = _one_name("online_sub", rng, serial) if kind != "bad_name" else make_bad_name(rng, serial)
     path = out / name
     run, subsystems, strict = content_for(name)
-    write_dqm_file(path, run, subsystems, n_hists=n_hists, strict=strict, run_summary=(kind != "no_run_summary"))
+    write_dqm_file(
+        path, run, subsystems, n_hists=n_hists, strict=strict, run_summary=(kind != "no_run_summary")
+    )
     declared = None
     if kind == "truncated":
         size = path.stat().st_size
@@ -383,12 +445,26 @@ def _entry(path: Path, broken: str | None = None, reason: str | None = None) -> 
         cls: str | None = naming.classify(path.name).class_
     except naming.InvalidName:
         cls = None
-    return {"name": path.name, "file": str(path), "class": cls, "size": path.stat().st_size,
-            "md5": md5_of(path), "broken": broken, "reason": reason}
+    return {
+        "name": path.name,
+        "file": str(path),
+        "class": cls,
+        "size": path.stat().st_size,
+        "md5": md5_of(path),
+        "broken": broken,
+        "reason": reason,
+    }
 
 
-def simulate(out_dir: str | os.PathLike[str], n_files: int, seed: int, *, broken: int = 0,
-             n_hists: int = 200, dropbox: str | os.PathLike[str] | None = None) -> list[dict[str, Any]]:
+def simulate(
+    out_dir: str | os.PathLike[str],
+    n_files: int,
+    seed: int,
+    *,
+    broken: int = 0,
+    n_hists: int = 200,
+    dropbox: str | os.PathLike[str] | None = None,
+) -> list[dict[str, Any]]:
     """Write ``n_files`` good files and ``broken`` broken ones (cycling BROKEN_KINDS) into ``out_dir``.
 
     Returns one manifest dict per file (name, file, class, size, md5, broken, reason[, declared_size]
@@ -402,8 +478,16 @@ def simulate(out_dir: str | os.PathLike[str], n_files: int, seed: int, *, broken
     for name in make_names(n_files, seed):
         path = out / name
         run, subsystems, strict = content_for(name)
-        write_dqm_file(path, run, subsystems, n_hists=n_hists, strict=strict,
-                       lumi=rng.randint(1, 2000), events=rng.randint(1000, 10**7), saved_twice=saved_twice(name))
+        write_dqm_file(
+            path,
+            run,
+            subsystems,
+            n_hists=n_hists,
+            strict=strict,
+            lumi=rng.randint(1, 2000),
+            events=rng.randint(1000, 10**7),
+            saved_twice=saved_twice(name),
+        )
         manifest.append(_entry(path))
     for i in range(broken):
         manifest.append(write_broken(out, BROKEN_KINDS[i % len(BROKEN_KINDS)], rng, serial=n_files + i))

@@ -60,8 +60,12 @@ class LocalStack:
 
     def env(self) -> dict[str, str]:
         env = dict(os.environ)
-        env.update(T0DQM_ROOT=str(self.settings.root), T0DQM_FLAVOUR=self.settings.flavour,
-                   T0DQM_BROKER_URL=self.broker_url, PYTHONUNBUFFERED="1")
+        env.update(
+            T0DQM_ROOT=str(self.settings.root),
+            T0DQM_FLAVOUR=self.settings.flavour,
+            T0DQM_BROKER_URL=self.broker_url,
+            PYTHONUNBUFFERED="1",
+        )
         if self.settings.source:
             env["T0DQM_CONFIG"] = self.settings.source
         env.update(self.extra_env)
@@ -81,9 +85,15 @@ class LocalStack:
         self.log_dir.mkdir(parents=True, exist_ok=True)
         log = self.log_dir / f"{name}.log"
         fh = open(log, "ab")  # noqa: SIM115 - handed to the child
-        proc = subprocess.Popen(args, stdout=fh, stderr=subprocess.STDOUT, env=self.env(),
-                                start_new_session=True, cwd=str(self.settings.root),
-                                preexec_fn=services.die_with_parent)
+        proc = subprocess.Popen(
+            args,
+            stdout=fh,
+            stderr=subprocess.STDOUT,
+            env=self.env(),
+            start_new_session=True,
+            cwd=str(self.settings.root),
+            preexec_fn=services.die_with_parent,
+        )
         fh.close()
         child = Child(name, proc, log)
         self.children.append(child)
@@ -92,11 +102,27 @@ class LocalStack:
     def celery_args(self, *args: str) -> list[str]:
         return [sys.executable, "-m", "celery", "-A", "t0dqm", *args]
 
-    def start_worker(self, name: str = "worker", concurrency: int = 2, queues: list[str] | None = None) -> Child:
+    def start_worker(
+        self, name: str = "worker", concurrency: int = 2, queues: list[str] | None = None
+    ) -> Child:
         queues = queues or all_queues(self.settings)
-        return self._spawn(name, self.celery_args(
-            "worker", "-Q", ",".join(queues), "-c", str(concurrency), "-n", f"{name}@%h", "-E",
-            "--loglevel", "INFO", "--without-gossip", "--without-mingle"))
+        return self._spawn(
+            name,
+            self.celery_args(
+                "worker",
+                "-Q",
+                ",".join(queues),
+                "-c",
+                str(concurrency),
+                "-n",
+                f"{name}@%h",
+                "-E",
+                "--loglevel",
+                "INFO",
+                "--without-gossip",
+                "--without-mingle",
+            ),
+        )
 
     def start_beat(self) -> Child:
         schedule = self.settings.work_dir / "celerybeat-schedule"
@@ -118,19 +144,27 @@ class LocalStack:
             pass
         self.flower_url = f"http://{address}:{port}"
         self.flower_auth = auth
-        return self._spawn("flower", self.celery_args(
-            "flower", f"--address={address}", f"--port={port}", f"--basic-auth={auth}"))
+        return self._spawn(
+            "flower",
+            self.celery_args("flower", f"--address={address}", f"--port={port}", f"--basic-auth={auth}"),
+        )
 
     def write_state(self) -> None:
-        state = {"broker_url": self.broker_url, "flower_url": self.flower_url, "pid": os.getpid(),
-                 "children": {c.name: c.proc.pid for c in self.children}}
+        state = {
+            "broker_url": self.broker_url,
+            "flower_url": self.flower_url,
+            "pid": os.getpid(),
+            "children": {c.name: c.proc.pid for c in self.children},
+        }
         path = stack_file(self.settings)
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_suffix(".tmp")
         tmp.write_text(json.dumps(state, indent=2))
         os.replace(tmp, path)
 
-    def start(self, *, workers: int = 1, concurrency: int = 2, beat: bool = True, flower: bool = True) -> None:
+    def start(
+        self, *, workers: int = 1, concurrency: int = 2, beat: bool = True, flower: bool = True
+    ) -> None:
         from t0dqm.catalog.db import Catalog
 
         self.settings.flavour_root.mkdir(parents=True, exist_ok=True)
@@ -151,8 +185,11 @@ class LocalStack:
         from t0dqm.celery import broker_ssl_options
 
         probe = Celery(broker=self.broker_url)
-        probe.conf.update(accept_content=["json"], task_serializer="json",
-                          broker_use_ssl=broker_ssl_options(self.settings, self.broker_url))
+        probe.conf.update(
+            accept_content=["json"],
+            task_serializer="json",
+            broker_use_ssl=broker_ssl_options(self.settings, self.broker_url),
+        )
         want = {c.name for c in self.children if c.name not in ("beat", "flower")}
         deadline = time.monotonic() + timeout
         try:
@@ -164,7 +201,9 @@ class LocalStack:
                 seen = {name.split("@", 1)[0] for reply in replies for name in reply}
                 if want <= seen:
                     return
-            raise TimeoutError(f"workers {sorted(want)} did not answer within {timeout} s; see {self.log_dir}")
+            raise TimeoutError(
+                f"workers {sorted(want)} did not answer within {timeout} s; see {self.log_dir}"
+            )
         finally:
             probe.close()
 

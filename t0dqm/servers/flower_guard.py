@@ -24,7 +24,7 @@ def _option(argv: Sequence[str], *names: str) -> str | None:
             if arg == name and i + 1 < len(argv):
                 value = argv[i + 1]
             elif arg.startswith(name + "="):
-                value = arg[len(name) + 1:]
+                value = arg[len(name) + 1 :]
     return value
 
 
@@ -41,14 +41,20 @@ def problem(argv: Sequence[str], environ: Mapping[str, str]) -> str | None:
         address = environ.get("FLOWER_ADDRESS", "")
     if is_loopback(address):
         return None
-    auth = (_option(argv, "--basic-auth", "--basic_auth") or environ.get("FLOWER_BASIC_AUTH", "")
-            or _option(argv, "--auth") or environ.get("FLOWER_AUTH", ""))
+    auth = (
+        _option(argv, "--basic-auth", "--basic_auth")
+        or environ.get("FLOWER_BASIC_AUTH", "")
+        or _option(argv, "--auth")
+        or environ.get("FLOWER_AUTH", "")
+    )
     if auth.strip():
         return None
     where = address or "every interface (Flower's default address)"
-    return (f"t0dqm: refusing to start Flower on {where} without authentication; pass "
-            "--basic-auth=user:password (or FLOWER_BASIC_AUTH, or --auth with an OAuth provider), or bind "
-            "to loopback with --address=127.0.0.1")
+    return (
+        f"t0dqm: refusing to start Flower on {where} without authentication; pass "
+        "--basic-auth=user:password (or FLOWER_BASIC_AUTH, or --auth with an OAuth provider), or bind "
+        "to loopback with --address=127.0.0.1"
+    )
 
 
 def check(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = None) -> None:

@@ -56,6 +56,7 @@ def task_counters(client: redis.Redis, key: str) -> tuple[dict[tuple[str, str], 
 
 def oldest_waiting(conn: Any, settings: config.Settings, now: float) -> dict[str, float]:
     """Age in seconds of the oldest item waiting at each step (0 when nothing waits)."""
+
     def age(value: Any) -> float:
         return max(0.0, now - float(value)) if value is not None else 0.0
 
@@ -93,8 +94,9 @@ class T0Collector(Collector):
 
         up = GaugeMetricFamily("t0dqm_broker_up", "1 when the broker answered this scrape")
         depth = GaugeMetricFamily("t0dqm_queue_depth", "Messages waiting per queue", labels=["queue"])
-        tasks = CounterMetricFamily("t0dqm_tasks", "Task runs per outcome (ok, error, timeout)",
-                                    labels=["task", "outcome"])
+        tasks = CounterMetricFamily(
+            "t0dqm_tasks", "Task runs per outcome (ok, error, timeout)", labels=["task", "outcome"]
+        )
         secs = CounterMetricFamily("t0dqm_task_seconds", "Seconds spent in each task", labels=["task"])
         try:
             hosts = sorted({str(p["host"]) for p in self.settings.producers})
@@ -147,23 +149,46 @@ class T0Collector(Collector):
             beat = heartbeats.lease_heartbeat_at(conn, "heartbeat:beat")
             waiting = oldest_waiting(conn, settings, now)
 
-        def gauge(name: str, doc: str, label: str, values: dict[str, Any], keys: tuple[str, ...] = ()) -> Metric:
+        def gauge(
+            name: str, doc: str, label: str, values: dict[str, Any], keys: tuple[str, ...] = ()
+        ) -> Metric:
             g = GaugeMetricFamily(name, doc, labels=[label])
             for key in sorted(set(keys) | set(values)):
                 g.add_metric([str(key)], float(values.get(key, 0) or 0))
             return g
 
-        yield gauge("t0dqm_files", "DQM files per state", "state", file_states,
-                    (states.RECEIVED, states.ZIPPED, states.REMOVED))
-        yield gauge("t0dqm_files_index", "DQM files per index state", "state", index_states,
-                    (states.INDEX_PENDING, states.INDEX_PARTIAL, states.INDEXED, states.INDEX_SKIPPED,
-                     states.INDEX_FAILED))
-        yield gauge("t0dqm_archives", "Zip archives per state", "state", archive_states, states.ARCHIVE_STATES)
-        g = GaugeMetricFamily("t0dqm_archived_bytes", f"Bytes in archives safe at the endpoint ({', '.join(safe)})")
+        yield gauge(
+            "t0dqm_files",
+            "DQM files per state",
+            "state",
+            file_states,
+            (states.RECEIVED, states.ZIPPED, states.REMOVED),
+        )
+        yield gauge(
+            "t0dqm_files_index",
+            "DQM files per index state",
+            "state",
+            index_states,
+            (
+                states.INDEX_PENDING,
+                states.INDEX_PARTIAL,
+                states.INDEXED,
+                states.INDEX_SKIPPED,
+                states.INDEX_FAILED,
+            ),
+        )
+        yield gauge(
+            "t0dqm_archives", "Zip archives per state", "state", archive_states, states.ARCHIVE_STATES
+        )
+        g = GaugeMetricFamily(
+            "t0dqm_archived_bytes", f"Bytes in archives safe at the endpoint ({', '.join(safe)})"
+        )
         g.add_metric([], float(archived))
         yield g
         quotas = {str(k): int(v) for k, v in settings.quota.items()}
-        yield gauge("t0dqm_quota_used_bytes", "Bytes of present ROOT files per class", "class", used, tuple(quotas))
+        yield gauge(
+            "t0dqm_quota_used_bytes", "Bytes of present ROOT files per class", "class", used, tuple(quotas)
+        )
         yield gauge("t0dqm_quota_bytes", "Configured quota per class", "class", quotas)
         ratio = GaugeMetricFamily("t0dqm_quota_use_ratio", "Used / quota per class", labels=["class"])
         for cls in sorted(set(quotas) | set(used)):
@@ -171,32 +196,54 @@ class T0Collector(Collector):
             if quota:
                 ratio.add_metric([cls], float(used.get(cls, 0) or 0) / quota)
         yield ratio
-        yield gauge("t0dqm_alarms_active", "Active alarms per severity", "severity", by_severity,
-                    ("info", "warning", "critical"))
+        yield gauge(
+            "t0dqm_alarms_active",
+            "Active alarms per severity",
+            "severity",
+            by_severity,
+            ("info", "warning", "critical"),
+        )
         g = GaugeMetricFamily("t0dqm_quarantined", "Unresolved quarantined uploads")
         g.add_metric([], float(quarantined))
         yield g
-        g = GaugeMetricFamily("t0dqm_beat_heartbeat_age_seconds", "Seconds since the beat heartbeat (-1: never)")
+        g = GaugeMetricFamily(
+            "t0dqm_beat_heartbeat_age_seconds", "Seconds since the beat heartbeat (-1: never)"
+        )
         g.add_metric([], now - float(beat) if beat is not None else -1.0)
         yield g
-        yield gauge("t0dqm_oldest_waiting_seconds", "Age of the oldest item waiting at each step", "step", waiting)
+        yield gauge(
+            "t0dqm_oldest_waiting_seconds", "Age of the oldest item waiting at each step", "step", waiting
+        )
 
 
-def make_registry(settings: config.Settings, catalog: Catalog | None = None, broker_url: str | None = None,
-                  prefix: str | None = None) -> CollectorRegistry:
+def make_registry(
+    settings: config.Settings,
+    catalog: Catalog | None = None,
+    broker_url: str | None = None,
+    prefix: str | None = None,
+) -> CollectorRegistry:
     """A registry holding only the t0dqm collector (no process/platform metrics of the exporter)."""
     from t0dqm.catalog.db import get_catalog
     from t0dqm.celery import app
 
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(T0Collector(settings, catalog or get_catalog(settings.catalog_url),
-                                  broker_url or app.conf.broker_url,
-                                  prefix if prefix is not None else app.conf.t0dqm_prefix))
+    registry.register(
+        T0Collector(
+            settings,
+            catalog or get_catalog(settings.catalog_url),
+            broker_url or app.conf.broker_url,
+            prefix if prefix is not None else app.conf.t0dqm_prefix,
+        )
+    )
     return registry
 
 
-def serve(settings: config.Settings, address: str = "127.0.0.1", port: int = 9808,
-          registry: CollectorRegistry | None = None) -> Any:
+def serve(
+    settings: config.Settings,
+    address: str = "127.0.0.1",
+    port: int = 9808,
+    registry: CollectorRegistry | None = None,
+) -> Any:
     """Start the HTTP endpoint in a daemon thread; returns the server (``.server_port``, ``.shutdown()``).
 
     Served by :mod:`t0dqm.servers.webserve` with the bounds of the ``metrics`` settings (idle timeout, open
@@ -205,7 +252,12 @@ def serve(settings: config.Settings, address: str = "127.0.0.1", port: int = 980
 
     cfg = settings.metrics
     limits = webserve.Limits(timeout=float(cfg.timeout), max_connections=int(cfg.max_connections))
-    server = webserve.Hosted(webserve.prometheus(registry or make_registry(settings), int(cfg.max_scrapes)),
-                             address, port, limits=limits, name="metrics")
+    server = webserve.Hosted(
+        webserve.prometheus(registry or make_registry(settings), int(cfg.max_scrapes)),
+        address,
+        port,
+        limits=limits,
+        name="metrics",
+    )
     server.start()
     return server

@@ -48,8 +48,17 @@ from t0dqm.servers.upload_receiver import (
 )
 from t0dqm.servers.upload_stats import UploadStats
 
-__all__ = ["STATUS_BAD_REQUEST", "STATUS_ERROR_PARAMETER", "STATUS_FAIL_EXECUTE", "STATUS_OK", "Stored",
-           "UploadError", "UploadServer", "make_server", "server_ssl_context"]
+__all__ = [
+    "STATUS_BAD_REQUEST",
+    "STATUS_ERROR_PARAMETER",
+    "STATUS_FAIL_EXECUTE",
+    "STATUS_OK",
+    "Stored",
+    "UploadError",
+    "UploadServer",
+    "make_server",
+    "server_ssl_context",
+]
 
 log = logging.getLogger("t0dqm.servers.upload")
 
@@ -69,8 +78,11 @@ RX_BOUNDARY = re.compile(r'boundary="?([^";]+)"?')
 
 
 def answer(http: int, code: int, message: str, detail: str, body: str) -> web.Response:
-    headers = {"Dqm-Status-Code": str(code), "Dqm-Status-Message": message,
-               "Dqm-Status-Detail": detail.replace("\r", " ").replace("\n", "; ")}
+    headers = {
+        "Dqm-Status-Code": str(code),
+        "Dqm-Status-Message": message,
+        "Dqm-Status-Detail": detail.replace("\r", " ").replace("\n", "; "),
+    }
     return web.Response(status=http, text=body, headers=headers)
 
 
@@ -82,8 +94,17 @@ def framing_error(status: int, message: str) -> web.Response:
 class UploadService:
     """The request handler: admission, streaming the multipart body into a Receiver, the answer."""
 
-    def __init__(self, box: Path, *, max_size: int, max_uploads: int, limits: webserve.Limits, tls: bool,
-                 allow: AllowList | None, stats: UploadStats) -> None:
+    def __init__(
+        self,
+        box: Path,
+        *,
+        max_size: int,
+        max_uploads: int,
+        limits: webserve.Limits,
+        tls: bool,
+        allow: AllowList | None,
+        stats: UploadStats,
+    ) -> None:
         self.box, self.max_size, self.max_uploads = box, max_size, max_uploads
         self.limits, self.tls, self.allow, self.stats = limits, tls, allow, stats
         self.in_flight = 0
@@ -94,16 +115,24 @@ class UploadService:
         if request.method == "GET" and request.path == "/metrics":
             return await self.scrape(request)
         if request.method != "POST" or not request.path.rstrip("/").endswith("/data/put"):
-            return self._refuse(request, UploadError(STATUS_BAD_REQUEST, "Not found", request.path, http=404),
-                                body="Not found\n")
+            return self._refuse(
+                request,
+                UploadError(STATUS_BAD_REQUEST, "Not found", request.path, http=404),
+                body="Not found\n",
+            )
         started = time.monotonic()
         outcome, resp = await self._upload(request)
         self.stats.requests.labels(outcome).inc()
         self.stats.duration.labels(outcome).observe(time.monotonic() - started)
         return resp
 
-    def _refuse(self, request: web.BaseRequest, exc: UploadError, body: str | None = None,
-                headers: dict[str, str] | None = None) -> web.Response:
+    def _refuse(
+        self,
+        request: web.BaseRequest,
+        exc: UploadError,
+        body: str | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> web.Response:
         log.warning("upload refused from %s: %s", request.remote, exc)
         self.stats.refusals.labels(str(exc.code), str(exc.http)).inc()
         resp = answer(exc.http, exc.code, exc.message, exc.detail, body or f"{exc.message}\n")
@@ -111,31 +140,79 @@ class UploadService:
         resp.force_close()
         return resp
 
-    def _admit(self, request: web.BaseRequest, dn: str | None) -> tuple[UploadError, str | None, dict[str, str]] | None:
+    def _admit(
+        self, request: web.BaseRequest, dn: str | None
+    ) -> tuple[UploadError, str | None, dict[str, str]] | None:
         """Why the request is refused before its body is read (error, body, extra headers), or None."""
         if self.allow is not None and not self.allow.allows(dn):
-            return UploadError(STATUS_ERROR_PARAMETER, "Certificate subject not allowed",
-                               f"the certificate subject {dn or '(none)'} is not on this server's upload "
-                               "allow-list; ask the DQM operators to add it", http=403), None, {}
+            return (
+                UploadError(
+                    STATUS_ERROR_PARAMETER,
+                    "Certificate subject not allowed",
+                    f"the certificate subject {dn or '(none)'} is not on this server's upload "
+                    "allow-list; ask the DQM operators to add it",
+                    http=403,
+                ),
+                None,
+                {},
+            )
         if request.headers.get("Content-Encoding", "identity").strip().lower() not in ("identity", ""):
-            return UploadError(STATUS_BAD_REQUEST, "Malformed request",
-                               "compressed request bodies are not accepted", http=415), "Bad request\n", {}
+            return (
+                UploadError(
+                    STATUS_BAD_REQUEST,
+                    "Malformed request",
+                    "compressed request bodies are not accepted",
+                    http=415,
+                ),
+                "Bad request\n",
+                {},
+            )
         length = request.headers.get("Content-Length")
-        if length is None or not length.isdigit() or "chunked" in request.headers.get("Transfer-Encoding", ""):
-            return UploadError(STATUS_BAD_REQUEST, "Length required", "send Content-Length",
-                               http=411), "Length required\n", {}
+        if (
+            length is None
+            or not length.isdigit()
+            or "chunked" in request.headers.get("Transfer-Encoding", "")
+        ):
+            return (
+                UploadError(STATUS_BAD_REQUEST, "Length required", "send Content-Length", http=411),
+                "Length required\n",
+                {},
+            )
         ctype = request.headers.get("Content-Type", "")
         if not ctype.lower().startswith("multipart/form-data") or not RX_BOUNDARY.search(ctype):
-            return UploadError(STATUS_BAD_REQUEST, "Malformed request",
-                               "expected multipart/form-data with a boundary", http=400), "Bad request\n", {}
+            return (
+                UploadError(
+                    STATUS_BAD_REQUEST,
+                    "Malformed request",
+                    "expected multipart/form-data with a boundary",
+                    http=400,
+                ),
+                "Bad request\n",
+                {},
+            )
         if int(length) > self.max_size + MAX_OVERHEAD:
-            return UploadError(STATUS_ERROR_PARAMETER, "File too large",
-                               f"request of {length} bytes exceeds the limit {self.max_size}",
-                               http=413), "Too large\n", {}
+            return (
+                UploadError(
+                    STATUS_ERROR_PARAMETER,
+                    "File too large",
+                    f"request of {length} bytes exceeds the limit {self.max_size}",
+                    http=413,
+                ),
+                "Too large\n",
+                {},
+            )
         if self.in_flight >= self.max_uploads:
-            return UploadError(STATUS_FAIL_EXECUTE, "Server busy",
-                               f"{self.in_flight} uploads in progress (max_uploads {self.max_uploads}); "
-                               f"retry in {RETRY_AFTER} s", http=503), "Busy\n", {"Retry-After": str(RETRY_AFTER)}
+            return (
+                UploadError(
+                    STATUS_FAIL_EXECUTE,
+                    "Server busy",
+                    f"{self.in_flight} uploads in progress (max_uploads {self.max_uploads}); "
+                    f"retry in {RETRY_AFTER} s",
+                    http=503,
+                ),
+                "Busy\n",
+                {"Retry-After": str(RETRY_AFTER)},
+            )
         return None
 
     async def _upload(self, request: web.BaseRequest) -> tuple[str, web.StreamResponse]:
@@ -164,8 +241,9 @@ class UploadService:
             self.stats.in_flight.dec()
             self.stats.received_bytes.inc(receiver.size)
 
-    async def _receive_and_land(self, request: web.BaseRequest, receiver: Receiver,
-                                source: str) -> tuple[str, web.StreamResponse]:
+    async def _receive_and_land(
+        self, request: web.BaseRequest, receiver: Receiver, source: str
+    ) -> tuple[str, web.StreamResponse]:
         timeout = self.limits.timeout
         try:
             if request.headers.get("Expect", "").lower() == "100-continue":
@@ -194,14 +272,21 @@ class UploadService:
             return "timeout", resp
         except ConnectionError as exc:
             receiver.cleanup()
-            log.info("upload from %s: the client went away after %d bytes (%s)", request.remote, receiver.size,
-                     exc or type(exc).__name__)
+            log.info(
+                "upload from %s: the client went away after %d bytes (%s)",
+                request.remote,
+                receiver.size,
+                exc or type(exc).__name__,
+            )
             return "disconnected", web.Response(status=400)
         except OSError as exc:
             receiver.cleanup()
             log.exception("upload failed")
-            return "error", self._refuse(request, UploadError(STATUS_FAIL_EXECUTE, "Failed to save file data",
-                                                              str(exc)), body="Failed\n")
+            return "error", self._refuse(
+                request,
+                UploadError(STATUS_FAIL_EXECUTE, "Failed to save file data", str(exc)),
+                body="Failed\n",
+            )
         self.stats.saved_bytes.inc(stored.size)
         log.info("saved %s size %d md5 %s from %s", stored.path, stored.size, stored.md5, source)
         try:
@@ -212,12 +297,17 @@ class UploadService:
 
     async def _receive(self, request: web.BaseRequest, receiver: Receiver) -> None:
         timeout = self.limits.timeout
-        reader = MultipartReader(request.headers, request.content, max_field_size=self.limits.max_field_size,
-                                 max_headers=self.limits.max_headers)
+        reader = MultipartReader(
+            request.headers,
+            request.content,
+            max_field_size=self.limits.max_field_size,
+            max_headers=self.limits.max_headers,
+        )
         while (part := await webserve.within(timeout, reader.next())) is not None:
             if isinstance(part, MultipartReader):
-                raise UploadError(STATUS_BAD_REQUEST, "Malformed multipart body", "nested multipart part",
-                                  http=400)
+                raise UploadError(
+                    STATUS_BAD_REQUEST, "Malformed multipart body", "nested multipart part", http=400
+                )
             receiver.start(part.name, part.filename)
             if part.name == "file":
                 await self._stream_file(part, receiver)
@@ -254,11 +344,16 @@ class UploadService:
     def _malformed(request: web.BaseRequest, exc: BaseException) -> UploadError:
         content, length = request.content, request.content_length or 0
         if getattr(request.protocol, "half_closed", False) and content.total_bytes < length:
-            return UploadError(STATUS_BAD_REQUEST, "Truncated request", "connection closed before the body ended",
-                               http=400)
+            return UploadError(
+                STATUS_BAD_REQUEST, "Truncated request", "connection closed before the body ended", http=400
+            )
         if content.at_eof():
-            return UploadError(STATUS_BAD_REQUEST, "Malformed multipart body",
-                               "body ended before the closing boundary", http=400)
+            return UploadError(
+                STATUS_BAD_REQUEST,
+                "Malformed multipart body",
+                "body ended before the closing boundary",
+                http=400,
+            )
         return UploadError(STATUS_BAD_REQUEST, "Malformed multipart body", str(exc)[:200], http=400)
 
     async def _drain(self, request: web.BaseRequest) -> None:
@@ -285,10 +380,17 @@ class UploadService:
 class UploadServer(webserve.Hosted):
     """The upload endpoint, bound at construction; ``start()``/``stop()`` or ``serve_forever()``."""
 
-    def __init__(self, address: tuple[str, int], dropbox_dir: str | os.PathLike[str], *,
-                 max_size: int = DEFAULT_MAX_SIZE, ssl_context: ssl.SSLContext | None = None,
-                 max_uploads: int = DEFAULT_MAX_UPLOADS, limits: webserve.Limits | None = None,
-                 allow: AllowList | None = None) -> None:
+    def __init__(
+        self,
+        address: tuple[str, int],
+        dropbox_dir: str | os.PathLike[str],
+        *,
+        max_size: int = DEFAULT_MAX_SIZE,
+        ssl_context: ssl.SSLContext | None = None,
+        max_uploads: int = DEFAULT_MAX_UPLOADS,
+        limits: webserve.Limits | None = None,
+        allow: AllowList | None = None,
+    ) -> None:
         if allow is not None and ssl_context is None:
             raise ValueError("an allow-list of certificate subjects needs TLS with client certificates")
         if max_uploads < 1 or max_size < 1:
@@ -297,10 +399,24 @@ class UploadServer(webserve.Hosted):
         self.max_size = max_size
         self.stats = UploadStats()
         limits = limits or webserve.Limits(timeout=DEFAULT_TIMEOUT)
-        self.service = UploadService(self.dropbox, max_size=max_size, max_uploads=max_uploads, limits=limits,
-                                     tls=ssl_context is not None, allow=allow, stats=self.stats)
-        super().__init__(self.service, address[0], address[1], limits=limits, ssl_context=ssl_context,
-                         error_response=framing_error, name="upload")
+        self.service = UploadService(
+            self.dropbox,
+            max_size=max_size,
+            max_uploads=max_uploads,
+            limits=limits,
+            tls=ssl_context is not None,
+            allow=allow,
+            stats=self.stats,
+        )
+        super().__init__(
+            self.service,
+            address[0],
+            address[1],
+            limits=limits,
+            ssl_context=ssl_context,
+            error_response=framing_error,
+            name="upload",
+        )
         self.stats.connections.set_function(lambda: self._server.open_connections if self._server else 0)
         sweep_stale(self.dropbox, max(3600.0, 10 * limits.timeout))
 
@@ -309,10 +425,20 @@ class UploadServer(webserve.Hosted):
         self.service.workers.shutdown(wait=True)  # the handlers are done: nothing is pending
 
 
-def make_server(host: str, port: int, dropbox_dir: str | os.PathLike[str], *, max_size: int = DEFAULT_MAX_SIZE,
-                cert: str | None = None, key: str | None = None, ca: str | None = None,
-                max_uploads: int = DEFAULT_MAX_UPLOADS, timeout: float = DEFAULT_TIMEOUT,
-                max_connections: int = 1024, allowed_dns: str | None = None) -> UploadServer:
+def make_server(
+    host: str,
+    port: int,
+    dropbox_dir: str | os.PathLike[str],
+    *,
+    max_size: int = DEFAULT_MAX_SIZE,
+    cert: str | None = None,
+    key: str | None = None,
+    ca: str | None = None,
+    max_uploads: int = DEFAULT_MAX_UPLOADS,
+    timeout: float = DEFAULT_TIMEOUT,
+    max_connections: int = 1024,
+    allowed_dns: str | None = None,
+) -> UploadServer:
     """The endpoint on ``host:port``; TLS when ``cert`` is given, and then ``ca`` is required."""
     context = None
     if cert:
@@ -323,5 +449,12 @@ def make_server(host: str, port: int, dropbox_dir: str | os.PathLike[str], *, ma
         raise ValueError("key, ca and allowed_dns need a server certificate (TLS)")
     limits = webserve.Limits(timeout=timeout, max_connections=max_connections)
     allow = AllowList(allowed_dns) if allowed_dns else None
-    return UploadServer((host, port), dropbox_dir, max_size=max_size, ssl_context=context,
-                        max_uploads=max_uploads, limits=limits, allow=allow)
+    return UploadServer(
+        (host, port),
+        dropbox_dir,
+        max_size=max_size,
+        ssl_context=context,
+        max_uploads=max_uploads,
+        limits=limits,
+        allow=allow,
+    )

@@ -23,9 +23,20 @@ from typing import Any
 log = logging.getLogger("t0dqm.servers.upload")
 
 # OpenSSL long names (what ssl.getpeercert() gives) -> the short names of the slash form
-SHORT = {"commonName": "CN", "organizationName": "O", "organizationalUnitName": "OU", "domainComponent": "DC",
-         "countryName": "C", "localityName": "L", "stateOrProvinceName": "ST", "emailAddress": "emailAddress",
-         "userId": "UID", "serialNumber": "serialNumber", "givenName": "GN", "surname": "SN"}
+SHORT = {
+    "commonName": "CN",
+    "organizationName": "O",
+    "organizationalUnitName": "OU",
+    "domainComponent": "DC",
+    "countryName": "C",
+    "localityName": "L",
+    "stateOrProvinceName": "ST",
+    "emailAddress": "emailAddress",
+    "userId": "UID",
+    "serialNumber": "serialNumber",
+    "givenName": "GN",
+    "surname": "SN",
+}
 DN_SAFE = "/=:@,.-_+()'"
 PROXY_CN = ("proxy", "limited proxy")
 
@@ -58,8 +69,11 @@ def peer_dn(cert: dict[str, Any] | None) -> str | None:
     if not cert:
         return None
     subject, issuer = _rdns(cert.get("subject")), _rdns(cert.get("issuer"))
-    if len(subject) > len(issuer) and subject[: len(issuer)] == issuer \
-            and all(k == "CN" and (v.isdigit() or v in PROXY_CN) for k, v in subject[len(issuer):]):
+    if (
+        len(subject) > len(issuer)
+        and subject[: len(issuer)] == issuer
+        and all(k == "CN" and (v.isdigit() or v in PROXY_CN) for k, v in subject[len(issuer) :])
+    ):
         subject = issuer  # a proxy: the identity is the certificate it was signed with
     return slash_dn(subject)
 
@@ -94,8 +108,9 @@ class AllowList:
         with self._lock:
             if stamp != self._stamp:
                 lines = self.path.read_text(encoding="utf-8").splitlines()
-                self._dns = frozenset(normalise(line) for line in lines
-                                      if line.strip() and not line.lstrip().startswith("#"))
+                self._dns = frozenset(
+                    normalise(line) for line in lines if line.strip() and not line.lstrip().startswith("#")
+                )
                 self._stamp = stamp
                 log.info("upload allow-list %s: %d DN(s)", self.path, len(self._dns))
             return self._dns

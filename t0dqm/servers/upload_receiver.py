@@ -74,27 +74,36 @@ class Receiver:
     def start(self, name: str | None, filename: str | None) -> None:
         self.parts += 1
         if self.parts > MAX_PARTS:
-            raise UploadError(STATUS_BAD_REQUEST, "Malformed multipart body", f"more than {MAX_PARTS} parts",
-                              http=400)
+            raise UploadError(
+                STATUS_BAD_REQUEST, "Malformed multipart body", f"more than {MAX_PARTS} parts", http=400
+            )
         self.current = name
         if name != "file":
             self.field_buf = bytearray()
             return
         self.files += 1
         if self.files > 1 or not filename:
-            raise UploadError(STATUS_BAD_REQUEST, "Incorrect or missing file argument",
-                              "Must provide a single file-type argument")
+            raise UploadError(
+                STATUS_BAD_REQUEST,
+                "Incorrect or missing file argument",
+                "Must provide a single file-type argument",
+            )
         base = filename.replace("\\", "/").rsplit("/", 1)[-1]
         try:
             naming.check_upload_name(base)
             naming.classify(base)
         except naming.InvalidName as exc:
-            raise UploadError(STATUS_ERROR_PARAMETER, "File name does not match the expected convention",
-                              exc.reason) from None
+            raise UploadError(
+                STATUS_ERROR_PARAMETER, "File name does not match the expected convention", exc.reason
+            ) from None
         declared = self.fields.get("size")
         if declared is not None and RX_SIZE.match(declared) and int(declared) > self.max_size:
-            raise UploadError(STATUS_ERROR_PARAMETER, "File too large",
-                              f"declared size {declared} exceeds the limit {self.max_size}", http=413)
+            raise UploadError(
+                STATUS_ERROR_PARAMETER,
+                "File too large",
+                f"declared size {declared} exceeds the limit {self.max_size}",
+                http=413,
+            )
         self.name = base
         # crc32 only when asked for (or when the checksum field has not arrived yet)
         self.want_crc = not self.fields.get("checksum", "").startswith("md5:")
@@ -118,7 +127,9 @@ class Receiver:
             return False
         self.size += len(chunk)
         if self.size > self.max_size:
-            raise UploadError(STATUS_ERROR_PARAMETER, "File too large", f"exceeds the limit {self.max_size}", http=413)
+            raise UploadError(
+                STATUS_ERROR_PARAMETER, "File too large", f"exceeds the limit {self.max_size}", http=413
+            )
         if len(self.head) < 5:
             self.head += chunk[: 5 - len(self.head)]
         return True
@@ -137,8 +148,11 @@ class Receiver:
         if self.current == "file" or not self.current:
             return
         if self.current in self.fields:
-            raise UploadError(STATUS_BAD_REQUEST, f"Incorrect or missing {self.current} parameter",
-                              "Must provide single argument")
+            raise UploadError(
+                STATUS_BAD_REQUEST,
+                f"Incorrect or missing {self.current} parameter",
+                "Must provide single argument",
+            )
         self.fields[self.current] = self.field_buf.decode("utf-8", errors="replace").strip()
 
     def cleanup(self) -> None:
@@ -153,25 +167,40 @@ class Receiver:
     def verify(self) -> None:
         size, checksum = self.fields.get("size"), self.fields.get("checksum")
         if self.name is None or self.tmp is None:
-            raise UploadError(STATUS_BAD_REQUEST, "Incorrect or missing file argument",
-                              "Must provide a single file-type argument")
+            raise UploadError(
+                STATUS_BAD_REQUEST,
+                "Incorrect or missing file argument",
+                "Must provide a single file-type argument",
+            )
         if size is None or not RX_SIZE.match(size):
             raise UploadError(STATUS_BAD_REQUEST, "Incorrect or missing size parameter", r"must match ^\d+$")
         m = RX_CHECKSUM.match(checksum or "")
         if not m:
-            raise UploadError(STATUS_BAD_REQUEST, "Malformed checksum argument", "want md5:<hex> or crc32:<n>")
+            raise UploadError(
+                STATUS_BAD_REQUEST, "Malformed checksum argument", "want md5:<hex> or crc32:<n>"
+            )
         if self.head != ROOT_MAGIC:
-            raise UploadError(STATUS_ERROR_PARAMETER, "Not a ROOT file",
-                              "File data contents do not represent a ROOT file")
+            raise UploadError(
+                STATUS_ERROR_PARAMETER, "Not a ROOT file", "File data contents do not represent a ROOT file"
+            )
         if self.size != int(size):
-            raise UploadError(STATUS_FAIL_EXECUTE, "Failed to save file data",
-                              f"Wrote {self.size} bytes, expected to write {size}")
+            raise UploadError(
+                STATUS_FAIL_EXECUTE,
+                "Failed to save file data",
+                f"Wrote {self.size} bytes, expected to write {size}",
+            )
         if m.group(1) and m.group(1).lower() != self.md5.hexdigest():
-            raise UploadError(STATUS_ERROR_PARAMETER, "Checksum mismatch",
-                              f"md5 of the data is {self.md5.hexdigest()}, declared {m.group(1).lower()}")
+            raise UploadError(
+                STATUS_ERROR_PARAMETER,
+                "Checksum mismatch",
+                f"md5 of the data is {self.md5.hexdigest()}, declared {m.group(1).lower()}",
+            )
         if m.group(2) and (not self.want_crc or int(m.group(2)) != self.crc):
-            raise UploadError(STATUS_ERROR_PARAMETER, "Checksum mismatch",
-                              f"crc32 of the data is {self.crc}, declared {m.group(2)}")
+            raise UploadError(
+                STATUS_ERROR_PARAMETER,
+                "Checksum mismatch",
+                f"crc32 of the data is {self.crc}, declared {m.group(2)}",
+            )
 
     def complete(self, source: str) -> Stored:
         """fsync, verify and land the file (blocking). UploadError when a check fails."""
@@ -192,8 +221,10 @@ class Receiver:
             raise UploadError(STATUS_FAIL_EXECUTE, "Failed to save file data", str(exc)) from None
         self.tmp = None
         md5 = self.md5.hexdigest()
-        dropbox.write_atomic(target.with_name(target.name + dropbox.ORIGIN),
-                             dropbox.format_origin(md5, self.size, source).encode())
+        dropbox.write_atomic(
+            target.with_name(target.name + dropbox.ORIGIN),
+            dropbox.format_origin(md5, self.size, source).encode(),
+        )
         return Stored(target, self.size, md5)
 
 
@@ -208,8 +239,11 @@ def sweep_stale(box: Path, older_than: float) -> list[Path]:
         return removed
     for entry in entries:
         try:
-            if entry.name.endswith(TEMP_SUFFIX) and entry.is_file(follow_symlinks=False) \
-                    and entry.stat(follow_symlinks=False).st_mtime < limit:
+            if (
+                entry.name.endswith(TEMP_SUFFIX)
+                and entry.is_file(follow_symlinks=False)
+                and entry.stat(follow_symlinks=False).st_mtime < limit
+            ):
                 os.unlink(entry.path)
                 removed.append(Path(entry.path))
                 log.warning("removed a stale upload temp file %s", entry.path)

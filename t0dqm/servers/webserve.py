@@ -36,7 +36,9 @@ log = logging.getLogger("t0dqm.servers.webserve")
 T = TypeVar("T")
 Handler = Callable[[web.BaseRequest], Awaitable[web.StreamResponse]]
 ErrorResponder = Callable[[int, str], web.Response]
-BODY = "t0dqm.body"  # request key: the handler is reading this request's body (see GuardedProtocol.eof_received)
+BODY = (
+    "t0dqm.body"  # request key: the handler is reading this request's body (see GuardedProtocol.eof_received)
+)
 
 
 @dataclass(frozen=True)
@@ -88,11 +90,16 @@ class GuardedProtocol(web.RequestHandler):
         if hasattr(transport, "max_size"):  # asyncio's plain socket transport: bytes per recv()
             transport.max_size = manager.limits.recv_size
         if manager.open_connections > manager.limits.max_connections:
-            log.warning("refusing a connection: %d open (max_connections %d)", manager.open_connections,
-                        manager.limits.max_connections)
+            log.warning(
+                "refusing a connection: %d open (max_connections %d)",
+                manager.open_connections,
+                manager.limits.max_connections,
+            )
             assert isinstance(transport, asyncio.WriteTransport)
-            transport.write(b"HTTP/1.1 503 Service Unavailable\r\nRetry-After: 30\r\nConnection: close\r\n"
-                            b"Content-Length: 12\r\n\r\nServer busy\n")
+            transport.write(
+                b"HTTP/1.1 503 Service Unavailable\r\nRetry-After: 30\r\nConnection: close\r\n"
+                b"Content-Length: 12\r\n\r\nServer busy\n"
+            )
             self.force_close()
 
     def data_received(self, data: bytes) -> None:
@@ -104,7 +111,7 @@ class GuardedProtocol(web.RequestHandler):
                 self.headers_seen = True
                 if end + 4 < len(data):
                     super().data_received(data[: end + 4])
-                    data = data[end + 4:]
+                    data = data[end + 4 :]
         super().data_received(data)
 
     def eof_received(self) -> bool:
@@ -121,8 +128,13 @@ class GuardedProtocol(web.RequestHandler):
         self.close()  # answer the current request, then close
         return True
 
-    def handle_error(self, request: web.BaseRequest, status: int = 500, exc: BaseException | None = None,
-                     message: str | None = None) -> web.StreamResponse:
+    def handle_error(
+        self,
+        request: web.BaseRequest,
+        status: int = 500,
+        exc: BaseException | None = None,
+        message: str | None = None,
+    ) -> web.StreamResponse:
         if request.writer.output_size > 0:
             raise ConnectionError("response already started; cannot answer the error")
         if status >= 500 and exc is not None and not isinstance(exc, HttpProcessingError):
@@ -139,11 +151,20 @@ class GuardedProtocol(web.RequestHandler):
 class GuardedServer(web.Server):
     """aiohttp's low-level server making :class:`GuardedProtocol` connections under ``limits``."""
 
-    def __init__(self, handler: Handler, limits: Limits, error_response: ErrorResponder = plain_error) -> None:
-        super().__init__(handler, keepalive_timeout=limits.timeout, max_line_size=limits.max_line_size,
-                         max_field_size=limits.max_field_size, max_headers=limits.max_headers,
-                         lingering_time=limits.lingering, read_bufsize=limits.read_bufsize,
-                         auto_decompress=False, access_log=None)
+    def __init__(
+        self, handler: Handler, limits: Limits, error_response: ErrorResponder = plain_error
+    ) -> None:
+        super().__init__(
+            handler,
+            keepalive_timeout=limits.timeout,
+            max_line_size=limits.max_line_size,
+            max_field_size=limits.max_field_size,
+            max_headers=limits.max_headers,
+            lingering_time=limits.lingering,
+            read_bufsize=limits.read_bufsize,
+            auto_decompress=False,
+            access_log=None,
+        )
         self.limits = limits
         self.error_response = error_response
         self.open_connections = 0
@@ -232,9 +253,17 @@ class Hosted:
     """One endpoint: bound at construction; served in a background thread (``start``/``stop``) or in the
     foreground (``serve_forever``, until interrupted)."""
 
-    def __init__(self, handler: Handler, host: str, port: int, *, limits: Limits | None = None,
-                 ssl_context: ssl.SSLContext | None = None, error_response: ErrorResponder = plain_error,
-                 name: str = "http") -> None:
+    def __init__(
+        self,
+        handler: Handler,
+        host: str,
+        port: int,
+        *,
+        limits: Limits | None = None,
+        ssl_context: ssl.SSLContext | None = None,
+        error_response: ErrorResponder = plain_error,
+        name: str = "http",
+    ) -> None:
         self.limits = limits or Limits()
         self.ssl_context = ssl_context
         self.name = name
@@ -263,8 +292,11 @@ class Hosted:
         self._server = GuardedServer(self._handler, self.limits, self._error_response)
         tls: dict[str, Any] = {}
         if self.ssl_context is not None:
-            tls = {"ssl": self.ssl_context, "ssl_handshake_timeout": self.limits.timeout,
-                   "ssl_shutdown_timeout": min(self.limits.timeout, 5.0)}
+            tls = {
+                "ssl": self.ssl_context,
+                "ssl_handshake_timeout": self.limits.timeout,
+                "ssl_shutdown_timeout": min(self.limits.timeout, 5.0),
+            }
         self._listener = await loop.create_server(self._server, sock=self._sock, **tls)
         self._stopped = asyncio.Event()
 
@@ -290,6 +322,7 @@ class Hosted:
     def serve_forever(self) -> None:
         """Serve in this thread until interrupted (KeyboardInterrupt, SIGTERM in the main thread) or
         :meth:`stop`; in-flight requests are cancelled and clean up either way."""
+
         def ready() -> None:
             self._remember_loop()
             if threading.current_thread() is threading.main_thread() and self._stopped is not None:

@@ -43,6 +43,7 @@ member_sources = db.member_sources
 
 # -- alarms ----------------------------------------------------------------------------------------
 
+
 def update_trouble_alarm(catalog: Catalog, settings: Settings) -> str | None:
     """One summarised alarm for every archive that is failed, in conflict, or still retrying past
     the try limit; cleared when there is none."""
@@ -62,6 +63,7 @@ def update_trouble_alarm(catalog: Catalog, settings: Settings) -> str | None:
 
 # -- catalog helpers --------------------------------------------------------------------------------
 
+
 def _ensure_archive(catalog: Catalog, pattern: str, serial: int) -> int:
     """The archive row of (pattern, serial), inserted on first use (the unique key settles races)."""
     with catalog.read() as conn:
@@ -72,8 +74,14 @@ def _ensure_archive(catalog: Catalog, pattern: str, serial: int) -> int:
     try:
         with catalog.begin() as conn:
             new_id = db.insert_archive(conn, policy.zip_path(pattern, serial), pattern, serial, now)
-            catalog.audit(conn, entity="archive", entity_id=new_id, action="create", to_state=states.OPEN,
-                          path=policy.zip_path(pattern, serial))
+            catalog.audit(
+                conn,
+                entity="archive",
+                entity_id=new_id,
+                action="create",
+                to_state=states.OPEN,
+                path=policy.zip_path(pattern, serial),
+            )
             return new_id
     except IntegrityError:
         with catalog.read() as conn:
@@ -88,8 +96,13 @@ def zip_lease_seconds(settings: Settings) -> float:
     return float(settings.archive.zip_lease)
 
 
-def wait_lease(catalog: Catalog, name: str, owner: str, seconds: float = ZIP_LEASE_SECONDS,
-               wait: float = LEASE_WAIT_SECONDS) -> None:
+def wait_lease(
+    catalog: Catalog,
+    name: str,
+    owner: str,
+    seconds: float = ZIP_LEASE_SECONDS,
+    wait: float = LEASE_WAIT_SECONDS,
+) -> None:
     """Take the named lease, waiting up to ``wait`` seconds for its holder; LeaseBusy after that."""
     deadline = time.monotonic() + wait
     pause = 0.02
@@ -113,6 +126,7 @@ def _readable(path: Path) -> bool:
 
 
 # -- zip_file ---------------------------------------------------------------------------------------
+
 
 def zip_file(ctx: Context, file_id: int) -> Outcome:
     """Append one received file to the first open serial of its zip pattern that has room.
@@ -138,9 +152,17 @@ def zip_file(ctx: Context, file_id: int) -> Outcome:
         if not source.is_file():
             _note_file_problem(ctx, row, f"repository file missing: {source}")
             return Outcome("source-missing")
-        facts = [policy.SerialFacts(s["serial"], s["state"], s["size"], s["nfiles"],
-                                    readable=_readable(settings.zip_root / s["path"]), has_name=s["id"] in holding)
-                 for s in serials]
+        facts = [
+            policy.SerialFacts(
+                s["serial"],
+                s["state"],
+                s["size"],
+                s["nfiles"],
+                readable=_readable(settings.zip_root / s["path"]),
+                has_name=s["id"] in holding,
+            )
+            for s in serials
+        ]
         serial = policy.choose_serial(facts, row["size"], row["name"], max_bytes)
         archive_id = _ensure_archive(catalog, row["zippat"], serial)
         path = policy.zip_path(row["zippat"], serial)
@@ -163,8 +185,9 @@ def zip_file(ctx: Context, file_id: int) -> Outcome:
 def _note_file_problem(ctx: Context, row: Mapping[Any, Any], reason: str) -> None:
     with ctx.catalog.begin() as conn:
         db.set_file_reason(conn, row["id"], reason, time.time())
-        ctx.catalog.audit(conn, entity="file", entity_id=row["id"], action="zip-problem", path=row["path"],
-                          detail=reason)
+        ctx.catalog.audit(
+            conn, entity="file", entity_id=row["id"], action="zip-problem", path=row["path"], detail=reason
+        )
     raise_alarm(ctx.catalog, f"zip:file:{row['id']}", f"{row['path']}: {reason}")
     ctx.log("zip-problem", logging.WARNING, file_id=row["id"], reason=reason)
 
@@ -184,8 +207,9 @@ def _append_locked(ctx: Context, row: Mapping[Any, Any], archive_id: int, source
         return "again"
     zip_abs = settings.zip_root / arch["path"]
     try:
-        written = zipper.append(zip_abs, source, row["name"], current, sources=sources,
-                                expected_adler32=row["adler32"])
+        written = zipper.append(
+            zip_abs, source, row["name"], current, sources=sources, expected_adler32=row["adler32"]
+        )
     except zipper.SourceMismatch as exc:
         _note_file_problem(ctx, row, f"checksum changed since receive: {exc}")
         return "corrupt"
@@ -196,8 +220,16 @@ def _append_locked(ctx: Context, row: Mapping[Any, Any], archive_id: int, source
     try:
         with catalog.begin() as conn:
             db.insert_member(conn, archive_id, row["id"], written.name, written.size, written.adler32, now)
-            if not catalog.transition(conn, "file", row["id"], states.RECEIVED, states.ZIPPED,
-                                      archive_id=archive_id, reason=None, detail=arch["path"]):
+            if not catalog.transition(
+                conn,
+                "file",
+                row["id"],
+                states.RECEIVED,
+                states.ZIPPED,
+                archive_id=archive_id,
+                reason=None,
+                detail=arch["path"],
+            ):
                 raise _Abort("file left the received state")
             if db.count_append(conn, archive_id, zip_abs.stat().st_size, now) != 1:
                 raise _Abort("archive no longer open")
@@ -210,25 +242,34 @@ def _append_locked(ctx: Context, row: Mapping[Any, Any], archive_id: int, source
 
 def _fail_archive(ctx: Context, arch: Mapping[Any, Any], reason: str) -> None:
     with ctx.catalog.begin() as conn:
-        ctx.catalog.transition(conn, "archive", arch["id"], arch["state"], states.FAILED, reason=reason,
-                               detail=reason)
+        ctx.catalog.transition(
+            conn, "archive", arch["id"], arch["state"], states.FAILED, reason=reason, detail=reason
+        )
     ctx.log("archive-failed", logging.ERROR, archive=arch["path"], reason=reason)
     update_trouble_alarm(ctx.catalog, ctx.settings)
 
 
 def _archive_facts(rows: Iterable[Mapping[Any, Any]]) -> list[policy.ArchiveFacts]:
-    return [policy.ArchiveFacts(r["id"], r["pattern"], r["serial"], r["state"], r["size"], r["nfiles"],
-                                r["first_write"]) for r in rows]
+    return [
+        policy.ArchiveFacts(
+            r["id"], r["pattern"], r["serial"], r["state"], r["size"], r["nfiles"], r["first_write"]
+        )
+        for r in rows
+    ]
 
 
 def _freeze_wanted(catalog: Catalog, pattern: str, settings: Settings) -> bool:
     with catalog.read() as conn:
         rows = db.archives_of_pattern(conn, pattern)
-    return bool(policy.freeze_decisions(_archive_facts(rows), time.time(), settings.archive.freeze_age,
-                                        settings.archive.max_zip_bytes))
+    return bool(
+        policy.freeze_decisions(
+            _archive_facts(rows), time.time(), settings.archive.freeze_age, settings.archive.max_zip_bytes
+        )
+    )
 
 
 # -- freeze -----------------------------------------------------------------------------------------
+
 
 def freeze(ctx: Context, pattern: str | None = None, archive_ids: list[int] | None = None) -> Outcome:
     """Freeze what the policy says (every serial but the newest at once; the newest when old or full),
@@ -237,8 +278,9 @@ def freeze(ctx: Context, pattern: str | None = None, archive_ids: list[int] | No
     settings, catalog = ctx.settings, ctx.catalog
     with catalog.read() as conn:
         rows = db.archives_of_open_patterns(conn, pattern)
-    decisions = policy.freeze_decisions(_archive_facts(rows), time.time(), settings.archive.freeze_age,
-                                        settings.archive.max_zip_bytes)
+    decisions = policy.freeze_decisions(
+        _archive_facts(rows), time.time(), settings.archive.freeze_age, settings.archive.max_zip_bytes
+    )
     wanted = {d.archive_id: d.reason for d in decisions}
     for extra in archive_ids or ():
         wanted.setdefault(int(extra), "requested")
@@ -278,9 +320,20 @@ def freeze_one(ctx: Context, archive_id: int, reason: str) -> Outcome:
             return Outcome("failed")
         now = time.time()
         with catalog.begin() as conn:
-            ok = catalog.transition(conn, "archive", archive_id, states.OPEN, states.FROZEN,
-                                    size=zip_abs.stat().st_size, adler32=adler, frozen_at=now, tries=0,
-                                    next_try_at=None, reason=None, detail=f"{reason}; zip {repaired}")
+            ok = catalog.transition(
+                conn,
+                "archive",
+                archive_id,
+                states.OPEN,
+                states.FROZEN,
+                size=zip_abs.stat().st_size,
+                adler32=adler,
+                frozen_at=now,
+                tries=0,
+                next_try_at=None,
+                reason=None,
+                detail=f"{reason}; zip {repaired}",
+            )
     finally:
         catalog.release_lease(name, owner)
     if not ok:
@@ -290,6 +343,7 @@ def freeze_one(ctx: Context, archive_id: int, reason: str) -> Outcome:
 
 
 # -- recovery ---------------------------------------------------------------------------------------
+
 
 @recoverer("zip")
 def _recover_zip(conn: Any, settings: Settings, now: float) -> Iterator[Resume]:
@@ -308,10 +362,13 @@ def _recover_zip(conn: Any, settings: Settings, now: float) -> Iterator[Resume]:
 def _recover_freeze(conn: Any, settings: Settings, now: float) -> Iterator[Resume]:
     """Open archives the policy wants frozen (the beat does the same; this covers a missed beat)."""
     rows = db.archives_of_open_patterns(conn)
-    decisions = policy.freeze_decisions(_archive_facts(rows), now, settings.archive.freeze_age,
-                                        settings.archive.max_zip_bytes)
+    decisions = policy.freeze_decisions(
+        _archive_facts(rows), now, settings.archive.freeze_age, settings.archive.max_zip_bytes
+    )
     stale = now - settings.reconcile.stale_seconds
     by_id = {r["id"]: r for r in rows}
-    patterns = sorted({by_id[d.archive_id]["pattern"] for d in decisions if by_id[d.archive_id]["updated_at"] < stale})
+    patterns = sorted(
+        {by_id[d.archive_id]["pattern"] for d in decisions if by_id[d.archive_id]["updated_at"] < stale}
+    )
     for pattern in patterns:
         yield Resume(FREEZE_TASK, (pattern,))

@@ -49,23 +49,42 @@ def _archived(settings: config.Settings) -> Callable[[str | None], bool]:
     return lambda state: unguarded or state in safe
 
 
-def _remove(catalog: Catalog, settings: config.Settings, file_id: int, path: str, rule: str, reason: str,
-            size: int, adler32: str, dry_run: bool | None) -> Removal:
+def _remove(
+    catalog: Catalog,
+    settings: config.Settings,
+    file_id: int,
+    path: str,
+    rule: str,
+    reason: str,
+    size: int,
+    adler32: str,
+    dry_run: bool | None,
+) -> Removal:
     """Delete one repository ROOT file through the guard; mark the row removed when it is gone."""
     if dry_run is None:
         dry_run = bool(settings.deletion.dry_run)
     target = str(settings.repository / path)
     try:
-        existed = deleter.delete(target, rule=rule, reason=reason, dry_run=dry_run, size=size, checksum=adler32,
-                                 entity_id=file_id, catalog=catalog, settings=settings)
+        existed = deleter.delete(
+            target,
+            rule=rule,
+            reason=reason,
+            dry_run=dry_run,
+            size=size,
+            checksum=adler32,
+            entity_id=file_id,
+            catalog=catalog,
+            settings=settings,
+        )
     except deleter.DeletionRefused as exc:
         logger.warning("cleanup refused for %s: %s", path, exc)
         return Removal(file_id, path, rule, reason, f"refused: {exc}")
     if dry_run:
         return Removal(file_id, path, rule, reason, "dry-run")
     with catalog.begin() as conn:
-        catalog.transition(conn, "file", file_id, [RECEIVED, ZIPPED], REMOVED, release=False,
-                           detail=f"{rule}: {reason}")
+        catalog.transition(
+            conn, "file", file_id, [RECEIVED, ZIPPED], REMOVED, release=False, detail=f"{rule}: {reason}"
+        )
     return Removal(file_id, path, rule, reason, "deleted" if existed else "missing")
 
 
@@ -76,19 +95,33 @@ class VersionPlan:
     more: bool  # the worklist holds more samples than one batch
 
 
-def plan_version_control(settings: config.Settings, catalog: Catalog, batch: int = VERSION_BATCH) -> VersionPlan:
+def plan_version_control(
+    settings: config.Settings, catalog: Catalog, batch: int = VERSION_BATCH
+) -> VersionPlan:
     """The version policy over the samples on version control's worklist (t0dqm.catalog.queries)."""
     archived = _archived(settings)
     with catalog.read() as conn:
         rows, more = queries.version_worklist(conn, batch)
-    vfiles = [versions.VersionedFile(r.path, r.run, r.dataset, r.subsystem, r.version,
-                                     archived=archived(r.archive_state), present=r.state != REMOVED, size=r.size,
-                                     file_id=r.id) for r in rows]
+    vfiles = [
+        versions.VersionedFile(
+            r.path,
+            r.run,
+            r.dataset,
+            r.subsystem,
+            r.version,
+            archived=archived(r.archive_state),
+            present=r.state != REMOVED,
+            size=r.size,
+            file_id=r.id,
+        )
+        for r in rows
+    ]
     return VersionPlan(versions.plan_versions(vfiles), {r.id: r for r in rows}, more)
 
 
-def version_control(settings: config.Settings, catalog: Catalog, dry_run: bool | None = None,
-                    batch: int = VERSION_BATCH) -> list[Removal]:
+def version_control(
+    settings: config.Settings, catalog: Catalog, dry_run: bool | None = None, batch: int = VERSION_BATCH
+) -> list[Removal]:
     """Delete ROOT files of superseded versions whose archive is verified; newest versions stay.
 
     A sample leaves the worklist once none of its superseded files is left on disk; one that waits
@@ -102,7 +135,9 @@ def version_control(settings: config.Settings, catalog: Catalog, dry_run: bool |
         if d.action == versions.KEEP:
             continue
         if d.action == versions.DELETE:
-            removal = _remove(catalog, settings, row.id, row.path, d.rule, d.reason, row.size, row.adler32, dry_run)
+            removal = _remove(
+                catalog, settings, row.id, row.path, d.rule, d.reason, row.size, row.adler32, dry_run
+            )
             out.append(removal)
             if removal.outcome in ("deleted", "missing"):
                 continue
@@ -123,8 +158,9 @@ class QuotaReport:
     truncated: tuple[str, ...] = ()  # classes whose walk stopped at max_rows before reaching the target
 
 
-def plan_quota_control(settings: config.Settings, catalog: Catalog) -> tuple[dict[str, quota.QuotaPlan],
-                                                                             dict[int, Any], tuple[str, ...]]:
+def plan_quota_control(
+    settings: config.Settings, catalog: Catalog
+) -> tuple[dict[str, quota.QuotaPlan], dict[int, Any], tuple[str, ...]]:
     """Per class with a quota: usage from the running counts; when over, the oldest present files up
     to the target (t0dqm.catalog.queries.quota_prefix); the quota policy decides over them."""
     safe = archive_safe_states(settings.archive.require_tape)
@@ -138,12 +174,16 @@ def plan_quota_control(settings: config.Settings, catalog: Catalog) -> tuple[dic
         for cls, limit in sorted(quotas.items()):
             if limit <= 0:
                 raise ValueError(f"quota for {cls} must be positive, got {limit}")
-            rows, cut = queries.quota_prefix(conn, cls, quota.excess(used.get(cls, 0), limit), safe, unguarded)
+            rows, cut = queries.quota_prefix(
+                conn, cls, quota.excess(used.get(cls, 0), limit), safe, unguarded
+            )
             if cut:
                 truncated.append(cls)
             rows_by_id.update((r.id, r) for r in rows)
-            qfiles = [quota.QuotaFile(r.path, cls, r.size, r.mtime, archived=bool(r.archived), file_id=r.id)
-                      for r in rows]
+            qfiles = [
+                quota.QuotaFile(r.path, cls, r.size, r.mtime, archived=bool(r.archived), file_id=r.id)
+                for r in rows
+            ]
             plans[cls] = quota.plan_class(cls, qfiles, limit, used=used.get(cls, 0))
     return plans, rows_by_id, tuple(truncated)
 
@@ -154,8 +194,20 @@ def quota_control(settings: config.Settings, catalog: Catalog, dry_run: bool | N
     plans, rows, truncated = plan_quota_control(settings, catalog)
     removals: list[Removal] = []
     for cls, plan in plans.items():
-        mine = [_remove(catalog, settings, d.file.file_id, d.file.path, d.rule, d.reason, d.file.size,
-                        rows[d.file.file_id].adler32, dry_run) for d in plan.deletions]
+        mine = [
+            _remove(
+                catalog,
+                settings,
+                d.file.file_id,
+                d.file.path,
+                d.rule,
+                d.reason,
+                d.file.size,
+                rows[d.file.file_id].adler32,
+                dry_run,
+            )
+            for d in plan.deletions
+        ]
         removals += mine
         key = f"quota:{cls}"
         refused = sum(1 for r in mine if r.outcome.startswith("refused"))
@@ -168,9 +220,11 @@ def quota_control(settings: config.Settings, catalog: Catalog, dry_run: bool | N
 
 def _quota_message(cls: str, plan: quota.QuotaPlan, refused: int, truncated: bool = False) -> str:
     gib = 1 << 30
-    text = (f"{cls} uses {plan.used / gib:.2f} GiB of {plan.quota / gib:.2f} GiB; "
-            f"{plan.shortfall / gib:.2f} GiB cannot be freed because {'at least ' if truncated else ''}"
-            f"{len(plan.blocked)} older file(s) are not archived yet")
+    text = (
+        f"{cls} uses {plan.used / gib:.2f} GiB of {plan.quota / gib:.2f} GiB; "
+        f"{plan.shortfall / gib:.2f} GiB cannot be freed because {'at least ' if truncated else ''}"
+        f"{len(plan.blocked)} older file(s) are not archived yet"
+    )
     if refused:
         text += f"; {refused} deletion(s) refused by the guard"
     return text

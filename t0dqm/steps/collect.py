@@ -73,6 +73,7 @@ def producer_settings(settings: config.Settings, producer: Producer) -> config.S
 
 # -- facts ----------------------------------------------------------------------------------------
 
+
 def open_files(under: str | os.PathLike[str] | None = None, proc: str = "/proc") -> set[str]:
     """Real paths of files held open by any process we can inspect (``/proc/<pid>/fd``).
 
@@ -139,6 +140,7 @@ def _scan(folder: Path) -> list[policy.ProducerFile]:
 
 # -- upload ---------------------------------------------------------------------------------------
 
+
 def _md5(path: str) -> str:
     h = hashlib.md5()
     with open(path, "rb") as fh:
@@ -154,8 +156,10 @@ def upload_remote(path: str, name: str, box: str, timeout: float, source: str) -
     for slot in range(dropbox.MAX_SLOTS):
         folder = storage.join(box, f"{slot:04d}")
         target = storage.join(folder, name)
-        if any(storage.stat(target + suffix, timeout) is not None
-               for suffix in ("", dropbox.ORIGIN, dropbox.CLAIMED, dropbox.ORIGIN_BAD, dropbox.BAD)):
+        if any(
+            storage.stat(target + suffix, timeout) is not None
+            for suffix in ("", dropbox.ORIGIN, dropbox.CLAIMED, dropbox.ORIGIN_BAD, dropbox.BAD)
+        ):
             continue
         try:
             storage.copy(path, target, timeout=timeout)
@@ -190,6 +194,7 @@ def upload_as(path: str, name: str, box: str, *, timeout: float, source: str) ->
 
 
 # -- collector ------------------------------------------------------------------------------------
+
 
 @dataclass
 class CollectReport:
@@ -229,8 +234,14 @@ def _move_to_done(p: Producer, f: policy.ProducerFile, bad: bool) -> str:
 class Collector:
     """One collection cycle for one producer (``run_once``)."""
 
-    def __init__(self, producer: Producer, settings: config.Settings, *, retries: int = policy.RETRIES,
-                 retry_wait: float = 1.0) -> None:
+    def __init__(
+        self,
+        producer: Producer,
+        settings: config.Settings,
+        *,
+        retries: int = policy.RETRIES,
+        retry_wait: float = 1.0,
+    ) -> None:
         self.p = producer
         self.settings = settings
         self.del_settings = producer_settings(settings, producer)
@@ -245,7 +256,9 @@ class Collector:
         source = f"{self.p.host}:{f.path}"
         for attempt in range(self.retries):
             try:
-                return upload_as(f.path, name, self.p.dropbox, timeout=self.settings.timeout("copy"), source=source)
+                return upload_as(
+                    f.path, name, self.p.dropbox, timeout=self.settings.timeout("copy"), source=source
+                )
             except (OSError, storage.StorageError) as exc:
                 log.warning("upload %s failed (attempt %d/%d): %s", f.path, attempt + 1, self.retries, exc)
                 if attempt + 1 < self.retries:
@@ -320,9 +333,14 @@ class Collector:
             if folder.exists():
                 for f in _scan(folder):
                     done_newest[f.key] = max(done_newest.get(f.key, 0.0), f.mtime)
-        decision = policy.plan_orphans(snaps, [f.path for f in files if f.is_final], done_newest,
-                                       last_upload=float(state.get("last_upload", now)),
-                                       last_seen_run=int(state.get("last_seen_run", 0)), now=now)
+        decision = policy.plan_orphans(
+            snaps,
+            [f.path for f in files if f.is_final],
+            done_newest,
+            last_upload=float(state.get("last_upload", now)),
+            last_seen_run=int(state.get("last_seen_run", 0)),
+            now=now,
+        )
         for snap in decision.remove:
             self._delete(snap.path, "producer-orphan", "a newer file of this subsystem and run is done")
             report.removed_orphans.append(snap.path)
@@ -333,6 +351,7 @@ class Collector:
 
 
 # -- producer cleaner -----------------------------------------------------------------------------
+
 
 @dataclass
 class CleanReport:
@@ -359,8 +378,9 @@ def _walk_files(folder: Path) -> Iterable[tuple[str, int, float]]:
             yield path, st.st_size, st.st_mtime
 
 
-def clean_once(producer: Producer, settings: config.Settings, usage: policy.DiskUsage | None = None,
-               catalog: Any = None) -> CleanReport:
+def clean_once(
+    producer: Producer, settings: config.Settings, usage: policy.DiskUsage | None = None, catalog: Any = None
+) -> CleanReport:
     """One producer-cleaner cycle; ``usage`` may be injected (tests), else statvfs of the done folder.
 
     Raises the alarm ``producer-disk:<host>`` when the done folder cannot free enough, clears it otherwise.
@@ -389,9 +409,14 @@ def clean_once(producer: Producer, settings: config.Settings, usage: policy.Disk
             else:
                 collect_names.append((entry.path, entry.stat(follow_symlinks=False).st_mtime))
     busy = open_files(p.dir)
-    plan = policy.plan_clean(usage, done_files, collect_names=collect_names, collect_dirs=collect_dirs,
-                             open_paths={path for path, _ in collect_names if os.path.realpath(path) in busy},
-                             other_done=other)
+    plan = policy.plan_clean(
+        usage,
+        done_files,
+        collect_names=collect_names,
+        collect_dirs=collect_dirs,
+        open_paths={path for path, _ in collect_names if os.path.realpath(path) in busy},
+        other_done=other,
+    )
     report.act, report.to_free, report.short = plan.act, plan.to_free, plan.short
     if not plan.act:
         _alarm(settings, catalog, p, None)
@@ -406,8 +431,13 @@ def clean_once(producer: Producer, settings: config.Settings, usage: policy.Disk
             targets.append(entry)
     for path in targets:
         try:
-            deleter.delete(path, rule="producer-cleaner", reason=plan.reasons.get(path, "collect folder cleanup"),
-                           settings=del_settings, catalog=catalog)
+            deleter.delete(
+                path,
+                rule="producer-cleaner",
+                reason=plan.reasons.get(path, "collect folder cleanup"),
+                settings=del_settings,
+                catalog=catalog,
+            )
             report.deleted.append(path)
             report.freed += sizes.get(path, 0)
         except (OSError, deleter.DeletionRefused) as exc:
@@ -437,13 +467,19 @@ def _alarm(settings: config.Settings, catalog: Any, p: Producer, plan: policy.Cl
     catalog = catalog or get_catalog(settings.catalog_url)
     key = f"producer-disk:{p.host}:{p.done}"
     if plan is not None and plan.short:
-        alarms.raise_alarm(catalog, key, f"{p.host}: {p.done} does not hold enough files to bring disk use down "
-                           f"to 50 % (need {plan.to_free} bytes, done files hold {plan.freed})", severity="critical")
+        alarms.raise_alarm(
+            catalog,
+            key,
+            f"{p.host}: {p.done} does not hold enough files to bring disk use down "
+            f"to 50 % (need {plan.to_free} bytes, done files hold {plan.freed})",
+            severity="critical",
+        )
     else:
         alarms.clear_alarm(catalog, key)
 
 
 # -- steps (the tasks of t0dqm.tasks.collect call these, on the producer host) ---------------------------
+
 
 def collect(ctx: Context, host: str) -> Outcome:
     """One collection cycle for every producer of ``host`` (single runner per producer via a lease)."""

@@ -72,7 +72,9 @@ class Reply:
 class GuiClient:
     """HTTP to the GUI with a timeout (urllib; TLS with an optional client certificate)."""
 
-    def __init__(self, base_url: str, timeout: float = 30, cert: str = "", key: str = "", ca: str = "") -> None:
+    def __init__(
+        self, base_url: str, timeout: float = 30, cert: str = "", key: str = "", ca: str = ""
+    ) -> None:
         self.base = base_url.rstrip("/")
         self.timeout = timeout
         self.context = None
@@ -94,8 +96,9 @@ class GuiClient:
 
     def register(self, samples: Sequence[policy.Sample]) -> Reply:
         body = json.dumps([s.payload() for s in samples]).encode()
-        request = urllib.request.Request(self.base + REGISTER_PATH, data=body, method="POST",
-                                         headers={"Content-Type": "application/json"})
+        request = urllib.request.Request(
+            self.base + REGISTER_PATH, data=body, method="POST", headers={"Content-Type": "application/json"}
+        )
         return self._call(request)
 
     def archive(self, run: int, dataset: str) -> Reply:
@@ -108,8 +111,13 @@ def enabled(settings: config.Settings) -> bool:
 
 def client_for(settings: config.Settings, url: str | None = None) -> GuiClient:
     g = settings.gui
-    return GuiClient(url or g.register_url, timeout=float(g.timeout or settings.timeout("http")),
-                     cert=g.cert, key=g.key, ca=g.ca)
+    return GuiClient(
+        url or g.register_url,
+        timeout=float(g.timeout or settings.timeout("http")),
+        cert=g.cert,
+        key=g.key,
+        ca=g.ca,
+    )
 
 
 @dataclass
@@ -127,15 +135,27 @@ class Result:
         return [s for s in self.samples if s.file_id in done]
 
     def counts(self) -> dict[str, int]:
-        return {"registered": len(self.registered), "rejected": len(self.rejected),
-                "skipped": len(self.skipped), "requests": self.requests}
+        return {
+            "registered": len(self.registered),
+            "rejected": len(self.rejected),
+            "skipped": len(self.skipped),
+            "requests": self.requests,
+        }
 
 
 def _facts(row: Any) -> policy.FileFacts:
-    return policy.FileFacts(id=row.id, path=row.path, cls=row.cls, run=row.run, version=row.version,
-                            dataset=row.dataset, subsystem=row.subsystem,
-                            registered=row.gui_registered_at is not None, removed=row.state == REMOVED,
-                            indexed=row.index_state != INDEX_SKIPPED)
+    return policy.FileFacts(
+        id=row.id,
+        path=row.path,
+        cls=row.cls,
+        run=row.run,
+        version=row.version,
+        dataset=row.dataset,
+        subsystem=row.subsystem,
+        registered=row.gui_registered_at is not None,
+        removed=row.state == REMOVED,
+        indexed=row.index_state != INDEX_SKIPPED,
+    )
 
 
 class Registrar:
@@ -168,10 +188,24 @@ class Registrar:
         """``gui_registered_at`` and one audit row per file (what the GUI was told), in one transaction."""
         now = time.time()
         with self.catalog.begin() as conn:
-            rows.mark_registered(conn, [s.file_id for s in batch], now, [
-                {"at": now, "host": self.catalog.host, "entity": "file", "entity_id": s.file_id,
-                 "action": "gui-register", "path": s.file, "detail": f"{s.dataset} run {s.run}",
-                 "rule": self.client.base} for s in batch])
+            rows.mark_registered(
+                conn,
+                [s.file_id for s in batch],
+                now,
+                [
+                    {
+                        "at": now,
+                        "host": self.catalog.host,
+                        "entity": "file",
+                        "entity_id": s.file_id,
+                        "action": "gui-register",
+                        "path": s.file,
+                        "detail": f"{s.dataset} run {s.run}",
+                        "rule": self.client.base,
+                    }
+                    for s in batch
+                ],
+            )
 
     def forget_reasons(self, ids: Sequence[int]) -> None:
         """Clear ``gui_reason`` (an operator asks to send these again)."""
@@ -187,10 +221,15 @@ class Registrar:
     # -- one pass -------------------------------------------------------------------------------------
     def _plan(self, ids: Sequence[int], force: bool) -> policy.Plan:
         cands, group = self._load(ids)
-        return policy.plan(cands, group, repository=str(self.settings.repository),
-                           online_dataset=self.g.online_dataset,
-                           online_subsystem_dataset=self.g.online_subsystem_dataset,
-                           prefix=self.g.file_prefix, force=force)
+        return policy.plan(
+            cands,
+            group,
+            repository=str(self.settings.repository),
+            online_dataset=self.g.online_dataset,
+            online_subsystem_dataset=self.g.online_subsystem_dataset,
+            prefix=self.g.file_prefix,
+            force=force,
+        )
 
     def samples(self, ids: Sequence[int]) -> list[policy.Sample]:
         """The GUI samples of these files (newest versions only), registered or not."""
@@ -206,9 +245,12 @@ class Registrar:
             self._send(batch, result)
         if result.rejected:
             first = next(iter(result.rejected.items()))
-            raise_alarm(self.catalog, ALARM_REJECTED,
-                        f"DQM GUI refused {len(result.rejected)} file(s), e.g. file {first[0]}: {first[1]}",
-                        "critical")
+            raise_alarm(
+                self.catalog,
+                ALARM_REJECTED,
+                f"DQM GUI refused {len(result.rejected)} file(s), e.g. file {first[0]}: {first[1]}",
+                "critical",
+            )
         return result
 
     def _send(self, batch: list[policy.Sample], result: Result) -> None:
@@ -256,9 +298,13 @@ class Registrar:
                 clear_alarm(self.catalog, key)
             elif reply.status >= 500 and reply.status != 503:
                 counts["unreadable"] += 1
-                raise_alarm(self.catalog, key,
-                            f"DQM GUI cannot read {s.file} (run {s.run}, {s.dataset}): HTTP {reply.status} "
-                            f"{reply.message()}", "critical")
+                raise_alarm(
+                    self.catalog,
+                    key,
+                    f"DQM GUI cannot read {s.file} (run {s.run}, {s.dataset}): HTTP {reply.status} "
+                    f"{reply.message()}",
+                    "critical",
+                )
             else:
                 logger.warning("gui check %s %s: HTTP %s %s", s.run, s.dataset, reply.status, reply.message())
                 counts["unknown"] += 1
@@ -267,9 +313,10 @@ class Registrar:
 
 # -- steps (the tasks of t0dqm.tasks.gui call these) ---------------------------------------------------
 
+
 def chunks(ids: Sequence[int], size: int) -> list[list[int]]:
     size = max(1, int(size))
-    return [list(ids[i:i + size]) for i in range(0, len(ids), size)]
+    return [list(ids[i : i + size]) for i in range(0, len(ids), size)]
 
 
 def registration_next(settings: config.Settings, file_ids: Iterable[int | None]) -> list[Next]:
@@ -280,8 +327,9 @@ def registration_next(settings: config.Settings, file_ids: Iterable[int | None])
     return [Next(REGISTER_TASK, (chunk,)) for chunk in chunks(ids, settings.gui.batch)]
 
 
-def register(ctx: Context, file_ids: Sequence[int], force: bool = False, *, tries: int = 1,
-             last_try: bool = True) -> Outcome:
+def register(
+    ctx: Context, file_ids: Sequence[int], force: bool = False, *, tries: int = 1, last_try: bool = True
+) -> Outcome:
     """Register these files with the GUI (the newest version of each sample; registered ones only with
     ``force``); next: the check of what was registered (``gui.check_readable``). When the GUI is down:
     GuiUnavailable (the task retries), or on the ``last_try`` the unreachable alarm (reconcile sends
@@ -295,9 +343,13 @@ def register(ctx: Context, file_ids: Sequence[int], force: bool = False, *, trie
     except GuiUnavailable as exc:
         if not last_try:
             raise
-        raise_alarm(ctx.catalog, ALARM_UNREACHABLE,
-                    f"DQM GUI {g.register_url} did not take {len(file_ids)} file(s) after "
-                    f"{tries} tries: {exc}; reconcile sends them again", "warning")
+        raise_alarm(
+            ctx.catalog,
+            ALARM_UNREACHABLE,
+            f"DQM GUI {g.register_url} did not take {len(file_ids)} file(s) after "
+            f"{tries} tries: {exc}; reconcile sends them again",
+            "warning",
+        )
         ctx.log("gui-register-unreachable", files=len(file_ids), error=str(exc))
         return Outcome({"unreachable": len(file_ids)})
     nexts = [Next(CHECK_TASK, (result.registered,))] if result.registered and g.check_readable else []

@@ -38,18 +38,21 @@ def producer_hosts(settings: config.Settings) -> list[str]:
 
 def limits(settings: config.Settings) -> policy.Limits:
     """The per-step latency limits of the health check."""
-    return policy.limits_from(health_settings(settings), settings.alarms.latency_seconds,
-                              settings.archive.verify_delay)
+    return policy.limits_from(
+        health_settings(settings), settings.alarms.latency_seconds, settings.archive.verify_delay
+    )
 
 
 # -- catalog facts ---------------------------------------------------------------------------------
+
 
 def _items(step: str, rows: list[tuple[str, float]]) -> list[policy.WaitingItem]:
     return [policy.WaitingItem(step, label, since) for label, since in rows]
 
 
-def waiting_items(catalog: Catalog, settings: config.Settings, limits: policy.Limits, now: float,
-                  max_items: int) -> tuple[list[policy.WaitingItem], dict[str, int]]:
+def waiting_items(
+    catalog: Catalog, settings: config.Settings, limits: policy.Limits, now: float, max_items: int
+) -> tuple[list[policy.WaitingItem], dict[str, int]]:
     """Items waiting longer than their step's limit (oldest first, at most max_items per step)."""
     items: list[policy.WaitingItem] = []
     totals: dict[str, int] = {}
@@ -59,8 +62,10 @@ def waiting_items(catalog: Catalog, settings: config.Settings, limits: policy.Li
         items += _items("index", got)
         got, totals["zip"] = queries.waiting_zip(conn, now - lim["zip"], max_items)
         items += _items("zip", got)
-        for step, state, column in (("stage", states.FROZEN, "frozen_at"),
-                                    ("verify", states.COPIED, "copied_at")):
+        for step, state, column in (
+            ("stage", states.FROZEN, "frozen_at"),
+            ("verify", states.COPIED, "copied_at"),
+        ):
             got, totals[step] = queries.waiting_archives(conn, state, column, now - lim[step], max_items)
             items += _items(step, got)
     receive = []
@@ -82,27 +87,47 @@ def catalog_facts(catalog: Catalog, settings: config.Settings) -> dict[str, Any]
     hosts = producer_hosts(settings)
     with catalog.read() as conn:
         beat = queries.lease_heartbeat(conn, BEAT_LEASE)
-        collectors: dict[str, float | None] = {host: queries.collector_heartbeat(conn, host) for host in hosts}
+        collectors: dict[str, float | None] = {
+            host: queries.collector_heartbeat(conn, host) for host in hosts
+        }
         quarantined = queries.quarantined_count(conn)
         active = queries.active_alarm_keys(conn, policy.PREFIX)
-    return {"beat_heartbeat_at": beat, "collectors": collectors, "quarantined": quarantined, "active_keys": active}
+    return {
+        "beat_heartbeat_at": beat,
+        "collectors": collectors,
+        "quarantined": quarantined,
+        "active_keys": active,
+    }
 
 
-def facts(settings: config.Settings, catalog: Catalog, queues: tuple[policy.QueueFacts, ...],
-          broker_error: str | None, now: float) -> tuple[policy.HealthFacts, policy.Limits]:
+def facts(
+    settings: config.Settings,
+    catalog: Catalog,
+    queues: tuple[policy.QueueFacts, ...],
+    broker_error: str | None,
+    now: float,
+) -> tuple[policy.HealthFacts, policy.Limits]:
     """Every fact the policy needs: the broker's (probed by the caller) and the catalog's."""
     cfg = health_settings(settings)
     lim = limits(settings)
     known = catalog_facts(catalog, settings)
     waiting, totals = waiting_items(catalog, settings, lim, now, int(cfg.max_items))
-    found = policy.HealthFacts(now=now, queues=queues, broker_error=broker_error,
-                               beat_heartbeat_at=known["beat_heartbeat_at"], collectors=known["collectors"],
-                               waiting=tuple(waiting), waiting_totals=totals, quarantined=known["quarantined"],
-                               active_keys=tuple(known["active_keys"]))
+    found = policy.HealthFacts(
+        now=now,
+        queues=queues,
+        broker_error=broker_error,
+        beat_heartbeat_at=known["beat_heartbeat_at"],
+        collectors=known["collectors"],
+        waiting=tuple(waiting),
+        waiting_totals=totals,
+        quarantined=known["quarantined"],
+        active_keys=tuple(known["active_keys"]),
+    )
     return found, lim
 
 
 # -- the decision ----------------------------------------------------------------------------------
+
 
 @dataclass
 class CheckReport:
@@ -129,11 +154,21 @@ def decide(catalog: Catalog, found: policy.HealthFacts, lim: policy.Limits) -> C
     """Ask the policy, raise and clear its alarms; the report (without notifications and time)."""
     decision = policy.decide(found, lim)
     apply(catalog, decision)
-    return CheckReport(healthy=decision.healthy, raised=[asdict(a) for a in decision.raise_],
-                       cleared=list(decision.clear), broker_error=found.broker_error,
-                       queues={q.name: {"canary": q.canary, "waited": round(q.canary_waited, 3),
-                                        "consumers": None if q.consumers is None else list(q.consumers),
-                                        "depth": q.depth} for q in found.queues})
+    return CheckReport(
+        healthy=decision.healthy,
+        raised=[asdict(a) for a in decision.raise_],
+        cleared=list(decision.clear),
+        broker_error=found.broker_error,
+        queues={
+            q.name: {
+                "canary": q.canary,
+                "waited": round(q.canary_waited, 3),
+                "consumers": None if q.consumers is None else list(q.consumers),
+                "depth": q.depth,
+            }
+            for q in found.queues
+        },
+    )
 
 
 def notify(settings: config.Settings, catalog: Catalog) -> int:

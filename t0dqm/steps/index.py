@@ -81,8 +81,21 @@ CREATE TABLE IF NOT EXISTS deleted_runs (
     deleted_at REAL NOT NULL
 );
 """
-SAMPLE_COLUMNS = ("file_id", "run", "dataset", "version", "cls", "subsystem", "path", "run_type", "lumis",
-                  "start_time", "end_time", "n_mes", "imported_at")
+SAMPLE_COLUMNS = (
+    "file_id",
+    "run",
+    "dataset",
+    "version",
+    "cls",
+    "subsystem",
+    "path",
+    "run_type",
+    "lumis",
+    "start_time",
+    "end_time",
+    "n_mes",
+    "imported_at",
+)
 OFFLINE_FLAVOURS = ("offline", "relval")
 MERGE_BATCH = 500  # samples per index transaction
 BATCH_PREFIX = "batch-"
@@ -149,6 +162,7 @@ def _uri(path: Path, query: str = "") -> str:
 
 # -- import -----------------------------------------------------------------------------------------
 
+
 @dataclass(frozen=True)
 class RunFacts:
     run_type: str
@@ -172,8 +186,12 @@ def run_facts(mes: list[rootcheck.ME], mtime: float) -> RunFacts:
     run_type = run_deletion.run_type_from(values.get("isCollisionsRun"), str(hlt) if hlt else None)
     start = values.get("runStartTimeStamp")
     end = values.get("runEndTimeStamp")
-    return RunFacts(run_type, lumis, float(start) if isinstance(start, (int, float)) and start > 0 else mtime,
-                    float(end) if isinstance(end, (int, float)) and end > 0 else None)
+    return RunFacts(
+        run_type,
+        lumis,
+        float(start) if isinstance(start, (int, float)) and start > 0 else mtime,
+        float(end) if isinstance(end, (int, float)) and end > 0 else None,
+    )
 
 
 def _write_partial_file(final: Path, entries: list[tuple[Any, list[rootcheck.ME], RunFacts]]) -> Path:
@@ -185,12 +203,30 @@ def _write_partial_file(final: Path, entries: list[tuple[Any, list[rootcheck.ME]
     try:
         conn.execute("BEGIN")
         for sample_id, (row, mes, facts) in enumerate(entries, 1):
-            values = (sample_id, row.id, row.run, row.dataset, row.version, row.cls, row.subsystem, row.path,
-                      facts.run_type, facts.lumis, facts.start_time, facts.end_time, len(mes), now)
-            conn.execute(f"INSERT INTO samples (id, {', '.join(SAMPLE_COLUMNS)}) VALUES ({', '.join('?' * 14)})",
-                         values)
-            conn.executemany(f"INSERT INTO monitor_elements (sample_id, path, kind, value) VALUES ({sample_id}, ?, ?, ?)",
-                             [(me.path, me.kind, me.value) for me in mes])
+            values = (
+                sample_id,
+                row.id,
+                row.run,
+                row.dataset,
+                row.version,
+                row.cls,
+                row.subsystem,
+                row.path,
+                facts.run_type,
+                facts.lumis,
+                facts.start_time,
+                facts.end_time,
+                len(mes),
+                now,
+            )
+            conn.execute(
+                f"INSERT INTO samples (id, {', '.join(SAMPLE_COLUMNS)}) VALUES ({', '.join('?' * 14)})",
+                values,
+            )
+            conn.executemany(
+                f"INSERT INTO monitor_elements (sample_id, path, kind, value) VALUES ({sample_id}, ?, ?, ?)",
+                [(me.path, me.kind, me.value) for me in mes],
+            )
         conn.execute("COMMIT")
     finally:
         conn.close()
@@ -203,8 +239,9 @@ def write_partial(settings: config.Settings, row: Any, mes: list[rootcheck.ME], 
     return _write_partial_file(partial_path(settings, row.id), [(row, mes, facts)])
 
 
-def write_batch_partial(settings: config.Settings,
-                        entries: list[tuple[Any, list[rootcheck.ME], RunFacts]]) -> Path:
+def write_batch_partial(
+    settings: config.Settings, entries: list[tuple[Any, list[rootcheck.ME], RunFacts]]
+) -> Path:
     """Write one partial index for several files (``batch-<first id>-<random>.sqlite``); return its path."""
     name = f"{BATCH_PREFIX}{entries[0][0].id}-{uuid.uuid4().hex[:8]}.sqlite"
     return _write_partial_file(partial_dir(settings) / name, entries)
@@ -223,8 +260,9 @@ def partial_contents(partial: Path) -> list[tuple[int, str | None]]:
         src.close()
 
 
-def list_partials(settings: config.Settings,
-                  cache: dict[str, list[tuple[int, str | None]]] | None = None) -> dict[Path, list[tuple[int, str | None]]]:
+def list_partials(
+    settings: config.Settings, cache: dict[str, list[tuple[int, str | None]]] | None = None
+) -> dict[Path, list[tuple[int, str | None]]]:
     """Every partial index file with its samples (see :func:`partial_contents`). ``cache``: contents by file
     name from an earlier call (a partial never changes once renamed into place). An unreadable batch
     partial is logged and left alone (its files are recovered by reconcile through import)."""
@@ -282,7 +320,10 @@ def _superseded_many(catalog: Catalog, rows: list[Any]) -> dict[int, int]:
     by_sample: dict[tuple[int, str], list[versions.VersionedFile]] = {}
     for o in others:
         by_sample.setdefault((o.run, o.dataset), []).append(
-            versions.VersionedFile(o.path, o.run, o.dataset, o.subsystem, o.version, present=o.state != REMOVED))
+            versions.VersionedFile(
+                o.path, o.run, o.dataset, o.subsystem, o.version, present=o.state != REMOVED
+            )
+        )
     out: dict[int, int] = {}
     for row in rows:
         mine = versions.VersionedFile(row.path, row.run, row.dataset, row.subsystem, row.version)
@@ -301,8 +342,9 @@ def index_received(settings: config.Settings, catalog: Catalog, received: list[R
     if settings.flavour in OFFLINE_FLAVOURS:
         newest = _superseded_many(catalog, todo)
         for file_id, version in newest.items():
-            for moved in set_index_state(catalog, [file_id], [INDEX_PENDING], INDEX_SKIPPED,
-                                         f"superseded by V{version:04d}"):
+            for moved in set_index_state(
+                catalog, [file_id], [INDEX_PENDING], INDEX_SKIPPED, f"superseded by V{version:04d}"
+            ):
                 out[moved] = INDEX_SKIPPED
         todo = [r for r in todo if r.id not in newest]
     if todo:
@@ -326,20 +368,27 @@ def import_one(file_id: int, settings: config.Settings, catalog: Catalog) -> str
         return INDEX_PARTIAL
     path = settings.repository / row.path
     if row.state == REMOVED or not path.exists():
-        set_index_state(catalog, [file_id], [INDEX_PENDING, INDEX_PARTIAL], INDEX_SKIPPED,
-                        "ROOT file not on disk")
+        set_index_state(
+            catalog, [file_id], [INDEX_PENDING, INDEX_PARTIAL], INDEX_SKIPPED, "ROOT file not on disk"
+        )
         return INDEX_SKIPPED
     if settings.flavour in OFFLINE_FLAVOURS:
         newest = _superseded(catalog, row)
         if newest is not None:
-            set_index_state(catalog, [file_id], [INDEX_PENDING, INDEX_PARTIAL], INDEX_SKIPPED,
-                            f"superseded by V{newest:04d}")
+            set_index_state(
+                catalog,
+                [file_id],
+                [INDEX_PENDING, INDEX_PARTIAL],
+                INDEX_SKIPPED,
+                f"superseded by V{newest:04d}",
+            )
             return INDEX_SKIPPED
     try:
         mes = rootcheck.inspect(path, None).mes
     except rootcheck.RootCheckError as exc:
-        set_index_state(catalog, [file_id], [INDEX_PENDING, INDEX_PARTIAL], INDEX_FAILED,
-                        f"import: {exc.reason}")
+        set_index_state(
+            catalog, [file_id], [INDEX_PENDING, INDEX_PARTIAL], INDEX_FAILED, f"import: {exc.reason}"
+        )
         return INDEX_FAILED
     write_partial(settings, row, mes, run_facts(mes, row.mtime))
     set_index_state(catalog, [file_id], [INDEX_PENDING, INDEX_PARTIAL], INDEX_PARTIAL)
@@ -347,6 +396,7 @@ def import_one(file_id: int, settings: config.Settings, catalog: Catalog) -> str
 
 
 # -- merge ------------------------------------------------------------------------------------------
+
 
 class MergeBusy(RuntimeError):
     """Another merger holds the index lease."""
@@ -377,25 +427,32 @@ def merge_partial(conn: sqlite3.Connection, partial: Path, file_id: int) -> bool
         return False
     src = sqlite3.connect(attach_uri(partial), uri=True)
     try:
-        sample = src.execute(f"SELECT id, {', '.join(SAMPLE_COLUMNS)} FROM samples WHERE file_id = ?",
-                             (file_id,)).fetchone()
+        sample = src.execute(
+            f"SELECT id, {', '.join(SAMPLE_COLUMNS)} FROM samples WHERE file_id = ?", (file_id,)
+        ).fetchone()
         if sample is None:
             raise ValueError(f"partial index {partial.name} has no sample for file {file_id}")
-        mes = src.execute("SELECT path, kind, value FROM monitor_elements WHERE sample_id = ?",
-                          (sample[0],)).fetchall()
+        mes = src.execute(
+            "SELECT path, kind, value FROM monitor_elements WHERE sample_id = ?", (sample[0],)
+        ).fetchall()
     finally:
         src.close()
-    cur = conn.execute(f"INSERT INTO samples ({', '.join(SAMPLE_COLUMNS)}) VALUES ({', '.join('?' * 13)})",
-                       sample[1:])
+    cur = conn.execute(
+        f"INSERT INTO samples ({', '.join(SAMPLE_COLUMNS)}) VALUES ({', '.join('?' * 13)})", sample[1:]
+    )
     sample_id = cur.lastrowid
-    conn.executemany("INSERT INTO monitor_elements (sample_id, path, kind, value) VALUES (?, ?, ?, ?)",
-                     [(sample_id, *me) for me in mes])
+    conn.executemany(
+        "INSERT INTO monitor_elements (sample_id, path, kind, value) VALUES (?, ?, ?, ?)",
+        [(sample_id, *me) for me in mes],
+    )
     return True
 
 
-def _pending_partials(settings: config.Settings, catalog: Catalog,
-                      cache: dict[str, list[tuple[int, str | None]]] | None = None,
-                      ) -> tuple[list[tuple[Any, Path]], list[Path]]:
+def _pending_partials(
+    settings: config.Settings,
+    catalog: Catalog,
+    cache: dict[str, list[tuple[int, str | None]]] | None = None,
+) -> tuple[list[tuple[Any, Path]], list[Path]]:
     """(samples ready to merge: (catalog row in index_state partial, its partial file), in merge order;
     partial files with nothing left in them: every sample indexed, skipped, without a catalog row, or
     recorded under another path (a stale partial whose id was reused))."""
@@ -423,8 +480,14 @@ def _pending_partials(settings: config.Settings, catalog: Catalog,
     return sorted(ready.values(), key=lambda rp: _merge_order(rp[0])), settled
 
 
-def merge_all(settings: config.Settings, catalog: Catalog, *, batch: int = MERGE_BATCH,
-              max_seconds: float = 300.0, merge_one: Callable[..., bool] | None = None) -> dict[str, int]:
+def merge_all(
+    settings: config.Settings,
+    catalog: Catalog,
+    *,
+    batch: int = MERGE_BATCH,
+    max_seconds: float = 300.0,
+    merge_one: Callable[..., bool] | None = None,
+) -> dict[str, int]:
     """Merge every ready partial index into the main index (under the merge lease), batch by batch.
 
     Returns counts {indexed, failed, orphans} (orphans: partial files removed with nothing left in them).
@@ -466,14 +529,19 @@ def _merge_alarm(catalog: Catalog, counts: dict[str, int]) -> None:
     from t0dqm.catalog.alarms import clear_alarm, raise_alarm
 
     if counts["failed"]:
-        raise_alarm(catalog, MERGE_ALARM, f"{counts['failed']} partial index(es) failed to merge; see "
-                    f"files.reason, then `t0dqm index retry-failed`")
+        raise_alarm(
+            catalog,
+            MERGE_ALARM,
+            f"{counts['failed']} partial index(es) failed to merge; see "
+            f"files.reason, then `t0dqm index retry-failed`",
+        )
     elif counts["indexed"] and not catalog.counts("file", "index_state").get(INDEX_FAILED):
         clear_alarm(catalog, MERGE_ALARM)
 
 
-def _merge_batch(conn: sqlite3.Connection, ready: list[tuple[Any, Path]],
-                 merge_one: Callable[..., bool] | None) -> tuple[list[int], dict[int, str]]:
+def _merge_batch(
+    conn: sqlite3.Connection, ready: list[tuple[Any, Path]], merge_one: Callable[..., bool] | None
+) -> tuple[list[int], dict[int, str]]:
     """Merge samples, one transaction per group of partial files (each attached to the index connection, so
     the elements are copied by SQLite with INSERT ... SELECT); ``merge_one`` (tests): one transaction, each
     sample through it. A sample that fails is rolled back alone (savepoint) and reported."""
@@ -484,7 +552,7 @@ def _merge_batch(conn: sqlite3.Connection, ready: list[tuple[Any, Path]],
         return done, failed
     partials = list(dict.fromkeys(partial for _, partial in ready))
     for start in range(0, len(partials), ATTACH_MAX):
-        group = partials[start:start + ATTACH_MAX]
+        group = partials[start : start + ATTACH_MAX]
         aliases: dict[Path, str] = {}
         try:
             for k, partial in enumerate(group):
@@ -504,8 +572,13 @@ def _merge_batch(conn: sqlite3.Connection, ready: list[tuple[Any, Path]],
     return done, failed
 
 
-def _merge_group(conn: sqlite3.Connection, work: list[tuple[Any, Path, str | None]],
-                 merge_one: Callable[..., bool] | None, done: list[int], failed: dict[int, str]) -> None:
+def _merge_group(
+    conn: sqlite3.Connection,
+    work: list[tuple[Any, Path, str | None]],
+    merge_one: Callable[..., bool] | None,
+    done: list[int],
+    failed: dict[int, str],
+) -> None:
     conn.execute("BEGIN IMMEDIATE")
     try:
         for row, partial, alias in work:
@@ -535,11 +608,15 @@ def _merge_attached(conn: sqlite3.Connection, alias: str, partial: Path, file_id
     if found is None:
         raise ValueError(f"partial index {partial.name} has no sample for file {file_id}")
     columns = ", ".join(SAMPLE_COLUMNS)
-    cur = conn.execute(f"INSERT INTO main.samples ({columns}) SELECT {columns} FROM {alias}.samples WHERE id = ?",
-                       (found[0],))
-    conn.execute(f"INSERT INTO main.monitor_elements (sample_id, path, kind, value) "
-                 f"SELECT ?, path, kind, value FROM {alias}.monitor_elements WHERE sample_id = ? ORDER BY rowid",
-                 (cur.lastrowid, found[0]))
+    cur = conn.execute(
+        f"INSERT INTO main.samples ({columns}) SELECT {columns} FROM {alias}.samples WHERE id = ?",
+        (found[0],),
+    )
+    conn.execute(
+        f"INSERT INTO main.monitor_elements (sample_id, path, kind, value) "
+        f"SELECT ?, path, kind, value FROM {alias}.monitor_elements WHERE sample_id = ? ORDER BY rowid",
+        (cur.lastrowid, found[0]),
+    )
     return True
 
 
@@ -557,6 +634,7 @@ def reset_failed(settings: config.Settings, catalog: Catalog) -> list[tuple[int,
 
 
 # -- queries and run deletion ---------------------------------------------------------------------
+
 
 class Index:
     """Read access to the flavour's main index, plus run deletion."""
@@ -585,7 +663,9 @@ class Index:
             args.append(dataset)
         conn = self._conn()
         try:
-            return [dict(r) for r in conn.execute(sql + " ORDER BY run DESC, dataset, subsystem, version", args)]
+            return [
+                dict(r) for r in conn.execute(sql + " ORDER BY run DESC, dataset, subsystem, version", args)
+            ]
         finally:
             conn.close()
 
@@ -598,7 +678,9 @@ class Index:
                 "JOIN monitor_elements m ON m.sample_id = s.id "
                 "WHERE s.run = ? AND s.dataset = ? AND s.version = (SELECT MAX(version) FROM samples t "
                 "WHERE t.run = s.run AND t.dataset = s.dataset AND t.subsystem IS s.subsystem) "
-                "ORDER BY m.path", (run, dataset))
+                "ORDER BY m.path",
+                (run, dataset),
+            )
             return [dict(r) for r in rows]
         finally:
             conn.close()
@@ -609,11 +691,22 @@ class Index:
             rows = conn.execute(
                 "SELECT run, dataset, MAX(run_type) AS run_type, MAX(lumis) AS lumis, "
                 "MIN(start_time) AS start_time, MAX(end_time) AS end_time, "
-                "COUNT(DISTINCT COALESCE(subsystem, '')) AS n FROM samples GROUP BY run, dataset").fetchall()
+                "COUNT(DISTINCT COALESCE(subsystem, '')) AS n FROM samples GROUP BY run, dataset"
+            ).fetchall()
         finally:
             conn.close()
-        return [run_deletion.IndexRun(r["run"], r["dataset"], r["run_type"] or run_deletion.OTHER, r["lumis"],
-                                      r["start_time"], r["end_time"], r["n"]) for r in rows]
+        return [
+            run_deletion.IndexRun(
+                r["run"],
+                r["dataset"],
+                r["run_type"] or run_deletion.OTHER,
+                r["lumis"],
+                r["start_time"],
+                r["end_time"],
+                r["n"],
+            )
+            for r in rows
+        ]
 
     def delete_run(self, run: int, dataset: str, rule: str, reason: str) -> int:
         """Remove a (run, dataset) from the index; returns the number of samples removed. Only under the
@@ -621,12 +714,16 @@ class Index:
         conn = connect(self.path)
         try:
             conn.execute("BEGIN IMMEDIATE")
-            ids = [r[0] for r in conn.execute("SELECT id FROM samples WHERE run = ? AND dataset = ?",
-                                              (run, dataset))]
+            ids = [
+                r[0]
+                for r in conn.execute("SELECT id FROM samples WHERE run = ? AND dataset = ?", (run, dataset))
+            ]
             conn.executemany("DELETE FROM monitor_elements WHERE sample_id = ?", [(i,) for i in ids])
             conn.execute("DELETE FROM samples WHERE run = ? AND dataset = ?", (run, dataset))
-            conn.execute("INSERT INTO deleted_runs VALUES (?, ?, ?, ?, ?, ?)",
-                         (run, dataset, rule, reason, len(ids), time.time()))
+            conn.execute(
+                "INSERT INTO deleted_runs VALUES (?, ?, ?, ?, ?, ?)",
+                (run, dataset, rule, reason, len(ids), time.time()),
+            )
             conn.execute("COMMIT")
             return len(ids)
         except BaseException:
@@ -636,8 +733,9 @@ class Index:
             conn.close()
 
 
-def delete_runs(settings: config.Settings, catalog: Catalog, *, dry_run: bool | None = None,
-                now: float | None = None) -> list[run_deletion.RunDecision]:
+def delete_runs(
+    settings: config.Settings, catalog: Catalog, *, dry_run: bool | None = None, now: float | None = None
+) -> list[run_deletion.RunDecision]:
     """Apply the run deletion rules (configuration ``run_deletion``) under the merge lease; returns the
     deletions (done, or only planned in dry-run). Every one is audited in the catalog."""
     conf = settings.run_deletion
@@ -649,18 +747,25 @@ def delete_runs(settings: config.Settings, catalog: Catalog, *, dry_run: bool | 
         if conf.get(key) is not None:
             options[key] = conf[key]
     with merge_lease(settings, catalog):
-        decisions = run_deletion.runs_to_delete(idx.runs(), time.time() if now is None else now,
-                                                conf.rules, **options)
+        decisions = run_deletion.runs_to_delete(
+            idx.runs(), time.time() if now is None else now, conf.rules, **options
+        )
         for d in decisions:
             removed = 0 if dry_run else idx.delete_run(d.run, d.dataset, d.rule, d.reason)
             with catalog.begin() as conn:
-                catalog.audit(conn, entity="index", action="dry-run-delete-run" if dry_run else "delete-run",
-                              path=f"{d.run}{d.dataset}", rule=d.rule,
-                              detail=f"{d.reason}; {removed} sample(s)")
+                catalog.audit(
+                    conn,
+                    entity="index",
+                    action="dry-run-delete-run" if dry_run else "delete-run",
+                    path=f"{d.run}{d.dataset}",
+                    rule=d.rule,
+                    detail=f"{d.reason}; {removed} sample(s)",
+                )
     return list(decisions)
 
 
 # -- steps (the tasks of t0dqm.tasks.index call these) ------------------------------------------------
+
 
 def merge_next() -> Next:
     """One merge, unless one is already waiting (its marker goes when it starts listing partials, see
@@ -681,8 +786,9 @@ def import_file(ctx: Context, file_id: int) -> Outcome:
 def merge(ctx: Context) -> Outcome:
     """Single writer: merge every ready partial index into the main index."""
     try:
-        counts = merge_all(ctx.settings, ctx.catalog,
-                           max_seconds=max(60.0, ctx.settings.tasks.long_soft_time_limit - 60))
+        counts = merge_all(
+            ctx.settings, ctx.catalog, max_seconds=max(60.0, ctx.settings.tasks.long_soft_time_limit - 60)
+        )
     except MergeBusy:
         return Outcome({})
     if counts["indexed"] or counts["failed"]:

@@ -108,9 +108,17 @@ def _quarantine(catalog: Catalog, name: str, reason: str) -> None:
     outputs.quarantine_request(catalog, name, reason, STEP)
 
 
-def register(catalog: Catalog, settings: Any, dataset: str, files: Iterable[Mapping[str, Any]], *,
-             needed_by: int = 0, block: str | None = None, created_at: float | None = None,
-             gw: RucioGateway | None = None) -> dict[str, Any]:
+def register(
+    catalog: Catalog,
+    settings: Any,
+    dataset: str,
+    files: Iterable[Mapping[str, Any]],
+    *,
+    needed_by: int = 0,
+    block: str | None = None,
+    created_at: float | None = None,
+    gw: RucioGateway | None = None,
+) -> dict[str, Any]:
     """Record an output and create its Rucio rules (when Rucio is configured).
 
     Raises PlacementRefused (after quarantining the request) for a bad name or file list, RucioUnavailable
@@ -142,12 +150,24 @@ def register(catalog: Catalog, settings: Any, dataset: str, files: Iterable[Mapp
         for f in parsed:
             row = outputs.registered(conn, f.path)
             if row is not None and (row.block != block or row.size != f.size or row.adler32 != f.adler32):
-                conflicts.append(f"{f.path} is already registered (block {row.block}, size {row.size}, "
-                                 f"adler32 {row.adler32})")
+                conflicts.append(
+                    f"{f.path} is already registered (block {row.block}, size {row.size}, "
+                    f"adler32 {row.adler32})"
+                )
         if not conflicts:
             for f in parsed:
-                outputs.record_output(catalog, f.path, f.size, f.adler32, required, created_at, dataset=dataset,
-                                      block=block, lfn=f.lfn, conn=conn)
+                outputs.record_output(
+                    catalog,
+                    f.path,
+                    f.size,
+                    f.adler32,
+                    required,
+                    created_at,
+                    dataset=dataset,
+                    block=block,
+                    lfn=f.lfn,
+                    conn=conn,
+                )
             for e in endpoints:
                 outputs.add_rule_row(catalog, conn, block, dataset, e.rse, e.role, now)
     if conflicts:
@@ -156,12 +176,20 @@ def register(catalog: Catalog, settings: Any, dataset: str, files: Iterable[Mapp
     if needed_by:
         for f in parsed:
             outputs.set_needed_by(catalog, f.path, needed_by)
-    result: dict[str, Any] = {"dataset": dataset, "block": block, "files": len(parsed),
-                              "bytes": sum(f.size for f in parsed), "placement": placement.as_dict(),
-                              "endpoints": [e.as_dict() for e in endpoints], "needed_by": needed_by}
+    result: dict[str, Any] = {
+        "dataset": dataset,
+        "block": block,
+        "files": len(parsed),
+        "bytes": sum(f.size for f in parsed),
+        "placement": placement.as_dict(),
+        "endpoints": [e.as_dict() for e in endpoints],
+        "needed_by": needed_by,
+    }
     if not placement.known:
-        notice = (f"new primary dataset {policy.base_pd(name.pd)}: subscribed to the default site "
-                  f"{placement.site}; add it to subscriptions.sites to place it elsewhere")
+        notice = (
+            f"new primary dataset {policy.base_pd(name.pd)}: subscribed to the default site "
+            f"{placement.site}; add it to subscriptions.sites to place it elsewhere"
+        )
         result["notice"] = notice
         raise_alarm(catalog, f"t0-new-pd:{policy.base_pd(name.pd)}", notice, severity="info")
     if settings.rucio.url:
@@ -188,17 +216,29 @@ def sync_block(catalog: Catalog, settings: Any, block: str, *, gw: RucioGateway 
         try:
             gw.ensure_block(rows[0]["dataset"], block, files, subs.t0_disk)
             for row in pending:
-                rule_id, created = gw.add_rule(block, row["rse"], _activity(settings, row["role"]),
-                                               int(settings.rucio.priority))
+                rule_id, created = gw.add_rule(
+                    block, row["rse"], _activity(settings, row["role"]), int(settings.rucio.priority)
+                )
                 info = gw.rule(rule_id)
                 state = str(info["state"]) if info else "REPLICATING"
-                outputs.set_rule(catalog, row, action="rule-create" if created else "rule-reuse", rule_id=rule_id,
-                          state=state, checked_at=time.time(), error=None)
+                outputs.set_rule(
+                    catalog,
+                    row,
+                    action="rule-create" if created else "rule-reuse",
+                    rule_id=rule_id,
+                    state=state,
+                    checked_at=time.time(),
+                    error=None,
+                )
         except RucioRefused as exc:
             for row in pending:
                 outputs.set_rule(catalog, row, error=str(exc)[:2000])
-            raise_alarm(catalog, f"t0-rule-refused:{block}", f"Rucio refused the rules of {block}: {exc}",
-                        severity="critical")
+            raise_alarm(
+                catalog,
+                f"t0-rule-refused:{block}",
+                f"Rucio refused the rules of {block}: {exc}",
+                severity="critical",
+            )
             raise
         clear_alarm(catalog, f"t0-rule-refused:{block}")
         rows = outputs.rule_rows(catalog, block)
@@ -206,6 +246,7 @@ def sync_block(catalog: Catalog, settings: Any, block: str, *, gw: RucioGateway 
 
 
 # ------------------------------------------------------------------------------------------------- poll
+
 
 @dataclass
 class PollRun:
@@ -219,9 +260,16 @@ class PollRun:
     states: dict[str, int] = field(default_factory=dict)
 
     def as_dict(self) -> dict[str, Any]:
-        return {"blocks": self.blocks, "checked": self.checked, "created": self.created,
-                "endpoints_done": self.endpoints_done, "stuck": self.stuck, "missing": self.missing,
-                "refused": self.refused, "states": dict(sorted(self.states.items()))}
+        return {
+            "blocks": self.blocks,
+            "checked": self.checked,
+            "created": self.created,
+            "endpoints_done": self.endpoints_done,
+            "stuck": self.stuck,
+            "missing": self.missing,
+            "refused": self.refused,
+            "states": dict(sorted(self.states.items())),
+        }
 
 
 def _stuck_key(row: Mapping[str, Any]) -> str:
@@ -232,7 +280,9 @@ def _missing_key(row: Mapping[str, Any]) -> str:
     return f"t0-rule-missing:{row['block']}:{row['rse']}"
 
 
-def poll(catalog: Catalog, settings: Any, *, now: float | None = None, gw: RucioGateway | None = None) -> PollRun:
+def poll(
+    catalog: Catalog, settings: Any, *, now: float | None = None, gw: RucioGateway | None = None
+) -> PollRun:
     """Read the state of every live rule; mark endpoints done, alarm on STUCK and on vanished rules."""
     now = time.time() if now is None else float(now)
     gw = gw or gateway(settings)
@@ -255,50 +305,95 @@ def poll(catalog: Catalog, settings: Any, *, now: float | None = None, gw: Rucio
     return run
 
 
-def _poll_rule(catalog: Catalog, settings: Any, gw: RucioGateway, row: Mapping[str, Any], now: float,
-               stuck_after: float, run: PollRun) -> None:
+def _poll_rule(
+    catalog: Catalog,
+    settings: Any,
+    gw: RucioGateway,
+    row: Mapping[str, Any],
+    now: float,
+    stuck_after: float,
+    run: PollRun,
+) -> None:
     info = gw.rule(row["rule_id"])
     run.checked += 1
     if info is None:
-        outputs.set_rule(catalog, row, action="rule-missing", state="missing", checked_at=now, now=now,
-                  error="rule no longer in Rucio")
-        raise_alarm(catalog, _missing_key(row),
-                    f"Rucio rule {row['rule_id']} ({row['role']} {row['rse']}) of {row['block']} disappeared; "
-                    f"its copies are no longer confirmed, retention keeps the Tier-0 disk copy",
-                    severity="critical")
+        outputs.set_rule(
+            catalog,
+            row,
+            action="rule-missing",
+            state="missing",
+            checked_at=now,
+            now=now,
+            error="rule no longer in Rucio",
+        )
+        raise_alarm(
+            catalog,
+            _missing_key(row),
+            f"Rucio rule {row['rule_id']} ({row['role']} {row['rse']}) of {row['block']} disappeared; "
+            f"its copies are no longer confirmed, retention keeps the Tier-0 disk copy",
+            severity="critical",
+        )
         run.missing.append(f"{row['block']} {row['rse']}")
         run.states["missing"] = run.states.get("missing", 0) + 1
         return
     state = str(info["state"])
     run.states[state] = run.states.get(state, 0) + 1
     if info.get("name") != row["block"] or info.get("rse_expression") != row["rse"]:
-        raise_alarm(catalog, f"t0-rule-mismatch:{row['rule_id']}",
-                    f"Rucio rule {row['rule_id']} is on {info.get('name')} to {info.get('rse_expression')}, "
-                    f"the catalog expects {row['block']} to {row['rse']}", severity="critical")
+        raise_alarm(
+            catalog,
+            f"t0-rule-mismatch:{row['rule_id']}",
+            f"Rucio rule {row['rule_id']} is on {info.get('name')} to {info.get('rse_expression')}, "
+            f"the catalog expects {row['block']} to {row['rse']}",
+            severity="critical",
+        )
         return
     if info.get("expires_at") is not None:
         # deleted by someone (Rucio keeps a deleted rule until its expiry, then the judge-cleaner drops it);
         # our own removal of the Tier-0 disk rule marks the row removed first, so it is not polled
-        what = ("the Tier-0 disk copy may be reaped before its endpoints are confirmed"
-                if row["role"] == policy.T0_DISK else "retention keeps the Tier-0 disk copy")
-        raise_alarm(catalog, _missing_key(row),
-                    f"Rucio rule {row['rule_id']} ({row['role']} {row['rse']}) of {row['block']} is scheduled "
-                    f"for deletion at {info['expires_at']}; {what}", severity="critical")
+        what = (
+            "the Tier-0 disk copy may be reaped before its endpoints are confirmed"
+            if row["role"] == policy.T0_DISK
+            else "retention keeps the Tier-0 disk copy"
+        )
+        raise_alarm(
+            catalog,
+            _missing_key(row),
+            f"Rucio rule {row['rule_id']} ({row['role']} {row['rse']}) of {row['block']} is scheduled "
+            f"for deletion at {info['expires_at']}; {what}",
+            severity="critical",
+        )
         run.missing.append(f"{row['block']} {row['rse']}")
-        outputs.set_rule(catalog, row, action="rule-expiring" if row["error"] is None else None, state=state,
-                  checked_at=now, now=now, error=f"scheduled for deletion at {info['expires_at']}")
+        outputs.set_rule(
+            catalog,
+            row,
+            action="rule-expiring" if row["error"] is None else None,
+            state=state,
+            checked_at=now,
+            now=now,
+            error=f"scheduled for deletion at {info['expires_at']}",
+        )
         return
     changed = state != row["state"]
-    outputs.set_rule(catalog, row, action="rule-state" if changed else None, state=state, checked_at=now, now=now,
-              error=(info.get("error") or None))
+    outputs.set_rule(
+        catalog,
+        row,
+        action="rule-state" if changed else None,
+        state=state,
+        checked_at=now,
+        now=now,
+        error=(info.get("error") or None),
+    )
     if row["error"] and str(row["error"]).startswith("scheduled for deletion"):
         clear_alarm(catalog, _missing_key(row))
     since = now if changed else float(row["state_since"])
     if state in ("STUCK", "SUSPENDED") and now - since >= stuck_after:
-        raise_alarm(catalog, _stuck_key(row),
-                    f"Rucio rule {row['rule_id']} of {row['block']} to {row['rse']} is {state} since "
-                    f"{time.strftime('%Y-%m-%d %H:%M:%SZ', time.gmtime(since))}: {info.get('error') or 'no error'}",
-                    severity="warning")
+        raise_alarm(
+            catalog,
+            _stuck_key(row),
+            f"Rucio rule {row['rule_id']} of {row['block']} to {row['rse']} is {state} since "
+            f"{time.strftime('%Y-%m-%d %H:%M:%SZ', time.gmtime(since))}: {info.get('error') or 'no error'}",
+            severity="warning",
+        )
         run.stuck.append(f"{row['block']} {row['rse']}")
     elif state in HEALTHY:
         clear_alarm(catalog, _stuck_key(row))
@@ -308,8 +403,9 @@ def _poll_rule(catalog: Catalog, settings: Any, gw: RucioGateway, row: Mapping[s
                 run.endpoints_done += 1
 
 
-def register_output(ctx: Context, dataset: str, files: list[dict[str, Any]], needed_by: int = 0,
-                    block: str | None = None) -> Outcome:
+def register_output(
+    ctx: Context, dataset: str, files: list[dict[str, Any]], needed_by: int = 0, block: str | None = None
+) -> Outcome:
     """The register_output task's step: ``register``, a refusal returned (and logged) instead of raised."""
     try:
         result = register(ctx.catalog, ctx.settings, dataset, files, needed_by=needed_by, block=block)
@@ -319,8 +415,14 @@ def register_output(ctx: Context, dataset: str, files: list[dict[str, Any]], nee
     except RucioRefused as exc:  # recorded on the rule rows, alarm raised; the poll retries later
         ctx.log("t0-register-rucio-refused", logging.ERROR, dataset=dataset, reason=str(exc))
         return Outcome({"rucio_refused": str(exc), "dataset": dataset})
-    ctx.log("t0-register", dataset=dataset, block=result["block"], files=result["files"],
-            site=result["placement"]["site"], notice=result.get("notice"))
+    ctx.log(
+        "t0-register",
+        dataset=dataset,
+        block=result["block"],
+        files=result["files"],
+        site=result["placement"]["site"],
+        notice=result.get("notice"),
+    )
     return Outcome(result)
 
 
@@ -340,7 +442,10 @@ def poll_rules(ctx: Context, now: float | None = None, force: bool = False) -> O
 
 # ---------------------------------------------------------------------------------------------- release
 
-def check_release(gw: RucioGateway, rows: Sequence[Mapping[str, Any]], t0_disk: str) -> tuple[str | None, str]:
+
+def check_release(
+    gw: RucioGateway, rows: Sequence[Mapping[str, Any]], t0_disk: str
+) -> tuple[str | None, str]:
     """The guard before removing a block's Tier-0 disk rule: (rule id, "") when every endpoint rule exists
     and is OK and the Tier-0 rule is ours, on this block, to the Tier-0 disk; else (None, reason)."""
     t0 = [r for r in rows if r["role"] == policy.T0_DISK]
@@ -358,17 +463,26 @@ def check_release(gw: RucioGateway, rows: Sequence[Mapping[str, Any]], t0_disk: 
         if info["state"] != "OK":
             return None, f"endpoint rule {r['rule_id']} to {r['rse']} is {info['state']}, not OK"
         if info.get("expires_at") is not None:
-            return None, f"endpoint rule {r['rule_id']} to {r['rse']} is scheduled for deletion ({info['expires_at']})"
+            return (
+                None,
+                f"endpoint rule {r['rule_id']} to {r['rse']} is scheduled for deletion ({info['expires_at']})",
+            )
         if info.get("name") != r["block"] or info.get("rse_expression") != r["rse"]:
             return None, f"endpoint rule {r['rule_id']} is not on {r['block']} to {r['rse']}"
     row = t0[0]
     info = gw.rule(row["rule_id"])
     if info is None:
         return None, f"Tier-0 disk rule {row['rule_id']} is no longer in Rucio"
-    if (info.get("rse_expression") != t0_disk or row["rse"] != t0_disk or info.get("name") != row["block"]
-            or info.get("account") != gw.account):
-        return None, (f"rule {row['rule_id']} is {info.get('account')}'s rule on {info.get('name')} to "
-                      f"{info.get('rse_expression')}, not our {t0_disk} rule on {row['block']}: not touched")
+    if (
+        info.get("rse_expression") != t0_disk
+        or row["rse"] != t0_disk
+        or info.get("name") != row["block"]
+        or info.get("account") != gw.account
+    ):
+        return None, (
+            f"rule {row['rule_id']} is {info.get('account')}'s rule on {info.get('name')} to "
+            f"{info.get('rse_expression')}, not our {t0_disk} rule on {row['block']}: not touched"
+        )
     return row["rule_id"], ""
 
 
@@ -382,12 +496,25 @@ class ReleaseRun:
     kept_partial: list[str] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, Any]:
-        return {"dry_run": self.dry_run, "released": self.released, "files": self.files, "refused": self.refused,
-                "lost_race": self.lost_race, "kept_partial": self.kept_partial}
+        return {
+            "dry_run": self.dry_run,
+            "released": self.released,
+            "files": self.files,
+            "refused": self.refused,
+            "lost_race": self.lost_race,
+            "kept_partial": self.kept_partial,
+        }
 
 
-def release(catalog: Catalog, settings: Any, items: list[dict[str, Any]], rows: Mapping[str, Any], *,
-            dry_run: bool, gw: RucioGateway | None = None) -> ReleaseRun:
+def release(
+    catalog: Catalog,
+    settings: Any,
+    items: list[dict[str, Any]],
+    rows: Mapping[str, Any],
+    *,
+    dry_run: bool,
+    gw: RucioGateway | None = None,
+) -> ReleaseRun:
     """Remove the Tier-0 disk rule of every block whose files the retention plan releases (``items``,
     each with ``path``), after ``check_release``; rows go present -> deleting -> released."""
     run = ReleaseRun(dry_run=dry_run)
@@ -407,11 +534,17 @@ def release(catalog: Catalog, settings: Any, items: list[dict[str, Any]], rows: 
         rule_rows = outputs.rule_rows(catalog, block)
         t0_row = next((r for r in rule_rows if r["role"] == policy.T0_DISK), None)
         resuming = all(r["state"] == "deleting" for r in due)
-        if resuming and t0_row is not None and t0_row["rule_id"] and (
-                t0_row["state"] in FINAL or gw.rule(t0_row["rule_id"]) is None):
+        if (
+            resuming
+            and t0_row is not None
+            and t0_row["rule_id"]
+            and (t0_row["state"] in FINAL or gw.rule(t0_row["rule_id"]) is None)
+        ):
             # a run stopped after removing the rule (since purged by Rucio): only the bookkeeping is left
             if t0_row["state"] not in FINAL:
-                outputs.set_rule(catalog, t0_row, action="remove-rule", state="removed", detail="already gone in Rucio")
+                outputs.set_rule(
+                    catalog, t0_row, action="remove-rule", state="removed", detail="already gone in Rucio"
+                )
             _finish(catalog, due, block)
             run.released.append(block)
             run.files += len(due)
@@ -423,8 +556,15 @@ def release(catalog: Catalog, settings: Any, items: list[dict[str, Any]], rows: 
         assert t0_row is not None
         if dry_run:
             with catalog.begin() as conn:
-                catalog.audit(conn, entity=ENTITY, entity_id=int(t0_row["id"]), action="dry-run-remove-rule",
-                              path=block, rule=outputs.RETENTION_RULE, detail=f"{subs.t0_disk} rule {rule_id}")
+                catalog.audit(
+                    conn,
+                    entity=ENTITY,
+                    entity_id=int(t0_row["id"]),
+                    action="dry-run-remove-rule",
+                    path=block,
+                    rule=outputs.RETENTION_RULE,
+                    detail=f"{subs.t0_disk} rule {rule_id}",
+                )
             run.released.append(block)
             run.files += len(due)
             continue
@@ -436,7 +576,9 @@ def release(catalog: Catalog, settings: Any, items: list[dict[str, Any]], rows: 
             run.lost_race.append(block)
             continue
         gw.delete_rule(rule_id)
-        outputs.set_rule(catalog, t0_row, action="remove-rule", state="removed", detail=f"{subs.t0_disk} rule {rule_id}")
+        outputs.set_rule(
+            catalog, t0_row, action="remove-rule", state="removed", detail=f"{subs.t0_disk} rule {rule_id}"
+        )
         _finish(catalog, due, block)
         run.released.append(block)
         run.files += len(due)
@@ -449,7 +591,9 @@ def _finish(catalog: Catalog, due: list[Mapping[str, Any]], block: str) -> None:
 
 # ------------------------------------------------------------------------------------------------ views
 
-def listing(catalog: Catalog, *, dataset: str | None = None, state: str | None = None,
-            limit: int = 200) -> list[dict[str, Any]]:
+
+def listing(
+    catalog: Catalog, *, dataset: str | None = None, state: str | None = None, limit: int = 200
+) -> list[dict[str, Any]]:
     """Blocks with their files' states, rules and retention facts, newest first (``t0dqm t0 output ls``)."""
     return outputs.block_listing(catalog, dataset=dataset, state=state, limit=limit)

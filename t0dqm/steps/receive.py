@@ -114,6 +114,7 @@ class _Filing:
 
 # -- helpers ----------------------------------------------------------------------------------------
 
+
 def _with_timeout(fn: Callable[[], Any], seconds: float, what: str) -> Any:
     """Run fn in a daemon thread; Rejected when it takes longer than ``seconds``."""
     box: dict[str, Any] = {}
@@ -185,7 +186,11 @@ CLAIM_SECONDS = 660  # receive_batch's hard time limit: a claim outlives no rece
 def claim_lease_name(settings: config.Settings, rel: str) -> str:
     """The catalog lease that guards one upload (``rel``: its path in the dropbox); long paths hashed."""
     name = f"receive:{settings.flavour}:{rel}"
-    return name if len(name) <= 200 else f"receive:{settings.flavour}:sha1:{hashlib.sha1(rel.encode()).hexdigest()}"
+    return (
+        name
+        if len(name) <= 200
+        else f"receive:{settings.flavour}:sha1:{hashlib.sha1(rel.encode()).hexdigest()}"
+    )
 
 
 def take_claim(path: Path) -> Path | None:
@@ -208,6 +213,7 @@ def receipt_of(claim: Path) -> str:
 
 # -- receive ----------------------------------------------------------------------------------------
 
+
 class Receiver:
     """Receives uploads of one dropbox into the repository and the catalog."""
 
@@ -226,8 +232,14 @@ class Receiver:
         (outcome,) = self.receive_many([path], index=index, raise_errors=True)
         return outcome
 
-    def receive_many(self, paths: Sequence[str | os.PathLike[str]], *, index: bool = False,
-                     raise_errors: bool = False, budget: float | None = None) -> list[Outcome]:
+    def receive_many(
+        self,
+        paths: Sequence[str | os.PathLike[str]],
+        *,
+        index: bool = False,
+        raise_errors: bool = False,
+        budget: float | None = None,
+    ) -> list[Outcome]:
         """Receive a batch of uploads; one Outcome per path, in order.
 
         Each upload is claimed, checked, reserved and linked on its own (a bad one is quarantined, an
@@ -278,12 +290,19 @@ class Receiver:
                 for (i, f), file_id in zip(filings, ids, strict=True):  # only after the commit
                     f.claim.unlink(missing_ok=True)
                     f.p.with_name(f.p.name + dropbox.BAD).unlink(missing_ok=True)
-                    outcomes[i] = Outcome("filed", f.rel, file_id=file_id, target=f.relpath, version=f.version,
-                                          index_state=INDEX_PENDING)
+                    outcomes[i] = Outcome(
+                        "filed",
+                        f.rel,
+                        file_id=file_id,
+                        target=f.relpath,
+                        version=f.version,
+                        index_state=INDEX_PENDING,
+                    )
                 if index:
                     try:
-                        self._index([(i, f, file_id) for (i, f), file_id in zip(filings, ids, strict=True)],
-                                    outcomes)
+                        self._index(
+                            [(i, f, file_id) for (i, f), file_id in zip(filings, ids, strict=True)], outcomes
+                        )
                     except SoftTimeLimitExceeded:
                         raise
                     except Exception:
@@ -341,7 +360,11 @@ class Receiver:
         except ValueError:
             return p, str(p), Outcome("refused", str(p), reason=f"{p} is not inside the dropbox {self.box}")
         if not Path(os.path.realpath(p.parent)).is_relative_to(os.path.realpath(self.box)):  # symlinked slot
-            return p, rel, Outcome("refused", rel, reason=f"{p.parent} resolves outside the dropbox {self.box}")
+            return (
+                p,
+                rel,
+                Outcome("refused", rel, reason=f"{p.parent} resolves outside the dropbox {self.box}"),
+            )
         return p, rel, None
 
     def _prepare(self, p: Path, rel: str, claim: Path) -> _Filing:
@@ -374,8 +397,9 @@ class Receiver:
         self._link(p, target, dqinfo)
         return _Filing(p, rel, claim, info, target, str(target.relative_to(self.repo)), dqinfo, mes)
 
-    def _check(self, p: Path, origin: dropbox.Origin,
-               info: naming.DqmName) -> tuple[dict[str, Any], list[rootcheck.ME]]:
+    def _check(
+        self, p: Path, origin: dropbox.Origin, info: naming.DqmName
+    ) -> tuple[dict[str, Any], list[rootcheck.ME]]:
         """Every check of an upload, reading the file once (checksums, then the ROOT walk over the same
         bytes); Rejected with the reason. Returns (size, md5, adler32, mtime, check) and the elements."""
         try:
@@ -390,7 +414,11 @@ class Receiver:
         if st.st_size <= rootcheck.BUFFER_LIMIT:
             with open(p, "rb") as fh:
                 data = fh.read(st.st_size + 1)
-            size, md5, adler = len(data), hashlib.md5(data).hexdigest(), storage.format_adler32(zlib.adler32(data))
+            size, md5, adler = (
+                len(data),
+                hashlib.md5(data).hexdigest(),
+                storage.format_adler32(zlib.adler32(data)),
+            )
         else:
             size, md5, adler = checksums(p)
         if size != origin.size:
@@ -400,7 +428,9 @@ class Receiver:
         strict = info.class_ == naming.ONLINE_DATA and not info.subsystem
         seconds = self.settings.timeout("root_check")
         try:
-            found = _with_timeout(lambda: rootcheck.inspect(p, strict, data=data), seconds, "ROOT content check")
+            found = _with_timeout(
+                lambda: rootcheck.inspect(p, strict, data=data), seconds, "ROOT content check"
+            )
         except rootcheck.RootCheckError as exc:
             raise Rejected(f"ROOT check failed ({'strict' if strict else 'loose'}): {exc.reason}") from None
         meta = {"size": size, "md5": md5, "adler32": adler, "mtime": st.st_mtime, "check": found.check}
@@ -433,8 +463,9 @@ class Receiver:
                 if (run, dataset) in self._taken:
                     self._taken[(run, dataset)].add(path)
 
-    def _find_reservation(self, info: naming.DqmName, pattern: str,
-                          receipt: str) -> tuple[int, dict[str, Any]] | None:
+    def _find_reservation(
+        self, info: naming.DqmName, pattern: str, receipt: str
+    ) -> tuple[int, dict[str, Any]] | None:
         """A .dqminfo of this upload left by a receiver that died (probing versions up to the first gap)."""
         for version in range(1, MAX_VERSION + 1):
             info_path = self.repo / ((pattern % version) + ".dqminfo")
@@ -447,8 +478,15 @@ class Receiver:
                 return version, data
         return None
 
-    def _reserve(self, info: naming.DqmName, pattern: str, receipt: str, rel: str, origin: dropbox.Origin,
-                 meta: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+    def _reserve(
+        self,
+        info: naming.DqmName,
+        pattern: str,
+        receipt: str,
+        rel: str,
+        origin: dropbox.Origin,
+        meta: dict[str, Any],
+    ) -> tuple[int, dict[str, Any]]:
         """Next free version: no .dqminfo, no file, no catalog row; reserved by creating the .dqminfo."""
         taken = self._taken_paths(info)
         for version in range(1, MAX_VERSION + 1):
@@ -465,16 +503,38 @@ class Receiver:
                 return version, data
         raise Rejected(f"no free version below V{MAX_VERSION:04d}")
 
-    def _dqminfo(self, info: naming.DqmName, version: int, relpath: str, pattern: str, receipt: str, rel: str,
-                 origin: dropbox.Origin, meta: dict[str, Any]) -> dict[str, Any]:
+    def _dqminfo(
+        self,
+        info: naming.DqmName,
+        version: int,
+        relpath: str,
+        pattern: str,
+        receipt: str,
+        rel: str,
+        origin: dropbox.Origin,
+        meta: dict[str, Any],
+    ) -> dict[str, Any]:
         online = info.class_ == naming.ONLINE_DATA
         data: dict[str, Any] = {
-            "class": info.class_, "version": version, "runnr": info.run, "dataset": info.dataset,
-            "origin": origin.source, "import": None, "size": meta["size"], "md5sum": meta["md5"],
-            "adler32": meta["adler32"], "xpath": rel, "time": int(meta["mtime"]), "mtime": meta["mtime"],
-            "check": meta["check"], "filepat": pattern,
-            "zippat": naming.zip_pattern(info, meta["mtime"]), "path": relpath,
-            "receipt": receipt, "received_at": time.time(), "host": self.settings.host,
+            "class": info.class_,
+            "version": version,
+            "runnr": info.run,
+            "dataset": info.dataset,
+            "origin": origin.source,
+            "import": None,
+            "size": meta["size"],
+            "md5sum": meta["md5"],
+            "adler32": meta["adler32"],
+            "xpath": rel,
+            "time": int(meta["mtime"]),
+            "mtime": meta["mtime"],
+            "check": meta["check"],
+            "filepat": pattern,
+            "zippat": naming.zip_pattern(info, meta["mtime"]),
+            "path": relpath,
+            "receipt": receipt,
+            "received_at": time.time(),
+            "host": self.settings.host,
         }
         if online:
             data["subsystem"] = info.subsystem
@@ -487,8 +547,14 @@ class Receiver:
     def _drop_reservation(self, target: Path, rel: str) -> None:
         from t0dqm import deleter
 
-        deleter.delete(str(target) + ".dqminfo", rule="receive-rollback", reason=f"upload {rel} vanished",
-                       dry_run=False, catalog=self.catalog, settings=self.settings)
+        deleter.delete(
+            str(target) + ".dqminfo",
+            rule="receive-rollback",
+            reason=f"upload {rel} vanished",
+            dry_run=False,
+            catalog=self.catalog,
+            settings=self.settings,
+        )
 
     def _link(self, p: Path, target: Path, dqinfo: dict[str, Any]) -> None:
         """Hard-link the upload into the repository (never overwriting), then drop the dropbox name."""
@@ -515,30 +581,61 @@ class Receiver:
             if new:
                 try:
                     new_ids = files.insert_files_audited(
-                        conn, [self._row(f.info, f.target, f.dqinfo, INDEX_PENDING, now) for f in new],
-                        [self._audit_row(f.relpath, None, f.dqinfo, now) for f in new])
+                        conn,
+                        [self._row(f.info, f.target, f.dqinfo, INDEX_PENDING, now) for f in new],
+                        [self._audit_row(f.relpath, None, f.dqinfo, now) for f in new],
+                    )
                     known.update((f.relpath, file_id) for f, file_id in zip(new, new_ids, strict=True))
                 except IntegrityError:  # another receiver recorded one of them meanwhile: row by row
                     for f in new:
                         known[f.relpath] = self._insert(conn, f.info, f.target, f.dqinfo, INDEX_PENDING, now)
         return [int(known[f.relpath]) for f in filings]
 
-    def _row(self, info: naming.DqmName, target: Path, dqinfo: dict[str, Any], index_state: str,
-             now: float) -> dict[str, Any]:
-        return dict(path=str(target.relative_to(self.repo)), name=target.name, cls=info.class_, run=info.run,
-                    version=dqinfo["version"], dataset=info.dataset, subsystem=info.subsystem, size=dqinfo["size"],
-                    md5=dqinfo["md5sum"], adler32=dqinfo["adler32"], mtime=dqinfo.get("mtime", dqinfo["time"]),
-                    zippat=dqinfo["zippat"], state=RECEIVED, index_state=index_state, created_at=now,
-                    updated_at=now, attempts=0)
+    def _row(
+        self, info: naming.DqmName, target: Path, dqinfo: dict[str, Any], index_state: str, now: float
+    ) -> dict[str, Any]:
+        return dict(
+            path=str(target.relative_to(self.repo)),
+            name=target.name,
+            cls=info.class_,
+            run=info.run,
+            version=dqinfo["version"],
+            dataset=info.dataset,
+            subsystem=info.subsystem,
+            size=dqinfo["size"],
+            md5=dqinfo["md5sum"],
+            adler32=dqinfo["adler32"],
+            mtime=dqinfo.get("mtime", dqinfo["time"]),
+            zippat=dqinfo["zippat"],
+            state=RECEIVED,
+            index_state=index_state,
+            created_at=now,
+            updated_at=now,
+            attempts=0,
+        )
 
-    def _audit_row(self, relpath: str, file_id: int | None, dqinfo: dict[str, Any], now: float) -> dict[str, Any]:
+    def _audit_row(
+        self, relpath: str, file_id: int | None, dqinfo: dict[str, Any], now: float
+    ) -> dict[str, Any]:
         """The ``receive`` audit row, as Catalog.audit writes it."""
-        return dict(at=now, host=self.catalog.host, entity="file", entity_id=file_id, action="receive",
-                    from_state=None, to_state=RECEIVED, path=relpath, size=dqinfo["size"],
-                    checksum=dqinfo["adler32"], rule=None, detail=f"from {dqinfo.get('xpath')}")
+        return dict(
+            at=now,
+            host=self.catalog.host,
+            entity="file",
+            entity_id=file_id,
+            action="receive",
+            from_state=None,
+            to_state=RECEIVED,
+            path=relpath,
+            size=dqinfo["size"],
+            checksum=dqinfo["adler32"],
+            rule=None,
+            detail=f"from {dqinfo.get('xpath')}",
+        )
 
-    def _record(self, info: naming.DqmName, target: Path, dqinfo: dict[str, Any],
-                index_state: str = INDEX_PENDING) -> int:
+    def _record(
+        self, info: naming.DqmName, target: Path, dqinfo: dict[str, Any], index_state: str = INDEX_PENDING
+    ) -> int:
         relpath = str(target.relative_to(self.repo))
         with self.catalog.begin() as conn:
             existing = files.id_by_path(conn, relpath)
@@ -546,24 +643,50 @@ class Receiver:
                 return existing
             return self._insert(conn, info, target, dqinfo, index_state, time.time())
 
-    def _insert(self, conn: Connection, info: naming.DqmName, target: Path, dqinfo: dict[str, Any],
-                index_state: str, now: float) -> int:
+    def _insert(
+        self,
+        conn: Connection,
+        info: naming.DqmName,
+        target: Path,
+        dqinfo: dict[str, Any],
+        index_state: str,
+        now: float,
+    ) -> int:
         relpath = str(target.relative_to(self.repo))
         file_id = files.insert_file(conn, self._row(info, target, dqinfo, index_state, now))
         if file_id is None:
             return files.id_of_path(conn, relpath)
-        self.catalog.audit(conn, entity="file", entity_id=file_id, action="receive", to_state=RECEIVED,
-                           path=relpath, size=dqinfo["size"], checksum=dqinfo["adler32"],
-                           detail=f"from {dqinfo.get('xpath')}")
+        self.catalog.audit(
+            conn,
+            entity="file",
+            entity_id=file_id,
+            action="receive",
+            to_state=RECEIVED,
+            path=relpath,
+            size=dqinfo["size"],
+            checksum=dqinfo["adler32"],
+            detail=f"from {dqinfo.get('xpath')}",
+        )
         return int(file_id)
 
     def _index(self, entries: list[tuple[int, _Filing, int]], outcomes: dict[int, Outcome]) -> None:
         """One partial index for the batch's files whose elements the check read (the others stay
         pending for import_file); the outcome's index_state says which."""
-        samples = [steps_index.Received(file_id, f.info.run, f.info.dataset, f.version, f.info.class_,
-                                     f.info.subsystem, f.relpath, float(f.dqinfo.get("mtime", f.dqinfo["time"])),
-                                     f.mes)
-                   for _, f, file_id in entries if f.mes is not None]
+        samples = [
+            steps_index.Received(
+                file_id,
+                f.info.run,
+                f.info.dataset,
+                f.version,
+                f.info.class_,
+                f.info.subsystem,
+                f.relpath,
+                float(f.dqinfo.get("mtime", f.dqinfo["time"])),
+                f.mes,
+            )
+            for _, f, file_id in entries
+            if f.mes is not None
+        ]
         if not samples:
             return
         states = steps_index.index_received(self.settings, self.catalog, samples)
@@ -603,7 +726,9 @@ class Receiver:
         try:
             info = naming.classify(target.name, require_v1=False)
         except naming.InvalidName as exc:
-            logger.warning(json.dumps({"event": "create-info-skip", "path": str(target), "reason": exc.reason}))
+            logger.warning(
+                json.dumps({"event": "create-info-skip", "path": str(target), "reason": exc.reason})
+            )
             return None
         if info.class_ != naming.ONLINE_DATA:
             return None
@@ -611,21 +736,41 @@ class Receiver:
         size, md5, adler = checksums(target)
         relpath = str(target.relative_to(self.repo))
         data = {
-            "class": info.class_, "version": info.version, "runnr": info.run, "dataset": info.dataset,
-            "subsystem": info.subsystem or MERGED_FILE, "origin": str(target), "import": None, "size": size,
-            "md5sum": md5, "adler32": adler, "xpath": relpath, "time": int(st.st_mtime), "mtime": st.st_mtime,
-            "check": "created by create-info", "filepat": naming.file_pattern(info),
-            "zippat": naming.zip_pattern(info, st.st_mtime), "path": relpath,
-            "created_at": time.time(), "host": self.settings.host,
+            "class": info.class_,
+            "version": info.version,
+            "runnr": info.run,
+            "dataset": info.dataset,
+            "subsystem": info.subsystem or MERGED_FILE,
+            "origin": str(target),
+            "import": None,
+            "size": size,
+            "md5sum": md5,
+            "adler32": adler,
+            "xpath": relpath,
+            "time": int(st.st_mtime),
+            "mtime": st.st_mtime,
+            "check": "created by create-info",
+            "filepat": naming.file_pattern(info),
+            "zippat": naming.zip_pattern(info, st.st_mtime),
+            "path": relpath,
+            "created_at": time.time(),
+            "host": self.settings.host,
         }
-        if not _create_exclusive(Path(str(target) + ".dqminfo"), (json.dumps(data, indent=1, sort_keys=True)
-                                                                   + "\n").encode()):
+        if not _create_exclusive(
+            Path(str(target) + ".dqminfo"), (json.dumps(data, indent=1, sort_keys=True) + "\n").encode()
+        ):
             return None
         return self._record(info, target, data, index_state=INDEX_SKIPPED)
 
 
-def import_legacy(directory: str | os.PathLike[str], settings: config.Settings, catalog: Catalog, *,
-                  dry_run: bool = False, index: bool = True) -> dict[str, Any]:
+def import_legacy(
+    directory: str | os.PathLike[str],
+    settings: config.Settings,
+    catalog: Catalog,
+    *,
+    dry_run: bool = False,
+    index: bool = True,
+) -> dict[str, Any]:
     """Record original .dqminfo files (Python literals, read safely, never eval) under ``directory`` in the
     catalog. ``directory`` is (part of) the repository: catalog paths are relative to the repository root.
     Files whose ROOT file is gone (archived and deleted) get state removed; present ones are imported into
@@ -656,24 +801,48 @@ def import_legacy(directory: str | os.PathLike[str], settings: config.Settings, 
         mtime = float(info.get("time") or (root_file.stat().st_mtime if present else 0.0))
         now = time.time()
         with catalog.begin() as conn:
-            file_id = files.insert_file(conn, dict(
-                path=rel, name=root_file.name, cls=info["class"], run=info["runnr"],
-                version=info["version"], dataset=info["dataset"],
-                subsystem=info.get("subsystem") if info.get("subsystem") != MERGED_FILE else None,
-                size=int(info.get("size") or (root_file.stat().st_size if present else 0)),
-                md5=info.get("md5sum"), adler32=adler, mtime=mtime, zippat=info.get("zippat"),
-                state=RECEIVED if present else "removed",
-                index_state=INDEX_PENDING if (present and index) else INDEX_SKIPPED,
-                created_at=now, updated_at=now, attempts=0))
+            file_id = files.insert_file(
+                conn,
+                dict(
+                    path=rel,
+                    name=root_file.name,
+                    cls=info["class"],
+                    run=info["runnr"],
+                    version=info["version"],
+                    dataset=info["dataset"],
+                    subsystem=info.get("subsystem") if info.get("subsystem") != MERGED_FILE else None,
+                    size=int(info.get("size") or (root_file.stat().st_size if present else 0)),
+                    md5=info.get("md5sum"),
+                    adler32=adler,
+                    mtime=mtime,
+                    zippat=info.get("zippat"),
+                    state=RECEIVED if present else "removed",
+                    index_state=INDEX_PENDING if (present and index) else INDEX_SKIPPED,
+                    created_at=now,
+                    updated_at=now,
+                    attempts=0,
+                ),
+            )
             if file_id is None:
                 continue
-            receiver.catalog.audit(conn, entity="file", entity_id=file_id, action="import-legacy", path=rel,
-                                   detail=f"zippath={info.get('zippath')}")
+            receiver.catalog.audit(
+                conn,
+                entity="file",
+                entity_id=file_id,
+                action="import-legacy",
+                path=rel,
+                detail=f"zippath={info.get('zippath')}",
+            )
     return counts
 
 
-def receive_one(path: str | os.PathLike[str], settings: config.Settings | None = None,
-                catalog: Catalog | None = None, *, index: bool = False) -> Outcome:
+def receive_one(
+    path: str | os.PathLike[str],
+    settings: config.Settings | None = None,
+    catalog: Catalog | None = None,
+    *,
+    index: bool = False,
+) -> Outcome:
     """Receive one upload (no broker needed); see the module docstring. ``index``: also write its
     partial index (else it stays pending for import)."""
     from t0dqm.catalog.db import get_catalog
@@ -683,6 +852,7 @@ def receive_one(path: str | os.PathLike[str], settings: config.Settings | None =
 
 
 # -- steps (the tasks of t0dqm.tasks.receive call these) ------------------------------------------------
+
 
 def per_task(settings: config.Settings) -> int:
     """Uploads per receive_batch message (configuration ``receive.per_task``, default PER_TASK)."""
@@ -718,8 +888,9 @@ def receive_batch(ctx: Context, paths: Sequence[str]) -> BatchOutcome:
     for o in outcomes:
         counts[o.status] = counts.get(o.status, 0) + 1
     ctx.log("receive", **counts)
-    return BatchOutcome(result=[o.__dict__ for o in outcomes], next=nexts, outcomes=outcomes,
-                        errors=list(receiver.errors))
+    return BatchOutcome(
+        result=[o.__dict__ for o in outcomes], next=nexts, outcomes=outcomes, errors=list(receiver.errors)
+    )
 
 
 Dedupe = Callable[[list[str], int, int], tuple[list[str], bool]]
@@ -740,7 +911,7 @@ def scan(ctx: Context, dedupe: Dedupe) -> steps_next.Outcome:
     rels = [f"{slot}/{name}" for slot, name, _claimed in entries]
     fresh, more = dedupe(rels, ttl, int(settings.receive.batch))
     size = per_task(settings)
-    nexts = [Next(BATCH_TASK, (fresh[start:start + size],)) for start in range(0, len(fresh), size)]
+    nexts = [Next(BATCH_TASK, (fresh[start : start + size],)) for start in range(0, len(fresh), size)]
     if more:
         nexts.append(Next(SCAN_TASK))
     if fresh:

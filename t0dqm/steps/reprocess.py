@@ -66,13 +66,30 @@ class Action:
 def steps_from(step: str) -> tuple[str, ...]:
     if step not in STEPS:
         raise ValueError(f"unknown step {step!r}; choose one of {', '.join(STEPS)}")
-    return STEPS[STEPS.index(step):]
+    return STEPS[STEPS.index(step) :]
 
 
-def _audit(catalog: Catalog, conn: Any, entity: str, entity_id: int | None, path: str, detail: str,
-           from_state: str | None = None, to_state: str | None = None) -> None:
-    catalog.audit(conn, entity=entity, entity_id=entity_id, action="reprocess", path=path, from_state=from_state,
-                  to_state=to_state, rule="operator", detail=detail)
+def _audit(
+    catalog: Catalog,
+    conn: Any,
+    entity: str,
+    entity_id: int | None,
+    path: str,
+    detail: str,
+    from_state: str | None = None,
+    to_state: str | None = None,
+) -> None:
+    catalog.audit(
+        conn,
+        entity=entity,
+        entity_id=entity_id,
+        action="reprocess",
+        path=path,
+        from_state=from_state,
+        to_state=to_state,
+        rule="operator",
+        detail=detail,
+    )
 
 
 def _receive(settings: config.Settings, catalog: Catalog, run: int, dataset: str | None) -> list[Action]:
@@ -131,7 +148,9 @@ def _zip(settings: config.Settings, catalog: Catalog, run: int, dataset: str | N
         rows = queries.run_files_outside_archives(conn, run, dataset)
     for row in rows:
         if row.state != states.RECEIVED or not row.zippat:
-            out.append(Action("zip", row.path, f"skipped: {row.state}{'' if row.zippat else ', no zip pattern'}"))
+            out.append(
+                Action("zip", row.path, f"skipped: {row.state}{'' if row.zippat else ', no zip pattern'}")
+            )
             continue
         with catalog.begin() as conn:
             _audit(catalog, conn, "file", row.id, row.path, f"send {TASKS['zip']}")
@@ -150,23 +169,54 @@ def _stage(settings: config.Settings, catalog: Catalog, run: int, dataset: str |
         state = arch["state"]
         if state in (states.FAILED, states.CONFLICT):
             if not arch["frozen_at"] or not arch["adler32"]:
-                out.append(Action("stage", arch["path"], f"skipped: {state} before it was frozen "
-                                                         f"({arch['reason'] or 'no reason'})"))
+                out.append(
+                    Action(
+                        "stage",
+                        arch["path"],
+                        f"skipped: {state} before it was frozen ({arch['reason'] or 'no reason'})",
+                    )
+                )
                 continue
             with catalog.begin() as conn:
-                ok = catalog.transition(conn, "archive", arch["id"], state, states.FROZEN, tries=0, next_try_at=None,
-                                        reason=None, detail=f"reprocess: operator reset from {state}")
+                ok = catalog.transition(
+                    conn,
+                    "archive",
+                    arch["id"],
+                    state,
+                    states.FROZEN,
+                    tries=0,
+                    next_try_at=None,
+                    reason=None,
+                    detail=f"reprocess: operator reset from {state}",
+                )
                 if ok:
-                    _audit(catalog, conn, "archive", arch["id"], arch["path"], f"send {TASKS['stage']}", state,
-                           states.FROZEN)
+                    _audit(
+                        catalog,
+                        conn,
+                        "archive",
+                        arch["id"],
+                        arch["path"],
+                        f"send {TASKS['stage']}",
+                        state,
+                        states.FROZEN,
+                    )
             if not ok:
                 out.append(Action("stage", arch["path"], "skipped: changed meanwhile"))
                 continue
-            out.append(Action("stage", arch["path"], f"{state} -> frozen, sent", TASKS["stage"], (arch["id"],)))
+            out.append(
+                Action("stage", arch["path"], f"{state} -> frozen, sent", TASKS["stage"], (arch["id"],))
+            )
         elif state == states.FROZEN:
             with catalog.begin() as conn:
                 queries.clear_archive_backoff(conn, arch["id"], states.FROZEN, time.time())
-                _audit(catalog, conn, "archive", arch["id"], arch["path"], f"clear back-off, send {TASKS['stage']}")
+                _audit(
+                    catalog,
+                    conn,
+                    "archive",
+                    arch["id"],
+                    arch["path"],
+                    f"clear back-off, send {TASKS['stage']}",
+                )
             out.append(Action("stage", arch["path"], "back-off cleared, sent", TASKS["stage"], (arch["id"],)))
         else:
             out.append(Action("stage", arch["path"], f"left {state}"))
@@ -182,18 +232,29 @@ def _verify(settings: config.Settings, catalog: Catalog, run: int, dataset: str 
             continue
         with catalog.begin() as conn:
             queries.clear_archive_backoff(conn, arch["id"], arch["state"], time.time())
-            _audit(catalog, conn, "archive", arch["id"], arch["path"], f"clear back-off, send {TASKS['verify']}")
+            _audit(
+                catalog, conn, "archive", arch["id"], arch["path"], f"clear back-off, send {TASKS['verify']}"
+            )
         due = (arch["copied_at"] or 0) + float(settings.archive.verify_delay)
         note = "" if due <= time.time() else f" (runs after the verify delay, {time.ctime(due)})"
-        out.append(Action("verify", arch["path"], "back-off cleared, sent" + note, TASKS["verify"], (arch["id"],)))
+        out.append(
+            Action("verify", arch["path"], "back-off cleared, sent" + note, TASKS["verify"], (arch["id"],))
+        )
     return out
 
 
 STEP_FUNCTIONS = {"receive": _receive, "index": _index, "zip": _zip, "stage": _stage, "verify": _verify}
 
 
-def reprocess(settings: config.Settings, catalog: Catalog, run: int, *, send: Sender, dataset: str | None = None,
-              from_step: str = "index") -> list[Action]:
+def reprocess(
+    settings: config.Settings,
+    catalog: Catalog,
+    run: int,
+    *,
+    send: Sender,
+    dataset: str | None = None,
+    from_step: str = "index",
+) -> list[Action]:
     """Take run ``run`` (and ``dataset``) back to ``from_step`` and every later step; returns the actions.
 
     Messages are sent (through ``send``) after each state change committed.
@@ -210,6 +271,7 @@ def reprocess(settings: config.Settings, catalog: Catalog, run: int, *, send: Se
 
 # -- retry-bad --------------------------------------------------------------------------------------
 
+
 def quarantined(catalog: Catalog, ids: list[int] | None = None) -> list[dict[str, Any]]:
     """Unresolved quarantine rows (all, or those ``ids``), oldest first."""
     with catalog.read() as conn:
@@ -220,13 +282,20 @@ def _resolve(catalog: Catalog, row: dict[str, Any], detail: str) -> bool:
     with catalog.begin() as conn:
         done = queries.resolve_quarantine(conn, row["id"], time.time())
         if done:
-            catalog.audit(conn, entity="path", action="retry-bad", path=row["path"], rule="operator",
-                          detail=f"{detail}; was: {row['reason']}")
+            catalog.audit(
+                conn,
+                entity="path",
+                action="retry-bad",
+                path=row["path"],
+                rule="operator",
+                detail=f"{detail}; was: {row['reason']}",
+            )
     return done
 
 
-def retry_bad(settings: config.Settings, catalog: Catalog, *, send: Sender,
-              ids: list[int] | None = None) -> list[Action]:
+def retry_bad(
+    settings: config.Settings, catalog: Catalog, *, send: Sender, ids: list[int] | None = None
+) -> list[Action]:
     """Re-queue quarantined uploads (after an operator fixed the cause); see the module docstring.
 
     Order: restore ``.origin`` first (so a crash never loses the upload), then drop the marker, then
@@ -249,7 +318,9 @@ def retry_bad(settings: config.Settings, catalog: Catalog, *, send: Sender,
         seen.add(rel)
         if os.path.lexists(bad_origin):
             if os.path.lexists(origin) or os.path.lexists(p.with_name(p.name + dropbox.CLAIMED)):
-                out.append(Action("retry", rel, "skipped: both .origin.bad and a live .origin/.claimed exist"))
+                out.append(
+                    Action("retry", rel, "skipped: both .origin.bad and a live .origin/.claimed exist")
+                )
                 continue
             if not p.exists():
                 out.append(Action("retry", rel, "skipped: the upload file is missing (fix it first)"))

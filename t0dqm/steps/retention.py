@@ -33,6 +33,7 @@ ENTITY = catalog_outputs.ENTITY
 
 # ------------------------------------------------------------------------------------------- retention
 
+
 @dataclass
 class RetentionRun:
     now: float
@@ -50,21 +51,35 @@ class RetentionRun:
 
     def as_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {
-            "now": self.now, "min_days": self.min_days, "delete": self.delete,
-            "bytes": sum(d["size"] for d in self.delete), "kept": dict(sorted(self.kept.items()))}
+            "now": self.now,
+            "min_days": self.min_days,
+            "delete": self.delete,
+            "bytes": sum(d["size"] for d in self.delete),
+            "kept": dict(sorted(self.kept.items())),
+        }
         if self.execute:
-            out["execution"] = {"dry_run": self.dry_run, "deleted": self.deleted, "missing": self.missing,
-                                "lost_race": self.lost_race, "refused": self.refused, "errors": self.errors}
+            out["execution"] = {
+                "dry_run": self.dry_run,
+                "deleted": self.deleted,
+                "missing": self.missing,
+                "lost_race": self.lost_race,
+                "refused": self.refused,
+                "errors": self.errors,
+            }
             if self.rucio is not None:
                 out["execution"]["rucio"] = self.rucio
         return out
 
 
 def _facts(row: Any) -> retention.T0Output:
-    return retention.T0Output(name=row["path"], created=float(row["created_at"]),
-                              endpoints=catalog_outputs.load_set(row["endpoints_required"]),
-                              transferred_to=catalog_outputs.load_set(row["endpoints_done"]),
-                              needed_by_processing=int(row["needed_by"] or 0) > 0, size=int(row["size"]))
+    return retention.T0Output(
+        name=row["path"],
+        created=float(row["created_at"]),
+        endpoints=catalog_outputs.load_set(row["endpoints_required"]),
+        transferred_to=catalog_outputs.load_set(row["endpoints_done"]),
+        needed_by_processing=int(row["needed_by"] or 0) > 0,
+        size=int(row["size"]),
+    )
 
 
 def plan(catalog: Catalog, now: float, min_days: int) -> tuple[RetentionRun, dict[str, Any]]:
@@ -86,8 +101,14 @@ def plan(catalog: Catalog, now: float, min_days: int) -> tuple[RetentionRun, dic
     return run, by_path
 
 
-def run_retention(catalog: Catalog, settings: Any, *, now: float | None = None, min_days: int | None = None,
-                  dry_run: bool = True) -> RetentionRun:
+def run_retention(
+    catalog: Catalog,
+    settings: Any,
+    *,
+    now: float | None = None,
+    min_days: int | None = None,
+    dry_run: bool = True,
+) -> RetentionRun:
     """Plan and apply retention; in dry-run the deleter audits what would go and no row changes."""
     now = time.time() if now is None else float(now)
     min_days = int(settings.retention.min_days if min_days is None else min_days)
@@ -102,8 +123,15 @@ def run_retention(catalog: Catalog, settings: Any, *, now: float | None = None, 
         row = rows[item["path"]]
         if item["path"] in by_rule_paths:
             continue
-        kwargs = {"rule": RULE, "reason": item["reason"], "size": int(row["size"]), "checksum": row["adler32"],
-                  "entity_id": int(row["id"]), "catalog": catalog, "settings": settings}
+        kwargs = {
+            "rule": RULE,
+            "reason": item["reason"],
+            "size": int(row["size"]),
+            "checksum": row["adler32"],
+            "entity_id": int(row["id"]),
+            "catalog": catalog,
+            "settings": settings,
+        }
         if dry_run:
             try:
                 deleter.delete(row["path"], dry_run=True, **kwargs)
@@ -128,7 +156,9 @@ def run_retention(catalog: Catalog, settings: Any, *, now: float | None = None, 
     return run
 
 
-def cleanup(ctx: Context, dry_run: bool | None = None, now: float | None = None, force: bool = False) -> Outcome:
+def cleanup(
+    ctx: Context, dry_run: bool | None = None, now: float | None = None, force: bool = False
+) -> Outcome:
     """The daily retention run (one at a time); its result is the plan and what was done."""
     settings = ctx.settings
     if not settings.retention.enabled and not force:
@@ -143,6 +173,14 @@ def cleanup(ctx: Context, dry_run: bool | None = None, now: float | None = None,
     except (RucioUnavailable, RucioRefused) as exc:  # no rule removed without a fresh check: next run
         ctx.log("t0-retention-rucio", logging.ERROR, error=str(exc))
         return Outcome({"refused": f"Rucio: {exc}; nothing released"})
-    ctx.log("t0-retention", planned=len(run.delete), deleted=len(run.deleted), missing=len(run.missing),
-            lost_race=len(run.lost_race), refused=len(run.refused), errors=len(run.errors), dry_run=dry_run)
+    ctx.log(
+        "t0-retention",
+        planned=len(run.delete),
+        deleted=len(run.deleted),
+        missing=len(run.missing),
+        lost_race=len(run.lost_race),
+        refused=len(run.refused),
+        errors=len(run.errors),
+        dry_run=dry_run,
+    )
     return Outcome(run.as_dict())

@@ -37,10 +37,17 @@ def read_listing(path: str) -> list[SMFile]:
                     continue
                 try:
                     row = json.loads(line)
-                    out.append(SMFile(path=str(row["path"]), run=int(row["run"]), size=int(row["size"]),
-                                      mtime=float(row["mtime"]), checked=bool(row["checked"]),
-                                      repacked=bool(row["repacked"]),
-                                      tier0_off=bool(row.get("tier0_off", False))))
+                    out.append(
+                        SMFile(
+                            path=str(row["path"]),
+                            run=int(row["run"]),
+                            size=int(row["size"]),
+                            mtime=float(row["mtime"]),
+                            checked=bool(row["checked"]),
+                            repacked=bool(row["repacked"]),
+                            tier0_off=bool(row.get("tier0_off", False)),
+                        )
+                    )
                 except (ValueError, KeyError, TypeError) as exc:
                     raise ListingError(f"{path}:{n}: bad listing line: {exc}") from None
     except OSError as exc:
@@ -66,8 +73,14 @@ class SMExecution:
     deleted_bytes: int = 0
 
     def as_dict(self) -> dict[str, Any]:
-        return {"dry_run": self.dry_run, "deleted": self.deleted, "missing": self.missing,
-                "refused": self.refused, "errors": self.errors, "deleted_bytes": self.deleted_bytes}
+        return {
+            "dry_run": self.dry_run,
+            "deleted": self.deleted,
+            "missing": self.missing,
+            "refused": self.refused,
+            "errors": self.errors,
+            "deleted_bytes": self.deleted_bytes,
+        }
 
 
 def execute(plan: SMPlan, *, dry_run: bool, catalog: Any, settings: Any) -> SMExecution:
@@ -76,8 +89,15 @@ def execute(plan: SMPlan, *, dry_run: bool, catalog: Any, settings: Any) -> SMEx
     for d in plan.delete:
         reason = f"mode={plan.mode}" + (" unchecked" if d.unchecked else "")
         try:
-            existed = deleter.delete(d.path, rule=f"sm-{d.rule}", reason=reason, dry_run=dry_run, size=d.size,
-                                     catalog=catalog, settings=settings)
+            existed = deleter.delete(
+                d.path,
+                rule=f"sm-{d.rule}",
+                reason=reason,
+                dry_run=dry_run,
+                size=d.size,
+                catalog=catalog,
+                settings=settings,
+            )
         except deleter.DeletionRefused as exc:
             ex.refused.append(f"{d.path}: {exc}")
             continue
@@ -92,8 +112,14 @@ def execute(plan: SMPlan, *, dry_run: bool, catalog: Any, settings: Any) -> SMEx
     return ex
 
 
-def cleanup(ctx: Context, mode: str = "occupancy", dry_run: bool | None = None, now: float | None = None,
-            occupancy: float | None = None, force: bool = False) -> Outcome:
+def cleanup(
+    ctx: Context,
+    mode: str = "occupancy",
+    dry_run: bool | None = None,
+    now: float | None = None,
+    occupancy: float | None = None,
+    force: bool = False,
+) -> Outcome:
     """Storage Manager cleanup of the P5 copy (mode "occupancy" or "age") through the guarded deleter.
 
     ``occupancy`` overrides the statvfs reading of ``storage_manager.area`` (tests, operators).
@@ -129,14 +155,32 @@ def cleanup(ctx: Context, mode: str = "occupancy", dry_run: bool | None = None, 
     unchecked = [d.path for d in plan.delete if d.unchecked]
     if unchecked:
         verb = "would delete" if dry_run else "deleted"
-        raise_alarm(ctx.catalog, ALARM_KEY,
-                    f"Storage Manager age cleanup {verb} {len(unchecked)} files not yet checked by Tier-0 "
-                    f"(occupancy {occupancy:.1%}), e.g. {unchecked[0]}", severity="critical")
-    out = {**plan.as_dict(), "mode": mode, "occupancy": occupancy, "alarm": bool(unchecked),
-           "execution": ex.as_dict()}
-    ctx.log("sm-cleanup", mode=mode, occupancy=occupancy, planned=len(plan.delete), deleted=len(ex.deleted),
-            bytes=ex.deleted_bytes, refused=len(ex.refused), errors=len(ex.errors), unchecked=len(unchecked),
-            dry_run=dry_run)
+        raise_alarm(
+            ctx.catalog,
+            ALARM_KEY,
+            f"Storage Manager age cleanup {verb} {len(unchecked)} files not yet checked by Tier-0 "
+            f"(occupancy {occupancy:.1%}), e.g. {unchecked[0]}",
+            severity="critical",
+        )
+    out = {
+        **plan.as_dict(),
+        "mode": mode,
+        "occupancy": occupancy,
+        "alarm": bool(unchecked),
+        "execution": ex.as_dict(),
+    }
+    ctx.log(
+        "sm-cleanup",
+        mode=mode,
+        occupancy=occupancy,
+        planned=len(plan.delete),
+        deleted=len(ex.deleted),
+        bytes=ex.deleted_bytes,
+        refused=len(ex.refused),
+        errors=len(ex.errors),
+        unchecked=len(unchecked),
+        dry_run=dry_run,
+    )
     return Outcome(out)
 
 

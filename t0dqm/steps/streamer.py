@@ -45,10 +45,20 @@ def read_skip_runs(path: str | os.PathLike[str] | None) -> frozenset[int]:
 
 
 def units_from_summary(summary: eosdump.DumpSummary) -> list[policy.UnitStats]:
-    return [policy.UnitStats(label=u.label, stream=u.stream, run=u.run, files=a.files, bytes=a.bytes,
-                             newest_mtime=a.newest, old_files=a.old_files, old_bytes=a.old_bytes,
-                             old_newest_mtime=a.old_newest)
-            for u, a in summary.units.items()]
+    return [
+        policy.UnitStats(
+            label=u.label,
+            stream=u.stream,
+            run=u.run,
+            files=a.files,
+            bytes=a.bytes,
+            newest_mtime=a.newest,
+            old_files=a.old_files,
+            old_bytes=a.old_bytes,
+            old_newest_mtime=a.old_newest,
+        )
+        for u, a in summary.units.items()
+    ]
 
 
 @dataclass(frozen=True)
@@ -61,16 +71,26 @@ class PlanResult:
     done_requests: int = 0
 
 
-def make_plan(dump: str, *, now: float | None = None, quota_bytes: int = policy.DEFAULT_QUOTA_BYTES,
-              done_url: str | None = None, skip_runs: frozenset[int] = frozenset(),
-              max_dump_age: float | None = eosdump.DEFAULT_MAX_AGE, transfertest_days: int = 7,
-              age_days: int = 365, http_timeout: float = 10.0, workers: int = 8,
-              done: Callable[[int, str], bool] | None = None) -> PlanResult:
+def make_plan(
+    dump: str,
+    *,
+    now: float | None = None,
+    quota_bytes: int = policy.DEFAULT_QUOTA_BYTES,
+    done_url: str | None = None,
+    skip_runs: frozenset[int] = frozenset(),
+    max_dump_age: float | None = eosdump.DEFAULT_MAX_AGE,
+    transfertest_days: int = 7,
+    age_days: int = 365,
+    http_timeout: float = 10.0,
+    workers: int = 8,
+    done: Callable[[int, str], bool] | None = None,
+) -> PlanResult:
     """Read the dump once and decide; raises eosdump.DumpError when the dump is refused."""
     now = time.time() if now is None else now
     real = os.path.realpath(dump)
-    summary = eosdump.aggregate(real, max_age=max_dump_age, now=now,
-                                split_cutoff=policy.transfertest_cutoff(now, transfertest_days))
+    summary = eosdump.aggregate(
+        real, max_age=max_dump_age, now=now, split_cutoff=policy.transfertest_cutoff(now, transfertest_days)
+    )
     units = units_from_summary(summary)
     client = None
     if done is None and done_url:
@@ -78,10 +98,23 @@ def make_plan(dump: str, *, now: float | None = None, quota_bytes: int = policy.
         order = [(u.run, u.stream) for u in policy.walk_candidates(units, skip_runs)]
         done = Prefetching(client, order, batch=max(1, workers) * 4)
     plan = policy.plan_streamer_cleanup(
-        units, now=now, quota_bytes=quota_bytes, done=done, skip_runs=skip_runs,
-        other_bytes=summary.unrecognised_bytes, transfertest_days=transfertest_days, age_days=age_days)
-    return PlanResult(dump=real, now=now, plan=plan, summary=summary, transfertest_days=transfertest_days,
-                      done_requests=client.requests if client else 0)
+        units,
+        now=now,
+        quota_bytes=quota_bytes,
+        done=done,
+        skip_runs=skip_runs,
+        other_bytes=summary.unrecognised_bytes,
+        transfertest_days=transfertest_days,
+        age_days=age_days,
+    )
+    return PlanResult(
+        dump=real,
+        now=now,
+        plan=plan,
+        summary=summary,
+        transfertest_days=transfertest_days,
+        done_requests=client.requests if client else 0,
+    )
 
 
 def target_for(path: str, base: str | None) -> str:
@@ -133,8 +166,10 @@ def list_targets(result: PlanResult, base: str | None = None) -> list[Target]:
     for d in result.plan.delete:
         got = seen.get(StreamerUnit(d.label, d.stream, d.run), [0, 0])
         if got != [d.files, d.bytes]:
-            raise CleanupError(f"{d.label}/{d.stream}/{d.run}: second pass found {got[0]} files, {got[1]} "
-                               f"bytes; plan says {d.files} files, {d.bytes} bytes: nothing deleted")
+            raise CleanupError(
+                f"{d.label}/{d.stream}/{d.run}: second pass found {got[0]} files, {got[1]} "
+                f"bytes; plan says {d.files} files, {d.bytes} bytes: nothing deleted"
+            )
     return out
 
 
@@ -148,21 +183,37 @@ class Execution:
     errors: list[str] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, object]:
-        return {"dry_run": self.dry_run, "deleted_files": self.deleted_files,
-                "deleted_bytes": self.deleted_bytes, "missing": self.missing,
-                "refused": self.refused, "errors": self.errors}
+        return {
+            "dry_run": self.dry_run,
+            "deleted_files": self.deleted_files,
+            "deleted_bytes": self.deleted_bytes,
+            "missing": self.missing,
+            "refused": self.refused,
+            "errors": self.errors,
+        }
 
 
-def execute(targets: list[Target], *, dry_run: bool, reason: str = "tier0 streamer cleanup",
-            delete: Callable[..., bool] | None = None) -> Execution:
+def execute(
+    targets: list[Target],
+    *,
+    dry_run: bool,
+    reason: str = "tier0 streamer cleanup",
+    delete: Callable[..., bool] | None = None,
+) -> Execution:
     """Delete every target through the guarded deleter (an audit row each)."""
     if delete is None:
         delete = deleter.delete
     ex = Execution(dry_run=dry_run)
     for t in targets:
         try:
-            existed = delete(t.target, rule=f"streamer:{t.rule}", reason=reason, size=t.size,
-                             checksum=t.checksum or None, dry_run=dry_run)
+            existed = delete(
+                t.target,
+                rule=f"streamer:{t.rule}",
+                reason=reason,
+                size=t.size,
+                checksum=t.checksum or None,
+                dry_run=dry_run,
+            )
         except deleter.DeletionRefused as exc:
             ex.refused.append(str(exc))
             continue
@@ -177,7 +228,9 @@ def execute(targets: list[Target], *, dry_run: bool, reason: str = "tier0 stream
     return ex
 
 
-def cleanup(ctx: Context, dry_run: bool | None = None, now: float | None = None, force: bool = False) -> Outcome:
+def cleanup(
+    ctx: Context, dry_run: bool | None = None, now: float | None = None, force: bool = False
+) -> Outcome:
     """Plan and apply the streamer cleanup (one at a time); its result is the plan and what was done."""
     settings = ctx.settings
     cfg = settings.streamer
@@ -192,10 +245,16 @@ def cleanup(ctx: Context, dry_run: bool | None = None, now: float | None = None,
         with ctx.lease("streamer-cleanup", seconds=settings.tasks.long_time_limit):
             try:
                 result = make_plan(
-                    cfg.dump, now=now, quota_bytes=cfg.quota_bytes, done_url=cfg.done_url or None,
+                    cfg.dump,
+                    now=now,
+                    quota_bytes=cfg.quota_bytes,
+                    done_url=cfg.done_url or None,
                     skip_runs=read_skip_runs(cfg.skip_runs_file or None),
-                    max_dump_age=cfg.max_dump_age, transfertest_days=cfg.transfertest_days,
-                    age_days=cfg.age_days, http_timeout=settings.timeout("http"))
+                    max_dump_age=cfg.max_dump_age,
+                    transfertest_days=cfg.transfertest_days,
+                    age_days=cfg.age_days,
+                    http_timeout=settings.timeout("http"),
+                )
                 targets = list_targets(result, cfg.base or None)
             except (eosdump.DumpError, CleanupError) as exc:
                 ctx.log("streamer-dump-refused", logging.ERROR, error=str(exc))
@@ -204,8 +263,19 @@ def cleanup(ctx: Context, dry_run: bool | None = None, now: float | None = None,
             catalog_streamer.record_units(ctx.catalog, result.plan.delete, dry_run)
     except LeaseBusy:
         return Outcome({"skipped": "another streamer cleanup is running"})
-    out: dict[str, Any] = {**result.plan.as_dict(), "execution": ex.as_dict(), "dump": result.summary.as_dict()}
-    ctx.log("streamer-cleanup", units=len(result.plan.delete), files=ex.deleted_files,
-            bytes=ex.deleted_bytes, refused=len(ex.refused), errors=len(ex.errors), dry_run=dry_run,
-            malformed=result.summary.malformed)
+    out: dict[str, Any] = {
+        **result.plan.as_dict(),
+        "execution": ex.as_dict(),
+        "dump": result.summary.as_dict(),
+    }
+    ctx.log(
+        "streamer-cleanup",
+        units=len(result.plan.delete),
+        files=ex.deleted_files,
+        bytes=ex.deleted_bytes,
+        refused=len(ex.refused),
+        errors=len(ex.errors),
+        dry_run=dry_run,
+        malformed=result.summary.malformed,
+    )
     return Outcome(out)

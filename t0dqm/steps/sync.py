@@ -56,6 +56,7 @@ USER_AGENT = "t0dqm-online-sync/1"
 MAX_DEPTH = 16  # the online GUI's tree is a few levels deep; deeper means a listing that loops
 # -- HTTP -----------------------------------------------------------------------------------------
 
+
 class _Links(HTMLParser):
     def __init__(self) -> None:
         super().__init__()
@@ -86,7 +87,7 @@ def parse_listing(html: str, base_url: str) -> tuple[list[str], list[str]]:
         url = urllib.parse.urlunsplit((parts.scheme, parts.netloc, parts.path, "", ""))
         if not url.startswith(base) or url == base:
             continue
-        rest = urllib.parse.unquote(url[len(base):])
+        rest = urllib.parse.unquote(url[len(base) :])
         if not rest or ".." in rest.split("/") or rest.count("/") > (1 if rest.endswith("/") else 0):
             continue  # only direct children
         (dirs if url.endswith("/") else files).append(url)
@@ -112,8 +113,9 @@ class _SameHostRedirects(urllib.request.HTTPRedirectHandler):
     def redirect_request(self, req: Any, fp: Any, code: int, msg: str, headers: Any, newurl: str) -> Any:
         old, new = urllib.parse.urlsplit(req.full_url), urllib.parse.urlsplit(newurl)
         if (old.scheme, old.netloc) != (new.scheme, new.netloc):
-            raise urllib.error.HTTPError(req.full_url, code, f"redirect to another host refused: {newurl}",
-                                         headers, fp)
+            raise urllib.error.HTTPError(
+                req.full_url, code, f"redirect to another host refused: {newurl}", headers, fp
+            )
         return super().redirect_request(req, fp, code, msg, headers, newurl)
 
 
@@ -174,6 +176,7 @@ class Http:
 
 # -- online sync ----------------------------------------------------------------------------------
 
+
 @dataclass
 class SyncReport:
     downloaded: list[str] = field(default_factory=list)
@@ -195,9 +198,12 @@ def _walk_remote(http: Http, url: str, pool: ThreadPoolExecutor, report: SyncRep
     while level:
         depth += 1
         if depth > MAX_DEPTH:
-            report.errors.append(f"{url}: listing deeper than {MAX_DEPTH} levels (a loop?): not followed "
-                                 f"({len(level)} folder(s) such as {level[0]})")
+            report.errors.append(
+                f"{url}: listing deeper than {MAX_DEPTH} levels (a loop?): not followed "
+                f"({len(level)} folder(s) such as {level[0]})"
+            )
             break
+
         def listing(u: str) -> tuple[str, tuple[list[str], list[str]] | None]:
             try:
                 return u, parse_listing(http.text(u), u)
@@ -205,6 +211,7 @@ def _walk_remote(http: Http, url: str, pool: ThreadPoolExecutor, report: SyncRep
                 report.errors.append(f"{u}: {exc}")
                 log.warning("listing %s failed: %s", u, exc)
                 return u, None
+
         next_level: list[str] = []
         for _u, result in pool.map(listing, level):
             if result is None:
@@ -217,8 +224,15 @@ def _walk_remote(http: Http, url: str, pool: ThreadPoolExecutor, report: SyncRep
     return files
 
 
-def online_sync(url: str, dest: str | os.PathLike[str], *, connections: int = 5, timeout: float = 30,
-                context: ssl.SSLContext | None = None, suffixes: Iterable[str] = (".root",)) -> SyncReport:
+def online_sync(
+    url: str,
+    dest: str | os.PathLike[str],
+    *,
+    connections: int = 5,
+    timeout: float = 30,
+    context: ssl.SSLContext | None = None,
+    suffixes: Iterable[str] = (".root",),
+) -> SyncReport:
     """Mirror the listing at ``url`` into ``dest`` (see module doc); return what happened."""
     http = Http(timeout, context)
     root = Path(dest)
@@ -229,7 +243,7 @@ def online_sync(url: str, dest: str | os.PathLike[str], *, connections: int = 5,
         files = [f for f in _walk_remote(http, base, pool, report) if not wanted or f.endswith(wanted)]
 
         def one(file_url: str) -> tuple[str, str, int, str | None]:
-            rel = urllib.parse.unquote(file_url[len(base):])
+            rel = urllib.parse.unquote(file_url[len(base) :])
             target = root / rel
             try:
                 size, mtime = http.head(file_url)
@@ -260,7 +274,9 @@ def online_sync(url: str, dest: str | os.PathLike[str], *, connections: int = 5,
     return report
 
 
-def x509_files(cfg: dict[str, Any], environ: dict[str, str] | os._Environ[str] = os.environ) -> tuple[str, str, str]:
+def x509_files(
+    cfg: dict[str, Any], environ: dict[str, str] | os._Environ[str] = os.environ
+) -> tuple[str, str, str]:
     """(cert, key, CA) for https: the ``sync`` settings, else the grid environment as the original daemon read
     it: ``X509_USER_PROXY`` (certificate and key in one file) or ``X509_USER_CERT``/``X509_USER_KEY``, and
     ``X509_CERT_DIR`` for the CAs (empty CA: the system's)."""
@@ -284,11 +300,18 @@ def online_sync_from_settings(settings: config.Settings) -> SyncReport | None:
     context = None
     if cfg.url.startswith("https:"):
         context = make_ssl_context(*x509_files(cfg))
-    return online_sync(cfg.url, settings.repository / cfg.dest, connections=int(cfg.connections),
-                       timeout=settings.timeout("http"), context=context, suffixes=cfg.suffixes)
+    return online_sync(
+        cfg.url,
+        settings.repository / cfg.dest,
+        connections=int(cfg.connections),
+        timeout=settings.timeout("http"),
+        context=context,
+        suffixes=cfg.suffixes,
+    )
 
 
 # -- partial mirror -------------------------------------------------------------------------------
+
 
 @dataclass
 class MirrorReport:
@@ -319,9 +342,16 @@ def _listing(top: Path, suffix: str | None = None) -> list[policy.FileInfo]:
     return out
 
 
-def partial_mirror(source: str | os.PathLike[str], dest: str | os.PathLike[str], folders: dict[str, int | None],
-                   total: int | None, *, settings: config.Settings, catalog: Any = None,
-                   timeout: float = 600) -> MirrorReport:
+def partial_mirror(
+    source: str | os.PathLike[str],
+    dest: str | os.PathLike[str],
+    folders: dict[str, int | None],
+    total: int | None,
+    *,
+    settings: config.Settings,
+    catalog: Any = None,
+    timeout: float = 600,
+) -> MirrorReport:
     """Bring ``dest`` to the selection of :func:`plan_mirror` over the ROOT files of ``source``."""
     src, dst = Path(source), Path(dest)
     dst.mkdir(parents=True, exist_ok=True)
@@ -330,8 +360,13 @@ def partial_mirror(source: str | os.PathLike[str], dest: str | os.PathLike[str],
     report = MirrorReport(selected=len(plan.selected), used=plan.used, quotas=plan.quotas)
     for rel in plan.delete:  # make room first
         try:
-            deleter.delete(str(dst / rel), rule="partial-mirror", reason="no longer selected for the mirror",
-                           settings=settings, catalog=catalog)
+            deleter.delete(
+                str(dst / rel),
+                rule="partial-mirror",
+                reason="no longer selected for the mirror",
+                settings=settings,
+                catalog=catalog,
+            )
             report.deleted.append(rel)
         except (OSError, deleter.DeletionRefused) as exc:
             report.errors.append(f"{rel}: {exc}")
@@ -361,11 +396,19 @@ def partial_mirror_from_settings(settings: config.Settings, catalog: Any = None)
         return None
     folders = {k: (int(v) if v else None) for k, v in cfg.folders.items()}
     total = int(cfg.quota) if cfg.quota else None
-    return partial_mirror(settings.repository, cfg.dest, folders, total, settings=settings, catalog=catalog,
-                          timeout=settings.timeout("copy"))
+    return partial_mirror(
+        settings.repository,
+        cfg.dest,
+        folders,
+        total,
+        settings=settings,
+        catalog=catalog,
+        timeout=settings.timeout("copy"),
+    )
 
 
 # -- steps (the tasks of t0dqm.tasks.sync call these) ----------------------------------------------------
+
 
 def run_online_sync(ctx: Context) -> Outcome:
     """Mirror the online GUI's listing into the repository (one runner at a time)."""
@@ -376,8 +419,14 @@ def run_online_sync(ctx: Context) -> Outcome:
         return Outcome(None)
     if report is None:
         return Outcome(None)
-    ctx.log("online-sync", downloaded=len(report.downloaded), up_to_date=report.up_to_date,
-            skipped_archived=len(report.skipped_archived), errors=len(report.errors), bytes=report.bytes)
+    ctx.log(
+        "online-sync",
+        downloaded=len(report.downloaded),
+        up_to_date=report.up_to_date,
+        skipped_archived=len(report.skipped_archived),
+        errors=len(report.errors),
+        bytes=report.bytes,
+    )
     return Outcome(report.as_dict())
 
 
@@ -390,5 +439,7 @@ def run_partial_mirror(ctx: Context) -> Outcome:
         return Outcome(None)
     if report is None:
         return Outcome(None)
-    ctx.log("partial-mirror", copied=len(report.copied), deleted=len(report.deleted), errors=len(report.errors))
+    ctx.log(
+        "partial-mirror", copied=len(report.copied), deleted=len(report.deleted), errors=len(report.errors)
+    )
     return Outcome(report.as_dict())

@@ -63,6 +63,7 @@ def _later(task_name: str, archive_id: int, delay: float) -> list[Next]:
 
 # -- stage ------------------------------------------------------------------------------------------
 
+
 def stage(ctx: Context, archive_id: int) -> Outcome:
     """Copy a frozen zip to the archive endpoint, checked end to end against the recorded adler32."""
     catalog, settings = ctx.catalog, ctx.settings
@@ -117,8 +118,16 @@ def _stage_claimed(ctx: Context, archive_id: int) -> Outcome:
                 return Outcome(_conflict(ctx, arch, remote.size, remote_sum))
             storage.remove(target, io)  # a partial copy from our own interrupted attempt
             with catalog.begin() as conn:
-                catalog.audit(conn, entity="archive", entity_id=archive_id, action="remove-partial-remote",
-                              path=target, size=remote.size, checksum=remote_sum, rule="stage-retry")
+                catalog.audit(
+                    conn,
+                    entity="archive",
+                    entity_id=archive_id,
+                    action="remove-partial-remote",
+                    path=target,
+                    size=remote.size,
+                    checksum=remote_sum,
+                    rule="stage-retry",
+                )
         storage.mkdir(target.rsplit("/", 1)[0], io)
         storage.copy(str(local), target, timeout=settings.timeout("copy"), expected_adler32=arch["adler32"])
     except storage.ChecksumMismatch as exc:
@@ -157,8 +166,15 @@ def _refresh_local(ctx: Context, arch: Mapping[str, Any], local: Path) -> Any:
     adler = zipper.zip_adler32(local, current)
     with catalog.begin() as conn:
         db.update_archive(conn, arch["id"], size=local.stat().st_size, adler32=adler, updated_at=time.time())
-        catalog.audit(conn, entity="archive", entity_id=arch["id"], action="zip-" + how, path=str(local),
-                      size=local.stat().st_size, checksum=adler)
+        catalog.audit(
+            conn,
+            entity="archive",
+            entity_id=arch["id"],
+            action="zip-" + how,
+            path=str(local),
+            size=local.stat().st_size,
+            checksum=adler,
+        )
     ctx.log("zip-refreshed", logging.WARNING, archive=arch["path"], how=how)
     return catalog.get("archive", arch["id"])
 
@@ -167,8 +183,18 @@ def _mark_copied(ctx: Context, arch: Mapping[str, Any], detail: str) -> Outcome:
     catalog, settings = ctx.catalog, ctx.settings
     now = time.time()
     with catalog.begin() as conn:
-        ok = catalog.transition(conn, "archive", arch["id"], states.FROZEN, states.COPIED, copied_at=now,
-                                tries=0, next_try_at=None, reason=None, detail=detail)
+        ok = catalog.transition(
+            conn,
+            "archive",
+            arch["id"],
+            states.FROZEN,
+            states.COPIED,
+            copied_at=now,
+            tries=0,
+            next_try_at=None,
+            reason=None,
+            detail=detail,
+        )
     if not ok:
         return Outcome("skipped")
     ctx.log("copied", archive=arch["path"], detail=detail)
@@ -176,11 +202,21 @@ def _mark_copied(ctx: Context, arch: Mapping[str, Any], detail: str) -> Outcome:
 
 
 def _conflict(ctx: Context, arch: Mapping[str, Any], size: int, adler: str | None) -> str:
-    reason = (f"target exists with {size} bytes adler32 {adler}; ours {arch['size']} bytes adler32 "
-              f"{arch['adler32']}: left untouched for an operator")
+    reason = (
+        f"target exists with {size} bytes adler32 {adler}; ours {arch['size']} bytes adler32 "
+        f"{arch['adler32']}: left untouched for an operator"
+    )
     with ctx.catalog.begin() as conn:
-        ctx.catalog.transition(conn, "archive", arch["id"], states.FROZEN, states.CONFLICT, reason=reason,
-                               next_try_at=None, detail=reason)
+        ctx.catalog.transition(
+            conn,
+            "archive",
+            arch["id"],
+            states.FROZEN,
+            states.CONFLICT,
+            reason=reason,
+            next_try_at=None,
+            detail=reason,
+        )
     ctx.log("conflict", logging.ERROR, archive=arch["path"], reason=reason)
     update_trouble_alarm(ctx.catalog, ctx.settings)
     return states.CONFLICT
@@ -188,28 +224,54 @@ def _conflict(ctx: Context, arch: Mapping[str, Any], size: int, adler: str | Non
 
 def _give_up(ctx: Context, arch: Mapping[str, Any], reason: str) -> None:
     with ctx.catalog.begin() as conn:
-        ctx.catalog.transition(conn, "archive", arch["id"], arch["state"], states.FAILED, reason=reason,
-                               next_try_at=None, detail=reason)
+        ctx.catalog.transition(
+            conn,
+            "archive",
+            arch["id"],
+            arch["state"],
+            states.FAILED,
+            reason=reason,
+            next_try_at=None,
+            detail=reason,
+        )
     ctx.log("archive-failed", logging.ERROR, archive=arch["path"], reason=reason)
     update_trouble_alarm(ctx.catalog, ctx.settings)
 
 
 def _retry_or_fail(ctx: Context, arch: Mapping[str, Any], attempt: int, reason: str) -> Outcome:
     settings = ctx.settings
-    decision = policy.retry_decision(attempt - 1, time.time(), int(settings.archive.stage_max_tries),
-                                     retry_base(settings), retry_cap(settings))
+    decision = policy.retry_decision(
+        attempt - 1,
+        time.time(),
+        int(settings.archive.stage_max_tries),
+        retry_base(settings),
+        retry_cap(settings),
+    )
     if decision.give_up:
         _give_up(ctx, arch, f"stage failed {decision.tries} times; last: {reason}")
         return Outcome(states.FAILED)
     with ctx.catalog.begin() as conn:
-        db.update_archive(conn, arch["id"], tries=decision.tries, next_try_at=decision.next_try_at, reason=reason,
-                          updated_at=time.time())
-    ctx.log("stage-retry", logging.WARNING, archive=arch["path"], tries=decision.tries, reason=reason,
-            next_try_at=decision.next_try_at)
+        db.update_archive(
+            conn,
+            arch["id"],
+            tries=decision.tries,
+            next_try_at=decision.next_try_at,
+            reason=reason,
+            updated_at=time.time(),
+        )
+    ctx.log(
+        "stage-retry",
+        logging.WARNING,
+        archive=arch["path"],
+        tries=decision.tries,
+        reason=reason,
+        next_try_at=decision.next_try_at,
+    )
     return Outcome("retry", _later(STAGE_TASK, arch["id"], (decision.next_try_at or 0) - time.time()))
 
 
 # -- verify -----------------------------------------------------------------------------------------
+
 
 def _verifiable(settings: Settings) -> list[str]:
     return [states.COPIED, states.VERIFIED] if settings.archive.require_tape else [states.COPIED]
@@ -223,8 +285,9 @@ def verify(ctx: Context, archive_id: int) -> Outcome:
         return Outcome("missing")
     if arch["state"] not in _verifiable(settings):
         return Outcome(arch["state"])
-    if not policy.verify_due(arch["copied_at"], arch["next_try_at"], time.time(),
-                             float(settings.archive.verify_delay)):
+    if not policy.verify_due(
+        arch["copied_at"], arch["next_try_at"], time.time(), float(settings.archive.verify_delay)
+    ):
         return Outcome("not-due")
     if not catalog.claim("archive", archive_id, _verifiable(settings), settings.timeout("io") * 3 + 60):
         return Outcome("busy")
@@ -246,8 +309,9 @@ def _verify_claimed(ctx: Context, arch: Mapping[str, Any]) -> Outcome:
             facts = policy.RemoteFacts(remote.size, storage.checksum(target, io), remote.on_tape)
     except storage.StorageError as exc:
         return Outcome(_verify_later(ctx, arch, f"endpoint error: {exc}"))
-    decision = policy.verify_decision(arch["size"], arch["adler32"] or "", facts,
-                                      bool(settings.archive.require_tape))
+    decision = policy.verify_decision(
+        arch["size"], arch["adler32"] or "", facts, bool(settings.archive.require_tape)
+    )
     now = time.time()
     if decision.restage:
         with catalog.read() as conn:
@@ -261,28 +325,55 @@ def _verify_claimed(ctx: Context, arch: Mapping[str, Any]) -> Outcome:
             except storage.StorageError as exc:
                 return Outcome(_verify_later(ctx, arch, f"cannot remove the bad copy: {exc}"))
         with catalog.begin() as conn:
-            catalog.audit(conn, entity="archive", entity_id=arch["id"], action="restage", path=target,
-                          size=facts.size if facts else None, checksum=facts.adler32 if facts else None,
-                          detail=decision.reason)
-            ok = catalog.transition(conn, "archive", arch["id"], arch["state"], states.FROZEN, tries=0,
-                                    next_try_at=None, copied_at=None, reason=decision.reason,
-                                    detail=decision.reason)
+            catalog.audit(
+                conn,
+                entity="archive",
+                entity_id=arch["id"],
+                action="restage",
+                path=target,
+                size=facts.size if facts else None,
+                checksum=facts.adler32 if facts else None,
+                detail=decision.reason,
+            )
+            ok = catalog.transition(
+                conn,
+                "archive",
+                arch["id"],
+                arch["state"],
+                states.FROZEN,
+                tries=0,
+                next_try_at=None,
+                copied_at=None,
+                reason=decision.reason,
+                detail=decision.reason,
+            )
         ctx.log("restage", logging.WARNING, archive=arch["path"], reason=decision.reason)
         return Outcome("restage", [Next(STAGE_TASK, (arch["id"],))] if ok else [])
     values: dict[str, Any] = {"verified_at": arch["verified_at"] or now, "reason": None}
     if decision.final:
         values.update(tries=0, next_try_at=None)
     else:  # verified, waiting for the tape copy: look again later, alarm when it takes too long
-        decision_retry = policy.retry_decision(arch["tries"], now, 1 << 30, retry_base(settings),
-                                               retry_cap(settings))
-        values.update(tries=decision_retry.tries, next_try_at=decision_retry.next_try_at,
-                      reason="no tape copy yet" if decision_retry.tries >= max_tries else None)
+        decision_retry = policy.retry_decision(
+            arch["tries"], now, 1 << 30, retry_base(settings), retry_cap(settings)
+        )
+        values.update(
+            tries=decision_retry.tries,
+            next_try_at=decision_retry.next_try_at,
+            reason="no tape copy yet" if decision_retry.tries >= max_tries else None,
+        )
     with catalog.begin() as conn:
         if decision.new_state == arch["state"]:
             db.update_archive(conn, arch["id"], updated_at=now, **values)
         else:
-            catalog.transition(conn, "archive", arch["id"], arch["state"], decision.new_state,
-                               detail=decision.reason, **values)
+            catalog.transition(
+                conn,
+                "archive",
+                arch["id"],
+                arch["state"],
+                decision.new_state,
+                detail=decision.reason,
+                **values,
+            )
     if not decision.final and values["tries"] >= max_tries:
         update_trouble_alarm(catalog, settings)
     ctx.log("verified", archive=arch["path"], state=decision.new_state, final=decision.final)
@@ -291,10 +382,18 @@ def _verify_claimed(ctx: Context, arch: Mapping[str, Any]) -> Outcome:
 
 def _verify_later(ctx: Context, arch: Mapping[str, Any], reason: str) -> str:
     settings = ctx.settings
-    decision = policy.retry_decision(arch["tries"], time.time(), 1 << 30, retry_base(settings), retry_cap(settings))
+    decision = policy.retry_decision(
+        arch["tries"], time.time(), 1 << 30, retry_base(settings), retry_cap(settings)
+    )
     with ctx.catalog.begin() as conn:
-        db.update_archive(conn, arch["id"], tries=decision.tries, next_try_at=decision.next_try_at, reason=reason,
-                          updated_at=time.time())
+        db.update_archive(
+            conn,
+            arch["id"],
+            tries=decision.tries,
+            next_try_at=decision.next_try_at,
+            reason=reason,
+            updated_at=time.time(),
+        )
     ctx.log("verify-retry", logging.WARNING, archive=arch["path"], tries=decision.tries, reason=reason)
     if decision.tries >= int(settings.archive.stage_max_tries):
         update_trouble_alarm(ctx.catalog, settings)
@@ -302,6 +401,7 @@ def _verify_later(ctx: Context, arch: Mapping[str, Any], reason: str) -> str:
 
 
 # -- beat: verify_due -------------------------------------------------------------------------------
+
 
 def _due(conn: Any, settings: Settings, now: float) -> tuple[list[int], list[int]]:
     """(frozen archives whose stage is due, copied archives whose verification is due)."""
@@ -319,8 +419,9 @@ def verify_due(ctx: Context) -> Outcome:
     with ctx.catalog.read() as conn:
         frozen, copied = _due(conn, ctx.settings, time.time())
     grace = float(ctx.settings.reconcile.orphan_grace)
-    steps = ([Next(STAGE_TASK, (archive_id,)) for archive_id in frozen]
-             + [Next(VERIFY_TASK, (archive_id,)) for archive_id in copied])
+    steps = [Next(STAGE_TASK, (archive_id,)) for archive_id in frozen] + [
+        Next(VERIFY_TASK, (archive_id,)) for archive_id in copied
+    ]
     update_trouble_alarm(ctx.catalog, ctx.settings)
     return Outcome({"stage": len(frozen), "verify": len(copied)}, steps, orphan_grace=grace)
 
@@ -341,6 +442,7 @@ def _recover_tape(conn: Any, settings: Settings, now: float) -> Iterator[Resume]
 
 # -- daily: clean local zips ------------------------------------------------------------------------
 
+
 def clean_zips(ctx: Context) -> dict[str, int]:
     """Remove local zips whose archive is safe at the endpoint (guarded deleter, audited); the
     archive becomes ``cleaned``. One runner at a time (lease ``tape:clean_zips``)."""
@@ -355,9 +457,14 @@ def clean_zips(ctx: Context) -> dict[str, int]:
             for arch in rows:
                 local = settings.zip_root / arch["path"]
                 try:
-                    existed = deleter.delete(str(local), rule="archive-clean", size=arch["size"],
-                                             checksum=arch["adler32"], entity_id=arch["id"],
-                                             reason=f"archive {arch['state']} at the endpoint")
+                    existed = deleter.delete(
+                        str(local),
+                        rule="archive-clean",
+                        size=arch["size"],
+                        checksum=arch["adler32"],
+                        entity_id=arch["id"],
+                        reason=f"archive {arch['state']} at the endpoint",
+                    )
                 except deleter.DeletionRefused as exc:
                     out["refused"] += 1
                     ctx.log("clean-refused", logging.WARNING, archive=arch["path"], reason=str(exc))
@@ -366,9 +473,15 @@ def clean_zips(ctx: Context) -> dict[str, int]:
                     out["dry_run"] += 1
                     continue
                 with catalog.begin() as conn:
-                    catalog.transition(conn, "archive", arch["id"], arch["state"], states.CLEANED,
-                                       cleaned_at=time.time(),
-                                       detail=None if existed else "local zip was already gone")
+                    catalog.transition(
+                        conn,
+                        "archive",
+                        arch["id"],
+                        arch["state"],
+                        states.CLEANED,
+                        cleaned_at=time.time(),
+                        detail=None if existed else "local zip was already gone",
+                    )
                 out["cleaned" if existed else "missing"] += 1
     except LeaseBusy:
         return out
@@ -384,8 +497,11 @@ SKIP_SUFFIXES = ("-wal", "-shm", "-journal", ".lock", ".tmp")
 def _index_files(index_dir: Path) -> list[Path]:
     if not index_dir.is_dir():
         return []
-    return sorted(p for p in index_dir.rglob("*")
-                  if p.is_file() and not p.name.endswith(SKIP_SUFFIXES) and not p.name.startswith("."))
+    return sorted(
+        p
+        for p in index_dir.rglob("*")
+        if p.is_file() and not p.name.endswith(SKIP_SUFFIXES) and not p.name.startswith(".")
+    )
 
 
 def _snapshot(path: Path, work_dir: Path) -> Path:
@@ -472,6 +588,7 @@ def _rotate_backups(ctx: Context, base: str, keep: int) -> int:
         removed = _remove_tree(storage.join(base, name), io)
         with ctx.catalog.begin() as conn:
             for path, size in removed:
-                ctx.catalog.audit(conn, entity="index", action="delete", path=path, size=size,
-                                   rule="index-backup-rotate")
+                ctx.catalog.audit(
+                    conn, entity="index", action="delete", path=path, size=size, rule="index-backup-rotate"
+                )
     return len(dropped)

@@ -30,8 +30,14 @@ from t0dqm.tasks import queued
 
 logger = logging.getLogger("t0dqm.tasks")
 
-RETRYABLE = (StorageError, OperationalError, redis.ConnectionError, redis.TimeoutError, TimeoutError,
-             ConnectionError)
+RETRYABLE = (
+    StorageError,
+    OperationalError,
+    redis.ConnectionError,
+    redis.TimeoutError,
+    TimeoutError,
+    ConnectionError,
+)
 
 
 def long_limits() -> dict[str, int]:
@@ -92,13 +98,23 @@ class T0Task(Task):
     @property
     def context(self) -> Context:
         """What the task's step may use: settings, catalog, log and leases (no broker)."""
-        return Context(settings=self.settings, catalog=self.catalog, log=self.log, lease=self.lease,
-                       task_id=getattr(self.request, "id", None))
+        return Context(
+            settings=self.settings,
+            catalog=self.catalog,
+            log=self.log,
+            lease=self.lease,
+            task_id=getattr(self.request, "id", None),
+        )
 
     def log(self, event: str, level: int = logging.INFO, **fields: Any) -> None:
         """One structured log line: JSON with the task's name and id."""
-        record = {"event": event, "task": self.name, "task_id": getattr(self.request, "id", None),
-                  "host": socket.gethostname(), **fields}
+        record = {
+            "event": event,
+            "task": self.name,
+            "task_id": getattr(self.request, "id", None),
+            "host": socket.gethostname(),
+            **fields,
+        }
         logger.log(level, json.dumps(record, default=str, sort_keys=True))
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
@@ -188,8 +204,10 @@ class T0Task(Task):
         """Send a step's next steps (its transactions have committed: it has returned)."""
         if not outcome.next:
             return 0
-        return self.enqueue_many([(signature(self.app, n), n.args, dict(n.kwargs)) for n in outcome.next],
-                                 orphan_grace=outcome.orphan_grace)
+        return self.enqueue_many(
+            [(signature(self.app, n), n.args, dict(n.kwargs)) for n in outcome.next],
+            orphan_grace=outcome.orphan_grace,
+        )
 
     def enqueue(self, task: Any, *args: Any, **kwargs: Any) -> None:
         """Send the next step; call only after the state change is committed. At most one message per
@@ -197,8 +215,9 @@ class T0Task(Task):
         reconcile, so a broker error here is logged, not raised."""
         self.enqueue_many([(task, args, kwargs)])
 
-    def enqueue_many(self, items: Sequence[tuple[Any, Sequence[Any], dict[str, Any]]],
-                     orphan_grace: float | None = None) -> int:
+    def enqueue_many(
+        self, items: Sequence[tuple[Any, Sequence[Any], dict[str, Any]]], orphan_grace: float | None = None
+    ) -> int:
         """Send (signature, args, kwargs) steps at most once per waiting (step, item): see send_once."""
         return send_once(self.app, self.settings, items, orphan_grace=orphan_grace, log=self.log)
 
@@ -217,12 +236,21 @@ def signature(app: Any, step: Next) -> Any:
 
 
 def _log(event: str, level: int = logging.INFO, **fields: Any) -> None:
-    logger.log(level, json.dumps({"event": event, "host": socket.gethostname(), **fields}, default=str,
-                                 sort_keys=True))
+    logger.log(
+        level,
+        json.dumps({"event": event, "host": socket.gethostname(), **fields}, default=str, sort_keys=True),
+    )
 
 
-def send_once(app: Any, settings: config.Settings, items: Items, *, orphan_grace: float | None = None,
-              strict: bool = False, log: Any = _log) -> int:
+def send_once(
+    app: Any,
+    settings: config.Settings,
+    items: Items,
+    *,
+    orphan_grace: float | None = None,
+    strict: bool = False,
+    log: Any = _log,
+) -> int:
     """Send (signature, args, kwargs) steps, skipping those whose (step, item) already has a queued
     message; the markers are set in one round trip. With ``orphan_grace`` (reconcile, verify_due), a
     marker older than that whose queue is empty guards a lost message: it is replaced and the step sent
@@ -231,8 +259,10 @@ def send_once(app: Any, settings: config.Settings, items: Items, *, orphan_grace
     client = metrics_client(app)
     prefix = app.conf.t0dqm_prefix
     names = [getattr(task, "name", str(task)) for task, _args, _kwargs in items]
-    keys = [queued.item_key(prefix, name, args, kwargs)
-            for name, (_task, args, kwargs) in zip(names, items, strict=True)]
+    keys = [
+        queued.item_key(prefix, name, args, kwargs)
+        for name, (_task, args, kwargs) in zip(names, items, strict=True)
+    ]
     ttl = int(settings.reconcile.queued_ttl)
     countdowns = [_countdown(task) for task, _args, _kwargs in items]
     ttls = [ttl if c is None else int(c) + queued.ETA_GRACE for c in countdowns]
@@ -257,8 +287,12 @@ def send_once(app: Any, settings: config.Settings, items: Items, *, orphan_grace
             counts[(name, "deduped")] = counts.get((name, "deduped"), 0) + 1
             continue
         try:
-            task.apply_async(args=tuple(args), kwargs=kwargs, retry=True,
-                             retry_policy={"max_retries": 3, "interval_start": 0.2, "interval_step": 0.5})
+            task.apply_async(
+                args=tuple(args),
+                kwargs=kwargs,
+                retry=True,
+                retry_policy={"max_retries": 3, "interval_start": 0.2, "interval_step": 0.5},
+            )
             counts[(name, "sent")] = counts.get((name, "sent"), 0) + 1
         except Exception as exc:  # noqa: BLE001 - reconcile will re-enqueue from the catalog
             unsent.append(key)  # free the marker: nothing is queued for this item
@@ -274,17 +308,30 @@ def send_once(app: Any, settings: config.Settings, items: Items, *, orphan_grace
     return sum(n for (_task, kind), n in counts.items() if kind == "sent")
 
 
-def _reclaim(client: redis.Redis, settings: config.Settings, items: Items, names: Sequence[str],
-             keys: Sequence[str], ttls: Sequence[int], free: Sequence[bool], now: float, grace: float) -> set[int]:
+def _reclaim(
+    client: redis.Redis,
+    settings: config.Settings,
+    items: Items,
+    names: Sequence[str],
+    keys: Sequence[str],
+    ttls: Sequence[int],
+    free: Sequence[bool],
+    now: float,
+    grace: float,
+) -> set[int]:
     """Indices of the taken markers found orphaned (and replaced): their steps are sent again."""
     from t0dqm.celery import route_for_task
 
     taken = [i for i, go in enumerate(free) if not go]
     if not taken:
         return set()
-    queues = [(getattr(items[i][0], "options", None) or {}).get("queue")
-              or route_for_task(names[i], settings) for i in taken]
-    found = queued.reclaim_orphans(client, [keys[i] for i in taken], queues, [ttls[i] for i in taken], now, grace)
+    queues = [
+        (getattr(items[i][0], "options", None) or {}).get("queue") or route_for_task(names[i], settings)
+        for i in taken
+    ]
+    found = queued.reclaim_orphans(
+        client, [keys[i] for i in taken], queues, [ttls[i] for i in taken], now, grace
+    )
     return {i for i, orphan in zip(taken, found, strict=True) if orphan}
 
 

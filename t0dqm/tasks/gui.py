@@ -25,8 +25,13 @@ def register(self: T0Task, file_ids: list[int], force: bool = False) -> Outcome:
     """Register these files with the GUI (the newest version of each sample; registered ones only with
     ``force``)."""
     try:
-        return gui.register(self.context, file_ids, force, tries=self.request.retries + 1,
-                            last_try=self.request.retries >= self.max_retries)
+        return gui.register(
+            self.context,
+            file_ids,
+            force,
+            tries=self.request.retries + 1,
+            last_try=self.request.retries >= self.max_retries,
+        )
     except gui.GuiUnavailable as exc:
         raise self.retry(exc=exc, countdown=gui.retry_delay(self.settings, self.request.retries)) from None
 

@@ -43,10 +43,20 @@ log = logging.getLogger("t0dqm.tasks.health")
 CANARY_TASK = "t0dqm.tasks.ops.noop"
 POLL = 0.05
 
-__all__ = ["CheckReport", "canaries", "check", "consumers", "gather_facts", "notify", "run_check", "summary_lines"]
+__all__ = [
+    "CheckReport",
+    "canaries",
+    "check",
+    "consumers",
+    "gather_facts",
+    "notify",
+    "run_check",
+    "summary_lines",
+]
 
 
 # -- canaries --------------------------------------------------------------------------------------
+
 
 @dataclass
 class CanaryOutcome:
@@ -58,8 +68,14 @@ def _canary_key(celery_app: Celery) -> str:
     return f"{celery_app.conf.t0dqm_prefix}health:canary"
 
 
-def canaries(celery_app: Celery, queues: Sequence[str], timeout: float, *, self_queue: str | None = None,
-             now: float | None = None) -> dict[str, CanaryOutcome]:
+def canaries(
+    celery_app: Celery,
+    queues: Sequence[str],
+    timeout: float,
+    *,
+    self_queue: str | None = None,
+    now: float | None = None,
+) -> dict[str, CanaryOutcome]:
     """Round trip a canary through each (full) queue name; see the module docstring.
 
     Raises the broker's error when canaries cannot be sent at all.
@@ -87,7 +103,8 @@ def canaries(celery_app: Celery, queues: Sequence[str], timeout: float, *, self_
             previous_done.add(q)
         token = f"canary:{q}:{uuid.uuid4().hex[:8]}"
         sent[q] = celery_app.signature(CANARY_TASK, args=(token,)).apply_async(
-            queue=q, expires=expires, ignore_result=False, retry=False)
+            queue=q, expires=expires, ignore_result=False, retry=False
+        )
     deadline = time.monotonic() + timeout
     waiting = dict(sent)
     while waiting and time.monotonic() < deadline:
@@ -130,8 +147,15 @@ def consumers(celery_app: Celery, timeout: float) -> dict[str, list[str]] | None
 
 # -- the check -------------------------------------------------------------------------------------
 
-def gather_facts(settings: config.Settings, catalog: Catalog, celery_app: Celery, *,
-                 self_queue: str | None = None, now: float | None = None) -> tuple[policy.HealthFacts, policy.Limits]:
+
+def gather_facts(
+    settings: config.Settings,
+    catalog: Catalog,
+    celery_app: Celery,
+    *,
+    self_queue: str | None = None,
+    now: float | None = None,
+) -> tuple[policy.HealthFacts, policy.Limits]:
     """Every fact the policy needs (broker, canaries, workers, depths, beat, collectors, waiting items)."""
     from t0dqm.tasks.queued import queue_depths
 
@@ -145,8 +169,9 @@ def gather_facts(settings: config.Settings, catalog: Catalog, celery_app: Celery
     listening: dict[str, list[str]] | None = None
     try:
         depths = queue_depths(celery_app.conf.broker_url, list(names.values()))
-        outcomes = canaries(celery_app, list(names.values()), float(cfg.canary_timeout), self_queue=self_queue,
-                            now=now)
+        outcomes = canaries(
+            celery_app, list(names.values()), float(cfg.canary_timeout), self_queue=self_queue, now=now
+        )
         listening = consumers(celery_app, float(cfg.inspect_timeout))
     except Exception as exc:  # noqa: BLE001 - the broker is down: that is the finding
         broker_error = f"{type(exc).__name__}: {exc}"
@@ -158,8 +183,14 @@ def gather_facts(settings: config.Settings, catalog: Catalog, celery_app: Celery
     return steps_health.facts(settings, catalog, tuple(queue_facts), broker_error, now)
 
 
-def run_check(settings: config.Settings, catalog: Catalog, celery_app: Celery | None = None, *,
-              self_queue: str | None = None, notify: bool = True) -> CheckReport:
+def run_check(
+    settings: config.Settings,
+    catalog: Catalog,
+    celery_app: Celery | None = None,
+    *,
+    self_queue: str | None = None,
+    notify: bool = True,
+) -> CheckReport:
     """Gather, decide, raise/clear, dispatch notifications. Works in a worker or in any process."""
     started = time.monotonic()
     celery_app = celery_app or app
@@ -187,8 +218,12 @@ def check(self: T0Task) -> dict[str, Any]:
     except LeaseBusy:
         return {"skipped": True}
     if not report.healthy or report.cleared:
-        self.log("health", level=logging.WARNING if not report.healthy else logging.INFO,
-                 raised=[a["key"] for a in report.raised], cleared=report.cleared)
+        self.log(
+            "health",
+            level=logging.WARNING if not report.healthy else logging.INFO,
+            raised=[a["key"] for a in report.raised],
+            cleared=report.cleared,
+        )
     return report.as_dict()
 
 

@@ -22,8 +22,9 @@ from t0dqm.tasks.base import T0Task
 
 
 @app.task(base=T0Task, bind=True, name=placement.REGISTER_TASK)
-def register_output(self: T0Task, dataset: str, files: list[dict[str, Any]], needed_by: int = 0,
-                    block: str | None = None) -> Outcome:
+def register_output(
+    self: T0Task, dataset: str, files: list[dict[str, Any]], needed_by: int = 0, block: str | None = None
+) -> Outcome:
     """Record a Tier-0 output (one block of files) and create its Rucio rules; idempotent."""
     return placement.register_output(self.context, dataset, files, needed_by=needed_by, block=block)
 

@@ -45,13 +45,20 @@ COUNTDOWN = "countdown"  # marker value of a message with a countdown: it leaves
 
 # Steps a file goes through (per-item and chained): their receipts make the "messages per file" figure.
 CHAIN_STEPS = (
-    "t0dqm.tasks.receive.receive_batch", "t0dqm.tasks.receive.receive_file", "t0dqm.tasks.index.import_file",
-    "t0dqm.tasks.index.merge", "t0dqm.tasks.archive.zip_file", "t0dqm.tasks.archive.freeze",
-    "t0dqm.tasks.tape.stage", "t0dqm.tasks.tape.verify",
+    "t0dqm.tasks.receive.receive_batch",
+    "t0dqm.tasks.receive.receive_file",
+    "t0dqm.tasks.index.import_file",
+    "t0dqm.tasks.index.merge",
+    "t0dqm.tasks.archive.zip_file",
+    "t0dqm.tasks.archive.freeze",
+    "t0dqm.tasks.tape.stage",
+    "t0dqm.tasks.tape.verify",
 )
 
 
-def item_key(prefix: str, task_name: str, args: Sequence[Any] = (), kwargs: dict[str, Any] | None = None) -> str:
+def item_key(
+    prefix: str, task_name: str, args: Sequence[Any] = (), kwargs: dict[str, Any] | None = None
+) -> str:
     """The marker of one (step, item): the task name and its JSON arguments (hashed when long)."""
     body = json.dumps([list(args), kwargs or {}], sort_keys=True, separators=(",", ":"), default=str)
     if len(body) > MAX_KEY_ARGS:
@@ -69,8 +76,9 @@ def stamp(now: float, countdown: bool = False) -> str:
     return f"{now:.3f}" + (f":{COUNTDOWN}" if countdown else "")
 
 
-def reserve(client: redis.Redis, keys: Sequence[str], ttls: Sequence[int],
-            values: Sequence[str] | None = None) -> list[bool]:
+def reserve(
+    client: redis.Redis, keys: Sequence[str], ttls: Sequence[int], values: Sequence[str] | None = None
+) -> list[bool]:
     """SET NX EX each marker (one round trip); True where it was free (the caller sends), False where a
     message is already queued. ``values``: the markers' stamps (default: now, no countdown)."""
     values = values or [stamp(time.time())] * len(keys)
@@ -85,8 +93,14 @@ _SWAP = """if redis.call('GET', KEYS[1]) == ARGV[1] then
   redis.call('SET', KEYS[1], ARGV[2], 'EX', ARGV[3]) return 1 end return 0"""
 
 
-def reclaim_orphans(client: redis.Redis, keys: Sequence[str], queues: Sequence[str], ttls: Sequence[int],
-                    now: float, grace: float = ORPHAN_GRACE) -> list[bool]:
+def reclaim_orphans(
+    client: redis.Redis,
+    keys: Sequence[str],
+    queues: Sequence[str],
+    ttls: Sequence[int],
+    now: float,
+    grace: float = ORPHAN_GRACE,
+) -> list[bool]:
     """For markers that are taken (``keys``, each with the queue its message goes to): True where the
     marker is an orphan, set more than ``grace`` seconds ago for a message without countdown while that
     queue is empty, and was replaced by a fresh one in the same step (the caller sends again)."""
@@ -98,14 +112,17 @@ def reclaim_orphans(client: redis.Redis, keys: Sequence[str], queues: Sequence[s
         for name in queue_lists(queue):
             pipe.llen(name)
     replies = pipe.execute()
-    values, lengths = replies[:len(keys)], replies[len(keys):]
+    values, lengths = replies[: len(keys)], replies[len(keys) :]
     per = 1 + len(PRIORITY_STEPS)
-    empty = {q for i, q in enumerate(distinct) if not any(lengths[i * per:(i + 1) * per])}
+    empty = {q for i, q in enumerate(distinct) if not any(lengths[i * per : (i + 1) * per])}
     swap = client.register_script(_SWAP)
     out = []
     for key, queue, ttl, value in zip(keys, queues, ttls, values, strict=True):
-        out.append(queue in empty and _orphan_age(value, now) > grace
-                   and bool(swap(keys=[key], args=[value, stamp(now), max(1, int(ttl))])))
+        out.append(
+            queue in empty
+            and _orphan_age(value, now) > grace
+            and bool(swap(keys=[key], args=[value, stamp(now), max(1, int(ttl))]))
+        )
     return out
 
 
@@ -122,8 +139,9 @@ def _orphan_age(value: bytes | None, now: float) -> float:
         return -1.0
 
 
-def count(client: redis.Redis, prefix: str, counts: dict[tuple[str, str], int],
-          forget: Sequence[str] = ()) -> None:
+def count(
+    client: redis.Redis, prefix: str, counts: dict[tuple[str, str], int], forget: Sequence[str] = ()
+) -> None:
     """Add {(task, kind): n} to the message counters and delete the ``forget`` markers (one round trip)."""
     pipe = client.pipeline(transaction=False)
     if forget:
@@ -144,8 +162,11 @@ def message_counts(client: redis.Redis, prefix: str, files: int) -> dict[str, An
         if task:
             steps.setdefault(task, {"sent": 0, "deduped": 0, "received": 0})[kind] = int(value)
     received = sum(steps.get(task, {}).get("received", 0) for task in CHAIN_STEPS)
-    return {"steps": dict(sorted(steps.items())), "received": received,
-            "per_file": round(received / files, 3) if files else None}
+    return {
+        "steps": dict(sorted(steps.items())),
+        "received": received,
+        "per_file": round(received / files, 3) if files else None,
+    }
 
 
 def queue_depths(broker_url: str, queues: list[str], timeout: float = 2.0) -> dict[str, int]:

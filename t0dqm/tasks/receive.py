@@ -90,7 +90,9 @@ def _forget(task: T0Task, paths: list[str], after: int = 0) -> None:
 def scan(self: T0Task) -> Outcome:
     """Beat: list complete uploads and send them to receive_batch, ``receive.per_task`` per message, at
     most ``receive.batch`` per scan; when more are waiting, a rescan is chained at once."""
-    return steps_receive.scan(self.context, lambda paths, seconds, limit: _dedupe(self, paths, seconds, limit))
+    return steps_receive.scan(
+        self.context, lambda paths, seconds, limit: _dedupe(self, paths, seconds, limit)
+    )
 
 
 @app.task(base=T0Task, bind=True, name=CREATE_INFO_TASK, **long_limits())

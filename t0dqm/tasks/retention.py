@@ -14,7 +14,8 @@ from t0dqm.tasks.base import T0Task, long_limits
 
 
 @app.task(base=T0Task, bind=True, name=retention.RETENTION_TASK, autoretry_for=(), **long_limits())
-def retention_cleanup(self: T0Task, dry_run: bool | None = None, now: float | None = None,
-                      force: bool = False) -> Outcome:
+def retention_cleanup(
+    self: T0Task, dry_run: bool | None = None, now: float | None = None, force: bool = False
+) -> Outcome:
     """Apply Tier-0 disk retention to the catalog's t0_outputs; returns the plan and what was done."""
     return retention.cleanup(self.context, dry_run=dry_run, now=now, force=force)

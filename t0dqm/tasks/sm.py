@@ -14,8 +14,14 @@ from t0dqm.tasks.base import T0Task, long_limits
 
 
 @app.task(base=T0Task, bind=True, name=sm.SM_TASK, autoretry_for=(), **long_limits())
-def sm_cleanup(self: T0Task, mode: str = "occupancy", dry_run: bool | None = None, now: float | None = None,
-               occupancy: float | None = None, force: bool = False) -> Outcome:
+def sm_cleanup(
+    self: T0Task,
+    mode: str = "occupancy",
+    dry_run: bool | None = None,
+    now: float | None = None,
+    occupancy: float | None = None,
+    force: bool = False,
+) -> Outcome:
     """Storage Manager cleanup of the P5 copy (mode "occupancy" or "age") through the guarded deleter.
 
     ``occupancy`` overrides the statvfs reading of ``storage_manager.area`` (tests, operators).

@@ -14,7 +14,8 @@ from t0dqm.tasks.base import T0Task, long_limits
 
 
 @app.task(base=T0Task, bind=True, name=streamer.STREAMER_TASK, autoretry_for=(), **long_limits())
-def streamer_cleanup(self: T0Task, dry_run: bool | None = None, now: float | None = None,
-                     force: bool = False) -> Outcome:
+def streamer_cleanup(
+    self: T0Task, dry_run: bool | None = None, now: float | None = None, force: bool = False
+) -> Outcome:
     """Plan and apply the streamer cleanup; returns the plan and what was done."""
     return streamer.cleanup(self.context, dry_run=dry_run, now=now, force=force)

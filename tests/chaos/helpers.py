@@ -14,8 +14,13 @@ def run_chaos(root: Path, args: list[str], timeout: float) -> tuple[dict[str, An
     """(the JSON result, the output) of `t0dqm chaos --root ROOT ARGS`; it must exit 0. A hung run gets
     TERM, which makes chaos stop waiting, audit, report and stop its processes."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("T0DQM_")}
-    proc = subprocess.Popen([sys.executable, "-m", "t0dqm", "chaos", "--root", str(root), *args], env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "t0dqm", "chaos", "--root", str(root), *args],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     try:
         out, _ = proc.communicate(timeout=timeout)
     finally:

@@ -14,9 +14,28 @@ from tests.chaos.helpers import run_chaos
 
 @pytest.mark.timeout(1500)
 def test_chaos_short(tmp_path: Path) -> None:
-    result, _ = run_chaos(tmp_path, ["--files", "100", "--seed", "3", "--kills", "8", "--redis-restarts", "2",
-                                     "--xrootd-outage", "10", "--corruptions", "3", "--broken", "6",
-                                     "--timeout", "900"], timeout=1200)
+    result, _ = run_chaos(
+        tmp_path,
+        [
+            "--files",
+            "100",
+            "--seed",
+            "3",
+            "--kills",
+            "8",
+            "--redis-restarts",
+            "2",
+            "--xrootd-outage",
+            "10",
+            "--corruptions",
+            "3",
+            "--broken",
+            "6",
+            "--timeout",
+            "900",
+        ],
+        timeout=1200,
+    )
     assert result["ok"] and result["quiescent"]
     assert result["lost"] == 0 and result["deletions before verification"] == 0
     assert result["files indexed exactly once"] == result["files in"] == 101  # 100 + the duplicate

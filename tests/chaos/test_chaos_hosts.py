@@ -19,11 +19,44 @@ from tests.chaos.helpers import run_chaos
 
 @pytest.mark.timeout(1200)
 def test_chaos_three_hosts(tmp_path: Path, pg_url: str) -> None:
-    result, out = run_chaos(tmp_path, [
-        "--files", "80", "--seed", "5", "--hosts", "3", "--catalog-url", pg_url, "--kills", "4",
-        "--redis-restarts", "1", "--xrootd-outage", "5", "--corruptions", "1", "--broken", "3", "--host-kills", "1",
-        "--beat-kills", "1", "--merge-kills", "1", "--replace-delay", "3", "--beat-restart-delay", "30",
-        "--merge-restart-delay", "20", "--timeout", "700"], timeout=1000)
+    result, out = run_chaos(
+        tmp_path,
+        [
+            "--files",
+            "80",
+            "--seed",
+            "5",
+            "--hosts",
+            "3",
+            "--catalog-url",
+            pg_url,
+            "--kills",
+            "4",
+            "--redis-restarts",
+            "1",
+            "--xrootd-outage",
+            "5",
+            "--corruptions",
+            "1",
+            "--broken",
+            "3",
+            "--host-kills",
+            "1",
+            "--beat-kills",
+            "1",
+            "--merge-kills",
+            "1",
+            "--replace-delay",
+            "3",
+            "--beat-restart-delay",
+            "30",
+            "--merge-restart-delay",
+            "20",
+            "--timeout",
+            "700",
+        ],
+        timeout=1000,
+    )
     assert result["ok"] and result["quiescent"], out[-8000:]
     assert result["lost"] == 0 and result["deletions before verification"] == 0
     assert result["files indexed exactly once"] == result["files in"] == 81  # 80 + the duplicate

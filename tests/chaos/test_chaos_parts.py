@@ -72,10 +72,18 @@ def test_counters_survive_a_wipe() -> None:
 
 def test_messages_per_file_from_task_and_message_hashes() -> None:
     totals = {
-        "t0dqm:dev:metrics:tasks": {"t0dqm.tasks.tape.stage:ok": 10.0, "t0dqm.tasks.tape.stage:error": 2.0,
-                                    "t0dqm.tasks.tape.stage:seconds": 99.0, "t0dqm.tasks.ops.reconcile:ok": 8.0},
-        "t0dqm:dev:metrics:messages": {"t0dqm.tasks.tape.stage:received": 12.0, "t0dqm.tasks.tape.stage:sent": 12.0,
-                                       "t0dqm.tasks.tape.stage:deduped": 30.0, "t0dqm.tasks.ops.reconcile:sent": 4.0},
+        "t0dqm:dev:metrics:tasks": {
+            "t0dqm.tasks.tape.stage:ok": 10.0,
+            "t0dqm.tasks.tape.stage:error": 2.0,
+            "t0dqm.tasks.tape.stage:seconds": 99.0,
+            "t0dqm.tasks.ops.reconcile:ok": 8.0,
+        },
+        "t0dqm:dev:metrics:messages": {
+            "t0dqm.tasks.tape.stage:received": 12.0,
+            "t0dqm.tasks.tape.stage:sent": 12.0,
+            "t0dqm.tasks.tape.stage:deduped": 30.0,
+            "t0dqm.tasks.ops.reconcile:sent": 4.0,
+        },
     }
     out = messages_per_file(totals, 4)
     assert out["task runs"] == {"stage": 3.0, "all tasks": 5.0}
@@ -86,9 +94,11 @@ def test_messages_per_file_from_task_and_message_hashes() -> None:
 
 def test_beat_log_send_times(tmp_path: Path) -> None:
     log = tmp_path / "beat.log"
-    log.write_text("[2026-11-29 23:30:01,250: INFO/MainProcess] Scheduler: Sending due task reconcile (x)\n"
-                   "[2026-11-29 23:30:02,000: INFO/MainProcess] beat: Starting...\n"
-                   "[2026-11-29 23:30:04,500: INFO/MainProcess] Scheduler: Sending due task receive-scan (y)\n")
+    log.write_text(
+        "[2026-11-29 23:30:01,250: INFO/MainProcess] Scheduler: Sending due task reconcile (x)\n"
+        "[2026-11-29 23:30:02,000: INFO/MainProcess] beat: Starting...\n"
+        "[2026-11-29 23:30:04,500: INFO/MainProcess] Scheduler: Sending due task receive-scan (y)\n"
+    )
     first = datetime(2026, 11, 29, 23, 30, 1).timestamp() + 0.25
     assert send_times(log) == [first, first + 3.25]
     assert first_send_after([log, tmp_path / "missing.log"], first + 1) == 2.2

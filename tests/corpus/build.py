@@ -24,6 +24,7 @@ Snapshot = dict[str, tuple[Any, ...]]
 
 # -- the sentinel: a directory outside every root that nothing may touch ------------------------------
 
+
 def make_sentinel(base: Path) -> Path:
     sentinel = base / "sentinel"
     (sentinel / "sub").mkdir(parents=True)
@@ -56,6 +57,7 @@ def fill(text: str, sentinel: Path) -> str:
 
 # -- file contents --------------------------------------------------------------------------------------
 
+
 def write_content(path: Path, kind: str, name: str) -> None:
     """Write ``kind`` of content for the DQM file name ``name`` at ``path``."""
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -69,13 +71,24 @@ def write_content(path: Path, kind: str, name: str) -> None:
         path.write_bytes(b"root\0")
         return
     if kind == "corrupt_header":  # magic, version 62206, fBEGIN=100, fEND=50 (end before begin)
-        path.write_bytes(b"root" + (62206).to_bytes(4, "big") + (100).to_bytes(4, "big") + (50).to_bytes(4, "big")
-                         + b"\0" * 200)
+        path.write_bytes(
+            b"root"
+            + (62206).to_bytes(4, "big")
+            + (100).to_bytes(4, "big")
+            + (50).to_bytes(4, "big")
+            + b"\0" * 200
+        )
         return
     run, subsystems, strict = simulate.content_for(name)
     run = run if run > 1 else 300101
-    simulate.write_dqm_file(path, run, subsystems, n_hists=10, strict=strict and kind != "loose",
-                            run_summary=kind != "no_run_summary")
+    simulate.write_dqm_file(
+        path,
+        run,
+        subsystems,
+        n_hists=10,
+        strict=strict and kind != "loose",
+        run_summary=kind != "no_run_summary",
+    )
     size = path.stat().st_size
     if kind == "truncated":
         with open(path, "r+b") as fh:
@@ -139,7 +152,9 @@ def materialize_receive(spec: dict[str, Any], dropbox: Path, sentinel: Path, slo
         return path
     elif layout == "path_traversal":
         write_content(sentinel / "loot" / name, content, name)
-        (sentinel / "loot" / (name + ".origin")).write_text(origin_text(sentinel / "loot" / name, {}, sentinel))
+        (sentinel / "loot" / (name + ".origin")).write_text(
+            origin_text(sentinel / "loot" / name, {}, sentinel)
+        )
         return Path(os.path.relpath(sentinel / "loot" / name, dropbox))  # ../../../sentinel/loot/<name>
     else:
         raise ValueError(f"unknown layout {layout!r}")
@@ -148,6 +163,7 @@ def materialize_receive(spec: dict[str, Any], dropbox: Path, sentinel: Path, slo
 
 
 # -- EOS dumps --------------------------------------------------------------------------------------------
+
 
 def write_dump(path: Path, lines: list[str], mode: str = "gzip", age: float = 0.0) -> Path:
     body = "".join(line + "\n" for line in lines).encode("utf-8", "surrogateescape")
@@ -177,11 +193,16 @@ def _listing(*hrefs: str) -> bytes:
 
 
 def _file(body: bytes = PAYLOAD, length: int | None = None, modified: str = LAST_MODIFIED) -> Response:
-    return 200, {"Content-Length": str(len(body) if length is None else length), "Last-Modified": modified}, body
+    return (
+        200,
+        {"Content-Length": str(len(body) if length is None else length), "Last-Modified": modified},
+        body,
+    )
 
 
 def scenario(name: str, port: int, other_port: int) -> Callable[[str, str], Response]:
     """(method, path) -> response for the lying server ``name``; the base URL is /browse/."""
+
     def respond(method: str, path: str) -> Response:
         if name == "short_body":
             if path == "/browse/":
@@ -193,11 +214,25 @@ def scenario(name: str, port: int, other_port: int) -> Callable[[str, str], Resp
             return _file(PAYLOAD[:100], length=5000) if method == "HEAD" else _file(PAYLOAD[:100])
         if name == "off_site_links":
             if path == "/browse/":
-                return 200, {}, _listing(
-                    "../", "../../etc/passwd", "/etc/passwd", "http://evil.example.org/DQM_V0001_R000300101.root",
-                    "//evil.example.org/x.root", "%2e%2e/up.root", "..%2fup.root", "file:///etc/passwd",
-                    f"http://localhost:{other_port}/browse/{GOOD}", "a%2f..%2f..%2fup.root", "/browse/../x.root",
-                    GOOD, "?C=N;O=D")
+                return (
+                    200,
+                    {},
+                    _listing(
+                        "../",
+                        "../../etc/passwd",
+                        "/etc/passwd",
+                        "http://evil.example.org/DQM_V0001_R000300101.root",
+                        "//evil.example.org/x.root",
+                        "%2e%2e/up.root",
+                        "..%2fup.root",
+                        "file:///etc/passwd",
+                        f"http://localhost:{other_port}/browse/{GOOD}",
+                        "a%2f..%2f..%2fup.root",
+                        "/browse/../x.root",
+                        GOOD,
+                        "?C=N;O=D",
+                    ),
+                )
             if path == f"/browse/{GOOD}":
                 return _file()
             return 404, {}, b"no"
@@ -230,6 +265,7 @@ def scenario(name: str, port: int, other_port: int) -> Callable[[str, str], Resp
                 return 200, {}, _listing("DQM%20V0001.root", "DQM_%C3%89cal.root")
             return _file()
         raise ValueError(f"unknown scenario {name!r}")
+
     return respond
 
 
@@ -267,7 +303,9 @@ class _LyingServer(ThreadingHTTPServer):
 
 
 @contextmanager
-def serve(respond_for: Callable[[int], Callable[[str, str], Response]] | None = None) -> Iterator[_LyingServer]:
+def serve(
+    respond_for: Callable[[int], Callable[[str, str], Response]] | None = None,
+) -> Iterator[_LyingServer]:
     """A loopback HTTP server answering with ``respond_for(port)``; yields it (``.requests`` logged)."""
     server = _LyingServer(("127.0.0.1", 0), _Handler)
     server.requests = []
@@ -284,6 +322,7 @@ def serve(respond_for: Callable[[int], Callable[[str, str], Response]] | None = 
 
 # -- raw requests to the upload endpoint ---------------------------------------------------------------------
 
+
 def multipart(fields: list[tuple[str, str | None, bytes]], boundary: str) -> bytes:
     out = io.BytesIO()
     for name, filename, value in fields:
@@ -294,14 +333,19 @@ def multipart(fields: list[tuple[str, str | None, bytes]], boundary: str) -> byt
     return out.getvalue()
 
 
-def upload_request(port: int, spec: dict[str, Any], data: bytes, sentinel: Path) -> tuple[int, dict[str, str]]:
+def upload_request(
+    port: int, spec: dict[str, Any], data: bytes, sentinel: Path
+) -> tuple[int, dict[str, str]]:
     """Send one (possibly lying) upload request over a raw socket; (HTTP status, headers lowercased)."""
     filename = fill(spec.get("filename", GOOD), sentinel)
     size = spec.get("size", len(data) + spec.get("size_delta", 0))
     checksum = spec.get("checksum", "md5:" + hashlib.md5(data).hexdigest())
     boundary = uuid.uuid4().hex
-    fields = [("size", None, str(size).encode()), ("checksum", None, checksum.encode()),
-              ("file", filename, data)]
+    fields = [
+        ("size", None, str(size).encode()),
+        ("checksum", None, checksum.encode()),
+        ("file", filename, data),
+    ]
     raw = spec.get("raw")
     if raw == "two_files":
         fields.append(("file", GOOD, data))
@@ -315,8 +359,12 @@ def upload_request(port: int, spec: dict[str, Any], data: bytes, sentinel: Path)
         send = body[:length]
     elif raw == "no_length":
         length = None
-    head = ["POST /dqm/dev/data/put HTTP/1.1", "Host: 127.0.0.1",
-            f"Content-Type: multipart/form-data; boundary={boundary}", "User-Agent: corpus"]
+    head = [
+        "POST /dqm/dev/data/put HTTP/1.1",
+        "Host: 127.0.0.1",
+        f"Content-Type: multipart/form-data; boundary={boundary}",
+        "User-Agent: corpus",
+    ]
     if length is not None:
         head.append(f"Content-Length: {length}")
     request = ("\r\n".join(head) + "\r\n\r\n").encode("utf-8") + send

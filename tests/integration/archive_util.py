@@ -20,8 +20,9 @@ from t0dqm.steps.reconcile import RECOVERERS
 PATTERN = "OfflineData/Run2024A/ZeroBias/DQM_Offline_Run2024A_ZeroBias_R0003800xx_S%04d.zip"
 
 
-def add_received(settings: config.Settings, n: int, size: int = 200_000, pattern: str = PATTERN,
-                 start: int = 0) -> list[int]:
+def add_received(
+    settings: config.Settings, n: int, size: int = 200_000, pattern: str = PATTERN, start: int = 0
+) -> list[int]:
     """Write ``n`` files into the repository and insert their rows in state received."""
     catalog = get_catalog(settings.catalog_url)
     ids = []
@@ -35,11 +36,25 @@ def add_received(settings: config.Settings, n: int, size: int = 200_000, pattern
         path.write_bytes(data)
         now = time.time()
         with catalog.begin() as conn:
-            result = conn.execute(insert(files).values(
-                path=rel, name=name, cls="offline_data", run=run, version=1,
-                dataset="/ZeroBias/Run2024A-PromptReco-v1/DQMIO", size=len(data), adler32=f"{zlib.adler32(data):08x}",
-                mtime=now, zippat=pattern, state=states.RECEIVED, index_state=states.INDEX_PENDING,
-                created_at=now, updated_at=now, attempts=0))
+            result = conn.execute(
+                insert(files).values(
+                    path=rel,
+                    name=name,
+                    cls="offline_data",
+                    run=run,
+                    version=1,
+                    dataset="/ZeroBias/Run2024A-PromptReco-v1/DQMIO",
+                    size=len(data),
+                    adler32=f"{zlib.adler32(data):08x}",
+                    mtime=now,
+                    zippat=pattern,
+                    state=states.RECEIVED,
+                    index_state=states.INDEX_PENDING,
+                    created_at=now,
+                    updated_at=now,
+                    attempts=0,
+                )
+            )
             ids.append(int(result.inserted_primary_key[0]))
     return ids
 
@@ -84,7 +99,9 @@ def reconcile(settings: config.Settings, only: tuple[str, ...] = ("zip", "freeze
 
     catalog = get_catalog(settings.catalog_url)
     with catalog.read() as conn:
-        resumes = [r for name, fn in RECOVERERS.items() if name in only for r in fn(conn, settings, time.time())]
+        resumes = [
+            r for name, fn in RECOVERERS.items() if name in only for r in fn(conn, settings, time.time())
+        ]
     for resume in resumes:
         app.tasks[resume.task](*resume.args)
     return len(resumes)
@@ -93,15 +110,23 @@ def reconcile(settings: config.Settings, only: tuple[str, ...] = ("zip", "freeze
 def run_killed(settings: config.Settings, code: str) -> int:
     """Run ``code`` in a child python with these settings; return its exit status (-9 when killed)."""
     env = dict(os.environ)
-    env.update({f"T0DQM_{k.upper()}": str(v) for k, v in {"root": settings["root"], "flavour": "dev"}.items()})
+    env.update(
+        {f"T0DQM_{k.upper()}": str(v) for k, v in {"root": settings["root"], "flavour": "dev"}.items()}
+    )
     for key, value in settings["archive"].items():
         env[f"T0DQM_ARCHIVE__{key.upper()}"] = str(value)
     for key in ("archive_endpoint", "catalog_url"):
         if settings[key]:
             env[f"T0DQM_{key.upper()}"] = settings[key]
     env["T0DQM_RECONCILE__STALE_SECONDS"] = str(settings["reconcile"]["stale_seconds"])
-    proc = subprocess.run([sys.executable, "-c", code], env=env, cwd=Path(__file__).resolve().parents[2],
-                          timeout=120, capture_output=True, text=True)
+    proc = subprocess.run(
+        [sys.executable, "-c", code],
+        env=env,
+        cwd=Path(__file__).resolve().parents[2],
+        timeout=120,
+        capture_output=True,
+        text=True,
+    )
     if proc.returncode not in (0, -9):
         raise AssertionError(proc.stderr)
     return proc.returncode
@@ -125,8 +150,11 @@ def capture_sends(monkeypatch: object) -> list[tuple[str, tuple]]:
 
     monkeypatch.setattr(T0Task, "enqueue", enqueue)  # type: ignore[attr-defined]
     monkeypatch.setattr(T0Task, "enqueue_many", enqueue_many)  # type: ignore[attr-defined]
-    monkeypatch.setattr(tape, "_later",  # type: ignore[attr-defined]
-                        lambda name, archive_id, delay: [Next(name, (archive_id,))])
+    monkeypatch.setattr(
+        tape,
+        "_later",  # type: ignore[attr-defined]
+        lambda name, archive_id, delay: [Next(name, (archive_id,))],
+    )
     return sent
 
 

@@ -17,17 +17,54 @@ def _openssl(*args: str) -> None:
 
 
 def _ca(d: Path, name: str, subject: str) -> None:
-    _openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", subject,
-             "-keyout", str(d / f"{name}.key"), "-out", str(d / f"{name}.pem"))
+    _openssl(
+        "req",
+        "-x509",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-days",
+        "2",
+        "-subj",
+        subject,
+        "-keyout",
+        str(d / f"{name}.key"),
+        "-out",
+        str(d / f"{name}.pem"),
+    )
 
 
 def _issue(d: Path, name: str, subject: str, ca: str, ext: str) -> None:
-    _openssl("req", "-newkey", "rsa:2048", "-nodes", "-subj", subject, "-keyout", str(d / f"{name}.key"),
-             "-out", str(d / f"{name}.csr"))
+    _openssl(
+        "req",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-subj",
+        subject,
+        "-keyout",
+        str(d / f"{name}.key"),
+        "-out",
+        str(d / f"{name}.csr"),
+    )
     (d / f"{name}.ext").write_text(ext + "\n")
-    _openssl("x509", "-req", "-in", str(d / f"{name}.csr"), "-CA", str(d / f"{ca}.pem"), "-CAkey",
-             str(d / f"{ca}.key"), "-CAcreateserial", "-days", "2", "-extfile", str(d / f"{name}.ext"),
-             "-out", str(d / f"{name}.pem"))
+    _openssl(
+        "x509",
+        "-req",
+        "-in",
+        str(d / f"{name}.csr"),
+        "-CA",
+        str(d / f"{ca}.pem"),
+        "-CAkey",
+        str(d / f"{ca}.key"),
+        "-CAcreateserial",
+        "-days",
+        "2",
+        "-extfile",
+        str(d / f"{name}.ext"),
+        "-out",
+        str(d / f"{name}.pem"),
+    )
 
 
 SERVER_EXT = "subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=serverAuth"
@@ -56,8 +93,13 @@ def make_pki(d: Path) -> Pki:
     _issue(d, "client", CLIENT_SUBJECT, "ca", CLIENT_EXT)
     _issue(d, "other", OTHER_SUBJECT, "ca", CLIENT_EXT)
     # an RFC 3820 proxy signed by the client's own certificate (subject = client's + /CN=<number>)
-    _issue(d, "proxy", CLIENT_SUBJECT + "/CN=1234567", "client",
-           "proxyCertInfo=critical,language:id-ppl-inheritAll\nkeyUsage=critical,digitalSignature,keyEncipherment")
+    _issue(
+        d,
+        "proxy",
+        CLIENT_SUBJECT + "/CN=1234567",
+        "client",
+        "proxyCertInfo=critical,language:id-ppl-inheritAll\nkeyUsage=critical,digitalSignature,keyEncipherment",
+    )
     (d / "proxy-chain.pem").write_text((d / "proxy.pem").read_text() + (d / "client.pem").read_text())
     _ca(d, "rogue-ca", "/CN=untrusted CA")
     _issue(d, "rogue-server", "/CN=localhost", "rogue-ca", SERVER_EXT)

@@ -84,7 +84,7 @@ def _alembic(db_url: str, server_site: Path) -> str:
     # script location
     return f"""[alembic]
 sqlalchemy.url = {db_url}
-script_location = {server_site / 'rucio' / 'db' / 'sqla' / 'migrate_repo'}
+script_location = {server_site / "rucio" / "db" / "sqla" / "migrate_repo"}
 
 [loggers]
 keys = root
@@ -124,8 +124,14 @@ class RucioServer:
 
     def drive(self, action: str, **args: object) -> object:
         """Run one rucio core action in the server's venv (see rucio_drive.py); returns its JSON result."""
-        proc = subprocess.run([self.python, str(DRIVER), action, json.dumps(args)], env=self.env,
-                              capture_output=True, text=True, timeout=120, check=False)
+        proc = subprocess.run(
+            [self.python, str(DRIVER), action, json.dumps(args)],
+            env=self.env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
         if proc.returncode != 0:
             raise RuntimeError(f"rucio_drive {action} failed: {proc.stderr[-3000:]}")
         return json.loads(proc.stdout.strip().splitlines()[-1])
@@ -135,8 +141,13 @@ class RucioServer:
 
 
 def _site_packages(python: str) -> Path:
-    out = subprocess.run([python, "-c", "import rucio, os; print(os.path.dirname(os.path.dirname(rucio.__file__)))"],
-                         capture_output=True, text=True, timeout=60, check=True)
+    out = subprocess.run(
+        [python, "-c", "import rucio, os; print(os.path.dirname(os.path.dirname(rucio.__file__)))"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
     return Path(out.stdout.strip())
 
 
@@ -163,27 +174,48 @@ def start(base: Path, pg_admin_url: str) -> RucioServer:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("RUCIO_", "PYTHON", "VIRTUAL_ENV"))}
     env.update(RUCIO_CONFIG=str(cfg), RUCIO_HOME=str(base), PYTHONPATH=str(POLICY_DIR))
     bootstrap = venv / "rucio" / "tools" / "bootstrap.py"
-    proc = subprocess.run([python, str(bootstrap)], env=env, capture_output=True, text=True, timeout=300,
-                          check=False)
+    proc = subprocess.run(
+        [python, str(bootstrap)], env=env, capture_output=True, text=True, timeout=300, check=False
+    )
     if proc.returncode != 0:
         raise RuntimeError(f"rucio bootstrap failed: {proc.stderr[-3000:]}")
     port = services.free_port()
     log = open(base / "logs" / "server.log", "wb")  # noqa: SIM115 - kept open for the server's life
     server = subprocess.Popen(
-        [python, "-c", "import sys\nfrom werkzeug.serving import run_simple\n"
-         "from rucio.web.rest.flaskapi.v1.main import application\n"
-         "run_simple('127.0.0.1', int(sys.argv[1]), application, threaded=True)", str(port)],
-        env=env, stdout=log, stderr=subprocess.STDOUT, preexec_fn=services.die_with_parent)
+        [
+            python,
+            "-c",
+            (
+                "import sys\nfrom werkzeug.serving import run_simple\n"
+                "from rucio.web.rest.flaskapi.v1.main import application\n"
+                "run_simple('127.0.0.1', int(sys.argv[1]), application, threaded=True)"
+            ),
+            str(port),
+        ],
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        preexec_fn=services.die_with_parent,
+    )
     log.close()
-    service = services.Service(name="rucio", url=f"http://127.0.0.1:{port}", port=port, proc=server,
-                               data_dir=base)
+    service = services.Service(
+        name="rucio", url=f"http://127.0.0.1:{port}", port=port, proc=server, data_dir=base
+    )
     try:
         _wait_ping(service.url, server)
     except BaseException:
         service.stop()
         raise
-    return RucioServer(url=service.url, account="root", username="t0dqm-test", password=password, env=env,
-                       python=python, service=service, db_name=db_name)
+    return RucioServer(
+        url=service.url,
+        account="root",
+        username="t0dqm-test",
+        password=password,
+        env=env,
+        python=python,
+        service=service,
+        db_name=db_name,
+    )
 
 
 def _wait_ping(url: str, proc: subprocess.Popen[bytes]) -> None:
@@ -214,8 +246,10 @@ def drop(server: RucioServer, pg_admin_url: str) -> None:
 
 
 if __name__ == "__main__":  # manual use: python tests/integration/rucio_server.py /tmp/rucio-test
-    srv = start(Path(sys.argv[1]), os.environ.get("T0DQM_TEST_PG",
-                                                  "postgresql+psycopg2://postgres@127.0.0.1:5432/postgres"))
+    srv = start(
+        Path(sys.argv[1]),
+        os.environ.get("T0DQM_TEST_PG", "postgresql+psycopg2://postgres@127.0.0.1:5432/postgres"),
+    )
     print(json.dumps({"url": srv.url, "username": srv.username, "password": srv.password}))
     try:
         srv.service.proc.wait()  # type: ignore[union-attr]

@@ -34,8 +34,12 @@ def asettings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[confi
     """Small zips (3 files of ~200 kB fit in one), no freeze by age, immediate staleness; next steps
     are recorded, not sent."""
     capture_sends(monkeypatch)
-    current = make_settings(tmp_path / "root", archive__max_zip_bytes="700000", archive__freeze_age="100000",
-                            reconcile__stale_seconds="0")
+    current = make_settings(
+        tmp_path / "root",
+        archive__max_zip_bytes="700000",
+        archive__freeze_age="100000",
+        reconcile__stale_seconds="0",
+    )
     config.reset(current)
     yield current
     reset_catalogs()

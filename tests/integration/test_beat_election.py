@@ -42,16 +42,32 @@ def cat(pg_url: str) -> Iterator[Catalog]:
 
 
 def beat_env(tmp_path: Path, cat: Catalog, redis_url: str, stale_after: int, lease: int) -> dict[str, str]:
-    return t0dqm_env(tmp_path / "root", T0DQM_CATALOG_URL=cat.url, T0DQM_BROKER_URL=redis_url,
-                     T0DQM_HEARTBEAT__INTERVAL="1", T0DQM_HEARTBEAT__STALE_AFTER=str(stale_after),
-                     T0DQM_HEARTBEAT__LEADER_LEASE=str(lease), T0DQM_BEAT__EVERY__RECONCILE="1")
+    return t0dqm_env(
+        tmp_path / "root",
+        T0DQM_CATALOG_URL=cat.url,
+        T0DQM_BROKER_URL=redis_url,
+        T0DQM_HEARTBEAT__INTERVAL="1",
+        T0DQM_HEARTBEAT__STALE_AFTER=str(stale_after),
+        T0DQM_HEARTBEAT__LEADER_LEASE=str(lease),
+        T0DQM_BEAT__EVERY__RECONCILE="1",
+    )
 
 
 @contextmanager
 def beat(host: str, env: dict[str, str], tmp_path: Path) -> Iterator[tuple[subprocess.Popen[str], Path]]:
     log = tmp_path / f"beat-{host}.log"
-    argv = [sys.executable, "-m", "celery", "-A", "t0dqm", "beat", "-l", "INFO",
-            "-s", str(tmp_path / f"schedule-{host}")]
+    argv = [
+        sys.executable,
+        "-m",
+        "celery",
+        "-A",
+        "t0dqm",
+        "beat",
+        "-l",
+        "INFO",
+        "-s",
+        str(tmp_path / f"schedule-{host}"),
+    ]
     with open(log, "w") as fh:
         proc = on_host(host, argv, env, cwd=REPO, stdout=fh, stderr=subprocess.STDOUT, start_new_session=True)
     try:
@@ -91,8 +107,9 @@ def dev_settings(tmp_path: Path) -> Iterator[config.Settings]:
     config.reset(None)
 
 
-def test_only_the_leader_sends_and_the_standby_takes_over(cat: Catalog, redis_server, tmp_path: Path,
-                                                          dev_settings: config.Settings) -> None:
+def test_only_the_leader_sends_and_the_standby_takes_over(
+    cat: Catalog, redis_server, tmp_path: Path, dev_settings: config.Settings
+) -> None:
     url = redis_server.url
     redislib.Redis.from_url(url).flushdb()
     senders = Consumer(url)
@@ -116,13 +133,19 @@ def test_only_the_leader_sends_and_the_standby_takes_over(cat: Catalog, redis_se
             assert senders()[pid_a] == before_b[pid_a]  # nothing more from the dead leader
             assert proc_b.poll() is None
     with cat.read() as conn:
-        [row] = conn.execute(select(audit).where(audit.c.action == "lease-takeover",
-                                                 audit.c.path == "beat-leader:dev")).mappings().all()
+        [row] = (
+            conn.execute(
+                select(audit).where(audit.c.action == "lease-takeover", audit.c.path == "beat-leader:dev")
+            )
+            .mappings()
+            .all()
+        )
     assert row["detail"].startswith(f"from beatA:{pid_a}:") and f"to beatB:{pid_b}:" in row["detail"]
 
 
-def test_a_clean_stop_hands_over_at_once(cat: Catalog, redis_server, tmp_path: Path,
-                                         dev_settings: config.Settings) -> None:
+def test_a_clean_stop_hands_over_at_once(
+    cat: Catalog, redis_server, tmp_path: Path, dev_settings: config.Settings
+) -> None:
     """Heartbeats that go stale only after 10 minutes: B can lead within the deadline only because A
     gave the lease back when it stopped."""
     env = beat_env(tmp_path, cat, redis_server.url, stale_after=600, lease=600)

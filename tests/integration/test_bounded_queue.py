@@ -56,8 +56,9 @@ def _markers(client: redis.Redis, prefix: str, task: str = "") -> list[bytes]:
     return list(client.scan_iter(match=f"{prefix}queued:{task}*", count=1000))
 
 
-def test_reconcile_keeps_one_message_per_pending_item(idle_stack: config.Settings, redis_server: services.Service,
-                                                     tmp_path: Path) -> None:
+def test_reconcile_keeps_one_message_per_pending_item(
+    idle_stack: config.Settings, redis_server: services.Service, tmp_path: Path
+) -> None:
     from celery.contrib.testing.worker import start_worker
 
     from t0dqm.celery import all_queues, app
@@ -101,13 +102,20 @@ def test_reconcile_keeps_one_message_per_pending_item(idle_stack: config.Setting
 
     def done() -> tuple[int, int]:
         with cat.read() as conn:
-            indexed = conn.execute(select(func.count()).select_from(files)
-                                   .where(files.c.index_state == "indexed")).scalar_one()
+            indexed = conn.execute(
+                select(func.count()).select_from(files).where(files.c.index_state == "indexed")
+            ).scalar_one()
             zipped = conn.execute(select(func.count()).select_from(members)).scalar_one()
         return indexed, zipped
 
-    with start_worker(app, pool="threads", concurrency=4, perform_ping_check=False, shutdown_timeout=30,
-                      queues=all_queues(settings)):
+    with start_worker(
+        app,
+        pool="threads",
+        concurrency=4,
+        perform_ping_check=False,
+        shutdown_timeout=30,
+        queues=all_queues(settings),
+    ):
         deadline = time.monotonic() + 120
         while done() != (N, N) and time.monotonic() < deadline:
             time.sleep(0.2)  # polling the catalog for the outcome, not a synchronisation
@@ -118,23 +126,29 @@ def test_reconcile_keeps_one_message_per_pending_item(idle_stack: config.Setting
     assert report["per_file"] is not None and report["per_file"] >= 2.0
 
 
-def test_chained_enqueue_sends_one_message_per_item(idle_stack: config.Settings,
-                                                    redis_server: services.Service) -> None:
+def test_chained_enqueue_sends_one_message_per_item(
+    idle_stack: config.Settings, redis_server: services.Service
+) -> None:
     from t0dqm.celery import app
     from t0dqm.tasks.ops import noop
 
     client = redis.Redis.from_url(redis_server.url)
     for _ in range(5):
-        assert noop.enqueue_many([(app.signature("t0dqm.tasks.index.import_file"), (7,), {}),
-                                  (app.signature("t0dqm.tasks.index.import_file"), (8,), {})]) in (0, 2)
+        assert noop.enqueue_many(
+            [
+                (app.signature("t0dqm.tasks.index.import_file"), (7,), {}),
+                (app.signature("t0dqm.tasks.index.import_file"), (8,), {}),
+            ]
+        ) in (0, 2)
     assert _depths(client, idle_stack)["index"] == 2
     for _ in range(5):  # a countdown message (merge) keeps one marker too
         noop.enqueue(app.signature("t0dqm.tasks.index.merge", countdown=0.5))
     assert _depths(client, idle_stack)["index-merge"] == 1
 
 
-def test_beat_ticks_keep_one_message_while_the_consumer_is_down(idle_stack: config.Settings,
-                                                                redis_server: services.Service) -> None:
+def test_beat_ticks_keep_one_message_while_the_consumer_is_down(
+    idle_stack: config.Settings, redis_server: services.Service
+) -> None:
     """Beat's own send path (celery.beat.Scheduler.apply_async, which marks its messages): one scan waits,
     not one per tick; once a worker took it off the queue, the next tick is sent."""
     from celery.beat import ScheduleEntry, Scheduler
@@ -146,14 +160,22 @@ def test_beat_ticks_keep_one_message_while_the_consumer_is_down(idle_stack: conf
 
     client = redis.Redis.from_url(redis_server.url)
     scheduler = Scheduler(app, lazy=True)
-    entry = ScheduleEntry(name="receive-scan", task="t0dqm.tasks.receive.scan", schedule=schedule(5.0), app=app)
+    entry = ScheduleEntry(
+        name="receive-scan", task="t0dqm.tasks.receive.scan", schedule=schedule(5.0), app=app
+    )
     for _ in range(12):  # a minute of ticks
         scheduler.apply_async(entry, advance=False)
     receive_queue = queue_name("receive", idle_stack)
     assert client.llen(receive_queue) == 1
 
     class Received:  # what a worker's task_received hands over for that message
-        name, args, kwargs, eta, task = "t0dqm.tasks.receive.scan", [], {}, None, app.tasks["t0dqm.tasks.receive.scan"]
+        name, args, kwargs, eta, task = (
+            "t0dqm.tasks.receive.scan",
+            [],
+            {},
+            None,
+            app.tasks["t0dqm.tasks.receive.scan"],
+        )
 
     _message_received(request=Received())
     scheduler.apply_async(entry, advance=False)
@@ -171,7 +193,8 @@ def _age(client: redis.Redis, keys: list[bytes], seconds: float, countdown: bool
 
 
 def test_a_message_lost_with_a_killed_worker_is_resent_after_the_grace(
-        idle_stack: config.Settings, redis_server: services.Service, tmp_path: Path) -> None:
+    idle_stack: config.Settings, redis_server: services.Service, tmp_path: Path
+) -> None:
     """kombu pops a message (BRPOP) before it records it in `unacked`: a worker killed in between loses
     it while its marker lives. Reconcile takes a marker older than reconcile.orphan_grace whose queue is
     empty for an orphan and sends the step again, once; while the queue holds messages it sends nothing."""
@@ -210,15 +233,16 @@ def test_a_message_lost_with_a_killed_worker_is_resent_after_the_grace(
     assert client.llen(index) == N - 1
 
     merge = app.signature("t0dqm.tasks.index.merge", countdown=30)  # a countdown message leaves its
-    assert noop.enqueue_many([(merge, (), {})]) == 1                  # queue at once (the worker waits
-    client.delete(queue_name("index-merge", settings))               # for its time): never an orphan
+    assert noop.enqueue_many([(merge, (), {})]) == 1  # queue at once (the worker waits
+    client.delete(queue_name("index-merge", settings))  # for its time): never an orphan
     _age(client, _markers(client, prefix, "t0dqm.tasks.index.merge:"), grace + 1, countdown=True)
     assert noop.enqueue_many([(merge, (), {})], orphan_grace=grace) == 0
     assert queued.reclaim_orphans(client, [], [], [], time.time()) == []
 
 
-def test_tape_countdown_sends_keep_one_message_per_archive(idle_stack: config.Settings,
-                                                           redis_server: services.Service) -> None:
+def test_tape_countdown_sends_keep_one_message_per_archive(
+    idle_stack: config.Settings, redis_server: services.Service
+) -> None:
     """tape._later (a stage retry, a verification after verify_delay) goes through the markers too: the
     same archive asked again and again leaves one message per step; one due too late sends nothing."""
     from t0dqm.celery import app
@@ -232,7 +256,9 @@ def test_tape_countdown_sends_keep_one_message_per_archive(idle_stack: config.Se
     for _ in range(5):
         noop.send_next(Outcome(next=tape._later("t0dqm.tasks.tape.stage", 4, 30.0)))
         noop.send_next(Outcome(next=tape._later("t0dqm.tasks.tape.verify", 4, 30.0)))
-        noop.send_next(Outcome(next=tape._later("t0dqm.tasks.tape.stage", 5, tape.SOON + 1)))  # found later by verify_due
+        noop.send_next(
+            Outcome(next=tape._later("t0dqm.tasks.tape.stage", 5, tape.SOON + 1))
+        )  # found later by verify_due
     tape_queue = queue_name("tape", idle_stack)
     bodies = client.lrange(tape_queue, 0, -1)
     assert len(bodies) == 2 and all(b'"eta"' in body for body in bodies), bodies
@@ -242,8 +268,9 @@ def test_tape_countdown_sends_keep_one_message_per_archive(idle_stack: config.Se
     assert queued.item_key(prefix, "t0dqm.tasks.tape.stage", (5,)).encode() not in _markers(client, prefix)
 
 
-def test_the_elected_beat_keeps_one_message_per_periodic_entry(idle_stack: config.Settings,
-                                                               redis_server: services.Service) -> None:
+def test_the_elected_beat_keeps_one_message_per_periodic_entry(
+    idle_stack: config.Settings, redis_server: services.Service
+) -> None:
     """The scheduler `celery -A t0dqm beat` runs (t0dqm.beat_election.ElectedScheduler), every entry
     made due again and again with no consumer: each periodic entry has one message waiting, not one per
     period (finding 3 of the multi-host runs)."""

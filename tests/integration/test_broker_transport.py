@@ -24,8 +24,10 @@ def _receive_in_thread(channel: object, deadline: float = 60.0) -> tuple[bool, l
     """Run channel._receive_one(subclient) as kombu's event loop does on a readable socket; (returned
     before the deadline, results)."""
     out: list[object] = []
-    thread = threading.Thread(target=lambda: out.append(channel._receive_one(channel.subclient)),  # type: ignore[attr-defined]
-                              daemon=True)
+    thread = threading.Thread(
+        target=lambda: out.append(channel._receive_one(channel.subclient)),  # type: ignore[attr-defined]
+        daemon=True,
+    )
     thread.start()
     thread.join(deadline)
     return not thread.is_alive(), out
@@ -72,16 +74,24 @@ def test_the_pubsub_read_after_a_redis_restart_returns(own_redis: services.Servi
         own_redis = services.start_redis(tmp_path / "redis", port=own_redis.port, persistent=False)
         returned, out = _receive_in_thread(channel)
         assert returned, "the pub/sub read still waits after the restart"
-        assert out in ([None], [])  # nothing delivered; [] when it raised a connection error (kombu reconnects)
+        assert out in (
+            [None],
+            [],
+        )  # nothing delivered; [] when it raised a connection error (kombu reconnects)
     own_redis.stop()
 
 
-def test_a_worker_answers_ping_and_consumes_after_redis_restarts(own_redis: services.Service,
-                                                                 tmp_path: Path) -> None:
+def test_a_worker_answers_ping_and_consumes_after_redis_restarts(
+    own_redis: services.Service, tmp_path: Path
+) -> None:
     # a client app of its own: the t0dqm app of this test process keeps pools of earlier tests
     client = Celery("restart-probe", broker=own_redis.url, backend=own_redis.url)
-    client.conf.update(broker_connection_retry_on_startup=True, task_serializer="json", accept_content=["json"],
-                       result_serializer="json")
+    client.conf.update(
+        broker_connection_retry_on_startup=True,
+        task_serializer="json",
+        accept_content=["json"],
+        result_serializer="json",
+    )
 
     def answers() -> bool:
         try:
@@ -90,7 +100,9 @@ def test_a_worker_answers_ping_and_consumes_after_redis_restarts(own_redis: serv
             return False
 
     try:
-        with worker(tmp_path / "root", "ops", tmp_path / "worker.log", T0DQM_BROKER_URL=own_redis.url) as proc:
+        with worker(
+            tmp_path / "root", "ops", tmp_path / "worker.log", T0DQM_BROKER_URL=own_redis.url
+        ) as proc:
             assert wait_for(answers, 180), (tmp_path / "worker.log").read_text()[-3000:]
             for _restart in range(2):
                 own_redis.stop()

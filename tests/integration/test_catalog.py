@@ -15,10 +15,24 @@ from t0dqm.catalog.schema import head
 def new_file(cat: Catalog, path: str = "a/DQM_V0001_R000123456.root") -> int:
     now = time.time()
     with cat.begin() as conn:
-        return conn.execute(insert(files).values(
-            path=path, name=path.rsplit("/", 1)[-1], cls="online_data", run=123456, version=1,
-            dataset="/Global/Online/ALL", size=10, adler32="00000001", mtime=now, state="received",
-            index_state="pending", created_at=now, updated_at=now, attempts=0)).inserted_primary_key[0]
+        return conn.execute(
+            insert(files).values(
+                path=path,
+                name=path.rsplit("/", 1)[-1],
+                cls="online_data",
+                run=123456,
+                version=1,
+                dataset="/Global/Online/ALL",
+                size=10,
+                adler32="00000001",
+                mtime=now,
+                state="received",
+                index_state="pending",
+                created_at=now,
+                updated_at=now,
+                attempts=0,
+            )
+        ).inserted_primary_key[0]
 
 
 def _race(url: str, row_id: int, barrier, results) -> None:
@@ -93,13 +107,34 @@ def test_upgrade_is_idempotent_and_versioned(catalog_url: str) -> None:
     assert cat.revision() == head()
     now = time.time()
     with cat.begin() as conn:
-        conn.execute(insert(archives).values(path="p_S0001.zip", pattern="p_S%04d.zip", serial=1, state="open",
-                                             nfiles=0, size=0, tries=0, created_at=now, updated_at=now))
+        conn.execute(
+            insert(archives).values(
+                path="p_S0001.zip",
+                pattern="p_S%04d.zip",
+                serial=1,
+                state="open",
+                nfiles=0,
+                size=0,
+                tries=0,
+                created_at=now,
+                updated_at=now,
+            )
+        )
     with pytest.raises(Exception):  # noqa: B017 - unique (pattern, serial) is the guard
         with cat.begin() as conn:
-            conn.execute(insert(archives).values(path="p_S0001b.zip", pattern="p_S%04d.zip", serial=1,
-                                                 state="open", nfiles=0, size=0, tries=0, created_at=now,
-                                                 updated_at=now))
+            conn.execute(
+                insert(archives).values(
+                    path="p_S0001b.zip",
+                    pattern="p_S%04d.zip",
+                    serial=1,
+                    state="open",
+                    nfiles=0,
+                    size=0,
+                    tries=0,
+                    created_at=now,
+                    updated_at=now,
+                )
+            )
     cat.dispose()
 
 
@@ -127,7 +162,13 @@ def test_claim_of_a_dead_local_process_is_taken_over(catalog_url: str) -> None:
     legacy = f"{cat.host}:{child.pid}:1"  # an owner without a heartbeat identity only expires
     assert cat.acquire_lease("zip:y", legacy, 3600) and not cat.acquire_lease("zip:y", "other", 60)
     with cat.read() as conn:
-        details = [r.detail for r in conn.execute(select(audit.c.detail).where(
-            audit.c.action.in_(["claim-takeover", "lease-takeover"])).order_by(audit.c.id))]
+        details = [
+            r.detail
+            for r in conn.execute(
+                select(audit.c.detail)
+                .where(audit.c.action.in_(["claim-takeover", "lease-takeover"]))
+                .order_by(audit.c.id)
+            )
+        ]
     assert len(details) == 2 and all(f"from {owner}: process gone (same machine)" in d for d in details)
     cat.dispose()

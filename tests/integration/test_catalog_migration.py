@@ -18,24 +18,62 @@ def make_legacy(url: str, version: int) -> Catalog:
     metadata.create_all(cat.engine, tables=tables)
     if version >= 2:  # t0_outputs as schema 2 had it (later revisions add columns)
         legacy = MetaData()
-        Table("t0_outputs", legacy, *[c._copy() for c in t0_outputs.columns if c.name in _LEGACY_T0_OUTPUTS],
-              Index("ix_t0_outputs_state", "state", "created_at"))
+        Table(
+            "t0_outputs",
+            legacy,
+            *[c._copy() for c in t0_outputs.columns if c.name in _LEGACY_T0_OUTPUTS],
+            Index("ix_t0_outputs_state", "state", "created_at"),
+        )
         legacy.create_all(cat.engine)
     now = time.time()
     with cat.begin() as conn:
         conn.execute(insert(meta).values(key="schema_version", value=str(version)))
-        conn.execute(insert(files).values(
-            path="a/DQM_V0001_R000000001.root", name="DQM_V0001_R000000001.root", cls="online_data", run=1,
-            version=1, dataset="/A/B/C", size=1, adler32="00000001", mtime=now, state="received",
-            index_state="pending", created_at=now, updated_at=now, attempts=0))
+        conn.execute(
+            insert(files).values(
+                path="a/DQM_V0001_R000000001.root",
+                name="DQM_V0001_R000000001.root",
+                cls="online_data",
+                run=1,
+                version=1,
+                dataset="/A/B/C",
+                size=1,
+                adler32="00000001",
+                mtime=now,
+                state="received",
+                index_state="pending",
+                created_at=now,
+                updated_at=now,
+                attempts=0,
+            )
+        )
     return cat
 
 
 # The tables the hand-written schema 2 had (later revisions add others).
-_LEGACY_TABLES = {"meta", "files", "quarantine", "archives", "members", "streamer_units", "t0_outputs",
-                  "audit", "leases", "alarms"}
-_LEGACY_T0_OUTPUTS = {"id", "path", "size", "adler32", "created_at", "endpoints_required", "endpoints_done",
-                      "needed_by", "state", "updated_at"}
+_LEGACY_TABLES = {
+    "meta",
+    "files",
+    "quarantine",
+    "archives",
+    "members",
+    "streamer_units",
+    "t0_outputs",
+    "audit",
+    "leases",
+    "alarms",
+}
+_LEGACY_T0_OUTPUTS = {
+    "id",
+    "path",
+    "size",
+    "adler32",
+    "created_at",
+    "endpoints_required",
+    "endpoints_done",
+    "needed_by",
+    "state",
+    "updated_at",
+}
 
 
 def test_upgrade_v1_to_head(catalog_url: str) -> None:

@@ -58,10 +58,19 @@ def test_pickled_message_is_refused(celery_stack: config.Settings, redis_server)
     marker = {"pickled": True}
     with Connection(app.conf.broker_url) as conn:
         producer = conn.Producer(serializer="pickle")
-        producer.publish({"task": "t0dqm.tasks.ops.noop", "id": "pickled-1", "args": [marker], "kwargs": {}},
-                         exchange="ops", routing_key="ops", serializer="pickle",
-                         headers={"task": "t0dqm.tasks.ops.noop", "id": "pickled-1", "lang": "py",
-                                  "argsrepr": "", "kwargsrepr": ""})
+        producer.publish(
+            {"task": "t0dqm.tasks.ops.noop", "id": "pickled-1", "args": [marker], "kwargs": {}},
+            exchange="ops",
+            routing_key="ops",
+            serializer="pickle",
+            headers={
+                "task": "t0dqm.tasks.ops.noop",
+                "id": "pickled-1",
+                "lang": "py",
+                "argsrepr": "",
+                "kwargsrepr": "",
+            },
+        )
     # A JSON task sent after it still runs: the worker survived the bad message.
     assert noop.delay(1).get(timeout=20) == 1
     backend = redis.Redis.from_url(redis_server.url)

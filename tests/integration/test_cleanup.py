@@ -35,9 +35,16 @@ def filed(settings: config.Settings, name: str, mtime: float | None = None) -> t
 def archive(file_id: int, state: str) -> None:
     now = time.time()
     with get_catalog().begin() as conn:
-        aid = conn.execute(insert(archives).values(
-            path=f"z/{file_id}.zip", pattern=f"z/{file_id}_S%04d.zip", serial=1, state=state, created_at=now,
-            updated_at=now)).inserted_primary_key[0]
+        aid = conn.execute(
+            insert(archives).values(
+                path=f"z/{file_id}.zip",
+                pattern=f"z/{file_id}_S%04d.zip",
+                serial=1,
+                state=state,
+                created_at=now,
+                updated_at=now,
+            )
+        ).inserted_primary_key[0]
         conn.execute(update(files).where(files.c.id == file_id).values(archive_id=aid, state="zipped"))
 
 
@@ -79,8 +86,17 @@ def test_version_control_dry_run(settings: config.Settings) -> None:
 
 def test_guard_refuses_even_if_asked(settings: config.Settings) -> None:
     v1, p1 = filed(settings, OFFLINE)
-    out = cleanup._remove(get_catalog(), settings, v1, str(p1.relative_to(settings.repository)), "test", "x",
-                          1, "0", dry_run=False)
+    out = cleanup._remove(
+        get_catalog(),
+        settings,
+        v1,
+        str(p1.relative_to(settings.repository)),
+        "test",
+        "x",
+        1,
+        "0",
+        dry_run=False,
+    )
     assert out.outcome.startswith("refused") and p1.exists() and file_state(v1) == "received"
 
 

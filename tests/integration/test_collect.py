@@ -100,8 +100,15 @@ def test_same_run_twice_gets_next_slot(producer: collector.Producer) -> None:
 def test_file_held_open_by_a_process_is_skipped(producer: collector.Producer) -> None:
     final = good(producer.dir / FINAL)
     holder = subprocess.Popen(
-        [sys.executable, "-c", "import sys, time\nf = open(sys.argv[1], 'rb')\nprint('ready', flush=True)\n"
-         "time.sleep(600)\n", str(final)], stdout=subprocess.PIPE, text=True)
+        [
+            sys.executable,
+            "-c",
+            ("import sys, time\nf = open(sys.argv[1], 'rb')\nprint('ready', flush=True)\ntime.sleep(600)\n"),
+            str(final),
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     try:
         assert holder.stdout is not None and holder.stdout.readline().strip() == "ready"
         assert str(final) in collector.open_files(producer.dir)

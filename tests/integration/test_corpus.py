@@ -55,6 +55,7 @@ def _inside(path: Path, top: Path) -> bool:
 
 # -- runners, one per entry point -------------------------------------------------------------------------
 
+
 def run_classify(case: Case, ctx: Ctx) -> None:
     name, exp = case.spec["name"], case.expect
     result = CliRunner().invoke(cli, ["classify", name], env=ctx.env)
@@ -73,7 +74,9 @@ def run_upload(case: Case, ctx: Ctx) -> None:
     name = case.spec["name"]
     src = ctx.tmp / "src" / name
     build.write_content(src, "good", name)
-    result = CliRunner().invoke(cli, ["upload", str(src), "--dropbox", str(ctx.settings.dropbox)], env=ctx.env)
+    result = CliRunner().invoke(
+        cli, ["upload", str(src), "--dropbox", str(ctx.settings.dropbox)], env=ctx.env
+    )
     assert result.exit_code == 1, result.output
     assert case.expect["error"] in result.stderr
     assert not [p for p in ctx.settings.dropbox.rglob("*") if p.is_file()]
@@ -92,7 +95,10 @@ def check_receive(case: Case, ctx: Ctx, upload: Path, out: dict[str, Any]) -> No
         assert exp["reason"] in p.with_name(p.name + dropbox.BAD).read_text()
         assert os.path.lexists(p.with_name(p.name + dropbox.ORIGIN_BAD))
         with get_catalog().read() as conn:
-            reasons = [r.reason for r in conn.execute(select(quarantine.c.reason).where(quarantine.c.path == out["path"]))]
+            reasons = [
+                r.reason
+                for r in conn.execute(select(quarantine.c.reason).where(quarantine.c.path == out["path"]))
+            ]
         assert len(reasons) == 1 and exp["reason"] in reasons[0]
         assert receive_one(upload, ctx.settings).status == "gone"  # never retried
     elif out["status"] == "filed":
@@ -132,8 +138,12 @@ def run_legacy(case: Case, ctx: Ctx) -> None:
 
 
 def run_eosdump(case: Case, ctx: Ctx) -> None:
-    dump = build.write_dump(ctx.tmp / "eos_files.txt.gz", case.spec["lines"], case.spec.get("gzip", "gzip"),
-                            case.spec.get("age", 0.0))
+    dump = build.write_dump(
+        ctx.tmp / "eos_files.txt.gz",
+        case.spec["lines"],
+        case.spec.get("gzip", "gzip"),
+        case.spec.get("age", 0.0),
+    )
     if "error" in case.expect:
         with pytest.raises(eosdump.DumpError, match=re.escape(case.expect["error"])):
             eosdump.aggregate(dump)
@@ -146,8 +156,12 @@ def run_eosdump(case: Case, ctx: Ctx) -> None:
 def run_sync(case: Case, ctx: Ctx) -> None:
     dest = ctx.settings.repository / "OnlineData" / "original"
     exp = case.expect
-    with build.serve() as other, build.serve(
-            lambda port: build.scenario(case.spec["server"], port, other.server_address[1])) as server:
+    with (
+        build.serve() as other,
+        build.serve(
+            lambda port: build.scenario(case.spec["server"], port, other.server_address[1])
+        ) as server,
+    ):
         base = f"http://127.0.0.1:{server.server_address[1]}/browse/"
         report = sync.online_sync(base, dest, connections=2, timeout=10)
     errors = "\n".join(report.errors)
@@ -193,6 +207,7 @@ def run_upload_server(case: Case, ctx: Ctx) -> None:
 
 
 # -- races: two processes at once ---------------------------------------------------------------------------
+
 
 def _child_upload(root: str, src: str, barrier: Any, out: Any) -> None:
     from tests.conftest import make_settings
@@ -255,8 +270,16 @@ def run_race(case: Case, ctx: Ctx) -> None:
     assert _rows(quarantine) == [] and dropbox.scan(settings.dropbox) == []
 
 
-RUNNERS = {"classify": run_classify, "upload": run_upload, "receive": run_receive, "legacy": run_legacy,
-           "eosdump": run_eosdump, "sync": run_sync, "upload_server": run_upload_server, "race": run_race}
+RUNNERS = {
+    "classify": run_classify,
+    "upload": run_upload,
+    "receive": run_receive,
+    "legacy": run_legacy,
+    "eosdump": run_eosdump,
+    "sync": run_sync,
+    "upload_server": run_upload_server,
+    "race": run_race,
+}
 
 
 def test_corpus_shape() -> None:
@@ -279,6 +302,7 @@ def test_case(case: Case, settings: config.Settings, tmp_path: Path) -> None:
 
 # -- the receive corpus through a real worker process ----------------------------------------------------
 
+
 def test_receive_corpus_through_a_worker(redis_server: Any, tmp_path: Path) -> None:
     """Every receive case as a receive_file task in a `celery -A t0dqm worker` process: the same outcomes,
     and the worker is alive and answering afterwards."""
@@ -296,11 +320,15 @@ def test_receive_corpus_through_a_worker(redis_server: Any, tmp_path: Path) -> N
     ctx = Ctx(settings, tmp_path, build.make_sentinel(tmp_path))
     uploads = {}
     for i, case in enumerate(cases):
-        uploads[case.id] = build.materialize_receive(case.spec, settings.dropbox, ctx.sentinel, slot=f"{i:04d}")
+        uploads[case.id] = build.materialize_receive(
+            case.spec, settings.dropbox, ctx.sentinel, slot=f"{i:04d}"
+        )
     get_catalog()
     snap = build.snapshot(ctx.sentinel)
     try:
-        with worker(settings.root, "receive,ops", tmp_path / "worker.log", T0DQM_BROKER_URL=redis_server.url) as proc:
+        with worker(
+            settings.root, "receive,ops", tmp_path / "worker.log", T0DQM_BROKER_URL=redis_server.url
+        ) as proc:
             results = [receive_file.apply_async(args=(str(uploads[c.id]),)) for c in cases]
             outcomes = [r.get(timeout=120) for r in results]
             # the worker answered after every hostile case: it is alive now (no wait-and-see sleep)

@@ -34,24 +34,46 @@ FLOWER_ENV = {"T0DQM_FLOWER_AUTH": "ops:secret"}
 
 # What each role must consume, by base name (the spec; workers/roles.toml must agree).
 EXPECTED = {
-    "receive": {"receive"}, "index": {"index"}, "index-merge": {"index-merge"}, "archive": {"archive"},
-    "tape": {"tape"}, "cleanup": {"cleanup"}, "sync": {"sync"}, "ops": {"ops"}, "collect": {f"collect.{HOST}"},
+    "receive": {"receive"},
+    "index": {"index"},
+    "index-merge": {"index-merge"},
+    "archive": {"archive"},
+    "tape": {"tape"},
+    "cleanup": {"cleanup"},
+    "sync": {"sync"},
+    "ops": {"ops"},
+    "collect": {f"collect.{HOST}"},
     "all": {"receive", "index", "index-merge", "archive", "tape", "cleanup", "sync", "ops"},
 }
 # Services every compose file must have (the standby beat and merge worker included).
-COMPOSE_WORKERS = {"worker-receive": "receive", "worker-index": "index", "worker-index-merge": "index-merge",
-                   "worker-index-merge-standby": "index-merge", "worker-archive": "archive", "worker-tape": "tape",
-                   "worker-cleanup": "cleanup", "worker-sync": "sync", "worker-ops": "ops"}
+COMPOSE_WORKERS = {
+    "worker-receive": "receive",
+    "worker-index": "index",
+    "worker-index-merge": "index-merge",
+    "worker-index-merge-standby": "index-merge",
+    "worker-archive": "archive",
+    "worker-tape": "tape",
+    "worker-cleanup": "cleanup",
+    "worker-sync": "sync",
+    "worker-ops": "ops",
+}
 COMPOSE_BEATS = ("beat", "beat-standby")
 
 
 # -- reading the files -----------------------------------------------------------------------------------
 
+
 def compose_config(env: dict[str, str]) -> subprocess.CompletedProcess[str]:
     exe = shutil.which("docker-compose")
     assert exe, "docker-compose (Debian package) is installed by `make test`"
-    return subprocess.run([exe, "-f", str(ROOT / "docker-compose.yml"), "config"], capture_output=True,
-                          text=True, env=env, timeout=60, cwd=ROOT)
+    return subprocess.run(
+        [exe, "-f", str(ROOT / "docker-compose.yml"), "config"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+        cwd=ROOT,
+    )
 
 
 def compose_services() -> dict[str, dict]:
@@ -110,6 +132,7 @@ def with_host(url: str, host: str, port: int) -> str:
 
 # -- running them ----------------------------------------------------------------------------------------
 
+
 @dataclass
 class Started:
     label: str
@@ -139,8 +162,9 @@ class Launcher:
     def start(self, label: str, argv: list[str], env: dict[str, str], cwd: Path, role: str = "") -> Started:
         log = self.tmp / f"{label}.log"
         with open(log, "wb") as fh:
-            proc = subprocess.Popen(argv, cwd=cwd, env=env, stdout=fh, stderr=subprocess.STDOUT,
-                                    start_new_session=True)
+            proc = subprocess.Popen(
+                argv, cwd=cwd, env=env, stdout=fh, stderr=subprocess.STDOUT, start_new_session=True
+            )
         item = Started(label, argv, env, proc, log, role)
         self.started.append(item)
         return item
@@ -176,7 +200,9 @@ def deploy_redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[services.
     url = compose_services()["worker-receive"]["environment"]["T0DQM_BROKER_URL"]
     password = urlsplit(url).password
     assert password, f"the compose broker URL has no password: {url}"
-    service = services.start_redis(tmp_path_factory.mktemp("deploy-redis"), persistent=False, password=password)
+    service = services.start_redis(
+        tmp_path_factory.mktemp("deploy-redis"), persistent=False, password=password
+    )
     yield service
     service.stop()
 
@@ -189,8 +215,12 @@ def probe(broker: str):
     return app
 
 
-def wait_for_nodes(broker: str, workers: list[Started], beats: list[Started], timeout: float = 300.0,
-                   ) -> tuple[dict[int, set[str]], set[str]]:
+def wait_for_nodes(
+    broker: str,
+    workers: list[Started],
+    beats: list[Started],
+    timeout: float = 300.0,
+) -> tuple[dict[int, set[str]], set[str]]:
     """Queues consumed per worker pid, and the beat node names answering ping, once every started
     process answers (fails at once when one exits)."""
     app = probe(broker)
@@ -213,7 +243,8 @@ def wait_for_nodes(broker: str, workers: list[Started], beats: list[Started], ti
                 return by_pid, beat_nodes
             assert time.monotonic() < deadline, (
                 f"not all answered within {timeout} s: workers {sorted(by_pid)}, beats {sorted(beat_nodes)}\n"
-                + "\n".join(s.tail() for s in workers + beats))
+                + "\n".join(s.tail() for s in workers + beats)
+            )
             time.sleep(0.5)  # poll interval of the wait for the end state
     finally:
         app.close()
@@ -230,7 +261,9 @@ def wait_for_beat_leader(beats: list[Started], timeout: float = 120.0) -> int:
     deadline = time.monotonic() + timeout
     try:
         while (owner := current_leader(catalog, settings)) is None:
-            assert time.monotonic() < deadline, "no beat took the leader lease\n" + "\n".join(b.tail() for b in beats)
+            assert time.monotonic() < deadline, "no beat took the leader lease\n" + "\n".join(
+                b.tail() for b in beats
+            )
             time.sleep(0.5)  # poll interval of the wait for the end state
     finally:
         catalog.dispose()
@@ -240,12 +273,23 @@ def wait_for_beat_leader(beats: list[Started], timeout: float = 120.0) -> int:
 def substituted(env: dict[str, str], broker: str, catalog: str, root: Path) -> dict[str, str]:
     """The file's environment with the connection settings pointed at this test's services (the keys must
     be in the file: we substitute, we do not add)."""
-    for key in ("T0DQM_FLAVOUR", "T0DQM_ROOT", "T0DQM_BROKER_URL", "T0DQM_CATALOG_URL", "T0DQM_ARCHIVE_ENDPOINT"):
+    for key in (
+        "T0DQM_FLAVOUR",
+        "T0DQM_ROOT",
+        "T0DQM_BROKER_URL",
+        "T0DQM_CATALOG_URL",
+        "T0DQM_ARCHIVE_ENDPOINT",
+    ):
         assert key in env, f"{key} is not set by the deployment file"
     port = urlsplit(broker).port
     assert port
-    return {**env, "T0DQM_BROKER_URL": with_host(env["T0DQM_BROKER_URL"], "127.0.0.1", port),
-            "T0DQM_CATALOG_URL": catalog, "T0DQM_ROOT": str(root), "T0DQM_ARCHIVE_ENDPOINT": str(root / "tape")}
+    return {
+        **env,
+        "T0DQM_BROKER_URL": with_host(env["T0DQM_BROKER_URL"], "127.0.0.1", port),
+        "T0DQM_CATALOG_URL": catalog,
+        "T0DQM_ROOT": str(root),
+        "T0DQM_ARCHIVE_ENDPOINT": str(root / "tape"),
+    }
 
 
 def check_roles(by_pid: dict[int, set[str]], workers: list[Started]) -> None:
@@ -253,28 +297,44 @@ def check_roles(by_pid: dict[int, set[str]], workers: list[Started]) -> None:
         flavour = w.env["T0DQM_FLAVOUR"]
         prefix = "" if flavour == "dev" else f"{flavour}."
         want = {prefix + q for q in EXPECTED[w.role]}
-        assert by_pid[w.proc.pid] == want, f"{w.label} consumes {sorted(by_pid[w.proc.pid])}, not {sorted(want)}"
+        assert by_pid[w.proc.pid] == want, (
+            f"{w.label} consumes {sorted(by_pid[w.proc.pid])}, not {sorted(want)}"
+        )
 
 
 # -- the tests -------------------------------------------------------------------------------------------
 
-def test_compose_commands_consume_their_flavours_queues(launcher: Launcher, deploy_redis: services.Service,
-                                                        pg_url: str, tmp_path: Path) -> None:
+
+def test_compose_commands_consume_their_flavours_queues(
+    launcher: Launcher, deploy_redis: services.Service, pg_url: str, tmp_path: Path
+) -> None:
     svcs = compose_services()
     assert set(COMPOSE_WORKERS) | set(COMPOSE_BEATS) | {"migrate"} <= set(svcs)
-    t0_services = [n for n, s in svcs.items() if s.get("image") == "t0dqm:latest" and n not in ("flower", "migrate")]
+    t0_services = [
+        n for n, s in svcs.items() if s.get("image") == "t0dqm:latest" and n not in ("flower", "migrate")
+    ]
     assert sorted(t0_services) == sorted(set(COMPOSE_WORKERS) | set(COMPOSE_BEATS)), t0_services
     root = tmp_path / "data"
 
     def env_of(name: str) -> dict[str, str]:
-        return {**launcher.base_env(name),
-                **substituted(svcs[name]["environment"], deploy_redis.url, pg_url, root)}
+        return {
+            **launcher.base_env(name),
+            **substituted(svcs[name]["environment"], deploy_redis.url, pg_url, root),
+        }
 
-    migrate = subprocess.run(svcs["migrate"]["command"], env=env_of("migrate"), cwd=tmp_path, capture_output=True,
-                             text=True, timeout=300)
+    migrate = subprocess.run(
+        svcs["migrate"]["command"],
+        env=env_of("migrate"),
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert migrate.returncode == 0, migrate.stdout + migrate.stderr
-    workers = [launcher.start(n, svcs[n]["command"], env_of(n), tmp_path, role)
-               for n, role in COMPOSE_WORKERS.items()]
+    workers = [
+        launcher.start(n, svcs[n]["command"], env_of(n), tmp_path, role)
+        for n, role in COMPOSE_WORKERS.items()
+    ]
     beats = [launcher.start(n, svcs[n]["command"], env_of(n), tmp_path) for n in COMPOSE_BEATS]
     by_pid, _beats = wait_for_nodes(deploy_redis.url, workers, beats)
     assert {w.env["T0DQM_FLAVOUR"] for w in workers} == {"offline"}
@@ -284,8 +344,9 @@ def test_compose_commands_consume_their_flavours_queues(launcher: Launcher, depl
     assert leader in {b.proc.pid for b in beats} and all(b.proc.poll() is None for b in beats)
 
 
-def test_systemd_units_consume_their_flavours_queues(launcher: Launcher, deploy_redis: services.Service,
-                                                     pg_url: str, tmp_path: Path) -> None:
+def test_systemd_units_consume_their_flavours_queues(
+    launcher: Launcher, deploy_redis: services.Service, pg_url: str, tmp_path: Path
+) -> None:
     from t0dqm.catalog.db import Catalog
 
     worker_unit = unit_service(SYSTEMD / "t0dqm-worker@.service")
@@ -322,8 +383,12 @@ def test_worker_and_beat_without_broker_refuse_to_start(tmp_path: Path) -> None:
     stack.write_text(json.dumps({"broker_url": "redis://127.0.0.1:1/0"}))
     launch = Launcher(tmp_path)
     for name in ("worker-receive", "beat"):
-        env = {**launch.base_env(name), **svcs[name]["environment"], "T0DQM_ROOT": str(root),
-               "T0DQM_CATALOG_URL": f"sqlite:///{tmp_path / 'catalog.sqlite'}"}
+        env = {
+            **launch.base_env(name),
+            **svcs[name]["environment"],
+            "T0DQM_ROOT": str(root),
+            "T0DQM_CATALOG_URL": f"sqlite:///{tmp_path / 'catalog.sqlite'}",
+        }
         del env["T0DQM_BROKER_URL"]
         launch.start(name, svcs[name]["command"], env, tmp_path)
     try:
@@ -338,8 +403,11 @@ def test_worker_and_beat_without_broker_refuse_to_start(tmp_path: Path) -> None:
 
 def test_roles_file_and_its_documentation_agree() -> None:
     roles = tomllib.loads((ROOT / "workers" / "roles.toml").read_text())
-    rows = [line.split("|")[1:-1] for line in (ROOT / "workers" / "README.md").read_text().splitlines()
-            if line.startswith("| ") and not line.startswith("| role") and "---" not in line]
+    rows = [
+        line.split("|")[1:-1]
+        for line in (ROOT / "workers" / "README.md").read_text().splitlines()
+        if line.startswith("| ") and not line.startswith("| role") and "---" not in line
+    ]
     table = {cells[0].strip(): cells for cells in rows}
     assert set(table) == set(roles)
     for name, role in roles.items():
@@ -353,9 +421,9 @@ def test_compose_validates_with_flower_auth() -> None:
     assert {"redis", "postgres", "xrootd", "beat", "flower", "worker-index-merge"} <= set(services_)
     assert "--basic-auth=ops:secret" in services_["flower"]["command"]
     for name, svc in services_.items():
-        if name.startswith("worker-") or name.startswith("beat") or name in ("flower", "migrate"):
+        if name.startswith(("worker-", "beat")) or name in ("flower", "migrate"):
             assert svc["environment"]["T0DQM_CATALOG_URL"].startswith("postgresql")
-        if name.startswith("worker-") or name.startswith("beat"):
+        if name.startswith(("worker-", "beat")):
             assert svc["depends_on"]["migrate"]["condition"] == "service_completed_successfully"
 
 
@@ -365,8 +433,11 @@ def test_compose_refuses_flower_without_auth() -> None:
 
 
 def test_redis_conf_is_durable_and_never_evicts() -> None:
-    lines = {line.split()[0]: line.split()[1:] for line in (ROOT / "ops/redis.conf").read_text().splitlines()
-             if line.strip() and not line.startswith("#")}
+    lines = {
+        line.split()[0]: line.split()[1:]
+        for line in (ROOT / "ops/redis.conf").read_text().splitlines()
+        if line.strip() and not line.startswith("#")
+    }
     assert lines["appendonly"] == ["yes"]
     assert lines["maxmemory-policy"] == ["noeviction"]
 

@@ -29,13 +29,16 @@ def _wait(predicate, timeout: float = 120.0, step: float = 0.3):
 def test_uploads_reach_repository_and_index(celery_stack: config.Settings, tmp_path: Path) -> None:
     settings = celery_stack
     n_good, n_bad = 24, 6
-    manifest = simulate.simulate(tmp_path / "producer", n_good, seed=11, broken=n_bad, n_hists=40,
-                                 dropbox=settings.dropbox)
+    manifest = simulate.simulate(
+        tmp_path / "producer", n_good, seed=11, broken=n_bad, n_hists=40, dropbox=settings.dropbox
+    )
     cat = get_catalog(settings.catalog_url)
 
     def settled() -> bool:
         with cat.read() as conn:
-            done = conn.execute(select(files.c.id).where(files.c.index_state.in_(["indexed", "failed"]))).all()
+            done = conn.execute(
+                select(files.c.id).where(files.c.index_state.in_(["indexed", "failed"]))
+            ).all()
             bad = conn.execute(select(quarantine.c.id)).all()
         return len(done) == n_good and len(bad) == n_bad
 

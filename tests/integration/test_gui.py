@@ -73,10 +73,13 @@ def test_register_payloads_batches_and_idempotence(gsettings: config.Settings, g
     assert [len(p) for p in gui.posts()] == [2, 2, 1]  # gui.batch = 2
     by_key = dict(gui.samples)
     repo = gsettings.repository
-    expect = {("/Global/Online/ALL", 300001): MERGED, ("/Global/Online/Ecal", 300001): ECAL,
-              ("/Global/Online/Hcal", 300001): HCAL,
-              ("/ZeroBias/Run2024A-PromptReco-v1/DQMIO", 300002): OFFLINE,
-              ("/RelValTTbar_14TeV/CMSSW_14_0_1-mcRun3_realistic_v3/DQMIO", 1): RELVAL}
+    expect = {
+        ("/Global/Online/ALL", 300001): MERGED,
+        ("/Global/Online/Ecal", 300001): ECAL,
+        ("/Global/Online/Hcal", 300001): HCAL,
+        ("/ZeroBias/Run2024A-PromptReco-v1/DQMIO", 300002): OFFLINE,
+        ("/RelValTTbar_14TeV/CMSSW_14_0_1-mcRun3_realistic_v3/DQMIO", 1): RELVAL,
+    }
     assert set(by_key) == {(d, r, 0) for d, r in expect}
     for (dataset, run), name in expect.items():
         sample = by_key[(dataset, run, 0)]
@@ -89,12 +92,18 @@ def test_register_payloads_batches_and_idempotence(gsettings: config.Settings, g
     from t0dqm.catalog.db import audit
 
     with get_catalog().read() as conn:
-        trail = conn.execute(select(audit.c.entity_id, audit.c.path, audit.c.rule)
-                             .where(audit.c.action == "gui-register")).all()
+        trail = conn.execute(
+            select(audit.c.entity_id, audit.c.path, audit.c.rule).where(audit.c.action == "gui-register")
+        ).all()
     assert sorted(t.entity_id for t in trail) == sorted(ids) and {t.rule for t in trail} == {gui.url}
     assert {t.path for t in trail} == {s["file"] for s in by_key.values()}
     with get_catalog().read() as conn:
-        assert gui_rows.counts(conn) == {"registered": 5, "waiting": 0, "not_sent": 0, "removed_registered": 0}
+        assert gui_rows.counts(conn) == {
+            "registered": 5,
+            "waiting": 0,
+            "not_sent": 0,
+            "removed_registered": 0,
+        }
         assert gui_rows.missing_ids(conn) == []
     assert registrar(gsettings).register(ids).counts()["requests"] == 0  # nothing new: nothing sent
 
@@ -142,9 +151,15 @@ def test_invalid_fileformat_gives_400_with_the_guis_message(gsettings: config.Se
     reply = g.client_for(gsettings).register([policy.Sample(1, "/A/B/C", 5, "/x.root")])
     assert reply.status == 201
     client = g.client_for(gsettings)
-    bad = client._call(__import__("urllib.request", fromlist=["Request"]).Request(
-        gui.url + g.REGISTER_PATH, data=json.dumps([{"dataset": "/A/B/C", "run": 5, "lumi": 0, "file": "/x.root",
-                                                     "fileformat": "1"}]).encode(), method="POST"))
+    bad = client._call(
+        __import__("urllib.request", fromlist=["Request"]).Request(
+            gui.url + g.REGISTER_PATH,
+            data=json.dumps(
+                [{"dataset": "/A/B/C", "run": 5, "lumi": 0, "file": "/x.root", "fileformat": "1"}]
+            ).encode(),
+            method="POST",
+        )
+    )
     assert bad.status == 400 and bad.message() == "Please provide a valid file format"
 
 
@@ -159,8 +174,9 @@ def test_500_and_no_connection_are_unavailable(gsettings: config.Settings, gui: 
         dead.register(ids)
 
 
-def test_task_retries_with_backoff_then_alarms_and_reconcile_backs_off(gsettings: config.Settings,
-                                                                       gui: FakeGui) -> None:
+def test_task_retries_with_backoff_then_alarms_and_reconcile_backs_off(
+    gsettings: config.Settings, gui: FakeGui
+) -> None:
     from t0dqm.policies import gui as policy
     from t0dqm.steps.reconcile import RECOVERERS
     from t0dqm.tasks import gui as tasks
@@ -211,15 +227,25 @@ def test_check_alarms_when_the_gui_cannot_read(gsettings: config.Settings, gui: 
     assert not [a for a in active_alarms(get_catalog()) if a["key"] == key]
 
 
-def test_removed_files_stay_registered_and_status_shows_counts(gsettings: config.Settings, gui: FakeGui) -> None:
+def test_removed_files_stay_registered_and_status_shows_counts(
+    gsettings: config.Settings, gui: FakeGui
+) -> None:
     ids = [filed(gsettings, n) for n in (MERGED, ECAL, OFFLINE)]
     registrar(gsettings).register(ids[:2])
     with get_catalog().begin() as conn:
         conn.execute(update(files).where(files.c.id == ids[0]).values(state=REMOVED))
     with get_catalog().read() as conn:
-        assert gui_rows.counts(conn) == {"registered": 1, "waiting": 1, "not_sent": 0, "removed_registered": 1}
-    env = {"T0DQM_ROOT": str(gsettings.root), "T0DQM_GUI__REGISTER_URL": gui.url,
-           "T0DQM_BROKER_URL": "redis://127.0.0.1:9/0"}
+        assert gui_rows.counts(conn) == {
+            "registered": 1,
+            "waiting": 1,
+            "not_sent": 0,
+            "removed_registered": 1,
+        }
+    env = {
+        "T0DQM_ROOT": str(gsettings.root),
+        "T0DQM_GUI__REGISTER_URL": gui.url,
+        "T0DQM_BROKER_URL": "redis://127.0.0.1:9/0",
+    }
     out = CliRunner().invoke(cli, ["status"], env=env)
     line = [x for x in out.output.splitlines() if x.startswith("gui")]
     assert line and "registered=1" in line[0] and "waiting=1" in line[0] and "removed_registered=1" in line[0]
@@ -229,8 +255,13 @@ def test_removed_files_stay_registered_and_status_shows_counts(gsettings: config
     assert json.loads(out.output)["registered"] == 2  # the removed file is not sent again
     out = CliRunner().invoke(cli, ["gui", "removed", "--json"], env=env)
     assert [json.loads(x) for x in out.output.splitlines()] == [
-        {"file_id": ids[0], "run": 300001, "dataset": "/Global/Online/ALL",
-         "file": str(gsettings.repository / rows()[ids[0]]["path"])}]
+        {
+            "file_id": ids[0],
+            "run": 300001,
+            "dataset": "/Global/Online/ALL",
+            "file": str(gsettings.repository / rows()[ids[0]]["path"]),
+        }
+    ]
     # version control deletes an older version once a newer one is registered: the GUI points at the newer
     v2 = filed(gsettings, OFFLINE)
     registrar(gsettings).register([v2])
@@ -244,10 +275,12 @@ def test_removed_files_stay_registered_and_status_shows_counts(gsettings: config
 def test_off_without_url_and_config_validation(tmp_path: Path) -> None:
     settings = make_settings(tmp_path / "r")
     assert not g.enabled(settings)
-    for key, value, message in (("gui__register_url", "ftp://x", "http"),
-                                ("gui__online_dataset", "/Global/Online", "online_dataset"),
-                                ("gui__online_subsystem_dataset", "/Global/{subsystem}", "online_subsystem"),
-                                ("gui__batch", "0", "gui.batch")):
+    for key, value, message in (
+        ("gui__register_url", "ftp://x", "http"),
+        ("gui__online_dataset", "/Global/Online", "online_dataset"),
+        ("gui__online_subsystem_dataset", "/Global/{subsystem}", "online_subsystem"),
+        ("gui__batch", "0", "gui.batch"),
+    ):
         with pytest.raises(config.ConfigError, match=message):
             make_settings(tmp_path / "r", **{key: value})
     out = CliRunner().invoke(cli, ["gui", "register"], env={"T0DQM_ROOT": str(tmp_path / "r")})
@@ -255,8 +288,9 @@ def test_off_without_url_and_config_validation(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
-def test_gui_revision_adds_the_columns_and_keeps_rows(backend: str, tmp_path: Path,
-                                                       request: pytest.FixtureRequest) -> None:
+def test_gui_revision_adds_the_columns_and_keeps_rows(
+    backend: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
     from alembic import command
     from sqlalchemy import insert, inspect, text
 
@@ -271,21 +305,42 @@ def test_gui_revision_adds_the_columns_and_keeps_rows(backend: str, tmp_path: Pa
         with cat.engine.begin() as conn:
             command.upgrade(alembic_config(conn), before)
             now = time.time()
-            conn.execute(text("INSERT INTO files (path, name, cls, run, version, dataset, size, adler32, mtime, "
-                              "state, index_state, created_at, updated_at, attempts) VALUES ('a/x.root', "
-                              "'x.root', 'offline_data', 5, 1, '/A/B/C', 1, '00000001', :t, 'received', "
-                              "'indexed', :t, :t, 0)"), {"t": now - 3600})
+            conn.execute(
+                text(
+                    "INSERT INTO files (path, name, cls, run, version, dataset, size, adler32, mtime, "
+                    "state, index_state, created_at, updated_at, attempts) VALUES ('a/x.root', "
+                    "'x.root', 'offline_data', 5, 1, '/A/B/C', 1, '00000001', :t, 'received', "
+                    "'indexed', :t, :t, 0)"
+                ),
+                {"t": now - 3600},
+            )
         assert "gui_registered_at" not in {c["name"] for c in inspect(cat.engine).get_columns("files")}
         assert cat.upgrade() == head()
-        assert {"gui_registered_at", "gui_reason"} <= {c["name"] for c in inspect(cat.engine).get_columns("files")}
+        assert {"gui_registered_at", "gui_reason"} <= {
+            c["name"] for c in inspect(cat.engine).get_columns("files")
+        }
         with cat.read() as conn:
             assert gui_rows.missing_ids(conn, older_than=time.time()) == [1]
             assert gui_rows.counts(conn)["waiting"] == 1
         with cat.begin() as conn:
-            conn.execute(insert(files).values(path="b/y.root", name="y.root", cls="offline_data", run=6, version=1,
-                                              dataset="/A/B/C", size=1, adler32="1", mtime=now, state="received",
-                                              index_state="indexed", created_at=now, updated_at=now,
-                                              gui_registered_at=now))
+            conn.execute(
+                insert(files).values(
+                    path="b/y.root",
+                    name="y.root",
+                    cls="offline_data",
+                    run=6,
+                    version=1,
+                    dataset="/A/B/C",
+                    size=1,
+                    adler32="1",
+                    mtime=now,
+                    state="received",
+                    index_state="indexed",
+                    created_at=now,
+                    updated_at=now,
+                    gui_registered_at=now,
+                )
+            )
         with cat.engine.begin() as conn:
             command.downgrade(alembic_config(conn), before)
         assert "gui_reason" not in {c["name"] for c in inspect(cat.engine).get_columns("files")}

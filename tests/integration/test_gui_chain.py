@@ -27,17 +27,22 @@ def stack_env(gui: FakeGui) -> dict[str, str]:
     return {"gui__register_url": gui.url, "gui__batch": "4"}
 
 
-def test_every_received_file_is_registered_and_checked(celery_stack: config.Settings, gui: FakeGui,
-                                                        tmp_path: Path) -> None:
+def test_every_received_file_is_registered_and_checked(
+    celery_stack: config.Settings, gui: FakeGui, tmp_path: Path
+) -> None:
     settings = celery_stack
-    manifest = simulate.simulate(tmp_path / "producer", 10, seed=21, broken=2, n_hists=20,
-                                 dropbox=settings.dropbox)
+    manifest = simulate.simulate(
+        tmp_path / "producer", 10, seed=21, broken=2, n_hists=20, dropbox=settings.dropbox
+    )
     good = [e for e in manifest if not e["broken"]]
     cat = get_catalog(settings.catalog_url)
 
     def registered() -> list[str]:
         with cat.read() as conn:
-            return [r.path for r in conn.execute(select(files.c.path).where(files.c.gui_registered_at.is_not(None)))]
+            return [
+                r.path
+                for r in conn.execute(select(files.c.path).where(files.c.gui_registered_at.is_not(None)))
+            ]
 
     def checked() -> int:
         with gui.lock:

@@ -45,6 +45,7 @@ def _round_trip(settings: config.Settings, root: Path, log: Path, **env: str) ->
 
 # -- JSON only, through Redis with a password -----------------------------------------------------------
 
+
 @pytest.fixture
 def redis_with_password(tmp_path: Path) -> Iterator[services.Service]:
     service = services.start_redis(tmp_path / "redis-pw", password=PASSWORD, persistent=False)
@@ -74,10 +75,23 @@ def test_redis_password_and_pickle_refused(redis_with_password: services.Service
             assert noop.apply_async(args=(1,)).get(timeout=90) == 1
             with Connection(url) as conn:
                 conn.Producer(serializer="pickle").publish(
-                    {"task": "t0dqm.tasks.ops.noop", "id": "pickled-hardening", "args": [{"pickled": True}],
-                     "kwargs": {}}, exchange="ops", routing_key="ops", serializer="pickle",
-                    headers={"task": "t0dqm.tasks.ops.noop", "id": "pickled-hardening", "lang": "py",
-                             "argsrepr": "", "kwargsrepr": ""})
+                    {
+                        "task": "t0dqm.tasks.ops.noop",
+                        "id": "pickled-hardening",
+                        "args": [{"pickled": True}],
+                        "kwargs": {},
+                    },
+                    exchange="ops",
+                    routing_key="ops",
+                    serializer="pickle",
+                    headers={
+                        "task": "t0dqm.tasks.ops.noop",
+                        "id": "pickled-hardening",
+                        "lang": "py",
+                        "argsrepr": "",
+                        "kwargsrepr": "",
+                    },
+                )
             assert noop.apply_async(args=(2,)).get(timeout=60) == 2  # sent after the pickle: still served
             assert proc.poll() is None
         assert redislib.Redis.from_url(url).get("celery-task-meta-pickled-hardening") is None
@@ -89,6 +103,7 @@ def test_redis_password_and_pickle_refused(redis_with_password: services.Service
 
 # -- Redis over TLS -------------------------------------------------------------------------------------------
 
+
 def _openssl(*args: str, cwd: Path) -> None:
     subprocess.run(["openssl", *args], cwd=cwd, check=True, capture_output=True, timeout=60)
 
@@ -96,13 +111,54 @@ def _openssl(*args: str, cwd: Path) -> None:
 def make_ca_and_server_cert(folder: Path, name: str = "ca") -> dict[str, Path]:
     """A throw-away CA and a server certificate for 127.0.0.1 / localhost signed by it (openssl CLI)."""
     folder.mkdir(parents=True, exist_ok=True)
-    _openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", f"{name}.key", "-out", f"{name}.crt",
-             "-days", "2", "-subj", f"/CN=t0dqm test {name}", cwd=folder)
-    _openssl("req", "-newkey", "rsa:2048", "-nodes", "-keyout", "server.key", "-out", "server.csr",
-             "-subj", "/CN=127.0.0.1", cwd=folder)
+    _openssl(
+        "req",
+        "-x509",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-keyout",
+        f"{name}.key",
+        "-out",
+        f"{name}.crt",
+        "-days",
+        "2",
+        "-subj",
+        f"/CN=t0dqm test {name}",
+        cwd=folder,
+    )
+    _openssl(
+        "req",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-keyout",
+        "server.key",
+        "-out",
+        "server.csr",
+        "-subj",
+        "/CN=127.0.0.1",
+        cwd=folder,
+    )
     (folder / "ext.cnf").write_text("subjectAltName=IP:127.0.0.1,DNS:localhost\n")
-    _openssl("x509", "-req", "-in", "server.csr", "-CA", f"{name}.crt", "-CAkey", f"{name}.key",
-             "-CAcreateserial", "-out", "server.crt", "-days", "2", "-extfile", "ext.cnf", cwd=folder)
+    _openssl(
+        "x509",
+        "-req",
+        "-in",
+        "server.csr",
+        "-CA",
+        f"{name}.crt",
+        "-CAkey",
+        f"{name}.key",
+        "-CAcreateserial",
+        "-out",
+        "server.crt",
+        "-days",
+        "2",
+        "-extfile",
+        "ext.cnf",
+        cwd=folder,
+    )
     return {"ca": folder / f"{name}.crt", "cert": folder / "server.crt", "key": folder / "server.key"}
 
 
@@ -114,11 +170,37 @@ def redis_tls(tmp_path: Path) -> Iterator[tuple[str, dict[str, Path]]]:
     data = tmp_path / "redis-tls"
     data.mkdir()
     proc = subprocess.Popen(
-        [shutil.which("redis-server") or "redis-server", "--port", "0", "--tls-port", str(port), "--bind", "127.0.0.1",
-         "--tls-cert-file", str(certs["cert"]), "--tls-key-file", str(certs["key"]),
-         "--tls-ca-cert-file", str(certs["ca"]), "--tls-auth-clients", "no", "--requirepass", PASSWORD,
-         "--save", "", "--appendonly", "no", "--dir", str(data), "--logfile", str(data / "redis.log")],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+        [
+            shutil.which("redis-server") or "redis-server",
+            "--port",
+            "0",
+            "--tls-port",
+            str(port),
+            "--bind",
+            "127.0.0.1",
+            "--tls-cert-file",
+            str(certs["cert"]),
+            "--tls-key-file",
+            str(certs["key"]),
+            "--tls-ca-cert-file",
+            str(certs["ca"]),
+            "--tls-auth-clients",
+            "no",
+            "--requirepass",
+            PASSWORD,
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--dir",
+            str(data),
+            "--logfile",
+            str(data / "redis.log"),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
     try:
         services.wait_for_port(port)
         yield f"rediss://:{PASSWORD}@127.0.0.1:{port}/0", certs
@@ -139,7 +221,10 @@ def test_redis_over_tls_end_to_end(redis_tls: tuple[str, dict[str, Path]], tmp_p
     settings = make_settings(root, broker_url=url, broker_ssl__ca_certs=ca)
     from t0dqm.celery import broker_ssl_options
 
-    assert broker_ssl_options(settings, url) == {"ssl_cert_reqs": __import__("ssl").CERT_REQUIRED, "ssl_ca_certs": ca}
+    assert broker_ssl_options(settings, url) == {
+        "ssl_cert_reqs": __import__("ssl").CERT_REQUIRED,
+        "ssl_ca_certs": ca,
+    }
     _round_trip(settings, root, tmp_path / "worker.log", T0DQM_BROKER_URL=url, T0DQM_BROKER_SSL__CA_CERTS=ca)
     # the stack's own clients (readiness ping, queue depths) use the same TLS options
     from t0dqm.dev.stack import LocalStack
@@ -172,20 +257,24 @@ def test_broker_ssl_config_is_validated(tmp_path: Path) -> None:
 
 # -- Flower: no auth, no start beyond loopback -----------------------------------------------------------------
 
-@pytest.mark.parametrize(("argv", "env", "refused"), [
-    (["celery", "-A", "t0dqm", "flower", "--address=0.0.0.0"], {}, True),
-    (["celery", "-A", "t0dqm", "flower"], {}, True),  # Flower's default address is every interface
-    (["celery", "-A", "t0dqm", "flower", "--address", "10.1.2.3"], {}, True),
-    (["celery", "-A", "t0dqm", "flower"], {"FLOWER_ADDRESS": "0.0.0.0"}, True),
-    (["celery", "-A", "t0dqm", "flower", "--address=0.0.0.0", "--basic-auth= "], {}, True),
-    (["celery", "-A", "t0dqm", "flower", "--address=0.0.0.0", "--basic-auth=u:p"], {}, False),
-    (["celery", "-A", "t0dqm", "flower", "--address=0.0.0.0"], {"FLOWER_BASIC_AUTH": "u:p"}, False),
-    (["celery", "-A", "t0dqm", "flower", "--address=0.0.0.0", "--auth=.*@cern.ch"], {}, False),
-    (["celery", "-A", "t0dqm", "flower", "--address=127.0.0.1"], {}, False),
-    (["celery", "-A", "t0dqm", "flower", "--address=localhost"], {}, False),
-    (["celery", "-A", "t0dqm", "worker", "--hostname=flower"], {}, False),  # not a Flower process
-    (["celery", "-A", "t0dqm", "worker", "-Q", "ops"], {}, False),
-])
+
+@pytest.mark.parametrize(
+    ("argv", "env", "refused"),
+    [
+        (["celery", "-A", "t0dqm", "flower", "--address=0.0.0.0"], {}, True),
+        (["celery", "-A", "t0dqm", "flower"], {}, True),  # Flower's default address is every interface
+        (["celery", "-A", "t0dqm", "flower", "--address", "10.1.2.3"], {}, True),
+        (["celery", "-A", "t0dqm", "flower"], {"FLOWER_ADDRESS": "0.0.0.0"}, True),
+        (["celery", "-A", "t0dqm", "flower", "--address=0.0.0.0", "--basic-auth= "], {}, True),
+        (["celery", "-A", "t0dqm", "flower", "--address=0.0.0.0", "--basic-auth=u:p"], {}, False),
+        (["celery", "-A", "t0dqm", "flower", "--address=0.0.0.0"], {"FLOWER_BASIC_AUTH": "u:p"}, False),
+        (["celery", "-A", "t0dqm", "flower", "--address=0.0.0.0", "--auth=.*@cern.ch"], {}, False),
+        (["celery", "-A", "t0dqm", "flower", "--address=127.0.0.1"], {}, False),
+        (["celery", "-A", "t0dqm", "flower", "--address=localhost"], {}, False),
+        (["celery", "-A", "t0dqm", "worker", "--hostname=flower"], {}, False),  # not a Flower process
+        (["celery", "-A", "t0dqm", "worker", "-Q", "ops"], {}, False),
+    ],
+)
 def test_flower_guard_rules(argv: list[str], env: dict[str, str], refused: bool) -> None:
     why = flower_guard.problem(argv, env)
     assert (why is not None) == refused, why
@@ -194,9 +283,14 @@ def test_flower_guard_rules(argv: list[str], env: dict[str, str], refused: bool)
 
 
 def _flower(root: Path, broker: str, *args: str) -> subprocess.Popen[bytes]:
-    return subprocess.Popen([sys.executable, "-m", "celery", "-A", "t0dqm", "flower", *args], cwd=REPO,
-                            env=t0dqm_env(root, T0DQM_BROKER_URL=broker), stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, start_new_session=True)
+    return subprocess.Popen(
+        [sys.executable, "-m", "celery", "-A", "t0dqm", "flower", *args],
+        cwd=REPO,
+        env=t0dqm_env(root, T0DQM_BROKER_URL=broker),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        start_new_session=True,
+    )
 
 
 def test_flower_refuses_open_start_and_runs_with_auth(redis_server: services.Service, tmp_path: Path) -> None:
@@ -205,7 +299,9 @@ def test_flower_refuses_open_start_and_runs_with_auth(redis_server: services.Ser
     _out, err = proc.communicate(timeout=120)
     assert proc.returncode == flower_guard.EXIT_STATUS, err.decode()[-2000:]
     assert b"refusing to start Flower on 0.0.0.0 without authentication" in err
-    proc = _flower(tmp_path / "root", redis_server.url, "--address=0.0.0.0", f"--port={port}", "--basic-auth=u:p")
+    proc = _flower(
+        tmp_path / "root", redis_server.url, "--address=0.0.0.0", f"--port={port}", "--basic-auth=u:p"
+    )
     try:
         services.wait_for_port(port, timeout=90)
         assert proc.poll() is None
@@ -224,6 +320,7 @@ def test_flower_refuses_open_start_and_runs_with_auth(redis_server: services.Ser
 
 
 # -- time limits on every task -------------------------------------------------------------------------------
+
 
 def test_every_task_and_beat_entry_has_time_limits() -> None:
     """Beyond test_celery_app's check: every task module is loaded, so no task escapes the check, and
@@ -256,8 +353,14 @@ BAD_CONFIG = [
 
 @pytest.mark.parametrize(("env", "message"), BAD_CONFIG, ids=[next(iter(e)) for e, _m in BAD_CONFIG])
 def test_bad_configuration_stops_up(env: dict[str, str], message: str, tmp_path: Path) -> None:
-    proc = subprocess.run([sys.executable, "-m", "t0dqm", "up", "--no-flower"], cwd=REPO, timeout=120,
-                          env=t0dqm_env(tmp_path / "root", **env), capture_output=True, text=True)
+    proc = subprocess.run(
+        [sys.executable, "-m", "t0dqm", "up", "--no-flower"],
+        cwd=REPO,
+        timeout=120,
+        env=t0dqm_env(tmp_path / "root", **env),
+        capture_output=True,
+        text=True,
+    )
     assert proc.returncode != 0
     assert f"configuration error: {message}" in proc.stderr, proc.stderr
     assert not (tmp_path / "root" / "dev" / "stack.json").exists()  # nothing was started
@@ -265,9 +368,14 @@ def test_bad_configuration_stops_up(env: dict[str, str], message: str, tmp_path:
 
 @pytest.mark.parametrize(("env", "message"), BAD_CONFIG[:2], ids=["quota", "endpoint"])
 def test_bad_configuration_stops_a_worker(env: dict[str, str], message: str, tmp_path: Path) -> None:
-    proc = subprocess.run([sys.executable, "-m", "celery", "-A", "t0dqm", "worker", "-Q", "ops"], cwd=REPO,
-                          timeout=120, env=t0dqm_env(tmp_path / "root", T0DQM_BROKER_URL="redis://127.0.0.1:1/0",
-                                                     **env), capture_output=True, text=True)
+    proc = subprocess.run(
+        [sys.executable, "-m", "celery", "-A", "t0dqm", "worker", "-Q", "ops"],
+        cwd=REPO,
+        timeout=120,
+        env=t0dqm_env(tmp_path / "root", T0DQM_BROKER_URL="redis://127.0.0.1:1/0", **env),
+        capture_output=True,
+        text=True,
+    )
     assert proc.returncode != 0
     assert f"t0dqm: configuration error: {message}" in proc.stderr, proc.stderr[-3000:]
     assert "Traceback" not in proc.stderr

@@ -29,12 +29,18 @@ HEALTH_ENV = {"health__canary_timeout": "6", "health__inspect_timeout": "2"}
 
 
 def _env(settings: config.Settings, broker: str) -> dict[str, str]:
-    return {"T0DQM_ROOT": str(settings.root), "T0DQM_FLAVOUR": settings.flavour, "T0DQM_BROKER_URL": broker,
-            **{f"T0DQM_{k.upper()}": v for k, v in HEALTH_ENV.items()}}
+    return {
+        "T0DQM_ROOT": str(settings.root),
+        "T0DQM_FLAVOUR": settings.flavour,
+        "T0DQM_BROKER_URL": broker,
+        **{f"T0DQM_{k.upper()}": v for k, v in HEALTH_ENV.items()},
+    }
 
 
 @pytest.fixture
-def two_workers(tmp_path: Path, redis_server: services.Service) -> Iterator[tuple[LocalStack, config.Settings]]:
+def two_workers(
+    tmp_path: Path, redis_server: services.Service
+) -> Iterator[tuple[LocalStack, config.Settings]]:
     """Worker 'main' consumes every queue but archive; worker 'arch' consumes archive only."""
     redislib.Redis.from_url(redis_server.url).flushall()
     settings = make_settings(tmp_path / "root", broker_url=redis_server.url, **HEALTH_ENV)
@@ -49,7 +55,9 @@ def two_workers(tmp_path: Path, redis_server: services.Service) -> Iterator[tupl
     try:
         stack.wait_ready(60)
         for q in queues:  # every queue answers once before the test starts (workers fully up)
-            t0celery.app.signature("t0dqm.tasks.ops.noop", args=("warm",)).apply_async(queue=q).get(timeout=60)
+            t0celery.app.signature("t0dqm.tasks.ops.noop", args=("warm",)).apply_async(queue=q).get(
+                timeout=60
+            )
         yield stack, settings
     finally:
         for child in stack.children:  # never leave a stopped group behind
@@ -64,8 +72,10 @@ def two_workers(tmp_path: Path, redis_server: services.Service) -> Iterator[tupl
 
 def _active(catalog: Catalog) -> dict[str, int]:
     with catalog.read() as conn:
-        return {r.key: r.count for r in conn.execute(select(alarms.c.key, alarms.c.count)
-                                                     .where(alarms.c.active.is_(True)))}
+        return {
+            r.key: r.count
+            for r in conn.execute(select(alarms.c.key, alarms.c.count).where(alarms.c.active.is_(True)))
+        }
 
 
 def _beat(catalog: Catalog) -> None:
@@ -107,8 +117,9 @@ def test_stopped_worker_raises_one_alarm_and_sigcont_clears_it(two_workers) -> N
         # the CLI from cron: exit 1 while unhealthy
         runner = CliRunner()
         env = _env(settings, settings.broker_url)
-        out = runner.invoke(__import__("t0dqm.cli", fromlist=["cli"]).cli, ["health", "check", "--no-notify"],
-                            env=env)
+        out = runner.invoke(
+            __import__("t0dqm.cli", fromlist=["cli"]).cli, ["health", "check", "--no-notify"], env=env
+        )
         assert out.exit_code == 1, out.output
         assert "health:queue:archive" in out.output and "UNHEALTHY" in out.output
         assert list(_active(get_catalog(settings.catalog_url))) == ["health:queue:archive"]
@@ -119,8 +130,11 @@ def test_stopped_worker_raises_one_alarm_and_sigcont_clears_it(two_workers) -> N
     assert report.healthy, report.raised
     assert report.cleared == ["health:queue:archive"]
     assert _active(catalog) == {}
-    out = CliRunner().invoke(__import__("t0dqm.cli", fromlist=["cli"]).cli, ["health", "check", "--json"],
-                             env=_env(settings, settings.broker_url))
+    out = CliRunner().invoke(
+        __import__("t0dqm.cli", fromlist=["cli"]).cli,
+        ["health", "check", "--json"],
+        env=_env(settings, settings.broker_url),
+    )
     assert out.exit_code == 0, out.output
 
 
@@ -134,11 +148,25 @@ def test_beat_heartbeat_latency_and_notification(two_workers) -> None:
     t0celery.app.signature("t0dqm.tasks.ops.beat_heartbeat").apply_async().get(timeout=60)
     old = time.time() - 6 * 3600
     with catalog.begin() as conn:
-        conn.execute(files.insert().values(
-            path="OnlineData/x/DQM_V0001_R000123456.root", name="DQM_V0001_R000123456.root", cls="online_data",
-            run=123456, version=1, dataset="/Global/Online/ALL", size=10, adler32="00000001", mtime=old,
-            zippat="OnlineData/x/DQM_Online_R0001234xx_S%04d.zip", state="received", index_state="indexed",
-            created_at=old, updated_at=old, attempts=0))
+        conn.execute(
+            files.insert().values(
+                path="OnlineData/x/DQM_V0001_R000123456.root",
+                name="DQM_V0001_R000123456.root",
+                cls="online_data",
+                run=123456,
+                version=1,
+                dataset="/Global/Online/ALL",
+                size=10,
+                adler32="00000001",
+                mtime=old,
+                zippat="OnlineData/x/DQM_Online_R0001234xx_S%04d.zip",
+                state="received",
+                index_state="indexed",
+                created_at=old,
+                updated_at=old,
+                attempts=0,
+            )
+        )
     sent: list[str] = []
     from t0dqm import notify
 

@@ -45,7 +45,9 @@ def cat(pg_url: str) -> Catalog:
     catalog.dispose()
 
 
-def claim_from(host: str, cat: Catalog, row_id: int, tmp_path: Path, hold: bool = False) -> subprocess.Popen[str]:
+def claim_from(
+    host: str, cat: Catalog, row_id: int, tmp_path: Path, hold: bool = False
+) -> subprocess.Popen[str]:
     argv = [sys.executable, "-c", CLAIMANT, cat.url, str(row_id)] + (["hold"] if hold else [])
     env = t0dqm_env(tmp_path / "root", T0DQM_CATALOG_URL=cat.url)
     return on_host(host, argv, env, cwd=REPO, stdin=subprocess.PIPE, stdout=subprocess.PIPE)
@@ -63,14 +65,17 @@ def remote_holder(cat: Catalog, host: str, pid: int, age: float) -> str:
     identity = f"{host}:{pid}:abcdefghij"
     cat.beat(identity, "worker-child", FOREIGN.format(pid=pid), time.time())
     with cat.begin() as conn:
-        conn.execute(update(heartbeats).where(heartbeats.c.identity == identity)
-                     .values(beat_at=db_now(conn) - age))
+        conn.execute(
+            update(heartbeats).where(heartbeats.c.identity == identity).values(beat_at=db_now(conn) - age)
+        )
     return f"{identity}:140000"
 
 
 def takeovers(cat: Catalog) -> list[dict]:
     with cat.read() as conn:
-        return [dict(r) for r in conn.execute(select(audit).where(audit.c.action == "claim-takeover")).mappings()]
+        return [
+            dict(r) for r in conn.execute(select(audit).where(audit.c.action == "claim-takeover")).mappings()
+        ]
 
 
 def test_stale_holder_taken_over_from_a_host_with_another_name(cat: Catalog, tmp_path: Path) -> None:
@@ -126,8 +131,12 @@ def test_real_holder_killed_is_taken_over_and_alive_is_not(cat: Catalog, tmp_pat
             holder.kill()
             holder.wait(60)
     with cat.read() as conn:
-        assert conn.execute(select(heartbeats.c.identity).where(
-            heartbeats.c.identity == first["identity"])).scalar() == first["identity"]  # not cleaned up
+        assert (
+            conn.execute(
+                select(heartbeats.c.identity).where(heartbeats.c.identity == first["identity"])
+            ).scalar()
+            == first["identity"]
+        )  # not cleaned up
     rival = claim_from("hostC", cat, row_id, tmp_path)
     assert outcome(rival)["won"] is True
     rival.wait(60)
@@ -153,7 +162,9 @@ def test_ensure_beats_synchronously_and_a_clean_stop_forgets(cat: Catalog) -> No
             conn.execute(update(heartbeats).values(beat_at=0.0))
         hb.beat()
         with cat.read() as conn:
-            row = conn.execute(select(heartbeats).where(heartbeats.c.identity == hb.identity)).mappings().one()
+            row = (
+                conn.execute(select(heartbeats).where(heartbeats.c.identity == hb.identity)).mappings().one()
+            )
             now = db_now(conn)
         assert row["role"] == "cli" and now - 60 < row["beat_at"] <= now
         assert row["locator"] == locator() and row["pid"] == os.getpid()
@@ -175,12 +186,34 @@ def wait_for(predicate, deadline: float = 120.0):
 
 
 def test_plain_celery_worker_and_pool_children_beat(cat: Catalog, redis_server, tmp_path: Path) -> None:
-    env = t0dqm_env(tmp_path / "root", T0DQM_CATALOG_URL=cat.url, T0DQM_BROKER_URL=redis_server.url,
-                    T0DQM_HOST="hostW")
-    proc = subprocess.Popen([sys.executable, "-m", "celery", "-A", "t0dqm", "worker", "-Q", "dev.ops", "-c", "2",
-                             "-P", "prefork", "--without-gossip", "--without-mingle"], cwd=REPO, env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    env = t0dqm_env(
+        tmp_path / "root", T0DQM_CATALOG_URL=cat.url, T0DQM_BROKER_URL=redis_server.url, T0DQM_HOST="hostW"
+    )
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "celery",
+            "-A",
+            "t0dqm",
+            "worker",
+            "-Q",
+            "dev.ops",
+            "-c",
+            "2",
+            "-P",
+            "prefork",
+            "--without-gossip",
+            "--without-mingle",
+        ],
+        cwd=REPO,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
     try:
+
         def roles() -> list[str]:
             rows = cat.live_processes()
             got = sorted(r["role"] for r in rows)

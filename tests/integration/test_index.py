@@ -95,8 +95,9 @@ def test_merge_failure_is_kept_and_retried(settings: config.Settings) -> None:
     assert active_alarms(cat) == []  # cleared by the merge that went through
 
 
-def test_crash_between_index_commit_and_catalog_update(settings: config.Settings,
-                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+def test_crash_between_index_commit_and_catalog_update(
+    settings: config.Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
     file_id = filed(settings, OFFLINE)
     cat = get_catalog()
     dqmindex.import_one(file_id, settings, cat)
@@ -210,6 +211,7 @@ def test_delete_runs(settings: config.Settings) -> None:
 
 # -- partial indexes written by receive (one per batch) ---------------------------------------------------
 
+
 def batch_filed(settings: config.Settings, names: list[str]) -> list[int]:
     from t0dqm.steps.receive import Receiver
 
@@ -254,8 +256,11 @@ def test_stale_partial_is_never_merged(settings: config.Settings) -> None:
     (partial,) = dqmindex.partial_dir(settings).iterdir()
     stale = partial.with_name(f"{dqmindex.BATCH_PREFIX}0-stale.sqlite")
     conn = dqmindex.connect(stale, fast=True)
-    conn.execute("INSERT INTO samples (file_id, run, dataset, version, cls, path, imported_at) "
-                 "VALUES (?, 1, '/A/B/C', 1, 'online_data', 'Other/path.root', 0)", (ids[0],))
+    conn.execute(
+        "INSERT INTO samples (file_id, run, dataset, version, cls, path, imported_at) "
+        "VALUES (?, 1, '/A/B/C', 1, 'online_data', 'Other/path.root', 0)",
+        (ids[0],),
+    )
     conn.close()
     counts = dqmindex.merge_all(settings, cat)
     assert counts["indexed"] == 1 and not stale.exists() and not partial.exists()
@@ -337,8 +342,14 @@ def test_partial_written_by_another_process_is_merged_here(settings: config.Sett
         run, subsystems, strict = simulate.content_for(name)
         simulate.write_dqm_file(src / name, run, subsystems, n_hists=10, strict=strict)
         uploads.append(str(dropbox.upload(src / name, settings.dropbox)))
-    run = subprocess.run([sys.executable, "-c", RECEIVE_ELSEWHERE, *uploads], cwd=REPO, timeout=120,
-                         env=t0dqm_env(settings.root), capture_output=True, text=True)
+    run = subprocess.run(
+        [sys.executable, "-c", RECEIVE_ELSEWHERE, *uploads],
+        cwd=REPO,
+        timeout=120,
+        env=t0dqm_env(settings.root),
+        capture_output=True,
+        text=True,
+    )
     assert run.returncode == 0, run.stderr
     assert run.stdout.split() == ["filed:partial", "filed:partial"]
     (partial,) = dqmindex.partial_dir(settings).iterdir()

@@ -54,10 +54,20 @@ def test_merge_lease_of_a_dead_host_is_taken_over(pg_settings: config.Settings, 
     ids = [filed(settings, n) for n in (ONLINE, MERGED)]
     for file_id in ids:
         assert dqmindex.import_one(file_id, settings, cat) == "partial"
-    env = t0dqm_env(settings.root, T0DQM_CATALOG_URL=settings.catalog_url,
-                    **{f"T0DQM_{k.upper()}": v for k, v in FAST.items()})
-    holder = on_host("mergeA", [sys.executable, "-c", HOLDER], env, own_pids=True, cwd=REPO,
-                     stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+    env = t0dqm_env(
+        settings.root,
+        T0DQM_CATALOG_URL=settings.catalog_url,
+        **{f"T0DQM_{k.upper()}": v for k, v in FAST.items()},
+    )
+    holder = on_host(
+        "mergeA",
+        [sys.executable, "-c", HOLDER],
+        env,
+        own_pids=True,
+        cwd=REPO,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+    )
     try:
         assert holder.stdout is not None
         identity = json.loads(holder.stdout.readline())["identity"]

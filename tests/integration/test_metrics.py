@@ -27,8 +27,9 @@ pytestmark = pytest.mark.integration
 @pytest.fixture
 def msettings(tmp_path: Path, redis_server: services.Service) -> Iterator[config.Settings]:
     redislib.Redis.from_url(redis_server.url).flushall()
-    settings = make_settings(tmp_path / "root", broker_url=redis_server.url, quota__online_data="1000",
-                             quota__offline_data="4000")
+    settings = make_settings(
+        tmp_path / "root", broker_url=redis_server.url, quota__online_data="1000", quota__offline_data="4000"
+    )
     t0celery.reload(settings)
     yield settings
     reset_catalogs()
@@ -36,15 +37,38 @@ def msettings(tmp_path: Path, redis_server: services.Service) -> Iterator[config
 
 
 def _file(i: int, cls: str, size: int, state: str, index_state: str, created: float) -> dict:
-    return dict(path=f"d/f{i}.root", name=f"f{i}.root", cls=cls, run=100 + i, version=1, dataset="/A/B/C", size=size,
-                adler32="00000001", mtime=created, zippat="z/Z_S%04d.zip", state=state, index_state=index_state,
-                created_at=created, updated_at=created, attempts=0)
+    return dict(
+        path=f"d/f{i}.root",
+        name=f"f{i}.root",
+        cls=cls,
+        run=100 + i,
+        version=1,
+        dataset="/A/B/C",
+        size=size,
+        adler32="00000001",
+        mtime=created,
+        zippat="z/Z_S%04d.zip",
+        state=state,
+        index_state=index_state,
+        created_at=created,
+        updated_at=created,
+        attempts=0,
+    )
 
 
 def _archive(i: int, state: str, size: int, **kw) -> dict:
     now = time.time()
-    return dict(path=f"z/Z{i}_S0001.zip", pattern=f"z/Z{i}_S%04d.zip", serial=1, state=state, size=size, nfiles=1,
-                created_at=now, updated_at=now, **kw)
+    return dict(
+        path=f"z/Z{i}_S0001.zip",
+        pattern=f"z/Z{i}_S%04d.zip",
+        serial=1,
+        state=state,
+        size=size,
+        nfiles=1,
+        created_at=now,
+        updated_at=now,
+        **kw,
+    )
 
 
 def _scrape(url: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
@@ -62,20 +86,45 @@ def test_scrape_matches_catalog_and_redis(msettings: config.Settings) -> None:
     catalog = get_catalog(settings.catalog_url)
     now = time.time()
     with catalog.begin() as conn:
-        conn.execute(insert(files), [
-            _file(1, "online_data", 100, "received", "pending", now - 7200),
-            _file(2, "online_data", 250, "zipped", "indexed", now),
-            _file(3, "offline_data", 1000, "zipped", "indexed", now),
-            _file(4, "offline_data", 5000, "removed", "indexed", now),  # not present: no quota use
-            _file(5, "offline_data", 7, "received", "failed", now),
-        ])
-        for row in (_archive(1, "verified", 300), _archive(2, "on_tape", 700), _archive(3, "cleaned", 11),
-                    _archive(4, "copied", 5000, copied_at=now - 60), _archive(5, "frozen", 13, frozen_at=now - 120)):
+        conn.execute(
+            insert(files),
+            [
+                _file(1, "online_data", 100, "received", "pending", now - 7200),
+                _file(2, "online_data", 250, "zipped", "indexed", now),
+                _file(3, "offline_data", 1000, "zipped", "indexed", now),
+                _file(4, "offline_data", 5000, "removed", "indexed", now),  # not present: no quota use
+                _file(5, "offline_data", 7, "received", "failed", now),
+            ],
+        )
+        for row in (
+            _archive(1, "verified", 300),
+            _archive(2, "on_tape", 700),
+            _archive(3, "cleaned", 11),
+            _archive(4, "copied", 5000, copied_at=now - 60),
+            _archive(5, "frozen", 13, frozen_at=now - 120),
+        ):
             conn.execute(insert(archives).values(**row))  # one by one: the rows have different columns
-        conn.execute(insert(quarantine), [dict(path="0001/x.root", name="x.root", step="receive", reason="bad",
-                                               created_at=now, resolved_at=None),
-                                          dict(path="0001/y.root", name="y.root", step="receive", reason="bad",
-                                               created_at=now, resolved_at=now)])
+        conn.execute(
+            insert(quarantine),
+            [
+                dict(
+                    path="0001/x.root",
+                    name="x.root",
+                    step="receive",
+                    reason="bad",
+                    created_at=now,
+                    resolved_at=None,
+                ),
+                dict(
+                    path="0001/y.root",
+                    name="y.root",
+                    step="receive",
+                    reason="bad",
+                    created_at=now,
+                    resolved_at=now,
+                ),
+            ],
+        )
     raise_alarm(catalog, "a:1", "one", "critical")
     raise_alarm(catalog, "a:2", "two", "warning")
     raise_alarm(catalog, "a:3", "three", "warning")
@@ -83,8 +132,15 @@ def test_scrape_matches_catalog_and_redis(msettings: config.Settings) -> None:
     catalog.acquire_lease("heartbeat:beat", "beat", 3600)
     client = redislib.Redis.from_url(settings.broker_url)
     key = f"{t0celery.app.conf.t0dqm_prefix}metrics:tasks"
-    client.hset(key, mapping={"t0dqm.tasks.archive.zip_file:ok": 5, "t0dqm.tasks.archive.zip_file:error": 2,
-                              "t0dqm.tasks.archive.zip_file:seconds": 1.5, "t0dqm.tasks.tape.stage:timeout": 1})
+    client.hset(
+        key,
+        mapping={
+            "t0dqm.tasks.archive.zip_file:ok": 5,
+            "t0dqm.tasks.archive.zip_file:error": 2,
+            "t0dqm.tasks.archive.zip_file:seconds": 1.5,
+            "t0dqm.tasks.tape.stage:timeout": 1,
+        },
+    )
     for _ in range(3):
         client.lpush("archive", b"{}")
 
@@ -113,7 +169,10 @@ def test_scrape_matches_catalog_and_redis(msettings: config.Settings) -> None:
     assert v("t0dqm_quota_bytes", **{"class": "online_data"}) == 1000
     assert v("t0dqm_quota_use_ratio", **{"class": "online_data"}) == pytest.approx(0.35)
     assert v("t0dqm_quota_use_ratio", **{"class": "offline_data"}) == pytest.approx(1007 / 4000)
-    assert v("t0dqm_alarms_active", severity="critical") == 1 and v("t0dqm_alarms_active", severity="warning") == 1
+    assert (
+        v("t0dqm_alarms_active", severity="critical") == 1
+        and v("t0dqm_alarms_active", severity="warning") == 1
+    )
     assert v("t0dqm_alarms_active", severity="info") == 0
     assert v("t0dqm_quarantined") == 1
     assert v("t0dqm_tasks_total", task="t0dqm.tasks.archive.zip_file", outcome="ok") == 5

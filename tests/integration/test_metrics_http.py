@@ -37,8 +37,12 @@ class Gate:
 
 @pytest.fixture
 def served(tmp_path: Path) -> Iterator[tuple[Any, Gate]]:
-    settings = make_settings(tmp_path / "root", metrics__timeout=str(TIMEOUT), metrics__max_connections="6",
-                             metrics__max_scrapes="1")
+    settings = make_settings(
+        tmp_path / "root",
+        metrics__timeout=str(TIMEOUT),
+        metrics__max_connections="6",
+        metrics__max_scrapes="1",
+    )
     gate = Gate()
     registry = CollectorRegistry(auto_describe=False)
     registry.register(gate)  # type: ignore[arg-type]

@@ -75,16 +75,26 @@ def with_alarm_settings(settings: config.Settings, **values: Any) -> config.Sett
     return current
 
 
-def test_email_webhook_log_rate_limited(settings: config.Settings, smtp: tuple[str, Mailbox],
-                                        webhook: tuple[str, list[dict[str, Any]]],
-                                        caplog: pytest.LogCaptureFixture) -> None:
+def test_email_webhook_log_rate_limited(
+    settings: config.Settings,
+    smtp: tuple[str, Mailbox],
+    webhook: tuple[str, list[dict[str, Any]]],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
     host, mailbox = smtp
     url, received = webhook
-    current = with_alarm_settings(settings, smtp_host=host, email_to="ops@example.org, shift@example.org",
-                                  webhook_url=url, min_interval=600)
+    current = with_alarm_settings(
+        settings,
+        smtp_host=host,
+        email_to="ops@example.org, shift@example.org",
+        webhook_url=url,
+        min_interval=600,
+    )
     catalog = get_catalog(current.catalog_url)
     assert [n.name for n in notify.notifiers_from_settings(current)] == ["log", "email", "webhook"]
-    alarms.raise_alarm(catalog, "queue-stuck:receive", "receive queue not consumed for 900 s", severity="critical")
+    alarms.raise_alarm(
+        catalog, "queue-stuck:receive", "receive queue not consumed for 900 s", severity="critical"
+    )
 
     caplog.set_level("WARNING", logger="t0dqm.notify")
     assert notify.dispatch_pending(catalog, current, now=1000.0) == 1
@@ -103,7 +113,9 @@ def test_email_webhook_log_rate_limited(settings: config.Settings, smtp: tuple[s
     assert len(mailbox.messages) == 1 and len(received) == 1
     # after the interval it is sent again, with the latest message and count
     assert notify.dispatch_pending(catalog, current, now=1000.0 + 600) == 1
-    assert len(mailbox.messages) == 2 and received[1]["count"] == 2 and received[1]["message"] == "still stuck"
+    assert (
+        len(mailbox.messages) == 2 and received[1]["count"] == 2 and received[1]["message"] == "still stuck"
+    )
 
     # a cleared alarm is not sent; a new key is sent at once
     alarms.clear_alarm(catalog, "queue-stuck:receive")
@@ -112,11 +124,13 @@ def test_email_webhook_log_rate_limited(settings: config.Settings, smtp: tuple[s
     assert [r["key"] for r in received] == ["queue-stuck:receive", "queue-stuck:receive", "beat-dead"]
 
 
-def test_failing_channel_does_not_silence_the_others(settings: config.Settings,
-                                                     webhook: tuple[str, list[dict[str, Any]]]) -> None:
+def test_failing_channel_does_not_silence_the_others(
+    settings: config.Settings, webhook: tuple[str, list[dict[str, Any]]]
+) -> None:
     url, received = webhook
-    current = with_alarm_settings(settings, smtp_host=f"127.0.0.1:{free_port()}", email_to="ops@example.org",
-                                  webhook_url=url)
+    current = with_alarm_settings(
+        settings, smtp_host=f"127.0.0.1:{free_port()}", email_to="ops@example.org", webhook_url=url
+    )
     catalog = get_catalog(current.catalog_url)
     alarms.raise_alarm(catalog, "k", "m")
     assert notify.dispatch_pending(catalog, current) == 1  # SMTP refused, webhook and log delivered
@@ -141,18 +155,20 @@ def test_sound_plays_file_or_speaks_or_logs(tmp_path: Path, caplog: pytest.LogCa
     bindir.mkdir()
     record = tmp_path / "played.txt"
     player = bindir / "aplay"
-    player.write_text(f"#!/bin/sh\necho \"$@\" >> {record}\n")
+    player.write_text(f'#!/bin/sh\necho "$@" >> {record}\n')
     player.chmod(player.stat().st_mode | stat.S_IEXEC)
     alarm = notify.Alarm("k", "warning", "disk full", 1.0, 2.0, 1)
 
     def which_in(path: Path):
-        return lambda name: str(path / name) if (path / name).exists() and os.access(path / name, os.X_OK) else None
+        return lambda name: (
+            str(path / name) if (path / name).exists() and os.access(path / name, os.X_OK) else None
+        )
 
     notify.SoundNotifier("/sounds/alarm.wav", which=which_in(bindir)).send(alarm)
     assert record.read_text().strip() == "/sounds/alarm.wav"
 
     speaker = bindir / "espeak-ng"
-    speaker.write_text(f"#!/bin/sh\necho \"spoken: $@\" >> {record}\n")
+    speaker.write_text(f'#!/bin/sh\necho "spoken: $@" >> {record}\n')
     speaker.chmod(speaker.stat().st_mode | stat.S_IEXEC)
     player.unlink()
     notify.SoundNotifier("/sounds/alarm.wav", which=which_in(bindir)).send(alarm)

@@ -56,7 +56,8 @@ def run_held_then_free(caplog: pytest.LogCaptureFixture, task: Any, lease: str) 
 
 
 def test_version_control_skips_while_its_previous_run_holds_the_lease(
-        settings: config.Settings, caplog: pytest.LogCaptureFixture) -> None:
+    settings: config.Settings, caplog: pytest.LogCaptureFixture
+) -> None:
     v1, p1 = filed(settings, OFFLINE)
     filed(settings, OFFLINE)
     archive(v1, "verified")
@@ -66,7 +67,8 @@ def test_version_control_skips_while_its_previous_run_holds_the_lease(
 
 
 def test_quota_control_skips_while_its_previous_run_holds_the_lease(
-        tmp_path: Any, caplog: pytest.LogCaptureFixture) -> None:
+    tmp_path: Any, caplog: pytest.LogCaptureFixture
+) -> None:
     from t0dqm.catalog.db import reset_catalogs
     from tests.conftest import make_settings
 
@@ -84,8 +86,10 @@ def test_quota_control_skips_while_its_previous_run_holds_the_lease(
 
 
 def test_reconcile_skips_while_its_previous_run_holds_the_lease(
-        settings: config.Settings, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch) -> None:
+    settings: config.Settings, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
     sent: list[tuple[Any, ...]] = []
+
     def enqueue_many(_self: T0Task, items: list[tuple[Any, Any, Any]], **_options: Any) -> int:
         sent.extend((task.name, *args) for task, args, _kw in items)
         return len(items)
@@ -93,11 +97,25 @@ def test_reconcile_skips_while_its_previous_run_holds_the_lease(
     monkeypatch.setattr(T0Task, "enqueue_many", enqueue_many)
     old = time.time() - 10 * 86400
     with get_catalog().begin() as conn:  # a received file nobody zipped for days: reconcile resumes it
-        file_id = conn.execute(insert(files).values(
-            path="x/DQM_V0001_R000000001.root", name="DQM_V0001_R000000001.root", cls="online_data", run=1,
-            version=1, dataset="/A/B/C", size=1, adler32="00000001", mtime=old, zippat="z/p_S%04d.zip",
-            state="received", index_state="indexed", created_at=old, updated_at=old,
-            attempts=0)).inserted_primary_key[0]
+        file_id = conn.execute(
+            insert(files).values(
+                path="x/DQM_V0001_R000000001.root",
+                name="DQM_V0001_R000000001.root",
+                cls="online_data",
+                run=1,
+                version=1,
+                dataset="/A/B/C",
+                size=1,
+                adler32="00000001",
+                mtime=old,
+                zippat="z/p_S%04d.zip",
+                state="received",
+                index_state="indexed",
+                created_at=old,
+                updated_at=old,
+                attempts=0,
+            )
+        ).inserted_primary_key[0]
     held, free = run_held_then_free(caplog, reconcile_tasks.reconcile, "reconcile")
     assert held == {} and free == {"zip": 1}
     assert sent == [("t0dqm.tasks.archive.zip_file", file_id)]

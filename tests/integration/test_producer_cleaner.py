@@ -22,7 +22,9 @@ from t0dqm.steps import collect as collector
 def producer(settings: config.Settings, tmp_path: Path) -> Iterator[collector.Producer]:
     collect_dir = tmp_path / "producer" / "collect"
     collect_dir.mkdir(parents=True)
-    current = config.Settings(data=dict(settings.data, producers=[{"host": "prod1", "dir": str(collect_dir)}]))
+    current = config.Settings(
+        data=dict(settings.data, producers=[{"host": "prod1", "dir": str(collect_dir)}])
+    )
     config.reset(current)
     [p] = collector.producers(current, "prod1")
     yield p
@@ -68,7 +70,11 @@ def test_frees_done_files_in_run_order_down_to_half(producer: collector.Producer
     # full disk of 1000: free 500 -> run 100 (400) is not enough, run 200 too (700); run 300 stays
     files = fill_done(producer)
     report = collector.clean_once(producer, config.get(), usage=DiskUsage(total=1000, used=1000))
-    assert [Path(p).name for p in report.deleted] == [files["r100"].name, files["r100t"].name, files["r200"].name]
+    assert [Path(p).name for p in report.deleted] == [
+        files["r100"].name,
+        files["r100t"].name,
+        files["r200"].name,
+    ]
     assert files["r300"].exists()
     files = fill_done(producer)
     report = collector.clean_once(producer, config.get(), usage=DiskUsage(total=1600, used=1450))
@@ -92,8 +98,16 @@ def test_cleans_collect_folder_but_keeps_pending_and_open_files(producer: collec
         os.utime(d / name, (1000 + i, 1000 + i))
     (d / "sub" / "deeper").mkdir(parents=True)
     (d / "sub" / "deeper" / "f").write_bytes(b"x")
-    holder = subprocess.Popen([sys.executable, "-c", "import sys, time\nf = open(sys.argv[1])\nprint('ready', "
-                               "flush=True)\ntime.sleep(600)\n", str(d / "held.dat")], stdout=subprocess.PIPE, text=True)
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            ("import sys, time\nf = open(sys.argv[1])\nprint('ready', flush=True)\ntime.sleep(600)\n"),
+            str(d / "held.dat"),
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     try:
         assert holder.stdout is not None and holder.stdout.readline().strip() == "ready"
         collector.clean_once(producer, config.get(), usage=DiskUsage(total=100, used=95))
@@ -122,7 +136,9 @@ def test_alarm_when_done_cannot_free_enough_rate_limited(producer: collector.Pro
     assert notify.dispatch_pending(catalog, settings, notifiers=[Capture()], now=1e9) == 1
     collector.clean_once(producer, settings, usage=DiskUsage(total=10_000, used=9_500))  # still short
     assert alarm_row("producer-disk:prod1").count == 2
-    assert notify.dispatch_pending(catalog, settings, notifiers=[Capture()], now=1e9 + 60) == 0  # rate-limited
+    assert (
+        notify.dispatch_pending(catalog, settings, notifiers=[Capture()], now=1e9 + 60) == 0
+    )  # rate-limited
     assert len(sent) == 1
     # disk back to normal: the alarm clears
     collector.clean_once(producer, settings, usage=DiskUsage(total=10_000, used=1_000))

@@ -50,13 +50,36 @@ def test_good_file_is_filed(settings: config.Settings) -> None:
     assert target.exists() and not uploaded.exists()
     assert not list(uploaded.parent.iterdir())  # .origin / claim removed
     info = json.loads(Path(str(target) + ".dqminfo").read_text())
-    for key in ("class", "version", "runnr", "dataset", "origin", "size", "md5sum", "adler32", "xpath", "time",
-                "check", "era", "primds", "procds", "tier", "filepat", "zippat", "path"):
+    for key in (
+        "class",
+        "version",
+        "runnr",
+        "dataset",
+        "origin",
+        "size",
+        "md5sum",
+        "adler32",
+        "xpath",
+        "time",
+        "check",
+        "era",
+        "primds",
+        "procds",
+        "tier",
+        "filepat",
+        "zippat",
+        "path",
+    ):
         assert key in info, key
     assert info["class"] == "offline_data" and info["path"] == out.target
     assert info["adler32"] == __import__("t0dqm.storage", fromlist=["x"]).adler32_file(target)
     (row,) = rows()
-    assert (row["state"], row["index_state"], row["path"], row["version"]) == ("received", "pending", out.target, 1)
+    assert (row["state"], row["index_state"], row["path"], row["version"]) == (
+        "received",
+        "pending",
+        out.target,
+        1,
+    )
     assert row["zippat"] == info["zippat"] and "%04d" in row["zippat"]
     assert row["md5"] == info["md5sum"] and row["size"] == target.stat().st_size
     assert receive_one(uploaded).status == "gone"  # idempotent
@@ -134,7 +157,9 @@ def test_unsafe_path(settings: config.Settings) -> None:
     _quarantined(settings, folder / ONLINE, "unsafe characters")
 
 
-def test_root_check_timeout(settings: config.Settings, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+def test_root_check_timeout(
+    settings: config.Settings, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
     from tests.conftest import make_settings
 
     current = make_settings(settings.root, timeouts__root_check="1")
@@ -175,9 +200,12 @@ class Killed(BaseException):
     """Stands for SIGKILL: not an Exception, so nothing catches it."""
 
 
-@pytest.mark.parametrize("where", ["_reserve", "_link", "_record_many"])  # _record_many: row, claim still there
-def test_killed_mid_receive_is_recovered(settings: config.Settings, monkeypatch: pytest.MonkeyPatch,
-                                         where: str) -> None:
+@pytest.mark.parametrize(
+    "where", ["_reserve", "_link", "_record_many"]
+)  # _record_many: row, claim still there
+def test_killed_mid_receive_is_recovered(
+    settings: config.Settings, monkeypatch: pytest.MonkeyPatch, where: str
+) -> None:
     uploaded = up(settings, OFFLINE)
     receiver = Receiver(settings, get_catalog())
     original = getattr(Receiver, where)
@@ -185,6 +213,7 @@ def test_killed_mid_receive_is_recovered(settings: config.Settings, monkeypatch:
     def dies_after(self, *a, **k):
         original(self, *a, **k)
         raise Killed()
+
     monkeypatch.setattr(Receiver, where, dies_after)
     with pytest.raises(Killed):
         receiver.receive(uploaded)
@@ -196,7 +225,9 @@ def test_killed_mid_receive_is_recovered(settings: config.Settings, monkeypatch:
     assert out.status == "filed" and out.version == 1, out
     assert len(rows()) == 1
     assert sorted(p.name for p in (settings.repository / out.target).parent.iterdir()) == [
-        OFFLINE, OFFLINE + ".dqminfo"]
+        OFFLINE,
+        OFFLINE + ".dqminfo",
+    ]
     assert dropbox.scan(settings.dropbox) == [] and not list(uploaded.parent.iterdir())
     # the next upload of the same name gets the next version, not a duplicate of this one
     assert receive_one(up(settings, OFFLINE)).version == 2
@@ -242,8 +273,10 @@ def test_two_concurrent_receivers_file_once(settings: config.Settings) -> None:
     get_catalog()  # schema first
     for uploaded in uploads:
         barrier, out = ctx.Barrier(3), ctx.Queue()
-        procs = [ctx.Process(target=_receive_in_process, args=(str(settings.root), str(uploaded), barrier, out))
-                 for _ in range(3)]
+        procs = [
+            ctx.Process(target=_receive_in_process, args=(str(settings.root), str(uploaded), barrier, out))
+            for _ in range(3)
+        ]
         for p in procs:
             p.start()
         statuses = sorted(out.get(timeout=120) for _ in procs)
@@ -277,8 +310,10 @@ def test_concurrent_batches_on_postgresql_file_each_upload_once(tmp_path: Path, 
         paths = [str(up(current, name)) for name in _names(6)]
         ctx = mp.get_context("spawn")
         barrier, out = ctx.Barrier(3), ctx.Queue()
-        procs = [ctx.Process(target=_batch_in_process, args=(str(current.root), pg_url, paths, barrier, out))
-                 for _ in range(3)]
+        procs = [
+            ctx.Process(target=_batch_in_process, args=(str(current.root), pg_url, paths, barrier, out))
+            for _ in range(3)
+        ]
         for p in procs:
             p.start()
         results = [out.get(timeout=180) for _ in procs]
@@ -306,7 +341,9 @@ def test_create_info(settings: config.Settings) -> None:
     assert len(ids) == 2
     merged = json.loads((folder / "DQM_V0001_R000300001.root.dqminfo").read_text())
     assert merged["subsystem"] == "Merged File" and merged["class"] == "online_data"
-    assert json.loads((folder / "DQM_V0003_Pixel_R000300002.root.dqminfo").read_text())["subsystem"] == "Pixel"
+    assert (
+        json.loads((folder / "DQM_V0003_Pixel_R000300002.root.dqminfo").read_text())["subsystem"] == "Pixel"
+    )
     by_id = {r["id"]: r for r in rows()}
     assert {by_id[i]["index_state"] for i in ids} == {"skipped"}
     assert by_id[filed.file_id]["index_state"] == "pending"
@@ -341,14 +378,17 @@ def test_import_legacy(settings: config.Settings) -> None:
     name = "DQM_V0001_R000300002__ZeroBias__Run2024A-PromptReco-v1__DQMIO.root"
     (folder / name).write_bytes(make(settings, OFFLINE).read_bytes())
     size = (folder / name).stat().st_size
-    legacy_text = ("{'class': 'offline_data', 'version': 1, 'runnr': 300002L, "
-                   "'dataset': '/ZeroBias/Run2024A-PromptReco-v1/DQMIO', 'size': " + str(size) + ", "
-                   "'md5sum': 'abc', 'time': 1700000000, 'zippat': 'OfflineData/x_S%04d.zip'}\n")
+    legacy_text = (
+        "{'class': 'offline_data', 'version': 1, 'runnr': 300002L, "
+        "'dataset': '/ZeroBias/Run2024A-PromptReco-v1/DQMIO', 'size': " + str(size) + ", "
+        "'md5sum': 'abc', 'time': 1700000000, 'zippat': 'OfflineData/x_S%04d.zip'}\n"
+    )
     (folder / (name + ".dqminfo")).write_text(legacy_text)
     gone = name.replace("V0001", "V0002")
     (folder / (gone + ".dqminfo")).write_text(legacy_text.replace("'version': 1", "'version': 2"))
     (folder / ("DQM_V0003_R000300002__ZeroBias__Run2024A-PromptReco-v1__DQMIO.root.dqminfo")).write_text(
-        "__import__('os').system('touch /tmp/pwned')")
+        "__import__('os').system('touch /tmp/pwned')"
+    )
     env = {"T0DQM_ROOT": str(settings.root), "T0DQM_FLAVOUR": "dev"}
     result = CliRunner().invoke(cli, ["import-legacy", str(settings.repository)], env=env)
     assert result.exit_code == 1  # the malicious file is refused, the others imported
@@ -364,6 +404,7 @@ def test_import_legacy(settings: config.Settings) -> None:
 
 
 # -- batches ------------------------------------------------------------------------------------------
+
 
 def _names(n: int) -> list[str]:
     return [f"DQM_V0001_R{300010 + i:09d}__ZeroBias__Run2024A-PromptReco-v1__DQMIO.root" for i in range(n)]
@@ -388,8 +429,9 @@ def test_batch_with_bad_files_in_the_middle(settings: config.Settings) -> None:
     assert {r["index_state"] for r in rows()} == {"partial"}
     (partial,) = dqmindex.partial_dir(settings).iterdir()  # one partial index for the batch
     assert partial.name.startswith(dqmindex.BATCH_PREFIX)
-    assert sorted(fid for fid, _ in dqmindex.partial_contents(partial)) == sorted(o.file_id for o in outcomes
-                                                                                  if o.file_id)
+    assert sorted(fid for fid, _ in dqmindex.partial_contents(partial)) == sorted(
+        o.file_id for o in outcomes if o.file_id
+    )
     assert dqmindex.merge_all(settings, get_catalog())["indexed"] == 3
     assert not partial.exists()
     samples = dqmindex.Index(settings).samples()
@@ -400,8 +442,9 @@ def test_batch_with_bad_files_in_the_middle(settings: config.Settings) -> None:
     assert shown == {m.path for m in rootcheck.read_monitor_elements(settings.repository / row["path"])}
 
 
-def test_batch_unexpected_error_leaves_only_that_upload(settings: config.Settings,
-                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+def test_batch_unexpected_error_leaves_only_that_upload(
+    settings: config.Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
     uploads = [up(settings, name) for name in _names(3)]
     original = Receiver._link
 
@@ -430,8 +473,9 @@ def test_batch_out_of_time_defers_the_rest(settings: config.Settings) -> None:
 
 
 @pytest.mark.parametrize("where", ["_link", "_record_many", "index", "mark"])
-def test_batch_killed_midway_and_rerun(settings: config.Settings, monkeypatch: pytest.MonkeyPatch,
-                                       where: str) -> None:
+def test_batch_killed_midway_and_rerun(
+    settings: config.Settings, monkeypatch: pytest.MonkeyPatch, where: str
+) -> None:
     """A batch killed at any point and run again (by a redelivered message or the next scan, then
     reconcile's import for what stayed pending): every upload filed exactly once and indexed once."""
     from t0dqm.steps import index as dqmindex
@@ -448,6 +492,7 @@ def test_batch_killed_midway_and_rerun(settings: config.Settings, monkeypatch: p
             calls.append(1)
             if len(calls) == 3:
                 raise Killed()
+
         monkeypatch.setattr(Receiver, "_link", dies)
     elif where == "_record_many":  # rows committed, claims still there
         original_record = Receiver._record_many
@@ -455,6 +500,7 @@ def test_batch_killed_midway_and_rerun(settings: config.Settings, monkeypatch: p
         def dies_after(self, *a, **k):
             original_record(self, *a, **k)
             raise Killed()
+
         monkeypatch.setattr(Receiver, "_record_many", dies_after)
     elif where == "index":  # claims removed, partial index written, rows still pending
         original_mark = dqmindex.set_index_state
@@ -463,6 +509,7 @@ def test_batch_killed_midway_and_rerun(settings: config.Settings, monkeypatch: p
             if new == "partial":
                 raise Killed()
             return original_mark(catalog, ids, expected, new, *a, **k)
+
         monkeypatch.setattr(dqmindex, "set_index_state", dies)
     else:  # "mark": rows marked partial, the task dies before enqueueing the merge
         original_index = Receiver._index
@@ -470,6 +517,7 @@ def test_batch_killed_midway_and_rerun(settings: config.Settings, monkeypatch: p
         def dies_after_index(self, *a, **k):
             original_index(self, *a, **k)
             raise Killed()
+
         monkeypatch.setattr(Receiver, "_index", dies_after_index)
     with pytest.raises(Killed):
         Receiver(settings, cat).receive_many(uploads, index=True)
@@ -488,7 +536,9 @@ def test_batch_killed_midway_and_rerun(settings: config.Settings, monkeypatch: p
     for r in got:
         folder = (settings.repository / r["path"]).parent
         assert sorted(p.name for p in folder.iterdir() if p.name.startswith(r["name"][:25])) == [
-            r["name"], r["name"] + ".dqminfo"]
+            r["name"],
+            r["name"] + ".dqminfo",
+        ]
     samples = dqmindex.Index(settings).samples()
     assert sorted(s["file_id"] for s in samples) == sorted(r["id"] for r in got)  # indexed once each
     assert dropbox.scan(settings.dropbox) == []
@@ -496,8 +546,9 @@ def test_batch_killed_midway_and_rerun(settings: config.Settings, monkeypatch: p
     assert list(dqmindex.partial_dir(settings).glob("*.sqlite")) == []
 
 
-def test_batch_partial_index_failure_leaves_files_pending(settings: config.Settings,
-                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+def test_batch_partial_index_failure_leaves_files_pending(
+    settings: config.Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
     from t0dqm.steps import index as dqmindex
 
     uploads = [up(settings, name) for name in _names(2)]

@@ -20,8 +20,9 @@ def stack_env() -> dict[str, str]:
     return {"reconcile__stale_seconds": "2", "reconcile__lease_seconds": "30"}
 
 
-def test_flushing_redis_mid_flight_loses_nothing(celery_stack: config.Settings, redis_server,
-                                                tmp_path: Path) -> None:
+def test_flushing_redis_mid_flight_loses_nothing(
+    celery_stack: config.Settings, redis_server, tmp_path: Path
+) -> None:
     settings = celery_stack
     n = 30
     simulate.simulate(tmp_path / "producer", n, seed=5, n_hists=30, dropbox=settings.dropbox)
@@ -31,8 +32,9 @@ def test_flushing_redis_mid_flight_loses_nothing(celery_stack: config.Settings, 
     def counts() -> tuple[int, int]:
         with cat.read() as conn:
             received = conn.execute(select(func.count()).select_from(files)).scalar_one()
-            indexed = conn.execute(select(func.count()).select_from(files)
-                                   .where(files.c.index_state == "indexed")).scalar_one()
+            indexed = conn.execute(
+                select(func.count()).select_from(files).where(files.c.index_state == "indexed")
+            ).scalar_one()
         return received, indexed
 
     # Hold the index step deterministically: the worker stops consuming the merge queue, every file is

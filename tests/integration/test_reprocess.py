@@ -34,42 +34,88 @@ class Capture:
         return [a for n, a in self.sent if n == task]
 
 
-def _file(fid: int, run: int, dataset: str, state: str, index_state: str, zippat: str | None = "z/Z_S%04d.zip"):
+def _file(
+    fid: int, run: int, dataset: str, state: str, index_state: str, zippat: str | None = "z/Z_S%04d.zip"
+):
     now = time.time()
-    return dict(id=fid, path=f"d/{fid}.root", name=f"{fid}.root", cls="offline_data", run=run, version=1,
-                dataset=dataset, size=10, adler32="00000001", mtime=now, zippat=zippat, state=state,
-                index_state=index_state, reason="import: broken" if index_state == "failed" else None,
-                created_at=now, updated_at=now, attempts=0)
+    return dict(
+        id=fid,
+        path=f"d/{fid}.root",
+        name=f"{fid}.root",
+        cls="offline_data",
+        run=run,
+        version=1,
+        dataset=dataset,
+        size=10,
+        adler32="00000001",
+        mtime=now,
+        zippat=zippat,
+        state=state,
+        index_state=index_state,
+        reason="import: broken" if index_state == "failed" else None,
+        created_at=now,
+        updated_at=now,
+        attempts=0,
+    )
 
 
 def _archive(aid: int, state: str, frozen: bool = True, **kw) -> dict:
     now = time.time()
-    return dict(id=aid, path=f"z/A{aid}_S0001.zip", pattern=f"z/A{aid}_S%04d.zip", serial=1, state=state, size=100,
-                nfiles=1, adler32="0badcafe" if frozen else None, frozen_at=now - 10 if frozen else None,
-                created_at=now, updated_at=now, tries=6, next_try_at=now + 9999, reason="copy failed", **kw)
+    return dict(
+        id=aid,
+        path=f"z/A{aid}_S0001.zip",
+        pattern=f"z/A{aid}_S%04d.zip",
+        serial=1,
+        state=state,
+        size=100,
+        nfiles=1,
+        adler32="0badcafe" if frozen else None,
+        frozen_at=now - 10 if frozen else None,
+        created_at=now,
+        updated_at=now,
+        tries=6,
+        next_try_at=now + 9999,
+        reason="copy failed",
+        **kw,
+    )
 
 
 @pytest.fixture
 def populated(settings: config.Settings):
     catalog = get_catalog(settings.catalog_url)
     with catalog.begin() as conn:
-        for row in (_file(1, 100, "/A/B/C", "received", "failed"),
-                    _file(2, 100, "/A/B/C", "zipped", "indexed"),
-                    _file(3, 100, "/X/Y/Z", "received", "pending"),
-                    _file(4, 100, "/A/B/C", "removed", "skipped"),
-                    _file(5, 100, "/A/B/C", "zipped", "failed"),
-                    _file(6, 100, "/A/B/C", "zipped", "indexed"),
-                    _file(7, 100, "/A/B/C", "zipped", "indexed"),
-                    _file(8, 100, "/A/B/C", "zipped", "indexed"),
-                    _file(9, 101, "/A/B/C", "received", "failed")):
+        for row in (
+            _file(1, 100, "/A/B/C", "received", "failed"),
+            _file(2, 100, "/A/B/C", "zipped", "indexed"),
+            _file(3, 100, "/X/Y/Z", "received", "pending"),
+            _file(4, 100, "/A/B/C", "removed", "skipped"),
+            _file(5, 100, "/A/B/C", "zipped", "failed"),
+            _file(6, 100, "/A/B/C", "zipped", "indexed"),
+            _file(7, 100, "/A/B/C", "zipped", "indexed"),
+            _file(8, 100, "/A/B/C", "zipped", "indexed"),
+            _file(9, 101, "/A/B/C", "received", "failed"),
+        ):
             conn.execute(insert(files).values(**row))
-        for row in (_archive(1, "failed"), _archive(2, "conflict"), _archive(3, "failed", frozen=False),
-                    _archive(4, "on_tape"), _archive(5, "copied", copied_at=time.time() - 100),
-                    _archive(6, "frozen")):
+        for row in (
+            _archive(1, "failed"),
+            _archive(2, "conflict"),
+            _archive(3, "failed", frozen=False),
+            _archive(4, "on_tape"),
+            _archive(5, "copied", copied_at=time.time() - 100),
+            _archive(6, "frozen"),
+        ):
             conn.execute(insert(archives).values(**row))
         for aid, fid in ((1, 2), (2, 5), (3, 6), (4, 7), (5, 8), (6, 1)):
-            conn.execute(insert(members).values(archive_id=aid, file_id=fid, name=f"{fid}.root", size=10,
-                                                adler32="00000001", added_at=time.time()))
+            conn.execute(
+                insert(members).values(
+                    archive_id=aid,
+                    file_id=fid,
+                    name=f"{fid}.root",
+                    size=10,
+                    adler32="00000001",
+                    added_at=time.time(),
+                )
+            )
     return catalog
 
 
@@ -107,10 +153,17 @@ def test_from_index_resets_failed_imports_and_sends_every_later_step(settings, p
     assert _state(catalog, archives, 5, "next_try_at") is None
     # audited: transitions plus one reprocess row per change or message
     transitions = [a for a in _audits(catalog, "transition") if a["entity"] == "archive"]
-    assert {(a["entity_id"], a["from_state"], a["to_state"]) for a in transitions} == {(1, "failed", "frozen"),
-                                                                                     (2, "conflict", "frozen")}
+    assert {(a["entity_id"], a["from_state"], a["to_state"]) for a in transitions} == {
+        (1, "failed", "frozen"),
+        (2, "conflict", "frozen"),
+    }
     rows = _audits(catalog, "reprocess")
-    assert {(r["entity"], r["entity_id"]) for r in rows} >= {("file", 1), ("file", 5), ("archive", 1), ("archive", 5)}
+    assert {(r["entity"], r["entity_id"]) for r in rows} >= {
+        ("file", 1),
+        ("file", 5),
+        ("archive", 1),
+        ("archive", 5),
+    }
     assert all(r["rule"] == "operator" for r in rows)
     lines = [a.line() for a in actions]
     assert any("failed -> pending, sent" in line for line in lines)
@@ -198,8 +251,15 @@ def test_retry_bad_requeues_a_fixed_upload_which_is_then_received(settings) -> N
 def test_retry_bad_resolves_rows_of_uploads_already_gone(settings) -> None:
     catalog = get_catalog(settings.catalog_url)
     with catalog.begin() as conn:
-        conn.execute(insert(quarantine).values(path="0000/gone.root", name="gone.root", step="receive",
-                                               reason="bad name", created_at=time.time()))
+        conn.execute(
+            insert(quarantine).values(
+                path="0000/gone.root",
+                name="gone.root",
+                step="receive",
+                reason="bad name",
+                created_at=time.time(),
+            )
+        )
     send = Capture()
     actions = reprocess.retry_bad(settings, catalog, send=send)
     assert [a.did for a in actions] == ["resolved (no longer in the dropbox)"] and send.sent == []

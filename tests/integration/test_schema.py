@@ -28,8 +28,16 @@ def stamp_to(url: str, revision: str) -> None:
 
 def test_six_concurrent_upgrades_on_empty_postgresql(pg_url: str, tmp_path: Path) -> None:
     env = t0dqm_env(tmp_path / "root", T0DQM_CATALOG_URL=pg_url)
-    procs = [subprocess.Popen([sys.executable, "-m", "t0dqm", "db", "upgrade"], cwd=REPO, env=env,
-                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT) for _ in range(6)]
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-m", "t0dqm", "db", "upgrade"],
+            cwd=REPO,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+        )
+        for _ in range(6)
+    ]
     outputs = [(p.wait(timeout=300), p.stdout.read().decode()) for p in procs if p.stdout]
     assert [rc for rc, _ in outputs] == [0] * 6, outputs
     assert all(f"schema revision {head()}" in out for _, out in outputs), outputs
@@ -71,7 +79,9 @@ def test_postgresql_is_checked_not_migrated(pg_url: str) -> None:
         get_catalog(pg_url)
     assert cat.revision() is None  # nothing was created behind the operator's back
     stamp_to(pg_url, "0001_baseline")
-    with pytest.raises(SchemaMismatch, match=rf"revision 0001_baseline, this t0dqm needs {head()}.*db upgrade"):
+    with pytest.raises(
+        SchemaMismatch, match=rf"revision 0001_baseline, this t0dqm needs {head()}.*db upgrade"
+    ):
         check(cat.engine)
     cat.upgrade()
     assert get_catalog(pg_url).revision() == head()
@@ -86,13 +96,23 @@ def test_postgresql_is_checked_not_migrated(pg_url: str) -> None:
 
 
 @pytest.mark.parametrize("kind", ["worker", "beat"])
-def test_worker_and_beat_refuse_another_revision(kind: str, pg_url: str, redis_server, tmp_path: Path) -> None:
+def test_worker_and_beat_refuse_another_revision(
+    kind: str, pg_url: str, redis_server, tmp_path: Path
+) -> None:
     stamp_to(pg_url, "0001_baseline")
-    args = {"worker": ["worker", "-Q", "dev.ops", "-P", "solo", "--without-gossip", "--without-mingle"],
-            "beat": ["beat", "-s", str(tmp_path / "beat-schedule")]}[kind]
+    args = {
+        "worker": ["worker", "-Q", "dev.ops", "-P", "solo", "--without-gossip", "--without-mingle"],
+        "beat": ["beat", "-s", str(tmp_path / "beat-schedule")],
+    }[kind]
     env = t0dqm_env(tmp_path / "root", T0DQM_CATALOG_URL=pg_url, T0DQM_BROKER_URL=redis_server.url)
-    proc = subprocess.run([sys.executable, "-m", "celery", "-A", "t0dqm", *args], cwd=REPO, env=env,
-                          capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        [sys.executable, "-m", "celery", "-A", "t0dqm", *args],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     out = proc.stdout + proc.stderr
     assert proc.returncode != 0, out
     assert "refusing to start" in out and "0001_baseline" in out and head() in out, out

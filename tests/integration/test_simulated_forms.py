@@ -21,8 +21,11 @@ FORMS = {
     "cmssw-saved-twice": lambda path, *a, **k: simulate.write_dqm_file(path, *a, saved_twice=True, **k),
     "uproot-element-keys": lambda path, *a, **k: simulate.write_dqm_file_uproot(path, *a, **k),
 }
-NAMES = ("DQM_V0001_R000300001.root", "DQM_V0001_Ecal_R000300001.root",
-         "DQM_V0001_R000300002__ZeroBias__Run2024A-PromptReco-v1__DQMIO.root")
+NAMES = (
+    "DQM_V0001_R000300001.root",
+    "DQM_V0001_Ecal_R000300001.root",
+    "DQM_V0001_R000300002__ZeroBias__Run2024A-PromptReco-v1__DQMIO.root",
+)
 
 
 @pytest.mark.parametrize("form", sorted(FORMS))
@@ -52,7 +55,9 @@ def test_receive_and_index_every_form(settings: config.Settings, form: str) -> N
     values = {(m["subsystem"], m["path"]): m["value"] for m in mes if m["value"] is not None}
     assert values[("Ecal", "Ecal/EventInfo/iRun")] == 300001
     assert values[("Ecal", "Ecal/EventInfo/iLumiSection")] == 77
-    merged_summaries = [v for (sub, p), v in values.items() if sub is None and p.endswith("EventInfo/reportSummary")]
+    merged_summaries = [
+        v for (sub, p), v in values.items() if sub is None and p.endswith("EventInfo/reportSummary")
+    ]
     assert len(merged_summaries) == 6 and all(v == pytest.approx(0.97) for v in merged_summaries)
     offline = idx.monitor_elements(300002, "/ZeroBias/Run2024A-PromptReco-v1/DQMIO")
     assert sum(m["kind"] == "REAL" for m in offline) == 4 * (1 + len(simulate.REPORT_PARTS))

@@ -42,16 +42,31 @@ def area(tmp_path: Path) -> Iterator[tuple[config.Settings, dict[str, Path]]]:
         p = p5 / f"run{run}_{name}.dat"
         p.write_bytes(b"s" * (1000 + run))
         paths[name] = p
-        lines.append({"path": str(p), "run": run, "size": 1000 + run, "mtime": NOW - age, "checked": checked,
-                      "repacked": repacked})
+        lines.append(
+            {
+                "path": str(p),
+                "run": run,
+                "size": 1000 + run,
+                "mtime": NOW - age,
+                "checked": checked,
+                "repacked": repacked,
+            }
+        )
     stray = outside / "run104_stray.dat"
     stray.write_bytes(b"s" * 10)
     paths["stray"] = stray
-    lines.append({"path": str(stray), "run": 104, "size": 10, "mtime": NOW, "checked": True, "repacked": True})
+    lines.append(
+        {"path": str(stray), "run": 104, "size": 10, "mtime": NOW, "checked": True, "repacked": True}
+    )
     listing = tmp_path / "listing.jsonl"
     listing.write_text("".join(json.dumps(line) + "\n" for line in lines))
-    settings = make_settings(root, storage_manager__enabled="true", storage_manager__listing=str(listing),
-                             storage_manager__area=str(p5), retention__enabled="true")
+    settings = make_settings(
+        root,
+        storage_manager__enabled="true",
+        storage_manager__listing=str(listing),
+        storage_manager__area=str(p5),
+        retention__enabled="true",
+    )
     config.reset(settings)
     yield settings, paths
     reset_catalogs()
@@ -60,8 +75,14 @@ def area(tmp_path: Path) -> Iterator[tuple[config.Settings, dict[str, Path]]]:
 
 def path_audit(settings: config.Settings) -> list[tuple[str, str, str, int]]:
     with get_catalog(settings.catalog_url).read() as conn:
-        return sorted((r.action, Path(r.path).stem.split("_", 1)[1], r.rule, r.size) for r in conn.execute(
-            select(audit.c.action, audit.c.path, audit.c.rule, audit.c.size).where(audit.c.entity == "path")))
+        return sorted(
+            (r.action, Path(r.path).stem.split("_", 1)[1], r.rule, r.size)
+            for r in conn.execute(
+                select(audit.c.action, audit.c.path, audit.c.rule, audit.c.size).where(
+                    audit.c.entity == "path"
+                )
+            )
+        )
 
 
 def stems(paths: list[str]) -> list[str]:
@@ -77,12 +98,17 @@ def test_sm_cleanup_occupancy_then_age(area: tuple[config.Settings, dict[str, Pa
     # occupancy mode, dry-run: audit says what would go, nothing goes
     res = sm_cleanup.apply(kwargs={**kw, "mode": "occupancy", "dry_run": True}).get()
     assert [(Path(d["path"]).stem.split("_", 1)[1], d["rule"], d["unchecked"]) for d in res["delete"]] == [
-        ("stray", "repacked", False), ("old-checked", "occupancy", False), ("repacked", "repacked", False)]
+        ("stray", "repacked", False),
+        ("old-checked", "occupancy", False),
+        ("repacked", "repacked", False),
+    ]
     assert stems(res["execution"]["deleted"]) == ["old-checked", "repacked"]
     assert len(res["execution"]["refused"]) == 1 and "stray" in res["execution"]["refused"][0]
     assert res["alarm"] is False and all(p.exists() for p in paths.values())
-    assert path_audit(settings) == [("dry-run-delete", "old-checked", "sm-occupancy", 1100),
-                                    ("dry-run-delete", "repacked", "sm-repacked", 1100)]
+    assert path_audit(settings) == [
+        ("dry-run-delete", "old-checked", "sm-occupancy", 1100),
+        ("dry-run-delete", "repacked", "sm-repacked", 1100),
+    ]
 
     # occupancy mode, executed: the audit matches what disappeared; unchecked files untouched
     res = sm_cleanup.apply(kwargs={**kw, "mode": "occupancy", "dry_run": False}).get()
@@ -94,12 +120,17 @@ def test_sm_cleanup_occupancy_then_age(area: tuple[config.Settings, dict[str, Pa
     # age mode at 45 %: runs older than 7 days go regardless of status; the unchecked one raises the alarm
     res = sm_cleanup.apply(kwargs={**kw, "mode": "age", "dry_run": False}).get()
     assert [(Path(d["path"]).stem.split("_", 1)[1], d["rule"], d["unchecked"]) for d in res["delete"]] == [
-        ("unchecked", "run-age", True)]
+        ("unchecked", "run-age", True)
+    ]
     assert res["alarm"] is True and not paths["unchecked"].exists() and paths["unchecked-young"].exists()
     alarms = active_alarms(get_catalog(settings.catalog_url))
     assert [(a["key"], a["severity"]) for a in alarms] == [(sm.ALARM_KEY, "critical")]
     assert "1 files not yet checked" in alarms[0]["message"]
-    assert {r[1] for r in path_audit(settings) if r[0] == "delete"} == {"repacked", "old-checked", "unchecked"}
+    assert {r[1] for r in path_audit(settings) if r[0] == "delete"} == {
+        "repacked",
+        "old-checked",
+        "unchecked",
+    }
     assert ("delete", "unchecked", "sm-run-age", 1102) in path_audit(settings)
 
     # age mode below 30 %: 30 days, nothing left that old; files already gone are audited as missing
@@ -121,7 +152,9 @@ def test_sm_cleanup_statvfs_refusals_and_beat(area: tuple[config.Settings, dict[
 
     # a bad listing refuses everything
     Path(settings["storage_manager"]["listing"]).write_text('{"path": "/x", "run": "notanumber"}\n')
-    res = sm_cleanup.apply(kwargs={"now": NOW, "occupancy": 0.95, "mode": "occupancy", "dry_run": False}).get()
+    res = sm_cleanup.apply(
+        kwargs={"now": NOW, "occupancy": 0.95, "mode": "occupancy", "dry_run": False}
+    ).get()
     assert "bad listing line" in res["refused"] and all(p.exists() for p in paths.values())
 
     schedule = beat_schedule.build(settings)

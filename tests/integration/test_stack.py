@@ -19,8 +19,13 @@ def test_up_ping_flower_and_clean_stop(tmp_path: Path) -> None:
     port = services.free_port()
     env = {**os.environ, "T0DQM_ROOT": str(tmp_path), "T0DQM_FLOWER__PORT": str(port)}
     env.pop("T0DQM_BROKER_URL", None)
-    proc = subprocess.Popen([sys.executable, "-m", "t0dqm", "up"], stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True, env=env)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "t0dqm", "up"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env=env,
+    )
     lines: list[str] = []
     try:
         deadline = time.monotonic() + 90
@@ -35,13 +40,20 @@ def test_up_ping_flower_and_clean_stop(tmp_path: Path) -> None:
         assert broker.startswith("redis://127.0.0.1:")
         state = json.loads((tmp_path / "dev" / "stack.json").read_text())
         pids = list(state["children"].values())
-        ping = subprocess.run([sys.executable, "-m", "celery", "-A", "t0dqm", "-b", broker, "inspect", "ping"],
-                              capture_output=True, text=True, env=env, timeout=60)
+        ping = subprocess.run(
+            [sys.executable, "-m", "celery", "-A", "t0dqm", "-b", broker, "inspect", "ping"],
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=60,
+        )
         assert ping.returncode == 0 and "pong" in ping.stdout, ping.stdout + ping.stderr
         flower_url = info["flower"].split()[0]
         auth = info["flower"].split("basic auth ")[1].rstrip(")")
-        request = urllib.request.Request(f"{flower_url}/api/workers?refresh=1", headers={
-            "Authorization": "Basic " + base64.b64encode(auth.encode()).decode()})
+        request = urllib.request.Request(
+            f"{flower_url}/api/workers?refresh=1",
+            headers={"Authorization": "Basic " + base64.b64encode(auth.encode()).decode()},
+        )
         workers = {}
         for _ in range(120):  # Flower asks the workers (inspect) on refresh
             try:
@@ -53,8 +65,11 @@ def test_up_ping_flower_and_clean_stop(tmp_path: Path) -> None:
                 pass
             time.sleep(0.5)
         logs = tmp_path / "dev" / "logs"
-        assert any(name.startswith("worker1@") for name in workers), \
-            (workers, (logs / "flower.log").read_text()[-3000:], (logs / "worker1.log").read_text()[-3000:])
+        assert any(name.startswith("worker1@") for name in workers), (
+            workers,
+            (logs / "flower.log").read_text()[-3000:],
+            (logs / "worker1.log").read_text()[-3000:],
+        )
         unauth = urllib.request.Request(f"{flower_url}/api/workers")
         try:
             urllib.request.urlopen(unauth, timeout=5)
@@ -70,7 +85,9 @@ def test_up_ping_flower_and_clean_stop(tmp_path: Path) -> None:
     deadline = time.monotonic() + 30
     while True:
         running = [pid for pid in pids if _running(pid)]
-        leftovers = subprocess.run(["pgrep", "-f", str(tmp_path)], capture_output=True, text=True).stdout.split()
+        leftovers = subprocess.run(
+            ["pgrep", "-f", str(tmp_path)], capture_output=True, text=True
+        ).stdout.split()
         if not (running or leftovers) or time.monotonic() > deadline:
             break
         time.sleep(0.1)

@@ -86,8 +86,13 @@ def _kill_mid_copy(target: str, fed: int) -> int:
     import sys
     import time
 
-    child = subprocess.Popen([sys.executable, "-c", COPY_STDIN, target], stdin=subprocess.PIPE,
-                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
+    child = subprocess.Popen(
+        [sys.executable, "-c", COPY_STDIN, target],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
     try:
         assert child.stdin is not None
         block = os.urandom(1 << 20)

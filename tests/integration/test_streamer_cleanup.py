@@ -58,8 +58,13 @@ UNITS = [
     ("Data", "A", 300004, [(1, NOW - 400 * DAY), (2, NOW - 400 * DAY)]),  # skip list
     ("TransferTest", "T", 300005, [(1, NOW - 8 * DAY), (2, NOW - DAY)]),  # first file only
 ]
-EXPECTED_GONE = {("Data", "A", 300001, 1), ("Data", "A", 300001, 2), ("Data", "A", 300002, 1),
-                 ("Data", "A", 300002, 2), ("TransferTest", "T", 300005, 1)}
+EXPECTED_GONE = {
+    ("Data", "A", 300001, 1),
+    ("Data", "A", 300001, 2),
+    ("Data", "A", 300002, 1),
+    ("Data", "A", 300002, 2),
+    ("TransferTest", "T", 300005, 1),
+}
 QUOTA = 5000
 
 
@@ -84,7 +89,8 @@ def build(tmp_path: Path, put: object, base: str, extra_root: str, done_url: str
         f'flavour = "dev"\nroot = "{tmp_path / "root"}"\n'
         f'[deletion]\nextra_roots = ["{extra_root}"]\n'
         f'[streamer]\nenabled = true\ndump = "{dump}"\ndone_url = "{done_url}"\nskip_runs_file = "{skip}"\n'
-        f'quota_bytes = {QUOTA}\nmax_dump_age = 1000000000000\nbase = "{base}"\n')
+        f'quota_bytes = {QUOTA}\nmax_dump_age = 1000000000000\nbase = "{base}"\n'
+    )
     return cfg, targets
 
 
@@ -103,7 +109,10 @@ def run_scenario(tmp_path: Path, cfg: Path, targets: dict, exists: object, base:
     assert r.exit_code == 0, r.output
     plan = json.loads(r.stdout)
     assert [(d["label"], d["run"], d["rule"]) for d in plan["delete"]] == [
-        ("TransferTest", 300005, "transfertest-age"), ("Data", 300001, "age"), ("Data", 300002, "done")]
+        ("TransferTest", 300005, "transfertest-age"),
+        ("Data", 300001, "age"),
+        ("Data", 300002, "done"),
+    ]
     assert plan["total_bytes"] == 9000 and plan["after_bytes"] == QUOTA
     assert all(exists(rel) for rel in targets.values())
     assert audit_rows(cfg) == []
@@ -131,7 +140,8 @@ def run_scenario(tmp_path: Path, cfg: Path, targets: dict, exists: object, base:
     deleted = [a for a in audit_rows(cfg) if a.action == "delete"]
     assert sorted(a.path for a in deleted) == sorted(
         storage.join(base, targets[k]) if "://" in base else os.path.realpath(base + targets[k])
-        for k in EXPECTED_GONE)
+        for k in EXPECTED_GONE
+    )
     assert all(a.size == 1000 and a.rule.startswith("streamer:") for a in deleted)
     reset_catalogs()
 
@@ -159,4 +169,6 @@ def test_streamer_cleanup_xrootd(tmp_path: Path, done_url: str, xrootd_dir: str)
         f.unlink()
 
     cfg, targets = build(tmp_path, put, xrootd_dir, xrootd_dir, done_url)
-    run_scenario(tmp_path, cfg, targets, lambda rel: storage.stat(xrootd_dir + rel, 10) is not None, xrootd_dir)
+    run_scenario(
+        tmp_path, cfg, targets, lambda rel: storage.stat(xrootd_dir + rel, 10) is not None, xrootd_dir
+    )

@@ -67,7 +67,9 @@ def test_parse_apache_listing() -> None:
     assert files == ["http://h/browse/Original/DQM_V0001_R000123456.root"]
 
 
-def test_online_sync_downloads_changes_and_respects_archived(http_root: tuple[Path, str], tmp_path: Path) -> None:
+def test_online_sync_downloads_changes_and_respects_archived(
+    http_root: tuple[Path, str], tmp_path: Path
+) -> None:
     served, url = http_root
     a = remote_file(served, names(123401), 3000)
     remote_file(served, names(123402), 5000)
@@ -76,8 +78,9 @@ def test_online_sync_downloads_changes_and_respects_archived(http_root: tuple[Pa
     dest = tmp_path / "repo" / "OnlineData" / "original"
 
     report = sync.online_sync(url, dest, connections=4, timeout=10)
-    assert sorted(report.downloaded) == sorted([names(123401), names(123402),
-                                                 "00013xxxx/0001300xx/DQM_V0001_Hcal_R000130001.root"])
+    assert sorted(report.downloaded) == sorted(
+        [names(123401), names(123402), "00013xxxx/0001300xx/DQM_V0001_Hcal_R000130001.root"]
+    )
     assert report.errors == [] and report.bytes == 8700
     local_a = dest / names(123401)
     assert local_a.read_bytes() == a.read_bytes()
@@ -128,6 +131,7 @@ def test_online_sync_task_uses_settings(http_root: tuple[Path, str], settings: c
 
 # -- partial mirror -------------------------------------------------------------------------------
 
+
 def online(run: int, sub: str = "Ecal", v: int = 1) -> str:
     return f"OnlineData/{run // 10000:05d}xxxx/{run // 100:07d}xx/DQM_V{v:04d}_{sub}_R{run:09d}.root"
 
@@ -141,20 +145,28 @@ def repo_file(repo: Path, rel: str, size: int, mtime: float) -> None:
 
 def test_partial_mirror(settings: config.Settings, tmp_path: Path) -> None:
     mirror = tmp_path / "afs" / "dqm"
-    current = config.Settings(data=dict(settings.data, deletion=dict(settings["deletion"], extra_roots=[str(mirror)])))
+    current = config.Settings(
+        data=dict(settings.data, deletion=dict(settings["deletion"], extra_roots=[str(mirror)]))
+    )
     repo = current.repository
     for i in range(6):
         repo_file(repo, online(20000 + i), 100, 1_000_000 + i)
     repo_file(repo, online(20005, v=2), 100, 1_000_010)  # newest version of run 20005
     repo_file(repo, online(20005, sub="Hcal"), 50, 1_000_011)
-    repo_file(repo, "OfflineData/Run2023/ZeroBias/0003579xx/"
-              "DQM_V0001_R000357902__ZeroBias__Run2023D-PromptReco-v2__DQMIO.root", 80, 1_000_000)
+    repo_file(
+        repo,
+        "OfflineData/Run2023/ZeroBias/0003579xx/"
+        "DQM_V0001_R000357902__ZeroBias__Run2023D-PromptReco-v2__DQMIO.root",
+        80,
+        1_000_000,
+    )
     # already mirrored: one old run (to be dropped), one stray file, in its own folder (to be emptied)
     repo_file(mirror, online(20000), 100, 1_000_000)
     repo_file(mirror, "OnlineData/old/stray.root", 10, 1)
 
-    report = sync.partial_mirror(repo, mirror, {"OnlineData": 400, "OfflineData": None}, total=500,
-                                 settings=current)
+    report = sync.partial_mirror(
+        repo, mirror, {"OnlineData": 400, "OfflineData": None}, total=500, settings=current
+    )
     # OnlineData quota 396: Hcal 20005 (50), V2 20005 (100), 20004 (100), 20003 (100) = 350; 20002 does not fit
     # OfflineData shares the rest of the total: (500 - 400) * 0.99 = 99 bytes, the 80-byte file fits
     offline = "OfflineData/Run2023/ZeroBias/0003579xx/DQM_V0001_R000357902__ZeroBias__Run2023D-PromptReco-v2__DQMIO.root"
@@ -171,16 +183,23 @@ def test_partial_mirror(settings: config.Settings, tmp_path: Path) -> None:
         rules = conn.execute(select(audit.c.rule).where(audit.c.action == "delete")).scalars().all()
     assert rules == ["partial-mirror", "partial-mirror"]
 
-    again = sync.partial_mirror(repo, mirror, {"OnlineData": 400, "OfflineData": None}, total=500, settings=current)
+    again = sync.partial_mirror(
+        repo, mirror, {"OnlineData": 400, "OfflineData": None}, total=500, settings=current
+    )
     assert again.copied == [] and again.deleted == []
 
 
-def test_partial_mirror_refuses_destination_outside_deletion_roots(settings: config.Settings, tmp_path: Path) -> None:
+def test_partial_mirror_refuses_destination_outside_deletion_roots(
+    settings: config.Settings, tmp_path: Path
+) -> None:
     with pytest.raises(deleter.DeletionRefused):
-        sync.partial_mirror(settings.repository, tmp_path / "elsewhere", {"OnlineData": 100}, None, settings=settings)
+        sync.partial_mirror(
+            settings.repository, tmp_path / "elsewhere", {"OnlineData": 100}, None, settings=settings
+        )
 
 
 # -- online sync over https with X509 client certificates ---------------------------------------------
+
 
 @pytest.fixture(scope="module")
 def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
@@ -217,10 +236,14 @@ def test_online_sync_over_https_with_client_certificate(pki: Pki, tmp_path: Path
         assert report.errors == [] and len(report.downloaded) == 2
         assert (dest / names(123401)).read_bytes() == a.read_bytes()
         # no client certificate: the server refuses the handshake, nothing is written
-        bare = sync.online_sync(url, tmp_path / "bare", timeout=10, context=sync.make_ssl_context(ca=pki.path("ca.pem")))
+        bare = sync.online_sync(
+            url, tmp_path / "bare", timeout=10, context=sync.make_ssl_context(ca=pki.path("ca.pem"))
+        )
         assert bare.downloaded == [] and bare.errors and not (tmp_path / "bare").exists()
         # a certificate of another CA is refused too
-        rogue = sync.make_ssl_context(pki.path("rogue-client.pem"), pki.path("rogue-client.key"), pki.path("ca.pem"))
+        rogue = sync.make_ssl_context(
+            pki.path("rogue-client.pem"), pki.path("rogue-client.key"), pki.path("ca.pem")
+        )
         assert sync.online_sync(url, tmp_path / "rogue", timeout=10, context=rogue).downloaded == []
 
 
@@ -238,8 +261,9 @@ def test_online_sync_refuses_an_untrusted_server(pki: Pki, tmp_path: Path) -> No
     assert not (tmp_path / "dest").exists()
 
 
-def test_online_sync_task_over_https_with_a_grid_proxy(pki: Pki, settings: config.Settings, tmp_path: Path,
-                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+def test_online_sync_task_over_https_with_a_grid_proxy(
+    pki: Pki, settings: config.Settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """The settings name no certificate: X509_USER_PROXY (an RFC 3820 proxy, chain and key in one file) and a
     CA directory in X509_CERT_DIR are used, as the original daemon did."""
     from t0dqm.tasks import sync as tasks
@@ -248,8 +272,13 @@ def test_online_sync_task_over_https_with_a_grid_proxy(pki: Pki, settings: confi
     proxy.write_text(Path(pki.path("proxy-chain.pem")).read_text() + Path(pki.path("proxy.key")).read_text())
     cadir = tmp_path / "certificates"
     cadir.mkdir()
-    ca_hash = subprocess.run(["openssl", "x509", "-hash", "-noout", "-in", pki.path("ca.pem")], check=True,
-                             capture_output=True, text=True, timeout=60).stdout.strip()
+    ca_hash = subprocess.run(
+        ["openssl", "x509", "-hash", "-noout", "-in", pki.path("ca.pem")],
+        check=True,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    ).stdout.strip()
     (cadir / f"{ca_hash}.0").write_text(Path(pki.path("ca.pem")).read_text())
     monkeypatch.setenv("X509_USER_PROXY", str(proxy))
     monkeypatch.setenv("X509_CERT_DIR", str(cadir))
@@ -269,9 +298,17 @@ def test_online_sync_task_over_https_with_a_grid_proxy(pki: Pki, settings: confi
 def test_x509_files_from_settings_then_environment(tmp_path: Path) -> None:
     proxy = tmp_path / "x509up"
     proxy.write_text("x")
-    env = {"X509_USER_PROXY": str(proxy), "X509_USER_CERT": "/c.pem", "X509_USER_KEY": "/k.pem",
-           "X509_CERT_DIR": "/grid/certificates"}
-    assert sync.x509_files({"cert": "/a.pem", "key": "/b.pem", "ca": "/ca.pem"}, env) == ("/a.pem", "/b.pem", "/ca.pem")
+    env = {
+        "X509_USER_PROXY": str(proxy),
+        "X509_USER_CERT": "/c.pem",
+        "X509_USER_KEY": "/k.pem",
+        "X509_CERT_DIR": "/grid/certificates",
+    }
+    assert sync.x509_files({"cert": "/a.pem", "key": "/b.pem", "ca": "/ca.pem"}, env) == (
+        "/a.pem",
+        "/b.pem",
+        "/ca.pem",
+    )
     assert sync.x509_files({}, env) == (str(proxy), str(proxy), "/grid/certificates")
     del env["X509_USER_PROXY"]
     assert sync.x509_files({"ca": "/ca.pem"}, env) == ("/c.pem", "/k.pem", "/ca.pem")

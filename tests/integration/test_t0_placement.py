@@ -57,8 +57,14 @@ def rucio(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RucioServer]:
 def client(server: RucioServer) -> Any:
     from rucio.client import Client
 
-    return Client(rucio_host=server.url, auth_host=server.url, account="root", auth_type="userpass",
-                  creds={"username": server.username, "password": server.password}, timeout=30)
+    return Client(
+        rucio_host=server.url,
+        auth_host=server.url,
+        account="root",
+        auth_type="userpass",
+        creds={"username": server.username, "password": server.password},
+        timeout=30,
+    )
 
 
 @pytest.fixture
@@ -67,12 +73,19 @@ def admin(rucio: RucioServer) -> Any:
 
 
 def write_config(path: Path, root: Path, url: str, server: RucioServer | None, extra: str = "") -> Path:
-    rucio_table = "" if server is None else (
-        f'[rucio]\nurl = "{url}"\naccount = "root"\nusername = "{server.username}"\n'
-        f'password = "{server.password}"\nstuck_alarm_after = {STUCK_AFTER}\ntimeout = 20\n')
-    path.write_text(f'root = "{root}"\nflavour = "dev"\n[retention]\nenabled = true\n{rucio_table}'
-                    f'[subscriptions]\ndisk_tiers = ["AOD"]\n[subscriptions.sites]\nZeroBias = "T1_IT_CNAF"\n'
-                    f"{extra}")
+    rucio_table = (
+        ""
+        if server is None
+        else (
+            f'[rucio]\nurl = "{url}"\naccount = "root"\nusername = "{server.username}"\n'
+            f'password = "{server.password}"\nstuck_alarm_after = {STUCK_AFTER}\ntimeout = 20\n'
+        )
+    )
+    path.write_text(
+        f'root = "{root}"\nflavour = "dev"\n[retention]\nenabled = true\n{rucio_table}'
+        f'[subscriptions]\ndisk_tiers = ["AOD"]\n[subscriptions.sites]\nZeroBias = "T1_IT_CNAF"\n'
+        f"{extra}"
+    )
     return path
 
 
@@ -108,7 +121,9 @@ def make_files(settings: config.Settings, dataset: str, n: int = 3) -> list[dict
     return out
 
 
-def new_output(settings: config.Settings, n: int, needed_by: int = 0) -> tuple[Any, list[dict[str, Any]], str]:
+def new_output(
+    settings: config.Settings, n: int, needed_by: int = 0
+) -> tuple[Any, list[dict[str, Any]], str]:
     """A registered RAW output of n files in a fresh era: (catalog, files, block)."""
     dataset = f"/ZeroBias/{era()}-v1/RAW"
     files = make_files(settings, dataset, n)
@@ -139,6 +154,7 @@ def alarm_keys(settings: config.Settings) -> dict[str, dict[str, Any]]:
 
 # ------------------------------------------------------------------------------------------- registration
 
+
 def test_register_creates_rules_and_is_idempotent(t0cfg: config.Settings, admin: Any) -> None:
     dataset = f"/ZeroBias/{era()}-v1/RAW"
     files = make_files(t0cfg, dataset)
@@ -152,7 +168,10 @@ def test_register_creates_rules_and_is_idempotent(t0cfg: config.Settings, admin:
     assert rules["T0_CH_CERN_Disk"]["state"] == "OK"  # the replicas are registered there
     assert rules["T1_IT_CNAF_Tape"]["state"] == "REPLICATING"
     assert all(r["expires_at"] is None and r["priority"] == 4 for r in rules.values())
-    assert rules["T1_IT_CNAF_Tape"]["activity"] == "T0 Tape" and rules["T0_CH_CERN_Disk"]["activity"] == "T0 Export"
+    assert (
+        rules["T1_IT_CNAF_Tape"]["activity"] == "T0 Tape"
+        and rules["T0_CH_CERN_Disk"]["activity"] == "T0 Export"
+    )
     assert {f["name"] for f in admin.list_files("cms", block)} == {placement.lfn_of(f["path"]) for f in files}
     assert [d["name"] for d in admin.list_content("cms", dataset)] == [block]
     # the catalog: one row per file, one per rule, ids as in Rucio
@@ -171,8 +190,9 @@ def test_register_creates_rules_and_is_idempotent(t0cfg: config.Settings, admin:
         conn.execute(update(t0_rules).where(t0_rules.c.block == block).values(state="pending", rule_id=None))
     run = placement.poll(cat, t0cfg)
     assert run.created == 2 and run.refused == []
-    assert {r["rse"]: r["rule_id"] for r in rows(t0cfg, t0_rules, block=block)} == \
-        {k: v["id"] for k, v in rules.items()}
+    assert {r["rse"]: r["rule_id"] for r in rows(t0cfg, t0_rules, block=block)} == {
+        k: v["id"] for k, v in rules.items()
+    }
     assert len(our_rules(admin, block)) == 2
     actions = [r["action"] for r in rows(t0cfg, audit, entity="t0rule", path=block)]
     assert actions.count("rule-create") == 2 and actions.count("rule-reuse") == 2
@@ -181,11 +201,19 @@ def test_register_creates_rules_and_is_idempotent(t0cfg: config.Settings, admin:
 def test_every_tier_follows_raw_and_disk_tiers(t0cfg: config.Settings, admin: Any) -> None:
     e = era()
     cat = get_catalog(t0cfg.catalog_url)
-    aod = placement.register(cat, t0cfg, f"/ZeroBias/{e}-PromptReco-v1/AOD",
-                             make_files(t0cfg, f"/ZeroBias/{e}-PromptReco-v1/AOD", 1))
+    aod = placement.register(
+        cat,
+        t0cfg,
+        f"/ZeroBias/{e}-PromptReco-v1/AOD",
+        make_files(t0cfg, f"/ZeroBias/{e}-PromptReco-v1/AOD", 1),
+    )
     assert set(our_rules(admin, aod["block"])) == {"T0_CH_CERN_Disk", "T1_IT_CNAF_Tape", "T1_IT_CNAF_Disk"}
-    alca = placement.register(cat, t0cfg, f"/ZeroBias/{e}-TkAlMinBias-PromptReco-v1/ALCARECO",
-                              make_files(t0cfg, f"/ZeroBias/{e}-TkAlMinBias-PromptReco-v1/ALCARECO", 1))
+    alca = placement.register(
+        cat,
+        t0cfg,
+        f"/ZeroBias/{e}-TkAlMinBias-PromptReco-v1/ALCARECO",
+        make_files(t0cfg, f"/ZeroBias/{e}-TkAlMinBias-PromptReco-v1/ALCARECO", 1),
+    )
     assert set(our_rules(admin, alca["block"])) == {"T0_CH_CERN_Disk", "T1_IT_CNAF_Tape"}
 
 
@@ -223,12 +251,16 @@ def test_bad_names_and_files_are_refused_and_quarantined(t0cfg: config.Settings,
 
 # ------------------------------------------------------------------------------ rule states and retention
 
-def test_rule_states_drive_retention_which_removes_only_the_t0_disk_rule(t0cfg: config.Settings,
-                                                                         admin: Any) -> None:
+
+def test_rule_states_drive_retention_which_removes_only_the_t0_disk_rule(
+    t0cfg: config.Settings, admin: Any
+) -> None:
     cat, files, block = new_output(t0cfg, 3, needed_by=1)
     # the transfer team's own rules on the same block: never touched
-    theirs = {rse: admin.add_replication_rule([{"scope": "cms", "name": block}], 1, rse, account="transfer")[0]
-              for rse in ("T0_CH_CERN_Disk", "T1_IT_CNAF_Disk")}
+    theirs = {
+        rse: admin.add_replication_rule([{"scope": "cms", "name": block}], 1, rse, account="transfer")[0]
+        for rse in ("T0_CH_CERN_Disk", "T1_IT_CNAF_Disk")
+    }
     later = time.time() + 8 * DAY
     run = placement.poll(cat, t0cfg)
     assert run.endpoints_done == 0 and run.states == {"OK": 1, "REPLICATING": 1}
@@ -238,7 +270,9 @@ def test_rule_states_drive_retention_which_removes_only_the_t0_disk_rule(t0cfg: 
     make_ok(admin, "T1_IT_CNAF_Tape", files)
     run = placement.poll(cat, t0cfg)
     assert run.endpoints_done == 3 and run.states == {"OK": 2}
-    assert all(json.loads(r["endpoints_done"]) == ["T1_IT_CNAF_Tape"] for r in rows(t0cfg, t0_outputs, block=block))
+    assert all(
+        json.loads(r["endpoints_done"]) == ["T1_IT_CNAF_Tape"] for r in rows(t0cfg, t0_outputs, block=block)
+    )
     # at its endpoint, still needed by processing
     assert outputs.run_retention(cat, t0cfg, now=later, dry_run=False).kept == {"needed-by-processing": 3}
     for f in files:
@@ -247,10 +281,18 @@ def test_rule_states_drive_retention_which_removes_only_the_t0_disk_rule(t0cfg: 
     assert outputs.run_retention(cat, t0cfg, now=time.time(), dry_run=False).kept == {"minimum-age": 3}
     # dry-run first: the guard runs, the audit says what would go, nothing changes
     dry = outputs.run_retention(cat, t0cfg, now=later, dry_run=True)
-    assert dry.rucio == {"dry_run": True, "released": [block], "files": 3, "refused": [], "lost_race": [],
-                         "kept_partial": []}
+    assert dry.rucio == {
+        "dry_run": True,
+        "released": [block],
+        "files": 3,
+        "refused": [],
+        "lost_race": [],
+        "kept_partial": [],
+    }
     assert set(our_rules(admin, block)) == {"T0_CH_CERN_Disk", "T1_IT_CNAF_Tape"}
-    assert [r["action"] for r in rows(t0cfg, audit, path=block) if "remove" in r["action"]] == ["dry-run-remove-rule"]
+    assert [r["action"] for r in rows(t0cfg, audit, path=block) if "remove" in r["action"]] == [
+        "dry-run-remove-rule"
+    ]
     assert {r["state"] for r in rows(t0cfg, t0_outputs, block=block)} == {"present"}
     # for real
     wet = outputs.run_retention(cat, t0cfg, now=later, dry_run=False)
@@ -261,7 +303,9 @@ def test_rule_states_drive_retention_which_removes_only_the_t0_disk_rule(t0cfg: 
     others = [r for r in admin.list_did_rules("cms", block) if r["account"] == "transfer"]
     assert {r["id"] for r in others} == set(theirs.values()) and all(r["expires_at"] is None for r in others)
     assert {r["state"] for r in rows(t0cfg, t0_outputs, block=block)} == {"released"}
-    assert all(Path(f["path"]).exists() for f in files), "with Rucio the files go by Rucio's reaper, not by us"
+    assert all(Path(f["path"]).exists() for f in files), (
+        "with Rucio the files go by Rucio's reaper, not by us"
+    )
     t0_row = next(r for r in rows(t0cfg, t0_rules, block=block) if r["role"] == "t0-disk")
     assert t0_row["state"] == "removed"
     removal = [r for r in rows(t0cfg, audit, path=block) if r["action"] == "remove-rule"]
@@ -270,8 +314,9 @@ def test_rule_states_drive_retention_which_removes_only_the_t0_disk_rule(t0cfg: 
     assert outputs.run_retention(cat, t0cfg, now=later, dry_run=False).delete == []
 
 
-def test_stuck_rule_raises_an_alarm_after_the_configured_time(t0cfg: config.Settings, admin: Any,
-                                                               rucio: RucioServer) -> None:
+def test_stuck_rule_raises_an_alarm_after_the_configured_time(
+    t0cfg: config.Settings, admin: Any, rucio: RucioServer
+) -> None:
     cat, files, block = new_output(t0cfg, 2)
     rucio.drive("stuck", scope="cms", names=[placement.lfn_of(files[0]["path"])], rse="T1_IT_CNAF_Tape")
     assert our_rules(admin, block)["T1_IT_CNAF_Tape"]["state"] == "STUCK"
@@ -296,8 +341,9 @@ def test_stuck_rule_raises_an_alarm_after_the_configured_time(t0cfg: config.Sett
     assert run.states == {"OK": 2} and run.endpoints_done == 2 and key not in alarm_keys(t0cfg)
 
 
-def test_disappearing_rule_alarms_and_blocks_retention(t0cfg: config.Settings, admin: Any,
-                                                       rucio: RucioServer) -> None:
+def test_disappearing_rule_alarms_and_blocks_retention(
+    t0cfg: config.Settings, admin: Any, rucio: RucioServer
+) -> None:
     from rucio.common.exception import RuleNotFound
 
     cat, files, block = new_output(t0cfg, 2)
@@ -309,8 +355,9 @@ def test_disappearing_rule_alarms_and_blocks_retention(t0cfg: config.Settings, a
     later = time.time() + 8 * DAY
     ret = outputs.run_retention(cat, t0cfg, now=later, dry_run=False)
     assert ret.rucio is not None and ret.rucio["released"] == []
-    assert ret.rucio["refused"][0].startswith(f"{block}: endpoint rule {tape} to T1_IT_CNAF_Tape is scheduled "
-                                              f"for deletion")
+    assert ret.rucio["refused"][0].startswith(
+        f"{block}: endpoint rule {tape} to T1_IT_CNAF_Tape is scheduled for deletion"
+    )
     key = f"t0-rule-missing:{block}:T1_IT_CNAF_Tape"
     run = placement.poll(cat, t0cfg)
     assert run.missing == [f"{block} T1_IT_CNAF_Tape"] and "scheduled" in alarm_keys(t0cfg)[key]["message"]
@@ -331,8 +378,9 @@ def test_disappearing_rule_alarms_and_blocks_retention(t0cfg: config.Settings, a
     assert {r["state"] for r in rows(t0cfg, t0_outputs, block=block)} == {"present"}
 
 
-def test_rucio_down_retries_and_deletes_nothing(tmp_path: Path, rucio: RucioServer, admin: Any,
-                                                monkeypatch: pytest.MonkeyPatch) -> None:
+def test_rucio_down_retries_and_deletes_nothing(
+    tmp_path: Path, rucio: RucioServer, admin: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
     from t0dqm.tasks.placement import register_output
 
     dead = f"http://127.0.0.1:{services.free_port()}"
@@ -371,7 +419,10 @@ def test_rucio_down_retries_and_deletes_nothing(tmp_path: Path, rucio: RucioServ
             outputs.run_retention(cat, settings, now=later, dry_run=False)
         from t0dqm.tasks.retention import retention_cleanup
 
-        assert "nothing released" in retention_cleanup.apply(kwargs={"now": later, "dry_run": False}).get()["refused"]
+        assert (
+            "nothing released"
+            in retention_cleanup.apply(kwargs={"now": later, "dry_run": False}).get()["refused"]
+        )
         assert {r["state"] for r in rows(settings, t0_outputs)} == {"present"}
         assert all(Path(f["path"]).exists() for f in files)
         assert [r for r in rows(settings, audit) if r["action"] in ("remove-rule", "delete")] == []
@@ -386,8 +437,9 @@ def test_gateway_never_deletes_a_rule_it_did_not_check(t0cfg: config.Settings, a
     cat, files, block = new_output(t0cfg, 1)
     make_ok(admin, "T1_IT_CNAF_Tape", files)
     placement.poll(cat, t0cfg)
-    theirs = admin.add_replication_rule([{"scope": "cms", "name": block}], 1, "T1_IT_CNAF_Disk",
-                                        account="transfer")[0]
+    theirs = admin.add_replication_rule(
+        [{"scope": "cms", "name": block}], 1, "T1_IT_CNAF_Disk", account="transfer"
+    )[0]
     gw = RucioGateway(t0cfg["rucio"], 20)
     recorded = rows(t0cfg, t0_rules, block=block)
     tampered = [dict(r, rule_id=theirs) if r["role"] == "t0-disk" else r for r in recorded]
@@ -399,10 +451,18 @@ def test_gateway_never_deletes_a_rule_it_did_not_check(t0cfg: config.Settings, a
 
 # ----------------------------------------------------------------------------------------- no Rucio
 
+
 def test_without_rucio_retention_deletes_local_and_xrootd_copies(tmp_path: Path, xrootd_dir: str) -> None:
     server = xrootd_dir.split("//store/", maxsplit=1)[0]
-    settings = use(write_config(tmp_path / "norucio.toml", tmp_path / "root", "", None,
-                                extra=f'[deletion]\nextra_roots = ["{server}//store"]\n'))
+    settings = use(
+        write_config(
+            tmp_path / "norucio.toml",
+            tmp_path / "root",
+            "",
+            None,
+            extra=f'[deletion]\nextra_roots = ["{server}//store"]\n',
+        )
+    )
     try:
         cat = get_catalog(settings.catalog_url)
         dataset = f"/ZeroBias/{era()}-v1/RAW"
@@ -420,10 +480,14 @@ def test_without_rucio_retention_deletes_local_and_xrootd_copies(tmp_path: Path,
             assert catalog_outputs.mark_endpoint_done(cat, f["path"], "T1_IT_CNAF_Tape")
         dry = outputs.run_retention(cat, settings, now=later, dry_run=True)
         assert sorted(dry.deleted) == sorted(f["path"] for f in local + remote) and dry.rucio is None
-        assert all(Path(f["path"]).exists() for f in local) and storage.stat(remote[0]["path"], 30) is not None
+        assert (
+            all(Path(f["path"]).exists() for f in local) and storage.stat(remote[0]["path"], 30) is not None
+        )
         wet = outputs.run_retention(cat, settings, now=later, dry_run=False)
         assert sorted(wet.deleted) == sorted(f["path"] for f in local + remote)
-        assert not any(Path(f["path"]).exists() for f in local) and storage.stat(remote[0]["path"], 30) is None
+        assert (
+            not any(Path(f["path"]).exists() for f in local) and storage.stat(remote[0]["path"], 30) is None
+        )
         assert {r["state"] for r in rows(settings, t0_outputs)} == {"deleted"}
         deletes = [r for r in rows(settings, audit) if r["action"] == "delete"]
         assert sorted(r["path"] for r in deletes) == sorted(f["path"] for f in local + remote)
@@ -433,6 +497,7 @@ def test_without_rucio_retention_deletes_local_and_xrootd_copies(tmp_path: Path,
 
 
 # ----------------------------------------------------------------------------------- task and CLI
+
 
 @pytest.fixture
 def stack_env(tmp_path: Path, rucio: RucioServer) -> dict[str, str]:
@@ -444,12 +509,14 @@ def test_task_sent_by_name_like_the_tier0(celery_stack: config.Settings, admin: 
 
     dataset = f"/ZeroBias/{era()}-Express-v1/FEVT"
     files = make_files(celery_stack, dataset, 2)
-    sent = app.send_task("t0dqm.tasks.tier0.register_output",
-                         kwargs={"dataset": dataset, "files": files, "needed_by": 1})
+    sent = app.send_task(
+        "t0dqm.tasks.tier0.register_output", kwargs={"dataset": dataset, "files": files, "needed_by": 1}
+    )
     result = sent.get(timeout=120)
     assert set(our_rules(admin, result["block"])) == {"T0_CH_CERN_Disk", "T1_IT_CNAF_Tape"}
-    refused = app.send_task("t0dqm.tasks.tier0.register_output",
-                            kwargs={"dataset": "/ZeroBias/bad/FEVT", "files": files}).get(timeout=120)
+    refused = app.send_task(
+        "t0dqm.tasks.tier0.register_output", kwargs={"dataset": "/ZeroBias/bad/FEVT", "files": files}
+    ).get(timeout=120)
     assert "dataset name refused" in refused["refused"]
     polled = app.send_task("t0dqm.tasks.tier0.poll_rules").get(timeout=120)
     assert polled["checked"] >= 2
@@ -461,7 +528,9 @@ def test_cli_add_ls_subscriptions_and_status(t0cfg: config.Settings, admin: Any)
     runner = CliRunner(env={"T0DQM_CONFIG": t0cfg.source})
     dataset = f"/ZeroBias/{era()}-v1/RAW"
     files = make_files(t0cfg, dataset, 2)
-    res = runner.invoke(cli, ["t0", "output", "add", dataset, *[f["path"] for f in files], "--needed-by", "1"])
+    res = runner.invoke(
+        cli, ["t0", "output", "add", dataset, *[f["path"] for f in files], "--needed-by", "1"]
+    )
     assert res.exit_code == 0, res.output
     added = json.loads(res.stdout)
     assert added["files"] == 2 and added["bytes"] == sum(f["size"] for f in files)
@@ -471,8 +540,10 @@ def test_cli_add_ls_subscriptions_and_status(t0cfg: config.Settings, admin: Any)
     res = runner.invoke(cli, ["t0", "output", "ls", "--dataset", dataset, "--json"])
     listed = json.loads(res.stdout)
     assert len(listed) == 1 and listed[0]["retention"] == "minimum-age" and listed[0]["needed_by"] == 1
-    assert {r["rse"]: r["state"] for r in listed[0]["rules"]} == {"T0_CH_CERN_Disk": "OK",
-                                                                  "T1_IT_CNAF_Tape": "REPLICATING"}
+    assert {r["rse"]: r["state"] for r in listed[0]["rules"]} == {
+        "T0_CH_CERN_Disk": "OK",
+        "T1_IT_CNAF_Tape": "REPLICATING",
+    }
     res = runner.invoke(cli, ["t0", "output", "ls", "--dataset", dataset])
     assert res.exit_code == 0 and "T1_IT_CNAF_Tape" in res.output and "REPLICATING" in res.output
     assert runner.invoke(cli, ["t0", "output", "needed", added["block"], "0"]).exit_code == 0
@@ -493,8 +564,10 @@ def test_cli_add_ls_subscriptions_and_status(t0cfg: config.Settings, admin: Any)
     res = runner.invoke(cli, ["t0", "subscriptions", "show", "--json"])
     shown = json.loads(res.stdout)
     assert shown["pds"] == [{"pd": "ZeroBias", "site": "T1_IT_CNAF", "rses": ["T1_IT_CNAF_Tape"]}]
-    res = runner.invoke(cli, ["t0", "subscriptions", "plan", "--free", "T1_IT_CNAF=1000",
-                              "--free", "T1_US_FNAL=3000", "--json"])
+    res = runner.invoke(
+        cli,
+        ["t0", "subscriptions", "plan", "--free", "T1_IT_CNAF=1000", "--free", "T1_US_FNAL=3000", "--json"],
+    )
     planned = json.loads(res.stdout)
     assert planned["total"] == sum(f["size"] for f in files)  # RAW bytes registered in the catalog
     assert planned["moves"][0]["pd"] == "ZeroBias" and planned["moves"][0]["to"] == "T1_US_FNAL"
@@ -503,8 +576,9 @@ def test_cli_add_ls_subscriptions_and_status(t0cfg: config.Settings, admin: Any)
     assert json.loads(res.stdout)["site"] == "T1_US_FNAL" and "new PD" in json.loads(res.stdout)["reason"]
 
 
-def test_interrupted_release_is_finished_and_foreign_t0_deletion_alarms(t0cfg: config.Settings, admin: Any,
-                                                                        rucio: RucioServer) -> None:
+def test_interrupted_release_is_finished_and_foreign_t0_deletion_alarms(
+    t0cfg: config.Settings, admin: Any, rucio: RucioServer
+) -> None:
     cat = get_catalog(t0cfg.catalog_url)
     blocks = {}
     for key in ("stopped", "foreign"):
@@ -522,7 +596,9 @@ def test_interrupted_release_is_finished_and_foreign_t0_deletion_alarms(t0cfg: c
     ret = outputs.run_retention(cat, t0cfg, now=time.time() + 8 * DAY, dry_run=False)
     assert ret.rucio is not None and ret.rucio["released"] == [stopped] and ret.rucio["refused"] == []
     assert {r["state"] for r in rows(t0cfg, t0_outputs, block=stopped)} == {"released"}
-    assert {r["rse"]: r["state"] for r in rows(t0cfg, t0_rules, block=stopped)}["T0_CH_CERN_Disk"] == "removed"
+    assert {r["rse"]: r["state"] for r in rows(t0cfg, t0_rules, block=stopped)}[
+        "T0_CH_CERN_Disk"
+    ] == "removed"
     # someone else deletes a Tier-0 disk rule: critical alarm, the poll does not mistake it for ours
     foreign = blocks["foreign"]
     admin.delete_replication_rule(our_rules(admin, foreign)["T0_CH_CERN_Disk"]["id"])

@@ -43,7 +43,9 @@ def disk(settings: config.Settings, tmp_path: Path, monkeypatch: pytest.MonkeyPa
         p = where / f"{name}.root"
         p.write_bytes(b"x" * (100 + len(name)))
         paths[name] = p
-        catalog_outputs.record_output(cat, str(p), p.stat().st_size, "0000abcd", ENDPOINTS, created_at=NOW - age)
+        catalog_outputs.record_output(
+            cat, str(p), p.stat().st_size, "0000abcd", ENDPOINTS, created_at=NOW - age
+        )
         for endpoint in done:
             assert catalog_outputs.mark_endpoint_done(cat, str(p), endpoint)
         assert catalog_outputs.set_needed_by(cat, str(p), needed)
@@ -52,13 +54,21 @@ def disk(settings: config.Settings, tmp_path: Path, monkeypatch: pytest.MonkeyPa
 
 def states(settings: config.Settings) -> dict[str, str]:
     with get_catalog(settings.catalog_url).read() as conn:
-        return {Path(r.path).stem: r.state for r in conn.execute(select(t0_outputs.c.path, t0_outputs.c.state))}
+        return {
+            Path(r.path).stem: r.state for r in conn.execute(select(t0_outputs.c.path, t0_outputs.c.state))
+        }
 
 
 def path_audit(settings: config.Settings) -> list[tuple[str, str, int, str]]:
     with get_catalog(settings.catalog_url).read() as conn:
-        return sorted((r.action, Path(r.path).stem, r.size, r.rule) for r in conn.execute(
-            select(audit.c.action, audit.c.path, audit.c.size, audit.c.rule).where(audit.c.entity == "path")))
+        return sorted(
+            (r.action, Path(r.path).stem, r.size, r.rule)
+            for r in conn.execute(
+                select(audit.c.action, audit.c.path, audit.c.size, audit.c.rule).where(
+                    audit.c.entity == "path"
+                )
+            )
+        )
 
 
 def test_registration_api(settings: config.Settings) -> None:
@@ -66,15 +76,22 @@ def test_registration_api(settings: config.Settings) -> None:
     path = str(settings.flavour_root / "a.root")
     first = catalog_outputs.record_output(cat, path, 5, "00000001", ["B", "A", "A"])
     assert catalog_outputs.record_output(cat, path, 999, None, ["C"]) == first  # idempotent, facts kept
-    assert catalog_outputs.mark_endpoint_done(cat, path, "A") and catalog_outputs.mark_endpoint_done(cat, path, "A")
+    assert catalog_outputs.mark_endpoint_done(cat, path, "A") and catalog_outputs.mark_endpoint_done(
+        cat, path, "A"
+    )
     assert not catalog_outputs.mark_endpoint_done(cat, "/nope", "A")
     assert catalog_outputs.set_needed_by(cat, path, 3) and not catalog_outputs.set_needed_by(cat, "/nope", 1)
     with pytest.raises(ValueError):
         catalog_outputs.set_needed_by(cat, path, -1)
     with cat.read() as conn:
         row = conn.execute(select(t0_outputs)).mappings().one()
-    assert (row["size"], json.loads(row["endpoints_required"]), json.loads(row["endpoints_done"]),
-            row["needed_by"], row["state"]) == (5, ["A", "B"], ["A"], 3, "present")
+    assert (
+        row["size"],
+        json.loads(row["endpoints_required"]),
+        json.loads(row["endpoints_done"]),
+        row["needed_by"],
+        row["state"],
+    ) == (5, ["A", "B"], ["A"], 3, "present")
 
 
 def test_dry_run_then_execute(settings: config.Settings, disk: dict[str, Path]) -> None:
@@ -103,7 +120,9 @@ def test_dry_run_then_execute(settings: config.Settings, disk: dict[str, Path]) 
     assert all(p.exists() for p in disk.values())
     assert set(states(settings).values()) == {"present"}
     dry = path_audit(settings)
-    assert dry == sorted(("dry-run-delete", n, disk[n].stat().st_size, "t0-retention") for n in ("exactly7", "released"))
+    assert dry == sorted(
+        ("dry-run-delete", n, disk[n].stat().st_size, "t0-retention") for n in ("exactly7", "released")
+    )
 
     # executed through the CLI: exit 1 because one target is refused
     r = runner.invoke(cli, ["t0", "retention", "--execute", "--now", str(NOW)])
@@ -115,8 +134,14 @@ def test_dry_run_then_execute(settings: config.Settings, disk: dict[str, Path]) 
     deleted_audit = [row for row in path_audit(settings) if row[0] == "delete"]
     assert {row[1] for row in deleted_audit} == gone
     assert all(row[3] == "t0-retention" and row[2] == 100 + len(row[1]) for row in deleted_audit)
-    assert states(settings) == {"released": "deleted", "exactly7": "deleted", "young": "present",
-                                "one-endpoint": "present", "needed": "present", "outside": "present"}
+    assert states(settings) == {
+        "released": "deleted",
+        "exactly7": "deleted",
+        "young": "present",
+        "one-endpoint": "present",
+        "needed": "present",
+        "outside": "present",
+    }
     # a deleted output cannot be claimed by processing any more
     assert not catalog_outputs.set_needed_by(get_catalog(settings.catalog_url), str(disk["released"]), 1)
 
@@ -126,14 +151,23 @@ def test_dry_run_then_execute(settings: config.Settings, disk: dict[str, Path]) 
     catalog_outputs.set_needed_by(cat, str(disk["needed"]), 0)
     res = retention_cleanup.apply(kwargs={"dry_run": False, "now": NOW, "force": True}).get()
     assert sorted(Path(p).stem for p in res["execution"]["deleted"]) == ["needed", "one-endpoint"]
-    assert {n for n, p in disk.items() if not p.exists()} == {"exactly7", "released", "needed", "one-endpoint"}
-    assert {row[1] for row in path_audit(settings) if row[0] == "delete"} == \
-        {"exactly7", "released", "needed", "one-endpoint"}
+    assert {n for n, p in disk.items() if not p.exists()} == {
+        "exactly7",
+        "released",
+        "needed",
+        "one-endpoint",
+    }
+    assert {row[1] for row in path_audit(settings) if row[0] == "delete"} == {
+        "exactly7",
+        "released",
+        "needed",
+        "one-endpoint",
+    }
 
 
 def test_lost_race_and_resume(settings: config.Settings, disk: dict[str, Path]) -> None:
     cat = get_catalog(settings.catalog_url)
-    run, rows = outputs.plan(cat, NOW, 7)
+    _run, rows = outputs.plan(cat, NOW, 7)
     row = rows[str(disk["released"])]
     # a job registers itself after the plan was made: the conditional take refuses
     assert catalog_outputs.set_needed_by(cat, str(disk["released"]), 1)
@@ -141,7 +175,9 @@ def test_lost_race_and_resume(settings: config.Settings, disk: dict[str, Path]) 
     assert catalog_outputs.set_needed_by(cat, str(disk["released"]), 0)
     # a run killed after taking the row ("deleting") is finished by the next run, whatever the facts now
     with cat.begin() as conn:
-        conn.execute(update(t0_outputs).where(t0_outputs.c.path == str(disk["young"])).values(state="deleting"))
+        conn.execute(
+            update(t0_outputs).where(t0_outputs.c.path == str(disk["young"])).values(state="deleting")
+        )
     res = outputs.run_retention(cat, settings, now=NOW, dry_run=False)
     assert sorted(Path(p).stem for p in res.deleted) == ["exactly7", "released", "young"]
     assert [d["reason"] for d in res.delete if Path(d["path"]).stem == "young"] == ["resume"]

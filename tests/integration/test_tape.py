@@ -31,8 +31,14 @@ from tests.integration.archive_util import (
     run_killed,
 )
 
-OVERRIDES = {"archive__max_zip_bytes": "700000", "archive__freeze_age": "100000", "archive__verify_delay": "0",
-             "archive__retry_base": "0", "archive__stage_max_tries": "3", "reconcile__stale_seconds": "0"}
+OVERRIDES = {
+    "archive__max_zip_bytes": "700000",
+    "archive__freeze_age": "100000",
+    "archive__verify_delay": "0",
+    "archive__retry_base": "0",
+    "archive__stage_max_tries": "3",
+    "reconcile__stale_seconds": "0",
+}
 
 
 def tsettings_for(root: Path, endpoint: str, **extra: str) -> config.Settings:
@@ -115,8 +121,9 @@ def test_restore_fetches_back_and_checks(tsettings: config.Settings, tmp_path: P
     out = runner.invoke(cli, ["archive", "restore", zip_name, "--to", str(dest), "--member", name], env=env)
     assert out.exit_code == 0, out.output
     assert storage.adler32_file(dest / zip_name) == arch["adler32"]
-    assert (dest / name).read_bytes() == (tsettings.repository / get_catalog(
-        tsettings.catalog_url).get("file", _ids[0])["path"]).read_bytes()
+    assert (dest / name).read_bytes() == (
+        tsettings.repository / get_catalog(tsettings.catalog_url).get("file", _ids[0])["path"]
+    ).read_bytes()
     out = runner.invoke(cli, ["archive", "restore", zip_name, "--to", str(dest)], env=env)
     assert out.exit_code != 0 and "exists" in out.output
 
@@ -133,8 +140,9 @@ def corrupt_remote(server: services.Service, endpoint: str, rel: str) -> None:
     os.utime(path, (st.st_mtime + 7, st.st_mtime + 7))
 
 
-def test_corrupted_copy_is_detected_and_restaged(tsettings: config.Settings, xrootd_server: services.Service,
-                                                 sent: list) -> None:
+def test_corrupted_copy_is_detected_and_restaged(
+    tsettings: config.Settings, xrootd_server: services.Service, sent: list
+) -> None:
     _ids, aids = frozen_archives(tsettings, 2)
     aid = aids[0]
     assert tape.stage(aid) == states.COPIED
@@ -149,14 +157,18 @@ def test_corrupted_copy_is_detected_and_restaged(tsettings: config.Settings, xro
     assert storage.checksum(target, 10) == arch["adler32"]
 
 
-def test_repeatedly_bad_copies_end_in_failed_with_one_alarm(tsettings: config.Settings,
-                                                            xrootd_server: services.Service) -> None:
+def test_repeatedly_bad_copies_end_in_failed_with_one_alarm(
+    tsettings: config.Settings, xrootd_server: services.Service
+) -> None:
     _ids, aids = frozen_archives(tsettings, 4)
     for aid in aids:
         for _ in range(3):
             assert tape.stage(aid) == states.COPIED
-            corrupt_remote(xrootd_server, tsettings.archive_endpoint,
-                           get_catalog(tsettings.catalog_url).get("archive", aid)["path"])
+            corrupt_remote(
+                xrootd_server,
+                tsettings.archive_endpoint,
+                get_catalog(tsettings.catalog_url).get("archive", aid)["path"],
+            )
             if tape.verify(aid) == states.FAILED:
                 break
         assert state(tsettings, aid) == states.FAILED
@@ -196,8 +208,12 @@ def test_outage_delays_then_completes(tmp_path: Path, xrootd_dir: str, sent: lis
 
 @pytest.mark.usefixtures("fine_timeouts")
 def test_outage_past_the_limit_fails_with_one_alarm(tmp_path: Path, sent: list) -> None:
-    settings = tsettings_for(tmp_path / "root", f"root://127.0.0.1:{services.free_port()}//store/down",
-                             timeouts__io="2", timeouts__copy="5")
+    settings = tsettings_for(
+        tmp_path / "root",
+        f"root://127.0.0.1:{services.free_port()}//store/down",
+        timeouts__io="2",
+        timeouts__copy="5",
+    )
     try:
         _ids, aids = frozen_archives(settings, 4)
         results = [tape.stage(aid) for aid in aids for _ in range(3)]
@@ -215,8 +231,9 @@ def test_identical_existing_target_counts_as_copied(tsettings: config.Settings) 
     storage.copy(str(tsettings.zip_root / arch["path"]), target, timeout=30)
     assert tape.stage(aids[0]) == states.COPIED
     with get_catalog(tsettings.catalog_url).read() as conn:
-        detail = conn.execute(select(audit.c.detail).where(audit.c.entity_id == aids[0],
-                                                           audit.c.to_state == states.COPIED)).scalar_one()
+        detail = conn.execute(
+            select(audit.c.detail).where(audit.c.entity_id == aids[0], audit.c.to_state == states.COPIED)
+        ).scalar_one()
     assert "already present" in detail
 
 
@@ -290,7 +307,9 @@ def test_require_tape_keeps_verified_until_a_tape_copy(tmp_path: Path, xrootd_di
         config.reset(None)
 
 
-def test_index_backup_copies_checked_and_keeps_the_last_n(tmp_path: Path, xrootd_dir: str, sent: list) -> None:
+def test_index_backup_copies_checked_and_keeps_the_last_n(
+    tmp_path: Path, xrootd_dir: str, sent: list
+) -> None:
     settings = tsettings_for(tmp_path / "root", xrootd_dir, archive__index_backups_kept="2")
     try:
         settings.index_dir.mkdir(parents=True)
@@ -307,7 +326,9 @@ def test_index_backup_copies_checked_and_keeps_the_last_n(tmp_path: Path, xrootd
         base = storage.join(xrootd_dir, steps_tape.BACKUP_DIR)
         assert [e.name for e in storage.listdir(base, 10)] == ["20240102", "20240103"]
         copy = storage.join(base, "20240103", "sub", "streamers.dat")
-        assert storage.checksum(copy, 10) == storage.adler32_file(settings.index_dir / "sub" / "streamers.dat")
+        assert storage.checksum(copy, 10) == storage.adler32_file(
+            settings.index_dir / "sub" / "streamers.dat"
+        )
         restored = tmp_path / "restored.sqlite"
         storage.copy(storage.join(base, "20240103", "offline.sqlite"), str(restored), timeout=30)
         assert sqlite3.connect(restored).execute("select count(*) from samples").fetchone() == (1000,)
@@ -324,7 +345,9 @@ def test_verify_waits_for_the_delay(tmp_path: Path, xrootd_dir: str, sent: list)
         assert tape.verify(aids[0]) == "not-due"
         assert tape.verify_due() == {"stage": 1, "verify": 0}  # the other, still frozen, is due
         with get_catalog(settings.catalog_url).begin() as conn:
-            conn.execute(update(archives).where(archives.c.id == aids[0]).values(copied_at=time.time() - 86401))
+            conn.execute(
+                update(archives).where(archives.c.id == aids[0]).values(copied_at=time.time() - 86401)
+            )
         assert tape.verify_due()["verify"] == 1 and tape.verify(aids[0]) == states.VERIFIED
     finally:
         reset_catalogs()
@@ -336,8 +359,9 @@ def test_chain_through_a_real_worker(celery_stack: config.Settings, tmp_path: Pa
     Redis to the in-process worker."""
     from t0dqm import celery as t0celery
 
-    settings = make_settings(celery_stack.root, broker_url=celery_stack.broker_url, archive_endpoint=xrootd_dir,
-                             **OVERRIDES)
+    settings = make_settings(
+        celery_stack.root, broker_url=celery_stack.broker_url, archive_endpoint=xrootd_dir, **OVERRIDES
+    )
     t0celery.reload(settings)
     ids = add_received(settings, 5)
     for fid in ids:

@@ -42,9 +42,14 @@ def temp_files(box: Path) -> list[Path]:
 
 
 def good_body(payload: bytes = PAYLOAD, name: str = NAME) -> bytes:
-    return form("bound", [("size", None, str(len(payload)).encode()),
-                          ("checksum", None, b"md5:" + hashlib.md5(payload).hexdigest().encode()),
-                          ("file", name, payload)])
+    return form(
+        "bound",
+        [
+            ("size", None, str(len(payload)).encode()),
+            ("checksum", None, b"md5:" + hashlib.md5(payload).hexdigest().encode()),
+            ("file", name, payload),
+        ],
+    )
 
 
 @pytest.fixture
@@ -110,8 +115,9 @@ def enough_files() -> None:
         resource.setrlimit(resource.RLIMIT_NOFILE, (min(4096, hard), hard))
 
 
-def test_stalled_clients_are_closed_and_leave_nothing(make: Callable[..., upload_server.UploadServer], box: Path,
-                                                      src: Path) -> None:
+def test_stalled_clients_are_closed_and_leave_nothing(
+    make: Callable[..., upload_server.UploadServer], box: Path, src: Path
+) -> None:
     """200 clients stall after their headers, 200 in the middle of the file, a few inside their headers; an
     upload made meanwhile succeeds; all are closed by the server within the timeout plus 5 s."""
     srv = make(max_uploads=512)
@@ -147,8 +153,9 @@ def test_stalled_clients_are_closed_and_leave_nothing(make: Callable[..., upload
     assert scrape[("t0dqm_uploads_in_flight", ())] == 0
 
 
-def test_busy_server_answers_503_with_retry_after(make: Callable[..., upload_server.UploadServer], box: Path,
-                                                  src: Path) -> None:
+def test_busy_server_answers_503_with_retry_after(
+    make: Callable[..., upload_server.UploadServer], box: Path, src: Path
+) -> None:
     srv = make(max_uploads=3, timeout=30)
     body = good_body()
     cut = body.index(PAYLOAD) + 5000
@@ -169,14 +176,26 @@ def test_busy_server_answers_503_with_retry_after(make: Callable[..., upload_ser
     assert sorted(p.parent.name for p in box.glob("[0-9]*/" + NAME)) == [f"{i:04d}" for i in range(4)]
 
 
-def test_content_length_refused_before_the_body(make: Callable[..., upload_server.UploadServer], box: Path) -> None:
+def test_content_length_refused_before_the_body(
+    make: Callable[..., upload_server.UploadServer], box: Path
+) -> None:
     """Headers only, no body sent: the answer comes at once (the server did not wait for the body)."""
     srv = make(max_size=1000, timeout=30)
-    for head, code, dqm in ((post_head(10**12), 413, "300"),
-                            (["POST /data/put HTTP/1.1", "Host: x", "Content-Type: multipart/form-data; boundary=b",
-                              "Transfer-Encoding: chunked"], 411, "200"),
-                            (post_head(100)[:-2] + ["Content-Type: text/plain"], 400, "200"),
-                            (post_head(100, "bound", "Content-Encoding: gzip"), 415, "200")):
+    for head, code, dqm in (
+        (post_head(10**12), 413, "300"),
+        (
+            [
+                "POST /data/put HTTP/1.1",
+                "Host: x",
+                "Content-Type: multipart/form-data; boundary=b",
+                "Transfer-Encoding: chunked",
+            ],
+            411,
+            "200",
+        ),
+        (post_head(100)[:-2] + ["Content-Type: text/plain"], 400, "200"),
+        (post_head(100, "bound", "Content-Encoding: gzip"), 415, "200"),
+    ):
         with connect(srv.server_port) as s:
             s.sendall(("\r\n".join(head) + "\r\n\r\n").encode())
             answer = s.recv(65536)
@@ -189,7 +208,11 @@ def test_header_limits(make: Callable[..., upload_server.UploadServer]) -> None:
     srv = make()
     many = post_head(10) + [f"X-H{i}: v" for i in range(100)]
     status, headers, _ = raw_request(srv.server_port, many, b"")
-    assert status == 400 and headers["dqm-status-code"] == "200" and headers["dqm-status-message"] == "Malformed request"
+    assert (
+        status == 400
+        and headers["dqm-status-code"] == "200"
+        and headers["dqm-status-message"] == "Malformed request"
+    )
     long = post_head(10) + ["X-Long: " + "a" * 20000]
     status, headers, _ = raw_request(srv.server_port, long, b"")
     assert status == 400 and headers["dqm-status-code"] == "200"
@@ -213,8 +236,8 @@ def test_connection_bound(make: Callable[..., upload_server.UploadServer], src: 
 
 
 def test_client_vanishing_mid_body_leaves_nothing_and_no_traceback(
-        make: Callable[..., upload_server.UploadServer], box: Path, src: Path,
-        caplog: pytest.LogCaptureFixture) -> None:
+    make: Callable[..., upload_server.UploadServer], box: Path, src: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     srv = make(timeout=30)
     body = good_body()
     cut = body.index(PAYLOAD) + 5000
@@ -232,8 +255,14 @@ def test_client_vanishing_mid_body_leaves_nothing_and_no_traceback(
         s.close()
         wait_for(lambda: temp_files(box) == [], 30, f"temp file removed after {how}")
     assert client_upload(srv.url, src)[0] == 200  # the server is fine
-    noisy = [r for r in caplog.records if r.exc_info or r.levelno >= logging.ERROR or "Traceback" in r.getMessage()
-             or "BrokenPipe" in r.getMessage()]
+    noisy = [
+        r
+        for r in caplog.records
+        if r.exc_info
+        or r.levelno >= logging.ERROR
+        or "Traceback" in r.getMessage()
+        or "BrokenPipe" in r.getMessage()
+    ]
     assert noisy == [], [r.getMessage() for r in noisy]
 
 
@@ -257,7 +286,11 @@ def test_expect_100_continue(make: Callable[..., upload_server.UploadServer], bo
 def test_stale_temp_files_swept_at_start(box: Path, make: Callable[..., upload_server.UploadServer]) -> None:
     staging = box / dropbox.UPLOADING
     staging.mkdir(parents=True)
-    old, fresh, other = staging / f"{NAME}.{'a' * 32}.upload", staging / f"{NAME}.{'b' * 32}.upload", staging / "x.tmp"
+    old, fresh, other = (
+        staging / f"{NAME}.{'a' * 32}.upload",
+        staging / f"{NAME}.{'b' * 32}.upload",
+        staging / "x.tmp",
+    )
     for p in (old, fresh, other):
         p.write_bytes(b"x")
     day_ago = time.time() - 86400
@@ -270,8 +303,11 @@ def test_stale_temp_files_swept_at_start(box: Path, make: Callable[..., upload_s
 def metrics(srv: upload_server.UploadServer) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
     with urllib.request.urlopen(f"{srv.url}/metrics", timeout=30) as resp:
         text = resp.read().decode()
-    return {(s.name, tuple(sorted(s.labels.items()))): s.value
-            for fam in text_string_to_metric_families(text) for s in fam.samples}
+    return {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for fam in text_string_to_metric_families(text)
+        for s in fam.samples
+    }
 
 
 def test_metrics(make: Callable[..., upload_server.UploadServer], src: Path) -> None:
@@ -288,7 +324,9 @@ def test_metrics(make: Callable[..., upload_server.UploadServer], src: Path) -> 
     assert v("t0dqm_upload_requests_total", outcome="refused") == 2
     assert v("t0dqm_upload_refusals_total", dqm_code="300", http="500") == 2
     assert v("t0dqm_upload_saved_bytes_total") == len(PAYLOAD)
-    assert v("t0dqm_upload_received_bytes_total") == 2 * len(PAYLOAD)  # the bad name is refused before its data
+    assert v("t0dqm_upload_received_bytes_total") == 2 * len(
+        PAYLOAD
+    )  # the bad name is refused before its data
     assert v("t0dqm_uploads_in_flight") == 0
     assert v("t0dqm_upload_duration_seconds_count", outcome="saved") == 1
     assert v("t0dqm_upload_connections") >= 1  # the scrape itself
@@ -316,8 +354,13 @@ def test_cli_server_stops_on_sigterm_and_cleans_up(tmp_path: Path) -> None:
 
     root = tmp_path / "root"
     env = {**os.environ, "T0DQM_ROOT": str(root), "T0DQM_FLAVOUR": "dev", "T0DQM_CONFIG": ""}
-    proc = subprocess.Popen([sys.executable, "-m", "t0dqm", "upload-server", "--port", "0"], env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "t0dqm", "upload-server", "--port", "0"],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         assert proc.stdout is not None
         line = proc.stdout.readline()
@@ -337,14 +380,23 @@ def test_cli_server_stops_on_sigterm_and_cleans_up(tmp_path: Path) -> None:
             proc.wait(30)
 
 
-def test_tls_clients_stalling_in_the_handshake_or_body_are_closed(box: Path, tmp_path: Path, src: Path) -> None:
+def test_tls_clients_stalling_in_the_handshake_or_body_are_closed(
+    box: Path, tmp_path: Path, src: Path
+) -> None:
     import ssl
 
     from tests.integration.pki import make_pki
 
     pki = make_pki(tmp_path / "pki")
-    srv = upload_server.make_server("127.0.0.1", 0, box, cert=pki.path("server.pem"), key=pki.path("server.key"),
-                                    ca=pki.path("ca.pem"), timeout=TIMEOUT)
+    srv = upload_server.make_server(
+        "127.0.0.1",
+        0,
+        box,
+        cert=pki.path("server.pem"),
+        key=pki.path("server.key"),
+        ca=pki.path("ca.pem"),
+        timeout=TIMEOUT,
+    )
     srv.start()
     try:
         silent = [connect(srv.server_port) for _ in range(20)]  # never say hello
@@ -353,7 +405,9 @@ def test_tls_clients_stalling_in_the_handshake_or_body_are_closed(box: Path, tmp
         stalled = []
         for _ in range(5):
             s = ctx.wrap_socket(connect(srv.server_port), server_hostname="localhost")
-            s.sendall(("\r\n".join(post_head(len(body))) + "\r\n\r\n").encode() + body[: body.index(PAYLOAD) + 5000])
+            s.sendall(
+                ("\r\n".join(post_head(len(body))) + "\r\n\r\n").encode() + body[: body.index(PAYLOAD) + 5000]
+            )
             stalled.append(s)
         assert client_upload(srv.url, src, context=ctx)[0] == 200
         wait_closed_by_server(silent, TIMEOUT + 5)  # their timeout started before the upload

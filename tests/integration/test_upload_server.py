@@ -22,9 +22,16 @@ from tests.integration.pki import CLIENT_SUBJECT, OTHER_SUBJECT, Pki, make_pki
 NAME = "DQM_V0001_R000357902__ZeroBias__Run2023D-PromptReco-v2__DQMIO.root"
 
 
-def client_upload(url: str, path: Path, *, name: str | None = None, size: int | None = None,
-                  checksum: str | None = None, context: ssl.SSLContext | None = None,
-                  chunk: int = 1 << 16) -> tuple[int, dict[str, str], bytes]:
+def client_upload(
+    url: str,
+    path: Path,
+    *,
+    name: str | None = None,
+    size: int | None = None,
+    checksum: str | None = None,
+    context: ssl.SSLContext | None = None,
+    chunk: int = 1 << 16,
+) -> tuple[int, dict[str, str], bytes]:
     """visDQMUpload's request: POST <url>/data/put, multipart fields size, checksum, file; streamed."""
     name = name or path.name
     real_size = path.stat().st_size
@@ -34,12 +41,16 @@ def client_upload(url: str, path: Path, *, name: str | None = None, size: int | 
     pre = io.BytesIO()
     for key, value in (("size", str(real_size if size is None else size)), ("checksum", checksum)):
         pre.write(f'--{boundary}\r\nContent-Disposition: form-data; name="{key}"\r\n\r\n{value}\r\n'.encode())
-    pre.write(f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="{name}"\r\n'
-              f"Content-Type: application/octet-stream\r\n\r\n".encode())
+    pre.write(
+        f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="{name}"\r\n'
+        f"Content-Type: application/octet-stream\r\n\r\n".encode()
+    )
     post = f"\r\n--{boundary}--\r\n".encode()
     host, port = url.split("://", 1)[1].rsplit(":", 1)
     if url.startswith("https"):
-        conn: http.client.HTTPConnection = http.client.HTTPSConnection(host, int(port), context=context, timeout=30)
+        conn: http.client.HTTPConnection = http.client.HTTPSConnection(
+            host, int(port), context=context, timeout=30
+        )
     else:
         conn = http.client.HTTPConnection(host, int(port), timeout=30)
     try:
@@ -87,7 +98,9 @@ def stored_files(box: Path) -> list[Path]:
     return sorted(p for p in box.rglob("*") if p.is_file())
 
 
-def test_good_upload_lands_in_the_dropbox(server: upload_server.UploadServer, box: Path, dqm_file: Path) -> None:
+def test_good_upload_lands_in_the_dropbox(
+    server: upload_server.UploadServer, box: Path, dqm_file: Path
+) -> None:
     status, headers, body = client_upload(server.url, dqm_file)
     assert status == 200 and headers["dqm-status-code"] == "100", headers
     assert headers["dqm-status-message"] == "File saved"
@@ -95,7 +108,10 @@ def test_good_upload_lands_in_the_dropbox(server: upload_server.UploadServer, bo
     target = box / "0000" / NAME
     assert target.read_bytes() == dqm_file.read_bytes()
     origin = dropbox.read_origin(str(target) + ".origin")
-    assert origin.md5 == hashlib.md5(dqm_file.read_bytes()).hexdigest() and origin.size == dqm_file.stat().st_size
+    assert (
+        origin.md5 == hashlib.md5(dqm_file.read_bytes()).hexdigest()
+        and origin.size == dqm_file.stat().st_size
+    )
     [candidate] = dropbox.scan(box)
     assert candidate.path == target and candidate.info is not None and candidate.info.run == 357902
     # the same name again takes the next slot
@@ -110,17 +126,24 @@ def test_crc32_checksum_accepted(server: upload_server.UploadServer, box: Path, 
     crc = zlib.crc32(dqm_file.read_bytes())
     status, headers, _ = client_upload(server.url, dqm_file, checksum=f"crc32:{crc}")
     assert status == 200 and headers["dqm-status-code"] == "100"
-    assert dropbox.read_origin(box / "0000" / (NAME + ".origin")).md5 == hashlib.md5(dqm_file.read_bytes()).hexdigest()
+    assert (
+        dropbox.read_origin(box / "0000" / (NAME + ".origin")).md5
+        == hashlib.md5(dqm_file.read_bytes()).hexdigest()
+    )
 
 
-@pytest.mark.parametrize("name, detail", [
-    ("DQM_V0001_R000357902__ZeroBias__Run2023D-CMSSW_13-v1__DQMIO.root", "CMSSW"),
-    ("DQM_V0001_Ecal_R000000042.root", "10000"),
-    ("notdqm.root", "name does not match"),
-    ("DQM_V0001_R1.root;rm", "unsafe"),
-])
-def test_bad_name_refused_before_storing(server: upload_server.UploadServer, box: Path, dqm_file: Path, name: str,
-                                         detail: str) -> None:
+@pytest.mark.parametrize(
+    "name, detail",
+    [
+        ("DQM_V0001_R000357902__ZeroBias__Run2023D-CMSSW_13-v1__DQMIO.root", "CMSSW"),
+        ("DQM_V0001_Ecal_R000000042.root", "10000"),
+        ("notdqm.root", "name does not match"),
+        ("DQM_V0001_R1.root;rm", "unsafe"),
+    ],
+)
+def test_bad_name_refused_before_storing(
+    server: upload_server.UploadServer, box: Path, dqm_file: Path, name: str, detail: str
+) -> None:
     status, headers, _ = client_upload(server.url, dqm_file, name=name)
     assert status == 500 and headers["dqm-status-code"] == "300"
     assert headers["dqm-status-message"] == "File name does not match the expected convention"
@@ -128,15 +151,18 @@ def test_bad_name_refused_before_storing(server: upload_server.UploadServer, box
     assert stored_files(box) == []
 
 
-def test_wrong_checksum_refused_and_nothing_stored(server: upload_server.UploadServer, box: Path,
-                                                   dqm_file: Path) -> None:
+def test_wrong_checksum_refused_and_nothing_stored(
+    server: upload_server.UploadServer, box: Path, dqm_file: Path
+) -> None:
     status, headers, _ = client_upload(server.url, dqm_file, checksum="md5:" + "0" * 32)
     assert status == 500 and headers["dqm-status-code"] == "300"
     assert headers["dqm-status-message"] == "Checksum mismatch"
     assert stored_files(box) == []
 
 
-def test_malformed_checksum_and_size_mismatch(server: upload_server.UploadServer, box: Path, dqm_file: Path) -> None:
+def test_malformed_checksum_and_size_mismatch(
+    server: upload_server.UploadServer, box: Path, dqm_file: Path
+) -> None:
     status, headers, _ = client_upload(server.url, dqm_file, checksum="sha1:abc")
     assert status == 500 and headers["dqm-status-code"] == "200"
     status, headers, _ = client_upload(server.url, dqm_file, size=dqm_file.stat().st_size + 1)
@@ -148,7 +174,7 @@ def test_malformed_checksum_and_size_mismatch(server: upload_server.UploadServer
 def test_not_a_root_file(server: upload_server.UploadServer, box: Path, tmp_path: Path) -> None:
     fake = tmp_path / NAME
     fake.write_bytes(b"ROOT?" + b"x" * 100)
-    status, headers, _ = client_upload(server.url, fake)
+    _status, headers, _ = client_upload(server.url, fake)
     assert headers["dqm-status-code"] == "300" and headers["dqm-status-message"] == "Not a ROOT file"
     assert stored_files(box) == []
 
@@ -164,14 +190,16 @@ def test_size_limit(box: Path, dqm_file: Path) -> None:
     assert stored_files(box) == []
 
 
-def raw_request(port: int, head: list[str], body: bytes, pieces: int = 1) -> tuple[int, dict[str, str], bytes]:
+def raw_request(
+    port: int, head: list[str], body: bytes, pieces: int = 1
+) -> tuple[int, dict[str, str], bytes]:
     """Send a request over a raw socket (the body in ``pieces`` sends), read the answer to the end."""
     with socket.create_connection(("127.0.0.1", port), timeout=30) as sock:
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         sock.sendall(("\r\n".join(head) + "\r\n\r\n").encode())
         step = max(1, -(-len(body) // pieces))
         for i in range(0, len(body), step):
-            sock.sendall(body[i: i + step])
+            sock.sendall(body[i : i + step])
         answer = b""
         while chunk := sock.recv(65536):
             answer += chunk
@@ -190,34 +218,69 @@ def form(boundary: str, fields: list[tuple[str, str | None, bytes]]) -> bytes:
 
 
 def post_head(length: int, boundary: str = "bound", *extra: str) -> list[str]:
-    return ["POST /dqm/dev/data/put HTTP/1.1", "Host: 127.0.0.1", f"Content-Length: {length}",
-            f"Content-Type: multipart/form-data; boundary={boundary}", "Connection: close", *extra]
+    return [
+        "POST /dqm/dev/data/put HTTP/1.1",
+        "Host: 127.0.0.1",
+        f"Content-Length: {length}",
+        f"Content-Type: multipart/form-data; boundary={boundary}",
+        "Connection: close",
+        *extra,
+    ]
 
 
 @pytest.mark.parametrize("pieces", [1, 7, 333])
-def test_delimiter_like_bytes_and_any_split_of_the_body(server: upload_server.UploadServer, box: Path,
-                                                        pieces: int) -> None:
+def test_delimiter_like_bytes_and_any_split_of_the_body(
+    server: upload_server.UploadServer, box: Path, pieces: int
+) -> None:
     """The file holds the boundary's prefix, CRLFs and dashes; the body arrives in many small sends."""
     payload = b"root\0" + b"\r\n--boun" + bytes(range(256)) * 3 + b"--bound\r\n" + b"\r\n-"
-    body = b"preamble\r\n" + form("bound", [("size", None, str(len(payload)).encode()),
-                                            ("checksum", None, b"md5:" + hashlib.md5(payload).hexdigest().encode()),
-                                            ("file", NAME, payload)]) + b"epilogue"
+    body = (
+        b"preamble\r\n"
+        + form(
+            "bound",
+            [
+                ("size", None, str(len(payload)).encode()),
+                ("checksum", None, b"md5:" + hashlib.md5(payload).hexdigest().encode()),
+                ("file", NAME, payload),
+            ],
+        )
+        + b"epilogue"
+    )
     status, headers, _ = raw_request(server.server_port, post_head(len(body)), body, pieces)
     assert status == 200 and headers["dqm-status-code"] == "100", headers
     assert (box / "0000" / NAME).read_bytes() == payload
 
 
-@pytest.mark.parametrize("body, detail", [
-    (b"no boundary anywhere\r\n" * 10, "body ended before the closing boundary"),
-    (b"--bound\r\nContent-Disposition: form-data; name=\"size\"\r\n\r\n12", "body ended before the closing boundary"),
-    (b"--bound\r\nContent-Type: multipart/mixed; boundary=inner\r\n\r\n--inner--\r\n\r\n--bound--\r\n",
-     "nested multipart part"),
-    (b"--bound\r\nContent-Disposition: form-data; name=\"x\"\r\nX-Long: " + b"a" * 9000 + b"\r\n\r\nv\r\n--bound--\r\n",
-     "Got more than"),
-    (b"".join(b"--bound\r\nContent-Disposition: form-data; name=\"f%d\"\r\n\r\nv\r\n" % i for i in range(20))
-     + b"--bound--\r\n", "more than 16 parts"),
-])
-def test_malformed_multipart_refused(server: upload_server.UploadServer, box: Path, body: bytes, detail: str) -> None:
+@pytest.mark.parametrize(
+    "body, detail",
+    [
+        (b"no boundary anywhere\r\n" * 10, "body ended before the closing boundary"),
+        (
+            b'--bound\r\nContent-Disposition: form-data; name="size"\r\n\r\n12',
+            "body ended before the closing boundary",
+        ),
+        (
+            b"--bound\r\nContent-Type: multipart/mixed; boundary=inner\r\n\r\n--inner--\r\n\r\n--bound--\r\n",
+            "nested multipart part",
+        ),
+        (
+            b'--bound\r\nContent-Disposition: form-data; name="x"\r\nX-Long: '
+            + b"a" * 9000
+            + b"\r\n\r\nv\r\n--bound--\r\n",
+            "Got more than",
+        ),
+        (
+            b"".join(
+                b'--bound\r\nContent-Disposition: form-data; name="f%d"\r\n\r\nv\r\n' % i for i in range(20)
+            )
+            + b"--bound--\r\n",
+            "more than 16 parts",
+        ),
+    ],
+)
+def test_malformed_multipart_refused(
+    server: upload_server.UploadServer, box: Path, body: bytes, detail: str
+) -> None:
     status, headers, _ = raw_request(server.server_port, post_head(len(body)), body)
     assert status in (400, 500) and headers["dqm-status-code"] == "200", headers
     assert detail in headers["dqm-status-detail"], headers
@@ -228,10 +291,15 @@ def test_malformed_multipart_refused(server: upload_server.UploadServer, box: Pa
 def test_field_too_long(server: upload_server.UploadServer, box: Path) -> None:
     body = form("bound", [("checksum", None, b"md5:" + b"0" * 5000)])
     status, headers, _ = raw_request(server.server_port, post_head(len(body)), body)
-    assert status == 500 and headers["dqm-status-code"] == "200" and headers["dqm-status-detail"] == "field too long"
+    assert (
+        status == 500
+        and headers["dqm-status-code"] == "200"
+        and headers["dqm-status-detail"] == "field too long"
+    )
 
 
 # -- TLS with client certificates ------------------------------------------------------------------
+
 
 @pytest.fixture(scope="module")
 def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
@@ -239,8 +307,15 @@ def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
 
 
 def tls_server(pki: Pki, box: Path, allowed: str | None = None) -> upload_server.UploadServer:
-    return upload_server.make_server("127.0.0.1", 0, box, cert=pki.path("server.pem"), key=pki.path("server.key"),
-                                     ca=pki.path("ca.pem"), allowed_dns=allowed)
+    return upload_server.make_server(
+        "127.0.0.1",
+        0,
+        box,
+        cert=pki.path("server.pem"),
+        key=pki.path("server.key"),
+        ca=pki.path("ca.pem"),
+        allowed_dns=allowed,
+    )
 
 
 def test_tls_requires_a_client_certificate(pki: Pki, box: Path, dqm_file: Path) -> None:
@@ -262,7 +337,9 @@ def test_tls_requires_a_client_certificate(pki: Pki, box: Path, dqm_file: Path) 
     finally:
         srv.stop()
     with pytest.raises(ValueError, match="CA"):
-        upload_server.make_server("127.0.0.1", 0, box, cert=pki.path("server.pem"), key=pki.path("server.key"))
+        upload_server.make_server(
+            "127.0.0.1", 0, box, cert=pki.path("server.pem"), key=pki.path("server.key")
+        )
 
 
 def test_allow_list_of_subjects(pki: Pki, box: Path, tmp_path: Path, dqm_file: Path) -> None:
@@ -310,7 +387,7 @@ def test_uploaded_file_is_received_indexed_and_zipped(settings: object, dqm_file
     srv = upload_server.make_server("127.0.0.1", 0, current.dropbox)
     srv.start()
     try:
-        status, headers, _ = client_upload(srv.url, dqm_file)
+        _status, headers, _ = client_upload(srv.url, dqm_file)
     finally:
         srv.stop()
     assert headers["dqm-status-code"] == "100"

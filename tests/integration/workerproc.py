@@ -25,9 +25,32 @@ def worker(root: Path, queues: str, log: Path, **env: str) -> Iterator[subproces
     """Run a worker consuming ``queues`` with the T0DQM_* ``env``; SIGTERM (then SIGKILL) on exit."""
     with open(log, "wb") as fh:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "celery", "-A", "t0dqm", "worker", "-Q", queues, "-c", "2", "-P", "prefork",
-             "-n", f"corpus{os.getpid()}@%h", "--without-gossip", "--without-mingle", "--loglevel", "INFO"],
-            cwd=REPO, env=t0dqm_env(root, **env), stdout=fh, stderr=subprocess.STDOUT, start_new_session=True)
+            [
+                sys.executable,
+                "-m",
+                "celery",
+                "-A",
+                "t0dqm",
+                "worker",
+                "-Q",
+                queues,
+                "-c",
+                "2",
+                "-P",
+                "prefork",
+                "-n",
+                f"corpus{os.getpid()}@%h",
+                "--without-gossip",
+                "--without-mingle",
+                "--loglevel",
+                "INFO",
+            ],
+            cwd=REPO,
+            env=t0dqm_env(root, **env),
+            stdout=fh,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
     try:
         yield proc
     finally:

@@ -10,8 +10,22 @@ from click.testing import CliRunner
 
 from t0dqm.cli import cli
 
-KEYS = ["name", "ok", "class", "run", "version", "dataset", "subsystem", "era", "primds", "procds", "tier",
-        "release", "path", "zippat"]
+KEYS = [
+    "name",
+    "ok",
+    "class",
+    "run",
+    "version",
+    "dataset",
+    "subsystem",
+    "era",
+    "primds",
+    "procds",
+    "tier",
+    "release",
+    "path",
+    "zippat",
+]
 OFFLINE = "DQM_V0001_R000316000__ZeroBias__Run2018A-17Sep2018-v1__DQMIO.root"
 SIMULATED = "DQM_V0001_R000000001__MinBias__RunIISummer20UL18-v1__DQMIO.root"
 
@@ -43,7 +57,11 @@ def test_mixed_keeps_order_and_exits_one():
     result, lines = run(*names)
     assert result.exit_code == 1
     assert [d["name"] for d in lines] == names
-    assert lines[0] == {"name": "bad.root", "ok": False, "error": "file name matches no known naming convention"}
+    assert lines[0] == {
+        "name": "bad.root",
+        "ok": False,
+        "error": "file name matches no known naming convention",
+    }
     assert lines[1]["ok"] is True and lines[1]["subsystem"] is None
     assert lines[2]["ok"] is False and "version" in lines[2]["error"]
     assert set(lines[2]) == {"name", "ok", "error"}

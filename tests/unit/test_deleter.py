@@ -50,14 +50,34 @@ def test_deleter_refuses_escapes_roots_and_unverified(settings: config.Settings,
         for key, state in states.items():
             archive_id = None
             if state:
-                archive_id = conn.execute(insert(archives).values(
-                    path=f"z_{key}_S0001.zip", pattern=f"z_{key}_S%04d.zip", serial=1, state=state, created_at=now,
-                    updated_at=now)).inserted_primary_key[0]
+                archive_id = conn.execute(
+                    insert(archives).values(
+                        path=f"z_{key}_S0001.zip",
+                        pattern=f"z_{key}_S%04d.zip",
+                        serial=1,
+                        state=state,
+                        created_at=now,
+                        updated_at=now,
+                    )
+                ).inserted_primary_key[0]
             (repo / f"{key}.root").write_bytes(b"root\0data")
-            conn.execute(insert(files).values(
-                path=f"OnlineData/x/{key}.root", name=f"{key}.root", cls="online_data", run=300001, version=1,
-                dataset="/Global/Online/ALL", size=9, adler32="00000000", mtime=now, state="zipped",
-                archive_id=archive_id, created_at=now, updated_at=now))
+            conn.execute(
+                insert(files).values(
+                    path=f"OnlineData/x/{key}.root",
+                    name=f"{key}.root",
+                    cls="online_data",
+                    run=300001,
+                    version=1,
+                    dataset="/Global/Online/ALL",
+                    size=9,
+                    adler32="00000000",
+                    mtime=now,
+                    state="zipped",
+                    archive_id=archive_id,
+                    created_at=now,
+                    updated_at=now,
+                )
+            )
     (repo / "unknown.root").write_bytes(b"root\0data")
     for key in ("none", "open", "copied", "failed"):
         with pytest.raises(deleter.DeletionRefused, match="archive not verified on tape"):
@@ -74,8 +94,10 @@ def test_deleter_refuses_escapes_roots_and_unverified(settings: config.Settings,
 
 def _deletion_audit(settings: config.Settings) -> list[tuple[str, str, int | None, str, str | None]]:
     with get_catalog(settings.catalog_url).read() as conn:
-        return [(r.action, r.path.rsplit("/", 1)[-1], r.size, r.rule, r.detail) for r in conn.execute(
-            select(audit).where(audit.c.entity == "path").order_by(audit.c.id))]
+        return [
+            (r.action, r.path.rsplit("/", 1)[-1], r.size, r.rule, r.detail)
+            for r in conn.execute(select(audit).where(audit.c.entity == "path").order_by(audit.c.id))
+        ]
 
 
 def test_dry_run_keeps_the_file_and_audits_what_would_go(settings: config.Settings) -> None:
@@ -93,5 +115,7 @@ def test_a_file_already_gone_is_audited_as_missing(settings: config.Settings) ->
     work.mkdir(parents=True)
     assert deleter.delete(str(work / "gone.txt"), rule="test", dry_run=False) is False
     assert deleter.delete(str(work / "gone.txt"), rule="test", dry_run=True) is False
-    assert _deletion_audit(settings) == [("delete-missing", "gone.txt", None, "test", None),
-                                         ("dry-run-delete", "gone.txt", None, "test", None)]
+    assert _deletion_audit(settings) == [
+        ("delete-missing", "gone.txt", None, "test", None),
+        ("dry-run-delete", "gone.txt", None, "test", None),
+    ]

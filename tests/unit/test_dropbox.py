@@ -65,8 +65,9 @@ def test_declared_size_and_source(tmp_path: Path) -> None:
     assert (origin.size, origin.source) == (999, "producer:/a/b")
 
 
-@pytest.mark.parametrize("name", ["bad name.root", "DQM_V0001_R1.txt", "foo.root",
-                                  "DQM_V0001_Ecal_R000300001__A__B__C.root"])
+@pytest.mark.parametrize(
+    "name", ["bad name.root", "DQM_V0001_R1.txt", "foo.root", "DQM_V0001_Ecal_R000300001__A__B__C.root"]
+)
 def test_upload_refuses_bad_names(tmp_path: Path, name: str) -> None:
     src = _file(tmp_path, name)
     with pytest.raises(naming.InvalidName):
@@ -74,8 +75,9 @@ def test_upload_refuses_bad_names(tmp_path: Path, name: str) -> None:
     assert not (tmp_path / "box" / "0000").exists()
 
 
-@pytest.mark.parametrize("text", ["", "md5:xyz 12 a", "crc32:12 12 a", "md5:" + "a" * 32 + " -1 src",
-                                  "md5:" + "a" * 32 + " 12"])
+@pytest.mark.parametrize(
+    "text", ["", "md5:xyz 12 a", "crc32:12 12 a", "md5:" + "a" * 32 + " -1 src", "md5:" + "a" * 32 + " 12"]
+)
 def test_parse_origin_rejects(text: str) -> None:
     with pytest.raises(dropbox.OriginError):
         dropbox.parse_origin(text)
@@ -126,8 +128,9 @@ def test_scan_lists_claims_for_the_catalog_to_judge(tmp_path: Path) -> None:
     assert cand.origin == target.with_name(ONLINE + ".origin.claimed")
 
 
-def test_place_backs_off_from_an_older_upload_still_being_received(tmp_path: Path,
-                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+def test_place_backs_off_from_an_older_upload_still_being_received(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """The slot check and the link are not one step without a lock: an older upload of the name may be
     placed and claimed in between (its file gone, its claim still there). Our link then goes back."""
     box = tmp_path / "box"
@@ -147,8 +150,9 @@ def test_place_backs_off_from_an_older_upload_still_being_received(tmp_path: Pat
     assert list((box / ".uploading").iterdir()) == []
 
 
-def test_place_moves_on_when_another_uploader_links_first(tmp_path: Path,
-                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+def test_place_moves_on_when_another_uploader_links_first(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     box = tmp_path / "box"
     (box / "0000").mkdir(parents=True)
     (box / "0000" / ONLINE).write_bytes(b"another host's upload")

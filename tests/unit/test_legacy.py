@@ -39,10 +39,15 @@ def test_long_suffix_inside_strings_untouched():
 
 
 def test_zinfo_and_json():
-    z = parse_legacy_info("{'zactions': 2, 'zmtime': 1528000000.5, 'zpath': '/z/a.zip', 'frozen': 1528600000}")
+    z = parse_legacy_info(
+        "{'zactions': 2, 'zmtime': 1528000000.5, 'zpath': '/z/a.zip', 'frozen': 1528600000}"
+    )
     assert z["zactions"] == 2 and z["zmtime"] == 1528000000.5
     assert parse_legacy_info('{"class": "online_data", "subsystem": null, "ok": true}') == {
-        "class": "online_data", "subsystem": None, "ok": True}
+        "class": "online_data",
+        "subsystem": None,
+        "ok": True,
+    }
 
 
 @pytest.mark.parametrize(

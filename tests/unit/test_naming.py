@@ -12,8 +12,12 @@ from t0dqm.formats.naming import DqmName, InvalidName, classify, repository_path
 JAN_2024 = calendar.timegm((2024, 1, 15, 12, 0, 0))
 DEC_2023_LATE = calendar.timegm((2023, 12, 31, 23, 59, 59))
 
-RELVAL_DATA = "DQM_V0001_R000355000__JetHT__CMSSW_12_4_0_pre3-124X_dataRun3_v1_RelVal_jetHT2022A-v1__DQMIO.root"
-RELVAL_MC = "DQM_V0001_R000000001__RelValTTbar_14TeV__CMSSW_12_4_0_pre3-124X_mcRun3_2022_realistic_v5-v1__DQMIO.root"
+RELVAL_DATA = (
+    "DQM_V0001_R000355000__JetHT__CMSSW_12_4_0_pre3-124X_dataRun3_v1_RelVal_jetHT2022A-v1__DQMIO.root"
+)
+RELVAL_MC = (
+    "DQM_V0001_R000000001__RelValTTbar_14TeV__CMSSW_12_4_0_pre3-124X_mcRun3_2022_realistic_v5-v1__DQMIO.root"
+)
 RELVAL_RDMC = "DQM_V0001_R000320000__RelValTTbar_13__CMSSW_10_6_0-PU_rundepMC_106X-v1__DQMIO.root"
 OFFLINE = "DQM_V0001_R000316000__ZeroBias__Run2018A-17Sep2018-v1__DQMIO.root"
 SIMULATED = "DQM_V0001_R000000001__MinBias_TuneCP5__RunIISummer20UL18-106X_upgrade2018-v1__DQMIO.root"
@@ -64,12 +68,20 @@ def test_offline_data():
     assert info.class_ == "offline_data"
     assert info.run == 316000 and info.version == 1
     assert info.dataset == "/ZeroBias/Run2018A-17Sep2018-v1/DQMIO"
-    assert (info.era, info.primds, info.procds, info.tier) == ("Run2018", "ZeroBias", "Run2018A-17Sep2018-v1",
-                                                               "DQMIO")
+    assert (info.era, info.primds, info.procds, info.tier) == (
+        "Run2018",
+        "ZeroBias",
+        "Run2018A-17Sep2018-v1",
+        "DQMIO",
+    )
     assert info.release is None and info.subsystem is None
-    assert repository_path(info, 1) == ("OfflineData/Run2018/ZeroBias/0003160xx/"
-                                        "DQM_V0001_R000316000__ZeroBias__Run2018A-17Sep2018-v1__DQMIO.root")
-    assert zip_pattern(info) == "OfflineData/Run2018/ZeroBias/DQM_Offline_Run2018_ZeroBias_R0003160xx_S%04d.zip"
+    assert repository_path(info, 1) == (
+        "OfflineData/Run2018/ZeroBias/0003160xx/"
+        "DQM_V0001_R000316000__ZeroBias__Run2018A-17Sep2018-v1__DQMIO.root"
+    )
+    assert (
+        zip_pattern(info) == "OfflineData/Run2018/ZeroBias/DQM_Offline_Run2018_ZeroBias_R0003160xx_S%04d.zip"
+    )
 
 
 def test_offline_run_two_is_offline():
@@ -116,7 +128,9 @@ def test_simulated():
     assert info.era == "RunIISummer20" and info.primds == "MinBias_TuneCP5"
     assert info.release is None
     assert repository_path(info, 1) == "MonteCarlo/RunIISummer20/" + SIMULATED
-    assert zip_pattern(info) == "MonteCarlo/RunIISummer20/DQM_MC_RunIISummer20_MinBias_TuneCP5_202401_S%04d.zip"
+    assert (
+        zip_pattern(info) == "MonteCarlo/RunIISummer20/DQM_MC_RunIISummer20_MinBias_TuneCP5_202401_S%04d.zip"
+    )
     # explicit mtime wins over the one carried in the info; the month is UTC
     assert zip_pattern(info, DEC_2023_LATE).endswith("_202312_S%04d.zip")
 
@@ -150,15 +164,26 @@ def test_class_order_rundep_before_relval_data():
     [
         ("DQM_V0002_R000316000__ZeroBias__Run2018A-v1__DQMIO.root", "version is 2, not 1"),
         ("DQM_V0001_R000000000__ZeroBias__Run2018A-v1__DQMIO.root", "run number is < 1"),
-        ("DQM_V0001_R000000001__MinBias__Summer20-rundepMC-v1__DQMIO.root",
-         "run-dependent Monte Carlo naming, but run number is 1"),
-        ("DQM_V0001_R000000001__RelValTTbar__CMSSW_10_6_0-rundepMC-v1__DQMIO.root",
-         "relval run-dependent MC naming, but run number is 1"),
-        ("DQM_V0001_R000000002__RelValTTbar__CMSSW_10_6_0-v1__DQMIO.root",
-         "relval MC naming, but run number is 2, not 1"),
-        ("DQM_V0001_R000000001__JetHT__CMSSW_12_4_0-v1__DQMIO.root", "relval data naming, but run number is 1"),
-        ("DQM_V0001_R000316000__ZeroBias__Run2018A-CMSSW_10-v1__DQMIO.root",
-         "non-relval dataset name contains 'CMSSW'"),
+        (
+            "DQM_V0001_R000000001__MinBias__Summer20-rundepMC-v1__DQMIO.root",
+            "run-dependent Monte Carlo naming, but run number is 1",
+        ),
+        (
+            "DQM_V0001_R000000001__RelValTTbar__CMSSW_10_6_0-rundepMC-v1__DQMIO.root",
+            "relval run-dependent MC naming, but run number is 1",
+        ),
+        (
+            "DQM_V0001_R000000002__RelValTTbar__CMSSW_10_6_0-v1__DQMIO.root",
+            "relval MC naming, but run number is 2, not 1",
+        ),
+        (
+            "DQM_V0001_R000000001__JetHT__CMSSW_12_4_0-v1__DQMIO.root",
+            "relval data naming, but run number is 1",
+        ),
+        (
+            "DQM_V0001_R000316000__ZeroBias__Run2018A-CMSSW_10-v1__DQMIO.root",
+            "non-relval dataset name contains 'CMSSW'",
+        ),
         ("DQM_V0001_R000316000__ZeroBias__CMSSWX-v1__DQMIO.root", "non-relval dataset name contains 'CMSSW'"),
         ("DQM_V0001_R000316000__ZeroBias__Commissioning-v1__DQMIO.root", "failed to determine era"),
         ("DQM_V0001_R000000001__MinBias__Private-v1__DQMIO.root", "failed to determine era"),
@@ -201,8 +226,20 @@ def test_safe_path_regex():
 
 def test_to_json_fields():
     d = to_json(classify(OFFLINE))
-    assert list(d) == ["class", "run", "version", "dataset", "subsystem", "era", "primds", "procds", "tier",
-                       "release", "path", "zippat"]
+    assert list(d) == [
+        "class",
+        "run",
+        "version",
+        "dataset",
+        "subsystem",
+        "era",
+        "primds",
+        "procds",
+        "tier",
+        "release",
+        "path",
+        "zippat",
+    ]
     assert d["subsystem"] is None and d["release"] is None and d["class"] == "offline_data"
     d = to_json(classify(SIMULATED), JAN_2024)
     assert d["zippat"].endswith("_202401_S%04d.zip")
@@ -211,8 +248,15 @@ def test_to_json_fields():
 
 
 def test_class_tables():
-    assert naming.CLASS_PRIORITY == ("online_data", "offline_data", "simulated", "relval_data", "relval_mc",
-                                     "relval_rundepmc", "simulated_rundep")
+    assert naming.CLASS_PRIORITY == (
+        "online_data",
+        "offline_data",
+        "simulated",
+        "relval_data",
+        "relval_mc",
+        "relval_rundepmc",
+        "simulated_rundep",
+    )
     assert set(naming.CLASSES) == set(naming.CLASS_PRIORITY)
     assert naming.class_priority("online_data") == 0
     assert naming.class_priority("nope") == len(naming.CLASS_PRIORITY)

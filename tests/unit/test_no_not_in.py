@@ -46,8 +46,11 @@ def offences(source: str, filename: str = "<string>") -> list[str]:
         negated = None
         if isinstance(node, ast.UnaryOp) and isinstance(node.op, (ast.Invert, ast.Not)):
             negated = _in_call(node.operand, {"in_"})
-        elif isinstance(node, ast.Call) and getattr(node.func, "id", getattr(node.func, "attr", "")) == "not_" \
-                and node.args:
+        elif (
+            isinstance(node, ast.Call)
+            and getattr(node.func, "id", getattr(node.func, "attr", "")) == "not_"
+            and node.args
+        ):
             negated = _in_call(node.args[0], {"in_"})
         if negated is not None and any(_builds_query(a) for a in negated.args):
             found.append(f"{where}: negated .in_(<query>)")
@@ -57,25 +60,30 @@ def offences(source: str, filename: str = "<string>") -> list[str]:
 
 
 def test_the_scan_finds_each_form() -> None:
-    bad = '''
+    bad = """
 q1 = select(files.c.id).where(files.c.id.not_in(select(members.c.file_id)))
 q2 = select(files.c.id).where(files.c.id.notin_(sub.subquery()))
 q3 = select(files.c.id).where(~files.c.id.in_(select(members.c.file_id)))
 q4 = select(files.c.id).where(not_(files.c.id.in_(select(members.c.file_id))))
 q5 = "SELECT id FROM files WHERE id not in ( select file_id FROM members)"
-'''
+"""
     assert len(offences(bad)) == 5
-    fine = '''
+    fine = """
 q1 = select(files.c.id).where(files.c.state.not_in(["removed"]), files.c.id.not_in(ids))
 q2 = select(files.c.id).where(~exists().where(members.c.file_id == files.c.id))
 q3 = select(files.c.id).where(files.c.id.in_(select(members.c.file_id)))
-'''
+"""
     assert offences(fine) == []
 
 
 def test_no_not_in_subquery_in_t0dqm() -> None:
     package = Path(t0dqm.__file__).parent
-    found = [hit for path in sorted(package.rglob("*.py"))
-             for hit in offences(path.read_text(), str(path.relative_to(package.parent)))]
-    assert found == [], "NOT IN (subquery) is back; write it as NOT EXISTS (t0dqm.catalog.queries.not_member):\n" + \
-        "\n".join(found)
+    found = [
+        hit
+        for path in sorted(package.rglob("*.py"))
+        for hit in offences(path.read_text(), str(path.relative_to(package.parent)))
+    ]
+    assert found == [], (
+        "NOT IN (subquery) is back; write it as NOT EXISTS (t0dqm.catalog.queries.not_member):\n"
+        + "\n".join(found)
+    )

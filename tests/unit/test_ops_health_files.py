@@ -12,13 +12,32 @@ import yaml
 from t0dqm.policies import health
 
 ROOT = Path(__file__).resolve().parents[2]
-T0DQM_METRICS = {"t0dqm_queue_depth", "t0dqm_files", "t0dqm_files_index", "t0dqm_archives", "t0dqm_archived_bytes",
-                 "t0dqm_quota_used_bytes", "t0dqm_quota_bytes", "t0dqm_quota_use_ratio", "t0dqm_alarms_active",
-                 "t0dqm_quarantined", "t0dqm_tasks_total", "t0dqm_task_seconds_total",
-                 "t0dqm_beat_heartbeat_age_seconds", "t0dqm_oldest_waiting_seconds", "t0dqm_broker_up",
-                 "t0dqm_catalog_up", "t0dqm_scrape_seconds"}
-FLOWER_METRICS = {"flower_worker_online", "flower_worker_number_of_currently_executing_tasks",
-                  "flower_task_runtime_seconds_bucket", "flower_events_total", "flower_worker_prefetched_tasks"}
+T0DQM_METRICS = {
+    "t0dqm_queue_depth",
+    "t0dqm_files",
+    "t0dqm_files_index",
+    "t0dqm_archives",
+    "t0dqm_archived_bytes",
+    "t0dqm_quota_used_bytes",
+    "t0dqm_quota_bytes",
+    "t0dqm_quota_use_ratio",
+    "t0dqm_alarms_active",
+    "t0dqm_quarantined",
+    "t0dqm_tasks_total",
+    "t0dqm_task_seconds_total",
+    "t0dqm_beat_heartbeat_age_seconds",
+    "t0dqm_oldest_waiting_seconds",
+    "t0dqm_broker_up",
+    "t0dqm_catalog_up",
+    "t0dqm_scrape_seconds",
+}
+FLOWER_METRICS = {
+    "flower_worker_online",
+    "flower_worker_number_of_currently_executing_tasks",
+    "flower_task_runtime_seconds_bucket",
+    "flower_events_total",
+    "flower_worker_prefetched_tasks",
+}
 RX_METRIC = re.compile(r"\b((?:t0dqm|flower)_[a-z_]+)\b")
 
 
@@ -36,8 +55,10 @@ def test_alert_rules_load_and_use_known_metrics() -> None:
         assert _names(rule["expr"]) <= T0DQM_METRICS | FLOWER_METRICS, rule["alert"]
         anchor = rule["annotations"]["runbook"].partition("#")[2]
         if anchor:
-            headings = {re.sub(r"[^a-z0-9 -]", "", h.lower()).replace(" ", "-")
-                        for h in re.findall(r"^## (.+)$", runbook, re.MULTILINE)}
+            headings = {
+                re.sub(r"[^a-z0-9 -]", "", h.lower()).replace(" ", "-")
+                for h in re.findall(r"^## (.+)$", runbook, re.MULTILINE)
+            }
             assert anchor in headings, (rule["alert"], anchor)
 
 
@@ -57,14 +78,27 @@ def test_dashboard_is_valid_and_uses_known_metrics() -> None:
         for target in panel["targets"]:
             used |= _names(target["expr"])
     assert used <= T0DQM_METRICS | FLOWER_METRICS
-    assert {"t0dqm_queue_depth", "t0dqm_files", "t0dqm_archived_bytes", "t0dqm_quota_use_ratio",
-            "t0dqm_alarms_active", "flower_worker_online"} <= used
+    assert {
+        "t0dqm_queue_depth",
+        "t0dqm_files",
+        "t0dqm_archived_bytes",
+        "t0dqm_quota_use_ratio",
+        "t0dqm_alarms_active",
+        "flower_worker_online",
+    } <= used
 
 
 def test_runbook_covers_every_health_family() -> None:
     runbook = (ROOT / "ops/runbook.md").read_text()
-    for family in ("broker", "queue:<queue>", "backlog:<queue>", "beat", "latency:<step>", "collector:<host>",
-                   "quarantine"):
+    for family in (
+        "broker",
+        "queue:<queue>",
+        "backlog:<queue>",
+        "beat",
+        "latency:<step>",
+        "collector:<host>",
+        "quarantine",
+    ):
         assert f"## {health.PREFIX}{family}\n" in runbook, family
     for other in ("archive:trouble", "zip:file:<id>", "index-merge-failed", "quota:<class>"):
         assert f"## {other}\n" in runbook

@@ -12,12 +12,19 @@ NAME = "DQM_V0001_R000123456__A__B__C.root"
 OVH = pol.member_overhead(NAME)
 
 
-def sf(serial: int, state: str = states.OPEN, size: int = 0, nfiles: int = 0, readable: bool = True,
-       has_name: bool = False) -> pol.SerialFacts:
+def sf(
+    serial: int,
+    state: str = states.OPEN,
+    size: int = 0,
+    nfiles: int = 0,
+    readable: bool = True,
+    has_name: bool = False,
+) -> pol.SerialFacts:
     return pol.SerialFacts(serial, state, size, nfiles, readable, has_name)
 
 
 # -- choose_serial ---------------------------------------------------------------------------------
+
 
 def test_no_serial_yet_starts_at_first() -> None:
     assert pol.choose_serial([], 10, NAME, MAX) == pol.FIRST_SERIAL == 1
@@ -52,7 +59,11 @@ def test_never_adds_to_a_non_open_serial(state: str) -> None:
 
 
 def test_first_suitable_serial_wins_even_if_older() -> None:
-    serials = [sf(3, size=10, nfiles=1), sf(1, state=states.FROZEN, size=10, nfiles=1), sf(2, size=20, nfiles=1)]
+    serials = [
+        sf(3, size=10, nfiles=1),
+        sf(1, state=states.FROZEN, size=10, nfiles=1),
+        sf(2, size=20, nfiles=1),
+    ]
     assert pol.choose_serial(serials, 10, NAME, MAX) == 2
 
 
@@ -87,8 +98,15 @@ def test_member_overhead_grows_with_name() -> None:
 DAY = 86400.0
 
 
-def af(id_: int, serial: int, state: str = states.OPEN, size: int = 10, nfiles: int = 1,
-       first_write: float | None = 0.0, pattern: str = "P_S%04d.zip") -> pol.ArchiveFacts:
+def af(
+    id_: int,
+    serial: int,
+    state: str = states.OPEN,
+    size: int = 10,
+    nfiles: int = 1,
+    first_write: float | None = 0.0,
+    pattern: str = "P_S%04d.zip",
+) -> pol.ArchiveFacts:
     return pol.ArchiveFacts(id_, pattern, serial, state, size, nfiles, first_write)
 
 
@@ -126,8 +144,9 @@ def test_non_open_archives_are_left_alone_but_count_for_newest() -> None:
 
 
 def test_patterns_are_independent() -> None:
-    got = pol.freeze_decisions([af(1, 1, pattern="A%04d"), af(2, 2, pattern="A%04d"), af(3, 1, pattern="B%04d")],
-                               1.0, DAY, MAX)
+    got = pol.freeze_decisions(
+        [af(1, 1, pattern="A%04d"), af(2, 2, pattern="A%04d"), af(3, 1, pattern="B%04d")], 1.0, DAY, MAX
+    )
     assert ids(got) == {1: "superseded"}
 
 
@@ -138,6 +157,7 @@ def test_is_full_boundary() -> None:
 
 
 # -- retries ---------------------------------------------------------------------------------------
+
 
 def test_backoff_grows_on_triangular_numbers() -> None:
     assert [pol.backoff_delay(n, 10) for n in range(1, 6)] == [10, 30, 60, 100, 150]
@@ -166,6 +186,7 @@ def test_delays_strictly_increase() -> None:
 
 
 # -- verify ---------------------------------------------------------------------------------------
+
 
 def test_verify_due_waits_for_the_delay_and_the_retry() -> None:
     assert not pol.verify_due(None, None, 100.0, 10)
@@ -220,12 +241,15 @@ def test_verified_waits_for_tape_when_required(on_tape: bool | None) -> None:
 
 # -- alarms and backups ------------------------------------------------------------------------------
 
+
 def test_summary_none_when_nothing_wrong() -> None:
     assert pol.summarise([]) is None
 
 
 def test_summary_counts_and_lists_a_few() -> None:
-    troubles = [pol.Trouble(f"z{i}.zip", states.FAILED if i % 2 else states.CONFLICT, i, f"r{i}") for i in range(8)]
+    troubles = [
+        pol.Trouble(f"z{i}.zip", states.FAILED if i % 2 else states.CONFLICT, i, f"r{i}") for i in range(8)
+    ]
     text = pol.summarise(troubles, max_listed=3)
     assert text is not None
     assert text.splitlines()[0] == "8 archive(s) need attention (4 conflict, 4 failed)"

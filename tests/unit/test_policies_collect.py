@@ -18,9 +18,14 @@ def test_parse_final_snapshot_done_and_rejects() -> None:
     assert snap.snapshot == 12 and snap.version == 3 and snap.prefix == "Playback"
     done = pf("DQM_V0001_Ecal_R000123456_T00000002.root_d")
     assert done.done and done.snapshot == 2
-    for bad in ("DQM_V1_Ecal_R000123456.root", "DQM_V0001_Ecal_R12345.root", "DQM_V0001_Ecal_R000123456.root.tmp",
-                "Other_V0001_Ecal_R000123456.root", "DQM_V0001_Ec-al_R000123456.root",
-                "DQM_V0001_Ecal_R000123456_T123.root"):
+    for bad in (
+        "DQM_V1_Ecal_R000123456.root",
+        "DQM_V0001_Ecal_R12345.root",
+        "DQM_V0001_Ecal_R000123456.root.tmp",
+        "Other_V0001_Ecal_R000123456.root",
+        "DQM_V0001_Ec-al_R000123456.root",
+        "DQM_V0001_Ecal_R000123456_T123.root",
+    ):
         assert pc.parse(bad) is None, bad
 
 
@@ -36,9 +41,14 @@ def test_plan_collect_orders_snapshots_newest_first_and_skips_open() -> None:
         pf("DQM_V0001_Pixel_R000000300.root"),
         pf("DQM_V0001_Ecal_R000000050.root_d"),
     ]
-    jobs = pc.plan_collect(files, open_paths={"/c/DQM_V0001_Pixel_R000000300.root",
-                                              "/c/DQM_V0001_Ecal_R000000100_T00000002.root"})
-    assert [j.final.name for j in jobs] == ["DQM_V0001_Hcal_R000000200.root", "DQM_V0001_Ecal_R000000100.root"]
+    jobs = pc.plan_collect(
+        files,
+        open_paths={"/c/DQM_V0001_Pixel_R000000300.root", "/c/DQM_V0001_Ecal_R000000100_T00000002.root"},
+    )
+    assert [j.final.name for j in jobs] == [
+        "DQM_V0001_Hcal_R000000200.root",
+        "DQM_V0001_Ecal_R000000100.root",
+    ]
     ecal = jobs[1]
     assert [s.snapshot for s in ecal.snapshots] == [10, 1]  # T2 is open
     assert jobs[0].snapshots == ()
@@ -74,7 +84,10 @@ def test_done_keeps_two_newest_per_subsystem_and_run() -> None:
 
 def test_orphans_wait_fifteen_minutes() -> None:
     snaps = [pf("DQM_V0001_Ecal_R000000100_T00000001.root", mtime=100)]
-    assert pc.plan_orphans(snaps, [], {}, last_upload=1000, last_seen_run=200, now=1000 + 899) == pc.OrphanDecision()
+    assert (
+        pc.plan_orphans(snaps, [], {}, last_upload=1000, last_seen_run=200, now=1000 + 899)
+        == pc.OrphanDecision()
+    )
     d = pc.plan_orphans(snaps, [], {}, last_upload=1000, last_seen_run=200, now=1000 + 900)
     assert d.placeholders == ("/c/DQM_V0001_Ecal_R000000100.root",) and d.remove == ()
 
@@ -87,14 +100,22 @@ def test_orphans_rules() -> None:
         pf("DQM_V0001_Pixel_R000000100_T00000001.root", mtime=100),  # newer file already done -> remove
         pf("DQM_V0001_Ecal_R000000300_T00000001.root", mtime=100),  # run newer than last seen: wait
     ]
-    d = pc.plan_orphans(snaps, ["/c/DQM_V0001_Hcal_R000000100.root"], {("Pixel", 100): 500.0, ("Ecal", 100): 50.0},
-                        last_upload=0, last_seen_run=200, now=10_000)
+    d = pc.plan_orphans(
+        snaps,
+        ["/c/DQM_V0001_Hcal_R000000100.root"],
+        {("Pixel", 100): 500.0, ("Ecal", 100): 50.0},
+        last_upload=0,
+        last_seen_run=200,
+        now=10_000,
+    )
     assert d.placeholders == ("/c/DQM_V0001_Ecal_R000000100.root",)
     assert [s.name for s in d.remove] == ["DQM_V0001_Pixel_R000000100_T00000001.root"]
 
 
 def test_cleaner_idle_below_high_mark() -> None:
-    plan = pc.plan_clean(pc.DiskUsage(total=1000, used=899), [pf("DQM_V0001_Ecal_R000000100.root_d", size=500)])
+    plan = pc.plan_clean(
+        pc.DiskUsage(total=1000, used=899), [pf("DQM_V0001_Ecal_R000000100.root_d", size=500)]
+    )
     assert not plan.act and plan.delete == ()
 
 
@@ -109,14 +130,19 @@ def test_cleaner_frees_done_files_by_run_order_down_to_half() -> None:
     plan = pc.plan_clean(pc.DiskUsage(total=1000, used=900), done)
     assert plan.act and plan.to_free == 400
     assert [p.rsplit("/", 1)[1] for p in plan.delete] == [
-        "DQM_V0001_Ecal_R000000100_T00000001.root_d", "DQM_V0001_Ecal_R000000100_T00000002.root_d",
-        "DQM_V0001_Hcal_R000000200.root_d"]
+        "DQM_V0001_Ecal_R000000100_T00000001.root_d",
+        "DQM_V0001_Ecal_R000000100_T00000002.root_d",
+        "DQM_V0001_Hcal_R000000200.root_d",
+    ]
     assert plan.freed == 500 and not plan.short
 
 
 def test_cleaner_reports_short_when_done_cannot_free_enough() -> None:
-    plan = pc.plan_clean(pc.DiskUsage(total=1000, used=950), [pf("DQM_V0001_Ecal_R000000100.root_d", size=100)],
-                         other_done=[("/done/junk", 50)])
+    plan = pc.plan_clean(
+        pc.DiskUsage(total=1000, used=950),
+        [pf("DQM_V0001_Ecal_R000000100.root_d", size=100)],
+        other_done=[("/done/junk", 50)],
+    )
     assert plan.short and plan.delete == ("/c/DQM_V0001_Ecal_R000000100.root_d", "/done/junk")
     assert plan.freed == 150
 
@@ -125,11 +151,18 @@ def test_cleaner_collect_folder() -> None:
     names = [
         ("/c/DQM_V0001_Ecal_R000000100.root", 1.0),  # waiting for the collector: stays
         ("/c/DQM_V0001_Ecal_R000000100_T00000001.root", 1.0),  # snapshot: stays
-        ("/c/a.tmp", 1.0), ("/c/b.tmp", 3.0), ("/c/c.tmp", 2.0),  # all but the newest go
+        ("/c/a.tmp", 1.0),
+        ("/c/b.tmp", 3.0),
+        ("/c/c.tmp", 2.0),  # all but the newest go
         ("/c/notes.txt", 1.0),  # stray
         ("/c/held.txt", 1.0),  # stray but open: stays
     ]
-    plan = pc.plan_clean(pc.DiskUsage(total=100, used=95), [], collect_names=names, collect_dirs=["/c/sub"],
-                         open_paths={"/c/held.txt"})
+    plan = pc.plan_clean(
+        pc.DiskUsage(total=100, used=95),
+        [],
+        collect_names=names,
+        collect_dirs=["/c/sub"],
+        open_paths={"/c/held.txt"},
+    )
     assert set(plan.collect_delete) == {"/c/notes.txt", "/c/c.tmp", "/c/a.tmp", "/c/sub"}
     assert plan.reasons["/c/sub"].startswith("subfolder")

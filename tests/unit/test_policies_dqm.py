@@ -14,8 +14,11 @@ DS = "/ZeroBias/Run2024A-v1/DQMIO"
 
 # --- versions ---------------------------------------------------------------------------------------------
 
+
 def vf(version, run=1000, dataset=DS, subsystem=None, archived=False, present=True):
-    return VersionedFile(f"p/V{version}/{run}/{subsystem}", run, dataset, subsystem, version, archived, present)
+    return VersionedFile(
+        f"p/V{version}/{run}/{subsystem}", run, dataset, subsystem, version, archived, present
+    )
 
 
 def test_newest_kept_older_archived_deleted():
@@ -38,9 +41,13 @@ def test_not_archived_is_not_deleted():
 
 
 def test_samples_are_independent():
-    files = [vf(1, archived=True, subsystem="Ecal"), vf(1, archived=True, subsystem="Hcal"),
-             vf(1, archived=True, run=1001), vf(1, archived=True, dataset="/Other/Run2024A-v1/DQMIO"),
-             vf(2, subsystem="Ecal")]
+    files = [
+        vf(1, archived=True, subsystem="Ecal"),
+        vf(1, archived=True, subsystem="Hcal"),
+        vf(1, archived=True, run=1001),
+        vf(1, archived=True, dataset="/Other/Run2024A-v1/DQMIO"),
+        vf(2, subsystem="Ecal"),
+    ]
     dels = versions.deletions(files)
     assert [(d.file.subsystem, d.file.version) for d in dels] == [("Ecal", 1)]
 
@@ -64,6 +71,7 @@ def test_is_newest():
 
 
 # --- quota ------------------------------------------------------------------------------------------------
+
 
 def qf(name, size, mtime, archived=True, cls="offline_data", present=True):
     return QuotaFile(name, cls, size, mtime, archived, present)
@@ -116,8 +124,12 @@ def test_absent_and_other_class_files_ignored():
 
 
 def test_plan_quota_per_class():
-    files = [qf("o1", 60, 1, cls="online_data"), qf("o2", 60, 2, cls="online_data"),
-             qf("x", 10, 1, cls="relval_mc"), qf("nq", 10**9, 1, cls="no_quota_class")]
+    files = [
+        qf("o1", 60, 1, cls="online_data"),
+        qf("o2", 60, 2, cls="online_data"),
+        qf("x", 10, 1, cls="relval_mc"),
+        qf("nq", 10**9, 1, cls="no_quota_class"),
+    ]
     plans = plan_quota(files, {"online_data": 100, "relval_mc": 100})
     assert set(plans) == {"online_data", "relval_mc"}
     assert [d.file.path for d in plans["online_data"].deletions] == ["o1"]
@@ -148,13 +160,20 @@ def decisions(runs, **kw):
 def test_default_rules_table():
     newest = [run(999, t, 10, 0) for t in run_deletion.RUN_TYPES]
     runs = [
-        run(1, "COLLISIONS", 500, 700), run(2, "COLLISIONS", 500, 731),
-        run(10, "COSMICS", 60, 170), run(11, "COSMICS", 60, 190),
-        run(12, "COSMICS", 30, 80), run(13, "COSMICS", 30, 100),
-        run(14, "COSMICS", 10, 20), run(15, "COSMICS", 10, 40),
-        run(20, "TEST", 150, 15), run(21, "TEST", 150, 25),
-        run(22, "TEST", 50, 5), run(23, "TEST", 50, 11),
-        run(24, "TEST", 0, 0.5), run(25, "TEST", 0, 2),
+        run(1, "COLLISIONS", 500, 700),
+        run(2, "COLLISIONS", 500, 731),
+        run(10, "COSMICS", 60, 170),
+        run(11, "COSMICS", 60, 190),
+        run(12, "COSMICS", 30, 80),
+        run(13, "COSMICS", 30, 100),
+        run(14, "COSMICS", 10, 20),
+        run(15, "COSMICS", 10, 40),
+        run(20, "TEST", 150, 15),
+        run(21, "TEST", 150, 25),
+        run(22, "TEST", 50, 5),
+        run(23, "TEST", 50, 11),
+        run(24, "TEST", 0, 0.5),
+        run(25, "TEST", 0, 2),
         run(30, "OTHER", 5, 700),
     ]
     d = decisions(runs + newest)
@@ -193,8 +212,11 @@ def test_unmatched_keep_days_option():
 
 
 def test_min_subsystems_option():
-    runs = [run(1, "COLLISIONS", 500, 1, n_subsystems=5), run(2, "COLLISIONS", 500, 1, n_subsystems=20),
-            run(3, "COLLISIONS", 500, 0)]
+    runs = [
+        run(1, "COLLISIONS", 500, 1, n_subsystems=5),
+        run(2, "COLLISIONS", 500, 1, n_subsystems=20),
+        run(3, "COLLISIONS", 500, 0),
+    ]
     assert [d.run for d in runs_to_delete(runs, NOW)] == []
     dels = runs_to_delete(runs, NOW, min_subsystems=13)
     assert [(d.run, d.rule) for d in dels] == [(1, "min-subsystems")]

@@ -10,16 +10,31 @@ from t0dqm.policies.gui import FileFacts
 ONLINE, SUB = "/Global/Online/ALL", "/Global/Online/{subsystem}"
 
 
-def facts(i: int, cls: str = "offline_data", run: int = 300002, version: int = 1,
-          dataset: str = "/ZeroBias/Run2024A-PromptReco-v1/DQMIO", subsystem: str | None = None,
-          **kw: bool) -> FileFacts:
-    return FileFacts(id=i, path=f"OfflineData/f{i}_V{version:04d}.root", cls=cls, run=run, version=version,
-                     dataset=dataset, subsystem=subsystem, **kw)
+def facts(
+    i: int,
+    cls: str = "offline_data",
+    run: int = 300002,
+    version: int = 1,
+    dataset: str = "/ZeroBias/Run2024A-PromptReco-v1/DQMIO",
+    subsystem: str | None = None,
+    **kw: bool,
+) -> FileFacts:
+    return FileFacts(
+        id=i,
+        path=f"OfflineData/f{i}_V{version:04d}.root",
+        cls=cls,
+        run=run,
+        version=version,
+        dataset=dataset,
+        subsystem=subsystem,
+        **kw,
+    )
 
 
 def plan(cands, group=(), **kw):
-    return policy.plan(cands, group, repository="/data/repo", online_dataset=ONLINE,
-                       online_subsystem_dataset=SUB, **kw)
+    return policy.plan(
+        cands, group, repository="/data/repo", online_dataset=ONLINE, online_subsystem_dataset=SUB, **kw
+    )
 
 
 def test_gui_dataset_per_class():
@@ -37,8 +52,13 @@ def test_gui_dataset_per_class():
 
 def test_sample_payload_and_paths():
     (sample,) = plan([facts(1)]).send
-    assert sample.payload() == {"dataset": "/ZeroBias/Run2024A-PromptReco-v1/DQMIO", "run": 300002, "lumi": 0,
-                                "file": "/data/repo/OfflineData/f1_V0001.root", "fileformat": 1}
+    assert sample.payload() == {
+        "dataset": "/ZeroBias/Run2024A-PromptReco-v1/DQMIO",
+        "run": 300002,
+        "lumi": 0,
+        "file": "/data/repo/OfflineData/f1_V0001.root",
+        "fileformat": 1,
+    }
     (prefixed,) = plan([facts(1)], prefix="root://eoscms.cern.ch//eos/dqm/").send
     assert prefixed.file == "root://eoscms.cern.ch//eos/dqm/OfflineData/f1_V0001.root"
     assert policy.archive_url_path(367013, ONLINE) == "/api/v1/archive/367013/Global/Online/ALL/"
@@ -60,19 +80,31 @@ def test_newest_version_wins_whoever_comes_first():
 
 
 def test_one_key_per_file_across_subsystems_and_runs():
-    subs = [facts(i, "online_data", run=300001, dataset=ONLINE, subsystem=s)
-            for i, s in enumerate(("Ecal", "Hcal", "Pixel"), 1)]
+    subs = [
+        facts(i, "online_data", run=300001, dataset=ONLINE, subsystem=s)
+        for i, s in enumerate(("Ecal", "Hcal", "Pixel"), 1)
+    ]
     merged = facts(9, "online_data", run=300001, dataset=ONLINE)
     p = plan([*subs, merged])
-    assert sorted(s.dataset for s in p.send) == ["/Global/Online/ALL", "/Global/Online/Ecal",
-                                                 "/Global/Online/Hcal", "/Global/Online/Pixel"]
+    assert sorted(s.dataset for s in p.send) == [
+        "/Global/Online/ALL",
+        "/Global/Online/Ecal",
+        "/Global/Online/Hcal",
+        "/Global/Online/Pixel",
+    ]
     other_run = facts(10, run=300003)
     assert len(plan([facts(1), other_run]).send) == 2
 
 
 def test_what_is_not_sent_and_why():
-    p = plan([facts(1, removed=True), facts(2, run=5, indexed=False), facts(3, run=6, registered=True),
-              facts(4, run=7, dataset="/bad")])
+    p = plan(
+        [
+            facts(1, removed=True),
+            facts(2, run=5, indexed=False),
+            facts(3, run=6, registered=True),
+            facts(4, run=7, dataset="/bad"),
+        ]
+    )
     assert p.send == ()
     reasons = dict(p.skip)
     assert reasons[1] == "ROOT file removed" and "not for the index" in reasons[2]

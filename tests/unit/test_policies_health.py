@@ -7,8 +7,13 @@ import pytest
 from t0dqm.policies import health as h
 
 NOW = 1_700_000_000.0
-LIMITS = h.Limits(canary_max_age=900, max_queue_depth=100, beat_max_age=300, collector_max_age=3600,
-                  latency=h.latency_limits(5 * 3600, 86400))
+LIMITS = h.Limits(
+    canary_max_age=900,
+    max_queue_depth=100,
+    beat_max_age=300,
+    collector_max_age=3600,
+    latency=h.latency_limits(5 * 3600, 86400),
+)
 
 
 def facts(**kw) -> h.HealthFacts:
@@ -17,12 +22,18 @@ def facts(**kw) -> h.HealthFacts:
     return h.HealthFacts(**base)
 
 
-def q(name: str = "archive", canary: str = h.CANARY_OK, waited: float = 0.0, consumers=("w1@x",),
-      depth: int | None = 0) -> h.QueueFacts:
+def q(
+    name: str = "archive",
+    canary: str = h.CANARY_OK,
+    waited: float = 0.0,
+    consumers=("w1@x",),
+    depth: int | None = 0,
+) -> h.QueueFacts:
     return h.QueueFacts(name, canary, waited, None if consumers is None else tuple(consumers), depth)
 
 
 # -- all well ---------------------------------------------------------------------------------------
+
 
 def test_healthy_when_every_fact_is_good() -> None:
     d = h.decide(facts(queues=[q("receive"), q("archive"), q("ops", h.CANARY_SELF)]), LIMITS)
@@ -30,15 +41,29 @@ def test_healthy_when_every_fact_is_good() -> None:
 
 
 def test_healthy_clears_every_active_health_alarm_it_has_evidence_for() -> None:
-    active = ["health:queue:archive", "health:beat", "health:latency:zip", "health:backlog:archive",
-              "health:broker", "health:quarantine", "archive:trouble"]
+    active = [
+        "health:queue:archive",
+        "health:beat",
+        "health:latency:zip",
+        "health:backlog:archive",
+        "health:broker",
+        "health:quarantine",
+        "archive:trouble",
+    ]
     d = h.decide(facts(queues=[q("archive")], active_keys=active), LIMITS)
     assert d.healthy
-    assert set(d.clear) == {"health:queue:archive", "health:beat", "health:latency:zip", "health:backlog:archive",
-                            "health:broker", "health:quarantine"}  # never another module's alarm
+    assert set(d.clear) == {
+        "health:queue:archive",
+        "health:beat",
+        "health:latency:zip",
+        "health:backlog:archive",
+        "health:broker",
+        "health:quarantine",
+    }  # never another module's alarm
 
 
 # -- queues -----------------------------------------------------------------------------------------
+
 
 @pytest.mark.parametrize("canary", [h.CANARY_OK, h.CANARY_PROGRESS, h.CANARY_SELF])
 def test_answered_canary_is_healthy_even_without_listed_consumers(canary: str) -> None:
@@ -66,16 +91,19 @@ def test_unanswered_canary_inspection_unknown_waits_for_max_age() -> None:
 
 
 def test_unknown_canary_neither_raises_nor_clears() -> None:
-    d = h.decide(facts(queues=[q(canary=h.CANARY_UNKNOWN, consumers=())], active_keys=["health:queue:archive"]),
-                 LIMITS)
+    d = h.decide(
+        facts(queues=[q(canary=h.CANARY_UNKNOWN, consumers=())], active_keys=["health:queue:archive"]), LIMITS
+    )
     assert "health:queue:archive" not in d.keys and d.clear == ()
 
 
 def test_one_alarm_per_queue_and_stable_key_across_runs() -> None:
     stopped = q("archive", h.CANARY_UNANSWERED, 10, ())
     first = h.decide(facts(queues=[q("receive"), stopped]), LIMITS)
-    again = h.decide(facts(queues=[q("receive"), q("archive", h.CANARY_UNANSWERED, 310, ())],
-                           active_keys=first.keys), LIMITS)
+    again = h.decide(
+        facts(queues=[q("receive"), q("archive", h.CANARY_UNANSWERED, 310, ())], active_keys=first.keys),
+        LIMITS,
+    )
     assert first.keys == again.keys == ("health:queue:archive",)
     assert again.clear == ()
 
@@ -91,9 +119,14 @@ def test_queue_alarm_for_queue_no_longer_checked_is_cleared_when_broker_ok() -> 
 
 
 def test_broker_down_raises_broker_alarm_and_keeps_queue_alarms() -> None:
-    d = h.decide(facts(broker_error="Connection refused", queues=[q(canary=h.CANARY_UNKNOWN, consumers=None,
-                                                                     depth=None)],
-                       active_keys=["health:queue:archive", "health:backlog:archive"]), LIMITS)
+    d = h.decide(
+        facts(
+            broker_error="Connection refused",
+            queues=[q(canary=h.CANARY_UNKNOWN, consumers=None, depth=None)],
+            active_keys=["health:queue:archive", "health:backlog:archive"],
+        ),
+        LIMITS,
+    )
     assert d.keys == ("health:broker",)
     assert "Connection refused" in d.raise_[0].message
     assert d.clear == ()
@@ -103,7 +136,9 @@ def test_backlog_over_limit_only() -> None:
     assert h.backlog_alarm(q(depth=100), LIMITS) is None
     assert h.backlog_alarm(q(depth=None), LIMITS) is None
     a = h.backlog_alarm(q(depth=101), LIMITS)
-    assert a is not None and a.key == "health:backlog:archive" and a.severity == "warning" and "101" in a.message
+    assert (
+        a is not None and a.key == "health:backlog:archive" and a.severity == "warning" and "101" in a.message
+    )
 
 
 def test_backlog_unknown_depth_keeps_alarm() -> None:
@@ -117,6 +152,7 @@ def test_not_consumed_and_backlog_are_two_conditions() -> None:
 
 
 # -- beat -------------------------------------------------------------------------------------------
+
 
 def test_beat_never_seen_alarms() -> None:
     a = h.beat_alarm(facts(beat_heartbeat_at=None), LIMITS)
@@ -135,6 +171,7 @@ def test_beat_unknown_neither_raises_nor_clears() -> None:
 
 
 # -- latency ----------------------------------------------------------------------------------------
+
 
 def test_latency_limit_is_strictly_greater() -> None:
     at_limit = h.WaitingItem("index", "a.root", NOW - 5 * 3600)
@@ -170,8 +207,14 @@ def test_verify_step_gets_the_verify_delay() -> None:
 
 def test_latency_unchecked_step_ignored_and_not_cleared() -> None:
     item = h.WaitingItem("stage", "z.zip", NOW - 10 * 3600)
-    d = h.decide(facts(waiting=[item], steps_checked=("index",), active_keys=["health:latency:stage",
-                                                                             "health:latency:index"]), LIMITS)
+    d = h.decide(
+        facts(
+            waiting=[item],
+            steps_checked=("index",),
+            active_keys=["health:latency:stage", "health:latency:index"],
+        ),
+        LIMITS,
+    )
     assert d.keys == () and d.clear == ("health:latency:index",)
 
 
@@ -187,6 +230,7 @@ def test_latency_cleared_when_items_moved_on() -> None:
 
 # -- collectors ------------------------------------------------------------------------------------
 
+
 def test_collectors() -> None:
     f = facts(collectors={"a": NOW - 10, "b": NOW - 3601, "c": None})
     assert [a.key for a in h.collector_alarms(f, LIMITS)] == ["health:collector:b"]
@@ -199,6 +243,7 @@ def test_collector_unknown_activity_keeps_alarm_but_removed_host_clears() -> Non
 
 # -- quarantine -------------------------------------------------------------------------------------
 
+
 def test_quarantine() -> None:
     assert h.quarantine_alarm(facts(quarantined=0)) is None
     assert h.quarantine_alarm(facts(quarantined=None)) is None
@@ -209,6 +254,7 @@ def test_quarantine() -> None:
 
 
 # -- helpers ----------------------------------------------------------------------------------------
+
 
 def test_unknown_health_family_is_never_cleared() -> None:
     assert h.decide(facts(active_keys=["health:mystery:x"]), LIMITS).clear == ()
@@ -221,8 +267,10 @@ def test_family_and_subject() -> None:
     assert h.family("archive:trouble") == ""
 
 
-@pytest.mark.parametrize("seconds,text", [(5, "5 s"), (119, "119 s"), (600, "10 min"), (5 * 3600, "5.0 h"),
-                                          (3 * 86400, "3.0 d"), (-3, "0 s")])
+@pytest.mark.parametrize(
+    "seconds,text",
+    [(5, "5 s"), (119, "119 s"), (600, "10 min"), (5 * 3600, "5.0 h"), (3 * 86400, "3.0 d"), (-3, "0 s")],
+)
 def test_human_seconds(seconds: float, text: str) -> None:
     assert h.human_seconds(seconds) == text
 
@@ -236,13 +284,25 @@ def test_limits_from_defaults_and_overrides() -> None:
 def test_queues_to_check() -> None:
     base = ["receive", "archive", "sync", "ops"]
     assert h.queues_to_check(base, {}, []) == base
-    assert h.queues_to_check(base, {"skip_queues": ["sync"]}, ["h2", "h1"]) == \
-        ["receive", "archive", "ops", "collect.h1", "collect.h2"]
+    assert h.queues_to_check(base, {"skip_queues": ["sync"]}, ["h2", "h1"]) == [
+        "receive",
+        "archive",
+        "ops",
+        "collect.h1",
+        "collect.h2",
+    ]
     assert h.queues_to_check(base, {"queues": ["ops"], "skip_queues": ["collect.h1"]}, ["h1"]) == ["ops"]
 
 
 def test_decision_orders_queue_alarms_by_name() -> None:
-    d = h.decide(facts(queues=[q("tape", h.CANARY_UNANSWERED, consumers=()),
-                               q("archive", h.CANARY_UNANSWERED, consumers=())]), LIMITS)
+    d = h.decide(
+        facts(
+            queues=[
+                q("tape", h.CANARY_UNANSWERED, consumers=()),
+                q("archive", h.CANARY_UNANSWERED, consumers=()),
+            ]
+        ),
+        LIMITS,
+    )
     assert d.keys == ("health:queue:archive", "health:queue:tape")
     assert not d.healthy

@@ -31,15 +31,24 @@ def test_newest_versions_only() -> None:
         FileInfo(f"{ON}/DQM_V0003_Ecal_R000012345.root", 10, 2),
         FileInfo(f"{ON}/DQM_V0002_Ecal_R000012345.root", 10, 3),
         FileInfo(f"{ON}/DQM_V0001_Hcal_R000012345.root", 10, 1),
-        FileInfo("OfflineData/Run2023/ZeroBias/0003579xx/DQM_V0001_R000357902__ZeroBias__Run2023D-PromptReco-v2__DQMIO.root",
-                 10, 1),
-        FileInfo("OfflineData/Run2023/ZeroBias/0003579xx/DQM_V0002_R000357902__ZeroBias__Run2023D-PromptReco-v2__DQMIO.root",
-                 10, 1),
+        FileInfo(
+            "OfflineData/Run2023/ZeroBias/0003579xx/DQM_V0001_R000357902__ZeroBias__Run2023D-PromptReco-v2__DQMIO.root",
+            10,
+            1,
+        ),
+        FileInfo(
+            "OfflineData/Run2023/ZeroBias/0003579xx/DQM_V0002_R000357902__ZeroBias__Run2023D-PromptReco-v2__DQMIO.root",
+            10,
+            1,
+        ),
         FileInfo(f"{ON}/DQM_V0001_Ecal_R000012345.root.dqminfo", 1, 1),  # not a DQM file
     ]
     kept = sorted(f.path.rsplit("/", 1)[1] for f in pm.newest_versions(files))
-    assert kept == ["DQM_V0001_Hcal_R000012345.root", "DQM_V0002_R000357902__ZeroBias__Run2023D-PromptReco-v2__DQMIO.root",
-                    "DQM_V0003_Ecal_R000012345.root"]
+    assert kept == [
+        "DQM_V0001_Hcal_R000012345.root",
+        "DQM_V0002_R000357902__ZeroBias__Run2023D-PromptReco-v2__DQMIO.root",
+        "DQM_V0003_Ecal_R000012345.root",
+    ]
 
 
 def _online(run: int, sub: str = "Ecal", v: int = 1) -> str:
@@ -64,7 +73,11 @@ def test_plan_newest_first_within_quota_and_diff() -> None:
 
 
 def test_plan_stops_at_first_file_that_does_not_fit() -> None:
-    source = [FileInfo(_online(20001), 50, 3), FileInfo(_online(20002), 500, 2), FileInfo(_online(20003), 10, 1)]
+    source = [
+        FileInfo(_online(20001), 50, 3),
+        FileInfo(_online(20002), 500, 2),
+        FileInfo(_online(20003), 10, 1),
+    ]
     plan = pm.plan_mirror(source, [], {"OnlineData": 1000}, safety=0.5)
     assert plan.selected == (_online(20001),)
 

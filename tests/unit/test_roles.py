@@ -23,8 +23,18 @@ def write(tmp_path: Path, text: str) -> Path:
 
 def test_shipped_roles_file_loads() -> None:
     loaded = roles.load_roles()
-    assert {"receive", "index", "index-merge", "archive", "tape", "cleanup", "sync", "ops", "collect",
-            "all"} == set(loaded)
+    assert {
+        "receive",
+        "index",
+        "index-merge",
+        "archive",
+        "tape",
+        "cleanup",
+        "sync",
+        "ops",
+        "collect",
+        "all",
+    } == set(loaded)
     assert loaded["index-merge"].concurrency == 1
 
 
@@ -46,8 +56,22 @@ def test_queue_prefix_setting_wins() -> None:
 def test_worker_argv_extra_last() -> None:
     role = roles.Role("archive", ("archive", "tape"), 2, 1, ("-E",), "")
     argv = roles.worker_argv(role, settings(flavour="relval"), pid=42, extra=("-c", "8"))
-    assert argv == ["-A", "t0dqm", "worker", "-Q", "relval.archive,relval.tape", "-c", "2",
-                    "--prefetch-multiplier", "1", "-n", "archive.relval.42@%h", "-E", "-c", "8"]
+    assert argv == [
+        "-A",
+        "t0dqm",
+        "worker",
+        "-Q",
+        "relval.archive,relval.tape",
+        "-c",
+        "2",
+        "--prefetch-multiplier",
+        "1",
+        "-n",
+        "archive.relval.42@%h",
+        "-E",
+        "-c",
+        "8",
+    ]
 
 
 def test_beat_argv_local_schedule(tmp_path: Path) -> None:
@@ -58,16 +82,19 @@ def test_beat_argv_local_schedule(tmp_path: Path) -> None:
     assert argv[argv.index("-n") + 1] == "beat.offline.7@%h" and "--enable-remote-control" in argv
 
 
-@pytest.mark.parametrize(("text", "message"), [
-    ('[r]\nqueues = ["recieve"]\n', "unknown queue 'recieve'"),
-    ('[r]\nqueues = []\n', "queues must be a non-empty list"),
-    ('[r]\nqueues = ["ops"]\nconcurrency = 0\n', "concurrency must be an integer >= 1"),
-    ('[r]\nqueues = ["ops"]\nprefetch = true\n', "prefetch must be an integer >= 1"),
-    ('[r]\nqueues = ["ops"]\noptions = "-E"\n', "options must be a list of strings"),
-    ('[r]\nqueues = ["ops"]\nconcurency = 2\n', "unknown key 'concurency'"),
-    ('r = 1\n', "not a table"),
-    ('[r\n', "roles.toml"),
-])
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ('[r]\nqueues = ["recieve"]\n', "unknown queue 'recieve'"),
+        ("[r]\nqueues = []\n", "queues must be a non-empty list"),
+        ('[r]\nqueues = ["ops"]\nconcurrency = 0\n', "concurrency must be an integer >= 1"),
+        ('[r]\nqueues = ["ops"]\nprefetch = true\n', "prefetch must be an integer >= 1"),
+        ('[r]\nqueues = ["ops"]\noptions = "-E"\n', "options must be a list of strings"),
+        ('[r]\nqueues = ["ops"]\nconcurency = 2\n', "unknown key 'concurency'"),
+        ("r = 1\n", "not a table"),
+        ("[r\n", "roles.toml"),
+    ],
+)
 def test_bad_roles_file(tmp_path: Path, text: str, message: str) -> None:
     with pytest.raises(roles.RoleError, match=message.replace("[", r"\[")):
         roles.load_roles(write(tmp_path, text))
@@ -93,10 +120,17 @@ def test_cli_dry_run_list_and_unknown_role() -> None:
 
     runner = CliRunner()
     env = {"T0DQM_FLAVOUR": "offline", "T0DQM_HOST": "prod3"}
-    out = runner.invoke(cli, ["worker", "--role", "index", "--dry-run", "-c", "8", "--loglevel", "INFO"], env=env)
+    out = runner.invoke(
+        cli, ["worker", "--role", "index", "--dry-run", "-c", "8", "--loglevel", "INFO"], env=env
+    )
     assert out.exit_code == 0, out.output
     words = out.output.split()
-    assert words[:4] == ["celery", "-A", "t0dqm", "worker"] and words[-4:] == ["-c", "8", "--loglevel", "INFO"]
+    assert words[:4] == ["celery", "-A", "t0dqm", "worker"] and words[-4:] == [
+        "-c",
+        "8",
+        "--loglevel",
+        "INFO",
+    ]
     assert words[words.index("-Q") + 1] == "offline.index"
     listing = runner.invoke(cli, ["worker", "--list"], env=env)
     assert "offline.collect.prod3" in listing.output and "offline.index-merge" in listing.output

@@ -164,8 +164,13 @@ def test_read_monitor_elements_errors(tmp_path):
 
 
 def test_other_scalar_kinds_and_plain_strings(tmp_path):
-    items = {"F/tag": "<t1>t=17</t1>", "F/qr": "<h.Test>qr=st:100:1</h.Test>", "F/s": "<s1>s=hello</s1>",
-             "F/free": "free text", "F/bad": "<n>i=notanint</n>"}
+    items = {
+        "F/tag": "<t1>t=17</t1>",
+        "F/qr": "<h.Test>qr=st:100:1</h.Test>",
+        "F/s": "<s1>s=hello</s1>",
+        "F/free": "free text",
+        "F/bad": "<n>i=notanint</n>",
+    }
     mes = {m.path: m for m in read_monitor_elements(_write(tmp_path / "a.root", items))}
     assert mes["Ecal/F/t1"] == ME("Ecal/F/t1", "TAG", "17")
     assert mes["Ecal/F/h.Test"] == ME("Ecal/F/h.Test", "QREPORT", "st:100:1")
@@ -179,8 +184,9 @@ def test_dqm_style_key_names_are_parsed_without_reading():
         def get(self):  # pragma: no cover - must not be called
             raise AssertionError("object read")
 
-    item = rootkeys.Key(("DQMData", "Run 5", "Ecal", "Run summary", "EventInfo"), "<iRun>i=5</iRun>",
-                          "TObjString", NoRead())
+    item = rootkeys.Key(
+        ("DQMData", "Run 5", "Ecal", "Run summary", "EventInfo"), "<iRun>i=5</iRun>", "TObjString", NoRead()
+    )
     assert rootcheck._scalar(item) == ("iRun", "INT", 5)
     assert rootcheck._me_path(item.folders, "iRun") == "Ecal/EventInfo/iRun"
     assert rootcheck._me_path(("DQMData", "Ecal"), "h") == "Ecal/h"
@@ -189,14 +195,18 @@ def test_dqm_style_key_names_are_parsed_without_reading():
 
 # --- one walk, native reader against uproot ---------------------------------------------------------------
 
+
 def _native_and_uproot(path: Path, strict: bool | None) -> tuple[object, object]:
     return rootcheck._examine_native(path, None, strict, True), rootcheck._examine_uproot(path, strict, True)
 
 
 @pytest.mark.parametrize("strict", [True, False, None])
 def test_native_reader_agrees_with_uproot(tmp_path, strict):
-    files = [good(tmp_path, strict=True), _write(tmp_path / "a.root", FULL),
-             _write(tmp_path / "b.root", {"F/tag": "<t1>t=17</t1>", "F/free": "free text", "F/x": "H1"})]
+    files = [
+        good(tmp_path, strict=True),
+        _write(tmp_path / "a.root", FULL),
+        _write(tmp_path / "b.root", {"F/tag": "<t1>t=17</t1>", "F/free": "free text", "F/x": "H1"}),
+    ]
     sub = tmp_path / "DQM_V0001_Ecal_R000000007.root"
     simulate.write_dqm_file(sub, 7, ["Ecal"], n_hists=15, strict=False)
     files.append(sub)
@@ -251,8 +261,9 @@ def test_native_reader_refuses_loops_and_bad_records(tmp_path, monkeypatch):
     with pytest.raises(rootkeys.Unreadable):
         rootkeys.NativeKey(src, 100, 50, 10, 0)  # fNbytes < fKeylen
     # a directory that contains itself is refused, not walked forever
-    monkeypatch.setattr(rootkeys, "dir_keys",
-                        lambda s, at: [("TDirectory", "again", rootkeys.NativeKey(s, top, 0, 0, 0))])
+    monkeypatch.setattr(
+        rootkeys, "dir_keys", lambda s, at: [("TDirectory", "again", rootkeys.NativeKey(s, top, 0, 0, 0))]
+    )
     with pytest.raises(rootkeys.Unreadable, match="loop"):
         rootkeys.walk(src, top)
     # and inspect() then lets uproot decide (the real file is fine)
@@ -260,6 +271,7 @@ def test_native_reader_refuses_loops_and_bad_records(tmp_path, monkeypatch):
 
 
 # --- simulation -------------------------------------------------------------------------------------------
+
 
 def test_make_names_classify_and_are_deterministic():
     names = simulate.make_names(60, seed=4)
@@ -311,8 +323,9 @@ def test_simulate_good_and_broken(tmp_path):
             assert int(origin[1]) == entry["declared_size"] == entry["size"] + 17
     assert seen == {None, *simulate.BROKEN_KINDS}
     assert sorted(os.listdir(tmp_path / "out")) == sorted(
-        [Path(e["file"]).name for e in manifest] + [Path(e["file"]).name + ".origin" for e in manifest
-                                                     if e["broken"] == "size_mismatch"])
+        [Path(e["file"]).name for e in manifest]
+        + [Path(e["file"]).name + ".origin" for e in manifest if e["broken"] == "size_mismatch"]
+    )
 
 
 def test_write_broken_unknown_kind(tmp_path):
@@ -327,8 +340,22 @@ def test_simulate_cli(tmp_path):
 
     from t0dqm.cli import cli
 
-    result = CliRunner().invoke(cli, ["simulate", "--out", str(tmp_path / "o"), "--files", "3", "--seed", "1",
-                                      "--broken", "2", "--hists", "10"])
+    result = CliRunner().invoke(
+        cli,
+        [
+            "simulate",
+            "--out",
+            str(tmp_path / "o"),
+            "--files",
+            "3",
+            "--seed",
+            "1",
+            "--broken",
+            "2",
+            "--hists",
+            "10",
+        ],
+    )
     assert result.exit_code == 0, result.output
     lines = [json.loads(x) for x in result.output.splitlines()]
     assert len(lines) == 5

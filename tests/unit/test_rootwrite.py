@@ -47,18 +47,22 @@ def test_every_simulated_kind_walks_record_by_record(tmp_path):
             assert bool(gaps) <= simulate.saved_twice(path.name)
         strings = [r for r in records if r.classname == "TObjString"]
         assert strings and all(rootcheck.RX_SCALAR.match(r.name) for r in strings)
-        assert {r.name for r in records if r.classname == "TObjString" and r.name.startswith("<iRun>")} \
-            == {f"<iRun>i={rootcheck.run_numbers(path)[0]}</iRun>"}
+        assert {r.name for r in records if r.classname == "TObjString" and r.name.startswith("<iRun>")} == {
+            f"<iRun>i={rootcheck.run_numbers(path)[0]}</iRun>"
+        }
         # what the GUI's importer needs: objects below DQMData/Run N/<subsystem>/Run summary
-        assert any(r.classname == "TDirectory" and r.name == "Run summary" for r in records) \
-            == (entry["broken"] != "no_run_summary")
+        assert any(r.classname == "TDirectory" and r.name == "Run summary" for r in records) == (
+            entry["broken"] != "no_run_summary"
+        )
     assert classes == set(naming.CLASSES) | {"online_sub"}
     assert gapped >= 2  # the saved-twice files carry marked gaps
 
 
 def test_saved_twice_leaves_marked_gaps_listed_in_the_free_segments(tmp_path):
     path = tmp_path / "DQM_V0001_R000367013.root"
-    simulate.write_dqm_file(path, 367013, ["Ecal", "Hcal", "Pixel"], n_hists=90, strict=True, saved_twice=True)
+    simulate.write_dqm_file(
+        path, 367013, ["Ecal", "Hcal", "Pixel"], n_hists=90, strict=True, saved_twice=True
+    )
     data = path.read_bytes()
     records = _walk(path)
     gaps = [(r.seek, r.seek - r.nbytes - 1) for r in records if r.nbytes < 0]
@@ -138,7 +142,13 @@ def test_writer_file_is_consistent_after_rewrites(tmp_path):
     w = rootwrite.RootWriter("x.root", streamer_info=simulate._streamer_info())
     a = w.mkdir(w.top, "A")
     for i in range(30):
-        w.put(a, "TObjString", f"<s{i}>i={i}</s{i}>", "Collectable string class", rootwrite.tobjstring(f"<s{i}>i={i}</s{i}>"))
+        w.put(
+            a,
+            "TObjString",
+            f"<s{i}>i={i}</s{i}>",
+            "Collectable string class",
+            rootwrite.tobjstring(f"<s{i}>i={i}</s{i}>"),
+        )
         if i % 7 == 0:
             w.save()  # key lists grow: old ones become gaps, later records fill them
     data = w.close()

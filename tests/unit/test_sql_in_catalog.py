@@ -20,11 +20,15 @@ PACKAGE = Path(t0dqm.__file__).parent
 CATALOG = "t0dqm.catalog"
 DB = "t0dqm.catalog.db"
 
+
 def table_names() -> frozenset[str]:
     """Names in t0dqm.catalog.db bound to a table, the metadata, or a dict of tables."""
-    return frozenset(name for name, value in vars(db).items()
-                     if isinstance(value, Table | MetaData)
-                     or (isinstance(value, dict) and value and all(isinstance(v, Table) for v in value.values())))
+    return frozenset(
+        name
+        for name, value in vars(db).items()
+        if isinstance(value, Table | MetaData)
+        or (isinstance(value, dict) and value and all(isinstance(v, Table) for v in value.values()))
+    )
 
 
 def _allowed_sqlalchemy(module: str) -> bool:
@@ -37,7 +41,7 @@ def _absolute(node: ast.ImportFrom, module: str, is_package: bool) -> str:
         return node.module or ""
     parts = module.split(".")
     base = parts if is_package else parts[:-1]
-    base = base[:len(base) - (node.level - 1)]
+    base = base[: len(base) - (node.level - 1)]
     return ".".join(base + ([node.module] if node.module else []))
 
 
@@ -70,8 +74,12 @@ def offences(source: str, module: str, tables: frozenset[str], is_package: bool 
             elif source_module == CATALOG:
                 db_aliases.update(a.asname or a.name for a in node.names if a.name == "db")
     for node in ast.walk(tree):
-        if (isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) and node.value.id in db_aliases
-                and node.attr in tables):
+        if (
+            isinstance(node, ast.Attribute)
+            and isinstance(node.value, ast.Name)
+            and node.value.id in db_aliases
+            and node.attr in tables
+        ):
             found.append(f"line {node.lineno}: {node.value.id}.{node.attr}")
     return found
 
@@ -95,7 +103,7 @@ def scan() -> dict[str, list[str]]:
 def test_the_scan_finds_each_form() -> None:
     tables = table_names()
     assert {"files", "archives", "audit", "leases", "alarms", "metadata", "TABLES"} <= tables
-    bad = '''
+    bad = """
 import sqlalchemy
 import sqlalchemy.engine
 from sqlalchemy import select
@@ -110,9 +118,9 @@ x = db.leases
 y = cdb.archives
 def f():
     from sqlalchemy import func
-'''
+"""
     assert len(offences(bad, "t0dqm.tasks.x", tables)) == 11
-    fine = '''
+    fine = """
 import sqlalchemy.exc
 from sqlalchemy.exc import OperationalError, SQLAlchemyError
 from t0dqm.catalog.db import Catalog, Connection, get_catalog, worker_identity
@@ -120,7 +128,7 @@ from t0dqm.catalog import alarms, db, status
 from ..catalog.db import dead_owners
 x = db.get_catalog
 y = status.files
-'''
+"""
     assert offences(fine, "t0dqm.tasks.x", tables) == []
 
 
@@ -129,12 +137,16 @@ def test_relative_imports_resolve_from_the_module_or_package() -> None:
     assert offences("from .catalog.db import files\n", "t0dqm", tables, is_package=True) != []
     assert offences("from ..catalog.db import files\n", "t0dqm.dev", tables, is_package=True) != []
     assert offences("from ..catalog.db import files\n", "t0dqm.dev.demo", tables) != []
-    assert offences("from .db import files\n", "t0dqm.tasks.x", tables) == []  # t0dqm.tasks.db: not the catalog
+    assert (
+        offences("from .db import files\n", "t0dqm.tasks.x", tables) == []
+    )  # t0dqm.tasks.db: not the catalog
     assert offences("from . import files\n", "t0dqm.tasks.x", tables) == []
 
 
 def test_no_sql_outside_catalog() -> None:
     found = scan()
-    assert found == {}, ("SQL outside t0dqm/catalog: move the queries into a catalog module (by entity) and call "
-                         "it with the connection:\n" + "\n".join(f"{module}: {hit}" for module, hits in
-                                                                sorted(found.items()) for hit in hits))
+    assert found == {}, (
+        "SQL outside t0dqm/catalog: move the queries into a catalog module (by entity) and call "
+        "it with the connection:\n"
+        + "\n".join(f"{module}: {hit}" for module, hits in sorted(found.items()) for hit in hits)
+    )

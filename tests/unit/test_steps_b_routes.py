@@ -46,9 +46,11 @@ def test_step_loads_no_celery(step: str) -> None:
     import subprocess
     import sys
 
-    code = (f"import sys, t0dqm.steps.{step}\n"
-            "bad = sorted(m for m in sys.modules if m.split('.')[0] in ('celery', 'kombu')\n"
-            "             or m == 't0dqm.celery' or m.startswith('t0dqm.tasks'))\n"
-            "print(','.join(bad))")
+    code = (
+        f"import sys, t0dqm.steps.{step}\n"
+        "bad = sorted(m for m in sys.modules if m.split('.')[0] in ('celery', 'kombu')\n"
+        "             or m == 't0dqm.celery' or m.startswith('t0dqm.tasks'))\n"
+        "print(','.join(bad))"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True)
     assert out.stdout.strip() == ""

@@ -13,12 +13,20 @@ from t0dqm.servers import upload_identity as identity
 
 ORIGINAL = re.compile(r"^md5:([0-9a-f]+) (\d+) (\S+)$")  # the original receive daemon's pattern
 CA = ((("countryName", "CH"),), (("organizationName", "CERN"),), (("commonName", "CERN Grid CA"),))
-USER = ((("domainComponent", "ch"),), (("domainComponent", "cern"),), (("organizationalUnitName", "Users"),),
-        (("commonName", "cmsdqm"),), (("commonName", "Robot: CMS DQM"),))
+USER = (
+    (("domainComponent", "ch"),),
+    (("domainComponent", "cern"),),
+    (("organizationalUnitName", "Users"),),
+    (("commonName", "cmsdqm"),),
+    (("commonName", "Robot: CMS DQM"),),
+)
 
 
 def test_peer_dn_slash_form() -> None:
-    assert identity.peer_dn({"subject": USER, "issuer": CA}) == "/DC=ch/DC=cern/OU=Users/CN=cmsdqm/CN=Robot: CMS DQM"
+    assert (
+        identity.peer_dn({"subject": USER, "issuer": CA})
+        == "/DC=ch/DC=cern/OU=Users/CN=cmsdqm/CN=Robot: CMS DQM"
+    )
     assert identity.peer_dn(None) is None and identity.peer_dn({}) is None
     odd = {"subject": ((("1.2.3.4", "x"),),), "issuer": CA}
     assert identity.peer_dn(odd) == "/1.2.3.4=x"
@@ -36,11 +44,14 @@ def test_not_a_proxy_when_the_extra_part_is_not_a_proxy_cn() -> None:
     assert identity.peer_dn({"subject": USER[:2], "issuer": USER[:2]}) == "/DC=ch/DC=cern"
 
 
-@pytest.mark.parametrize("scheme, peer, dn", [
-    ("http", "127.0.0.1", None),
-    ("https", "::1", "/DC=ch/DC=cern/OU=Users/CN=cmsdqm/CN=Robot: CMS DQM"),
-    ("https", "10.0.0.7", '/O=A;B/CN=50% sure, "quoted"\tTab'),
-])
+@pytest.mark.parametrize(
+    "scheme, peer, dn",
+    [
+        ("http", "127.0.0.1", None),
+        ("https", "::1", "/DC=ch/DC=cern/OU=Users/CN=cmsdqm/CN=Robot: CMS DQM"),
+        ("https", "10.0.0.7", '/O=A;B/CN=50% sure, "quoted"\tTab'),
+    ],
+)
 def test_origin_source_one_token_read_back(tmp_path: Path, scheme: str, peer: str, dn: str | None) -> None:
     token = identity.origin_source(scheme, peer, dn)
     text = dropbox.format_origin("0" * 32, 12, token)
@@ -53,7 +64,9 @@ def test_origin_source_one_token_read_back(tmp_path: Path, scheme: str, peer: st
 
 
 def test_old_origin_forms_still_read() -> None:
-    old = dropbox.parse_origin("md5:" + "a" * 32 + " 41082 http:127.0.0.1 [organizationName=CMS,commonName=Test Operator]\n")
+    old = dropbox.parse_origin(
+        "md5:" + "a" * 32 + " 41082 http:127.0.0.1 [organizationName=CMS,commonName=Test Operator]\n"
+    )
     assert old.size == 41082 and old.dn == "organizationName=CMS,commonName=Test Operator"
     producer = dropbox.parse_origin("md5:" + "a" * 32 + " 5 /path with spaces/f.root\n")
     assert producer.source == "/path with spaces/f.root" and producer.dn is None

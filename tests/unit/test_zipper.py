@@ -32,7 +32,12 @@ def build(zip_path: Path, sources: dict[str, str]) -> list[zipper.Member]:
 
 
 def test_adler32_combine_matches_zlib() -> None:
-    for a, b in [(b"", b"x"), (b"abc", b""), (os.urandom(1000), os.urandom(70000)), (b"a" * 65521, b"b" * 65522)]:
+    for a, b in [
+        (b"", b"x"),
+        (b"abc", b""),
+        (os.urandom(1000), os.urandom(70000)),
+        (b"a" * 65521, b"b" * 65522),
+    ]:
         assert zipper.adler32_combine(zlib.adler32(a), zlib.adler32(b), len(b)) == zlib.adler32(a + b)
 
 

@@ -42,7 +42,9 @@ def client(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     (lib / "Monitoring" / "DQM").mkdir(parents=True)
     (lib / "Monitoring" / "__init__.py").write_text("")
     (lib / "Monitoring" / "DQM" / "__init__.py").write_text("")
-    shutil.copy(top / "src" / "python" / "DQM" / "visDQMUtils.py", lib / "Monitoring" / "DQM" / "visDQMUtils.py")
+    shutil.copy(
+        top / "src" / "python" / "DQM" / "visDQMUtils.py", lib / "Monitoring" / "DQM" / "visDQMUtils.py"
+    )
     return top / "bin" / "visDQMUpload", lib
 
 
@@ -71,23 +73,34 @@ def files(tmp_path: Path) -> dict[str, Path]:
     return {"good": good, "not_root": not_root, "empty": empty}
 
 
-def run(client: tuple[Path, Path], url: str, path: Path, env: dict[str, str] | None = None) -> tuple[int, str]:
+def run(
+    client: tuple[Path, Path], url: str, path: Path, env: dict[str, str] | None = None
+) -> tuple[int, str]:
     script, lib = client
-    full = {"PATH": os.environ.get("PATH", ""), "HOME": str(path.parent), "PYTHONPATH": str(lib), **(env or {})}
-    out = subprocess.run([sys.executable, str(script), url, str(path)], capture_output=True, text=True, env=full,
-                         timeout=120)
+    full = {
+        "PATH": os.environ.get("PATH", ""),
+        "HOME": str(path.parent),
+        "PYTHONPATH": str(lib),
+        **(env or {}),
+    }
+    out = subprocess.run(
+        [sys.executable, str(script), url, str(path)], capture_output=True, text=True, env=full, timeout=120
+    )
     return out.returncode, out.stdout + out.stderr
 
 
-def check_behaviour(client: tuple[Path, Path], url: str, box: Path, files: dict[str, Path],
-                    env: dict[str, str] | None = None) -> None:
+def check_behaviour(
+    client: tuple[Path, Path], url: str, box: Path, files: dict[str, Path], env: dict[str, str] | None = None
+) -> None:
     code, out = run(client, url, files["good"], env)
     assert code == 0 and "Status code:  100" in out, out
     code, out = run(client, url, files["good"], env)
     assert code == 0 and (box / "0001" / NAME).exists(), out  # a duplicate takes the next slot
     for bad in ("not_root", "empty"):
         code, out = run(client, url, files[bad], env)
-        assert code == 1 and "HTTP Error 500" in out and "Status code:  300" in out and "Not a ROOT file" in out, out
+        assert (
+            code == 1 and "HTTP Error 500" in out and "Status code:  300" in out and "Not a ROOT file" in out
+        ), out
     code, out = run(client, url, files["good"].with_name("DQM_V0001_R000000042.root"), env)
     assert code == 1, out  # the client's own name check
     assert sorted(p.parent.name for p in box.glob("*/" + NAME)) == ["0000", "0001"]
@@ -106,16 +119,32 @@ def test_real_client_over_http(client: tuple[Path, Path], box: Path, files: dict
 
 @pytest.fixture
 def tls_env(pki: Pki) -> Iterator[dict[str, str]]:
-    yield {"X509_USER_CERT": pki.path("client.pem"), "X509_USER_KEY": pki.path("client.key"),
-           "SSL_CERT_FILE": pki.path("ca.pem")}
+    yield {
+        "X509_USER_CERT": pki.path("client.pem"),
+        "X509_USER_KEY": pki.path("client.key"),
+        "SSL_CERT_FILE": pki.path("ca.pem"),
+    }
 
 
-def test_real_client_over_tls_with_client_certificate(client: tuple[Path, Path], box: Path, files: dict[str, Path],
-                                                      pki: Pki, tls_env: dict[str, str], tmp_path: Path) -> None:
+def test_real_client_over_tls_with_client_certificate(
+    client: tuple[Path, Path],
+    box: Path,
+    files: dict[str, Path],
+    pki: Pki,
+    tls_env: dict[str, str],
+    tmp_path: Path,
+) -> None:
     allowed = tmp_path / "allowed"
     allowed.write_text(CLIENT_SUBJECT + "\n")
-    srv = upload_server.make_server("127.0.0.1", 0, box, cert=pki.path("server.pem"), key=pki.path("server.key"),
-                                    ca=pki.path("ca.pem"), allowed_dns=str(allowed))
+    srv = upload_server.make_server(
+        "127.0.0.1",
+        0,
+        box,
+        cert=pki.path("server.pem"),
+        key=pki.path("server.key"),
+        ca=pki.path("ca.pem"),
+        allowed_dns=str(allowed),
+    )
     srv.start()
     try:
         check_behaviour(client, srv.url + "/dqm/dev", box, files, tls_env)
@@ -126,9 +155,15 @@ def test_real_client_over_tls_with_client_certificate(client: tuple[Path, Path],
         assert code == 1 and "HTTP Error 403" in out and "Status code:  300" in out, out
         assert "Certificate subject not allowed" in out
         proxy = tmp_path / "x509up"
-        proxy.write_text(Path(pki.path("proxy-chain.pem")).read_text() + Path(pki.path("proxy.key")).read_text())
-        code, out = run(client, srv.url, files["good"], {"X509_USER_PROXY": str(proxy),
-                                                         "SSL_CERT_FILE": pki.path("ca.pem")})
+        proxy.write_text(
+            Path(pki.path("proxy-chain.pem")).read_text() + Path(pki.path("proxy.key")).read_text()
+        )
+        code, out = run(
+            client,
+            srv.url,
+            files["good"],
+            {"X509_USER_PROXY": str(proxy), "SSL_CERT_FILE": pki.path("ca.pem")},
+        )
         assert code == 0 and "Status code:  100" in out, out
     finally:
         srv.stop()

@@ -22,12 +22,30 @@ def test_size_check():
 
 
 def test_dataset_cli():
-    r = run("t0", "dataset", "build", "express", "--pd", "StreamExpress", "--era", "Run2022D", "--version", "2",
-            "--tier", "DQM")
+    r = run(
+        "t0",
+        "dataset",
+        "build",
+        "express",
+        "--pd",
+        "StreamExpress",
+        "--era",
+        "Run2022D",
+        "--version",
+        "2",
+        "--tier",
+        "DQM",
+    )
     assert r.exit_code == 0 and r.stdout.strip() == "/StreamExpress/Run2022D-Express-v2/DQM"
     r = run("t0", "dataset", "parse", "/Muon/Run2022D-TkAlZMuMu-PromptReco-v2/ALCARECO")
-    assert json.loads(r.stdout) == {"kind": "promptreco", "pd": "Muon", "era": "Run2022D", "version": 2,
-                                    "tier": "ALCARECO", "alca": "TkAlZMuMu"}
+    assert json.loads(r.stdout) == {
+        "kind": "promptreco",
+        "pd": "Muon",
+        "era": "Run2022D",
+        "version": 2,
+        "tier": "ALCARECO",
+        "alca": "TkAlZMuMu",
+    }
     r = run("t0", "dataset", "parse", "/Muon/Run2022D-v1/AOD")
     assert r.exit_code == 1
     r = run("t0", "dataset", "build", "repack", "--pd", "M", "--era", "E", "--version", "1", "--tier", "AOD")

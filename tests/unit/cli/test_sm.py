@@ -18,20 +18,58 @@ def run(*args):
 
 def test_sm_plan(tmp_path):
     listing = tmp_path / "l.jsonl"
-    rows = [{"path": "/p/b", "run": 1, "size": 5, "mtime": NOW - 4 * DAY, "checked": True, "repacked": False,
-             "tier0_off": False},
-            {"path": "/p/a", "run": 1, "size": 7, "mtime": NOW, "checked": True, "repacked": True,
-             "tier0_off": False},
-            {"path": "/p/c", "run": 3, "size": 9, "mtime": NOW - 9 * DAY, "checked": False, "repacked": False,
-             "tier0_off": False}]
+    rows = [
+        {
+            "path": "/p/b",
+            "run": 1,
+            "size": 5,
+            "mtime": NOW - 4 * DAY,
+            "checked": True,
+            "repacked": False,
+            "tier0_off": False,
+        },
+        {
+            "path": "/p/a",
+            "run": 1,
+            "size": 7,
+            "mtime": NOW,
+            "checked": True,
+            "repacked": True,
+            "tier0_off": False,
+        },
+        {
+            "path": "/p/c",
+            "run": 3,
+            "size": 9,
+            "mtime": NOW - 9 * DAY,
+            "checked": False,
+            "repacked": False,
+            "tier0_off": False,
+        },
+    ]
     listing.write_text("".join(json.dumps(r) + "\n" for r in rows))
     r = run("sm", "plan", "--listing", str(listing), "--occupancy", "0.45", "--now", str(NOW), "--json")
     assert r.exit_code == 0, r.output
-    assert json.loads(r.stdout) == {"delete": [{"path": "/p/a", "rule": "repacked", "unchecked": False},
-                                               {"path": "/p/b", "rule": "occupancy", "unchecked": False}],
-                                    "bytes": 12}
-    r = run("sm", "plan", "--listing", str(listing), "--occupancy", "0.45", "--mode", "age", "--now", str(NOW),
-            "--json")
+    assert json.loads(r.stdout) == {
+        "delete": [
+            {"path": "/p/a", "rule": "repacked", "unchecked": False},
+            {"path": "/p/b", "rule": "occupancy", "unchecked": False},
+        ],
+        "bytes": 12,
+    }
+    r = run(
+        "sm",
+        "plan",
+        "--listing",
+        str(listing),
+        "--occupancy",
+        "0.45",
+        "--mode",
+        "age",
+        "--now",
+        str(NOW),
+        "--json",
+    )
     assert r.exit_code == 0
     out = json.loads(r.stdout)
     assert out == {"delete": [{"path": "/p/c", "rule": "run-age", "unchecked": True}], "bytes": 9}

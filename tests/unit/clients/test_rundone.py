@@ -84,13 +84,29 @@ def server():
 
 def test_is_done_reply_exact():
     assert is_done_reply(b'{"result":[true]}')
-    for body in (b'{"result":[false]}', b'{"result":[1]}', b'{"result":true}', b'[true]', b'', b'{"result":[]}'):
+    for body in (
+        b'{"result":[false]}',
+        b'{"result":[1]}',
+        b'{"result":true}',
+        b"[true]",
+        b"",
+        b'{"result":[]}',
+    ):
         assert not is_done_reply(body)
 
 
-@pytest.mark.parametrize("stream,expected", [
-    ("done", True), ("notdone", False), ("one", False), ("two", False), ("extra", False),
-    ("badjson", False), ("err500", False)])
+@pytest.mark.parametrize(
+    "stream,expected",
+    [
+        ("done", True),
+        ("notdone", False),
+        ("one", False),
+        ("two", False),
+        ("extra", False),
+        ("badjson", False),
+        ("err500", False),
+    ],
+)
 def test_replies(server, stream, expected):
     assert RunStreamDone(server, timeout=5).is_done(123456, stream) is expected
 

@@ -14,15 +14,26 @@ NOW = 1_700_000_000
 DAY = 86400
 
 
-def line(path: str, size: int, mtime: tuple[int, int] | int, checksum: str = "0a1b2c3d",
-         ctime: tuple[int, int] | None = None) -> str:
+def line(
+    path: str,
+    size: int,
+    mtime: tuple[int, int] | int,
+    checksum: str = "0a1b2c3d",
+    ctime: tuple[int, int] | None = None,
+) -> str:
     m = mtime if isinstance(mtime, tuple) else (mtime, 0)
     c = ctime or m
     return f"path={path} size={size} checksum={checksum} ctime={c[0]}.{c[1]} mtime={m[0]}.{m[1]}"
 
 
-def unit_lines(label: str, stream: str, run: int, sizes: list[int], mtime: int | tuple[int, int],
-               prefix: str = "/eos/cms") -> list[str]:
+def unit_lines(
+    label: str,
+    stream: str,
+    run: int,
+    sizes: list[int],
+    mtime: int | tuple[int, int],
+    prefix: str = "/eos/cms",
+) -> list[str]:
     out = []
     for i, size in enumerate(sizes, 1):
         out.append(line(file_path(label, stream, run, i, "dat", prefix), size, mtime))
@@ -35,9 +46,10 @@ def write_dump(path: Path, lines: list[str] | bytes, *, members: int = 1) -> Pat
         path.write_bytes(gzip.compress(data))
     else:
         step = max(1, len(data) // members)
-        parts = [data[i:i + step] for i in range(0, len(data), step)]
+        parts = [data[i : i + step] for i in range(0, len(data), step)]
         path.write_bytes(b"".join(gzip.compress(p) for p in parts))
     return path
+
 
 @pytest.fixture(autouse=True, params=["c", "python"])
 def scanner(request, monkeypatch):

@@ -39,18 +39,25 @@ def test_aggregate_units_and_newest(tmp_path):
 
 def test_unpadded_nanoseconds_not_float(tmp_path):
     # 0.9 (900 ms) vs 0.10 (10 ns... printed unpadded as ".10"): as floats 0.9 > 0.10 too, so use 5 vs 40
-    lines = [line(file_path("Data", "A", 5000, 1), 1, (NOW, 5)), line(file_path("Data", "A", 5000, 2), 1, (NOW, 40))]
+    lines = [
+        line(file_path("Data", "A", 5000, 1), 1, (NOW, 5)),
+        line(file_path("Data", "A", 5000, 2), 1, (NOW, 40)),
+    ]
     s = agg(write_dump(tmp_path / "d.gz", lines))
     assert s.units[StreamerUnit("Data", "A", 5000)].newest == (NOW, 40)
-    raw = b"path=/eos/cms/store/t0streamer/Data/A/000/005/000/f size=1 checksum=a ctime=1.9 mtime=100.9\n" \
-          b"path=/eos/cms/store/t0streamer/Data/A/000/005/000/g size=1 checksum=a ctime=1.9 mtime=100.10\n"
+    raw = (
+        b"path=/eos/cms/store/t0streamer/Data/A/000/005/000/f size=1 checksum=a ctime=1.9 mtime=100.9\n"
+        b"path=/eos/cms/store/t0streamer/Data/A/000/005/000/g size=1 checksum=a ctime=1.9 mtime=100.10\n"
+    )
     s = agg(write_dump(tmp_path / "e.gz", raw))
     assert s.units[StreamerUnit("Data", "A", 5000)].newest == (100, 10)
 
 
 def test_malformed_counted_not_fatal(tmp_path):
     lines = unit_lines("Data", "A", 300001, [10] * 50, NOW)
-    lines.insert(10, "path=/eos/cms/store/t0streamer/Data/A/000/300/001/x size=zz checksum=1 ctime=1.1 mtime=1.1")
+    lines.insert(
+        10, "path=/eos/cms/store/t0streamer/Data/A/000/300/001/x size=zz checksum=1 ctime=1.1 mtime=1.1"
+    )
     lines.insert(20, "total nonsense")
     lines.insert(30, "path=/eos/cms/store/t0streamer/Data/A/000/300/001/y size=1 checksum=1 mtime=1.1")
     s = agg(write_dump(tmp_path / "d.gz", lines))
@@ -108,12 +115,20 @@ def test_multi_member_gzip(tmp_path):
 
 def test_transfertest_split(tmp_path):
     cut = (NOW - 7 * DAY, 0)
-    lines = [line(file_path("TransferTest", "A", 7, 1), 10, (NOW - 7 * DAY - 1, 0)),
-             line(file_path("TransferTest", "A", 7, 2), 20, (NOW - 7 * DAY, 0)),
-             line(file_path("TransferTest", "A", 7, 3), 40, (NOW - 8 * DAY, 3))]
+    lines = [
+        line(file_path("TransferTest", "A", 7, 1), 10, (NOW - 7 * DAY - 1, 0)),
+        line(file_path("TransferTest", "A", 7, 2), 20, (NOW - 7 * DAY, 0)),
+        line(file_path("TransferTest", "A", 7, 3), 40, (NOW - 8 * DAY, 3)),
+    ]
     s = agg(write_dump(tmp_path / "d.gz", lines), split_cutoff=cut)
     a = s.units[StreamerUnit("TransferTest", "A", 7)]
-    assert (a.files, a.bytes, a.old_files, a.old_bytes, a.old_newest) == (3, 70, 2, 50, (NOW - 7 * DAY - 1, 0))
+    assert (a.files, a.bytes, a.old_files, a.old_bytes, a.old_newest) == (
+        3,
+        70,
+        2,
+        50,
+        (NOW - 7 * DAY - 1, 0),
+    )
 
 
 def test_fast_path_matches_record_generator(tmp_path):
@@ -123,8 +138,13 @@ def test_fast_path_matches_record_generator(tmp_path):
         for stream in ("A", "B"):
             label = rnd.choice(["Data", "Minidaq", "TransferTest"])
             for ls in range(rnd.randint(1, 300)):
-                lines.append(line(file_path(label, stream, run, ls), rnd.randint(0, 10**10),
-                                  (NOW - rnd.randint(0, 20 * DAY), rnd.randint(0, 10**9 - 1))))
+                lines.append(
+                    line(
+                        file_path(label, stream, run, ls),
+                        rnd.randint(0, 10**10),
+                        (NOW - rnd.randint(0, 20 * DAY), rnd.randint(0, 10**9 - 1)),
+                    )
+                )
         lines.append(line(f"/eos/cms/store/data/{run}/file.root", 5, NOW))
         if run % 7 == 0:
             lines.append("broken line")

@@ -18,7 +18,6 @@ CUT = (NOW - 7 * DAY, 0)
 TT = {"TransferTest", "TransferTestWithSafety"}
 
 
-
 def _pair(text: bytes):
     s, dot, ns = text.partition(b".")
     return (int(s), int(ns)) if dot and s.isdigit() and ns.isdigit() else None
@@ -26,8 +25,16 @@ def _pair(text: bytes):
 
 def reference(data: bytes) -> dict:
     """Independent line-by-line reading of the dump rules (no code shared with the fast path)."""
-    out = {"lines": 0, "malformed": 0, "other": 0, "area_files": 0, "area_bytes": 0, "unrec": 0,
-           "unrec_bytes": 0, "units": {}}
+    out = {
+        "lines": 0,
+        "malformed": 0,
+        "other": 0,
+        "area_files": 0,
+        "area_bytes": 0,
+        "unrec": 0,
+        "unrec_bytes": 0,
+        "units": {},
+    }
     for line in data.split(b"\n"):
         line = line.rstrip(b"\r")
         if not line:
@@ -43,14 +50,21 @@ def reference(data: bytes) -> dict:
         ok = len(parts) == 5
         if ok:
             p, sz, ck, ct, mt = parts
-            ok = (p.startswith(b"path=/") and sz.startswith(b"size=") and sz[5:].isdigit()
-                  and ck.startswith(b"checksum=") and ct.startswith(b"ctime=") and mt.startswith(b"mtime=")
-                  and _pair(ct[6:]) is not None and _pair(mt[6:]) is not None)
+            ok = (
+                p.startswith(b"path=/")
+                and sz.startswith(b"size=")
+                and sz[5:].isdigit()
+                and ck.startswith(b"checksum=")
+                and ct.startswith(b"ctime=")
+                and mt.startswith(b"mtime=")
+                and _pair(ct[6:]) is not None
+                and _pair(mt[6:]) is not None
+            )
         if not ok:
             out["malformed"] += 1
             continue
         size, mtime = int(sz[5:]), _pair(mt[6:])
-        d = p[5:p.rfind(b"/")]
+        d = p[5 : p.rfind(b"/")]
         if AREA not in d:
             out["other"] += 1
             continue
@@ -73,11 +87,19 @@ def reference(data: bytes) -> dict:
 
 
 def summary_dict(s: eosdump.DumpSummary) -> dict:
-    return {"lines": s.lines, "malformed": s.malformed, "other": s.other_area_files,
-            "area_files": s.area_files, "area_bytes": s.area_bytes, "unrec": s.unrecognised_files,
-            "unrec_bytes": s.unrecognised_bytes,
-            "units": {u: [a.files, a.bytes, a.newest, a.old_files, a.old_bytes, a.old_newest]
-                      for u, a in s.units.items()}}
+    return {
+        "lines": s.lines,
+        "malformed": s.malformed,
+        "other": s.other_area_files,
+        "area_files": s.area_files,
+        "area_bytes": s.area_bytes,
+        "unrec": s.unrecognised_files,
+        "unrec_bytes": s.unrecognised_bytes,
+        "units": {
+            u: [a.files, a.bytes, a.newest, a.old_files, a.old_bytes, a.old_newest]
+            for u, a in s.units.items()
+        },
+    }
 
 
 ODD = [
@@ -119,7 +141,9 @@ def make_dump(seed: int, lines: int = 40000) -> bytes:
         r = rnd.random()
         if r < 0.6:
             run += rnd.choice([1, 3, 1000])  # equal-length neighbouring folders
-            label = rnd.choice(["Data", "Data", "Minidaq", "TransferTest", "TransferTestWithSafety", "PrivateData"])
+            label = rnd.choice(
+                ["Data", "Data", "Minidaq", "TransferTest", "TransferTestWithSafety", "PrivateData"]
+            )
             stream = rnd.choice(["A", "B", "PhysicsMuons", "Express"])
             prefix = rnd.choice(["/eos/cms", "/eos/cms", "", "/x y/eos"])
             d = f"{prefix}/store/t0streamer/{label}/{stream}/000/{run // 1000 % 1000:03d}/{run % 1000:03d}"
@@ -128,14 +152,20 @@ def make_dump(seed: int, lines: int = 40000) -> bytes:
                 ns = rnd.choice([0, 5, 40, rnd.randint(0, 10**9 - 1)])
                 size = rnd.choice([0, 1, rnd.randint(0, 10**10), rnd.randint(0, 10**16 - 1)])
                 ext = rnd.choice(["dat", "jsn"])
-                out.append(f"path={d}/run{run}_ls{ls:04d}_stream{stream}_StorageManager.{ext} size={size} "
-                           f"checksum={rnd.getrandbits(32):08x} ctime={m}.{rnd.randint(0, 999)} "
-                           f"mtime={m}.{ns}".encode())
+                out.append(
+                    f"path={d}/run{run}_ls{ls:04d}_stream{stream}_StorageManager.{ext} size={size} "
+                    f"checksum={rnd.getrandbits(32):08x} ctime={m}.{rnd.randint(0, 999)} "
+                    f"mtime={m}.{ns}".encode()
+                )
         elif r < 0.9:
-            d = rnd.choice(["/eos/cms/store/data/Run2023C/Muon0", "/eos/cms/store/user/x", "/eos/cms/store/mc"])
+            d = rnd.choice(
+                ["/eos/cms/store/data/Run2023C/Muon0", "/eos/cms/store/user/x", "/eos/cms/store/mc"]
+            )
             for _ in range(rnd.randint(1, 300)):
-                out.append(f"path={d}/{rnd.getrandbits(40):x}.root size={rnd.randint(0, 10**9)} checksum=ab "
-                           f"ctime=1.1 mtime={NOW}.{rnd.randint(0, 9)}".encode())
+                out.append(
+                    f"path={d}/{rnd.getrandbits(40):x}.root size={rnd.randint(0, 10**9)} checksum=ab "
+                    f"ctime=1.1 mtime={NOW}.{rnd.randint(0, 9)}".encode()
+                )
         else:
             for _ in range(rnd.randint(1, 5)):
                 at = rnd.randrange(len(out) + 1)
@@ -152,7 +182,7 @@ def feed(data: bytes, rnd: random.Random) -> eosdump.DumpSummary:
     i = 0
     while i < len(data):
         j = data.find(b"\n", min(len(data) - 1, i + rnd.choice([1, 50, 4096, 100000])))
-        piece = data[i:j + 1]
+        piece = data[i : j + 1]
         agg.chunk(rnd.choice([piece, b"\n" + piece, piece[:-1], bytearray(piece), memoryview(piece)]))
         i = j + 1
     return agg.finish()
@@ -189,7 +219,7 @@ def test_blocks_cut_lines_across_reads():
         i = 0
         while i < len(data):
             n = rnd.choice([1, 7, 1000, 65536])
-            os.write(w, data[i:i + n])
+            os.write(w, data[i : i + n])
             i += n
         os._exit(0)
     os.close(w)
@@ -226,8 +256,14 @@ def test_line_exactly_at_block_end():
 def test_very_long_path():
     d = b"/eos/cms/store/t0streamer/Data/A/000/300/001"
     long_dir = b"/eos" + b"/x" * 50000 + b"/store/t0streamer/Data/A/000/300/002"
-    data = b"\n".join([GOOD, b"path=" + d + b"/" + b"y" * 200000 + b" size=3 checksum=1 ctime=1.1 mtime=2.2",
-                       b"path=" + long_dir + b"/f size=4 checksum=1 ctime=1.1 mtime=2.2", GOOD])
+    data = b"\n".join(
+        [
+            GOOD,
+            b"path=" + d + b"/" + b"y" * 200000 + b" size=3 checksum=1 ctime=1.1 mtime=2.2",
+            b"path=" + long_dir + b"/f size=4 checksum=1 ctime=1.1 mtime=2.2",
+            GOOD,
+        ]
+    )
     got = _check(data)
     assert got["area_files"] == 4 and got["malformed"] == 0
 
@@ -261,19 +297,32 @@ def test_byte_sum_beyond_64_bits():
 
 
 def test_embedded_nul_and_odd_bytes():
-    lines = [GOOD, GOOD.replace(b"/f ", b"/f\x00g "), GOOD.replace(b"checksum=ab", b"checksum=a\x00b"),
-             GOOD + b"\x00", b"\x00" + GOOD, b"path=/eos/cms/store/data/x\x00 size=1", b"\x00",
-             GOOD.replace(b"/f ", b"/\xc3\xa9 "), GOOD.replace(b"/f ", b"/f\x7f "), GOOD + b"\r",
-             GOOD.replace(b" size", b"  size"), GOOD.replace(b"checksum=ab", b"checksum=" + b"a" * 200),
-             GOOD.replace(b"Data/A", b"Data/A/../B")]
+    lines = [
+        GOOD,
+        GOOD.replace(b"/f ", b"/f\x00g "),
+        GOOD.replace(b"checksum=ab", b"checksum=a\x00b"),
+        GOOD + b"\x00",
+        b"\x00" + GOOD,
+        b"path=/eos/cms/store/data/x\x00 size=1",
+        b"\x00",
+        GOOD.replace(b"/f ", b"/\xc3\xa9 "),
+        GOOD.replace(b"/f ", b"/f\x7f "),
+        GOOD + b"\r",
+        GOOD.replace(b" size", b"  size"),
+        GOOD.replace(b"checksum=ab", b"checksum=" + b"a" * 200),
+        GOOD.replace(b"Data/A", b"Data/A/../B"),
+    ]
     got = _check(b"\n".join(lines))
     assert got["area_files"] >= 3
 
 
 def test_area_only_in_file_name_and_cut_extremes():
-    lines = [b"path=/eos/cms/store/data/store/t0streamer/ size=1 checksum=1 ctime=1.1 mtime=2.2",
-             b"path=/eos/cms/store/data/x/store/t0streamer/f size=1 checksum=1 ctime=1.1 mtime=2.2",
-             b"path=/store/t0streamer/ size=1 checksum=1 ctime=1.1 mtime=2.2", GOOD]
+    lines = [
+        b"path=/eos/cms/store/data/store/t0streamer/ size=1 checksum=1 ctime=1.1 mtime=2.2",
+        b"path=/eos/cms/store/data/x/store/t0streamer/f size=1 checksum=1 ctime=1.1 mtime=2.2",
+        b"path=/store/t0streamer/ size=1 checksum=1 ctime=1.1 mtime=2.2",
+        GOOD,
+    ]
     data = b"\n".join(lines)
     _check(data)
     for cut in [(2**70, 0), (-(2**70), 0), (1700000000, 2**70), (1700000000, 5), (1700000000, 6)]:

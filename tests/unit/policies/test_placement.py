@@ -9,11 +9,15 @@ import pytest
 from t0dqm.policies import placement as policy
 
 TB = 10**12
-SUBS = policy.Subscriptions(sites={"ZeroBias": "T1_IT_CNAF", "JetMET": "T1_DE_KIT", "Muon": "T1_US_FNAL"},
-                            default_site="T1_US_FNAL", disk_tiers=frozenset({"AOD"}))
+SUBS = policy.Subscriptions(
+    sites={"ZeroBias": "T1_IT_CNAF", "JetMET": "T1_DE_KIT", "Muon": "T1_US_FNAL"},
+    default_site="T1_US_FNAL",
+    disk_tiers=frozenset({"AOD"}),
+)
 
 
 # ---------------------------------------------------------------------------------------------- site_for
+
 
 @pytest.mark.parametrize("tier", ["RAW", "AOD", "MINIAOD", "DQMIO", "ALCARECO", "FEVT"])
 def test_every_tier_follows_raw(tier: str) -> None:
@@ -48,23 +52,33 @@ def test_endpoints_t0_disk_tape_and_disk_tiers() -> None:
 
 # ------------------------------------------------------------------------------------------ configuration
 
+
 def test_from_config_accepts_a_valid_table() -> None:
-    subs = policy.from_config({"default_site": "T1_US_FNAL", "t0_disk": "T0_CH_CERN_Disk",
-                               "sites": {"ZeroBias": "T1_IT_CNAF"}, "disk_tiers": ["AOD", "MINIAOD"]})
+    subs = policy.from_config(
+        {
+            "default_site": "T1_US_FNAL",
+            "t0_disk": "T0_CH_CERN_Disk",
+            "sites": {"ZeroBias": "T1_IT_CNAF"},
+            "disk_tiers": ["AOD", "MINIAOD"],
+        }
+    )
     assert subs.sites == {"ZeroBias": "T1_IT_CNAF"} and subs.disk_tiers == {"AOD", "MINIAOD"}
 
 
-@pytest.mark.parametrize("cfg, needle", [
-    ({"default_site": "T2_CH_CERN"}, "default_site"),
-    ({"default_site": "fnal"}, "default_site"),
-    ({"t0_disk": "T1_US_FNAL_Disk"}, "t0_disk"),
-    ({"t0_disk": "T0_CH_CERN_Tape"}, "t0_disk"),
-    ({"sites": {"ZeroBias": "T2_IT_Pisa"}}, "Tier-0 and Tier-1 sites only"),
-    ({"sites": {"Bad/PD": "T1_IT_CNAF"}}, "not a primary dataset"),
-    ({"sites": ["ZeroBias"]}, "must be a table"),
-    ({"disk_tiers": "AOD"}, "disk_tiers"),
-    ({"disk_tiers": ["aod"]}, "disk_tiers"),
-])
+@pytest.mark.parametrize(
+    "cfg, needle",
+    [
+        ({"default_site": "T2_CH_CERN"}, "default_site"),
+        ({"default_site": "fnal"}, "default_site"),
+        ({"t0_disk": "T1_US_FNAL_Disk"}, "t0_disk"),
+        ({"t0_disk": "T0_CH_CERN_Tape"}, "t0_disk"),
+        ({"sites": {"ZeroBias": "T2_IT_Pisa"}}, "Tier-0 and Tier-1 sites only"),
+        ({"sites": {"Bad/PD": "T1_IT_CNAF"}}, "not a primary dataset"),
+        ({"sites": ["ZeroBias"]}, "must be a table"),
+        ({"disk_tiers": "AOD"}, "disk_tiers"),
+        ({"disk_tiers": ["aod"]}, "disk_tiers"),
+    ],
+)
 def test_from_config_refuses(cfg: dict, needle: str) -> None:
     with pytest.raises(policy.SubscriptionError, match=needle):
         policy.from_config(cfg)
@@ -81,20 +95,25 @@ def test_config_load_refuses_a_tier2_site() -> None:
 
 # ------------------------------------------------------------------------------------------------ plan
 
+
 def _deviation(load: dict[str, int], target: dict[str, float]) -> float:
     return sum(abs(load[s] - target[s]) for s in target)
 
 
 def test_balanced_assignment_is_left_alone() -> None:
     subs = policy.Subscriptions(sites={"A": "T1_IT_CNAF", "B": "T1_DE_KIT"})
-    result = policy.plan(subs, {"A": 100 * TB, "B": 100 * TB}, {"T1_IT_CNAF": 500 * TB, "T1_DE_KIT": 500 * TB})
+    result = policy.plan(
+        subs, {"A": 100 * TB, "B": 100 * TB}, {"T1_IT_CNAF": 500 * TB, "T1_DE_KIT": 500 * TB}
+    )
     assert result.moves == []
     assert result.assignment == {"A": "T1_IT_CNAF", "B": "T1_DE_KIT"}
     assert [r.after for r in result.sites] == [100 * TB, 100 * TB]
 
 
 def test_moves_towards_free_space_with_reasons() -> None:
-    subs = policy.Subscriptions(sites={"A": "T1_IT_CNAF", "B": "T1_IT_CNAF", "C": "T1_IT_CNAF", "D": "T1_DE_KIT"})
+    subs = policy.Subscriptions(
+        sites={"A": "T1_IT_CNAF", "B": "T1_IT_CNAF", "C": "T1_IT_CNAF", "D": "T1_DE_KIT"}
+    )
     vols = {"A": 300 * TB, "B": 200 * TB, "C": 100 * TB, "D": 100 * TB}
     free = {"T1_IT_CNAF": 100 * TB, "T1_DE_KIT": 300 * TB}  # KIT has 3x CNAF's free tape
     result = policy.plan(subs, vols, free)
@@ -167,8 +186,9 @@ def test_plan_properties_on_random_inputs() -> None:
         again = policy.plan(subs, vols, free)
         assert result.as_dict() == again.as_dict()
         usable = {s for s, v in free.items() if v > 0}
-        assert sum(r.after for r in result.sites) == sum(v for p, v in vols.items()
-                                                          if result.assignment[p] in usable)
+        assert sum(r.after for r in result.sites) == sum(
+            v for p, v in vols.items() if result.assignment[p] in usable
+        )
         target = {r.site: r.target for r in result.sites}
         load = {r.site: r.before for r in result.sites}
         assign = {p: policy.site_for(subs, p, "RAW").site for p in set(vols) | set(subs.sites)}
@@ -184,4 +204,6 @@ def test_plan_properties_on_random_inputs() -> None:
                 assert _deviation(load, target) < previous
         assert assign == result.assignment
         for pd, site in result.assignment.items():
-            assert site in usable or vols.get(pd, 0) == 0, "every PD with volume ends on a site with free tape"
+            assert site in usable or vols.get(pd, 0) == 0, (
+                "every PD with volume ends on a site with free tape"
+            )

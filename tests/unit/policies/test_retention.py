@@ -8,8 +8,13 @@ DAY = 86400
 NOW = 1_700_000_000.0
 
 
-def out(age: float, endpoints: tuple[str, ...] = ("T1_A", "T2_B"), done: tuple[str, ...] = ("T1_A", "T2_B"),
-        needed: bool = False, name: str = "o") -> retention.T0Output:
+def out(
+    age: float,
+    endpoints: tuple[str, ...] = ("T1_A", "T2_B"),
+    done: tuple[str, ...] = ("T1_A", "T2_B"),
+    needed: bool = False,
+    name: str = "o",
+) -> retention.T0Output:
     return retention.T0Output(name, NOW - age, frozenset(endpoints), frozenset(done), needed, 10)
 
 
@@ -40,13 +45,20 @@ def test_needed_by_processing_keeps_it() -> None:
 
 
 def test_plan_lists_only_released_sorted() -> None:
-    outputs = [out(8 * DAY, name="b"), out(8 * DAY, name="a"), out(6 * DAY, name="c"),
-               out(8 * DAY, needed=True, name="d"), out(8 * DAY, done=(), name="e")]
+    outputs = [
+        out(8 * DAY, name="b"),
+        out(8 * DAY, name="a"),
+        out(6 * DAY, name="c"),
+        out(8 * DAY, needed=True, name="d"),
+        out(8 * DAY, done=(), name="e"),
+    ]
     assert [d.name for d in retention.plan_retention(outputs, NOW)] == ["a", "b"]
 
 
 def out_days(age_days, endpoints=("T1_A",), done=("T1_A",), needed=False):
-    return retention.T0Output("x", 1000 * 86400 - age_days * 86400, frozenset(endpoints), frozenset(done), needed)
+    return retention.T0Output(
+        "x", 1000 * 86400 - age_days * 86400, frozenset(endpoints), frozenset(done), needed
+    )
 
 
 def test_retention():

@@ -27,8 +27,17 @@ def test_as_mtime_and_format():
 
 
 def test_under_quota_nothing_but_transfertest():
-    tt_old = U("TransferTest", "A", 10, 100, NOW - 1, files=3, old_files=2, old_bytes=60,
-               old_newest_mtime=(NOW - 8 * DAY, 0))
+    tt_old = U(
+        "TransferTest",
+        "A",
+        10,
+        100,
+        NOW - 1,
+        files=3,
+        old_files=2,
+        old_bytes=60,
+        old_newest_mtime=(NOW - 8 * DAY, 0),
+    )
     data = U("Data", "A", 5, 100, NOW - 400 * DAY)
     plan = p.plan_streamer_cleanup([data, tt_old], now=NOW, quota_bytes=1000)
     assert [d.rule for d in plan.delete] == ["transfertest-age"]
@@ -37,8 +46,17 @@ def test_under_quota_nothing_but_transfertest():
 
 
 def test_transfertest_listed_first_and_removed_from_total():
-    tt = U("TransferTestWithSafety", "S", 99, 50, NOW, files=2, old_files=1, old_bytes=30,
-           old_newest_mtime=(NOW - 8 * DAY, 0))
+    tt = U(
+        "TransferTestWithSafety",
+        "S",
+        99,
+        50,
+        NOW,
+        files=2,
+        old_files=1,
+        old_bytes=30,
+        old_newest_mtime=(NOW - 8 * DAY, 0),
+    )
     a = U("Data", "A", 1, 100, NOW - 400 * DAY)
     plan = p.plan_streamer_cleanup([a, tt], now=NOW, quota_bytes=10)
     assert [d.rule for d in plan.delete] == ["transfertest-age", "age"]
@@ -68,8 +86,11 @@ def test_equal_to_quota_is_not_over():
 
 
 def test_not_eligible_is_passed_over():
-    units = [U("Data", "A", 1, 100, NOW - DAY), U("Data", "A", 2, 100, NOW - 400 * DAY),
-             U("Minidaq", "B", 3, 100, NOW - DAY)]
+    units = [
+        U("Data", "A", 1, 100, NOW - DAY),
+        U("Data", "A", 2, 100, NOW - 400 * DAY),
+        U("Minidaq", "B", 3, 100, NOW - DAY),
+    ]
     plan = p.plan_streamer_cleanup(units, now=NOW, quota_bytes=0, done=lambda r, s: r == 3)
     assert [(d.run, d.rule) for d in plan.delete] == [(2, "age"), (3, "done")]
     assert plan.not_eligible_units == 1
@@ -92,11 +113,19 @@ def test_skip_runs_count_but_never_deleted():
 
 
 def test_ties_ordering_run_then_stream_then_label():
-    units = [U("Minidaq", "B", 7, 1, NOW - 400 * DAY), U("Data", "B", 7, 1, NOW - 400 * DAY),
-             U("Data", "A", 7, 1, NOW - 400 * DAY), U("Data", "Z", 6, 1, NOW - 400 * DAY)]
+    units = [
+        U("Minidaq", "B", 7, 1, NOW - 400 * DAY),
+        U("Data", "B", 7, 1, NOW - 400 * DAY),
+        U("Data", "A", 7, 1, NOW - 400 * DAY),
+        U("Data", "Z", 6, 1, NOW - 400 * DAY),
+    ]
     plan = p.plan_streamer_cleanup(units, now=NOW, quota_bytes=0)
     assert [(d.run, d.stream, d.label) for d in plan.delete] == [
-        (6, "Z", "Data"), (7, "A", "Data"), (7, "B", "Data"), (7, "B", "Minidaq")]
+        (6, "Z", "Data"),
+        (7, "A", "Data"),
+        (7, "B", "Data"),
+        (7, "B", "Minidaq"),
+    ]
 
 
 def test_no_done_predicate_means_not_done():
@@ -111,15 +140,22 @@ def test_done_not_asked_when_under_quota_or_age_applies():
         asked.append(run)
         return True
 
-    units = [U("Data", "A", 1, 100, NOW - 400 * DAY), U("Data", "A", 2, 100, NOW), U("Data", "A", 3, 100, NOW)]
+    units = [
+        U("Data", "A", 1, 100, NOW - 400 * DAY),
+        U("Data", "A", 2, 100, NOW),
+        U("Data", "A", 3, 100, NOW),
+    ]
     plan = p.plan_streamer_cleanup(units, now=NOW, quota_bytes=150, done=done)
     assert [d.run for d in plan.delete] == [1, 2]
     assert asked == [2]
 
 
 def test_other_labels_and_recent_transfertest_count():
-    units = [U("PrivateData", "A", 1, 100, NOW - 400 * DAY), U("TransferTest", "A", 2, 100, NOW),
-             U("Data", "A", 3, 100, NOW - 400 * DAY)]
+    units = [
+        U("PrivateData", "A", 1, 100, NOW - 400 * DAY),
+        U("TransferTest", "A", 2, 100, NOW),
+        U("Data", "A", 3, 100, NOW - 400 * DAY),
+    ]
     plan = p.plan_streamer_cleanup(units, now=NOW, quota_bytes=0, other_bytes=7)
     assert plan.total_bytes == 307
     assert [d.run for d in plan.delete] == [3]
@@ -134,6 +170,10 @@ def test_as_dict_keys():
 
 
 def test_walk_candidates():
-    units = [U("Data", "B", 2, 1, NOW), U("TransferTest", "A", 1, 1, NOW), U("Data", "A", 2, 1, NOW),
-             U("Minidaq", "A", 3, 1, NOW)]
+    units = [
+        U("Data", "B", 2, 1, NOW),
+        U("TransferTest", "A", 1, 1, NOW),
+        U("Data", "A", 2, 1, NOW),
+        U("Minidaq", "A", 3, 1, NOW),
+    ]
     assert [(u.run, u.stream) for u in p.walk_candidates(units, skip_runs=[3])] == [(2, "A"), (2, "B")]

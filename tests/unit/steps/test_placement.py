@@ -10,20 +10,24 @@ from t0dqm.steps import placement
 
 
 def test_lfn_and_file_checks() -> None:
-    assert placement.lfn_of("/eos/cms/tier0/store/data/Run2024A/ZeroBias/RAW/v1/a.root") == \
-        "/store/data/Run2024A/ZeroBias/RAW/v1/a.root"
+    assert (
+        placement.lfn_of("/eos/cms/tier0/store/data/Run2024A/ZeroBias/RAW/v1/a.root")
+        == "/store/data/Run2024A/ZeroBias/RAW/v1/a.root"
+    )
     assert placement.lfn_of("root://eoscms.cern.ch//eos/cms/store/t0/a.root") == "/store/t0/a.root"
     with pytest.raises(placement.PlacementRefused, match="no /store/"):
         placement.lfn_of("/data/a.root")
     good = {"path": "/d/store/a.root", "size": 3, "adler32": "1a2b"}
     files = placement.parse_files([good])
     assert files[0].adler32 == "00001a2b" and files[0].lfn == "/store/a.root"
-    for bad, needle in [({"path": "/d/store/a.root", "size": -1, "adler32": "1"}, "size"),
-                        ({"path": "/d/store/a.root", "size": True, "adler32": "1"}, "size"),
-                        ({"path": "/d/store/a.root", "size": 1, "adler32": "xyz"}, "adler32"),
-                        ({"path": "/d/store/a.root", "size": 1, "adler32": "123456789"}, "adler32"),
-                        ({"size": 1, "adler32": "1"}, "missing path"),
-                        ("/d/store/a.root", "expected an object")]:
+    for bad, needle in [
+        ({"path": "/d/store/a.root", "size": -1, "adler32": "1"}, "size"),
+        ({"path": "/d/store/a.root", "size": True, "adler32": "1"}, "size"),
+        ({"path": "/d/store/a.root", "size": 1, "adler32": "xyz"}, "adler32"),
+        ({"path": "/d/store/a.root", "size": 1, "adler32": "123456789"}, "adler32"),
+        ({"size": 1, "adler32": "1"}, "missing path"),
+        ("/d/store/a.root", "expected an object"),
+    ]:
         with pytest.raises(placement.PlacementRefused, match=needle):
             placement.parse_files([bad])
     with pytest.raises(placement.PlacementRefused, match="appears twice"):
@@ -33,7 +37,9 @@ def test_lfn_and_file_checks() -> None:
 
 
 def test_block_name_is_stable_and_order_free() -> None:
-    files = placement.parse_files([{"path": f"/d/store/{i}.root", "size": 1, "adler32": "1"} for i in range(3)])
+    files = placement.parse_files(
+        [{"path": f"/d/store/{i}.root", "size": 1, "adler32": "1"} for i in range(3)]
+    )
     names = {placement.block_name("/A/B-v1/RAW", list(p)) for p in itertools.permutations(files)}
     assert len(names) == 1 and next(iter(names)).startswith("/A/B-v1/RAW#")
     assert placement.block_name("/A/B-v1/RAW", files[:2]) not in names

@@ -35,6 +35,7 @@ def test_tier0_task_keeps_its_name_and_queue(name: str) -> None:
 
 # ------------------------------------------------------------------------------- beat entry and routing
 
+
 def test_rule_poll_is_scheduled_only_with_rucio_and_tasks_route_to_ops() -> None:
     import beat_schedule
     from t0dqm import config
@@ -42,8 +43,11 @@ def test_rule_poll_is_scheduled_only_with_rucio_and_tasks_route_to_ops() -> None
 
     without = beat_schedule.build(config.load(None, environ={}))
     assert "t0-rules-poll" not in without
-    with_rucio = beat_schedule.build(config.load(None, environ={"T0DQM_RUCIO__URL": "https://rucio.example",
-                                                                 "T0DQM_RUCIO__POLL_INTERVAL": "120"}))
+    with_rucio = beat_schedule.build(
+        config.load(
+            None, environ={"T0DQM_RUCIO__URL": "https://rucio.example", "T0DQM_RUCIO__POLL_INTERVAL": "120"}
+        )
+    )
     assert with_rucio["t0-rules-poll"] == {"task": "t0dqm.tasks.tier0.poll_rules", "schedule": 120.0}
     settings = config.load(None, environ={"T0DQM_FLAVOUR": "offline"})
     assert route_for_task("t0dqm.tasks.tier0.register_output", settings) == "offline.ops"

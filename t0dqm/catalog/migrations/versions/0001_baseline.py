@@ -155,6 +155,15 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
-    for table in ("alarms", "leases", "audit", "streamer_units", "members", "quarantine", "files",
-                  "archives", "meta"):
+    for table in (
+        "alarms",
+        "leases",
+        "audit",
+        "streamer_units",
+        "members",
+        "quarantine",
+        "files",
+        "archives",
+        "meta",
+    ):
         op.drop_table(table)

@@ -29,8 +29,10 @@ UNCHECKED = "versions_checked_at IS NULL"
 
 
 def _key(primary_key: bool) -> list[sa.Column[str]]:
-    return [sa.Column(name, sa.String(size), nullable=False, primary_key=primary_key)
-            for name, size in (("entity", 16), ("cls", 32), ("state", 16), ("index_state", 16))]
+    return [
+        sa.Column(name, sa.String(size), nullable=False, primary_key=primary_key)
+        for name, size in (("entity", 16), ("cls", 32), ("state", 16), ("index_state", 16))
+    ]
 
 
 def upgrade() -> None:
@@ -42,21 +44,39 @@ def upgrade() -> None:
         op.add_column("files", sa.Column("versions_checked_at", sa.Float))
     indexes = {ix["name"] for ix in inspector.get_indexes("files")}
     if "ix_files_versions_unchecked" not in indexes:
-        op.create_index("ix_files_versions_unchecked", "files", ["run", "dataset"],
-                        sqlite_where=sa.text(UNCHECKED), postgresql_where=sa.text(UNCHECKED))
+        op.create_index(
+            "ix_files_versions_unchecked",
+            "files",
+            ["run", "dataset"],
+            sqlite_where=sa.text(UNCHECKED),
+            postgresql_where=sa.text(UNCHECKED),
+        )
     if "ix_files_present_age" not in indexes:
-        op.create_index("ix_files_present_age", "files", ["cls", "mtime"],
-                        sqlite_where=sa.text(PRESENT), postgresql_where=sa.text(PRESENT))
+        op.create_index(
+            "ix_files_present_age",
+            "files",
+            ["cls", "mtime"],
+            sqlite_where=sa.text(PRESENT),
+            postgresql_where=sa.text(PRESENT),
+        )
     tables = set(inspector.get_table_names())
     if "counts" not in tables:
-        op.create_table("counts", *_key(True), sa.Column("n", sa.BigInteger, nullable=False),
-                        sa.Column("bytes", sa.BigInteger, nullable=False))
+        op.create_table(
+            "counts",
+            *_key(True),
+            sa.Column("n", sa.BigInteger, nullable=False),
+            sa.Column("bytes", sa.BigInteger, nullable=False),
+        )
     if "count_deltas" not in tables:
-        op.create_table("count_deltas",
-                        sa.Column("id", sa.BigInteger().with_variant(sa.Integer, "sqlite"), primary_key=True,
-                                  autoincrement=True),
-                        *_key(False), sa.Column("n", sa.Integer, nullable=False),
-                        sa.Column("bytes", sa.BigInteger, nullable=False))
+        op.create_table(
+            "count_deltas",
+            sa.Column(
+                "id", sa.BigInteger().with_variant(sa.Integer, "sqlite"), primary_key=True, autoincrement=True
+            ),
+            *_key(False),
+            sa.Column("n", sa.Integer, nullable=False),
+            sa.Column("bytes", sa.BigInteger, nullable=False),
+        )
     queries.backfill_versions_checked(conn)
     counts.rebuild(conn)
     counts.install_triggers(conn)
