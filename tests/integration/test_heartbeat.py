@@ -20,7 +20,7 @@ from t0dqm.catalog.db import Catalog, audit, db_now, files, heartbeats
 from t0dqm.catalog.recovery import dead_claim_ids
 from t0dqm.dev.hosts import can_rename, on_host
 from t0dqm.identity import locator
-from tests.integration.test_catalog import new_file
+from tests.integration.catalog.test_db import new_file
 from tests.integration.workerproc import REPO, t0dqm_env
 
 CLAIMANT = r"""

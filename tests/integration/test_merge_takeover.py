@@ -18,8 +18,8 @@ from t0dqm.catalog.db import Catalog, audit, get_catalog, reset_catalogs
 from t0dqm.dev.hosts import can_rename, on_host
 from t0dqm.steps import index as dqmindex
 from tests.conftest import make_settings
+from tests.integration.steps.test_index import MERGED, ONLINE, filed
 from tests.integration.test_heartbeat import wait_for
-from tests.integration.test_index import MERGED, ONLINE, filed
 from tests.integration.workerproc import REPO, t0dqm_env
 
 HOLDER = r"""

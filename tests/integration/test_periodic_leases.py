@@ -20,7 +20,7 @@ from t0dqm.tasks import archive as archive_tasks  # noqa: F401 - registers the z
 from t0dqm.tasks import cleanup
 from t0dqm.tasks import reconcile as reconcile_tasks
 from t0dqm.tasks.base import T0Task
-from tests.integration.test_cleanup import OFFLINE, archive, file_state, filed
+from tests.integration.steps.test_cleanup import OFFLINE, archive, file_state, filed
 
 PREVIOUS = "otherhost:4242:1:previous-run"
 

@@ -16,7 +16,7 @@ from prometheus_client.registry import CollectorRegistry
 
 from t0dqm.servers import metrics
 from tests.conftest import make_settings
-from tests.integration.test_upload_hardening import connect, wait_closed_by_server, wait_for
+from tests.integration.servers.test_upload_hardening import connect, wait_closed_by_server, wait_for
 
 TIMEOUT = 2
 

@@ -30,8 +30,7 @@ from t0dqm.clients.rucio import RucioGateway, RucioUnavailable
 from t0dqm.dev import services
 from t0dqm.steps import placement
 from t0dqm.steps import retention as outputs
-
-from .rucio_server import RucioServer, drop, start
+from tests.integration.rucio_server import RucioServer, drop, start
 
 PG_ADMIN_URL = os.environ.get("T0DQM_TEST_PG", "postgresql+psycopg2://postgres@127.0.0.1:5432/postgres")
 DAY = 86400

@@ -23,7 +23,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from t0dqm.formats import dropbox
 from t0dqm.servers import upload as upload_server
-from tests.integration.test_upload_server import NAME, client_upload, form, post_head, raw_request
+from tests.integration.servers.test_upload import NAME, client_upload, form, post_head, raw_request
 
 TIMEOUT = 2.0
 PAYLOAD = b"root\0" + bytes(range(256)) * 400
