@@ -269,7 +269,7 @@ def test_stale_partial_is_never_merged(settings: config.Settings) -> None:
 
 
 def test_lost_partial_is_imported_again_by_reconcile(settings: config.Settings) -> None:
-    from t0dqm.tasks.index import IMPORT_TASK, MERGE_TASK, _recover_merge
+    from t0dqm.steps.index import IMPORT_TASK, MERGE_TASK, _recover_merge
 
     ids = batch_filed(settings, [ONLINE, OFFLINE])
     cat = get_catalog()
