@@ -130,7 +130,11 @@ class Http:
         self.opener = urllib.request.build_opener(*handlers)
 
     def _request(self, url: str, method: str = "GET") -> Any:
-        req = urllib.request.Request(url, method=method, headers={"User-Agent": USER_AGENT})
+        req = urllib.request.Request(  # noqa: S310 - sync.url (operator's) or links under it
+            url,
+            method=method,
+            headers={"User-Agent": USER_AGENT},
+        )
         return self.opener.open(req, timeout=self.timeout)
 
     def text(self, url: str) -> str:
