@@ -67,7 +67,7 @@ def producer_settings(settings: config.Settings, producer: Producer) -> config.S
     """Settings whose deletion roots also hold the producer's folders (for deleter.delete)."""
     data = copy.deepcopy(settings.data)
     extra = list(data.setdefault("deletion", {}).get("extra_roots", []))
-    data["deletion"]["extra_roots"] = extra + [str(producer.dir), str(producer.done)]
+    data["deletion"]["extra_roots"] = [*extra, str(producer.dir), str(producer.done)]
     return config.Settings(data=data, source=settings.source)
 
 
@@ -310,7 +310,7 @@ class Collector:
         busy = open_files(self.p.dir)
         finals = [f for f in files if f.is_final]
         if finals:
-            state["last_seen_run"] = max(int(state.get("last_seen_run", 0)), max(f.run for f in finals))
+            state["last_seen_run"] = max(int(state.get("last_seen_run", 0)), *(f.run for f in finals))
         report.skipped_open = sorted(f.path for f in finals if os.path.realpath(f.path) in busy)
         real_busy = {f.path for f in files if os.path.realpath(f.path) in busy}
         for job in policy.plan_collect(files, real_busy):

@@ -220,11 +220,13 @@ def _write_partial_file(final: Path, entries: list[tuple[Any, list[rootcheck.ME]
                 now,
             )
             conn.execute(
-                f"INSERT INTO samples (id, {', '.join(SAMPLE_COLUMNS)}) VALUES ({', '.join('?' * 14)})",
+                f"INSERT INTO samples (id, {', '.join(SAMPLE_COLUMNS)})"  # noqa: S608 - constant column names
+                f" VALUES ({', '.join('?' * 14)})",
                 values,
             )
             conn.executemany(
-                f"INSERT INTO monitor_elements (sample_id, path, kind, value) VALUES ({sample_id}, ?, ?, ?)",
+                "INSERT INTO monitor_elements (sample_id, path, kind, value)"  # noqa: S608 - int from enumerate
+                f" VALUES ({sample_id}, ?, ?, ?)",
                 [(me.path, me.kind, me.value) for me in mes],
             )
         conn.execute("COMMIT")
@@ -428,7 +430,9 @@ def merge_partial(conn: sqlite3.Connection, partial: Path, file_id: int) -> bool
     src = sqlite3.connect(attach_uri(partial), uri=True)
     try:
         sample = src.execute(
-            f"SELECT id, {', '.join(SAMPLE_COLUMNS)} FROM samples WHERE file_id = ?", (file_id,)
+            f"SELECT id, {', '.join(SAMPLE_COLUMNS)}"  # noqa: S608 - constant column names
+            " FROM samples WHERE file_id = ?",
+            (file_id,),
         ).fetchone()
         if sample is None:
             raise ValueError(f"partial index {partial.name} has no sample for file {file_id}")
@@ -438,7 +442,9 @@ def merge_partial(conn: sqlite3.Connection, partial: Path, file_id: int) -> bool
     finally:
         src.close()
     cur = conn.execute(
-        f"INSERT INTO samples ({', '.join(SAMPLE_COLUMNS)}) VALUES ({', '.join('?' * 13)})", sample[1:]
+        f"INSERT INTO samples ({', '.join(SAMPLE_COLUMNS)})"  # noqa: S608 - constant column names
+        f" VALUES ({', '.join('?' * 13)})",
+        sample[1:],
     )
     sample_id = cur.lastrowid
     conn.executemany(
@@ -604,16 +610,20 @@ def _merge_attached(conn: sqlite3.Connection, alias: str, partial: Path, file_id
     """As :func:`merge_partial`, from a partial attached as ``alias``."""
     if conn.execute("SELECT 1 FROM main.samples WHERE file_id = ?", (file_id,)).fetchone():
         return False
-    found = conn.execute(f"SELECT id FROM {alias}.samples WHERE file_id = ?", (file_id,)).fetchone()
+    found = conn.execute(
+        f"SELECT id FROM {alias}.samples WHERE file_id = ?",  # noqa: S608 - alias is ours: p<k>
+        (file_id,),
+    ).fetchone()
     if found is None:
         raise ValueError(f"partial index {partial.name} has no sample for file {file_id}")
     columns = ", ".join(SAMPLE_COLUMNS)
     cur = conn.execute(
-        f"INSERT INTO main.samples ({columns}) SELECT {columns} FROM {alias}.samples WHERE id = ?",
+        f"INSERT INTO main.samples ({columns})"  # noqa: S608 - constant columns, our alias p<k>
+        f" SELECT {columns} FROM {alias}.samples WHERE id = ?",
         (found[0],),
     )
     conn.execute(
-        f"INSERT INTO main.monitor_elements (sample_id, path, kind, value) "
+        "INSERT INTO main.monitor_elements (sample_id, path, kind, value) "  # noqa: S608 - our alias p<k>
         f"SELECT ?, path, kind, value FROM {alias}.monitor_elements WHERE sample_id = ? ORDER BY rowid",
         (cur.lastrowid, found[0]),
     )
@@ -778,7 +788,7 @@ def import_file(ctx: Context, file_id: int) -> Outcome:
     state = import_one(int(file_id), ctx.settings, ctx.catalog)
     if state == INDEX_PARTIAL:
         return Outcome(state, next=[merge_next()])
-    if state not in ("indexed",):
+    if state != "indexed":
         ctx.log("import", file_id=file_id, index_state=state)
     return Outcome(state)
 
