@@ -403,11 +403,11 @@ def clean_once(
     collect_names: list[tuple[str, float]] = []
     collect_dirs: list[str] = []
     if p.dir.exists():
-        for entry in os.scandir(p.dir):
-            if entry.is_dir(follow_symlinks=False):
-                collect_dirs.append(entry.path)
+        for dirent in os.scandir(p.dir):
+            if dirent.is_dir(follow_symlinks=False):
+                collect_dirs.append(dirent.path)
             else:
-                collect_names.append((entry.path, entry.stat(follow_symlinks=False).st_mtime))
+                collect_names.append((dirent.path, dirent.stat(follow_symlinks=False).st_mtime))
     busy = open_files(p.dir)
     plan = policy.plan_clean(
         usage,

@@ -35,6 +35,7 @@ from t0dqm import config
 from t0dqm.catalog import gui as rows
 from t0dqm.catalog.alarms import clear_alarm, raise_alarm
 from t0dqm.catalog.db import Catalog
+from t0dqm.catalog.files import Connection
 from t0dqm.catalog.gui import ALARM_UNREACHABLE
 from t0dqm.catalog.states import INDEX_SKIPPED, REMOVED
 from t0dqm.policies import gui as policy
@@ -381,7 +382,7 @@ def check(ctx: Context, file_ids: Sequence[int]) -> Outcome:
 
 
 @recoverer("gui-register")
-def _recover_registrations(conn: rows.Connection, settings: Any, now: float) -> Iterable[Resume]:
+def _recover_registrations(conn: Connection, settings: Any, now: float) -> Iterable[Resume]:
     """Files received more than ``reconcile.stale_seconds`` ago that the GUI does not have yet."""
     if not enabled(settings):
         return []

@@ -466,8 +466,8 @@ def _pending_partials(
     ids = sorted({fid for contents in partials.values() for fid, _ in contents})
     found: dict[int, Any] = {}
     with catalog.read() as conn:
-        for row in files.index_rows(conn, ids):
-            found[row.id] = row
+        for indexed in files.index_rows(conn, ids):
+            found[indexed.id] = indexed
     ready: dict[int, tuple[Any, Path]] = {}
     settled: list[Path] = []
     for partial, contents in partials.items():
@@ -569,7 +569,9 @@ def _merge_batch(
                     for row, p in ready:
                         if p == partial:
                             failed[row.id] = f"merge: cannot open {partial.name}: {exc}"
-            work = [(row, partial, aliases[partial]) for row, partial in ready if partial in aliases]
+            work: list[tuple[Any, Path, str | None]] = [
+                (row, partial, aliases[partial]) for row, partial in ready if partial in aliases
+            ]
             if work:
                 _merge_group(conn, work, None, done, failed)
         finally:
@@ -758,7 +760,10 @@ def delete_runs(
             options[key] = conf[key]
     with merge_lease(settings, catalog):
         decisions = run_deletion.runs_to_delete(
-            idx.runs(), time.time() if now is None else now, conf.rules, **options
+            idx.runs(),
+            time.time() if now is None else now,
+            conf.rules,  # type: ignore[arg-type]  # config.RunRule is a Mapping: Mapping.register(Table)
+            **options,
         )
         for d in decisions:
             removed = 0 if dry_run else idx.delete_run(d.run, d.dataset, d.rule, d.reason)
