@@ -71,7 +71,8 @@ def paths_of_runs(conn: Connection, runs: Sequence[int], chunk: int = 500) -> li
 
 def ids_by_path(conn: Connection, paths: Sequence[str]) -> dict[str, int]:
     """{path: id} of the rows among ``paths`` that exist."""
-    return dict(conn.execute(select(files.c.path, files.c.id).where(files.c.path.in_(paths))))
+    # .all(): dict() on the result itself would take it for a mapping (it has keys(): the column names)
+    return dict(conn.execute(select(files.c.path, files.c.id).where(files.c.path.in_(paths))).all())
 
 
 def id_by_path(conn: Connection, path: str) -> int | None:
