@@ -76,9 +76,7 @@ def build(settings: Any) -> dict[str, dict[str, Any]]:
         enabled.discard("sm-cleanup-occupancy")
     if not settings.run_deletion.enabled:
         enabled.discard("index-delete-runs")
-    for name, entry in optional.items():
-        if name in enabled:
-            schedule[name] = entry
+    schedule.update({name: entry for name, entry in optional.items() if name in enabled})
     schedule.update(producer_schedule(settings))
     schedule.update(sync_schedule(settings))
     # [beat.every] zip_freeze = 5  -> run that entry every 5 s (demo, chaos, tests)

@@ -221,7 +221,8 @@ with warnings.catch_warnings():
 
     class Timeouts(Table):
         io: Number1 = 60  # seconds for one storage call
-        copy: Number1 = 1800  # seconds for one archive copy (shadows BaseModel.copy, deprecated anyway)
+        # seconds for one archive copy; the settings key shadows BaseModel.copy (deprecated anyway)
+        copy: Number1 = 1800  # type: ignore[assignment]  # the key name is the configuration's
         root_check: Number1 = 30  # seconds to validate ROOT content
         http: Number1 = 30
 

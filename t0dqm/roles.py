@@ -51,7 +51,8 @@ class Role:
 def candidates() -> list[Path]:
     """Where the roles file is looked for, in order."""
     found = [Path(os.environ[ROLES_ENV])] if os.environ.get(ROLES_ENV) else []
-    return found + [
+    return [
+        *found,
         Path(__file__).resolve().parents[1] / "workers" / "roles.toml",  # source checkout
         Path(sys.prefix) / "share" / "t0dqm" / "workers" / "roles.toml",
     ]  # pip-installed copy

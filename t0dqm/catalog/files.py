@@ -12,7 +12,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import insert, select, update
-from sqlalchemy.engine import Connection as Connection  # re-exported: the type of ``conn`` for callers
+from sqlalchemy.engine import Connection as Connection  # noqa: PLC0414 - re-export for callers (mypy strict)
 from sqlalchemy.engine import Row
 from sqlalchemy.exc import IntegrityError
 
@@ -167,7 +167,8 @@ def set_index_state(
                         file_id
                     )
             rows: list[dict[str, Any]] = []
-            for (previous, why), group in groups.items():
+            for (previous, why), candidates in groups.items():
+                group = candidates
                 result = conn.execute(
                     update(files)
                     .where(files.c.id.in_(group), files.c.index_state == previous)

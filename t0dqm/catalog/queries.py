@@ -116,7 +116,8 @@ def backfill_versions_checked(conn: Connection, now: float | None = None) -> int
     """Schema upgrade: stamp every sample that has no superseded ROOT file left (one full scan)."""
     now = time.time() if now is None else now
     return conn.exec_driver_sql(
-        "UPDATE files SET versions_checked_at = %s WHERE versions_checked_at IS NULL AND NOT EXISTS ("
+        "UPDATE files SET versions_checked_at = %s"  # noqa: S608 - built from constants and a float
+        " WHERE versions_checked_at IS NULL AND NOT EXISTS ("
         " SELECT 1 FROM files o JOIN files n ON n.run = o.run AND n.dataset = o.dataset"
         " AND coalesce(n.subsystem, '') = coalesce(o.subsystem, '') AND n.version > o.version"
         f" WHERE o.run = files.run AND o.dataset = files.dataset AND o.state <> '{REMOVED}')"

@@ -125,7 +125,11 @@ class RucioGateway:
             if not isinstance(exc.__cause__, rex.DuplicateContent):
                 raise
         for chunk in _chunks(dids):
-            self.call(lambda c, chunk=chunk: c.add_replicas(rse, chunk))
+
+            def add_replicas(c: Any, chunk: list[dict[str, Any]] = chunk) -> Any:
+                return c.add_replicas(rse, chunk)
+
+            self.call(add_replicas)
         attached = 0
         for _attempt in range(3):
             present = {f["name"] for f in self.call(lambda c: list(c.list_files(scope, block)))}
@@ -134,7 +138,11 @@ class RucioGateway:
                 return attached
             try:
                 for chunk in _chunks(missing):
-                    self.call(lambda c, chunk=chunk: c.attach_dids(scope, block, chunk))
+
+                    def attach(c: Any, chunk: list[dict[str, Any]] = chunk) -> Any:
+                        return c.attach_dids(scope, block, chunk)
+
+                    self.call(attach)
                     attached += len(chunk)
                 return attached
             except RucioRefused as exc:  # attached concurrently: list again

@@ -131,7 +131,7 @@ def version_control(
     out: list[Removal] = []
     unsettled: set[tuple[int, str]] = set()
     for d in plan.decisions:
-        row = plan.rows[d.file.file_id]
+        row = plan.rows[d.file.file_id]  # type: ignore[index]  # files built from catalog rows: id set
         if d.action == versions.KEEP:
             continue
         if d.action == versions.DELETE:
@@ -198,12 +198,12 @@ def quota_control(settings: config.Settings, catalog: Catalog, dry_run: bool | N
             _remove(
                 catalog,
                 settings,
-                d.file.file_id,
+                d.file.file_id,  # type: ignore[arg-type]  # QuotaFiles built from catalog rows: id set
                 d.file.path,
                 d.rule,
                 d.reason,
                 d.file.size,
-                rows[d.file.file_id].adler32,
+                rows[d.file.file_id].adler32,  # type: ignore[index]  # as above
                 dry_run,
             )
             for d in plan.deletions

@@ -67,7 +67,7 @@ def producer_settings(settings: config.Settings, producer: Producer) -> config.S
     """Settings whose deletion roots also hold the producer's folders (for deleter.delete)."""
     data = copy.deepcopy(settings.data)
     extra = list(data.setdefault("deletion", {}).get("extra_roots", []))
-    data["deletion"]["extra_roots"] = extra + [str(producer.dir), str(producer.done)]
+    data["deletion"]["extra_roots"] = [*extra, str(producer.dir), str(producer.done)]
     return config.Settings(data=data, source=settings.source)
 
 
@@ -310,7 +310,7 @@ class Collector:
         busy = open_files(self.p.dir)
         finals = [f for f in files if f.is_final]
         if finals:
-            state["last_seen_run"] = max(int(state.get("last_seen_run", 0)), max(f.run for f in finals))
+            state["last_seen_run"] = max(int(state.get("last_seen_run", 0)), *(f.run for f in finals))
         report.skipped_open = sorted(f.path for f in finals if os.path.realpath(f.path) in busy)
         real_busy = {f.path for f in files if os.path.realpath(f.path) in busy}
         for job in policy.plan_collect(files, real_busy):
@@ -403,11 +403,11 @@ def clean_once(
     collect_names: list[tuple[str, float]] = []
     collect_dirs: list[str] = []
     if p.dir.exists():
-        for entry in os.scandir(p.dir):
-            if entry.is_dir(follow_symlinks=False):
-                collect_dirs.append(entry.path)
+        for dirent in os.scandir(p.dir):
+            if dirent.is_dir(follow_symlinks=False):
+                collect_dirs.append(dirent.path)
             else:
-                collect_names.append((entry.path, entry.stat(follow_symlinks=False).st_mtime))
+                collect_names.append((dirent.path, dirent.stat(follow_symlinks=False).st_mtime))
     busy = open_files(p.dir)
     plan = policy.plan_clean(
         usage,

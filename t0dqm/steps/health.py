@@ -39,7 +39,9 @@ def producer_hosts(settings: config.Settings) -> list[str]:
 def limits(settings: config.Settings) -> policy.Limits:
     """The per-step latency limits of the health check."""
     return policy.limits_from(
-        health_settings(settings), settings.alarms.latency_seconds, settings.archive.verify_delay
+        health_settings(settings),  # type: ignore[arg-type]  # a Mapping: Mapping.register(config.Table)
+        settings.alarms.latency_seconds,
+        settings.archive.verify_delay,
     )
 
 

@@ -220,11 +220,13 @@ def _write_partial_file(final: Path, entries: list[tuple[Any, list[rootcheck.ME]
                 now,
             )
             conn.execute(
-                f"INSERT INTO samples (id, {', '.join(SAMPLE_COLUMNS)}) VALUES ({', '.join('?' * 14)})",
+                f"INSERT INTO samples (id, {', '.join(SAMPLE_COLUMNS)})"  # noqa: S608 - constant column names
+                f" VALUES ({', '.join('?' * 14)})",
                 values,
             )
             conn.executemany(
-                f"INSERT INTO monitor_elements (sample_id, path, kind, value) VALUES ({sample_id}, ?, ?, ?)",
+                "INSERT INTO monitor_elements (sample_id, path, kind, value)"  # noqa: S608 - int from enumerate
+                f" VALUES ({sample_id}, ?, ?, ?)",
                 [(me.path, me.kind, me.value) for me in mes],
             )
         conn.execute("COMMIT")
@@ -428,7 +430,9 @@ def merge_partial(conn: sqlite3.Connection, partial: Path, file_id: int) -> bool
     src = sqlite3.connect(attach_uri(partial), uri=True)
     try:
         sample = src.execute(
-            f"SELECT id, {', '.join(SAMPLE_COLUMNS)} FROM samples WHERE file_id = ?", (file_id,)
+            f"SELECT id, {', '.join(SAMPLE_COLUMNS)}"  # noqa: S608 - constant column names
+            " FROM samples WHERE file_id = ?",
+            (file_id,),
         ).fetchone()
         if sample is None:
             raise ValueError(f"partial index {partial.name} has no sample for file {file_id}")
@@ -438,7 +442,9 @@ def merge_partial(conn: sqlite3.Connection, partial: Path, file_id: int) -> bool
     finally:
         src.close()
     cur = conn.execute(
-        f"INSERT INTO samples ({', '.join(SAMPLE_COLUMNS)}) VALUES ({', '.join('?' * 13)})", sample[1:]
+        f"INSERT INTO samples ({', '.join(SAMPLE_COLUMNS)})"  # noqa: S608 - constant column names
+        f" VALUES ({', '.join('?' * 13)})",
+        sample[1:],
     )
     sample_id = cur.lastrowid
     conn.executemany(
@@ -460,8 +466,8 @@ def _pending_partials(
     ids = sorted({fid for contents in partials.values() for fid, _ in contents})
     found: dict[int, Any] = {}
     with catalog.read() as conn:
-        for row in files.index_rows(conn, ids):
-            found[row.id] = row
+        for indexed in files.index_rows(conn, ids):
+            found[indexed.id] = indexed
     ready: dict[int, tuple[Any, Path]] = {}
     settled: list[Path] = []
     for partial, contents in partials.items():
@@ -563,7 +569,9 @@ def _merge_batch(
                     for row, p in ready:
                         if p == partial:
                             failed[row.id] = f"merge: cannot open {partial.name}: {exc}"
-            work = [(row, partial, aliases[partial]) for row, partial in ready if partial in aliases]
+            work: list[tuple[Any, Path, str | None]] = [
+                (row, partial, aliases[partial]) for row, partial in ready if partial in aliases
+            ]
             if work:
                 _merge_group(conn, work, None, done, failed)
         finally:
@@ -604,16 +612,20 @@ def _merge_attached(conn: sqlite3.Connection, alias: str, partial: Path, file_id
     """As :func:`merge_partial`, from a partial attached as ``alias``."""
     if conn.execute("SELECT 1 FROM main.samples WHERE file_id = ?", (file_id,)).fetchone():
         return False
-    found = conn.execute(f"SELECT id FROM {alias}.samples WHERE file_id = ?", (file_id,)).fetchone()
+    found = conn.execute(
+        f"SELECT id FROM {alias}.samples WHERE file_id = ?",  # noqa: S608 - alias is ours: p<k>
+        (file_id,),
+    ).fetchone()
     if found is None:
         raise ValueError(f"partial index {partial.name} has no sample for file {file_id}")
     columns = ", ".join(SAMPLE_COLUMNS)
     cur = conn.execute(
-        f"INSERT INTO main.samples ({columns}) SELECT {columns} FROM {alias}.samples WHERE id = ?",
+        f"INSERT INTO main.samples ({columns})"  # noqa: S608 - constant columns, our alias p<k>
+        f" SELECT {columns} FROM {alias}.samples WHERE id = ?",
         (found[0],),
     )
     conn.execute(
-        f"INSERT INTO main.monitor_elements (sample_id, path, kind, value) "
+        "INSERT INTO main.monitor_elements (sample_id, path, kind, value) "  # noqa: S608 - our alias p<k>
         f"SELECT ?, path, kind, value FROM {alias}.monitor_elements WHERE sample_id = ? ORDER BY rowid",
         (cur.lastrowid, found[0]),
     )
@@ -748,7 +760,10 @@ def delete_runs(
             options[key] = conf[key]
     with merge_lease(settings, catalog):
         decisions = run_deletion.runs_to_delete(
-            idx.runs(), time.time() if now is None else now, conf.rules, **options
+            idx.runs(),
+            time.time() if now is None else now,
+            conf.rules,  # type: ignore[arg-type]  # config.RunRule is a Mapping: Mapping.register(Table)
+            **options,
         )
         for d in decisions:
             removed = 0 if dry_run else idx.delete_run(d.run, d.dataset, d.rule, d.reason)
@@ -778,7 +793,7 @@ def import_file(ctx: Context, file_id: int) -> Outcome:
     state = import_one(int(file_id), ctx.settings, ctx.catalog)
     if state == INDEX_PARTIAL:
         return Outcome(state, next=[merge_next()])
-    if state not in ("indexed",):
+    if state != "indexed":
         ctx.log("import", file_id=file_id, index_state=state)
     return Outcome(state)
 

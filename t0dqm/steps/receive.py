@@ -40,7 +40,8 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from billiard.exceptions import SoftTimeLimitExceeded  # = celery.exceptions.SoftTimeLimitExceeded
+# = celery.exceptions.SoftTimeLimitExceeded (steps stay Celery-free); billiard ships no type information
+from billiard.exceptions import SoftTimeLimitExceeded  # type: ignore[import-untyped]
 from sqlalchemy.exc import IntegrityError
 
 from t0dqm import config, storage

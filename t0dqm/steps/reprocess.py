@@ -341,6 +341,6 @@ def retry_bad(
         if action.task:
             try:
                 send(action.task, action.args)
-            except Exception:  # noqa: BLE001 - the next dropbox scan picks it up anyway
+            except Exception:  # noqa: BLE001, S110 - the next dropbox scan picks it up anyway
                 pass
     return out

@@ -148,7 +148,7 @@ def run_retention(
             catalog_outputs.set_state(catalog, int(row["id"]), "present", detail=f"refused: {exc}")
             run.refused.append(f"{row['path']}: {exc}")
             continue
-        except Exception as exc:  # storage error: stays "deleting", the next run retries it
+        except Exception as exc:  # noqa: BLE001 - any storage error: stays "deleting", the next run retries
             run.errors.append(f"{row['path']}: {exc}")
             continue
         catalog_outputs.set_state(catalog, int(row["id"]), "deleted")

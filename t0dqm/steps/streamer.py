@@ -251,8 +251,9 @@ def cleanup(
                     done_url=cfg.done_url or None,
                     skip_runs=read_skip_runs(cfg.skip_runs_file or None),
                     max_dump_age=cfg.max_dump_age,
-                    transfertest_days=cfg.transfertest_days,
-                    age_days=cfg.age_days,
+                    # whole days in practice; a fraction works too (the policy truncates to seconds)
+                    transfertest_days=cfg.transfertest_days,  # type: ignore[arg-type]
+                    age_days=cfg.age_days,  # type: ignore[arg-type]
                     http_timeout=settings.timeout("http"),
                 )
                 targets = list_targets(result, cfg.base or None)

@@ -36,7 +36,7 @@ import urllib.error
 import urllib.parse
 import urllib.request
 import uuid
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from html.parser import HTMLParser
@@ -130,7 +130,11 @@ class Http:
         self.opener = urllib.request.build_opener(*handlers)
 
     def _request(self, url: str, method: str = "GET") -> Any:
-        req = urllib.request.Request(url, method=method, headers={"User-Agent": USER_AGENT})
+        req = urllib.request.Request(  # noqa: S310 - sync.url (operator's) or links under it
+            url,
+            method=method,
+            headers={"User-Agent": USER_AGENT},
+        )
         return self.opener.open(req, timeout=self.timeout)
 
     def text(self, url: str) -> str:
@@ -275,7 +279,7 @@ def online_sync(
 
 
 def x509_files(
-    cfg: dict[str, Any], environ: dict[str, str] | os._Environ[str] = os.environ
+    cfg: config.Sync | Mapping[str, Any], environ: dict[str, str] | os._Environ[str] = os.environ
 ) -> tuple[str, str, str]:
     """(cert, key, CA) for https: the ``sync`` settings, else the grid environment as the original daemon read
     it: ``X509_USER_PROXY`` (certificate and key in one file) or ``X509_USER_CERT``/``X509_USER_KEY``, and

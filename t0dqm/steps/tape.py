@@ -37,6 +37,8 @@ CLEAN_ZIPS_TASK = "t0dqm.tasks.tape.clean_zips"
 BACKUP_INDEX_TASK = "t0dqm.tasks.tape.backup_index"
 
 BACKUP_DIR = "index-backup"
+# An archives row: a sqlalchemy RowMapping (keyed by name or column) or a plain dict.
+ArchRow = Mapping[Any, Any]
 SOON = 600  # retries due within this many seconds are also sent with a countdown
 
 
@@ -83,7 +85,7 @@ def stage(ctx: Context, archive_id: int) -> Outcome:
         catalog.release("archive", archive_id)
 
 
-def _begin_attempt(ctx: Context, arch: Mapping[str, Any]) -> int:
+def _begin_attempt(ctx: Context, arch: ArchRow) -> int:
     """Record the attempt before touching the endpoint: a kill mid-copy leaves tries > 0 (so a
     partial target is known to be ours) and a back-off that stops a crash loop."""
     attempt = int(arch["tries"]) + 1
@@ -145,14 +147,14 @@ def _stage_claimed(ctx: Context, archive_id: int) -> Outcome:
     return _mark_copied(ctx, arch, f"copied, attempt {attempt}")
 
 
-def _ensure_local(ctx: Context, arch: Mapping[str, Any], local: Path) -> Any:
+def _ensure_local(ctx: Context, arch: ArchRow, local: Path) -> Any:
     """The local zip must be what was frozen: repair or rebuild it if its size differs."""
     if local.is_file() and local.stat().st_size == arch["size"]:
         return arch
     return _refresh_local(ctx, arch, local)
 
 
-def _refresh_local(ctx: Context, arch: Mapping[str, Any], local: Path) -> Any:
+def _refresh_local(ctx: Context, arch: ArchRow, local: Path) -> Any:
     """Bring the local zip back to its committed members (rebuilding from the repository when it is
     damaged) and record its new size and adler32. Only for archives not yet at the endpoint."""
     catalog, settings = ctx.catalog, ctx.settings
@@ -179,7 +181,7 @@ def _refresh_local(ctx: Context, arch: Mapping[str, Any], local: Path) -> Any:
     return catalog.get("archive", arch["id"])
 
 
-def _mark_copied(ctx: Context, arch: Mapping[str, Any], detail: str) -> Outcome:
+def _mark_copied(ctx: Context, arch: ArchRow, detail: str) -> Outcome:
     catalog, settings = ctx.catalog, ctx.settings
     now = time.time()
     with catalog.begin() as conn:
@@ -201,7 +203,7 @@ def _mark_copied(ctx: Context, arch: Mapping[str, Any], detail: str) -> Outcome:
     return Outcome(states.COPIED, _later(VERIFY_TASK, arch["id"], float(settings.archive.verify_delay)))
 
 
-def _conflict(ctx: Context, arch: Mapping[str, Any], size: int, adler: str | None) -> str:
+def _conflict(ctx: Context, arch: ArchRow, size: int, adler: str | None) -> str:
     reason = (
         f"target exists with {size} bytes adler32 {adler}; ours {arch['size']} bytes adler32 "
         f"{arch['adler32']}: left untouched for an operator"
@@ -222,7 +224,7 @@ def _conflict(ctx: Context, arch: Mapping[str, Any], size: int, adler: str | Non
     return states.CONFLICT
 
 
-def _give_up(ctx: Context, arch: Mapping[str, Any], reason: str) -> None:
+def _give_up(ctx: Context, arch: ArchRow, reason: str) -> None:
     with ctx.catalog.begin() as conn:
         ctx.catalog.transition(
             conn,
@@ -238,7 +240,7 @@ def _give_up(ctx: Context, arch: Mapping[str, Any], reason: str) -> None:
     update_trouble_alarm(ctx.catalog, ctx.settings)
 
 
-def _retry_or_fail(ctx: Context, arch: Mapping[str, Any], attempt: int, reason: str) -> Outcome:
+def _retry_or_fail(ctx: Context, arch: ArchRow, attempt: int, reason: str) -> Outcome:
     settings = ctx.settings
     decision = policy.retry_decision(
         attempt - 1,
@@ -297,7 +299,7 @@ def verify(ctx: Context, archive_id: int) -> Outcome:
         catalog.release("archive", archive_id)
 
 
-def _verify_claimed(ctx: Context, arch: Mapping[str, Any]) -> Outcome:
+def _verify_claimed(ctx: Context, arch: ArchRow) -> Outcome:
     catalog, settings = ctx.catalog, ctx.settings
     target = target_url(settings, arch["path"])
     io = settings.timeout("io")
@@ -380,7 +382,7 @@ def _verify_claimed(ctx: Context, arch: Mapping[str, Any]) -> Outcome:
     return Outcome(decision.new_state)
 
 
-def _verify_later(ctx: Context, arch: Mapping[str, Any], reason: str) -> str:
+def _verify_later(ctx: Context, arch: ArchRow, reason: str) -> str:
     settings = ctx.settings
     decision = policy.retry_decision(
         arch["tries"], time.time(), 1 << 30, retry_base(settings), retry_cap(settings)

@@ -40,7 +40,7 @@ RETRYABLE = (
 )
 
 
-def long_limits() -> dict[str, int]:
+def long_limits() -> dict[str, float]:
     """Time limits for tasks that move whole archives or scan whole areas."""
     tasks = config.get().tasks
     return {"soft_time_limit": tasks.long_soft_time_limit, "time_limit": tasks.long_time_limit}

@@ -87,7 +87,7 @@ def canaries(
     if client is not None:
         for q, raw in (client.hgetall(key) or {}).items():
             try:
-                outstanding[q.decode()] = json.loads(raw)
+                outstanding[q.decode()] = json.loads(raw)  # type: ignore[union-attr]  # no decode_responses
             except ValueError:
                 continue
     out: dict[str, CanaryOutcome] = {}
@@ -161,7 +161,8 @@ def gather_facts(
 
     now = time.time() if now is None else now
     cfg = health_settings(settings)
-    bases = policy.queues_to_check(BASE_QUEUES, cfg, producer_hosts(settings))
+    # config.Health is a Mapping at run time (Mapping.register(config.Table)), not to mypy
+    bases = policy.queues_to_check(BASE_QUEUES, cfg, producer_hosts(settings))  # type: ignore[arg-type]
     names = {base: queue_name(base, settings) for base in bases}
     broker_error: str | None = None
     depths: dict[str, int] = {}

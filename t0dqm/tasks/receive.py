@@ -82,7 +82,7 @@ def _forget(task: T0Task, paths: list[str], after: int = 0) -> None:
         for path in paths:
             pipe.set(_queued_key(task, path), "1", ex=after)
         pipe.execute()
-    except Exception:  # noqa: BLE001 - dedupe is an optimisation only
+    except Exception:  # noqa: BLE001, S110 - dedupe is an optimisation only
         pass
 
 
