@@ -55,10 +55,11 @@ __all__ = ["STATUS_BAD_REQUEST", "STATUS_ERROR_PARAMETER", "STATUS_FAIL_EXECUTE"
 
 log = logging.getLogger("t0dqm.upload_server")
 
-# Pieces and reads. An upload that starts while fewer than MANY_UPLOADS run reads 1 MiB per recv() and
-# reads the file part in 1 MiB pieces; later ones read 64 KiB (memory per connection stays ~200 KiB: 50
-# parallel uploads fit in 64 MB of RSS). Each upload's pieces are digested and written in order by one of
-# WRITERS threads (md5, crc32 and write release the GIL), at most DEPTH pieces ahead of the reads.
+# Pieces and reads. While fewer than MANY_UPLOADS uploads are in progress (itself included), an upload reads
+# 1 MiB per recv() and reads the file part in 1 MiB pieces; otherwise 64 KiB (memory per connection stays
+# ~300 KiB: 50 parallel uploads fit in 64 MB of RSS); decided again after every piece. Each upload's pieces
+# are digested and written in order by one of WRITERS threads (md5, crc32 and write release the GIL), at
+# most DEPTH pieces behind the reads.
 BIG_PIECE, BIG_RECV = 1 << 20, 1 << 20
 MANY_UPLOADS, SMALL_PIECE, SMALL_RECV = 2, 1 << 16, 1 << 16
 DEPTH = 2
@@ -274,12 +275,8 @@ class UploadService:
             return "refused", self._refuse(request, exc, body, headers)
         source = origin_source("https" if self.tls else "http", request.remote or "unknown", dn)
         receiver = Receiver(self.box, self.max_size)
-        if self.in_flight >= MANY_UPLOADS:  # many at once: small reads, little memory per connection
-            webserve.set_recv_size(request, SMALL_RECV)
-        else:  # few: big reads and pieces, fewer events per byte
-            webserve.set_recv_size(request, BIG_RECV)
-            request.content.set_read_chunk_size(BIG_PIECE)
         self.in_flight += 1
+        self._pace(request, self.in_flight < MANY_UPLOADS)
         self.stats.in_flight.inc()
         webserve.reading_body(request, True)
         try:
@@ -290,6 +287,17 @@ class UploadService:
             self.in_flight -= 1
             self.stats.in_flight.dec()
             self.stats.received_bytes.inc(receiver.size)
+
+    @staticmethod
+    def _pace(request: web.BaseRequest, few: bool) -> int:
+        """Reads for few uploads at once: big reads and pieces, fewer events per byte; for many: small ones,
+        little memory per connection. The size of the file's pieces."""
+        if few:
+            webserve.set_recv_size(request, BIG_RECV)
+            request.content.set_read_chunk_size(BIG_PIECE)
+            return BIG_PIECE
+        webserve.set_recv_size(request, SMALL_RECV)
+        return SMALL_PIECE
 
     async def _receive_and_land(self, request: web.BaseRequest, receiver: Receiver,
                                 source: str) -> tuple[str, web.StreamResponse]:
@@ -347,7 +355,7 @@ class UploadService:
                                   http=400)
             receiver.start(part.name, part.filename)
             if part.name == "file":
-                await self._stream_file(part, receiver)
+                await self._stream_file(request, part, receiver)
             else:  # small reads: the reader looks one read ahead for the boundary, a big read would swallow
                 while not part.at_eof():  # the start of the file with the field
                     chunk = await webserve.within(timeout, part.read_chunk(FIELD_CHUNK))
@@ -355,13 +363,15 @@ class UploadService:
                         receiver.data(chunk)
             receiver.end()
 
-    async def _stream_file(self, part: Any, receiver: Receiver) -> None:
+    async def _stream_file(self, request: web.BaseRequest, part: Any, receiver: Receiver) -> None:
         """The file part: the event loop reads the pieces (aiohttp's reader finds the closing boundary) and
-        checks them; a writer thread digests and writes them meanwhile. One timeout covers the whole part,
-        moved on at most every ``slack`` seconds while data comes: a client that sends nothing for the
-        idle timeout is cut after between ``timeout`` and ``timeout + slack`` seconds."""
+        checks them; a writer thread digests and writes them meanwhile. The size of the pieces follows the
+        number of uploads in progress. One timeout covers the whole part, moved on at most every ``slack``
+        seconds while data comes: a client that sends nothing for the idle timeout is cut after between
+        ``timeout`` and ``timeout + slack`` seconds."""
         loop = asyncio.get_running_loop()
-        size = BIG_PIECE if self.in_flight < MANY_UPLOADS else SMALL_PIECE
+        few = self.in_flight < MANY_UPLOADS
+        size = self._pace(request, few)
         timeout = self.limits.timeout
         slack = min(1.0, timeout / 10)
         feed = Feed(receiver, self.writers.lane(), loop)
@@ -379,6 +389,9 @@ class UploadService:
                     if now - moved >= slack:
                         deadline.reschedule(now + timeout + slack)
                         moved = now
+                    if (self.in_flight < MANY_UPLOADS) is not few:
+                        few = not few
+                        size = self._pace(request, few)
             await feed.wait(0)
         except TimeoutError:
             if deadline.expired():
