@@ -56,12 +56,13 @@ __all__ = ["STATUS_BAD_REQUEST", "STATUS_ERROR_PARAMETER", "STATUS_FAIL_EXECUTE"
 log = logging.getLogger("t0dqm.upload_server")
 
 # Pieces and reads. While fewer than MANY_UPLOADS uploads are in progress (itself included), an upload reads
-# 1 MiB per recv() and reads the file part in 1 MiB pieces; otherwise 80 KiB (memory per connection stays
-# ~350 KiB: 50 parallel uploads fit in 64 MB of RSS; with 96 KiB pieces the peak was 58-64 MB, with 128 KiB
-# 63-70 MB); decided again after every piece. Each upload's pieces are digested and written in order by one
-# of WRITERS threads (md5, crc32 and write release the GIL), at most DEPTH pieces behind the reads.
+# 1 MiB per recv() and reads the file part in 1 MiB pieces; otherwise 72 KiB (memory per connection stays
+# ~350 KiB: 50 parallel uploads peaked at 53-58 MB of RSS, against 55-64 MB with 80 KiB pieces at the same
+# CPU per GB, 58-64 with 96 KiB, 63-70 with 128 KiB); decided again after every piece. Each upload's pieces
+# are digested and written in order by one of WRITERS threads (md5, crc32 and write release the GIL), at
+# most DEPTH pieces behind the reads.
 BIG_PIECE, BIG_RECV = 1 << 20, 1 << 20
-MANY_UPLOADS, SMALL_PIECE, SMALL_RECV = 2, 80 << 10, 80 << 10
+MANY_UPLOADS, SMALL_PIECE, SMALL_RECV = 2, 72 << 10, 72 << 10
 DEPTH = 2
 WRITERS = 8
 FIELD_CHUNK = 1024
