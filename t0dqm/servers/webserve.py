@@ -64,7 +64,7 @@ class Stalled(Exception):
     """The client sent nothing for the idle timeout."""
 
 
-async def within(timeout: float, aw: Awaitable[T]) -> T:
+async def within(timeout: float, aw: Awaitable[T]) -> T:  # noqa: ASYNC109 - this is the bounded await itself
     """Await ``aw`` for at most ``timeout`` seconds; Stalled otherwise."""
     try:
         async with asyncio.timeout(timeout):
@@ -114,7 +114,7 @@ class GuardedProtocol(web.RequestHandler):
                     data = data[end + 4 :]
         super().data_received(data)
 
-    def eof_received(self) -> bool:
+    def eof_received(self) -> bool:  # type: ignore[override]  # asyncio's protocol: False = close the transport
         """The client closed its sending side. Idle: close. Otherwise end the body being read and answer."""
         self.half_closed = True
         if self.transport is None or self.transport.get_extra_info("sslcontext") is not None:
@@ -187,7 +187,7 @@ class GuardedServer(web.Server):
 
 def reading_body(request: web.BaseRequest, on: bool) -> None:
     """Tell the connection that the handler reads (``on``) or stopped reading this request's body."""
-    server: GuardedServer = request.protocol.guard_server  # type: ignore[union-attr]
+    server: GuardedServer = request.protocol.guard_server  # type: ignore[union-attr,attr-defined]  # set on our protocol
     if on:
         server.reading.setdefault(request.protocol, []).append(request)
         if getattr(request.protocol, "half_closed", False) and not request.content.is_eof():
@@ -196,7 +196,7 @@ def reading_body(request: web.BaseRequest, on: bool) -> None:
         server.reading[request.protocol].remove(request)
 
 
-async def send(request: web.BaseRequest, resp: web.StreamResponse, timeout: float) -> None:
+async def send(request: web.BaseRequest, resp: web.StreamResponse, timeout: float) -> None:  # noqa: ASYNC109 - maps a stall to "gone"
     """Write ``resp`` now (bounded by ``timeout``); quietly nothing when the client is gone."""
     transport = request.transport
     if transport is None or transport.is_closing():
@@ -343,7 +343,12 @@ class Hosted:
 
         def run() -> None:
             try:
-                asyncio.run(self._run(lambda: (self._remember_loop(), ready.set())))
+
+                def started() -> None:
+                    self._remember_loop()
+                    ready.set()
+
+                asyncio.run(self._run(started))
             except BaseException as exc:  # noqa: BLE001 - reported to start()
                 errors.append(exc)
                 ready.set()

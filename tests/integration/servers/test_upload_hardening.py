@@ -6,6 +6,7 @@ sleeps to synchronise.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import logging
 import os
@@ -344,6 +345,62 @@ def test_server_stop_mid_upload_removes_the_temp_file(box: Path) -> None:
         assert temp_files(box) == []
         wait_closed_by_server([s], 30)
     assert list(box.glob("[0-9]*/*")) == []
+
+
+def test_writer_threads_keep_order_report_errors_and_drain() -> None:
+    """The file's pieces are digested and written by a writer thread: in order, at most DEPTH ahead of the
+    reads; a write error reaches the handler and nothing more is written; drain() returns only when the writer
+    holds no piece (the temp file is never closed under a write)."""
+
+    class Sink:
+        def __init__(self) -> None:
+            self.written: list[bytes] = []
+
+        def digest(self, chunk: bytes) -> None:
+            pass
+
+        def write(self, chunk: bytes) -> None:
+            if chunk == b"full":
+                raise OSError(28, "No space left on device")
+            self.written.append(chunk)
+
+    async def run() -> None:
+        writers = upload_server.Writers(2)
+        loop = asyncio.get_running_loop()
+        try:
+            sink = Sink()
+            feed = upload_server.Feed(sink, writers.lane(), loop)  # type: ignore[arg-type]
+            pieces = [b"%d" % i for i in range(500)]
+            for piece in pieces:
+                if feed.sent - feed.done >= upload_server.DEPTH:
+                    await feed.wait(upload_server.DEPTH // 2)
+                assert feed.sent - feed.done < upload_server.DEPTH
+                feed.send(piece)
+            await feed.wait(0)
+            assert sink.written == pieces and feed.sent == feed.done == 500
+
+            sink = Sink()
+            feed = upload_server.Feed(sink, writers.lane(), loop)  # type: ignore[arg-type]
+            for piece in (b"a", b"full", b"b", b"c"):
+                feed.send(piece)
+            with pytest.raises(OSError, match="No space left"):
+                await feed.wait(0)
+            await feed.drain()
+            assert sink.written == [b"a"] and feed.sent == feed.done
+
+            sink = Sink()
+            feed = upload_server.Feed(sink, writers.lane(), loop)  # type: ignore[arg-type]
+            for piece in pieces[:200]:
+                feed.send(piece)
+            await (
+                feed.drain()
+            )  # as after a timeout or a disconnect: the rest is skipped, whatever was written
+            assert feed.sent == feed.done == 200 and sink.written == pieces[: len(sink.written)]
+        finally:
+            writers.shutdown()
+        assert not any(t.is_alive() for t in writers.threads)
+
+    asyncio.run(run())
 
 
 def test_cli_server_stops_on_sigterm_and_cleans_up(tmp_path: Path) -> None:
