@@ -110,7 +110,7 @@ class Receiver:
         staging = self.box / dropbox.UPLOADING
         staging.mkdir(parents=True, exist_ok=True)
         self.tmp = staging / f"{base}.{uuid.uuid4().hex}{TEMP_SUFFIX}"
-        self.out = open(self.tmp, "wb")  # noqa: SIM115 - open for the whole upload; closed by finish() or discard()
+        self.out = open(self.tmp, "wb")  # noqa: SIM115 - open for the whole upload; complete() or cleanup() closes it
 
     def data(self, chunk: bytes) -> None:
         """The next piece of the current part (checked, hashed, written)."""
