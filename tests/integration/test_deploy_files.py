@@ -73,6 +73,7 @@ def compose_config(env: dict[str, str]) -> subprocess.CompletedProcess[str]:
         env=env,
         timeout=60,
         cwd=ROOT,
+        check=False,
     )
 
 
@@ -329,6 +330,7 @@ def test_compose_commands_consume_their_flavours_queues(
         capture_output=True,
         text=True,
         timeout=300,
+        check=False,
     )
     assert migrate.returncode == 0, migrate.stdout + migrate.stderr
     workers = [
