@@ -116,8 +116,8 @@ def systemd_argv(unit: dict[str, str], instance: str, state_dir: Path) -> list[s
     assert "%" not in line.replace("%%", ""), f"unexpanded specifier in {line!r}"
     argv = shlex.split(line)
     mapped = []
-    for arg in argv:
-        arg = arg.replace("/opt/t0dqm/.venv/bin/", f"{BIN}/")
+    for raw in argv:
+        arg = raw.replace("/opt/t0dqm/.venv/bin/", f"{BIN}/")
         if unit.get("StateDirectory"):
             arg = arg.replace(f"/var/lib/{unit['StateDirectory']}", str(state_dir))
         mapped.append(arg)
