@@ -415,7 +415,7 @@ def before(url: str, rev: str, repeat: int) -> dict[str, Any]:
     spec = importlib.util.spec_from_loader("t0dqm_cleanup_before", loader=None)
     old = importlib.util.module_from_spec(spec)  # type: ignore[arg-type]
     sys.modules[old.__name__] = old  # dataclasses look their module up
-    exec(
+    exec(  # noqa: S102 - runs the repository's own cleanup.py of an older revision, to compare
         compile(
             source.replace('name="t0dqm.tasks.cleanup.', 'name="before.cleanup.'), f"{rev}:cleanup.py", "exec"
         ),
@@ -584,9 +584,9 @@ def main() -> None:
             if n
         ]
         targets += [("PostgreSQL", int(n), None) for n in args.pg_sizes.split(",") if n]
-        for backend, n, url in targets:
+        for backend, n, given_url in targets:
             label = f"{backend} {n // 1_000_000}M" if n >= 1_000_000 else f"{backend} {n // 1000}k"
-            url = url or _pg_url(n)
+            url = given_url or _pg_url(n)
             if not _sidecar(url).exists() or json.loads(_sidecar(url).read_text())["n_requested"] != n:
                 print(f"fill {label} ({url})", flush=True)
                 if backend == "PostgreSQL":

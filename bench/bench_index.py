@@ -279,7 +279,7 @@ def _p99(values: list[float]) -> float:
     if not values:
         return float("nan")
     values = sorted(values)
-    return values[min(len(values) - 1, int(round(0.99 * (len(values) - 1))))]
+    return values[min(len(values) - 1, round(0.99 * (len(values) - 1)))]
 
 
 def main() -> None:

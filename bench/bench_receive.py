@@ -58,7 +58,7 @@ def _percentile(values: list[float], q: float) -> float:
     values = sorted(values)
     if not values:
         return float("nan")
-    k = min(len(values) - 1, max(0, int(round(q / 100 * (len(values) - 1)))))
+    k = min(len(values) - 1, max(0, round(q / 100 * (len(values) - 1))))
     return values[k]
 
 
@@ -242,7 +242,7 @@ def main() -> None:
             [*celery, "-Q", f"{prefix}receive,{prefix}index", "-c", str(args.concurrency), "-n", "recv@%h"],
             env=env,
             cwd=REPO,
-            stdout=open(logs / "recv.log", "w"),
+            stdout=open(logs / "recv.log", "w"),  # noqa: SIM115 - the worker's log, open while it runs
             stderr=subprocess.STDOUT,
             start_new_session=True,
         ),
@@ -250,7 +250,7 @@ def main() -> None:
             [*celery, "-Q", f"{prefix}index-merge,{prefix}ops", "-c", "1", "-n", "merge@%h"],
             env=env,
             cwd=REPO,
-            stdout=open(logs / "merge.log", "w"),
+            stdout=open(logs / "merge.log", "w"),  # noqa: SIM115 - the worker's log, open while it runs
             stderr=subprocess.STDOUT,
             start_new_session=True,
         ),

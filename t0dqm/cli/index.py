@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from typing import Any
 
 import click
 
@@ -77,7 +78,7 @@ def index_retry_failed(run_sync: bool) -> None:
     from t0dqm.celery import app
     from t0dqm.tasks.base import send_once
 
-    imports = [
+    imports: list[tuple[Any, tuple[Any, ...], dict[str, Any]]] = [
         (app.signature(dqmindex.IMPORT_TASK), (file_id,), {})
         for file_id, state in reset
         if state == "pending"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import time
+from typing import Any
 
 import click
 
@@ -21,7 +22,7 @@ def liveness(as_json: bool) -> None:
     settings = config.get()
     catalog = get_catalog(settings.catalog_url)
     now = time.time()
-    report = {
+    report: dict[str, Any] = {
         "stale_after": catalog.stale_after,
         "processes": [dict(r) for r in catalog.live_processes()],
         "beat_leader": current_leader(catalog, settings),

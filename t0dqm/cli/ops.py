@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import time
+from typing import Any
 
 import click
 
@@ -108,11 +109,11 @@ def upload_server(
     settings = config.get()
     cfg = settings.upload
 
-    def pick(value: object, key: str) -> object:
+    def pick(value: object, key: str) -> Any:
         return value if value is not None else (cfg[key] or None)
 
-    cert, key, ca = pick(cert, "cert"), pick(key, "key"), pick(ca, "ca")  # type: ignore[assignment]
-    allowed_dns = pick(allowed_dns, "allowed_dns")  # type: ignore[assignment]
+    cert, key, ca = pick(cert, "cert"), pick(key, "key"), pick(ca, "ca")
+    allowed_dns = pick(allowed_dns, "allowed_dns")
     host = str(pick(host, "host"))
     if (key or ca or allowed_dns) and not cert:
         raise click.UsageError("--key, --ca and --allowed-dns need --cert (TLS)")
@@ -124,14 +125,14 @@ def upload_server(
         server = us.make_server(
             host,
             int(pick(port, "port") or 0),
-            dropbox or settings.dropbox,  # type: ignore[arg-type]
+            dropbox or settings.dropbox,
             max_size=int(pick(max_size, "max_size")),
             cert=cert,
             key=key,
-            ca=ca,  # type: ignore[arg-type]
-            max_uploads=int(pick(max_uploads, "max_uploads")),  # type: ignore[arg-type]
-            timeout=float(pick(timeout, "timeout")),  # type: ignore[arg-type]
-            max_connections=int(pick(max_connections, "max_connections")),  # type: ignore[arg-type]
+            ca=ca,
+            max_uploads=int(pick(max_uploads, "max_uploads")),
+            timeout=float(pick(timeout, "timeout")),
+            max_connections=int(pick(max_connections, "max_connections")),
             allowed_dns=allowed_dns,
         )
     except (OSError, ValueError) as exc:

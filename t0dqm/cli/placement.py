@@ -97,7 +97,8 @@ def subscriptions() -> None:
 
 
 def _subs() -> Any:
-    return policy.from_config(config.get().subscriptions)
+    # config.Table is registered as a Mapping at runtime (Mapping.register), which mypy does not see
+    return policy.from_config(config.get().subscriptions)  # type: ignore[arg-type]
 
 
 @subscriptions.command("show")
@@ -196,7 +197,14 @@ def subscriptions_plan(
     vols = read_json(volumes, "--volumes") if volumes else _catalog_volumes()
     free_map = _site_bytes(free) if free else dict(config.get().subscriptions.free_tape)
     try:
-        result = policy.plan(_subs(), vols, free_map, min_gain_fraction=min_gain, max_moves=max_moves)
+        # plan() checks each value at runtime: a non-integer free_tape from the config is refused
+        result = policy.plan(
+            _subs(),
+            vols,
+            free_map,  # type: ignore[arg-type]
+            min_gain_fraction=min_gain,
+            max_moves=max_moves,
+        )
     except policy.SubscriptionError as exc:
         raise click.ClickException(str(exc)) from None
     if as_json:

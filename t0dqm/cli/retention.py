@@ -40,16 +40,16 @@ def t0_retention(execute: bool, dry_run: bool, now: float | None, min_days: int 
     settings = config.get()
     catalog = get_catalog(settings.catalog_url)
     now = time.time() if now is None else now
-    min_days = settings.retention.min_days if min_days is None else min_days
+    days = int(settings.retention.min_days if min_days is None else min_days)
     if not execute and not dry_run:
-        run, _rows = outputs.plan(catalog, now, int(min_days))
+        run, _rows = outputs.plan(catalog, now, days)
         echo_json(run.as_dict())
         click.echo(
             "plan only: nothing deleted (give --dry-run to check the guards, --execute to delete)", err=True
         )
         return
     try:
-        run = outputs.run_retention(catalog, settings, now=now, min_days=min_days, dry_run=not execute)
+        run = outputs.run_retention(catalog, settings, now=now, min_days=days, dry_run=not execute)
     except (RucioUnavailable, RucioRefused) as exc:
         raise click.ClickException(f"{exc}; nothing deleted") from None
     echo_json(run.as_dict())

@@ -5,6 +5,7 @@ from __future__ import annotations
 import signal
 import sys
 import time
+from typing import Any
 
 import click
 
@@ -265,7 +266,7 @@ def chaos(
     root = settings.root
     if (settings.flavour_root / "catalog.sqlite").exists() or (settings.flavour_root / "catalog").exists():
         root = root / time.strftime("chaos-%Y%m%d-%H%M%S")
-    common = dict(
+    common: dict[str, Any] = dict(
         files=n_files,
         seed=seed,
         kills=kills,

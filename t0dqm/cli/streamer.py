@@ -86,8 +86,9 @@ def _make_plan(
             done_url=done_url if done_url is not None else (cfg.done_url or None),
             skip_runs=skip,
             max_dump_age=cfg.max_dump_age if max_dump_age is None else max_dump_age,
-            transfertest_days=cfg.transfertest_days,
-            age_days=cfg.age_days,
+            # the config allows fractional days; the cutoffs take int(days * DAY) seconds, so a float works
+            transfertest_days=cfg.transfertest_days,  # type: ignore[arg-type]
+            age_days=cfg.age_days,  # type: ignore[arg-type]
             http_timeout=config.get().timeout("http"),
         )
     except eosdump.DumpError as exc:

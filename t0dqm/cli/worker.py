@@ -29,7 +29,7 @@ def _exec_celery(args: list[str], dry_run: bool) -> None:
     argv = [sys.executable, "-m", "celery", *args]
     sys.stdout.flush()
     sys.stderr.flush()
-    os.execv(argv[0], argv)
+    os.execv(argv[0], argv)  # noqa: S606 - fixed argv: this interpreter running celery, no shell
 
 
 @click.command("worker", context_settings=PASS_THROUGH)

@@ -109,6 +109,7 @@ class CatalogDisk:
             ["mount", "-t", "tmpfs", "-o", "size=256m", "tmpfs", str(self.path)],
             capture_output=True,
             timeout=30,
+            check=False,
         )
         self.mounted = result.returncode == 0
         return self.mounted
@@ -127,7 +128,8 @@ class CatalogDisk:
 
     def unmount(self) -> None:
         if self.mounted:
-            subprocess.run(["umount", "-l", str(self.path)], capture_output=True, timeout=30)
+            # best effort: a failed lazy unmount leaves a tmpfs behind, nothing to recover here
+            subprocess.run(["umount", "-l", str(self.path)], capture_output=True, timeout=30, check=False)
             self.mounted = False
 
 

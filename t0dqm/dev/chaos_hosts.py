@@ -260,6 +260,7 @@ class MultiHostChaos(Chaos):
             capture_output=True,
             text=True,
             timeout=300,
+            check=False,
         )
         if result.returncode != 0:
             raise ChaosError(f"t0dqm db upgrade failed: {result.stdout}{result.stderr}")

@@ -65,9 +65,8 @@ def layout(n: int, standbys: bool = False) -> list[HostSpec]:
         kind = HOST_KINDS[i % len(HOST_KINDS)]
         first_round = i < len(HOST_KINDS)
         for role in kind:
-            if first_round or role not in SINGLETONS:
-                if role not in roles[i % n]:
-                    roles[i % n].append(role)
+            if (first_round or role not in SINGLETONS) and role not in roles[i % n]:
+                roles[i % n].append(role)
     extra: list[list[str]] = [[] for _ in range(n)]
     if standbys and n > 1:
         for role in SINGLETONS:

@@ -326,7 +326,9 @@ def send_times(log: Path) -> list[float]:
         m = RX_SEND.match(line)
         if m:
             out.append(
-                datetime.strptime(m.group(1), "%Y-%m-%d %H:%M:%S").timestamp() + int(m.group(2)) / 1000
+                # the log stamps are local time without a zone: naive, so timestamp() reads them as local
+                datetime.strptime(m.group(1), "%Y-%m-%d %H:%M:%S").timestamp()  # noqa: DTZ007 - local time
+                + int(m.group(2)) / 1000
             )
     return out
 

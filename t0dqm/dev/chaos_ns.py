@@ -63,6 +63,7 @@ def available() -> bool:
             capture_output=True,
             text=True,
             timeout=10,
+            check=False,
         )
     except (OSError, subprocess.TimeoutExpired):
         return False
@@ -122,7 +123,8 @@ class SimulatedHost:
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE,
             stderr=subprocess.DEVNULL,
-            preexec_fn=_pdeathsig_kill,
+            # PR_SET_PDEATHSIG has no Popen option; the hook only calls prctl and setsid
+            preexec_fn=_pdeathsig_kill,  # noqa: PLW1509 - prctl, setsid only
         )
         assert self.proc.stdout
         ready, _, _ = select.select([self.proc.stdout], [], [], timeout)

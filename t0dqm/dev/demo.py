@@ -209,7 +209,7 @@ def summary_table(p: dict[str, int], n_good: int, n_bad: int, n_collected: int =
     rows += [
         (f"archives in state {k[len('archives_') :]}", v)
         for k, v in sorted(p.items())
-        if k.startswith("archives_") and k not in ("archives_safe",)
+        if k.startswith("archives_") and k != "archives_safe"
     ]
     width = max(len(r[0]) for r in rows)
     return "\n".join(

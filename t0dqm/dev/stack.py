@@ -92,7 +92,8 @@ class LocalStack:
             env=self.env(),
             start_new_session=True,
             cwd=str(self.settings.root),
-            preexec_fn=services.die_with_parent,
+            # PR_SET_PDEATHSIG has no Popen option; the hook only calls prctl
+            preexec_fn=services.die_with_parent,  # noqa: PLW1509 - prctl only
         )
         fh.close()
         child = Child(name, proc, log)

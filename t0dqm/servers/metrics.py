@@ -108,10 +108,10 @@ class T0Collector(Collector):
                 counts, seconds = task_counters(client, f"{self.prefix}metrics:tasks")
             finally:
                 client.close()
-            for (task, outcome), n in sorted(counts.items()):
-                tasks.add_metric([task, outcome], n)
-            for task, n in sorted(seconds.items()):
-                secs.add_metric([task], n)
+            for (task, outcome), runs in sorted(counts.items()):
+                tasks.add_metric([task, outcome], runs)
+            for task, spent in sorted(seconds.items()):
+                secs.add_metric([task], spent)
             up.add_metric([], 1)
         except (redis.RedisError, OSError) as exc:
             log.warning("metrics: broker unreachable: %s", exc)

@@ -99,7 +99,7 @@ def test_beat_log_send_times(tmp_path: Path) -> None:
         "[2026-11-29 23:30:02,000: INFO/MainProcess] beat: Starting...\n"
         "[2026-11-29 23:30:04,500: INFO/MainProcess] Scheduler: Sending due task receive-scan (y)\n"
     )
-    first = datetime(2026, 11, 29, 23, 30, 1).timestamp() + 0.25
+    first = datetime(2026, 11, 29, 23, 30, 1).timestamp() + 0.25  # noqa: DTZ001 - the log's local time
     assert send_times(log) == [first, first + 3.25]
     assert first_send_after([log, tmp_path / "missing.log"], first + 1) == 2.2
     assert first_send_after([log], first + 10) is None

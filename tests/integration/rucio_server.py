@@ -195,7 +195,8 @@ def start(base: Path, pg_admin_url: str) -> RucioServer:
         env=env,
         stdout=log,
         stderr=subprocess.STDOUT,
-        preexec_fn=services.die_with_parent,
+        # PR_SET_PDEATHSIG has no Popen option; the hook only calls prctl
+        preexec_fn=services.die_with_parent,  # noqa: PLW1509 - prctl only
     )
     log.close()
     service = services.Service(

@@ -36,6 +36,7 @@ def test_demo_registers_its_files_with_the_gui(tmp_path: Path) -> None:
             capture_output=True,
             text=True,
             timeout=400,
+            check=False,
         )
         registered = gui.files()
     out = run.stdout + run.stderr
@@ -46,5 +47,7 @@ def test_demo_registers_its_files_with_the_gui(tmp_path: Path) -> None:
     n_good = counts["files in (good)"]
     assert counts["registered with the DQM GUI"] == n_good == len(registered) == 16
     assert all(Path(f).is_file() and str(tmp_path) in f for f in registered)
-    leftovers = subprocess.run(["pgrep", "-f", str(tmp_path)], capture_output=True, text=True).stdout.split()
+    leftovers = subprocess.run(
+        ["pgrep", "-f", str(tmp_path)], capture_output=True, text=True, check=False
+    ).stdout.split()
     assert leftovers == []

@@ -73,6 +73,7 @@ def compose_config(env: dict[str, str]) -> subprocess.CompletedProcess[str]:
         env=env,
         timeout=60,
         cwd=ROOT,
+        check=False,
     )
 
 
@@ -115,8 +116,8 @@ def systemd_argv(unit: dict[str, str], instance: str, state_dir: Path) -> list[s
     assert "%" not in line.replace("%%", ""), f"unexpanded specifier in {line!r}"
     argv = shlex.split(line)
     mapped = []
-    for arg in argv:
-        arg = arg.replace("/opt/t0dqm/.venv/bin/", f"{BIN}/")
+    for raw in argv:
+        arg = raw.replace("/opt/t0dqm/.venv/bin/", f"{BIN}/")
         if unit.get("StateDirectory"):
             arg = arg.replace(f"/var/lib/{unit['StateDirectory']}", str(state_dir))
         mapped.append(arg)
@@ -329,6 +330,7 @@ def test_compose_commands_consume_their_flavours_queues(
         capture_output=True,
         text=True,
         timeout=300,
+        check=False,
     )
     assert migrate.returncode == 0, migrate.stdout + migrate.stderr
     workers = [

@@ -264,7 +264,7 @@ def test_broker_ssl_config_is_validated(tmp_path: Path) -> None:
         (["celery", "-A", "t0dqm", "flower", "--address=0.0.0.0"], {}, True),
         (["celery", "-A", "t0dqm", "flower"], {}, True),  # Flower's default address is every interface
         (["celery", "-A", "t0dqm", "flower", "--address", "10.1.2.3"], {}, True),
-        (["celery", "-A", "t0dqm", "flower"], {"FLOWER_ADDRESS": "0.0.0.0"}, True),
+        (["celery", "-A", "t0dqm", "flower"], {"FLOWER_ADDRESS": "0.0.0.0"}, True),  # noqa: S104 - refused
         (["celery", "-A", "t0dqm", "flower", "--address=0.0.0.0", "--basic-auth= "], {}, True),
         (["celery", "-A", "t0dqm", "flower", "--address=0.0.0.0", "--basic-auth=u:p"], {}, False),
         (["celery", "-A", "t0dqm", "flower", "--address=0.0.0.0"], {"FLOWER_BASIC_AUTH": "u:p"}, False),
@@ -360,6 +360,7 @@ def test_bad_configuration_stops_up(env: dict[str, str], message: str, tmp_path:
         env=t0dqm_env(tmp_path / "root", **env),
         capture_output=True,
         text=True,
+        check=False,
     )
     assert proc.returncode != 0
     assert f"configuration error: {message}" in proc.stderr, proc.stderr
@@ -375,6 +376,7 @@ def test_bad_configuration_stops_a_worker(env: dict[str, str], message: str, tmp
         env=t0dqm_env(tmp_path / "root", T0DQM_BROKER_URL="redis://127.0.0.1:1/0", **env),
         capture_output=True,
         text=True,
+        check=False,
     )
     assert proc.returncode != 0
     assert f"t0dqm: configuration error: {message}" in proc.stderr, proc.stderr[-3000:]

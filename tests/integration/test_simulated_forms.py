@@ -17,9 +17,9 @@ from t0dqm.steps.receive import receive_one
 from tests import rootmap
 
 FORMS = {
-    "cmssw": lambda path, *a, **k: simulate.write_dqm_file(path, *a, **k),
+    "cmssw": simulate.write_dqm_file,
     "cmssw-saved-twice": lambda path, *a, **k: simulate.write_dqm_file(path, *a, saved_twice=True, **k),
-    "uproot-element-keys": lambda path, *a, **k: simulate.write_dqm_file_uproot(path, *a, **k),
+    "uproot-element-keys": simulate.write_dqm_file_uproot,
 }
 NAMES = (
     "DQM_V0001_R000300001.root",

@@ -84,7 +84,12 @@ def run(
         **(env or {}),
     }
     out = subprocess.run(
-        [sys.executable, str(script), url, str(path)], capture_output=True, text=True, env=full, timeout=120
+        [sys.executable, str(script), url, str(path)],
+        capture_output=True,
+        text=True,
+        env=full,
+        timeout=120,
+        check=False,
     )
     return out.returncode, out.stdout + out.stderr
 

@@ -120,21 +120,20 @@ def test_upgrade_is_idempotent_and_versioned(catalog_url: str) -> None:
                 updated_at=now,
             )
         )
-    with pytest.raises(Exception):  # noqa: B017 - unique (pattern, serial) is the guard
-        with cat.begin() as conn:
-            conn.execute(
-                insert(archives).values(
-                    path="p_S0001b.zip",
-                    pattern="p_S%04d.zip",
-                    serial=1,
-                    state="open",
-                    nfiles=0,
-                    size=0,
-                    tries=0,
-                    created_at=now,
-                    updated_at=now,
-                )
+    with pytest.raises(Exception), cat.begin() as conn:  # noqa: B017 - unique (pattern, serial) is the guard
+        conn.execute(
+            insert(archives).values(
+                path="p_S0001b.zip",
+                pattern="p_S%04d.zip",
+                serial=1,
+                state="open",
+                nfiles=0,
+                size=0,
+                tries=0,
+                created_at=now,
+                updated_at=now,
             )
+        )
     cat.dispose()
 
 

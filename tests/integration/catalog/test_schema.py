@@ -112,6 +112,7 @@ def test_worker_and_beat_refuse_another_revision(
         capture_output=True,
         text=True,
         timeout=120,
+        check=False,
     )
     out = proc.stdout + proc.stderr
     assert proc.returncode != 0, out

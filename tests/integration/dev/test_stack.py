@@ -46,6 +46,7 @@ def test_up_ping_flower_and_clean_stop(tmp_path: Path) -> None:
             text=True,
             env=env,
             timeout=60,
+            check=False,
         )
         assert ping.returncode == 0 and "pong" in ping.stdout, ping.stdout + ping.stderr
         flower_url = info["flower"].split()[0]
@@ -86,7 +87,7 @@ def test_up_ping_flower_and_clean_stop(tmp_path: Path) -> None:
     while True:
         running = [pid for pid in pids if _running(pid)]
         leftovers = subprocess.run(
-            ["pgrep", "-f", str(tmp_path)], capture_output=True, text=True
+            ["pgrep", "-f", str(tmp_path)], capture_output=True, text=True, check=False
         ).stdout.split()
         if not (running or leftovers) or time.monotonic() > deadline:
             break
@@ -102,5 +103,7 @@ def _running(pid: int) -> bool:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
-    stat = subprocess.run(["ps", "-o", "stat=", "-p", str(pid)], capture_output=True, text=True).stdout
+    stat = subprocess.run(
+        ["ps", "-o", "stat=", "-p", str(pid)], capture_output=True, text=True, check=False
+    ).stdout
     return bool(stat.strip()) and not stat.strip().startswith("Z")

@@ -194,7 +194,7 @@ def test_content_length_refused_before_the_body(
             411,
             "200",
         ),
-        (post_head(100)[:-2] + ["Content-Type: text/plain"], 400, "200"),
+        ([*post_head(100)[:-2], "Content-Type: text/plain"], 400, "200"),
         (post_head(100, "bound", "Content-Encoding: gzip"), 415, "200"),
     ):
         with connect(srv.server_port) as s:
@@ -214,7 +214,7 @@ def test_header_limits(make: Callable[..., upload_server.UploadServer]) -> None:
         and headers["dqm-status-code"] == "200"
         and headers["dqm-status-message"] == "Malformed request"
     )
-    long = post_head(10) + ["X-Long: " + "a" * 20000]
+    long = [*post_head(10), "X-Long: " + "a" * 20000]
     status, headers, _ = raw_request(srv.server_port, long, b"")
     assert status == 400 and headers["dqm-status-code"] == "200"
     status, headers, _ = raw_request(srv.server_port, ["GET /" + "a" * 20000 + " HTTP/1.1", "Host: x"], b"")

@@ -7,8 +7,7 @@ import json
 from click.testing import CliRunner
 
 from t0dqm.cli import cli
-
-from ..formats.eosdump_helpers import DAY, NOW, line, unit_lines, write_dump
+from tests.unit.formats.eosdump_helpers import DAY, NOW, line, unit_lines, write_dump
 
 
 def run(*args):

@@ -3,6 +3,7 @@ from __future__ import annotations
 import json
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import ClassVar
 from urllib.parse import parse_qs, urlparse
 
 import pytest
@@ -22,7 +23,7 @@ REPLIES = {
 
 
 class Handler(BaseHTTPRequestHandler):
-    calls: list[tuple[int, str]] = []
+    calls: ClassVar[list[tuple[int, str]]] = []
     active = 0
     peak = 0
     lock = threading.Lock()

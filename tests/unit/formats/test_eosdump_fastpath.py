@@ -35,8 +35,8 @@ def reference(data: bytes) -> dict:
         "unrec_bytes": 0,
         "units": {},
     }
-    for line in data.split(b"\n"):
-        line = line.rstrip(b"\r")
+    for raw in data.split(b"\n"):
+        line = raw.rstrip(b"\r")
         if not line:
             continue
         out["lines"] += 1

@@ -90,9 +90,8 @@ def _write(path: Path, items: dict[str, object]) -> Path:
     with uproot.recreate(path) as f:
         f.mkdir("DQMData/Run 9/Ecal/Run summary")
         for key, value in items.items():
-            if value == "H1":
-                value = (np.ones(4), np.arange(5.0))
-            f[f"DQMData/Run 9/Ecal/Run summary/{key}"] = value
+            obj = (np.ones(4), np.arange(5.0)) if value == "H1" else value
+            f[f"DQMData/Run 9/Ecal/Run summary/{key}"] = obj
     return path
 
 

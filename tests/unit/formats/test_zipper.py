@@ -184,9 +184,12 @@ def test_zip64_sized_headers_are_walked(tmp_path: Path) -> None:
     sources = make_sources(tmp_path, 1, size=1000)
     zpath = tmp_path / "z64.zip"
     name, path = next(iter(sources.items()))
-    with zipfile.ZipFile(zpath, "w") as zf:
-        with open(path, "rb") as src, zf.open(zipfile.ZipInfo(name), "w", force_zip64=True) as dst:
-            shutil.copyfileobj(src, dst)
+    with (
+        zipfile.ZipFile(zpath, "w") as zf,
+        open(path, "rb") as src,
+        zf.open(zipfile.ZipInfo(name), "w", force_zip64=True) as dst,
+    ):
+        shutil.copyfileobj(src, dst)
     member = zipper.Member(name, 1000, storage.adler32_file(path))
     assert zipper.zip_adler32(zpath, [member]) == storage.adler32_file(zpath)
 

@@ -182,7 +182,10 @@ def test_single_try_limit_gives_up_at_once() -> None:
 
 def test_delays_strictly_increase() -> None:
     times = [pol.retry_decision(n, 0.0, 100, 5).next_try_at for n in range(10)]
-    assert all(a is not None and b is not None and a < b for a, b in zip(times, times[1:], strict=False))
+    assert all(
+        a is not None and b is not None and a < b
+        for a, b in zip(times, times[1:], strict=False)  # noqa: RUF007 - assertion kept as written
+    )
 
 
 # -- verify ---------------------------------------------------------------------------------------

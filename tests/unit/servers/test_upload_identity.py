@@ -34,12 +34,12 @@ def test_peer_dn_slash_form() -> None:
 
 @pytest.mark.parametrize("extra", ["1234567", "proxy", "limited proxy"])
 def test_proxy_counts_as_its_owner(extra: str) -> None:
-    proxy = {"subject": USER + ((("commonName", extra),),), "issuer": USER}
+    proxy = {"subject": (*USER, (("commonName", extra),)), "issuer": USER}
     assert identity.peer_dn(proxy) == "/DC=ch/DC=cern/OU=Users/CN=cmsdqm/CN=Robot: CMS DQM"
 
 
 def test_not_a_proxy_when_the_extra_part_is_not_a_proxy_cn() -> None:
-    cert = {"subject": USER + ((("commonName", "Someone"),),), "issuer": USER}
+    cert = {"subject": (*USER, (("commonName", "Someone"),)), "issuer": USER}
     assert identity.peer_dn(cert).endswith("/CN=Someone")
     assert identity.peer_dn({"subject": USER[:2], "issuer": USER[:2]}) == "/DC=ch/DC=cern"
 
