@@ -22,8 +22,5 @@ def sm_cleanup(
     occupancy: float | None = None,
     force: bool = False,
 ) -> Outcome:
-    """Storage Manager cleanup of the P5 copy (mode "occupancy" or "age") through the guarded deleter.
-
-    ``occupancy`` overrides the statvfs reading of ``storage_manager.area`` (tests, operators).
-    """
+    """See :func:`t0dqm.steps.sm.cleanup`."""
     return sm.cleanup(self.context, mode=mode, dry_run=dry_run, now=now, occupancy=occupancy, force=force)
