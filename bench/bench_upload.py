@@ -154,7 +154,7 @@ def run_once(impl: str, oldpath: Path, work: Path, source: tuple[Path, str], n: 
     box = work / f"box-{impl}"
     shutil.rmtree(box, ignore_errors=True)
     if impl == "before":
-        code = SERVER.format(path=str(oldpath), module="t0dqm.servers.upload", box=str(box), extra="")
+        code = SERVER.format(path=str(oldpath), module="t0dqm.upload_server", box=str(box), extra="")
     else:
         code = SERVER.format(
             path=str(ROOT), module="t0dqm.servers.upload", box=str(box), extra=f", max_uploads={max(64, n)}"
