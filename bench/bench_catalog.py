@@ -399,6 +399,13 @@ def run(url: str, repeat: int = 3) -> list[dict[str, Any]]:
 # -- before -----------------------------------------------------------------------------------------
 
 
+LAYOUT_MOVES = (
+    ("from t0dqm.alarms import", "from t0dqm.catalog.alarms import"),
+    ("from t0dqm.catalog import", "from t0dqm.catalog.db import"),
+    ("from t0dqm.states import", "from t0dqm.catalog.states import"),
+)
+
+
 def before(url: str, rev: str, repeat: int) -> dict[str, Any]:
     """Version and quota control as t0dqm/tasks/cleanup.py was at ``rev`` (every file row into Python),
     on the same catalog, with the policies of today (same decisions): the cost the issue measured."""
@@ -415,6 +422,9 @@ def before(url: str, rev: str, repeat: int) -> dict[str, Any]:
     spec = importlib.util.spec_from_loader("t0dqm_cleanup_before", loader=None)
     old = importlib.util.module_from_spec(spec)  # type: ignore[arg-type]
     sys.modules[old.__name__] = old  # dataclasses look their module up
+    # the modules it imports moved since (issue 15): the same code under today's names
+    for was, now in LAYOUT_MOVES:
+        source = source.replace(was, now)
     exec(  # noqa: S102 - runs the repository's own cleanup.py of an older revision, to compare
         compile(
             source.replace('name="t0dqm.tasks.cleanup.', 'name="before.cleanup.'), f"{rev}:cleanup.py", "exec"
