@@ -170,6 +170,17 @@ Bool = Annotated[bool, PlainValidator(_boolean)]
 Text = Annotated[str, PlainValidator(_text)]
 
 
+def _http_url(value: Any) -> str:
+    """Empty (off) or an http:// or https:// URL: never file:, ftp: or a bare path for an urlopen."""
+    text = _text(value)
+    if text and not text.startswith(("http://", "https://")):
+        raise _Bad(f"must be an http:// or https:// URL, got {text!r}")
+    return text
+
+
+HttpUrl = Annotated[str, PlainValidator(_http_url)]
+
+
 def _choice(value: str, allowed: tuple[str, ...], say: str) -> str:
     if value not in allowed:
         raise _Bad(f"must be {say}, got {value!r}")
@@ -343,7 +354,7 @@ class Producer(Table):
 class Sync(Table):
     """Online sync from the online GUI's listing (empty url = off)."""
 
-    url: Text = ""
+    url: HttpUrl = ""
     dest: Text = "OnlineData/original"
     connections: Int1 = 5
     cert: Text = ""
@@ -437,7 +448,7 @@ class Rucio(Table):
     ``tape_activity``), transfer ``priority`` 1-5 (Rucio's default 3) and no lifetime; poll_interval:
     rule-state beat (s); a rule STUCK or SUSPENDED for stuck_alarm_after seconds raises an alarm."""
 
-    url: Text = ""
+    url: HttpUrl = ""
     auth_url: Text = ""
     account: Text = ""
     auth_type: Text = "userpass"
@@ -453,13 +464,6 @@ class Rucio(Table):
     timeout: Number1 = 60
     poll_interval: Number1 = 600
     stuck_alarm_after: Number0 = 6 * 3600
-
-    @field_validator("url")
-    @classmethod
-    def _url(cls, value: str) -> str:
-        if value and not value.startswith(("http://", "https://")):
-            raise _Bad(f"must be http:// or https://, got {value!r}")
-        return value
 
     @field_validator("auth_type")
     @classmethod
@@ -490,7 +494,7 @@ class Alarms(Table):
     email_from: Text = ""
     smtp_host: Text = ""
     sound: Bool = False
-    webhook_url: Text = ""
+    webhook_url: HttpUrl = ""
     sound_file: Text = ""
     latency_seconds: Number0 = 5 * 3600
 
@@ -500,7 +504,7 @@ class Gui(Table):
     carry no dataset: merged files go to online_dataset, subsystem files to online_subsystem_dataset.
     file_prefix: where the GUI host sees the repository (empty = the local repository path)."""
 
-    register_url: Text = ""
+    register_url: HttpUrl = ""
     online_dataset: Text = "/Global/Online/ALL"
     online_subsystem_dataset: Text = "/Global/Online/{subsystem}"
     file_prefix: Text = ""
@@ -512,13 +516,6 @@ class Gui(Table):
     cert: Text = ""
     key: Text = ""
     ca: Text = ""
-
-    @field_validator("register_url")
-    @classmethod
-    def _register_url(cls, value: str) -> str:
-        if value and not value.startswith(("http://", "https://")):
-            raise _Bad(f"must be an http:// or https:// URL, got {value!r}")
-        return value
 
     @model_validator(mode="after")
     def _datasets(self) -> Gui:

@@ -336,6 +336,18 @@ def test_unknown_key_in_environment(name: str, message: str) -> None:
         ({"T0DQM_TASKS__SOFT_TIME_LIMIT": "700"}, "tasks.soft_time_limit must be below tasks.time_limit"),
         ({"T0DQM_RUCIO__PRIORITY": "9"}, "rucio.priority must be 1 to 5, got 9"),
         ({"T0DQM_ARCHIVE__MAX_ZIP_BYTES": "0"}, "archive.max_zip_bytes must be positive"),
+        (
+            {"T0DQM_ALARMS__WEBHOOK_URL": "file:///etc/passwd"},
+            "alarms.webhook_url must be an http:// or https:// URL, got 'file:///etc/passwd'",
+        ),
+        (
+            {"T0DQM_SYNC__URL": "ftp://online"},
+            "sync.url must be an http:// or https:// URL, got 'ftp://online'",
+        ),
+        (
+            {"T0DQM_RUCIO__URL": "/var/rucio"},
+            "rucio.url must be an http:// or https:// URL, got '/var/rucio'",
+        ),
     ],
 )
 def test_bad_values_name_the_key(env: dict[str, str], message: str) -> None:
