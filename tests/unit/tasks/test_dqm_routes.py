@@ -1,4 +1,4 @@
-"""The archive, tape, cleanup, health and reconcile tasks keep their names and queues after the move to steps/."""
+"""Every moved task (DQM here, Tier-0 from test_tier0_routes) keeps its name and queue after the move."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import pytest
 
 from t0dqm import config
 from t0dqm.queues import route_for_task
+from tests.unit.tasks.test_tier0_routes import TIER0_TASKS
 
 # name -> (module that defines it now, queue it had before: messages already queued still match)
 TASKS = {
@@ -26,9 +27,9 @@ TASKS = {
 }
 
 
-@pytest.mark.parametrize("name", sorted(TASKS))
+@pytest.mark.parametrize("name", sorted(TASKS | TIER0_TASKS))
 def test_task_keeps_its_name_and_queue(name: str) -> None:
-    module, queue = TASKS[name]
+    module, queue = (TASKS | TIER0_TASKS)[name]
     settings = config.load(None, environ={"T0DQM_FLAVOUR": "offline"})
     assert route_for_task(name, settings) == f"offline.{queue}"
     from t0dqm import celery as t0celery

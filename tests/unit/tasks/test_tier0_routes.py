@@ -2,14 +2,10 @@
 
 from __future__ import annotations
 
-import importlib
-
-import pytest
-
 from t0dqm import config
-from t0dqm.queues import route_for_task
 
-# name -> (module that defines it now, queue it had before the split: messages already queued still match)
+# name -> (module that defines it now, queue it had before the split: messages already queued still match);
+# test_dqm_routes.py checks them with the DQM tasks
 TIER0_TASKS = {
     "t0dqm.tasks.streamer.streamer_cleanup": ("t0dqm.tasks.streamer", "cleanup"),
     "t0dqm.tasks.streamer.sm_cleanup": ("t0dqm.tasks.sm", "cleanup"),
@@ -19,26 +15,11 @@ TIER0_TASKS = {
 }
 
 
-@pytest.mark.parametrize("name", sorted(TIER0_TASKS))
-def test_tier0_task_keeps_its_name_and_queue(name: str) -> None:
-    module, queue = TIER0_TASKS[name]
-    settings = config.load(None, environ={"T0DQM_FLAVOUR": "offline"})
-    assert route_for_task(name, settings) == f"offline.{queue}"
-    from t0dqm import celery as t0celery
-
-    assert module in t0celery.TASK_MODULES
-    importlib.import_module(module)
-    task = t0celery.app.tasks[name]
-    assert task.__module__ == module
-    assert task.name == name
-
-
 # ------------------------------------------------------------------------------- beat entry and routing
 
 
 def test_rule_poll_is_scheduled_only_with_rucio_and_tasks_route_to_ops() -> None:
     import beat_schedule
-    from t0dqm import config
     from t0dqm.celery import route_for_task
 
     without = beat_schedule.build(config.load(None, environ={}))
