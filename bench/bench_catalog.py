@@ -315,7 +315,7 @@ def _decision(name: str, settings: Any, catalog: Any) -> Any:
         from t0dqm.policies import health as policy
         from t0dqm.steps import health
 
-        cfg = health.health_settings(settings)
+        cfg = settings.health
         limits = policy.limits_from(
             cfg, settings["alarms"]["latency_seconds"], settings["archive"]["verify_delay"]
         )

@@ -27,11 +27,6 @@ BEAT_LEASE = "heartbeat:beat"
 CHECK_LEASE = "health:check"
 
 
-def health_settings(settings: config.Settings) -> config.Health:
-    """The ``health`` table (its defaults are policy.DEFAULTS)."""
-    return settings.health
-
-
 def producer_hosts(settings: config.Settings) -> list[str]:
     return sorted({str(p["host"]) for p in settings.producers})
 
@@ -39,7 +34,7 @@ def producer_hosts(settings: config.Settings) -> list[str]:
 def limits(settings: config.Settings) -> policy.Limits:
     """The per-step latency limits of the health check."""
     return policy.limits_from(
-        health_settings(settings),  # type: ignore[arg-type]  # a Mapping: Mapping.register(config.Table)
+        settings.health,  # type: ignore[arg-type]  # a Mapping: Mapping.register(config.Table)
         settings.alarms.latency_seconds,
         settings.archive.verify_delay,
     )
@@ -110,7 +105,7 @@ def facts(
     now: float,
 ) -> tuple[policy.HealthFacts, policy.Limits]:
     """Every fact the policy needs: the broker's (probed by the caller) and the catalog's."""
-    cfg = health_settings(settings)
+    cfg = settings.health
     lim = limits(settings)
     known = catalog_facts(catalog, settings)
     waiting, totals = waiting_items(catalog, settings, lim, now, int(cfg.max_items))

@@ -35,7 +35,7 @@ from t0dqm.catalog.db import Catalog
 from t0dqm.celery import BASE_QUEUES, app, queue_name
 from t0dqm.policies import health as policy
 from t0dqm.steps import health as steps_health
-from t0dqm.steps.health import CheckReport, health_settings, producer_hosts, summary_lines
+from t0dqm.steps.health import CheckReport, producer_hosts, summary_lines
 from t0dqm.tasks.base import LeaseBusy, T0Task, metrics_client
 
 log = logging.getLogger("t0dqm.tasks.health")
@@ -160,7 +160,7 @@ def gather_facts(
     from t0dqm.tasks.queued import queue_depths
 
     now = time.time() if now is None else now
-    cfg = health_settings(settings)
+    cfg = settings.health
     # config.Health is a Mapping at run time (Mapping.register(config.Table)), not to mypy
     bases = policy.queues_to_check(BASE_QUEUES, cfg, producer_hosts(settings))  # type: ignore[arg-type]
     names = {base: queue_name(base, settings) for base in bases}

@@ -353,7 +353,7 @@ def test_periodic_decisions_send_no_not_in_subquery(scale_settings: config.Setti
         scrape = generate_latest(
             make_registry(scale_settings, cat, broker_url="redis://127.0.0.1:9/0", prefix="")
         )
-        cfg = health.health_settings(scale_settings)
+        cfg = scale_settings.health
         limits = health_policy.limits_from(
             cfg, scale_settings["alarms"]["latency_seconds"], scale_settings["archive"]["verify_delay"]
         )
