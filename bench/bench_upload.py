@@ -3,12 +3,13 @@
 Scenarios, each against a fresh server process (its peak RSS is its VmHWM at the end):
   one 1 GiB upload;  50 parallel 20 MB uploads.
 The client is the same for both: http.client in a separate process, streaming the file in 1 MiB sends with
-the visDQMUpload request (fields size, checksum, file); a connection reset is retried after 0.2 s (at most
+visDQMUpload's body (fields size, checksum, file); a connection reset is retried after 0.2 s (at most
 20 times), as a harvesting job would. Throughput = bytes saved / (all clients start -> last answer read);
 server CPU = user + system seconds of the server process per GB saved.
 Rounds alternate before/after; the table shows medians.
 
-    .venv/bin/python bench/bench_upload.py [--before b248399] [--rounds 3] [--big-mb 1024] [--n 50] [--small-mb 20]
+    .venv/bin/python bench/bench_upload.py [--before b248399] [--also REV] [--rounds 3] [--big-mb 1024] [--n 50]
+        [--small-mb 20]
 """
 
 from __future__ import annotations
@@ -63,7 +64,8 @@ def make_source(mb: int) -> tuple[Path, str]:
 
 
 def upload(port: int, path: Path, md5: str) -> tuple[int, float]:
-    """One upload as visDQMUpload sends it (streamed); (HTTP status, seconds)."""
+    """One upload with the body visDQMUpload sends (its encode(): the fields, the file part with its own
+    Content-Length, the closing delimiter and an empty line), streamed; (HTTP status, seconds)."""
     size = path.stat().st_size
     boundary = uuid.uuid4().hex
     pre = b""
@@ -71,9 +73,9 @@ def upload(port: int, path: Path, md5: str) -> tuple[int, float]:
         pre += f'--{boundary}\r\nContent-Disposition: form-data; name="{key}"\r\n\r\n{value}\r\n'.encode()
     pre += (
         f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="{path.name}"\r\n'
-        f"Content-Type: application/octet-stream\r\n\r\n"
+        f"Content-Type: application/octet-stream\r\nContent-Length: {size}\r\n\r\n"
     ).encode()
-    post = f"\r\n--{boundary}--\r\n".encode()
+    post = f"\r\n--{boundary}--\r\n\r\n".encode()  # visDQMUpload ends with an empty line
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=600)
     start = time.perf_counter()
     conn.putrequest("POST", "/dqm/dev/data/put")
@@ -150,14 +152,15 @@ def rss_mb(pid: int) -> float:
     raise RuntimeError("no VmRSS")
 
 
-def run_once(impl: str, oldpath: Path, work: Path, source: tuple[Path, str], n: int) -> dict[str, float]:
+def run_once(impl: str, tree: Path, work: Path, source: tuple[Path, str], n: int) -> dict[str, float]:
+    """One scenario against the server of ``tree``: the http.server one for "before", else aiohttp's."""
     box = work / f"box-{impl}"
     shutil.rmtree(box, ignore_errors=True)
     if impl == "before":
-        code = SERVER.format(path=str(oldpath), module="t0dqm.upload_server", box=str(box), extra="")
+        code = SERVER.format(path=str(tree), module="t0dqm.upload_server", box=str(box), extra="")
     else:
         code = SERVER.format(
-            path=str(ROOT), module="t0dqm.servers.upload", box=str(box), extra=f", max_uploads={max(64, n)}"
+            path=str(tree), module="t0dqm.servers.upload", box=str(box), extra=f", max_uploads={max(64, n)}"
         )
     server = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True, cwd=str(work))
     try:
@@ -193,6 +196,16 @@ def run_once(impl: str, oldpath: Path, work: Path, source: tuple[Path, str], n: 
     }
 
 
+def checkout(rev: str, into: Path) -> Path:
+    """The whole ``t0dqm`` package of git revision ``rev``, extracted into ``into``."""
+    into.mkdir()
+    archive = subprocess.run(
+        ["git", "-C", str(ROOT), "archive", rev, "t0dqm"], capture_output=True, check=True
+    )
+    subprocess.run(["tar", "-x", "-C", str(into)], input=archive.stdout, check=True)
+    return into
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -202,6 +215,9 @@ def main() -> None:
     parser.add_argument("--big-mb", type=int, default=1024)
     parser.add_argument("--n", type=int, default=50)
     parser.add_argument("--small-mb", type=int, default=20)
+    parser.add_argument(
+        "--also", metavar="REV", help="also measure the aiohttp server of this git revision (as 'REV')"
+    )
     parser.add_argument("--client", nargs=4, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.client:
@@ -210,12 +226,9 @@ def main() -> None:
         return
     with tempfile.TemporaryDirectory(prefix="t0dqm-bench-upload-") as tmp:
         work = Path(tmp)
-        oldpath = work / "old"
-        oldpath.mkdir()
-        archive = subprocess.run(
-            ["git", "-C", str(ROOT), "archive", args.before, "t0dqm"], capture_output=True, check=True
-        ).stdout
-        subprocess.run(["tar", "-x", "-C", str(oldpath)], input=archive, check=True)  # the whole old package
+        trees = {"before": checkout(args.before, work / "before"), "after": ROOT}
+        if args.also:
+            trees[args.also] = checkout(args.also, work / "also")
         scenarios = [
             (f"1 x {args.big_mb} MiB", make_source(args.big_mb), 1),
             (f"{args.n} x {args.small_mb} MiB parallel", make_source(args.small_mb), args.n),
@@ -223,8 +236,8 @@ def main() -> None:
         results: dict[tuple[str, str], list[dict[str, float]]] = {}
         for _ in range(args.rounds):
             for label, source, n in scenarios:
-                for impl in ("before", "after"):
-                    results.setdefault((label, impl), []).append(run_once(impl, oldpath, work, source, n))
+                for impl, tree in trees.items():
+                    results.setdefault((label, impl), []).append(run_once(impl, tree, work, source, n))
         print(
             f"| scenario | server | MB/s (median of {args.rounds}) | server CPU s/GB | peak RSS MB (median, max) "
             "| idle RSS MB | connections reset, retried | failed uploads |"
@@ -244,6 +257,9 @@ def main() -> None:
             b = statistics.median(r["mb_s"] for r in results[(label, "before")])
             a = statistics.median(r["mb_s"] for r in results[(label, "after")])
             print(f"{label}: after/before throughput ratio {a / b:.2f}")
+            if args.also:
+                c = statistics.median(r["mb_s"] for r in results[(label, args.also)])
+                print(f"{label}: after/{args.also} throughput ratio {a / c:.2f}")
 
 
 if __name__ == "__main__":

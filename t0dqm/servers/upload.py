@@ -26,7 +26,6 @@ import ctypes
 import logging
 import os
 import queue
-import re
 import ssl
 import threading
 import time
@@ -37,6 +36,7 @@ from aiohttp import MultipartReader, web
 from aiohttp.http_exceptions import HttpProcessingError
 
 from t0dqm.servers import webserve
+from t0dqm.servers.upload_framing import RX_BOUNDARY, DelimiterCheck, boundary_of, straight_bytes
 from t0dqm.servers.upload_identity import AllowList, origin_source, peer_dn, server_ssl_context
 from t0dqm.servers.upload_receiver import (
     STATUS_BAD_REQUEST,
@@ -80,7 +80,6 @@ DEFAULT_MAX_SIZE = 8 << 30
 DEFAULT_MAX_UPLOADS = 64
 DEFAULT_TIMEOUT = 30.0
 RETRY_AFTER = 30
-RX_BOUNDARY = re.compile(r'boundary="?([^";]+)"?')
 M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3  # glibc's mallopt() parameters
 MMAP_THRESHOLD, TRIM_THRESHOLD = 4 << 20, 16 << 20
 
@@ -466,8 +465,10 @@ class UploadService:
             receiver.end()
 
     async def _stream_file(self, request: web.BaseRequest, part: Any, receiver: Receiver) -> None:
-        """The file part: the event loop reads the pieces (aiohttp's reader finds the closing boundary) and
-        checks them; a writer thread writes them meanwhile. An upload that starts alone is digested in the
+        """The file part: the event loop reads the pieces and checks them; a writer thread writes them
+        meanwhile. The first pieces come straight from the body when the ``size`` field allows it
+        (:mod:`t0dqm.servers.upload_framing`), the last ones through aiohttp's reader, which finds the
+        closing boundary. An upload that starts alone is digested in the
         loop, right after the read, while the piece is still in the CPU's cache (measured: ~0.4 s of CPU per
         GB less than in the writer); with others in progress, in its writer thread, so that the digests of
         many uploads use every core. The size of the pieces follows the number of uploads in progress.
@@ -481,11 +482,24 @@ class UploadService:
         in_loop = few
         feed = Feed(receiver, self.writers.lane(), loop, digest=not in_loop)
         accept, digest, read, send = receiver.accept, receiver.digest, part.read_chunk, feed.send
+        content, ctype = request.content, request.headers.get("Content-Type", "")
+        straight = straight_bytes(
+            receiver.fields.get("size"), request.content_length, content.total_bytes, ctype
+        )
+        check = DelimiterCheck(boundary_of(ctype) or b"") if straight else None
         try:
             async with asyncio.timeout_at(loop.time() + timeout + slack) as deadline:
                 moved = loop.time()
                 while not part.at_eof():
-                    chunk = await read(size)
+                    if straight:
+                        chunk = await content.read(min(size, straight))
+                        if not chunk:
+                            raise ValueError("the body ended inside the file part")
+                        straight -= len(chunk)
+                    else:
+                        chunk = await read(size)
+                    if check is not None:
+                        check.feed(chunk)
                     if chunk and accept(chunk):
                         if in_loop:
                             digest(chunk)

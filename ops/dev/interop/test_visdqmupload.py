@@ -70,7 +70,10 @@ def files(tmp_path: Path) -> dict[str, Path]:
     empty = src / "empty" / NAME
     empty.parent.mkdir()
     empty.write_bytes(b"")
-    return {"good": good, "not_root": not_root, "empty": empty}
+    big = src / "big" / NAME  # read mostly straight from the body (t0dqm.servers.upload_framing)
+    big.parent.mkdir()
+    big.write_bytes(b"root\0" + os.urandom((64 << 20) - 5))
+    return {"good": good, "not_root": not_root, "empty": empty, "big": big}
 
 
 def run(
@@ -108,7 +111,9 @@ def check_behaviour(
         ), out
     code, out = run(client, url, files["good"].with_name("DQM_V0001_R000000042.root"), env)
     assert code == 1, out  # the client's own name check
-    assert sorted(p.parent.name for p in box.glob("*/" + NAME)) == ["0000", "0001"]
+    code, out = run(client, url, files["big"], env)
+    assert code == 0 and (box / "0002" / NAME).read_bytes() == files["big"].read_bytes(), out
+    assert sorted(p.parent.name for p in box.glob("*/" + NAME)) == ["0000", "0001", "0002"]
     assert list((box / dropbox.UPLOADING).iterdir()) == []
 
 

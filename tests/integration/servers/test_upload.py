@@ -171,6 +171,99 @@ def test_malformed_checksum_and_size_mismatch(
     assert stored_files(box) == []
 
 
+def big_payload(size: int = 8 << 20) -> bytearray:
+    """ROOT's magic, then a byte pattern that holds no CRLF followed by dashes."""
+    return bytearray((b"root\0" + bytes(range(256)) * (size // 256 + 1))[:size])
+
+
+def md5_field(payload: bytes) -> tuple[str, None, bytes]:
+    return ("checksum", None, b"md5:" + hashlib.md5(payload).hexdigest().encode())
+
+
+def visdqmupload_body(payload: bytes, size: int, part_length: int | None, boundary: str = "bound") -> bytes:
+    """The body visDQMUpload sends: the fields, then the file part with its own Content-Length, then the
+    closing delimiter and an empty line (bin/visDQMUpload's encode())."""
+    head = f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="{NAME}"\r\n'
+    head += "Content-Type: application/octet-stream\r\n"
+    if part_length is not None:
+        head += f"Content-Length: {part_length}\r\n"
+    fields = form(boundary, [("size", None, str(size).encode()), md5_field(payload)])
+    return (
+        fields[: -len(f"--{boundary}--\r\n")]
+        + (head + "\r\n").encode()
+        + payload
+        + (f"\r\n--{boundary}--\r\n\r\n".encode())
+    )
+
+
+@pytest.mark.parametrize("part_length", [True, False])
+def test_an_8_mib_upload_as_visdqmupload_sends_it(
+    server: upload_server.UploadServer, box: Path, part_length: bool
+) -> None:
+    """With the file part's own Content-Length (aiohttp then reads the part by length) and without it."""
+    payload = bytes(big_payload())
+    body = visdqmupload_body(payload, len(payload), len(payload) if part_length else None)
+    status, headers, _ = raw_request(server.server_port, post_head(len(body)), body)
+    assert status == 200 and headers["dqm-status-code"] == "100", headers
+    assert (box / "0000" / NAME).read_bytes() == payload
+
+
+@pytest.mark.parametrize("part_length", [True, False])
+@pytest.mark.parametrize("delta", [1 << 20, -(1 << 20), 1, -1])
+def test_a_size_field_that_lies_gets_the_real_count(
+    server: upload_server.UploadServer, box: Path, delta: int, part_length: bool
+) -> None:
+    payload = bytes(big_payload())
+    declared = len(payload) + delta
+    body = visdqmupload_body(payload, declared, len(payload) if part_length else None)
+    status, headers, _ = raw_request(server.server_port, post_head(len(body)), body)
+    assert status == 500 and headers["dqm-status-code"] == "400", headers
+    assert headers["dqm-status-detail"] == f"Wrote {len(payload)} bytes, expected to write {declared}"
+    assert stored_files(box) == []
+
+
+@pytest.mark.parametrize("delta", [1 << 20, -(1 << 20), 1, -1])
+def test_the_file_parts_own_length_is_ignored(
+    server: upload_server.UploadServer, box: Path, delta: int
+) -> None:
+    """RFC 7578: a form-data part's Content-Length is ignored (aiohttp's reader does); the closing delimiter
+    ends the file, checked against the size field and md5."""
+    payload = bytes(big_payload())
+    body = visdqmupload_body(payload, len(payload), len(payload) + delta)
+    status, headers, _ = raw_request(server.server_port, post_head(len(body)), body)
+    assert status == 200 and headers["dqm-status-code"] == "100", headers
+    assert (box / "0000" / NAME).read_bytes() == payload
+
+
+def test_a_file_holding_its_own_delimiter_is_refused(server: upload_server.UploadServer, box: Path) -> None:
+    """RFC 2046 forbids a part's delimiter inside its content, here 4 MiB into an 8 MiB file; the size field
+    and md5 agree with the bytes sent. The server reads at most a few hundred KiB of a body ahead of its
+    handler (aiohttp's flow control), so these 4 MiB are read straight (upload_framing) and checked there."""
+    payload = big_payload()
+    payload[4 << 20 : (4 << 20) + 11] = b"\r\n--bound\r\n"
+    body = visdqmupload_body(bytes(payload), len(payload), None)
+    status, headers, _ = raw_request(server.server_port, post_head(len(body)), body)
+    assert status == 400 and headers["dqm-status-code"] == "200", headers
+    assert headers["dqm-status-message"] == "Malformed multipart body"
+    assert headers["dqm-status-detail"] == "the file's data contains the multipart delimiter"
+    assert stored_files(box) == []
+
+
+@pytest.mark.parametrize("order", ["file-size-checksum", "size-file-checksum", "checksum-size-file"])
+def test_any_order_of_the_parts(server: upload_server.UploadServer, box: Path, order: str) -> None:
+    """The file part first, in the middle or last (the size field before it or not)."""
+    payload = bytes(big_payload(3 << 20))
+    parts = {
+        "size": ("size", None, str(len(payload)).encode()),
+        "checksum": md5_field(payload),
+        "file": ("file", NAME, payload),
+    }
+    body = form("bound", [parts[name] for name in order.split("-")])
+    status, headers, _ = raw_request(server.server_port, post_head(len(body)), body, pieces=50)
+    assert status == 200 and headers["dqm-status-code"] == "100", headers
+    assert (box / "0000" / NAME).read_bytes() == payload
+
+
 def test_not_a_root_file(server: upload_server.UploadServer, box: Path, tmp_path: Path) -> None:
     fake = tmp_path / NAME
     fake.write_bytes(b"ROOT?" + b"x" * 100)
