@@ -5,8 +5,9 @@ fields ``size`` (decimal bytes), ``checksum`` (``md5:<hex>``, or ``crc32:<n>`` a
 accepted) and ``file`` (filename = base name). Before any byte of the body is read, the request is refused
 when its Content-Length is missing or too large, when it is not multipart, when the client certificate's
 subject is not on the allow-list, or when ``max_uploads`` uploads are already in progress (503 with
-``Retry-After``). The body is read with aiohttp's streaming multipart reader, every read bounded by the idle
-timeout; the file streams to a temp file in ``<dropbox>/.uploading`` (:mod:`t0dqm.servers.upload_receiver`), which
+``Retry-After``). The body is read with aiohttp's streaming multipart reader (most of the file part straight
+from the body when the ``size`` field came first: :mod:`t0dqm.servers.upload_framing`), every read bounded
+by the idle timeout; the file streams to a temp file in ``<dropbox>/.uploading`` (:mod:`t0dqm.servers.upload_receiver`), which
 is removed on every refusal, timeout, disconnect and shutdown. Size, checksum and the ``root\\0`` magic are
 verified; the file then lands in the dropbox under the upload protocol (:mod:`t0dqm.formats.dropbox`).
 
