@@ -5,7 +5,9 @@ from __future__ import annotations
 import hashlib
 import http.client
 import io
+import random
 import re
+import shutil
 import socket
 import ssl
 import uuid
@@ -233,6 +235,45 @@ def test_the_file_parts_own_length_is_ignored(
     status, headers, _ = raw_request(server.server_port, post_head(len(body)), body)
     assert status == 200 and headers["dqm-status-code"] == "100", headers
     assert (box / "0000" / NAME).read_bytes() == payload
+
+
+def straight_read_cases() -> list[tuple[bytes, int]]:
+    """Bodies of 1-3 MiB files (seeded): size fields that lie or not, epilogues, md5 right or wrong, the file
+    last or followed by a field; with a wire size at which the straight read takes most of the file."""
+    rng = random.Random(11)
+    cases = []
+    for i in range(24):
+        payload = bytes(big_payload(rng.randint(1 << 20, 3 << 20)))
+        delta = rng.choice([0, 0, 1, -1, 1000, -1000, 1 << 20, -(1 << 19)])
+        md5 = md5_field(payload) if i % 5 else ("checksum", None, b"md5:" + b"0" * 32)
+        size = ("size", None, str(len(payload) + delta).encode())
+        parts = [size, md5, ("file", NAME, payload)] if i % 4 else [size, ("file", NAME, payload), md5]
+        body = form("bound", parts) + rng.choice([b"", b"\r\n", b"e" * 29])
+        cases.append((body, rng.choice([1, 3, 40])))
+    return cases
+
+
+def test_the_straight_read_gives_the_answers_of_aiohttps_reader_alone(
+    server: upload_server.UploadServer, box: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Differential: each body is sent to the server as it is and with the straight read switched off; the
+    answers (HTTP status, Dqm-Status code, message, detail) and the files stored are the same."""
+
+    def answers() -> list[tuple[int, str, str, str, list[bytes]]]:
+        out = []
+        for body, pieces in straight_read_cases():
+            status, headers, _ = raw_request(server.server_port, post_head(len(body)), body, pieces)
+            stored = [p.read_bytes() for p in stored_files(box) if p.name == NAME]
+            shutil.rmtree(box, ignore_errors=True)
+            out.append((status, *(headers[f"dqm-status-{k}"] for k in ("code", "message", "detail")), stored))
+        return out
+
+    as_is = answers()
+    monkeypatch.setattr(upload_server, "straight_bytes", lambda *_: 0)
+    alone = answers()
+    assert [a[:4] for a in as_is] == [a[:4] for a in alone]
+    assert as_is == alone
+    assert {a[1] for a in as_is} == {"100", "300", "400"}  # saved, md5 refused, size refused: all met
 
 
 def test_a_file_holding_its_own_delimiter_is_refused(server: upload_server.UploadServer, box: Path) -> None:
