@@ -163,6 +163,7 @@ Int = Annotated[int, PlainValidator(_integer(None))]
 Int0 = Annotated[int, PlainValidator(_integer(0))]
 Int1 = Annotated[int, PlainValidator(_integer(1))]
 Bytes = Annotated[int, PlainValidator(_integer(1, "must be a positive integer number of bytes"))]
+Bytes0 = Annotated[int, PlainValidator(_integer(0, "must be an integer number of bytes >= 0"))]
 Number = Annotated[int | float, PlainValidator(_number(None))]
 Number0 = Annotated[int | float, PlainValidator(_number(0))]
 Number1 = Annotated[int | float, PlainValidator(_number(1))]
@@ -427,7 +428,7 @@ class Subscriptions(Table):
     t0_disk: Text = "T0_CH_CERN_Disk"
     sites: dict[str, Text] = Field(default_factory=dict)
     disk_tiers: list[Text] = Field(default_factory=list)
-    free_tape: dict[str, Number0] = Field(default_factory=dict)
+    free_tape: dict[str, Bytes0] = Field(default_factory=dict)
 
     @model_validator(mode="before")
     @classmethod

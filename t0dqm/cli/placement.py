@@ -197,11 +197,10 @@ def subscriptions_plan(
     vols = read_json(volumes, "--volumes") if volumes else _catalog_volumes()
     free_map = _site_bytes(free) if free else dict(config.get().subscriptions.free_tape)
     try:
-        # plan() checks each value at runtime: a non-integer free_tape from the config is refused
         result = policy.plan(
             _subs(),
             vols,
-            free_map,  # type: ignore[arg-type]
+            free_map,
             min_gain_fraction=min_gain,
             max_moves=max_moves,
         )

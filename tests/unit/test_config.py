@@ -355,6 +355,21 @@ def test_bad_values_name_the_key(env: dict[str, str], message: str) -> None:
         config.load(None, environ=env)
 
 
+def test_free_tape_is_whole_bytes(tmp_path: Path) -> None:
+    """TOML's 1.5e15 is a float: taken when it is a whole number of bytes, as policies.placement.plan wants."""
+    cfg = tmp_path / "t.toml"
+    cfg.write_text("[subscriptions.free_tape]\nT1_US_FNAL = 1.5e15\nT1_IT_CNAF = 2000\n")
+    free = config.load(cfg, environ={}).subscriptions.free_tape
+    assert free == {"T1_US_FNAL": 1_500_000_000_000_000, "T1_IT_CNAF": 2000}
+    assert all(type(v) is int for v in free.values())
+    for bad in ("0.5", "-1", '"lots"'):
+        cfg.write_text(f"[subscriptions.free_tape]\nT1_US_FNAL = {bad}\n")
+        with pytest.raises(
+            config.ConfigError, match="free_tape.T1_US_FNAL must be an integer number of bytes >= 0"
+        ):
+            config.load(cfg, environ={})
+
+
 def test_toml_values_are_not_coerced_from_text(tmp_path: Path) -> None:
     cfg = tmp_path / "t.toml"
     cfg.write_text('[deletion]\ndry_run = "yes"\n')
