@@ -23,20 +23,11 @@ from t0dqm.catalog import audit, heartbeats
 from t0dqm.catalog import status as views
 from t0dqm.catalog.db import Catalog, Connection
 from t0dqm.formats import dropbox
-from t0dqm.tasks.queued import PRIORITY_STEPS, queue_lists
+from t0dqm.tasks.queued import CHAIN_STEPS, PRIORITY_STEPS, queue_lists
 
 BOUND_SLACK = 50  # target: queue depth <= pending items + 50
 # Tasks handling one item (a file, a batch of uploads, an archive): their runs per file are reported.
-ITEM_TASKS = (
-    "t0dqm.tasks.receive.receive_batch",
-    "t0dqm.tasks.receive.receive_file",
-    "t0dqm.tasks.index.import_file",
-    "t0dqm.tasks.index.merge",
-    "t0dqm.tasks.archive.zip_file",
-    "t0dqm.tasks.archive.freeze",
-    "t0dqm.tasks.tape.stage",
-    "t0dqm.tasks.tape.verify",
-)
+ITEM_TASKS = CHAIN_STEPS
 
 
 def pending_items(conn: Connection, settings: config.Settings) -> dict[str, int]:

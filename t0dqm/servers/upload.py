@@ -487,7 +487,8 @@ class UploadService:
         straight = straight_bytes(
             receiver.fields.get("size"), request.content_length, content.total_bytes, ctype
         )
-        check = DelimiterCheck(boundary_of(ctype) or b"") if straight else None
+        boundary = boundary_of(ctype) if straight else None  # straight bytes need a boundary
+        check = DelimiterCheck(boundary) if boundary else None
         try:
             async with asyncio.timeout_at(loop.time() + timeout + slack) as deadline:
                 moved = loop.time()
